@@ -1,0 +1,220 @@
+//! Action kinds: one module each, all behind [`Action`]. An action gets its rendered
+//! parameters, a cancellation token and an event sender; it never prompts, never touches the
+//! terminal and never writes the journal.
+
+mod http;
+pub mod lines;
+mod manual;
+mod shell;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::runbook::{ActionCatalog, ActionSchema};
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Said by cutover itself (what is being done, waited for, retried).
+    Info,
+}
+
+/// Measured advance of a long action.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    /// "bytes", "tables", "%", "tasks", "attempts"...
+    pub unit: String,
+    pub message: Option<String>,
+}
+
+impl Progress {
+    pub fn fraction(&self) -> Option<f64> {
+        self.total
+            .filter(|t| *t > 0)
+            .map(|t| (self.done as f64 / t as f64).clamp(0.0, 1.0))
+    }
+}
+
+/// What an action reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionEvent {
+    Log { stream: Stream, line: String },
+    Progress(Progress),
+    Output { name: String, value: String },
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded {
+        note: Option<String>,
+    },
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+    },
+    /// Stopped by cancellation (Ctrl-C, a timeout, the operator).
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            exit_code: None,
+        }
+    }
+}
+
+/// The sending side of an action's events. Sending waits when the receiver is behind, so a
+/// chatty child is slowed rather than buffered without bound.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<ActionEvent>,
+}
+
+impl Reporter {
+    pub fn new(tx: mpsc::Sender<ActionEvent>) -> Self {
+        Reporter { tx }
+    }
+
+    pub async fn send(&self, event: ActionEvent) {
+        // The receiver goes away only when the step is over; nothing is left to tell.
+        let _ = self.tx.send(event).await;
+    }
+
+    pub async fn line(&self, stream: Stream, line: impl Into<String>) {
+        self.send(ActionEvent::Log {
+            stream,
+            line: line.into(),
+        })
+        .await;
+    }
+
+    pub async fn info(&self, line: impl Into<String>) {
+        self.line(Stream::Info, line).await;
+    }
+
+    pub async fn progress(
+        &self,
+        done: u64,
+        total: Option<u64>,
+        unit: &str,
+        message: Option<String>,
+    ) {
+        self.send(ActionEvent::Progress(Progress {
+            done,
+            total,
+            unit: unit.to_string(),
+            message,
+        }))
+        .await;
+    }
+
+    pub async fn output(&self, name: &str, value: impl Into<String>) {
+        self.send(ActionEvent::Output {
+            name: name.to_string(),
+            value: value.into(),
+        })
+        .await;
+    }
+}
+
+/// Everything one attempt of an action gets.
+#[derive(Debug, Clone)]
+pub struct ActionContext {
+    pub step: String,
+    /// Parameters with every `${...}` filled.
+    pub params: serde_json::Value,
+    pub cancel: CancellationToken,
+    pub report: Reporter,
+    /// Relative paths are taken from here (the runbook's directory).
+    pub work_dir: PathBuf,
+    /// A file where a shell step may write `name=value` lines to export outputs.
+    pub outputs_file: PathBuf,
+    /// The operator's note (for `manual`).
+    pub operator_note: Option<String>,
+}
+
+impl ActionContext {
+    /// The parameters as the action's own type; a mismatch is a failed step, not a panic.
+    pub fn params<T: serde::de::DeserializeOwned>(&self) -> Result<T, Outcome> {
+        serde_json::from_value(self.params.clone())
+            .map_err(|e| Outcome::failed(format!("bad parameters: {e}")))
+    }
+}
+
+/// One kind of action.
+#[async_trait]
+pub trait Action: Send + Sync {
+    fn schema(&self) -> &'static ActionSchema;
+    /// One line saying what it would do, from parameters with secrets masked.
+    fn describe(&self, params: &serde_json::Value) -> String;
+    async fn run(&self, ctx: ActionContext) -> Outcome;
+}
+
+/// All action kinds by name.
+#[derive(Clone)]
+pub struct Registry {
+    actions: Vec<Arc<dyn Action>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Registry {
+    pub fn builtin() -> Self {
+        Registry {
+            actions: vec![
+                Arc::new(manual::Manual),
+                Arc::new(shell::Shell),
+                Arc::new(http::Http),
+            ],
+        }
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Action>> {
+        self.actions
+            .iter()
+            .find(|a| a.schema().kind == kind)
+            .cloned()
+    }
+}
+
+impl ActionCatalog for Registry {
+    fn schema(&self, kind: &str) -> Option<&ActionSchema> {
+        self.actions
+            .iter()
+            .map(|a| a.schema())
+            .find(|s| s.kind == kind)
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        self.actions.iter().map(|a| a.schema().kind).collect()
+    }
+}
+
+/// Reads a duration parameter such as "30s".
+pub(crate) fn parse_duration(
+    value: Option<&str>,
+    default: std::time::Duration,
+    name: &str,
+) -> Result<std::time::Duration, Outcome> {
+    match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| Outcome::failed(format!("`{name}` = {text:?} is not a duration: {e}"))),
+    }
+}

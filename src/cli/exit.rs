@@ -1,0 +1,97 @@
+//! Exit codes, one meaning each, documented in `--help`.
+
+use std::process::ExitCode;
+
+pub const OK: u8 = 0;
+pub const STEP_FAILED: u8 = 1;
+pub const INVALID: u8 = 2;
+pub const LOCKED: u8 = 3;
+pub const JOURNAL_DAMAGED: u8 = 4;
+pub const REFUSED: u8 = 5;
+pub const STATE_UNAVAILABLE: u8 = 6;
+pub const CANCELLED: u8 = 130;
+
+pub const HELP: &str = "\
+Exit codes:
+  0    success (the step succeeded; the runbook is valid; the journal verifies)
+  1    the step failed (its reason is printed and journaled), or an unexpected error
+  2    the runbook is invalid, or the command line is wrong
+  3    another driver holds the lock (its holder is named), or the lock is stale
+  4    the journal is damaged: `cutover audit verify` names the first bad line
+  5    refused: needs not done, time gate closed, confirmation phrase missing or
+       wrong, a manual step without --note, or nothing left to run
+  6    the state directory (.cutover/) cannot be created, read or written
+  130  cancelled with Ctrl-C (the step is journaled as failed: cancelled)";
+
+/// A failure to report on stderr, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn code(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+impl From<cutover::runbook::LoadError> for Failure {
+    fn from(e: cutover::runbook::LoadError) -> Self {
+        use cutover::runbook::LoadError;
+        let code = match e {
+            LoadError::Io { .. } => STATE_UNAVAILABLE,
+            _ => INVALID,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<cutover::journal::JournalError> for Failure {
+    fn from(e: cutover::journal::JournalError) -> Self {
+        use cutover::journal::JournalError;
+        let code = match e {
+            JournalError::Broken { .. } => JOURNAL_DAMAGED,
+            _ => STATE_UNAVAILABLE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<cutover::journal::lock::LockError> for Failure {
+    fn from(e: cutover::journal::lock::LockError) -> Self {
+        use cutover::journal::lock::LockError;
+        let code = match e {
+            LockError::Held(_) | LockError::Stale(_) => LOCKED,
+            LockError::WrongId { .. } | LockError::NotHeld => REFUSED,
+            _ => STATE_UNAVAILABLE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<cutover::workspace::WorkspaceError> for Failure {
+    fn from(e: cutover::workspace::WorkspaceError) -> Self {
+        Failure::new(STATE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<cutover::engine::EngineError> for Failure {
+    fn from(e: cutover::engine::EngineError) -> Self {
+        use cutover::engine::EngineError;
+        match e {
+            EngineError::Journal(j) => j.into(),
+            EngineError::Workspace(w) => w.into(),
+            EngineError::UnknownStep(..) => Failure::new(INVALID, e.to_string()),
+            EngineError::AllDone => Failure::new(OK, e.to_string()),
+            other => Failure::new(REFUSED, other.to_string()),
+        }
+    }
+}

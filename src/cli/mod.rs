@@ -1,0 +1,323 @@
+//! The command line: every step runs headless from here.
+
+mod exit;
+mod printer;
+mod show;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cutover::actions::{Outcome, Registry};
+use cutover::engine::{Engine, Mark, RunRequest, Target};
+use cutover::journal::{self, lock, FileStore, Journal};
+use cutover::redact::Redactor;
+use cutover::runbook::Runbook;
+use cutover::workspace::Workspace;
+
+use exit::Failure;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cutover",
+    version,
+    about = "A terminal runbook that moves a Heroku app to AWS ECS Fargate",
+    long_about = "A terminal runbook that moves a Heroku app to AWS ECS Fargate.\n\n\
+        State lives in .cutover/ beside the runbook: an append-only, hash-chained journal \
+        (journal.jsonl), the driver's lock, and one log file per step attempt.",
+    after_help = exit::HELP
+)]
+struct Cli {
+    /// The runbook to use.
+    #[arg(
+        long,
+        global = true,
+        default_value = "runbook.toml",
+        env = "CUTOVER_RUNBOOK"
+    )]
+    runbook: PathBuf,
+    /// Override a runbook variable (repeatable).
+    #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
+    vars: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the runbook and report every error with file:line:column.
+    Validate,
+    /// Show every phase and step with its state, who did it and when.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each remaining step would do, variables filled and secrets masked.
+    Plan,
+    /// Run one step (by id) or the next ready one, streaming its log.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["step", "next"])))]
+    Run {
+        /// The step's id.
+        step: Option<String>,
+        /// Run the first step that can run now.
+        #[arg(long)]
+        next: bool,
+        /// The confirmation phrase of a destructive step, typed exactly.
+        #[arg(long, value_name = "PHRASE")]
+        confirm: Option<String>,
+        /// A note for the journal; required to complete a manual step.
+        #[arg(long)]
+        note: Option<String>,
+        /// Run the step's check instead: if its effect already holds, the step is done.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Set a step's state by hand, with a note saying why.
+    Mark {
+        step: String,
+        #[arg(value_enum)]
+        state: MarkState,
+        #[arg(long)]
+        note: String,
+    },
+    /// Print a step's log (the latest attempt unless --attempt).
+    Log {
+        step: String,
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Add a note to the journal.
+    Note {
+        text: String,
+        /// The step it is about.
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Remove a lock left by a driver that is gone; only with its exact id.
+    Unlock {
+        #[arg(value_name = "LOCK_ID")]
+        id: String,
+    },
+    /// Prove the journal was not edited.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check every line's sequence number and hash chain; name the first bad line.
+    Verify,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum MarkState {
+    Done,
+    Pending,
+    Skipped,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(dispatch(cli)),
+        Err(e) => Err(Failure::new(
+            exit::STEP_FAILED,
+            format!("cannot start: {e}"),
+        )),
+    };
+    match result {
+        Ok(code) => exit::code(code),
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("cutover: {}", failure.message);
+            }
+            exit::code(failure.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let registry = Registry::builtin();
+    let command = cli.command.unwrap_or(Command::Status { json: false });
+    if let Command::Validate = command {
+        let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+        println!(
+            "{}: valid — {} phases, {} steps",
+            runbook.source.path.display(),
+            runbook.phases.len(),
+            runbook.steps.len()
+        );
+        return Ok(exit::OK);
+    }
+    let workspace = Workspace::for_runbook(&cli.runbook);
+    match command {
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => audit_verify(&workspace),
+        Command::Unlock { id } => {
+            let info = lock::unlock(&workspace.lock_path(), &id)?;
+            println!("removed the lock of {}", info.describe());
+            Ok(exit::OK)
+        }
+        Command::Log { step, attempt } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            show::log(&runbook, &workspace, &step, attempt)
+        }
+        Command::Status { json } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            show::status(&runbook, &workspace, json)
+        }
+        Command::Plan => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            show::plan(&runbook, &workspace, &registry)
+        }
+        Command::Run {
+            step,
+            next,
+            confirm,
+            note,
+            check,
+        } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let mut request = RunRequest::new(match (step, next) {
+                (Some(id), _) => Target::Step(id),
+                (None, _) => Target::Next,
+            });
+            request.confirm = confirm;
+            request.note = note;
+            request.check_only = check;
+            run(runbook, workspace, registry, request).await
+        }
+        Command::Mark { step, state, note } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let (mut engine, _lock) = drive(runbook, workspace, registry, &format!("mark {step}"))?;
+            let mark = match state {
+                MarkState::Done => Mark::Done,
+                MarkState::Pending => Mark::Pending,
+                MarkState::Skipped => Mark::Skipped,
+            };
+            engine.mark(&step, mark, &note)?;
+            println!("{step}: marked {}", format!("{state:?}").to_lowercase());
+            Ok(exit::OK)
+        }
+        Command::Note { text, step } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let (mut engine, _lock) = drive(runbook, workspace, registry, "note")?;
+            engine.note(step.as_deref(), &text)?;
+            Ok(exit::OK)
+        }
+        Command::Validate => Ok(exit::OK),
+    }
+}
+
+/// Takes the lock and opens the journal for writing: what every command that changes state does.
+fn drive(
+    runbook: Runbook,
+    workspace: Workspace,
+    registry: Registry,
+    command: &str,
+) -> Result<(Engine, lock::LockGuard), Failure> {
+    workspace.ensure()?;
+    let actor = cutover::actor::current();
+    let guard = lock::acquire(
+        &workspace.lock_path(),
+        &actor,
+        &format!("cutover {command}"),
+    )?;
+    let redactor = Arc::new(Redactor::new());
+    let (journal, warning) = Journal::open(
+        Box::new(FileStore::new(workspace.journal_path())),
+        actor,
+        runbook.digest.clone(),
+        redactor.clone(),
+    )?;
+    if let Some(warning) = warning {
+        eprintln!("cutover: warning: {warning}");
+    }
+    let engine = Engine::new(Arc::new(runbook), workspace, journal, registry, redactor);
+    Ok((engine, guard))
+}
+
+async fn run(
+    runbook: Runbook,
+    workspace: Workspace,
+    registry: Registry,
+    request: RunRequest,
+) -> Result<u8, Failure> {
+    let label = match &request.target {
+        Target::Step(id) => format!("run {id}"),
+        Target::Next => "run --next".to_string(),
+    };
+    let (mut engine, _lock) = drive(runbook, workspace, registry, &label)?;
+    engine.subscribe(Box::new(printer::Printer::new()));
+    let cancel = request.cancel.clone();
+    // Ctrl-C (or SIGTERM) cancels the running step; the engine records it and returns.
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+        eprintln!("\ncutover: cancelling the running step...");
+        cancel.cancel();
+    });
+    let result = match engine.run(request).await {
+        Ok(result) => result,
+        Err(cutover::engine::EngineError::AllDone) => {
+            println!("every step is done");
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match result.outcome {
+        Outcome::Succeeded { .. } => exit::OK,
+        Outcome::Failed { .. } => exit::STEP_FAILED,
+        Outcome::Cancelled => exit::CANCELLED,
+    })
+}
+
+fn audit_verify(workspace: &Workspace) -> Result<u8, Failure> {
+    let path = workspace.journal_path();
+    let bytes = read_journal(&path)?;
+    let loaded = journal::load(&bytes);
+    match &loaded.integrity {
+        journal::Integrity::Broken { line, reason } => Err(Failure::new(
+            exit::JOURNAL_DAMAGED,
+            format!("{}: line {line} is bad: {reason}", path.display()),
+        )),
+        integrity => {
+            if let journal::Integrity::PartialTail { .. } = integrity {
+                if let Some(w) = loaded.warning() {
+                    eprintln!("cutover: warning: {w}");
+                }
+            }
+            println!(
+                "{}: verified — {} lines, chain intact, last hash {}",
+                path.display(),
+                loaded.state.lines,
+                loaded.state.last_hash
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+pub(crate) fn read_journal(path: &Path) -> Result<Vec<u8>, Failure> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Failure::new(
+            exit::STATE_UNAVAILABLE,
+            format!("cannot read the journal {}: {e}", path.display()),
+        )),
+    }
+}

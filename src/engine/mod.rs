@@ -1,0 +1,709 @@
+//! Runs one step: needs, gates, confirmation, timeout, retries, cancellation, redaction and
+//! events. The journal line for each event is durable before the work it records proceeds.
+
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::{ActionContext, ActionEvent, Outcome, Progress, Registry, Reporter, Stream};
+use crate::journal::{Event, Journal, JournalError, JournalState};
+use crate::redact::Redactor;
+use crate::runbook::{self, ActionCatalog, ActionSpec, Runbook, Scope, Step};
+use crate::status::{short_duration, step_states, StepState, StepView};
+use crate::workspace::{Workspace, WorkspaceError};
+
+/// What the engine tells its subscribers (the headless printer, the TUI).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    StepStarted {
+        step: String,
+        attempt: u32,
+        log: PathBuf,
+        /// What it does, secrets masked.
+        action: String,
+    },
+    Log {
+        step: String,
+        stream: Stream,
+        line: String,
+    },
+    Progress {
+        step: String,
+        progress: Progress,
+    },
+    Output {
+        step: String,
+        name: String,
+        value: String,
+    },
+    Retrying {
+        step: String,
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+    StepFinished {
+        step: String,
+        attempt: u32,
+        outcome: Outcome,
+    },
+}
+
+/// Receives engine events, in order, as they happen.
+pub trait Subscriber: Send {
+    fn on_event(&mut self, event: &EngineEvent);
+}
+
+/// Forwards events into a channel (the TUI's), dropping none: a full channel waits.
+pub struct ChannelSubscriber(pub mpsc::UnboundedSender<EngineEvent>);
+
+impl Subscriber for ChannelSubscriber {
+    fn on_event(&mut self, event: &EngineEvent) {
+        let _ = self.0.send(event.clone());
+    }
+}
+
+/// Which step to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Step(String),
+    /// The first step, in runbook order, that can run now.
+    Next,
+}
+
+/// A request to run (or check) one step.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub target: Target,
+    /// The phrase typed by the operator, for destructive steps.
+    pub confirm: Option<String>,
+    /// The operator's note (needed by `manual` steps).
+    pub note: Option<String>,
+    /// Run the step's `check` instead of its action.
+    pub check_only: bool,
+    pub cancel: CancellationToken,
+}
+
+impl RunRequest {
+    pub fn new(target: Target) -> Self {
+        RunRequest {
+            target,
+            confirm: None,
+            note: None,
+            check_only: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    pub step: String,
+    pub attempt: u32,
+    pub outcome: Outcome,
+}
+
+/// Why the engine would not run a step. A failed step is not an error: it is a [`RunResult`].
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no step `{0}` in the runbook{1}")]
+    UnknownStep(String, String),
+    #[error("every step is done")]
+    AllDone,
+    #[error("nothing can run now: {0}")]
+    NothingReady(String),
+    #[error("step `{step}` is waiting for: {}", waiting_for.join(", "))]
+    Blocked {
+        step: String,
+        waiting_for: Vec<String>,
+    },
+    #[error("step `{step}` is gated: {detail}")]
+    Gated { step: String, detail: String },
+    #[error("step `{step}` changed since it ran: re-run it by id (`cutover run {step}`) or mark it (`cutover mark {step} done --note ...`)")]
+    Changed { step: String },
+    #[error("step `{step}` is destructive. {consequence}\nTo run it, type its phrase: --confirm \"{phrase}\"")]
+    ConfirmationRequired {
+        step: String,
+        phrase: String,
+        consequence: String,
+    },
+    #[error(
+        "the phrase typed for step `{step}` does not match. Only '{phrase}' will be accepted."
+    )]
+    ConfirmationMismatch { step: String, phrase: String },
+    #[error("step `{step}` is done by hand. {instructions}\nWhen it is done, record it: cutover run {step} --note \"what was done\"")]
+    OperatorNoteRequired { step: String, instructions: String },
+    #[error("step `{0}` has no `check`")]
+    NoCheck(String),
+    #[error("a note is required")]
+    EmptyNote,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
+/// How `mark` sets a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Done,
+    Pending,
+    Skipped,
+}
+
+/// Values for `${...}` at run time: the runbook's vars, resolved secrets, recorded outputs.
+struct RunScope<'a> {
+    runbook: &'a Runbook,
+    secrets: &'a BTreeMap<String, String>,
+    journal: &'a JournalState,
+}
+
+impl Scope for RunScope<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.runbook.vars.get(name).cloned()
+    }
+    fn secret(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned()
+    }
+    fn output(&self, step: &str, name: &str) -> Option<String> {
+        self.journal.step(step)?.outputs.get(name).cloned()
+    }
+}
+
+/// A scope for showing things: no secret values, outputs as recorded.
+pub fn display_scope<'a>(runbook: &'a Runbook, journal: &'a JournalState) -> impl Scope + 'a {
+    static NO_SECRETS: BTreeMap<String, String> = BTreeMap::new();
+    RunScope {
+        runbook,
+        secrets: &NO_SECRETS,
+        journal,
+    }
+}
+
+/// Runs steps of one runbook for the driver that holds the lock.
+pub struct Engine {
+    runbook: Arc<Runbook>,
+    workspace: Workspace,
+    journal: Journal,
+    registry: Registry,
+    redactor: Arc<Redactor>,
+    subscribers: Vec<Box<dyn Subscriber>>,
+}
+
+impl Engine {
+    pub fn new(
+        runbook: Arc<Runbook>,
+        workspace: Workspace,
+        journal: Journal,
+        registry: Registry,
+        redactor: Arc<Redactor>,
+    ) -> Self {
+        Engine {
+            runbook,
+            workspace,
+            journal,
+            registry,
+            redactor,
+            subscribers: Vec::new(),
+        }
+    }
+
+    pub fn subscribe(&mut self, subscriber: Box<dyn Subscriber>) {
+        self.subscribers.push(subscriber);
+    }
+
+    pub fn journal(&self) -> &JournalState {
+        self.journal.state()
+    }
+
+    pub fn runbook(&self) -> &Runbook {
+        &self.runbook
+    }
+
+    fn emit(&mut self, event: EngineEvent) {
+        for s in &mut self.subscribers {
+            s.on_event(&event);
+        }
+    }
+
+    /// States as this driver sees them: a started step with no end was interrupted, since
+    /// this process holds the lock and is not running it.
+    pub fn states(&self) -> Vec<StepView<'_>> {
+        step_states(
+            &self.runbook,
+            self.journal.state(),
+            false,
+            SystemTime::now(),
+        )
+    }
+
+    fn choose(&self, target: &Target) -> Result<(Step, StepState), EngineError> {
+        let views = self.states();
+        match target {
+            Target::Step(id) => views
+                .iter()
+                .find(|v| &v.step.id == id)
+                .map(|v| (v.step.clone(), v.state.clone()))
+                .ok_or_else(|| {
+                    let ids: Vec<&str> = self.runbook.steps.iter().map(|s| s.id.as_str()).collect();
+                    let hint = ids
+                        .iter()
+                        .min_by_key(|c| strsim::levenshtein(id, c))
+                        .filter(|c| strsim::levenshtein(id, c) <= 3)
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    EngineError::UnknownStep(id.clone(), hint)
+                }),
+            Target::Next => {
+                if let Some(v) = views.iter().find(|v| v.state.is_actionable()) {
+                    return Ok((v.step.clone(), v.state.clone()));
+                }
+                match views.iter().find(|v| !v.state.is_settled()) {
+                    None => Err(EngineError::AllDone),
+                    Some(v) => Err(EngineError::NothingReady(format!(
+                        "the first unfinished step is `{}` ({})",
+                        v.step.id,
+                        describe_state(&v.state)
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Checks everything that must hold before the step may start.
+    fn admit(
+        &mut self,
+        step: &Step,
+        state: &StepState,
+        request: &RunRequest,
+    ) -> Result<(), EngineError> {
+        match state {
+            StepState::Blocked { waiting_for } => {
+                return Err(EngineError::Blocked {
+                    step: step.id.clone(),
+                    waiting_for: waiting_for.clone(),
+                })
+            }
+            StepState::Gated { .. } => {
+                return Err(EngineError::Gated {
+                    step: step.id.clone(),
+                    detail: describe_state(state),
+                })
+            }
+            StepState::Changed if request.target == Target::Next => {
+                return Err(EngineError::Changed {
+                    step: step.id.clone(),
+                })
+            }
+            _ => {}
+        }
+        let needs_note = self
+            .registry
+            .schema(&step.action.kind)
+            .is_some_and(|s| s.needs_operator_note);
+        if needs_note && request.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            let scope = display_scope(&self.runbook, self.journal.state());
+            let notes = runbook::Template::parse(&step.notes)
+                .map_or_else(|_| step.notes.clone(), |t| t.display(&scope));
+            let checklist: Vec<String> = step
+                .action
+                .params
+                .get("checklist")
+                .and_then(|c| c.as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str())
+                        .map(|i| format!("\n  [ ] {i}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(EngineError::OperatorNoteRequired {
+                step: step.id.clone(),
+                instructions: format!("{}{}", notes.trim(), checklist.concat()),
+            });
+        }
+        if step.destructive {
+            let phrase = step.confirm.clone().unwrap_or_default();
+            match request.confirm.as_deref() {
+                None => {
+                    return Err(EngineError::ConfirmationRequired {
+                        step: step.id.clone(),
+                        consequence: match &step.rollback {
+                            Some(r) => format!("Rollback: {}", r.trim()),
+                            None => "It cannot be undone.".to_string(),
+                        },
+                        phrase,
+                    })
+                }
+                Some(typed) if typed.trim() != phrase => {
+                    return Err(EngineError::ConfirmationMismatch {
+                        step: step.id.clone(),
+                        phrase,
+                    })
+                }
+                Some(_) => {
+                    self.journal
+                        .append(Some((&step.id, &step.digest)), Event::Confirmed {})?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a step (or its check) to its end, through its retries.
+    pub async fn run(&mut self, request: RunRequest) -> Result<RunResult, EngineError> {
+        self.workspace.ensure()?;
+        let (step, state) = self.choose(&request.target)?;
+        if request.check_only {
+            return self.check(&step, &request).await;
+        }
+        self.admit(&step, &state, &request)?;
+        let attempts = step.retries + 1;
+        let mut n = 0;
+        loop {
+            let attempt = self
+                .journal
+                .state()
+                .step(&step.id)
+                .map_or(0, |r| r.attempts)
+                + 1;
+            let log = crate::workspace::Workspace::log_relative(&step.id, attempt);
+            self.journal.append(
+                Some((&step.id, &step.digest)),
+                Event::Started {
+                    attempt,
+                    log: log.clone(),
+                },
+            )?;
+            let outcome = self
+                .attempt(&step, &step.action, attempt, &log, &request, true)
+                .await?;
+            let event = match &outcome {
+                Outcome::Succeeded { note } => Event::Succeeded {
+                    attempt,
+                    note: note.clone().or_else(|| request.note.clone()),
+                },
+                Outcome::Failed { reason, exit_code } => Event::Failed {
+                    attempt,
+                    reason: reason.clone(),
+                    exit_code: *exit_code,
+                },
+                Outcome::Cancelled => Event::Failed {
+                    attempt,
+                    reason: "cancelled".to_string(),
+                    exit_code: None,
+                },
+            };
+            self.journal.append(Some((&step.id, &step.digest)), event)?;
+            self.emit(EngineEvent::StepFinished {
+                step: step.id.clone(),
+                attempt,
+                outcome: outcome.clone(),
+            });
+            n += 1;
+            if !matches!(outcome, Outcome::Failed { .. }) || n >= attempts {
+                return Ok(RunResult {
+                    step: step.id.clone(),
+                    attempt,
+                    outcome,
+                });
+            }
+            {
+                if let Outcome::Failed { reason, .. } = &outcome {
+                    self.emit(EngineEvent::Retrying {
+                        step: step.id.clone(),
+                        attempt: attempt + 1,
+                        delay: step.retry_delay,
+                        reason: reason.clone(),
+                    });
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(step.retry_delay) => {}
+                    () = request.cancel.cancelled() => {
+                        return Ok(RunResult { step: step.id.clone(), attempt, outcome: Outcome::Cancelled });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check(&mut self, step: &Step, request: &RunRequest) -> Result<RunResult, EngineError> {
+        let Some(check) = step.check.clone() else {
+            return Err(EngineError::NoCheck(step.id.clone()));
+        };
+        let n = self.journal.state().lines + 1;
+        let log = Workspace::check_log_relative(&step.id, n);
+        let outcome = self.attempt(step, &check, 0, &log, request, false).await?;
+        let (holds, detail) = match &outcome {
+            Outcome::Succeeded { note } => (
+                true,
+                note.clone().unwrap_or_else(|| "the check passed".into()),
+            ),
+            Outcome::Failed { reason, .. } => (false, reason.clone()),
+            Outcome::Cancelled => (false, "cancelled".to_string()),
+        };
+        self.journal.append(
+            Some((&step.id, &step.digest)),
+            Event::Checked { holds, detail, log },
+        )?;
+        self.emit(EngineEvent::StepFinished {
+            step: step.id.clone(),
+            attempt: 0,
+            outcome: outcome.clone(),
+        });
+        Ok(RunResult {
+            step: step.id.clone(),
+            attempt: 0,
+            outcome,
+        })
+    }
+
+    /// One attempt of an action: secrets, parameters, the action itself, its events.
+    async fn attempt(
+        &mut self,
+        step: &Step,
+        spec: &ActionSpec,
+        attempt: u32,
+        log: &str,
+        request: &RunRequest,
+        record_outputs: bool,
+    ) -> Result<Outcome, EngineError> {
+        let mut log_file = std::io::LineWriter::new(self.workspace.create_log(log)?);
+        let log_path = self.workspace.resolve(log);
+        let Some(action) = self.registry.get(&spec.kind) else {
+            return Ok(Outcome::failed(format!(
+                "unknown action kind `{}`",
+                spec.kind
+            )));
+        };
+        let secrets =
+            match secrets::resolve(&self.runbook, &runbook::secrets_used(spec), &self.redactor)
+                .await
+            {
+                Ok(s) => s,
+                Err(reason) => {
+                    let reason = self.redactor.redact(&reason).into_owned();
+                    let _ = writeln!(log_file, "» {reason}");
+                    return Ok(Outcome::failed(reason));
+                }
+            };
+        let rendered = {
+            let scope = RunScope {
+                runbook: &self.runbook,
+                secrets: &secrets,
+                journal: self.journal.state(),
+            };
+            runbook::render_params(&spec.params, &scope)
+        };
+        let (params, shown) = match rendered {
+            Ok(p) => p,
+            Err(missing) => {
+                let reason =
+                    format!("{missing} has no value yet (has the step that produces it run?)");
+                let _ = writeln!(log_file, "» {reason}");
+                return Ok(Outcome::failed(reason));
+            }
+        };
+        let described = self.redactor.redact(&action.describe(&shown)).into_owned();
+        let _ = writeln!(
+            log_file,
+            "» {} attempt {attempt} by {} at {}: {described}",
+            step.id,
+            self.journal.actor(),
+            crate::journal::now_rfc3339()
+        );
+        self.emit(EngineEvent::StepStarted {
+            step: step.id.clone(),
+            attempt,
+            log: log_path.clone(),
+            action: described,
+        });
+
+        let (tx, mut rx) = mpsc::channel(1024);
+        let cancel = request.cancel.child_token();
+        let context = ActionContext {
+            step: step.id.clone(),
+            params,
+            cancel: cancel.clone(),
+            report: Reporter::new(tx),
+            work_dir: self.runbook.base_dir(),
+            outputs_file: log_path.with_extension("outputs"),
+            operator_note: request.note.clone(),
+        };
+        let mut task = tokio::spawn(async move { action.run(context).await });
+        let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut timed_out = false;
+        let mut outputs = BTreeMap::new();
+        let joined = loop {
+            tokio::select! {
+                biased;
+                event = rx.recv() => match event {
+                    Some(event) => self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?,
+                    None => break (&mut task).await,
+                },
+                joined = &mut task => {
+                    // Drain what the action sent before it returned.
+                    while let Ok(event) = rx.try_recv() {
+                        self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?;
+                    }
+                    break joined;
+                }
+                () = sleep_until(deadline), if !timed_out => {
+                    timed_out = true;
+                    cancel.cancel();
+                }
+            }
+        };
+        let mut outcome = joined
+            .unwrap_or_else(|e| Outcome::failed(format!("the action stopped unexpectedly: {e}")));
+        if timed_out {
+            let limit = step
+                .timeout
+                .map(|t| humantime::format_duration(t).to_string())
+                .unwrap_or_default();
+            outcome = Outcome::failed(format!("timed out after {limit}"));
+        }
+        if let Outcome::Succeeded { .. } = outcome {
+            if record_outputs {
+                if let Some(missing) = step.outputs.iter().find(|o| !outputs.contains_key(*o)) {
+                    outcome = Outcome::failed(format!(
+                        "declared output `{missing}` was not produced (a shell step writes `{missing}=VALUE` to $CUTOVER_OUTPUT)"
+                    ));
+                }
+            }
+        }
+        if let Outcome::Failed { reason, exit_code } = &outcome {
+            outcome = Outcome::Failed {
+                reason: self.redactor.redact(reason).into_owned(),
+                exit_code: *exit_code,
+            };
+        }
+        let _ = writeln!(log_file, "» {}", describe_outcome(&outcome));
+        Ok(outcome)
+    }
+
+    /// Redacts an action event, writes it to the step log and the journal, and tells subscribers.
+    fn deliver(
+        &mut self,
+        step: &Step,
+        event: ActionEvent,
+        log_file: &mut impl Write,
+        outputs: &mut BTreeMap<String, String>,
+        record_outputs: bool,
+    ) -> Result<(), EngineError> {
+        let event = match event {
+            ActionEvent::Log { stream, line } => {
+                let line = self.redactor.redact(&line).into_owned();
+                let _ = match stream {
+                    Stream::Info => writeln!(log_file, "» {line}"),
+                    _ => writeln!(log_file, "{line}"),
+                };
+                EngineEvent::Log {
+                    step: step.id.clone(),
+                    stream,
+                    line,
+                }
+            }
+            ActionEvent::Progress(progress) => EngineEvent::Progress {
+                step: step.id.clone(),
+                progress,
+            },
+            ActionEvent::Output { name, value } => {
+                let value = self.redactor.redact(&value).into_owned();
+                let _ = writeln!(log_file, "» output {name} = {value}");
+                if record_outputs {
+                    self.journal.append(
+                        Some((&step.id, &step.digest)),
+                        Event::Outputs {
+                            values: [(name.clone(), value.clone())].into(),
+                        },
+                    )?;
+                }
+                outputs.insert(name.clone(), value.clone());
+                EngineEvent::Output {
+                    step: step.id.clone(),
+                    name,
+                    value,
+                }
+            }
+        };
+        self.emit(event);
+        Ok(())
+    }
+
+    /// Sets a step's state by hand, with the operator's note.
+    pub fn mark(&mut self, id: &str, mark: Mark, note: &str) -> Result<(), EngineError> {
+        self.workspace.ensure()?;
+        let (step, _) = self.choose(&Target::Step(id.to_string()))?;
+        let note = note.trim();
+        if note.is_empty() {
+            return Err(EngineError::EmptyNote);
+        }
+        let note = note.to_string();
+        let event = match mark {
+            Mark::Done => Event::MarkedDone { note },
+            Mark::Pending => Event::Reset { note },
+            Mark::Skipped => Event::Skipped { note },
+        };
+        self.journal.append(Some((&step.id, &step.digest)), event)?;
+        Ok(())
+    }
+
+    /// Adds a free note to the journal, about a step or the migration.
+    pub fn note(&mut self, step: Option<&str>, text: &str) -> Result<(), EngineError> {
+        let step = match step {
+            Some(id) => Some(self.choose(&Target::Step(id.to_string()))?.0),
+            None => None,
+        };
+        self.journal.append(
+            step.as_ref().map(|s| (s.id.as_str(), s.digest.as_str())),
+            Event::Note {
+                text: text.to_string(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One line on an outcome, as logs and the terminal show it.
+pub fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Succeeded { note: Some(note) } => format!("succeeded: {note}"),
+        Outcome::Succeeded { note: None } => "succeeded".to_string(),
+        Outcome::Failed { reason, .. } => format!("failed: {reason}"),
+        Outcome::Cancelled => "cancelled".to_string(),
+    }
+}
+
+/// One line on a state, with what it waits for.
+pub fn describe_state(state: &StepState) -> String {
+    match state {
+        StepState::Blocked { waiting_for } => format!("waiting for {}", waiting_for.join(", ")),
+        StepState::Gated {
+            after,
+            remaining: Some(left),
+        } => format!("{} left of the wait after `{after}`", short_duration(*left)),
+        StepState::Gated {
+            after,
+            remaining: None,
+        } => format!("opens only after `{after}` is done"),
+        StepState::Failed { reason } => format!("failed: {reason}"),
+        other => other.label().to_string(),
+    }
+}

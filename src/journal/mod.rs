@@ -1,0 +1,468 @@
+//! The journal: an append-only, hash-chained record of every event. Step state is its fold.
+
+mod event;
+mod fold;
+pub mod lock;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+pub use event::{Event, Record, GENESIS};
+pub use fold::{Activity, JournalState, Recorded, StepRecord};
+pub use store::{FileStore, JournalStore};
+
+use crate::redact::Redactor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot {action} the journal {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the journal is damaged at line {line}: {reason}; run `cutover audit verify` — nothing will be driven until it is repaired")]
+    Broken { line: u64, reason: String },
+    #[error("cannot encode a journal line: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What reading the journal found beyond the events themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    Intact,
+    /// The last line has no newline: a crash cut it. It is ignored.
+    PartialTail {
+        line: u64,
+        bytes: usize,
+    },
+    /// A line does not parse, is out of sequence, or does not chain to the one before.
+    Broken {
+        line: u64,
+        reason: String,
+    },
+}
+
+/// The journal as read: its fold up to the first problem, and what that problem is.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub state: JournalState,
+    pub integrity: Integrity,
+    /// Bytes up to the end of the last good line.
+    pub valid_len: u64,
+}
+
+impl Loaded {
+    pub fn warning(&self) -> Option<String> {
+        match &self.integrity {
+            Integrity::Intact => None,
+            Integrity::PartialTail { line, bytes } => Some(format!(
+                "journal line {line} was cut short by a crash ({bytes} bytes); it is ignored"
+            )),
+            Integrity::Broken { line, reason } => {
+                Some(format!("journal damaged at line {line}: {reason}"))
+            }
+        }
+    }
+}
+
+pub fn hash_line(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
+}
+
+/// Reads and verifies a journal: parses each line, checks `seq` and the hash chain, folds.
+pub fn load(bytes: &[u8]) -> Loaded {
+    let mut state = JournalState::new();
+    let mut offset = 0usize;
+    let mut line_no = 0u64;
+    while offset < bytes.len() {
+        line_no += 1;
+        let Some(len) = bytes[offset..].iter().position(|b| *b == b'\n') else {
+            return Loaded {
+                state,
+                integrity: Integrity::PartialTail {
+                    line: line_no,
+                    bytes: bytes.len() - offset,
+                },
+                valid_len: offset as u64,
+            };
+        };
+        let line = &bytes[offset..offset + len];
+        let broken = |state: JournalState, reason: String| Loaded {
+            state,
+            integrity: Integrity::Broken {
+                line: line_no,
+                reason,
+            },
+            valid_len: offset as u64,
+        };
+        let record: Record = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return broken(state, format!("not a journal event ({e})")),
+        };
+        if record.seq != line_no {
+            return broken(
+                state,
+                format!("sequence number {} where {line_no} was expected (a line was removed or inserted)", record.seq),
+            );
+        }
+        if record.prev != state.last_hash {
+            return broken(
+                state,
+                "its `prev` hash does not match the line before it (an earlier line was edited)"
+                    .to_string(),
+            );
+        }
+        state.apply(&record, hash_line(line));
+        offset += len + 1;
+    }
+    Loaded {
+        state,
+        integrity: Integrity::Intact,
+        valid_len: offset as u64,
+    }
+}
+
+/// The writing end: appends durable, redacted, chained lines and keeps the fold current.
+pub struct Journal {
+    store: Box<dyn JournalStore>,
+    state: JournalState,
+    actor: String,
+    runbook_digest: String,
+    redactor: Arc<Redactor>,
+}
+
+impl Journal {
+    /// Opens a journal to write to. A damaged journal is refused; a line cut by a crash is set
+    /// aside (and named in the returned warning) so the next line starts clean.
+    pub fn open(
+        mut store: Box<dyn JournalStore>,
+        actor: String,
+        runbook_digest: String,
+        redactor: Arc<Redactor>,
+    ) -> Result<(Journal, Option<String>), JournalError> {
+        let loaded = load(&store.read_all()?);
+        let warning = match &loaded.integrity {
+            Integrity::Intact => None,
+            Integrity::Broken { line, reason } => {
+                return Err(JournalError::Broken {
+                    line: *line,
+                    reason: reason.clone(),
+                })
+            }
+            Integrity::PartialTail { .. } => {
+                let aside = store.set_aside_tail(loaded.valid_len)?;
+                loaded
+                    .warning()
+                    .map(|w| format!("{w} (its bytes were moved to {aside})"))
+            }
+        };
+        Ok((
+            Journal {
+                store,
+                state: loaded.state,
+                actor,
+                runbook_digest,
+                redactor,
+            },
+            warning,
+        ))
+    }
+
+    pub fn state(&self) -> &JournalState {
+        &self.state
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Writes one event; it is on disk (synced) when this returns.
+    pub fn append(
+        &mut self,
+        step: Option<(&str, &str)>,
+        event: Event,
+    ) -> Result<Record, JournalError> {
+        let record = Record {
+            seq: self.state.lines + 1,
+            time: now_rfc3339(),
+            actor: self.actor.clone(),
+            runbook: self.runbook_digest.clone(),
+            step: step.map(|(id, _)| id.to_string()),
+            step_digest: step.map(|(_, digest)| digest.to_string()),
+            event,
+            prev: self.state.last_hash.clone(),
+        };
+        let encoded = serde_json::to_string(&record)?;
+        // The one choke point every line passes: nothing secret is written.
+        let redacted = self.redactor.redact(&encoded);
+        let record: Record = if redacted == encoded {
+            record
+        } else {
+            serde_json::from_str(&redacted)?
+        };
+        let mut line = redacted.into_owned().into_bytes();
+        let hash = hash_line(&line);
+        line.push(b'\n');
+        self.store.append_line(&line)?;
+        self.state.apply(&record, hash);
+        Ok(record)
+    }
+}
+
+/// Now, as the journal writes times.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Parses a journal time.
+pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct MemoryStore(Vec<u8>);
+    impl JournalStore for MemoryStore {
+        fn read_all(&self) -> Result<Vec<u8>, JournalError> {
+            Ok(self.0.clone())
+        }
+        fn append_line(&mut self, line: &[u8]) -> Result<(), JournalError> {
+            self.0.extend_from_slice(line);
+            Ok(())
+        }
+        fn set_aside_tail(&mut self, keep: u64) -> Result<String, JournalError> {
+            self.0.truncate(keep as usize);
+            Ok("memory".into())
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn journal(bytes: Vec<u8>) -> Journal {
+        let (journal, _) = Journal::open(
+            Box::new(MemoryStore(bytes)),
+            "ana@laptop".into(),
+            "rb".into(),
+            Arc::new(Redactor::new()),
+        )
+        .unwrap();
+        journal
+    }
+
+    fn bytes_of(journal: Journal) -> Vec<u8> {
+        journal.store.read_all().unwrap()
+    }
+
+    #[test]
+    fn fold_follows_a_step_through_its_life() {
+        let mut j = journal(Vec::new());
+        let step = Some(("build", "d1"));
+        j.append(
+            step,
+            Event::Started {
+                attempt: 1,
+                log: "logs/build/1.log".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(j.state().step("build").unwrap().status, Recorded::Started);
+        j.append(
+            step,
+            Event::Failed {
+                attempt: 1,
+                reason: "exit code 2".into(),
+                exit_code: Some(2),
+            },
+        )
+        .unwrap();
+        let r = j.state().step("build").unwrap();
+        assert_eq!(
+            (r.status, r.exit_code, r.detail.as_deref()),
+            (Recorded::Failed, Some(2), Some("exit code 2"))
+        );
+        j.append(
+            step,
+            Event::Started {
+                attempt: 2,
+                log: "logs/build/2.log".into(),
+            },
+        )
+        .unwrap();
+        j.append(
+            step,
+            Event::Outputs {
+                values: [("image".to_string(), "sha-1".to_string())].into(),
+            },
+        )
+        .unwrap();
+        j.append(
+            step,
+            Event::Succeeded {
+                attempt: 2,
+                note: None,
+            },
+        )
+        .unwrap();
+        let r = j.state().step("build").unwrap().clone();
+        assert_eq!(r.status, Recorded::Done);
+        assert_eq!(r.attempts, 2);
+        assert_eq!(r.outputs.get("image").map(String::as_str), Some("sha-1"));
+        assert!(r.done_at.is_some());
+        j.append(
+            step,
+            Event::Reset {
+                note: "redo".into(),
+            },
+        )
+        .unwrap();
+        let r = j.state().step("build").unwrap();
+        assert_eq!((r.status, r.done_at.clone()), (Recorded::Pending, None));
+        j.append(
+            Some(("other", "d2")),
+            Event::Checked {
+                holds: false,
+                detail: "no".into(),
+                log: "x".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(j.state().step("other").unwrap().status, Recorded::Pending);
+        j.append(
+            Some(("other", "d2")),
+            Event::Checked {
+                holds: true,
+                detail: "ok".into(),
+                log: "x".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(j.state().step("other").unwrap().status, Recorded::Done);
+        // Reading the bytes back gives the same fold.
+        let state = j.state().clone();
+        let loaded = load(&bytes_of(j));
+        assert_eq!(loaded.integrity, Integrity::Intact);
+        assert_eq!(loaded.state, state);
+    }
+
+    #[test]
+    fn a_cut_last_line_is_ignored_and_set_aside() {
+        let mut j = journal(Vec::new());
+        j.append(
+            Some(("a", "d")),
+            Event::Started {
+                attempt: 1,
+                log: "l".into(),
+            },
+        )
+        .unwrap();
+        let mut bytes = bytes_of(j);
+        bytes.extend_from_slice(b"{\"seq\":2,\"time\":\"20");
+        let loaded = load(&bytes);
+        assert_eq!(
+            loaded.integrity,
+            Integrity::PartialTail { line: 2, bytes: 19 }
+        );
+        assert_eq!(loaded.state.lines, 1);
+        let (mut j, warning) = Journal::open(
+            Box::new(MemoryStore(bytes)),
+            "b@h".into(),
+            "rb".into(),
+            Arc::new(Redactor::new()),
+        )
+        .unwrap();
+        assert!(warning.unwrap().contains("cut short"));
+        j.append(
+            Some(("a", "d")),
+            Event::Succeeded {
+                attempt: 1,
+                note: None,
+            },
+        )
+        .unwrap();
+        let loaded = load(&bytes_of(j));
+        assert_eq!(loaded.integrity, Integrity::Intact);
+        assert_eq!(loaded.state.lines, 2);
+    }
+
+    #[test]
+    fn an_edited_line_breaks_the_chain_at_the_next_line() {
+        let mut j = journal(Vec::new());
+        for attempt in 1..=3 {
+            j.append(
+                Some(("a", "d")),
+                Event::Started {
+                    attempt,
+                    log: "l".into(),
+                },
+            )
+            .unwrap();
+        }
+        let text = String::from_utf8(bytes_of(j)).unwrap();
+        let edited = text.replacen("\"attempt\":2", "\"attempt\":9", 1);
+        let loaded = load(edited.as_bytes());
+        assert!(
+            matches!(loaded.integrity, Integrity::Broken { line: 3, .. }),
+            "{:?}",
+            loaded.integrity
+        );
+        assert_eq!(loaded.state.lines, 2);
+        let removed: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let loaded = load(removed.as_bytes());
+        assert!(
+            matches!(loaded.integrity, Integrity::Broken { line: 2, ref reason } if reason.contains("sequence"))
+        );
+        assert!(Journal::open(
+            Box::new(MemoryStore(edited.into_bytes())),
+            "a@b".into(),
+            "rb".into(),
+            Arc::new(Redactor::new())
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn secrets_never_reach_a_line() {
+        let redactor = Arc::new(Redactor::new());
+        redactor.add_secret("hunter2-secret");
+        let (mut j, _) = Journal::open(
+            Box::new(MemoryStore(Vec::new())),
+            "a@b".into(),
+            "rb".into(),
+            redactor,
+        )
+        .unwrap();
+        j.append(
+            Some(("a", "d")),
+            Event::Failed {
+                attempt: 1,
+                reason: "connect postgres://app:pa55word@db/x failed; token hunter2-secret".into(),
+                exit_code: None,
+            },
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes_of(j)).unwrap();
+        assert!(
+            !text.contains("pa55word") && !text.contains("hunter2-secret"),
+            "{text}"
+        );
+        assert!(text.contains("postgres://app:***@db/x"), "{text}");
+        assert_eq!(load(text.as_bytes()).integrity, Integrity::Intact);
+    }
+}

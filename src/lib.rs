@@ -1,0 +1,14 @@
+//! `cutover`: a terminal runbook that moves a Heroku app to AWS ECS Fargate.
+//!
+//! The library holds everything but the front ends: the runbook model and its
+//! validation, the journal (the only state), the lock, the engine that runs one
+//! step, and the actions. The CLI (and later the TUI) subscribe to engine events.
+
+pub mod actions;
+pub mod actor;
+pub mod engine;
+pub mod journal;
+pub mod redact;
+pub mod runbook;
+pub mod status;
+pub mod workspace;

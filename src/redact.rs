@@ -1,0 +1,125 @@
+//! Keeps secrets off the screen, out of log files and out of the journal.
+
+use std::borrow::Cow;
+use std::sync::{Mutex, MutexGuard};
+
+use regex::Regex;
+
+use crate::runbook::MASK;
+
+/// Secrets shorter than this are not masked by value: masking "1" would garble every line.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Masks passwords inside URLs and `password=` pairs, and every secret value it was given.
+#[derive(Debug)]
+pub struct Redactor {
+    patterns: Vec<(Regex, &'static str)>,
+    secrets: Mutex<Secrets>,
+}
+
+#[derive(Debug, Default)]
+struct Secrets {
+    values: Vec<String>,
+    matcher: Option<Regex>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Redactor {
+    pub fn new() -> Self {
+        let patterns = [
+            // scheme://user:PASSWORD@host
+            (
+                r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*):([^\s@/]+)@",
+                "${1}:***@",
+            ),
+            // password=..., PGPASSWORD=..., pwd=... (connection strings, env dumps)
+            (
+                r"(?i)\b([a-z_]*(?:password|passwd|pwd|secret|token))=([^\s&;]+)",
+                "${1}=***",
+            ),
+        ];
+        Redactor {
+            patterns: patterns
+                .iter()
+                .filter_map(|(p, r)| Regex::new(p).ok().map(|re| (re, *r)))
+                .collect(),
+            secrets: Mutex::new(Secrets::default()),
+        }
+    }
+
+    fn secrets(&self) -> MutexGuard<'_, Secrets> {
+        // A panic elsewhere while holding the lock leaves the list intact: keep using it.
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Masks `value` from now on, also in its JSON-escaped form.
+    pub fn add_secret(&self, value: &str) {
+        let value = value.trim_end_matches(['\r', '\n']);
+        if value.chars().count() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut secrets = self.secrets();
+        let escaped = serde_json::to_string(value)
+            .map(|s| s[1..s.len() - 1].to_string())
+            .unwrap_or_default();
+        for v in [value.to_string(), escaped] {
+            if !v.is_empty() && !secrets.values.contains(&v) {
+                secrets.values.push(v);
+            }
+        }
+        // Longest first, so a secret containing another is masked whole.
+        secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let alternation: Vec<String> = secrets.values.iter().map(|v| regex::escape(v)).collect();
+        secrets.matcher = Regex::new(&alternation.join("|")).ok();
+    }
+
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        if let Some(matcher) = &self.secrets().matcher {
+            if matcher.is_match(&out) {
+                out = Cow::Owned(matcher.replace_all(&out, MASK).into_owned());
+            }
+        }
+        for (pattern, replacement) in &self.patterns {
+            if pattern.is_match(&out) {
+                out = Cow::Owned(pattern.replace_all(&out, *replacement).into_owned());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_url_passwords_keeping_user_and_host() {
+        let r = Redactor::new();
+        assert_eq!(
+            r.redact("pg_dump postgres://u8x:S3cr%3Et@ec2-1.compute.amazonaws.com:5432/d1 -Fc"),
+            "pg_dump postgres://u8x:***@ec2-1.compute.amazonaws.com:5432/d1 -Fc"
+        );
+        assert_eq!(r.redact("PGPASSWORD=abc psql"), "PGPASSWORD=*** psql");
+        assert_eq!(
+            r.redact("nothing here http://host/a:b@c"),
+            "nothing here http://host/a:b@c"
+        );
+    }
+
+    #[test]
+    fn masks_secret_values_added_later_and_their_json_form() {
+        let r = Redactor::new();
+        assert_eq!(r.redact("tok ab\"cdef"), "tok ab\"cdef");
+        r.add_secret("ab\"cdef");
+        r.add_secret("xy");
+        assert_eq!(r.redact("tok ab\"cdef"), "tok ***");
+        assert_eq!(r.redact("{\"t\":\"ab\\\"cdef\"}"), "{\"t\":\"***\"}");
+        assert_eq!(r.redact("xy stays"), "xy stays");
+    }
+}

@@ -1,0 +1,262 @@
+//! The runbook: phases of steps read from `runbook.toml`, checked as a whole before anything runs.
+
+mod diagnostics;
+mod graph;
+mod parse;
+pub mod schema;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostics::{Diagnostic, Diagnostics, Location, SourceFile};
+pub use schema::{ActionCatalog, ActionSchema, ParamSpec, ParamType};
+pub use template::{Reference, Rendered, Scope, Template, MASK};
+
+/// A checked runbook. Every `${var}` in it is known; secrets and step outputs are filled at run time.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub source: SourceFile,
+    /// sha256 of the file's bytes.
+    pub digest: String,
+    pub name: String,
+    pub app: String,
+    pub description: String,
+    /// Variables with overrides applied and references between them filled.
+    pub vars: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub phases: Vec<Phase>,
+    /// All steps in file order; phases index into this.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub id: String,
+    pub title: String,
+    pub notes: String,
+    pub steps: std::ops::Range<usize>,
+}
+
+/// Where a secret's value comes from; it is read right before a step that uses it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the operator's shell.
+    Env(String),
+    /// The standard output of a shell command (trailing newline removed).
+    Command(String),
+}
+
+/// An action with its (unrendered) parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSpec {
+    pub kind: String,
+    /// Parameter values as written, strings still holding their `${...}` references.
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// "Run only once `step` has been done for at least `at_least`" (the soak period).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeGate {
+    pub step: String,
+    pub at_least: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub title: String,
+    /// May hold references to step outputs or secrets; render before showing.
+    pub notes: String,
+    pub phase: usize,
+    pub action: ActionSpec,
+    pub check: Option<ActionSpec>,
+    pub needs: Vec<String>,
+    pub destructive: bool,
+    pub confirm: Option<String>,
+    pub rollback: Option<String>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub outputs: Vec<String>,
+    pub after: Option<TimeGate>,
+    /// sha256 of the step's definition with its variables filled.
+    pub digest: String,
+    /// 1-based line of the step's `id`.
+    pub line: usize,
+}
+
+/// Why a runbook could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read runbook {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("--var {0}: the runbook has no variable of that name (known: {1})")]
+    UnknownVar(String, String),
+    #[error("--var {0}: expected KEY=VALUE")]
+    MalformedVar(String),
+}
+
+impl Runbook {
+    /// Reads, parses and validates a runbook, applying `KEY=VALUE` overrides to `[vars]`.
+    pub fn load(
+        path: &Path,
+        overrides: &[String],
+        catalog: &dyn ActionCatalog,
+    ) -> Result<Runbook, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_source(SourceFile::new(path, text), overrides, catalog)
+    }
+
+    pub fn from_source(
+        source: SourceFile,
+        overrides: &[String],
+        catalog: &dyn ActionCatalog,
+    ) -> Result<Runbook, LoadError> {
+        let mut parsed = BTreeMap::new();
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| LoadError::MalformedVar(item.clone()))?;
+            parsed.insert(key.trim().to_string(), value.to_string());
+        }
+        parse::parse(source, &parsed, catalog)
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The directory the runbook lives in; relative paths in it are taken from here.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// Every step `id` needs, directly or not.
+    pub fn transitive_needs(&self, id: &str) -> Vec<String> {
+        graph::transitive_needs(&self.steps, id)
+    }
+}
+
+/// Secrets a step's action and check refer to, in name order.
+pub fn secrets_used(spec: &ActionSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    visit_strings(&serde_json::Value::Object(spec.params.clone()), &mut |s| {
+        if let Ok(t) = Template::parse(s) {
+            for r in t.references() {
+                if let Reference::Secret(name) = r {
+                    names.push(name.clone());
+                }
+            }
+        }
+    });
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Calls `f` on every string inside a JSON value.
+pub fn visit_strings(value: &serde_json::Value, f: &mut dyn FnMut(&str)) {
+    match value {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| visit_strings(v, f)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| visit_strings(v, f)),
+        _ => {}
+    }
+}
+
+/// Renders every string in a parameter tree; returns the values and a masked copy for display.
+pub fn render_params(
+    params: &serde_json::Map<String, serde_json::Value>,
+    scope: &dyn Scope,
+) -> Result<(serde_json::Value, serde_json::Value), Reference> {
+    fn walk(
+        value: &serde_json::Value,
+        scope: &dyn Scope,
+    ) -> Result<(serde_json::Value, serde_json::Value), Reference> {
+        use serde_json::Value;
+        Ok(match value {
+            Value::String(s) => {
+                // Strings were checked at load; an unparsable one cannot reach here.
+                let rendered = match Template::parse(s) {
+                    Ok(t) => t.render(scope)?,
+                    Err(_) => Rendered {
+                        value: s.clone(),
+                        display: s.clone(),
+                    },
+                };
+                (
+                    Value::String(rendered.value),
+                    Value::String(rendered.display),
+                )
+            }
+            Value::Array(items) => {
+                let mut values = Vec::new();
+                let mut shown = Vec::new();
+                for item in items {
+                    let (v, d) = walk(item, scope)?;
+                    values.push(v);
+                    shown.push(d);
+                }
+                (Value::Array(values), Value::Array(shown))
+            }
+            Value::Object(map) => {
+                let mut values = serde_json::Map::new();
+                let mut shown = serde_json::Map::new();
+                for (k, item) in map {
+                    let (v, d) = walk(item, scope)?;
+                    values.insert(k.clone(), v);
+                    shown.insert(k.clone(), d);
+                }
+                (Value::Object(values), Value::Object(shown))
+            }
+            other => (other.clone(), other.clone()),
+        })
+    }
+    walk(&serde_json::Value::Object(params.clone()), scope)
+}
+
+/// Shows a parameter tree with what is known filled in and secrets masked; never fails.
+pub fn display_params(
+    params: &serde_json::Map<String, serde_json::Value>,
+    scope: &dyn Scope,
+) -> serde_json::Value {
+    fn walk(value: &serde_json::Value, scope: &dyn Scope) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(match Template::parse(s) {
+                Ok(t) => t.display(scope),
+                Err(_) => s.clone(),
+            }),
+            Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, scope)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), walk(v, scope)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    walk(&serde_json::Value::Object(params.clone()), scope)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! Parser and validation: every error names its line and column, all at once.
+
+use super::*;
+use crate::actions::Registry;
+
+fn load(text: &str) -> Result<Runbook, LoadError> {
+    Runbook::from_source(
+        SourceFile::new("rb.toml", text.to_string()),
+        &[],
+        &Registry::builtin(),
+    )
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Err(LoadError::Invalid(d)) => d
+            .items
+            .iter()
+            .map(|i| {
+                let loc = d.source.locate(i.span.start);
+                format!("{}:{}: {}", loc.line, loc.column, i.message)
+            })
+            .collect(),
+        Ok(_) => panic!("expected errors"),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+const HEAD: &str =
+    "[runbook]\nname = \"n\"\napp = \"a\"\n[vars]\nx = \"1\"\n[[phase]]\nid = \"p\"\n";
+
+#[test]
+fn a_valid_runbook_loads_with_vars_filled_and_digests() {
+    let rb = load(&format!(
+        "{HEAD}[[phase.step]]\nid = \"a\"\ntitle = \"A ${{x}}\"\ndo = \"shell\"\nrun = \"echo ${{x}} $${{HOME}}\"\noutputs = [\"o\"]\n\
+         [[phase.step]]\nid = \"b\"\ndo = \"http\"\nurl = \"http://h/${{steps.a.outputs.o}}\"\nneeds = [\"a\"]\ntimeout = \"5m\"\n\
+         after = {{ step = \"a\", at_least = \"7d\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(rb.steps.len(), 2);
+    assert_eq!(rb.steps[0].title, "A 1");
+    assert_eq!(rb.steps[0].line, 9);
+    assert_eq!(
+        rb.steps[1].timeout,
+        Some(std::time::Duration::from_secs(300))
+    );
+    assert_eq!(
+        rb.steps[1].after.as_ref().map(|a| a.at_least.as_secs()),
+        Some(7 * 86400)
+    );
+    assert_eq!(rb.phases[0].steps, 0..2);
+    assert_eq!(rb.steps[0].digest.len(), 64);
+    assert_ne!(rb.steps[0].digest, rb.steps[1].digest);
+}
+
+#[test]
+fn toml_syntax_errors_have_line_and_column() {
+    let e = errors("[runbook]\nname = \"n\nap = 3\n");
+    assert!(!e.is_empty());
+    assert!(e[0].starts_with("2:"), "{e:?}");
+    assert!(e[0].contains("invalid TOML"), "{e:?}");
+}
+
+#[test]
+fn all_semantic_errors_are_reported_at_once_with_places() {
+    let text = format!(
+        "{HEAD}\
+[[phase.step]]
+id = \"a\"
+do = \"shel\"
+run = \"x\"
+
+[[phase.step]]
+id = \"b\"
+do = \"shell\"
+run = \"echo ${{nope}}\"
+tiemout = \"5m\"
+needs = [\"zzz\"]
+
+[[phase.step]]
+id = \"b\"
+do = \"http\"
+url = 5
+
+[[phase.step]]
+id = \"c\"
+do = \"shell\"
+run = \"rm -rf x\"
+destructive = true
+needs = [\"d\"]
+
+[[phase.step]]
+id = \"d\"
+do = \"manual\"
+needs = [\"c\"]
+retries = \"many\"
+"
+    );
+    let e = errors(&text);
+    let expect = [
+        "10:6: unknown action kind `shel`",
+        "16:7: undefined variable `${nope}`",
+        "17:1: unknown key `tiemout`",
+        "18:10: step `b` needs unknown step `zzz`",
+        "21:6: duplicate step id `b`",
+        "23:7: `url` in step `b` must be a string, found integer",
+        "26:1: step `c` is destructive but has no `confirm` phrase",
+        "30:10: dependency cycle: c → d → c",
+        "36:11: `retries` must be an integer from 0 to 100",
+    ];
+    for want in expect {
+        assert!(
+            e.iter().any(|got| got.starts_with(want)),
+            "missing {want:?} in {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+}
+
+#[test]
+fn rendered_errors_show_file_line_column_and_the_line() {
+    let Err(LoadError::Invalid(d)) = load(&format!(
+        "{HEAD}[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"x\"\nretires = 2\n"
+    )) else {
+        panic!("expected errors");
+    };
+    let text = d.to_string();
+    assert!(
+        text.contains("rb.toml:12:1: error: unknown key `retires` in step `a` (action `shell`)"),
+        "{text}"
+    );
+    assert!(text.contains("12 | retires = 2"), "{text}");
+    assert!(text.contains("help: did you mean `retries`?"), "{text}");
+    assert!(text.ends_with("rb.toml: 1 error"), "{text}");
+}
+
+#[test]
+fn references_are_checked_against_secrets_outputs_and_needs() {
+    let e = errors(&format!(
+        "{HEAD}[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"x ${{secret.DB}}\"\noutputs = [\"o\"]\n\
+         [[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"${{steps.a.outputs.o}} ${{steps.a.outputs.zz}} ${{oops\"\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("11:7: undeclared secret `${secret.DB}`")),
+        "{e:#?}"
+    );
+    assert!(e.iter().any(|m| m.contains("unterminated `${`")), "{e:#?}");
+    let e = errors(&format!(
+        "{HEAD}[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"x\"\noutputs = [\"o\"]\n\
+         [[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"${{steps.a.outputs.o}} ${{steps.a.outputs.zz}}\"\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("step `b` uses an output of `a` but does not need it")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains("step `a` has no output `zz`")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn var_overrides_change_values_and_digests_and_unknown_ones_are_refused() {
+    let text = format!("{HEAD}[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"echo ${{x}}\"\n");
+    let source = SourceFile::new("rb.toml", text);
+    let base = Runbook::from_source(source.clone(), &[], &Registry::builtin()).unwrap();
+    let changed =
+        Runbook::from_source(source.clone(), &["x=2".into()], &Registry::builtin()).unwrap();
+    assert_eq!(changed.vars["x"], "2");
+    assert_ne!(base.steps[0].digest, changed.steps[0].digest);
+    assert!(matches!(
+        Runbook::from_source(source.clone(), &["nope=1".into()], &Registry::builtin()),
+        Err(LoadError::UnknownVar(..))
+    ));
+    assert!(matches!(
+        Runbook::from_source(source, &["novalue".into()], &Registry::builtin()),
+        Err(LoadError::MalformedVar(..))
+    ));
+}
+
+#[test]
+fn variables_may_refer_to_each_other_but_not_in_a_loop() {
+    let rb = load("[runbook]\nname = \"n\"\napp = \"a\"\n[vars]\nregion = \"us-east-1\"\nrepo = \"123.dkr.ecr.${region}.amazonaws.com\"\n[[phase]]\nid = \"p\"\n").unwrap();
+    assert_eq!(rb.vars["repo"], "123.dkr.ecr.us-east-1.amazonaws.com");
+    let e = errors("[runbook]\nname = \"n\"\napp = \"a\"\n[vars]\na = \"${b}\"\nb = \"${a}\"\n[[phase]]\nid = \"p\"\n");
+    assert!(e.iter().any(|m| m.contains("loop")), "{e:#?}");
+}
+
+#[test]
+fn the_bundled_runbook_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbook.toml");
+    let rb = Runbook::load(&path, &[], &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rb.phases.len(), 6);
+    for id in [
+        "maintenance-on",
+        "dns-cutover",
+        "remove-heroku-postgres",
+        "destroy-heroku-app",
+        "delete-heroku-secrets",
+    ] {
+        let step = rb.step(id).unwrap_or_else(|| panic!("no step {id}"));
+        assert!(
+            step.destructive && step.confirm.is_some(),
+            "{id} must be destructive with a phrase"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Where each step stands: the journal's fold read against the runbook, the lock and the clock.
+
+use std::time::{Duration, SystemTime};
+
+use crate::journal::{parse_time, JournalState, Recorded, StepRecord};
+use crate::runbook::{Runbook, Step};
+
+/// A step's state as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepState {
+    /// Waiting for these steps.
+    Blocked {
+        waiting_for: Vec<String>,
+    },
+    /// Its needs are met; it can run now.
+    Ready,
+    /// Its needs are met but its time gate has not passed.
+    Gated {
+        after: String,
+        remaining: Option<Duration>,
+    },
+    /// Started by a driver that is still alive.
+    Running,
+    /// Started, and its driver is gone: it may or may not have had its effect.
+    Interrupted,
+    Done,
+    Failed {
+        reason: String,
+    },
+    Skipped,
+    /// Done (or skipped) under an earlier definition of the step.
+    Changed,
+}
+
+impl StepState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepState::Blocked { .. } => "pending",
+            StepState::Ready => "ready",
+            StepState::Gated { .. } => "gated",
+            StepState::Running => "running",
+            StepState::Interrupted => "interrupted",
+            StepState::Done => "done",
+            StepState::Failed { .. } => "failed",
+            StepState::Skipped => "skipped",
+            StepState::Changed => "changed",
+        }
+    }
+
+    /// Done or skipped: later steps may rely on it.
+    pub fn is_settled(&self) -> bool {
+        matches!(self, StepState::Done | StepState::Skipped)
+    }
+
+    /// Can be started now (ready, or a failed/interrupted step to retry).
+    pub fn is_actionable(&self) -> bool {
+        matches!(
+            self,
+            StepState::Ready | StepState::Failed { .. } | StepState::Interrupted
+        )
+    }
+}
+
+/// One step with its state and what the journal says about it.
+#[derive(Debug, Clone)]
+pub struct StepView<'a> {
+    pub step: &'a Step,
+    pub state: StepState,
+    pub record: Option<&'a StepRecord>,
+}
+
+/// The state of every step, in runbook order. `driver_alive` says whether a started step
+/// may still be running (a live lock holder other than the caller).
+pub fn step_states<'a>(
+    runbook: &'a Runbook,
+    journal: &'a JournalState,
+    driver_alive: bool,
+    now: SystemTime,
+) -> Vec<StepView<'a>> {
+    // Own states first (without needs), then needs, which depend on own states.
+    let own: Vec<Option<StepState>> = runbook
+        .steps
+        .iter()
+        .map(|step| own_state(step, journal.step(&step.id), driver_alive))
+        .collect();
+    let settled = |id: &str| {
+        runbook
+            .step_index(id)
+            .and_then(|i| own[i].as_ref())
+            .is_some_and(StepState::is_settled)
+    };
+    runbook
+        .steps
+        .iter()
+        .zip(own.iter())
+        .map(|(step, own)| {
+            let state = match own {
+                Some(state) => state.clone(),
+                None => {
+                    let waiting_for: Vec<String> =
+                        step.needs.iter().filter(|n| !settled(n)).cloned().collect();
+                    if !waiting_for.is_empty() {
+                        StepState::Blocked { waiting_for }
+                    } else {
+                        gate_state(step, journal, now).unwrap_or(StepState::Ready)
+                    }
+                }
+            };
+            StepView {
+                step,
+                state,
+                record: journal.step(&step.id),
+            }
+        })
+        .collect()
+}
+
+/// What the step's own record says; `None` when it has not run (or was reset).
+fn own_state(step: &Step, record: Option<&StepRecord>, driver_alive: bool) -> Option<StepState> {
+    let record = record?;
+    let changed = record.step_digest != step.digest;
+    match record.status {
+        Recorded::Pending => None,
+        Recorded::Started if driver_alive => Some(StepState::Running),
+        Recorded::Started => Some(StepState::Interrupted),
+        Recorded::Done | Recorded::Skipped if changed => Some(StepState::Changed),
+        Recorded::Done => Some(StepState::Done),
+        Recorded::Skipped => Some(StepState::Skipped),
+        Recorded::Failed => Some(StepState::Failed {
+            reason: record.detail.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn gate_state(step: &Step, journal: &JournalState, now: SystemTime) -> Option<StepState> {
+    let gate = step.after.as_ref()?;
+    let done_at = journal
+        .step(&gate.step)
+        .filter(|r| r.status == Recorded::Done)
+        .and_then(|r| r.done_at.as_deref())
+        .and_then(parse_time);
+    let Some(done_at) = done_at else {
+        return Some(StepState::Gated {
+            after: gate.step.clone(),
+            remaining: None,
+        });
+    };
+    let open_at = done_at + gate.at_least;
+    match open_at.duration_since(now) {
+        Ok(remaining) if !remaining.is_zero() => Some(StepState::Gated {
+            after: gate.step.clone(),
+            remaining: Some(remaining),
+        }),
+        _ => None,
+    }
+}
+
+/// "3d 4h", "12m 5s": the time left on a gate, to the two largest units.
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, hours, minutes, seconds) =
+        (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) => format!("{minutes}m {seconds}s"),
+        (0, _, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+/// Done and total, counting skipped steps as done.
+pub fn progress(views: &[StepView<'_>]) -> (usize, usize) {
+    let done = views.iter().filter(|v| v.state.is_settled()).count();
+    (done, views.len())
+}

@@ -1,0 +1,708 @@
+//! The headless CLI end to end: the real binary, real processes, a real journal on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(runbook: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("CUTOVER_ACTOR", "ana@laptop")
+            .env_remove("CUTOVER_RUNBOOK")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+
+    fn state_of(&self, step: &str) -> String {
+        let status = self.status();
+        status["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["steps"].as_array().unwrap().iter())
+            .find(|s| s["id"] == step)
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .unwrap()
+    }
+
+    fn wait_for_file_containing(&self, rel: &str, needle: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if std::fs::read_to_string(self.path().join(rel))
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{rel} never contained {needle:?}");
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+const HEAD: &str = r#"
+[runbook]
+name = "test"
+app = "gengar"
+
+[vars]
+soak = "1h"
+
+[secrets]
+TOKEN = { env = "TEST_TOKEN" }
+DB = { command = "echo postgres://app:cmd-pa55@db.internal:5432/gengar" }
+
+[[phase]]
+id = "one"
+title = "Phase one"
+"#;
+
+fn project(steps: &str) -> Project {
+    Project::new(&format!("{HEAD}\n{steps}"))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn validate_reports_every_error_with_file_line_and_column() {
+    let p = Project::new(&format!(
+        "{HEAD}\n[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"echo ${{undefined_var}}\"\n\n[[phase.step]]\nid = \"b\"\ndo = \"teleport\"\nneeds = [\"a\", \"ghost\"]\n"
+    ));
+    let out = p.run(&["validate"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runbook.toml:20:7: error: undefined variable `${undefined_var}`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("runbook.toml:24:6: error: unknown action kind `teleport`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("runbook.toml:25:15: error: step `b` needs unknown step `ghost`"),
+        "{err}"
+    );
+    assert!(err.contains("25 | needs = [\"a\", \"ghost\"]"), "{err}");
+    assert!(err.contains("3 errors"), "{err}");
+
+    let bad = Project::new("[runbook\nname = 1\n");
+    let out = bad.run(&["validate"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runbook.toml:1:"),
+        "{}",
+        text(&out)
+    );
+
+    let ok = Project::new(&format!(
+        "{HEAD}\n[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n"
+    ));
+    let out = ok.run(&["validate"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid — 1 phases, 1 steps"));
+}
+
+#[test]
+fn bundled_runbook_validates_plans_and_shows_status() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("runbook.toml"), dir.path().join("runbook.toml")).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&run(&["validate"])), 0);
+    let out = run(&["plan"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("DESTRUCTIVE — runs only with --confirm \"freeze gengar-api\""),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("pg_dump -Fc --no-owner --no-acl \"***\""),
+        "secrets must be masked in plans: {plan}"
+    );
+    let out = run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0/28 steps done"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_shell_step_streams_its_output_records_outputs_and_feeds_later_steps() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "make"
+do = "shell"
+run = "echo building; echo warn >&2; echo snapshot=snap-123 >> $CUTOVER_OUTPUT"
+outputs = ["snapshot"]
+
+[[phase.step]]
+id = "use"
+do = "shell"
+run = "echo restoring ${steps.make.outputs.snapshot}"
+needs = ["make"]
+"#,
+    );
+    let out = p.run(&["run", "use"]);
+    assert_eq!(code(&out), 5, "needs are enforced: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("waiting for: make"),
+        "{}",
+        text(&out)
+    );
+
+    let out = p.run(&["run", "--next"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("building"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warn"));
+    let out = p.run(&["run", "--next"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restoring snap-123"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "--next"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every step is done"));
+
+    let status = p.status();
+    assert_eq!(status["progress"]["done"], 2);
+    let make = &status["phases"][0]["steps"][0];
+    assert_eq!(make["state"], "done");
+    assert_eq!(make["actor"], "ana@laptop");
+    assert_eq!(make["outputs"]["snapshot"], "snap-123");
+
+    let log = p.run(&["log", "make"]);
+    assert_eq!(code(&log), 0);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("building")
+            && log.contains("warn")
+            && log.contains("output snapshot = snap-123"),
+        "{log}"
+    );
+    assert_eq!(code(&p.run(&["log", "make", "--attempt", "7"])), 5);
+    let mode = std::fs::metadata(p.path().join(".cutover")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn a_failing_step_is_retried_then_recorded_failed_with_its_exit_code() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "flaky"
+do = "shell"
+run = "echo try >> tries.txt; exit 3"
+retries = 2
+retry_delay = "10ms"
+
+[[phase.step]]
+id = "missing"
+do = "shell"
+run = "definitely-not-a-command-xyz --version"
+"#,
+    );
+    let out = p.run(&["run", "flaky"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("tries.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    let status = p.status();
+    let flaky = &status["phases"][0]["steps"][0];
+    assert_eq!(flaky["state"], "failed");
+    assert_eq!(flaky["attempts"], 3);
+    assert_eq!(flaky["note"], "exit code 3");
+
+    let out = p.run(&["run", "missing"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("command not found"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn killing_cutover_mid_step_leaves_the_step_interrupted_and_the_journal_intact() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "slow"
+do = "shell"
+run = "echo $$ > child.pid; echo started; sleep 30; echo finished"
+"#,
+    );
+    let mut child = p
+        .command(&["run", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_file_containing(".cutover/logs/slow/1.log", "started");
+    child.kill().unwrap(); // SIGKILL: no cleanup at all
+    child.wait().unwrap();
+    let shell_pid: i32 = std::fs::read_to_string(p.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    assert_eq!(p.state_of("slow"), "interrupted");
+    let status = p.status();
+    assert_eq!(
+        status["driver"]["stale"], true,
+        "the dead driver's lock is reported stale: {status}"
+    );
+    let out = p.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified — 1 lines"),
+        "{}",
+        text(&out)
+    );
+
+    // A new driver is refused until the stale lock is removed by its id.
+    let out = p.run(&["run", "slow"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let lock_id = status["driver"]["lock_id"].as_str().unwrap().to_string();
+    assert_eq!(code(&p.run(&["unlock", "wrong-id"])), 5);
+    assert_eq!(code(&p.run(&["unlock", &lock_id])), 0);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(shell_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+
+    // The operator can mark it done with a note instead of re-running it.
+    let out = p.run(&[
+        "mark",
+        "slow",
+        "done",
+        "--note",
+        "checked by hand: it had finished",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.state_of("slow"), "done");
+    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+}
+
+#[test]
+fn a_second_driver_is_refused_with_the_holder_named() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "hold"
+do = "shell"
+run = "echo holding; sleep 20"
+
+[[phase.step]]
+id = "other"
+do = "shell"
+run = "echo other"
+"#,
+    );
+    let mut first = p
+        .command(&["run", "hold"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_file_containing(".cutover/logs/hold/1.log", "holding");
+    let out = p
+        .command(&["run", "other"])
+        .env("CUTOVER_ACTOR", "bo@desk")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another driver holds the lock: ana@laptop"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("cutover run hold"), "{err}");
+    // Read-only commands still work and show who drives.
+    assert_eq!(p.state_of("hold"), "running");
+    assert_eq!(p.status()["driver"]["holder"], "ana@laptop");
+
+    // Ctrl-C cancels the running step, kills its process group and records it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(p.state_of("hold"), "failed");
+    assert!(p.journal().contains("\"reason\":\"cancelled\""));
+    assert!(
+        p.status()["driver"].is_null(),
+        "the lock is released on exit"
+    );
+    assert_eq!(code(&p.run(&["run", "other"])), 0);
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "hang"
+do = "shell"
+run = "sleep 60 & echo $! > bg.pid; echo waiting; wait"
+timeout = "1s"
+"#,
+    );
+    let out = p.run(&["run", "hang"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"),
+        "{}",
+        text(&out)
+    );
+    let bg: i32 = std::fs::read_to_string(p.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    while pid_alive(bg) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_alive(bg),
+        "the background child of the step must be killed"
+    );
+}
+
+#[test]
+fn secrets_and_url_passwords_are_redacted_everywhere() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "leaky"
+do = "shell"
+run = "echo token=${secret.TOKEN}; echo 'url postgres://admin:inline-pa55@host/db'; echo ${secret.DB}; echo out=${secret.TOKEN} >> $CUTOVER_OUTPUT; exit 4"
+outputs = ["out"]
+"#,
+    );
+    let out = p
+        .command(&["run", "leaky"])
+        .env("TEST_TOKEN", "tok-XYZZY-987")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let all = format!(
+        "{}{}{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        p.journal(),
+        std::fs::read_to_string(p.path().join(".cutover/logs/leaky/1.log")).unwrap(),
+        String::from_utf8_lossy(&p.run(&["plan"]).stdout),
+    );
+    for secret in ["tok-XYZZY-987", "inline-pa55", "cmd-pa55"] {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+    assert!(all.contains("postgres://admin:***@host/db"), "{all}");
+    assert!(all.contains("token=***"), "{all}");
+
+    let out = p.run(&["run", "leaky"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("environment variable TEST_TOKEN is not set"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn destructive_steps_need_the_exact_phrase() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "drop"
+do = "shell"
+run = "echo dropped > dropped.txt"
+destructive = true
+confirm = "drop ${soak} database"
+rollback = "restore the snapshot"
+"#,
+    );
+    let out = p.run(&["run", "drop"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--confirm \"drop 1h database\"")
+            && err.contains("Rollback: restore the snapshot"),
+        "{err}"
+    );
+    let out = p.run(&["run", "drop", "--confirm", "yes"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Only 'drop 1h database' will be accepted.")
+    );
+    assert!(!p.path().join("dropped.txt").exists(), "nothing ran");
+    assert!(!p.journal().contains("confirmed"));
+    let out = p.run(&["run", "--next", "--confirm", "drop 1h database"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(p.path().join("dropped.txt").exists());
+    let journal = p.journal();
+    let confirmed = journal
+        .find("\"confirmed\"")
+        .expect("confirmation journaled");
+    assert!(
+        confirmed < journal.find("\"started\"").unwrap(),
+        "confirmed before started"
+    );
+    assert!(journal.contains("\"actor\":\"ana@laptop\""));
+}
+
+#[test]
+fn manual_steps_gates_and_changed_definitions() {
+    let steps = r#"
+[[phase.step]]
+id = "by-hand"
+do = "manual"
+notes = "Update the Stripe webhook"
+checklist = ["Stripe", "OAuth"]
+
+[[phase.step]]
+id = "later"
+do = "shell"
+run = "echo decommissioned"
+needs = ["by-hand"]
+after = { step = "by-hand", at_least = "${soak}" }
+"#;
+    let p = project(steps);
+    let out = p.run(&["run", "by-hand"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Update the Stripe webhook") && err.contains("[ ] OAuth"),
+        "{err}"
+    );
+    assert_eq!(
+        code(&p.run(&["run", "by-hand", "--note", "done in the dashboard"])),
+        0
+    );
+    assert_eq!(p.state_of("later"), "gated");
+    let out = p.run(&["run", "later"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left of the wait after `by-hand`"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "later", "--var", "soak=0s"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // Editing what a done step does makes it `changed`; --next will not pass over it silently.
+    let edited = std::fs::read_to_string(p.path().join("runbook.toml"))
+        .unwrap()
+        .replace("echo decommissioned", "echo other");
+    std::fs::write(p.path().join("runbook.toml"), edited).unwrap();
+    assert_eq!(p.state_of("later"), "changed");
+    assert_eq!(p.state_of("by-hand"), "done");
+    assert_eq!(
+        code(&p.run(&[
+            "mark",
+            "later",
+            "pending",
+            "--note",
+            "redo with the new command"
+        ])),
+        0
+    );
+    assert_eq!(p.state_of("later"), "gated");
+    assert_eq!(code(&p.run(&["mark", "later", "skipped", "--note", ""])), 5);
+}
+
+#[test]
+fn http_steps_poll_until_the_expected_answer() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().take(3).enumerate() {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let reply = if n < 2 {
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nwait"
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"status\":\"ok\"}"
+            };
+            stream.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    let p = project(&format!(
+        r#"
+[[phase.step]]
+id = "health"
+do = "http"
+url = "http://127.0.0.1:{port}/health"
+expect_body = "ok"
+deadline = "20s"
+interval = "50ms"
+
+[[phase.step]]
+id = "down"
+do = "http"
+url = "http://127.0.0.1:1/health"
+deadline = "200ms"
+interval = "50ms"
+"#
+    ));
+    let out = p.run(&["run", "health"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("attempt 1: got 503, expected 200") && err.contains("attempt 3: 200"),
+        "{err}"
+    );
+    server.join().unwrap();
+    let out = p.run(&["run", "down"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("request failed"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_cut_last_line_is_ignored_and_a_broken_chain_refuses_to_drive() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "a"
+do = "shell"
+run = "true"
+
+[[phase.step]]
+id = "b"
+do = "shell"
+run = "true"
+"#,
+    );
+    assert_eq!(code(&p.run(&["run", "a"])), 0);
+    let journal_path = p.path().join(".cutover/journal.jsonl");
+    let good = p.journal();
+    std::fs::write(&journal_path, format!("{good}{{\"seq\":3,\"time\":\"2026")).unwrap();
+    let out = p.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cut short by a crash"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "b"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cut short"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+    assert!(p.journal().starts_with(&good), "earlier lines are kept");
+
+    // Edit line 2: verification names line 3, and nothing is driven.
+    let tampered = p.journal().replacen("\"attempt\":1", "\"attempt\":5", 1);
+    std::fs::write(&journal_path, tampered).unwrap();
+    let out = p.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2 is bad"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "b"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert_eq!(code(&p.run(&["status"])), 4);
+}
+
+#[test]
+fn an_unusable_state_directory_is_a_clear_error() {
+    let p = project("[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n");
+    std::fs::write(p.path().join(".cutover"), "not a directory").unwrap();
+    let out = p.run(&["run", "a"]);
+    assert_eq!(code(&out), 6, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".cutover"),
+        "{}",
+        text(&out)
+    );
+    let missing = PathBuf::from("/nonexistent/runbook.toml");
+    let out = p.run(&["--runbook", missing.to_str().unwrap(), "status"]);
+    assert_eq!(code(&out), 6, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read runbook"),
+        "{}",
+        text(&out)
+    );
+}

@@ -4,7 +4,7 @@ mod exit;
 mod printer;
 mod show;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -122,18 +122,7 @@ enum MarkState {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(dispatch(cli)),
-        Err(e) => Err(Failure::new(
-            exit::STEP_FAILED,
-            format!("cannot start: {e}"),
-        )),
-    };
-    match result {
+    match dispatch(cli) {
         Ok(code) => exit::code(code),
         Err(failure) => {
             if !failure.message.is_empty() {
@@ -144,7 +133,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+/// Read-only commands stay synchronous (fast start); only running a step starts a runtime.
+fn dispatch(cli: Cli) -> Result<u8, Failure> {
     let registry = Registry::builtin();
     let command = cli.command.unwrap_or(Command::Status { json: false });
     if let Command::Validate = command {
@@ -194,7 +184,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             request.confirm = confirm;
             request.note = note;
             request.check_only = check;
-            run(runbook, workspace, registry, request).await
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
+            runtime.block_on(run(runbook, workspace, registry, request))
         }
         Command::Mark { step, state, note } => {
             let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
@@ -287,8 +282,7 @@ async fn run(
 
 fn audit_verify(workspace: &Workspace) -> Result<u8, Failure> {
     let path = workspace.journal_path();
-    let bytes = read_journal(&path)?;
-    let loaded = journal::load(&bytes);
+    let loaded = show::load_journal(workspace)?;
     match &loaded.integrity {
         journal::Integrity::Broken { line, reason } => Err(Failure::new(
             exit::JOURNAL_DAMAGED,
@@ -308,16 +302,5 @@ fn audit_verify(workspace: &Workspace) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
-    }
-}
-
-pub(crate) fn read_journal(path: &Path) -> Result<Vec<u8>, Failure> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Failure::new(
-            exit::STATE_UNAVAILABLE,
-            format!("cannot read the journal {}: {e}", path.display()),
-        )),
     }
 }

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use cutover::actions::Registry;
 use cutover::engine::{describe_state, display_scope};
-use cutover::journal::{self, lock, Integrity, Loaded};
+use cutover::journal::{self, lock, FileStore, Integrity, JournalStore, Loaded};
 use cutover::redact::Redactor;
 use cutover::runbook::{self, Runbook, Template};
 use cutover::status::{progress, step_states, StepState, StepView};
@@ -12,10 +12,10 @@ use cutover::workspace::Workspace;
 use serde_json::json;
 
 use super::exit::{self, Failure};
-use super::read_journal;
 
-fn load_journal(workspace: &Workspace) -> Result<Loaded, Failure> {
-    Ok(journal::load(&read_journal(&workspace.journal_path())?))
+pub fn load_journal(workspace: &Workspace) -> Result<Loaded, Failure> {
+    let store = FileStore::new(workspace.journal_path());
+    Ok(journal::load(&store.read_all()?))
 }
 
 /// The lock holder, if any, and whether its process is still alive.

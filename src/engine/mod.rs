@@ -381,7 +381,7 @@ impl Engine {
                 Some((&step.id, &step.digest)),
                 Event::Started {
                     attempt,
-                    log: log.clone(),
+                    log: log.as_str().into(),
                 },
             )?;
             let outcome = self
@@ -390,16 +390,19 @@ impl Engine {
             let event = match &outcome {
                 Outcome::Succeeded { note } => Event::Succeeded {
                     attempt,
-                    note: note.clone().or_else(|| request.note.clone()),
+                    note: note
+                        .clone()
+                        .or_else(|| request.note.clone())
+                        .map(Into::into),
                 },
                 Outcome::Failed { reason, exit_code } => Event::Failed {
                     attempt,
-                    reason: reason.clone(),
+                    reason: reason.as_str().into(),
                     exit_code: *exit_code,
                 },
                 Outcome::Cancelled => Event::Failed {
                     attempt,
-                    reason: "cancelled".to_string(),
+                    reason: "cancelled".into(),
                     exit_code: None,
                 },
             };
@@ -453,7 +456,11 @@ impl Engine {
         };
         self.journal.append(
             Some((&step.id, &step.digest)),
-            Event::Checked { holds, detail, log },
+            Event::Checked {
+                holds,
+                detail: detail.into(),
+                log: log.into(),
+            },
         )?;
         self.emit(EngineEvent::StepFinished {
             step: step.id.clone(),
@@ -650,9 +657,9 @@ impl Engine {
         }
         let note = note.to_string();
         let event = match mark {
-            Mark::Done => Event::MarkedDone { note },
-            Mark::Pending => Event::Reset { note },
-            Mark::Skipped => Event::Skipped { note },
+            Mark::Done => Event::MarkedDone { note: note.into() },
+            Mark::Pending => Event::Reset { note: note.into() },
+            Mark::Skipped => Event::Skipped { note: note.into() },
         };
         self.journal.append(Some((&step.id, &step.digest)), event)?;
         Ok(())
@@ -666,9 +673,7 @@ impl Engine {
         };
         self.journal.append(
             step.as_ref().map(|s| (s.id.as_str(), s.digest.as_str())),
-            Event::Note {
-                text: text.to_string(),
-            },
+            Event::Note { text: text.into() },
         )?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! One journal line: who did what to which step, when, chained to the line before it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -7,58 +8,66 @@ use serde::{Deserialize, Serialize};
 /// The `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What happened. Externally tagged (`{"started":{...}}`) so a line parses without buffering.
+/// What happened. Externally tagged (`{"started":{...}}`) so a line parses without buffering;
+/// text borrows from the line when read back, so replaying a long journal allocates little.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Event {
+pub enum Event<'a> {
     /// An attempt began; its log is at `log` (relative to the state directory).
     Started {
         attempt: u32,
-        log: String,
+        #[serde(borrow)]
+        log: Cow<'a, str>,
     },
     /// Outputs an action produced, written as soon as they exist (a snapshot id survives a later failure).
-    Outputs {
-        values: BTreeMap<String, String>,
-    },
+    Outputs { values: BTreeMap<String, String> },
     Succeeded {
         attempt: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
+        #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+        note: Option<Cow<'a, str>>,
     },
     Failed {
         attempt: u32,
-        reason: String,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
     },
     /// The step's check ran; when it `holds`, the step's effect is already in place.
     Checked {
         holds: bool,
-        detail: String,
-        log: String,
+        #[serde(borrow)]
+        detail: Cow<'a, str>,
+        #[serde(borrow)]
+        log: Cow<'a, str>,
     },
     /// The operator typed the step's phrase.
     Confirmed {},
     MarkedDone {
-        note: String,
+        #[serde(borrow)]
+        note: Cow<'a, str>,
     },
     Skipped {
-        note: String,
+        #[serde(borrow)]
+        note: Cow<'a, str>,
     },
     /// Back to pending (the operator decided to redo it).
     Reset {
-        note: String,
+        #[serde(borrow)]
+        note: Cow<'a, str>,
     },
     Note {
-        text: String,
+        #[serde(borrow)]
+        text: Cow<'a, str>,
     },
     /// A milestone worth keeping, such as "snapshot 40%".
     Progress {
-        message: String,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
     },
 }
 
-impl Event {
+impl Event<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Event::Started { .. } => "started",
@@ -76,9 +85,9 @@ impl Event {
     }
 }
 
-/// A whole journal line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+/// A whole journal line, as written (lines are read back through a borrowed view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record<'a> {
     /// 1 for the first line, then one more per line.
     pub seq: u64,
     /// RFC 3339, UTC, milliseconds.
@@ -92,7 +101,7 @@ pub struct Record {
     /// sha256 of the step's definition when this was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_digest: Option<String>,
-    pub event: Event,
+    pub event: Event<'a>,
     /// sha256 (hex) of the previous line's bytes, [`GENESIS`] for the first.
     pub prev: String,
 }

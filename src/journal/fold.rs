@@ -4,6 +4,28 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::event::{Event, Record};
 
+/// The parts of a line the fold needs, borrowed from wherever the line lives.
+#[derive(Debug, Clone, Copy)]
+pub struct LineMeta<'a> {
+    pub seq: u64,
+    pub time: &'a str,
+    pub actor: &'a str,
+    pub step: Option<&'a str>,
+    pub step_digest: Option<&'a str>,
+}
+
+impl<'a> From<&'a Record<'_>> for LineMeta<'a> {
+    fn from(record: &'a Record<'_>) -> Self {
+        LineMeta {
+            seq: record.seq,
+            time: &record.time,
+            actor: &record.actor,
+            step: record.step.as_deref(),
+            step_digest: record.step_digest.as_deref(),
+        }
+    }
+}
+
 /// What the journal says of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -38,13 +60,13 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    fn new(record: &Record) -> Self {
+    fn new(line: &LineMeta<'_>) -> Self {
         StepRecord {
             status: Recorded::Pending,
             attempts: 0,
-            since: record.time.clone(),
-            actor: record.actor.clone(),
-            step_digest: record.step_digest.clone().unwrap_or_default(),
+            since: line.time.to_string(),
+            actor: line.actor.to_string(),
+            step_digest: line.step_digest.unwrap_or_default().to_string(),
             detail: None,
             exit_code: None,
             done_at: None,
@@ -86,35 +108,51 @@ impl JournalState {
         self.steps.get(id)
     }
 
-    /// Folds one more line into the state.
-    pub fn apply(&mut self, record: &Record, line_hash: String) {
-        self.lines = record.seq;
-        self.last_hash = line_hash;
+    /// Records the last line's time, actor and event, for "last activity" lines.
+    pub fn set_last_activity(&mut self, line: &LineMeta<'_>, event: &Event<'_>) {
         self.last_activity = Some(Activity {
-            time: record.time.clone(),
-            actor: record.actor.clone(),
-            step: record.step.clone(),
-            event: record.event.name(),
+            time: line.time.to_string(),
+            actor: line.actor.to_string(),
+            step: line.step.map(str::to_string),
+            event: event.name(),
         });
-        let Some(step) = &record.step else {
+    }
+
+    /// Folds one more line into the state (all but `last_activity`, which is set once at the
+    /// end of a replay: it is the hot path of reading a long journal).
+    /// The caller keeps `last_hash`.
+    pub fn apply(&mut self, line: &LineMeta<'_>, event: &Event<'_>) {
+        self.lines = line.seq;
+        let Some(step) = line.step else {
             return;
         };
-        let entry = self
-            .steps
-            .entry(step.clone())
-            .or_insert_with(|| StepRecord::new(record));
+        // One lookup on the hot path; a step's first line pays for a second.
+        let entry = match self.steps.get_mut(step) {
+            Some(entry) => entry,
+            None => self
+                .steps
+                .entry(step.to_string())
+                .or_insert_with(|| StepRecord::new(line)),
+        };
         let set_status = |entry: &mut StepRecord, status: Recorded, detail: Option<String>| {
             entry.status = status;
-            entry.since = record.time.clone();
-            entry.actor = record.actor.clone();
-            entry.step_digest = record.step_digest.clone().unwrap_or_default();
+            entry.since.clear();
+            entry.since.push_str(line.time);
+            entry.actor.clear();
+            entry.actor.push_str(line.actor);
+            entry.step_digest.clear();
+            entry
+                .step_digest
+                .push_str(line.step_digest.unwrap_or_default());
             entry.detail = detail;
             entry.exit_code = None;
             if status == Recorded::Done {
-                entry.done_at = Some(record.time.clone());
+                let done_at = entry.done_at.get_or_insert_with(String::new);
+                done_at.clear();
+                done_at.push_str(line.time);
             }
         };
-        match &record.event {
+        match event {
             Event::Started { attempt, .. } => {
                 entry.attempts = entry.attempts.max(*attempt);
                 set_status(entry, Recorded::Started, None);
@@ -124,11 +162,13 @@ impl JournalState {
                     .outputs
                     .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
-            Event::Succeeded { note, .. } => set_status(entry, Recorded::Done, note.clone()),
+            Event::Succeeded { note, .. } => {
+                set_status(entry, Recorded::Done, note.as_deref().map(str::to_string))
+            }
             Event::Failed {
                 reason, exit_code, ..
             } => {
-                set_status(entry, Recorded::Failed, Some(reason.clone()));
+                set_status(entry, Recorded::Failed, Some(reason.to_string()));
                 entry.exit_code = *exit_code;
             }
             Event::Checked { holds, detail, .. } => {
@@ -137,12 +177,12 @@ impl JournalState {
                 }
             }
             Event::Confirmed {} => {
-                entry.confirmed = Some((record.actor.clone(), record.time.clone()));
+                entry.confirmed = Some((line.actor.to_string(), line.time.to_string()));
             }
-            Event::MarkedDone { note } => set_status(entry, Recorded::Done, Some(note.clone())),
-            Event::Skipped { note } => set_status(entry, Recorded::Skipped, Some(note.clone())),
+            Event::MarkedDone { note } => set_status(entry, Recorded::Done, Some(note.to_string())),
+            Event::Skipped { note } => set_status(entry, Recorded::Skipped, Some(note.to_string())),
             Event::Reset { note } => {
-                set_status(entry, Recorded::Pending, Some(note.clone()));
+                set_status(entry, Recorded::Pending, Some(note.to_string()));
                 entry.done_at = None;
                 entry.confirmed = None;
             }

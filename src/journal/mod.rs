@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use event::{Event, Record, GENESIS};
-pub use fold::{Activity, JournalState, Recorded, StepRecord};
+pub use fold::{Activity, JournalState, LineMeta, Recorded, StepRecord};
 pub use store::{FileStore, JournalStore};
 
 use crate::redact::Redactor;
@@ -70,60 +70,186 @@ impl Loaded {
     }
 }
 
+/// A line as read back: strings borrowed from the journal's bytes where they need no unescaping.
+#[derive(serde::Deserialize)]
+struct LineView<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    actor: std::borrow::Cow<'a, str>,
+    #[allow(dead_code)]
+    runbook: serde::de::IgnoredAny,
+    // Ids and digests never need JSON escapes, so they borrow; `Option<Cow>` would not.
+    #[serde(borrow, default)]
+    step: Option<&'a str>,
+    #[serde(borrow, default)]
+    step_digest: Option<&'a str>,
+    #[serde(borrow)]
+    event: Event<'a>,
+    #[serde(borrow)]
+    prev: std::borrow::Cow<'a, str>,
+}
+
+impl LineView<'_> {
+    fn meta(&self) -> LineMeta<'_> {
+        LineMeta {
+            seq: self.seq,
+            time: &self.time,
+            actor: &self.actor,
+            step: self.step,
+            step_digest: self.step_digest,
+        }
+    }
+}
+
 pub fn hash_line(line: &[u8]) -> String {
-    hex::encode(Sha256::digest(line))
+    String::from_utf8_lossy(&hex64(&Sha256::digest(line))).into_owned()
 }
 
 /// Reads and verifies a journal: parses each line, checks `seq` and the hash chain, folds.
 pub fn load(bytes: &[u8]) -> Loaded {
+    let mut loaded = replay(bytes);
+    // The last good line is the last activity.
+    let end = loaded.valid_len as usize;
+    if end > 0 {
+        let start = bytes[..end - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if let Ok(view) = serde_json::from_slice::<LineView<'_>>(&bytes[start..end - 1]) {
+            loaded.state.set_last_activity(&view.meta(), &view.event);
+        }
+    }
+    loaded
+}
+
+/// A parsed line and its own hash in hex.
+type Parsed<'a> = Result<(LineView<'a>, [u8; 64]), String>;
+
+/// Lower-case hex of a sha256. The `hex` crate's general encoder costs more than parsing the
+/// line does, and a long journal is hashed at every start.
+fn hex64(hash: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, byte) in hash.iter().take(32).enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    out
+}
+
+fn parse_and_hash(line: &[u8]) -> Parsed<'_> {
+    let hash = hex64(&Sha256::digest(line));
+    let view: LineView<'_> =
+        serde_json::from_slice(line).map_err(|e| format!("not a journal event ({e})"))?;
+    Ok((view, hash))
+}
+
+/// Each whole line of `bytes` (which ends with a newline): its length and its parse.
+fn parse_lines(bytes: &[u8]) -> Vec<(usize, Parsed<'_>)> {
+    let Some(body) = bytes.strip_suffix(b"\n") else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(bytes.iter().filter(|b| **b == b'\n').count());
+    out.extend(
+        body.split(|b| *b == b'\n')
+            .map(|line| (line.len(), parse_and_hash(line))),
+    );
+    out
+}
+
+/// Parses and hashes on every core, each thread taking a run of whole lines: a long journal
+/// is read at every start.
+fn parse_all(bytes: &[u8]) -> Vec<Vec<(usize, Parsed<'_>)>> {
+    const MIN_PARALLEL: usize = 1 << 20;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || bytes.len() < MIN_PARALLEL {
+        return vec![parse_lines(bytes)];
+    }
+    let mut parts = Vec::with_capacity(threads);
+    let mut start = 0;
+    for n in 1..=threads {
+        let target = (bytes.len() * n / threads).max(start);
+        let end = if n == threads {
+            bytes.len()
+        } else {
+            bytes[target..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| target + i + 1)
+        };
+        if end > start {
+            parts.push(&bytes[start..end]);
+        }
+        start = end;
+    }
+    let joined: Option<Vec<_>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|part| scope.spawn(move || parse_lines(part)))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    joined.unwrap_or_else(|| vec![parse_lines(bytes)])
+}
+
+fn replay(bytes: &[u8]) -> Loaded {
+    // Everything up to the last newline is whole lines; anything after it was cut by a crash.
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let mut state = JournalState::new();
+    let mut prev = hex64(&[0u8; 32]);
     let mut offset = 0usize;
-    let mut line_no = 0u64;
-    while offset < bytes.len() {
-        line_no += 1;
-        let Some(len) = bytes[offset..].iter().position(|b| *b == b'\n') else {
-            return Loaded {
+    let parsed = parse_all(&bytes[..complete]);
+    let count: usize = parsed.iter().map(Vec::len).sum();
+    for (index, (len, parsed)) in parsed.into_iter().flatten().enumerate() {
+        let line_no = index as u64 + 1;
+        let broken = |mut state: JournalState, reason: String| {
+            state.last_hash = String::from_utf8_lossy(&prev).into_owned();
+            Loaded {
                 state,
-                integrity: Integrity::PartialTail {
+                integrity: Integrity::Broken {
                     line: line_no,
-                    bytes: bytes.len() - offset,
+                    reason,
                 },
                 valid_len: offset as u64,
-            };
+            }
         };
-        let line = &bytes[offset..offset + len];
-        let broken = |state: JournalState, reason: String| Loaded {
-            state,
-            integrity: Integrity::Broken {
-                line: line_no,
-                reason,
-            },
-            valid_len: offset as u64,
-        };
-        let record: Record = match serde_json::from_slice(line) {
-            Ok(r) => r,
-            Err(e) => return broken(state, format!("not a journal event ({e})")),
+        let (record, hash) = match parsed {
+            Ok(p) => p,
+            Err(reason) => return broken(state, reason),
         };
         if record.seq != line_no {
-            return broken(
-                state,
-                format!("sequence number {} where {line_no} was expected (a line was removed or inserted)", record.seq),
+            let reason = format!(
+                "sequence number {} where {line_no} was expected (a line was removed or inserted)",
+                record.seq
             );
+            return broken(state, reason);
         }
-        if record.prev != state.last_hash {
+        if record.prev.as_bytes() != prev {
             return broken(
                 state,
                 "its `prev` hash does not match the line before it (an earlier line was edited)"
                     .to_string(),
             );
         }
-        state.apply(&record, hash_line(line));
+        state.apply(&record.meta(), &record.event);
+        prev = hash;
         offset += len + 1;
     }
+    state.last_hash = String::from_utf8_lossy(&prev).into_owned();
+    let integrity = if complete < bytes.len() {
+        Integrity::PartialTail {
+            line: count as u64 + 1,
+            bytes: bytes.len() - complete,
+        }
+    } else {
+        Integrity::Intact
+    };
     Loaded {
         state,
-        integrity: Integrity::Intact,
-        valid_len: offset as u64,
+        integrity,
+        valid_len: complete as u64,
     }
 }
 
@@ -189,11 +315,12 @@ impl Journal {
     pub fn append(
         &mut self,
         step: Option<(&str, &str)>,
-        event: Event,
-    ) -> Result<Record, JournalError> {
+        event: Event<'_>,
+    ) -> Result<(), JournalError> {
+        let time = now_rfc3339();
         let record = Record {
             seq: self.state.lines + 1,
-            time: now_rfc3339(),
+            time: time.clone(),
             actor: self.actor.clone(),
             runbook: self.runbook_digest.clone(),
             step: step.map(|(id, _)| id.to_string()),
@@ -203,18 +330,17 @@ impl Journal {
         };
         let encoded = serde_json::to_string(&record)?;
         // The one choke point every line passes: nothing secret is written.
-        let redacted = self.redactor.redact(&encoded);
-        let record: Record = if redacted == encoded {
-            record
-        } else {
-            serde_json::from_str(&redacted)?
-        };
-        let mut line = redacted.into_owned().into_bytes();
-        let hash = hash_line(&line);
-        line.push(b'\n');
-        self.store.append_line(&line)?;
-        self.state.apply(&record, hash);
-        Ok(record)
+        let line = self.redactor.redact(&encoded).into_owned();
+        // The fold sees exactly what is on disk.
+        let view: LineView<'_> = serde_json::from_str(&line)?;
+        let hash = hash_line(line.as_bytes());
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.store.append_line(&bytes)?;
+        self.state.apply(&view.meta(), &view.event);
+        self.state.set_last_activity(&view.meta(), &view.event);
+        self.state.last_hash = hash;
+        Ok(())
     }
 }
 

@@ -18,7 +18,7 @@ pub use template::{Reference, Rendered, Scope, Template, MASK};
 #[derive(Debug, Clone)]
 pub struct Runbook {
     pub source: SourceFile,
-    /// sha256 of the file's bytes.
+    /// sha256 of the file's bytes (its first 64 bits, in hex).
     pub digest: String,
     pub name: String,
     pub app: String,
@@ -81,7 +81,7 @@ pub struct Step {
     pub retry_delay: Duration,
     pub outputs: Vec<String>,
     pub after: Option<TimeGate>,
-    /// sha256 of the step's definition with its variables filled.
+    /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.
     pub line: usize,

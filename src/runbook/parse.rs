@@ -114,7 +114,7 @@ pub(super) fn parse(
         step.digest = step_digest(step, &VarScope(&parser.vars));
     }
     Ok(Runbook {
-        digest: hex::encode(Sha256::digest(text.as_bytes())),
+        digest: short_digest(text.as_bytes()),
         source,
         name,
         app,
@@ -146,7 +146,13 @@ fn step_digest(step: &Step, vars: &VarScope<'_>) -> String {
         "outputs": step.outputs,
         "after": step.after.as_ref().map(|a| serde_json::json!({"step": a.step, "at_least": a.at_least.as_millis() as u64})),
     });
-    hex::encode(Sha256::digest(definition.to_string().as_bytes()))
+    short_digest(definition.to_string().as_bytes())
+}
+
+/// The first 64 bits of sha256, in hex: enough to tell two definitions apart, and short
+/// enough to repeat on every journal line (the chain itself uses whole hashes).
+fn short_digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
 }
 
 /// The same value with `${var}`s filled, so a changed variable changes the digest.

@@ -49,7 +49,7 @@ fn a_valid_runbook_loads_with_vars_filled_and_digests() {
         Some(7 * 86400)
     );
     assert_eq!(rb.phases[0].steps, 0..2);
-    assert_eq!(rb.steps[0].digest.len(), 64);
+    assert_eq!(rb.steps[0].digest.len(), 16);
     assert_ne!(rb.steps[0].digest, rb.steps[1].digest);
 }
 

@@ -11,4 +11,6 @@ pub mod journal;
 pub mod redact;
 pub mod runbook;
 pub mod status;
+#[cfg(feature = "tui")]
+pub mod tui;
 pub mod workspace;

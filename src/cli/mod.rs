@@ -46,6 +46,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Open the terminal UI (what `cutover` alone does on a terminal).
+    Tui {
+        /// Scroll and click with the mouse.
+        #[arg(long)]
+        mouse: bool,
+        /// Log lines kept in memory per step (the full log is on disk).
+        #[arg(long, default_value_t = 100_000, value_name = "N")]
+        log_lines: usize,
+    },
+    /// Follow the migration read-only while another terminal drives.
+    Watch {
+        #[arg(long)]
+        mouse: bool,
+    },
     /// Check the runbook and report every error with file:line:column.
     Validate,
     /// Show every phase and step with its state, who did it and when.
@@ -136,7 +150,17 @@ pub fn main() -> ExitCode {
 /// Read-only commands stay synchronous (fast start); only running a step starts a runtime.
 fn dispatch(cli: Cli) -> Result<u8, Failure> {
     let registry = Registry::builtin();
-    let command = cli.command.unwrap_or(Command::Status { json: false });
+    let command = cli.command.unwrap_or_else(|| {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            Command::Tui {
+                mouse: false,
+                log_lines: 100_000,
+            }
+        } else {
+            Command::Status { json: false }
+        }
+    });
     if let Command::Validate = command {
         let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
         println!(
@@ -210,7 +234,128 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Validate => Ok(exit::OK),
+        Command::Tui { mouse, log_lines } => {
+            tui(&cli.runbook, &cli.vars, registry, false, mouse, log_lines)
+        }
+        Command::Watch { mouse } => tui(&cli.runbook, &cli.vars, registry, true, mouse, 100_000),
     }
+}
+
+/// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
+fn tui(
+    path: &std::path::Path,
+    vars: &[String],
+    registry: Registry,
+    watch_only: bool,
+    mouse: bool,
+    log_lines: usize,
+) -> Result<u8, Failure> {
+    use cutover::tui::{self, Mode, Setup};
+    let runbook = match Runbook::load(path, vars, &registry) {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = Failure::from(e);
+            let _ = tui::show_error(&failure.message);
+            return Err(failure);
+        }
+    };
+    let workspace = Workspace::for_runbook(path);
+    workspace.ensure()?;
+    init_file_tracing(&workspace);
+    let actor = cutover::actor::current();
+    let lock_path = workspace.lock_path();
+    let (mode, guard) = if watch_only {
+        let reason = match lock::read(&lock_path).ok().flatten() {
+            Some(info) => format!("{} drives", info.describe()),
+            None => "nobody drives".to_string(),
+        };
+        (Mode::Watch { reason }, None)
+    } else {
+        match lock::acquire(&lock_path, &actor, "cutover tui") {
+            Ok(guard) => (Mode::Drive, Some(guard)),
+            Err(lock::LockError::Held(info)) => (
+                Mode::Watch {
+                    reason: format!(
+                        "{} drives (pid {}, since {})",
+                        info.holder, info.pid, info.started
+                    ),
+                },
+                None,
+            ),
+            Err(lock::LockError::Stale(info)) => (
+                Mode::Watch {
+                    reason: format!(
+                        "stale lock of {}: `cutover unlock {}` to drive",
+                        info.holder, info.id
+                    ),
+                },
+                None,
+            ),
+            Err(other) => return Err(other.into()),
+        }
+    };
+    let redactor = Arc::new(Redactor::new());
+    let runbook = Arc::new(runbook);
+    let engine = match guard {
+        Some(_) => {
+            let (journal, _warning) = Journal::open(
+                Box::new(FileStore::new(workspace.journal_path())),
+                actor.clone(),
+                runbook.digest.clone(),
+                redactor.clone(),
+            )?;
+            Some(Engine::new(
+                runbook.clone(),
+                workspace.clone(),
+                journal,
+                registry,
+                redactor,
+            ))
+        }
+        None => None,
+    };
+    let setup = Setup {
+        runbook,
+        workspace,
+        engine,
+        mode,
+        banner: std::env::var("CUTOVER_BANNER")
+            .ok()
+            .filter(|b| !b.trim().is_empty()),
+        mouse,
+        log_capacity: log_lines.max(1000),
+        actor,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
+    let result = runtime.block_on(tui::run(setup));
+    drop(guard);
+    result.map_err(|e| Failure::new(exit::STEP_FAILED, format!("terminal error: {e}")))?;
+    Ok(exit::OK)
+}
+
+/// Diagnostics of the UI go to `.cutover/tui.log`, never to the screen.
+fn init_file_tracing(workspace: &Workspace) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(workspace.root.join("tui.log"))
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
 }
 
 /// Takes the lock and opens the journal for writing: what every command that changes state does.
@@ -252,19 +397,26 @@ async fn run(
         Target::Next => "run --next".to_string(),
     };
     let (mut engine, _lock) = drive(runbook, workspace, registry, &label)?;
+    tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));
     let cancel = request.cancel.clone();
-    // Ctrl-C (or SIGTERM) cancels the running step; the engine records it and returns.
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    // Ctrl-C, SIGTERM or a closed terminal (SIGHUP) cancels the running step; the engine
+    // records it and returns, and the lock is released.
+    use tokio::signal::unix::{signal, SignalKind};
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        if let Ok(mut stream) = signal(kind) {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                stream.recv().await;
+                eprintln!("\ncutover: cancelling the running step...");
+                cancel.cancel();
+            });
         }
-        eprintln!("\ncutover: cancelling the running step...");
-        cancel.cancel();
-    });
+    }
     let result = match engine.run(request).await {
         Ok(result) => result,
         Err(cutover::engine::EngineError::AllDone) => {

@@ -1,0 +1,521 @@
+//! Model and update without a terminal: keys → actions → effects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::keys::action_for;
+use super::model::{Effect, Level, Mode, Model, NotePurpose, Overlay};
+use crate::actions::Registry;
+use crate::engine::{EngineEvent, Mark};
+use crate::journal::{Event, JournalState, LineMeta};
+use crate::runbook::{Runbook, SourceFile};
+
+pub(crate) const RUNBOOK: &str = r#"
+[runbook]
+name = "gengar: Heroku → AWS ECS Fargate"
+app = "gengar"
+
+[[phase]]
+id = "local"
+title = "Dockerfile and local checks"
+
+[[phase.step]]
+id = "build"
+title = "Build the image"
+do = "shell"
+run = "docker build -t gengar ."
+
+[[phase.step]]
+id = "review"
+title = "Review the Dockerfile"
+do = "manual"
+checklist = ["non-root user", "arm64"]
+needs = ["build"]
+
+[[phase]]
+id = "cutover"
+title = "DNS cutover"
+
+[[phase.step]]
+id = "dns"
+title = "Point the domain at the ALB"
+do = "shell"
+run = "echo cutover"
+destructive = true
+confirm = "point api at aws"
+rollback = "point it back at Heroku"
+needs = ["build"]
+"#;
+
+pub(crate) fn runbook() -> Arc<Runbook> {
+    Arc::new(
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", RUNBOOK.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A journal in which `done` steps succeeded, at fixed times.
+pub(crate) fn journal(runbook: &Runbook, done: &[&str]) -> JournalState {
+    let mut state = JournalState::new();
+    let mut seq = 0;
+    for id in done {
+        let digest = runbook
+            .step(id)
+            .map(|s| s.digest.clone())
+            .unwrap_or_default();
+        for event in [
+            Event::Started {
+                attempt: 1,
+                log: format!("logs/{id}/1.log").into(),
+            },
+            Event::Succeeded {
+                attempt: 1,
+                note: None,
+            },
+        ] {
+            seq += 1;
+            let meta = LineMeta {
+                seq,
+                time: "2026-11-20T09:30:00.000Z",
+                actor: "ana@laptop",
+                step: Some(id),
+                step_digest: Some(&digest),
+            };
+            state.apply(&meta, &event);
+            state.set_last_activity(&meta, &event);
+        }
+    }
+    state
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+/// Presses keys as a person would: through the key map, with time for the repeat guard.
+fn press(model: &mut Model, codes: &[KeyCode]) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    for code in codes {
+        if let Some(action) = action_for(model, key(*code)) {
+            effects.extend(model.update(action));
+        }
+    }
+    effects
+}
+
+fn type_text(model: &mut Model, text: &str) {
+    let codes: Vec<KeyCode> = text.chars().map(KeyCode::Char).collect();
+    press(model, &codes);
+}
+
+fn settle(model: &mut Model) {
+    model.overlay_opened = model
+        .overlay_opened
+        .map(|_| Instant::now() - Duration::from_secs(1));
+}
+
+#[test]
+fn navigation_moves_the_selection_and_enter_runs_a_ready_step() {
+    let rb = runbook();
+    let mut model = Model::new(rb.clone(), JournalState::new(), Mode::Drive, false);
+    assert!(
+        model.overlay.is_none(),
+        "no resume summary on a fresh journal"
+    );
+    assert_eq!(model.selected_id(), "build");
+    press(&mut model, &[KeyCode::Char('j'), KeyCode::Char('j')]);
+    assert_eq!(model.selected_id(), "dns");
+    press(&mut model, &[KeyCode::Char('g')]);
+    assert_eq!(model.selected_id(), "build");
+    press(&mut model, &[KeyCode::Char('G')]);
+    assert_eq!(model.selected_id(), "dns");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert!(effects.is_empty());
+    assert_eq!(
+        model.message.as_ref().map(|m| m.0.as_str()),
+        Some("waiting for build")
+    );
+    press(&mut model, &[KeyCode::Char('g')]);
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(
+        effects,
+        vec![Effect::Run {
+            step: "build".into(),
+            confirm: None,
+            note: None
+        }]
+    );
+    assert_eq!(
+        model.running.as_ref().map(|r| r.step.as_str()),
+        Some("build")
+    );
+    // While it runs, nothing else starts.
+    press(&mut model, &[KeyCode::Char('G')]);
+    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
+    assert!(model
+        .message
+        .as_ref()
+        .is_some_and(|m| m.0.contains("is running")));
+}
+
+#[test]
+fn destructive_steps_need_the_typed_phrase_and_cancel_is_the_default() {
+    let rb = runbook();
+    let mut model = Model::new(rb.clone(), journal(&rb, &["build"]), Mode::Drive, false);
+    model.overlay = None;
+    press(&mut model, &[KeyCode::Char('G')]);
+    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
+    assert!(matches!(model.overlay, Some(Overlay::Confirm { .. })));
+    // A key held since before the modal opened types nothing and confirms nothing.
+    type_text(&mut model, "point");
+    assert!(matches!(&model.overlay, Some(Overlay::Confirm { typed, .. }) if typed.is_empty()));
+    settle(&mut model);
+    // Empty and wrong phrases do nothing but say so; `q` and `j` are text here.
+    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
+    assert!(
+        matches!(&model.overlay, Some(Overlay::Confirm { error: Some(e), .. }) if e.contains("type the phrase"))
+    );
+    type_text(&mut model, "point api at azure");
+    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
+    assert!(
+        matches!(&model.overlay, Some(Overlay::Confirm { error: Some(e), .. }) if e.contains("Only 'point api at aws' will be accepted"))
+    );
+    press(&mut model, &[KeyCode::Esc]);
+    assert!(model.overlay.is_none(), "Esc cancels");
+    assert!(model.running.is_none());
+    // The right phrase runs it.
+    press(&mut model, &[KeyCode::Enter]);
+    settle(&mut model);
+    type_text(&mut model, "point api at aws");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(
+        effects,
+        vec![Effect::Run {
+            step: "dns".into(),
+            confirm: Some("point api at aws".into()),
+            note: None
+        }]
+    );
+}
+
+#[test]
+fn manual_steps_marks_and_skips_take_a_note() {
+    let rb = runbook();
+    let mut model = Model::new(rb.clone(), journal(&rb, &["build"]), Mode::Drive, false);
+    model.overlay = None;
+    assert_eq!(model.selected_id(), "review");
+    press(&mut model, &[KeyCode::Enter]);
+    assert!(matches!(
+        model.overlay,
+        Some(Overlay::Note {
+            purpose: NotePurpose::CompleteManual,
+            ..
+        })
+    ));
+    settle(&mut model);
+    assert!(
+        press(&mut model, &[KeyCode::Enter]).is_empty(),
+        "an empty note is refused"
+    );
+    type_text(&mut model, "checked both");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(
+        effects,
+        vec![Effect::Run {
+            step: "review".into(),
+            confirm: None,
+            note: Some("checked both".into())
+        }]
+    );
+    model.run_ended(Ok("ok".into()));
+    press(&mut model, &[KeyCode::Char('s')]);
+    settle(&mut model);
+    type_text(&mut model, "not needed");
+    assert_eq!(
+        press(&mut model, &[KeyCode::Enter]),
+        vec![Effect::Mark {
+            step: "review".into(),
+            mark: Mark::Skipped,
+            note: "not needed".into()
+        }]
+    );
+    press(&mut model, &[KeyCode::Char('m')]);
+    settle(&mut model);
+    type_text(&mut model, "done by hand");
+    assert_eq!(
+        press(&mut model, &[KeyCode::Enter]),
+        vec![Effect::Mark {
+            step: "review".into(),
+            mark: Mark::Done,
+            note: "done by hand".into()
+        }]
+    );
+}
+
+#[test]
+fn watch_mode_cannot_run_mark_or_confirm() {
+    let rb = runbook();
+    let mut model = Model::new(
+        rb.clone(),
+        JournalState::new(),
+        Mode::Watch {
+            reason: "ana@laptop drives".into(),
+        },
+        true,
+    );
+    for code in [
+        KeyCode::Enter,
+        KeyCode::Char('r'),
+        KeyCode::Char('m'),
+        KeyCode::Char('s'),
+    ] {
+        assert!(press(&mut model, &[code]).is_empty());
+        assert!(model.overlay.is_none());
+        assert_eq!(model.message.as_ref().map(|m| m.1), Some(Level::Warn));
+        assert!(model
+            .message
+            .as_ref()
+            .is_some_and(|m| m.0.contains("read-only")));
+    }
+}
+
+#[test]
+fn resume_summary_opens_when_there_is_progress_and_selects_the_next_step() {
+    let rb = runbook();
+    let model = Model::new(rb.clone(), journal(&rb, &["build"]), Mode::Drive, false);
+    match &model.overlay {
+        Some(Overlay::Resume(summary)) => {
+            assert_eq!((summary.done, summary.total), (1, 3));
+            assert_eq!(summary.next.as_deref(), Some("review"));
+            assert!(summary
+                .last
+                .as_deref()
+                .is_some_and(|l| l.contains("ana@laptop")));
+        }
+        other => panic!("expected the resume summary, got {other:?}"),
+    }
+    assert_eq!(model.selected_id(), "review");
+}
+
+#[test]
+fn quitting_while_a_step_runs_asks_first() {
+    let rb = runbook();
+    let mut model = Model::new(rb, JournalState::new(), Mode::Drive, false);
+    press(&mut model, &[KeyCode::Enter]);
+    assert!(press(&mut model, &[KeyCode::Char('q')]).is_empty());
+    assert_eq!(model.overlay, Some(Overlay::QuitWhileRunning));
+    press(&mut model, &[KeyCode::Char('n')]);
+    assert!(
+        model.overlay.is_none() && !model.quitting,
+        "any other key stays"
+    );
+    press(&mut model, &[KeyCode::Char('q')]);
+    assert_eq!(
+        press(&mut model, &[KeyCode::Char('y')]),
+        vec![Effect::Cancel, Effect::Quit]
+    );
+    let mut idle = Model::new(runbook(), JournalState::new(), Mode::Drive, false);
+    assert_eq!(press(&mut idle, &[KeyCode::Char('q')]), vec![Effect::Quit]);
+}
+
+#[test]
+fn log_search_follow_and_paging() {
+    let rb = runbook();
+    let mut model = Model::new(rb, JournalState::new(), Mode::Drive, false);
+    model.log_height = 10;
+    for i in 0..100 {
+        model.on_engine_event(EngineEvent::Log {
+            step: "build".into(),
+            stream: crate::actions::Stream::Stdout,
+            line: if i % 30 == 7 {
+                format!("line {i}: ERROR disk full")
+            } else {
+                format!("line {i}")
+            },
+        });
+    }
+    assert!(model.follow);
+    press(&mut model, &[KeyCode::PageUp]);
+    assert!(!model.follow);
+    assert_eq!(model.log_top, 81);
+    press(&mut model, &[KeyCode::Char('f')]);
+    assert!(model.follow);
+    press(&mut model, &[KeyCode::Char('/')]);
+    type_text(&mut model, "ERROR");
+    press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(model.search_hit, Some(7));
+    press(&mut model, &[KeyCode::Char('n')]);
+    assert_eq!(model.search_hit, Some(37));
+    press(&mut model, &[KeyCode::Char('N')]);
+    assert_eq!(model.search_hit, Some(7));
+    press(&mut model, &[KeyCode::Char('N')]);
+    assert!(model
+        .message
+        .as_ref()
+        .is_some_and(|m| m.0.contains("no earlier match")));
+}
+
+#[test]
+fn a_log_storm_does_not_change_what_a_key_does() {
+    let rb = runbook();
+    let mut model = Model::new(rb, JournalState::new(), Mode::Drive, false);
+    for i in 0..200_000 {
+        model.on_engine_event(EngineEvent::Log {
+            step: "build".into(),
+            stream: crate::actions::Stream::Stdout,
+            line: format!("{i}"),
+        });
+    }
+    let start = Instant::now();
+    press(&mut model, &[KeyCode::Char('j')]);
+    assert_eq!(model.selected_id(), "review");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let kept = model.logs["build"].len();
+    assert!(
+        (100_000..=100_000 + 12_500).contains(&kept),
+        "bounded in memory: {kept}"
+    );
+}
+
+// ---- whole screens, drawn by the real view into ratatui's TestBackend --------------------------
+
+fn screen(model: &Model, width: u16, height: u16) -> (String, ratatui::buffer::Buffer) {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height))
+        .unwrap_or_else(|e| panic!("{e}"));
+    terminal
+        .draw(|frame| {
+            super::view::draw(frame, model);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let buffer = terminal.backend().buffer().clone();
+    let text = (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| buffer.cell((x, y)).map_or(" ", |c| c.symbol()))
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (text, buffer)
+}
+
+fn quiet_model(done: &[&str]) -> Model {
+    let rb = runbook();
+    let mut model = Model::new(rb.clone(), journal(&rb, done), Mode::Drive, false);
+    model.overlay = None;
+    model.driver = Some("ana@laptop (this terminal)".into());
+    model
+}
+
+#[test]
+fn snapshot_checklist_and_detail() {
+    let mut model = quiet_model(&["build"]);
+    model.aws = Some("account 123456789012 · us-east-1 · profile prod".into());
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn snapshot_resume_summary() {
+    let rb = runbook();
+    let mut model = Model::new(rb.clone(), journal(&rb, &["build"]), Mode::Drive, false);
+    model.banner = Some("REHEARSAL".into());
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn snapshot_log_with_ansi_colours_drawn_as_colours() {
+    let mut model = quiet_model(&[]);
+    for line in [
+        "\u{1b}[32mPASS\u{1b}[0m health check",
+        "\u{1b}[1;31mERROR\u{1b}[0m connection refused",
+        "plain line",
+    ] {
+        model.on_engine_event(EngineEvent::Log {
+            step: "build".into(),
+            stream: crate::actions::Stream::Stdout,
+            line: line.into(),
+        });
+    }
+    let (text, buffer) = screen(&model, 100, 28);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains("[32m"),
+        "escape codes must not be shown:\n{text}"
+    );
+    let (x, y) = find(&text, "ERROR").unwrap_or_else(|| panic!("no ERROR in\n{text}"));
+    let cell = buffer.cell((x, y)).unwrap_or_else(|| panic!("no cell"));
+    assert_eq!(cell.fg, ratatui::style::Color::Red);
+    assert!(cell.modifier.contains(ratatui::style::Modifier::BOLD));
+    let (x, y) = find(&text, "PASS").unwrap_or_else(|| panic!("no PASS"));
+    assert_eq!(
+        buffer.cell((x, y)).map(|c| c.fg),
+        Some(ratatui::style::Color::Green)
+    );
+    insta::assert_snapshot!(text);
+}
+
+fn find(text: &str, needle: &str) -> Option<(u16, u16)> {
+    text.lines().enumerate().find_map(|(y, line)| {
+        line.find(needle)
+            .map(|byte| (line[..byte].chars().count() as u16, y as u16))
+    })
+}
+
+#[test]
+fn snapshot_confirmation_modal() {
+    let mut model = quiet_model(&["build"]);
+    press(&mut model, &[KeyCode::Char('G'), KeyCode::Enter]);
+    settle(&mut model);
+    type_text(&mut model, "point api");
+    press(&mut model, &[KeyCode::Enter]);
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn snapshot_help() {
+    let mut model = quiet_model(&[]);
+    press(&mut model, &[KeyCode::Char('?')]);
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn snapshot_watch_mode() {
+    let rb = runbook();
+    let mut model = Model::new(
+        rb,
+        JournalState::new(),
+        Mode::Watch {
+            reason: "ana@laptop drives (pid 4242)".into(),
+        },
+        true,
+    );
+    model.driver = Some("ana@laptop drives (pid 4242)".into());
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn snapshot_too_small_and_every_size_from_80x24_draws() {
+    let model = quiet_model(&["build"]);
+    insta::assert_snapshot!(screen(&model, 79, 20).0);
+    for (w, h) in [
+        (80, 24),
+        (81, 25),
+        (120, 40),
+        (200, 60),
+        (80, 60),
+        (200, 24),
+    ] {
+        let (text, _) = screen(&model, w, h);
+        assert!(
+            text.contains("Steps 1/3") && text.contains("log: review"),
+            "{w}×{h}:\n{text}"
+        );
+    }
+}

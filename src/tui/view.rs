@@ -1,0 +1,593 @@
+//! Drawing: a pure function of the model.
+
+use ansi_to_tui::IntoText;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Gauge, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::engine::{describe_state, display_scope};
+use crate::runbook::{self, Template};
+use crate::status::{short_duration, StepState};
+
+use super::keys::hints;
+use super::model::{Level, Mode, Model, NotePurpose, Overlay};
+use super::theme;
+
+/// The smallest terminal the layout works in.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+
+/// Where things landed, for the mouse and for paging.
+#[derive(Debug, Default, Clone)]
+pub struct Drawn {
+    /// Screen row of each visible checklist step, with its index.
+    pub checklist_rows: Vec<(u16, usize)>,
+    pub log_height: usize,
+}
+
+pub fn draw(frame: &mut Frame<'_>, model: &Model) -> Drawn {
+    let area = frame.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let text = format!(
+            "The terminal is too small: {}×{}.\nCutover needs at least {}×{}.\nEnlarge it (in tmux, the smallest attached client sets the size).",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        frame.render_widget(
+            Paragraph::new(text)
+                .alignment(Alignment::Center)
+                .wrap(Wrap { trim: true }),
+            area,
+        );
+        return Drawn::default();
+    }
+    let [header, body, message, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(10),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, header, model);
+    let left_width = (area.width * 2 / 5).clamp(36, 64);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(30)]).areas(body);
+    let mut drawn = Drawn {
+        checklist_rows: draw_checklist(frame, left, model),
+        ..Drawn::default()
+    };
+    let detail_height = (right.height / 3).max(9);
+    let [detail, log] =
+        Layout::vertical([Constraint::Length(detail_height), Constraint::Min(4)]).areas(right);
+    draw_detail(frame, detail, model);
+    drawn.log_height = draw_log(frame, log, model);
+    draw_message(frame, message, model);
+    draw_footer(frame, footer, model);
+    if let Some(overlay) = &model.overlay {
+        draw_overlay(frame, area, model, overlay);
+    }
+    drawn
+}
+
+fn draw_header(frame: &mut Frame<'_>, area: Rect, model: &Model) {
+    let mut spans = vec![
+        Span::styled(" cutover ", theme::title()),
+        Span::raw("· "),
+        Span::styled(model.runbook.name.clone(), theme::title()),
+    ];
+    if let Some(banner) = &model.banner {
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(format!(" {banner} "), theme::banner()));
+    }
+    match (&model.mode, &model.driver) {
+        (Mode::Watch { reason }, _) => {
+            spans.push(Span::raw("  │ "));
+            spans.push(Span::styled(
+                format!(" WATCHING (read-only): {reason} "),
+                theme::banner(),
+            ));
+        }
+        (Mode::Drive, Some(driver)) => spans.push(Span::raw(format!("  │ driving: {driver}"))),
+        (Mode::Drive, None) => {}
+    }
+    if let Some(aws) = &model.aws {
+        spans.push(Span::raw(format!("  │ {aws}")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn elapsed_text(secs: u64) -> String {
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+fn draw_checklist(frame: &mut Frame<'_>, area: Rect, model: &Model) -> Vec<(u16, usize)> {
+    let done = model.rows.iter().filter(|r| r.state.is_settled()).count();
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .title(format!(" Steps {done}/{} ", model.rows.len()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    // Lines first (phase headers and steps), then the window that keeps the selection in view.
+    let mut lines: Vec<(Line<'_>, Option<usize>)> = Vec::new();
+    for (n, phase) in model.runbook.phases.iter().enumerate() {
+        let phase_done = model.rows[phase.steps.clone()]
+            .iter()
+            .filter(|r| r.state.is_settled())
+            .count();
+        lines.push((
+            Line::from(vec![
+                Span::styled(format!("{} {}", n + 1, phase.title), theme::title()),
+                Span::styled(
+                    format!("  {phase_done}/{}", phase.steps.len()),
+                    theme::dim(),
+                ),
+            ]),
+            None,
+        ));
+        for index in phase.steps.clone() {
+            let step = &model.runbook.steps[index];
+            let row = &model.rows[index];
+            let mut spans = vec![
+                Span::styled(
+                    format!(" {} ", theme::state_symbol(&row.state, model.tick)),
+                    theme::state_style(&row.state),
+                ),
+                Span::raw(step.id.clone()),
+            ];
+            if step.destructive {
+                spans.push(Span::styled(" ⚠", theme::danger()));
+            }
+            let extra = match &row.state {
+                StepState::Running => model
+                    .running
+                    .as_ref()
+                    .filter(|r| r.step == step.id)
+                    .map(|r| format!(" {}", elapsed_text(r.started.elapsed().as_secs())))
+                    .unwrap_or_else(|| " running".into()),
+                StepState::Gated {
+                    remaining: Some(left),
+                    ..
+                } => format!(" {} left", short_duration(*left)),
+                StepState::Ready | StepState::Blocked { .. } => String::new(),
+                other => format!(" {}", other.label()),
+            };
+            spans.push(Span::styled(extra, theme::state_style(&row.state)));
+            let mut line = Line::from(spans);
+            if index == model.selected {
+                line = line.style(theme::selected());
+            }
+            lines.push((line, Some(index)));
+        }
+    }
+    let height = inner.height as usize;
+    let selected_line = lines
+        .iter()
+        .position(|(_, i)| *i == Some(model.selected))
+        .unwrap_or(0);
+    let top = selected_line
+        .saturating_sub(height.saturating_sub(1) / 2)
+        .min(lines.len().saturating_sub(height));
+    let mut rows = Vec::new();
+    let visible: Vec<Line<'_>> = lines
+        .into_iter()
+        .skip(top)
+        .take(height)
+        .enumerate()
+        .map(|(offset, (line, index))| {
+            if let Some(i) = index {
+                rows.push((inner.y + offset as u16, i));
+            }
+            line
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(visible), inner);
+    rows
+}
+
+fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
+    let Some(step) = model.runbook.steps.get(model.selected) else {
+        return;
+    };
+    let row = &model.rows[model.selected];
+    let scope = display_scope(&model.runbook, &model.journal);
+    let render =
+        |text: &str| Template::parse(text).map_or_else(|_| text.to_string(), |t| t.display(&scope));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .title(Span::styled(format!(" {} ", step.title), theme::title()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let mut lines = vec![Line::from(vec![
+        Span::styled(step.id.clone(), theme::dim()),
+        Span::raw("  "),
+        Span::styled(describe_state(&row.state), theme::state_style(&row.state)),
+        Span::styled(
+            row.who
+                .as_deref()
+                .map(|w| format!("  {w}"))
+                .unwrap_or_default(),
+            theme::dim(),
+        ),
+    ])];
+    if step.destructive {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "DESTRUCTIVE — asks you to type: {}",
+                step.confirm.as_deref().unwrap_or_default()
+            ),
+            theme::danger(),
+        )));
+    }
+    let shown = runbook::display_params(&step.action.params, &scope);
+    let action = model
+        .registry
+        .get(&step.action.kind)
+        .map_or_else(|| step.action.kind.clone(), |a| a.describe(&shown));
+    let action = model.redactor.redact(&action).into_owned();
+    lines.push(Line::from(vec![
+        Span::styled(format!("{}: ", step.action.kind), theme::key()),
+        Span::raw(action),
+    ]));
+    if !step.needs.is_empty() {
+        let needs: Vec<Span<'_>> = step
+            .needs
+            .iter()
+            .flat_map(|id| {
+                let state = model
+                    .runbook
+                    .step_index(id)
+                    .and_then(|i| model.rows.get(i))
+                    .map(|r| r.state.clone());
+                let style = state.as_ref().map_or(Style::new(), theme::state_style);
+                [Span::styled(id.clone(), style), Span::raw(" ")]
+            })
+            .collect();
+        lines.push(Line::from(
+            [vec![Span::styled("needs: ", theme::dim())], needs].concat(),
+        ));
+    }
+    if let Some(gate) = &step.after {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "after `{}` has been done for {}",
+                gate.step,
+                humantime::format_duration(gate.at_least)
+            ),
+            theme::dim(),
+        )));
+    }
+    if let Some(rollback) = &step.rollback {
+        lines.push(Line::from(vec![
+            Span::styled("rollback: ", theme::dim()),
+            Span::raw(render(rollback).trim().to_string()),
+        ]));
+    } else if step.destructive {
+        lines.push(Line::from(Span::styled(
+            "rollback: none — irreversible",
+            theme::danger(),
+        )));
+    }
+    if let Some(running) = model.running.as_ref().filter(|r| r.step == step.id) {
+        let elapsed = elapsed_text(running.started.elapsed().as_secs());
+        lines.push(Line::from(Span::styled(
+            format!("running: attempt {} · {elapsed}", running.attempt.max(1)),
+            Style::new().fg(Color::Yellow),
+        )));
+    }
+    let notes = render(&step.notes);
+    if !notes.trim().is_empty() {
+        lines.push(Line::from(""));
+        lines.extend(notes.lines().map(|l| Line::from(l.to_string())));
+    }
+    let progress = model
+        .running
+        .as_ref()
+        .filter(|r| r.step == step.id)
+        .and_then(|r| r.progress.clone());
+    let text_area = if let Some(progress) = progress {
+        let [text_area, gauge_area] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let label = format!(
+            "{}{} {}{}",
+            progress.done,
+            progress.total.map(|t| format!("/{t}")).unwrap_or_default(),
+            progress.unit,
+            progress
+                .message
+                .as_deref()
+                .map(|m| format!(" · {m}"))
+                .unwrap_or_default()
+        );
+        let gauge = Gauge::default()
+            .gauge_style(Style::new().fg(Color::Yellow))
+            .ratio(progress.fraction().unwrap_or(0.0))
+            .label(label);
+        frame.render_widget(gauge, gauge_area);
+        text_area
+    } else {
+        inner
+    };
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
+}
+
+/// Draws the selected step's log; returns the number of visible lines.
+fn draw_log(frame: &mut Frame<'_>, area: Rect, model: &Model) -> usize {
+    let id = model.selected_id();
+    let store = model.logs.get(id);
+    let len = store.map_or(0, |s| s.len());
+    let evicted = store.map_or(0, |s| s.evicted());
+    let mut title = format!(" log: {id} ");
+    if let Some(r) = model.running.as_ref().filter(|r| r.step == id) {
+        title.push_str(&format!("· attempt {} ", r.attempt.max(1)));
+    }
+    title.push_str(if model.follow {
+        "· following "
+    } else {
+        "· paused (f to follow) "
+    });
+    if evicted > 0 {
+        title.push_str(&format!(
+            "· last {len} lines in memory, {evicted} more in the log file "
+        ));
+    }
+    if let Some(search) = &model.search {
+        title.push_str(&format!("· /{search} "));
+    }
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let height = inner.height as usize;
+    let Some(store) = store else {
+        frame.render_widget(
+            Paragraph::new(Span::styled("no output yet", theme::dim())),
+            inner,
+        );
+        return height;
+    };
+    let top = if model.follow {
+        len.saturating_sub(height)
+    } else {
+        model.log_top.min(len.saturating_sub(1))
+    };
+    let lines: Vec<Line<'_>> = (top..(top + height).min(len))
+        .filter_map(|i| store.get(i).map(|text| (i, text)))
+        .map(|(i, text)| {
+            // Colours the child printed are drawn as colours; never as escape codes.
+            let mut line = text
+                .into_text()
+                .ok()
+                .and_then(|t| t.lines.into_iter().next())
+                .unwrap_or_else(|| Line::from(text));
+            if text.starts_with('»') {
+                line = line.style(theme::dim());
+            }
+            if model.search_hit == Some(i) {
+                line = line.style(Style::new().add_modifier(Modifier::REVERSED));
+            }
+            line
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(Text::from(lines)), inner);
+    height
+}
+
+fn draw_message(frame: &mut Frame<'_>, area: Rect, model: &Model) {
+    let line = match &model.message {
+        Some((text, level)) => {
+            let style = match level {
+                Level::Info => Style::new().fg(Color::Green),
+                Level::Warn => Style::new().fg(Color::Yellow),
+                Level::Error => Style::new().fg(Color::Red),
+            };
+            Line::from(Span::styled(format!(" {text}"), style))
+        }
+        None => Line::from(""),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model) {
+    let spans: Vec<Span<'_>> = hints(model)
+        .into_iter()
+        .flat_map(|(key, what)| {
+            [
+                Span::styled(format!(" {key}"), theme::key()),
+                Span::raw(format!(" {what} ")),
+            ]
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(Line::from(spans)).style(Style::new().bg(Color::Black)),
+        area,
+    );
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width.saturating_sub(4));
+    let height = height.min(area.height.saturating_sub(2));
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
+
+fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Overlay) {
+    let (title, lines, border): (String, Vec<Line<'_>>, Style) = match overlay {
+        Overlay::Help => (
+            " Keys ".into(),
+            [
+                ("j/k ↑/↓", "move between steps"),
+                ("g / G", "first / last step"),
+                (
+                    "Enter",
+                    "run the selected step (asks before destructive ones)",
+                ),
+                ("r", "run it again (done, changed or failed steps)"),
+                ("m", "mark done, with a note"),
+                ("s", "skip, with a reason"),
+                ("/  n  N", "search the log; next / previous match"),
+                ("f", "follow the log / pause"),
+                ("PgUp PgDn", "scroll the log"),
+                ("?", "this help"),
+                ("Esc", "close a dialog; clear the search"),
+                ("q", "quit (asks while a step runs)"),
+            ]
+            .iter()
+            .map(|(k, v)| {
+                Line::from(vec![
+                    Span::styled(format!("{k:<11}"), theme::key()),
+                    Span::raw(*v),
+                ])
+            })
+            .collect(),
+            Style::new(),
+        ),
+        Overlay::Resume(summary) => {
+            let mut lines = vec![
+                Line::from(Span::styled(
+                    format!("{}/{} steps done", summary.done, summary.total),
+                    theme::title(),
+                )),
+                Line::from(format!("last: {}", summary.last.as_deref().unwrap_or("-"))),
+            ];
+            for (label, ids, style) in [
+                (
+                    "interrupted (re-run, check, or mark): ",
+                    &summary.interrupted,
+                    theme::state_style(&StepState::Interrupted),
+                ),
+                (
+                    "failed: ",
+                    &summary.failed,
+                    theme::state_style(&StepState::Failed {
+                        reason: String::new(),
+                    }),
+                ),
+                (
+                    "changed since they ran: ",
+                    &summary.changed,
+                    theme::state_style(&StepState::Changed),
+                ),
+            ] {
+                if !ids.is_empty() {
+                    lines.push(Line::from(vec![
+                        Span::styled(label, style),
+                        Span::raw(ids.join(", ")),
+                    ]));
+                }
+            }
+            lines.push(Line::from(format!(
+                "next: {}",
+                summary.next.as_deref().unwrap_or("nothing ready")
+            )));
+            (" Resuming ".into(), lines, Style::new().fg(Color::Cyan))
+        }
+        Overlay::Confirm {
+            step,
+            phrase,
+            typed,
+            consequence,
+            error,
+        } => {
+            let mut lines: Vec<Line<'_>> = vec![Line::from(Span::styled(
+                "This step is destructive.",
+                theme::danger(),
+            ))];
+            lines.extend(consequence.lines().map(|l| Line::from(l.to_string())));
+            lines.push(Line::from(""));
+            lines.push(Line::from(vec![
+                Span::raw("Type "),
+                Span::styled(phrase.clone(), theme::title()),
+                Span::raw(" to run it:"),
+            ]));
+            lines.push(Line::from(Span::styled(
+                format!("> {typed}▏"),
+                Style::new().fg(Color::Yellow),
+            )));
+            if let Some(error) = error {
+                lines.push(Line::from(Span::styled(error.clone(), theme::danger())));
+            }
+            lines.push(Line::from(Span::styled(
+                "Esc cancels (the default).",
+                theme::dim(),
+            )));
+            (format!(" Run {step}? "), lines, theme::danger())
+        }
+        Overlay::Note {
+            step,
+            purpose,
+            text,
+            error,
+        } => {
+            let what = match purpose {
+                NotePurpose::CompleteManual => "Done by hand? Say what was done",
+                NotePurpose::MarkDone => "Mark done: why",
+                NotePurpose::Skip => "Skip: why",
+            };
+            let mut lines = vec![Line::from(format!("{what} (goes into the journal):"))];
+            if let Some(list) = model
+                .runbook
+                .step(step)
+                .and_then(|s| s.action.params.get("checklist"))
+                .and_then(|c| c.as_array())
+            {
+                lines.extend(
+                    list.iter()
+                        .filter_map(|i| i.as_str())
+                        .map(|i| Line::from(format!("  [ ] {i}"))),
+                );
+            }
+            lines.push(Line::from(Span::styled(
+                format!("> {text}▏"),
+                Style::new().fg(Color::Yellow),
+            )));
+            if let Some(error) = error {
+                lines.push(Line::from(Span::styled(error.clone(), theme::danger())));
+            }
+            (format!(" {step} "), lines, Style::new().fg(Color::Cyan))
+        }
+        Overlay::SearchInput { text } => (
+            " Search the log ".into(),
+            vec![Line::from(format!("/{text}▏"))],
+            Style::new(),
+        ),
+        Overlay::QuitWhileRunning => (
+            " Quit? ".into(),
+            vec![
+                Line::from(format!(
+                    "`{}` is running. Cancel it and quit?",
+                    model.running.as_ref().map_or("", |r| r.step.as_str())
+                )),
+                Line::from("y: cancel the step and quit · any other key: stay"),
+            ],
+            theme::danger(),
+        ),
+    };
+    let width = lines
+        .iter()
+        .map(Line::width)
+        .max()
+        .unwrap_or(20)
+        .max(title.len()) as u16
+        + 4;
+    let rect = centered(area, width.max(40), lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(border)
+        .title(title);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        rect,
+    );
+}

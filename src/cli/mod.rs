@@ -18,6 +18,8 @@ use cutover::workspace::Workspace;
 
 use exit::Failure;
 
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cutover",
@@ -135,6 +137,7 @@ enum MarkState {
 }
 
 pub fn main() -> ExitCode {
+    let _ = STARTED.set(std::time::Instant::now());
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => exit::code(code),
@@ -325,6 +328,10 @@ fn tui(
         mouse,
         log_capacity: log_lines.max(1000),
         actor,
+        started: STARTED
+            .get()
+            .copied()
+            .unwrap_or_else(std::time::Instant::now),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

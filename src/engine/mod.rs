@@ -484,7 +484,9 @@ impl Engine {
         request: &RunRequest,
         record_outputs: bool,
     ) -> Result<Outcome, EngineError> {
-        let mut log_file = std::io::LineWriter::new(self.workspace.create_log(log)?);
+        // Buffered, and flushed whenever the action falls quiet: a watcher reading the file is
+        // never more than a burst behind, and a log storm is not a syscall per line.
+        let mut log_file = std::io::BufWriter::new(self.workspace.create_log(log)?);
         let log_path = self.workspace.resolve(log);
         let Some(action) = self.registry.get(&spec.kind) else {
             return Ok(Outcome::failed(format!(
@@ -554,7 +556,12 @@ impl Engine {
             tokio::select! {
                 biased;
                 event = rx.recv() => match event {
-                    Some(event) => self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?,
+                    Some(event) => {
+                        self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?;
+                        if rx.is_empty() {
+                            let _ = log_file.flush();
+                        }
+                    }
                     None => break (&mut task).await,
                 },
                 joined = &mut task => {
@@ -595,6 +602,7 @@ impl Engine {
             };
         }
         let _ = writeln!(log_file, "» {}", describe_outcome(&outcome));
+        let _ = log_file.flush();
         Ok(outcome)
     }
 

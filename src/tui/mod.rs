@@ -50,6 +50,8 @@ pub struct Setup {
     pub mouse: bool,
     pub log_capacity: usize,
     pub actor: String,
+    /// When the process started, to log the time to the first frame.
+    pub started: std::time::Instant,
 }
 
 /// Engine events waiting for the next frame.
@@ -167,7 +169,7 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
     if setup.mouse {
         execute!(std::io::stdout(), EnableMouseCapture)?;
     }
-    let result = app.event_loop(&mut terminal).await;
+    let result = app.event_loop(&mut terminal, setup.started).await;
     if setup.mouse {
         let _ = execute!(std::io::stdout(), DisableMouseCapture);
     }
@@ -183,7 +185,12 @@ fn driver_alive(workspace: &Workspace) -> bool {
 }
 
 impl App {
-    async fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> std::io::Result<()> {
+    async fn event_loop(
+        &mut self,
+        terminal: &mut DefaultTerminal,
+        started: std::time::Instant,
+    ) -> std::io::Result<()> {
+        let mut first_frame = true;
         // crossterm's reader blocks: it gets a thread of its own.
         let (term_tx, mut term_rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -235,6 +242,10 @@ impl App {
                     if dirty {
                         self.draw(terminal)?;
                         dirty = false;
+                        if first_frame {
+                            first_frame = false;
+                            tracing::info!(ms = started.elapsed().as_millis() as u64, "first frame");
+                        }
                     }
                 }
                 () = hangup.cancelled(), if !self.model.quitting => {

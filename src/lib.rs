@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod actor;
+pub mod cost;
 pub mod engine;
 pub mod journal;
 pub mod redact;

@@ -706,3 +706,221 @@ fn an_unusable_state_directory_is_a_clear_error() {
         text(&out)
     );
 }
+
+/// A stand-in for the AWS Price List API on loopback: it answers GetProducts with a recorded
+/// response for one product (Fargate ARM vCPU at $0.04) and an empty list otherwise, or with
+/// HTTP 500 to everything. Moto has no Price List API, so this is the real part we can have.
+struct PricingStandIn {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PricingStandIn {
+    fn start(fail: bool) -> PricingStandIn {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if header == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) =
+                                header.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = String::from_utf8_lossy(&body);
+                        let (status, reply) = if fail {
+                            ("500 Internal Server Error", r#"{"__type":"InternalErrorException","message":"stand-in failure"}"#.to_string())
+                        } else if body.contains("USE1-Fargate-ARM-vCPU-Hours:perCPU") {
+                            let product = r#"{"product":{"productFamily":"Compute","attributes":{"usagetype":"USE1-Fargate-ARM-vCPU-Hours:perCPU","regionCode":"us-east-1"},"sku":"SKU1"},"serviceCode":"AmazonECS","terms":{"OnDemand":{"SKU1.JRTCKXETXF":{"priceDimensions":{"SKU1.JRTCKXETXF.6YS6EN2CT7":{"unit":"hours","pricePerUnit":{"USD":"0.0400000000"},"description":"AWS Fargate ARM vCPU-hour"}},"sku":"SKU1","effectiveDate":"2026-11-01T00:00:00Z"}}},"version":"20261101","publicationDate":"2026-11-01T00:00:00Z"}"#;
+                            ("200 OK", serde_json::json!({"FormatVersion": "aws_v1", "PriceList": [product]}).to_string())
+                        } else {
+                            (
+                                "200 OK",
+                                r#"{"FormatVersion":"aws_v1","PriceList":[]}"#.to_string(),
+                            )
+                        };
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{reply}",
+                            reply.len()
+                        );
+                        if writer.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        PricingStandIn { port, requests }
+    }
+
+    fn env(&self, command: &mut Command) {
+        command
+            .env(
+                "AWS_ENDPOINT_URL_PRICING",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+    }
+}
+
+const COST_RUNBOOK: &str = r#"
+[runbook]
+name = "cost"
+app = "gengar"
+
+[cost]
+region = "us-east-1"
+expected_monthly = 45
+
+[cost.aws]
+ecr_gb = 1
+log_gb = 5
+
+[cost.heroku]
+dynos = { "standard-1x" = 1 }
+postgres = "standard-0"
+
+[[phase]]
+id = "one"
+
+[[phase.step]]
+id = "rds"
+do = "shell"
+run = "true"
+starts_billing = ["rds_instance", "rds_storage"]
+"#;
+
+fn fargate_of(json: &serde_json::Value) -> f64 {
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "fargate")
+        .unwrap()["monthly"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn cost_prices_the_plan_and_says_what_a_step_starts_billing() {
+    let p = Project::new(COST_RUNBOOK);
+    let out = p.run(&["cost"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("AWS total                              $61.71"),
+        "{report}"
+    );
+    assert!(report.contains("3 public IPv4 addresses"), "{report}");
+    assert!(report.contains("bundled list prices"), "{report}");
+    let plan = String::from_utf8_lossy(&p.run(&["plan"]).stdout).into_owned();
+    assert!(
+        plan.contains("starts billing about $13.98/month (rds_instance, rds_storage)"),
+        "{plan}"
+    );
+
+    let bad =
+        Project::new(&COST_RUNBOOK.replace("region = \"us-east-1\"", "region = \"eu-mars-1\""));
+    let out = bad.run(&["cost"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no price table for region `eu-mars-1` (known: us-east-1)"));
+    let bad = Project::new(
+        &COST_RUNBOOK
+            .replace("ecr_gb = 1", "ecr_gb = 1\nrds_clas = \"x\"")
+            .replace("\"rds_storage\"]", "\"rds_storge\"]"),
+    );
+    let out = bad.run(&["validate"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key `rds_clas` in [cost.aws]")
+            && err.contains("did you mean `rds_class`?"),
+        "{err}"
+    );
+    assert!(err.contains("unknown cost line item `rds_storge`"), "{err}");
+}
+
+#[test]
+fn live_prices_come_from_the_price_list_api_are_cached_and_fall_back_to_bundled() {
+    let stand_in = PricingStandIn::start(false);
+    let p = Project::new(COST_RUNBOOK);
+    let mut command = p.command(&["cost", "--json", "--live"]);
+    stand_in.env(&mut command);
+    let out = command.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["source"]["kind"], "live", "{json}");
+    assert_eq!(json["source"]["cached"], false);
+    // 1 task × (0.5 vCPU × $0.04 (live) + 1 GB × $0.00356 (not listed live: bundled)) × 730 h
+    assert!(
+        (fargate_of(&json) - (0.5 * 0.04 + 0.00356) * 730.0).abs() < 1e-9,
+        "{json}"
+    );
+    assert!(stand_in.requests.load(std::sync::atomic::Ordering::SeqCst) >= 10);
+    assert!(p.path().join(".cutover/prices-live.json").exists());
+
+    // Within a day the cache answers, with no call.
+    let before = stand_in.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let mut command = p.command(&["cost", "--json", "--live"]);
+    stand_in.env(&mut command);
+    let json: serde_json::Value =
+        serde_json::from_slice(&command.output().unwrap().stdout).unwrap();
+    assert_eq!(json["source"]["cached"], true, "{json}");
+    assert_eq!(
+        stand_in.requests.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+
+    // A failing API: the bundled table, and a warning that says why.
+    let failing = PricingStandIn::start(true);
+    let p = Project::new(COST_RUNBOOK);
+    let mut command = p.command(&["cost", "--json", "--live"]);
+    failing.env(&mut command);
+    let out = command.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["source"]["kind"], "bundled_after_live_failed",
+        "{json}"
+    );
+    assert!((fargate_of(&json) - (0.5 * 0.03238 + 0.00356) * 730.0).abs() < 1e-9);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("live prices failed") && err.contains("GetProducts"),
+        "{err}"
+    );
+}

@@ -90,6 +90,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Monthly cost of the target, line by line, against today's Heroku bill.
+    Cost {
+        #[arg(long)]
+        json: bool,
+        /// Refresh prices from the AWS Price List API (cached a day under .cutover/).
+        #[arg(long)]
+        live: bool,
+    },
     /// Set a step's state by hand, with a note saying why.
     Mark {
         step: String,
@@ -237,11 +245,52 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Validate => Ok(exit::OK),
+        Command::Cost { json, live } => {
+            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            cost(&runbook, &workspace, json, live)
+        }
         Command::Tui { mouse, log_lines } => {
             tui(&cli.runbook, &cli.vars, registry, false, mouse, log_lines)
         }
         Command::Watch { mouse } => tui(&cli.runbook, &cli.vars, registry, true, mouse, 100_000),
     }
+}
+
+fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Result<u8, Failure> {
+    use cutover::cost;
+    let Some(spec) = &runbook.cost else {
+        return Err(Failure::new(
+            exit::INVALID,
+            format!("{} has no [cost] section", runbook.source.path.display()),
+        ));
+    };
+    let invalid = |e: cost::CostError| Failure::new(exit::INVALID, e.to_string());
+    let cache = workspace.root.join("prices-live.json");
+    let estimate = if live {
+        workspace.ensure()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
+        let (table, source) = runtime
+            .block_on(cost::live::prices(&spec.region, &cache))
+            .map_err(invalid)?;
+        cost::estimate(spec, &table, source).map_err(invalid)?
+    } else {
+        cost::offline_estimate(spec, &cache).map_err(invalid)?
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&estimate).unwrap_or_default()
+        );
+    } else {
+        print!("{}", cost::report(&estimate));
+    }
+    if let cost::PriceSource::BundledAfterLiveFailed { .. } = estimate.source {
+        eprintln!("cutover: warning: {}", estimate.source.describe());
+    }
+    Ok(exit::OK)
 }
 
 /// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
@@ -317,7 +366,11 @@ fn tui(
         }
         None => None,
     };
+    let cost = runbook.cost.as_ref().and_then(|spec| {
+        cutover::cost::offline_estimate(spec, &workspace.root.join("prices-live.json")).ok()
+    });
     let setup = Setup {
+        cost,
         runbook,
         workspace,
         engine,

@@ -187,6 +187,9 @@ pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Re
     let alive = driver(workspace).is_some_and(|(_, alive)| alive);
     let views = step_states(runbook, &loaded.state, alive, SystemTime::now());
     let scope = display_scope(runbook, &loaded.state);
+    let estimate = runbook.cost.as_ref().and_then(|spec| {
+        cutover::cost::offline_estimate(spec, &workspace.root.join("prices-live.json")).ok()
+    });
     let mut out = String::new();
     let remaining: Vec<&StepView<'_>> = views.iter().filter(|v| !v.state.is_settled()).collect();
     out.push_str(&format!(
@@ -247,6 +250,16 @@ pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Re
         }
         if !limits.is_empty() {
             out.push_str(&format!("    {}\n", limits.join(" · ")));
+        }
+        if let Some(monthly) = estimate
+            .as_ref()
+            .and_then(|e| e.monthly_of(&step.starts_billing))
+        {
+            out.push_str(&format!(
+                "    starts billing about {}/month ({})\n",
+                cutover::cost::usd(monthly),
+                step.starts_billing.join(", ")
+            ));
         }
         if step.destructive {
             out.push_str(&format!(

@@ -26,6 +26,8 @@ pub struct Runbook {
     /// Variables with overrides applied and references between them filled.
     pub vars: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretSource>,
+    /// `[cost]`: the target's shape and today's Heroku plans, for estimates.
+    pub cost: Option<crate::cost::CostSpec>,
     pub phases: Vec<Phase>,
     /// All steps in file order; phases index into this.
     pub steps: Vec<Step>,
@@ -81,6 +83,8 @@ pub struct Step {
     pub retry_delay: Duration,
     pub outputs: Vec<String>,
     pub after: Option<TimeGate>,
+    /// Cost line items this step starts billing (e.g. `rds_instance`).
+    pub starts_billing: Vec<String>,
     /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.

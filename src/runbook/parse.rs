@@ -16,7 +16,30 @@ use super::{
     TimeGate,
 };
 
-const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "phase"];
+const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "cost", "phase"];
+const COST_KEYS: &[&str] = &["region", "expected_monthly", "aws", "heroku"];
+const COST_AWS_KEYS: &[&str] = &[
+    "tasks",
+    "vcpu",
+    "memory_gb",
+    "architecture",
+    "spot",
+    "task_public_ip",
+    "rds_class",
+    "rds_storage_gb",
+    "multi_az",
+    "albs",
+    "alb_azs",
+    "alb_lcus",
+    "nat_gateways",
+    "nat_gb",
+    "log_gb",
+    "ecr_gb",
+    "ssm_advanced",
+    "secrets",
+    "route53_zones",
+];
+const COST_HEROKU_KEYS: &[&str] = &["dynos", "postgres"];
 const RUNBOOK_KEYS: &[&str] = &["name", "app", "description"];
 const PHASE_KEYS: &[&str] = &["id", "title", "notes", "step"];
 const SECRET_KEYS: &[&str] = &["env", "command", "description"];
@@ -35,6 +58,7 @@ const STEP_KEYS: &[&str] = &[
     "retry_delay",
     "outputs",
     "after",
+    "starts_billing",
 ];
 const AFTER_KEYS: &[&str] = &["step", "at_least"];
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -100,6 +124,7 @@ pub(super) fn parse(
     let (name, app, description) = parser.header(&root, &text);
     parser.vars(&root, overrides)?;
     let secrets = parser.secrets(&root);
+    let cost = parser.cost(&root);
     let (phases, mut steps) = parser.phases(&root, &source);
     parser.check_graph(&root, &steps, &secrets);
     // Digests are only meaningful for a valid runbook.
@@ -121,6 +146,7 @@ pub(super) fn parse(
         description,
         vars: parser.vars,
         secrets,
+        cost,
         phases,
         steps,
     })
@@ -534,6 +560,62 @@ impl Parser<'_> {
         Some(value)
     }
 
+    /// `[cost]`: what the target is made of, for the estimator.
+    fn cost(&mut self, root: &DeTable<'_>) -> Option<crate::cost::CostSpec> {
+        let v = Self::get(root, "cost")?;
+        let Some(table) = v.get_ref().as_table() else {
+            self.error(v.span(), "`cost` must be a table");
+            return None;
+        };
+        self.check_keys(table, COST_KEYS, "[cost]");
+        for (key, allowed) in [("aws", COST_AWS_KEYS), ("heroku", COST_HEROKU_KEYS)] {
+            if let Some(sub) = Self::get(table, key).and_then(|s| s.get_ref().as_table()) {
+                self.check_keys(sub, allowed, &format!("[cost.{key}]"));
+            }
+        }
+        let before = self.diagnostics.len();
+        let json = self.expand_json_vars(&to_json(v.get_ref()), v.span());
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        match serde_json::from_value::<crate::cost::CostSpec>(json) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                // Unknown keys were reported above with their places; what is left is a type.
+                if !e.to_string().contains("unknown field") {
+                    self.error(v.span(), format!("[cost]: {e}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// Fills `${var}` in every string of a value (reporting other references at `span`).
+    fn expand_json_vars(
+        &mut self,
+        value: &serde_json::Value,
+        span: Range<usize>,
+    ) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                Value::String(self.vars_only(s, span, "this value").unwrap_or_default())
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.expand_json_vars(i, span.clone()))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, i)| (k.clone(), self.expand_json_vars(i, span.clone())))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     fn secrets(&mut self, root: &DeTable<'_>) -> BTreeMap<String, SecretSource> {
         let mut out = BTreeMap::new();
         let Some(v) = Self::get(root, "secrets") else {
@@ -741,6 +823,21 @@ impl Parser<'_> {
             },
         };
         let after = self.time_gate(table, &context);
+        let starts_billing = self
+            .string_list(table, "starts_billing", &context)
+            .into_iter()
+            .filter_map(|(item, span)| {
+                if crate::cost::LINE_ITEMS.contains(&item.as_str()) {
+                    Some(item)
+                } else {
+                    let mut d = Diagnostic::new(span, format!("unknown cost line item `{item}`"));
+                    d.help = suggestion(&item, crate::cost::LINE_ITEMS)
+                        .or_else(|| Some(format!("known: {}", crate::cost::LINE_ITEMS.join(", "))));
+                    self.diagnostics.push(d);
+                    None
+                }
+            })
+            .collect();
         let action = self.action(table, &context, value.span(), index, STEP_KEYS);
         let check = match Self::get(table, "check") {
             None => None,
@@ -783,6 +880,7 @@ impl Parser<'_> {
             retry_delay,
             outputs,
             after,
+            starts_billing,
             digest: String::new(),
             line: source.locate(id_span.start).line,
         })

@@ -45,6 +45,7 @@ pub fn action_for(model: &Model, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('n') => Action::NextMatch,
         KeyCode::Char('N') => Action::PrevMatch,
         KeyCode::Char('f') => Action::ToggleFollow,
+        KeyCode::Char('c') => Action::ToggleCost,
         KeyCode::PageUp => Action::PageUp,
         KeyCode::PageDown => Action::PageDown,
         KeyCode::Char('?') => Action::Help,
@@ -88,11 +89,12 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
         Some(Overlay::QuitWhileRunning) => {
             vec![("y", "cancel the step and quit"), ("any key", "stay")]
         }
-        Some(Overlay::Help | Overlay::Resume(_)) => vec![("any key", "close")],
+        Some(Overlay::Help | Overlay::Resume(_) | Overlay::Cost) => vec![("any key", "close")],
         None if model.is_watching() => vec![
             ("j/k", "move"),
             ("/", "search"),
             ("f", "follow"),
+            ("c", "cost"),
             ("?", "help"),
             ("q", "quit"),
         ],
@@ -104,6 +106,7 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
             ("s", "skip"),
             ("/", "search"),
             ("f", "follow"),
+            ("c", "cost"),
             ("?", "help"),
             ("q", "quit"),
         ],

@@ -47,6 +47,7 @@ pub struct Setup {
     pub engine: Option<Engine>,
     pub mode: Mode,
     pub banner: Option<String>,
+    pub cost: Option<crate::cost::Estimate>,
     pub mouse: bool,
     pub log_capacity: usize,
     pub actor: String,
@@ -138,6 +139,7 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
         driver_alive,
     );
     model.banner = setup.banner.clone();
+    model.cost = setup.cost.clone();
     model.log_capacity = setup.log_capacity;
     model.driver = Some(match &setup.mode {
         Mode::Drive => format!("{} (this terminal)", setup.actor),

@@ -47,6 +47,7 @@ pub enum Action {
     Char(char),
     Backspace,
     Resize(u16, u16),
+    ToggleCost,
     /// A click on a checklist row (mouse mode).
     Select(usize),
 }
@@ -104,6 +105,8 @@ pub enum Overlay {
         text: String,
     },
     QuitWhileRunning,
+    /// The monthly estimate and the Heroku comparison.
+    Cost,
 }
 
 /// Shown at start when the journal already has progress.
@@ -154,6 +157,8 @@ pub struct Model {
     pub banner: Option<String>,
     /// "account 123456789012 · us-east-1 · profile default", when known.
     pub aws: Option<String>,
+    /// The monthly estimate, when the runbook has a `[cost]` section.
+    pub cost: Option<crate::cost::Estimate>,
     /// "ana@laptop (pid 4242)"
     pub driver: Option<String>,
     pub selected: usize,
@@ -196,6 +201,7 @@ impl Model {
             mode,
             banner: None,
             aws: None,
+            cost: None,
             driver: None,
             selected: 0,
             logs: HashMap::new(),
@@ -375,6 +381,14 @@ impl Model {
             Action::ScrollLog(n) => self.scroll(n),
             Action::Help => {
                 self.open(Overlay::Help);
+                Vec::new()
+            }
+            Action::ToggleCost => {
+                if self.cost.is_some() {
+                    self.open(Overlay::Cost);
+                } else {
+                    self.say("the runbook has no [cost] section", Level::Info);
+                }
                 Vec::new()
             }
             Action::Quit => {
@@ -589,7 +603,7 @@ impl Model {
                 vec![Effect::Cancel, Effect::Quit]
             }
             (_, Action::Escape) | (Overlay::QuitWhileRunning, _) => Vec::new(),
-            (Overlay::Help | Overlay::Resume(_), _) => Vec::new(),
+            (Overlay::Help | Overlay::Resume(_) | Overlay::Cost, _) => Vec::new(),
             (
                 Overlay::Confirm {
                     step,

@@ -17,6 +17,14 @@ pub(crate) const RUNBOOK: &str = r#"
 name = "gengar: Heroku → AWS ECS Fargate"
 app = "gengar"
 
+[cost]
+region = "us-east-1"
+expected_monthly = 45
+
+[cost.heroku]
+dynos = { "standard-1x" = 1 }
+postgres = "standard-0"
+
 [[phase]]
 id = "local"
 title = "Dockerfile and local checks"
@@ -47,6 +55,7 @@ destructive = true
 confirm = "point api at aws"
 rollback = "point it back at Heroku"
 needs = ["build"]
+starts_billing = ["rds_instance", "rds_storage"]
 "#;
 
 pub(crate) fn runbook() -> Arc<Runbook> {
@@ -412,7 +421,35 @@ fn quiet_model(done: &[&str]) -> Model {
     let mut model = Model::new(rb.clone(), journal(&rb, done), Mode::Drive, false);
     model.overlay = None;
     model.driver = Some("ana@laptop (this terminal)".into());
+    model.cost = model.runbook.cost.as_ref().map(|spec| {
+        let table =
+            crate::cost::PriceTable::bundled(&spec.region).unwrap_or_else(|e| panic!("{e}"));
+        let source = crate::cost::PriceSource::Bundled {
+            read_on: table.read_on(),
+        };
+        crate::cost::estimate(spec, &table, source).unwrap_or_else(|e| panic!("{e}"))
+    });
     model
+}
+
+#[test]
+fn snapshot_cost_panel_and_what_a_step_starts_billing() {
+    let mut model = quiet_model(&["build"]);
+    press(&mut model, &[KeyCode::Char('G')]);
+    let (text, _) = screen(&model, 120, 40);
+    assert!(
+        text.contains("this step starts about $13.98/month"),
+        "{text}"
+    );
+    press(&mut model, &[KeyCode::Char('c')]);
+    let (text, _) = screen(&model, 120, 40);
+    assert!(
+        text.contains("Heroku total") && text.contains("public IPv4"),
+        "{text}"
+    );
+    insta::assert_snapshot!(text);
+    press(&mut model, &[KeyCode::Char('x')]);
+    assert!(model.overlay.is_none());
 }
 
 #[test]

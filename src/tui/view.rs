@@ -269,6 +269,19 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
             theme::danger(),
         )));
     }
+    if let Some(monthly) = model
+        .cost
+        .as_ref()
+        .and_then(|c| c.monthly_of(&step.starts_billing))
+    {
+        lines.push(Line::from(vec![
+            Span::styled("cost: ", theme::dim()),
+            Span::raw(format!(
+                "this step starts about {}/month",
+                crate::cost::usd(monthly)
+            )),
+        ]));
+    }
     if let Some(running) = model.running.as_ref().filter(|r| r.step == step.id) {
         let elapsed = elapsed_text(running.started.elapsed().as_secs());
         lines.push(Line::from(Span::styled(
@@ -434,6 +447,7 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 ("s", "skip, with a reason"),
                 ("/  n  N", "search the log; next / previous match"),
                 ("f", "follow the log / pause"),
+                ("c", "monthly cost against Heroku"),
                 ("PgUp PgDn", "scroll the log"),
                 ("?", "this help"),
                 ("Esc", "close a dialog; clear the search"),
@@ -553,6 +567,18 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
             }
             (format!(" {step} "), lines, Style::new().fg(Color::Cyan))
         }
+        Overlay::Cost => (
+            " Monthly cost ".into(),
+            model
+                .cost
+                .as_ref()
+                .map(crate::cost::report)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| Line::from(l.to_string()))
+                .collect(),
+            Style::new().fg(Color::Cyan),
+        ),
         Overlay::SearchInput { text } => (
             " Search the log ".into(),
             vec![Line::from(format!("/{text}▏"))],

@@ -2,6 +2,7 @@
 //! parameters, a cancellation token and an event sender; it never prompts, never touches the
 //! terminal and never writes the journal.
 
+pub mod aws;
 mod http;
 pub mod lines;
 mod manual;
@@ -143,6 +144,8 @@ pub struct ActionContext {
     pub outputs_file: PathBuf,
     /// The operator's note (for `manual`).
     pub operator_note: Option<String>,
+    /// The runbook's `[aws]` settings (with command-line overrides).
+    pub aws: crate::runbook::AwsSettings,
 }
 
 impl ActionContext {
@@ -176,13 +179,13 @@ impl Default for Registry {
 
 impl Registry {
     pub fn builtin() -> Self {
-        Registry {
-            actions: vec![
-                Arc::new(manual::Manual),
-                Arc::new(shell::Shell),
-                Arc::new(http::Http),
-            ],
-        }
+        let mut actions: Vec<Arc<dyn Action>> = vec![
+            Arc::new(manual::Manual),
+            Arc::new(shell::Shell),
+            Arc::new(http::Http),
+        ];
+        actions.extend(aws::actions(Arc::new(aws::Session::default())));
+        Registry { actions }
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Action>> {

@@ -42,6 +42,15 @@ struct Cli {
     /// Override a runbook variable (repeatable).
     #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
     vars: Vec<String>,
+    /// AWS profile (overrides the runbook's [aws] profile).
+    #[arg(long, global = true, env = "CUTOVER_AWS_PROFILE")]
+    profile: Option<String>,
+    /// AWS region (must match the runbook's; overrides it when the runbook has none).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// A local AWS API endpoint, e.g. http://127.0.0.1:5000.
+    #[arg(long, global = true)]
+    endpoint_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,6 +106,20 @@ enum Command {
         /// Refresh prices from the AWS Price List API (cached a day under .cutover/).
         #[arg(long)]
         live: bool,
+    },
+    /// Run a command as a one-off ECS task (what `heroku run` was); exits with its exit code.
+    EcsRun {
+        /// ECS cluster (default: the runbook's [aws] cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Service whose network configuration and task definition to use.
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        container: Option<String>,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Set a step's state by hand, with a note saying why.
     Mark {
@@ -159,9 +182,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Read-only commands stay synchronous (fast start); only running a step starts a runtime.
-fn dispatch(cli: Cli) -> Result<u8, Failure> {
+fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
     let registry = Registry::builtin();
-    let command = cli.command.unwrap_or_else(|| {
+    let command = cli.command.take().unwrap_or_else(|| {
         use std::io::IsTerminal;
         if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
             Command::Tui {
@@ -173,7 +196,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
     });
     if let Command::Validate = command {
-        let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+        let runbook = load(&cli, &registry)?;
         println!(
             "{}: valid — {} phases, {} steps",
             runbook.source.path.display(),
@@ -193,15 +216,15 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Log { step, attempt } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             show::log(&runbook, &workspace, &step, attempt)
         }
         Command::Status { json } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             show::status(&runbook, &workspace, json)
         }
         Command::Plan => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             show::plan(&runbook, &workspace, &registry)
         }
         Command::Run {
@@ -211,7 +234,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             note,
             check,
         } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             let mut request = RunRequest::new(match (step, next) {
                 (Some(id), _) => Target::Step(id),
                 (None, _) => Target::Next,
@@ -227,7 +250,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             runtime.block_on(run(runbook, workspace, registry, request))
         }
         Command::Mark { step, state, note } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             let (mut engine, _lock) = drive(runbook, workspace, registry, &format!("mark {step}"))?;
             let mark = match state {
                 MarkState::Done => Mark::Done,
@@ -239,20 +262,24 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Note { text, step } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             let (mut engine, _lock) = drive(runbook, workspace, registry, "note")?;
             engine.note(step.as_deref(), &text)?;
             Ok(exit::OK)
         }
         Command::Validate => Ok(exit::OK),
+        Command::EcsRun { cluster, service, container, command } => {
+            let runbook = load(&cli, &registry)?;
+            ecs_run(runbook, registry, cluster, service, container, command)
+        }
         Command::Cost { json, live } => {
-            let runbook = Runbook::load(&cli.runbook, &cli.vars, &registry)?;
+            let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
         Command::Tui { mouse, log_lines } => {
-            tui(&cli.runbook, &cli.vars, registry, false, mouse, log_lines)
+            tui(&cli, registry, false, mouse, log_lines)
         }
-        Command::Watch { mouse } => tui(&cli.runbook, &cli.vars, registry, true, mouse, 100_000),
+        Command::Watch { mouse } => tui(&cli, registry, true, mouse, 100_000),
     }
 }
 
@@ -295,23 +322,21 @@ fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Res
 
 /// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
 fn tui(
-    path: &std::path::Path,
-    vars: &[String],
+    cli: &Cli,
     registry: Registry,
     watch_only: bool,
     mouse: bool,
     log_lines: usize,
 ) -> Result<u8, Failure> {
     use cutover::tui::{self, Mode, Setup};
-    let runbook = match Runbook::load(path, vars, &registry) {
+    let runbook = match load(cli, &registry) {
         Ok(r) => r,
-        Err(e) => {
-            let failure = Failure::from(e);
+        Err(failure) => {
             let _ = tui::show_error(&failure.message);
             return Err(failure);
         }
     };
-    let workspace = Workspace::for_runbook(path);
+    let workspace = Workspace::for_runbook(&cli.runbook);
     workspace.ensure()?;
     init_file_tracing(&workspace);
     let actor = cutover::actor::current();
@@ -444,6 +469,102 @@ fn drive(
     }
     let engine = Engine::new(Arc::new(runbook), workspace, journal, registry, redactor);
     Ok((engine, guard))
+}
+
+/// Loads the runbook with `--var` overrides and the AWS flags applied.
+fn load(cli: &Cli, registry: &Registry) -> Result<Runbook, Failure> {
+    let mut runbook = Runbook::load(&cli.runbook, &cli.vars, registry)?;
+    if cli.profile.is_some() || cli.region.is_some() || cli.endpoint_url.is_some() {
+        let aws = runbook.aws.get_or_insert_with(Default::default);
+        if let Some(profile) = &cli.profile {
+            aws.profile = Some(profile.clone());
+        }
+        if let Some(url) = &cli.endpoint_url {
+            aws.endpoint_url = Some(url.clone());
+        }
+        if let Some(region) = &cli.region {
+            match &aws.region {
+                Some(expected) if expected != region => {
+                    return Err(Failure::new(
+                        exit::REFUSED,
+                        format!("--region {region}: the runbook is for {expected}"),
+                    ))
+                }
+                _ => aws.region = Some(region.clone()),
+            }
+        }
+    }
+    Ok(runbook)
+}
+
+/// `cutover ecs-run -- CMD...`: the `ecs.run-task` action, outside any step.
+fn ecs_run(
+    runbook: Runbook,
+    registry: Registry,
+    cluster: Option<String>,
+    service: Option<String>,
+    container: Option<String>,
+    command: Vec<String>,
+) -> Result<u8, Failure> {
+    use cutover::actions::{ActionContext, ActionEvent, Reporter, Stream};
+    let aws = runbook.aws.clone().unwrap_or_default();
+    let missing = |what: &str| Failure::new(exit::INVALID, format!("no {what}: pass --{what} or set [aws] {what} in the runbook"));
+    let cluster = cluster.or_else(|| aws.cluster.clone()).ok_or_else(|| missing("cluster"))?;
+    let service = service.or_else(|| aws.service.clone()).ok_or_else(|| missing("service"))?;
+    let container = container.or_else(|| aws.container.clone());
+    let Some(action) = registry.get("ecs.run-task") else {
+        return Err(Failure::new(exit::STEP_FAILED, "no ecs.run-task action"));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
+    runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ncutover: stopping the task...");
+                on_signal.cancel();
+            }
+        });
+        let outputs = std::env::temp_dir().join(format!("cutover-ecs-run-{}.outputs", std::process::id()));
+        let context = ActionContext {
+            step: "ecs-run".into(),
+            params: serde_json::json!({
+                "cluster": cluster,
+                "service": service,
+                "command": command,
+                "container": container,
+            }),
+            cancel,
+            report: Reporter::new(tx),
+            work_dir: runbook.base_dir(),
+            outputs_file: outputs,
+            operator_note: None,
+            aws,
+        };
+        let task = tokio::spawn(async move { action.run(context).await });
+        let redactor = Redactor::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                ActionEvent::Log { stream: Stream::Stdout, line } => println!("{}", redactor.redact(&line)),
+                ActionEvent::Log { line, .. } => eprintln!("» {}", redactor.redact(&line)),
+                ActionEvent::Output { .. } | ActionEvent::Progress(_) => {}
+            }
+        }
+        let outcome = task.await.unwrap_or_else(|e| Outcome::failed(e.to_string()));
+        match outcome {
+            Outcome::Succeeded { .. } => Ok(exit::OK),
+            Outcome::Failed { reason, exit_code } => {
+                eprintln!("cutover: {reason}");
+                Ok(exit_code.map_or(exit::STEP_FAILED, |c| u8::try_from(c.clamp(1, 255)).unwrap_or(exit::STEP_FAILED)))
+            }
+            Outcome::Cancelled => Ok(exit::CANCELLED),
+        }
+    })
 }
 
 async fn run(

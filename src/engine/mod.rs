@@ -547,6 +547,7 @@ impl Engine {
             work_dir: self.runbook.base_dir(),
             outputs_file: log_path.with_extension("outputs"),
             operator_note: request.note.clone(),
+            aws: self.runbook.aws.clone().unwrap_or_default(),
         };
         let mut task = tokio::spawn(async move { action.run(context).await });
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);

@@ -26,6 +26,7 @@ pub struct Runbook {
     /// Variables with overrides applied and references between them filled.
     pub vars: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretSource>,
+    pub aws: Option<AwsSettings>,
     /// `[cost]`: the target's shape and today's Heroku plans, for estimates.
     pub cost: Option<crate::cost::CostSpec>,
     pub phases: Vec<Phase>,
@@ -48,6 +49,23 @@ pub enum SecretSource {
     Env(String),
     /// The standard output of a shell command (trailing newline removed).
     Command(String),
+}
+
+/// `[aws]`: where the runbook's AWS work happens; checked before any AWS call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// The account the credentials must belong to.
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+    /// A named profile (SSO profiles included); `--profile` overrides it.
+    pub profile: Option<String>,
+    /// A local AWS API server (the rehearsal's); `--endpoint-url` or AWS_ENDPOINT_URL also work.
+    pub endpoint_url: Option<String>,
+    /// Defaults for `cutover ecs-run`.
+    pub cluster: Option<String>,
+    pub service: Option<String>,
+    pub container: Option<String>,
 }
 
 /// An action with its (unrendered) parameters.

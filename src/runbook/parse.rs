@@ -16,7 +16,8 @@ use super::{
     TimeGate,
 };
 
-const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "cost", "phase"];
+const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "aws", "cost", "phase"];
+const AWS_KEYS: &[&str] = &["account_id", "region", "profile", "endpoint_url", "cluster", "service", "container"];
 const COST_KEYS: &[&str] = &["region", "expected_monthly", "aws", "heroku"];
 const COST_AWS_KEYS: &[&str] = &[
     "tasks",
@@ -125,6 +126,7 @@ pub(super) fn parse(
     parser.vars(&root, overrides)?;
     let secrets = parser.secrets(&root);
     let cost = parser.cost(&root);
+    let aws = parser.aws(&root);
     let (phases, mut steps) = parser.phases(&root, &source);
     parser.check_graph(&root, &steps, &secrets);
     // Digests are only meaningful for a valid runbook.
@@ -146,6 +148,7 @@ pub(super) fn parse(
         description,
         vars: parser.vars,
         secrets,
+        aws,
         cost,
         phases,
         steps,
@@ -558,6 +561,30 @@ impl Parser<'_> {
         }
         self.vars.insert(name.to_string(), value.clone());
         Some(value)
+    }
+
+    /// `[aws]`: account, region, profile, endpoint.
+    fn aws(&mut self, root: &DeTable<'_>) -> Option<super::AwsSettings> {
+        let v = Self::get(root, "aws")?;
+        let Some(table) = v.get_ref().as_table() else {
+            self.error(v.span(), "`aws` must be a table");
+            return None;
+        };
+        self.check_keys(table, AWS_KEYS, "[aws]");
+        let before = self.diagnostics.len();
+        let json = self.expand_json_vars(&to_json(v.get_ref()), v.span());
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        match serde_json::from_value::<super::AwsSettings>(json) {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                if !e.to_string().contains("unknown field") {
+                    self.error(v.span(), format!("[aws]: {e}"));
+                }
+                None
+            }
+        }
     }
 
     /// `[cost]`: what the target is made of, for the estimator.

@@ -1,0 +1,155 @@
+//! AWS actions. One SdkConfig (the standard chain: environment, profiles including SSO, an
+//! endpoint override for a local server) is built once per process and shared; before any AWS
+//! call, the caller's account is checked against the runbook's.
+
+mod ecs;
+mod identity;
+pub mod logs;
+mod rds;
+mod ssm;
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use tokio::sync::OnceCell;
+
+use super::{Action, Outcome};
+use crate::runbook::AwsSettings;
+
+pub use ecs::{judge_deployment, judge_task, DeploymentVerdict, RunTask, MAX_OVERRIDES_BYTES};
+
+/// The AWS identity behind the credentials in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+}
+
+/// The shared AWS state of one process: its configuration and verified identity.
+#[derive(Debug, Default)]
+pub struct Session {
+    config: OnceCell<SdkConfig>,
+    identity: OnceCell<Identity>,
+}
+
+impl Session {
+    /// The SDK configuration, built on first use from the runbook's `[aws]` settings.
+    pub async fn config(&self, settings: &AwsSettings) -> &SdkConfig {
+        self.config
+            .get_or_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(region) = &settings.region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                if let Some(profile) = &settings.profile {
+                    loader = loader.profile_name(profile);
+                }
+                if let Some(url) = &settings.endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                loader.load().await
+            })
+            .await
+    }
+
+    /// Checks, once per process, that the credentials belong to the runbook's account and the
+    /// region is the runbook's. Every AWS action calls this before its first request.
+    pub async fn guard(&self, settings: &AwsSettings) -> Result<(&SdkConfig, &Identity), String> {
+        let config = self.config(settings).await;
+        let identity = self
+            .identity
+            .get_or_try_init(|| async {
+                let sts = aws_sdk_sts::Client::new(config);
+                let out = sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| explain("sts:GetCallerIdentity", &e))?;
+                Ok::<_, String>(Identity {
+                    account: out.account().unwrap_or_default().to_string(),
+                    arn: out.arn().unwrap_or_default().to_string(),
+                })
+            })
+            .await?;
+        if let Some(expected) = settings.account_id.as_deref().filter(|a| !a.is_empty()) {
+            if identity.account != expected {
+                return Err(format!(
+                    "wrong AWS account: the runbook is for {expected}, the credentials in use are for {} ({}){}. Nothing was done.",
+                    identity.account,
+                    identity.arn,
+                    settings
+                        .profile
+                        .as_deref()
+                        .map(|p| format!(", profile {p}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        let region = config.region().map(|r| r.to_string());
+        if let (Some(expected), Some(actual)) = (settings.region.as_deref(), region.as_deref()) {
+            if expected != actual {
+                return Err(format!("wrong AWS region: the runbook is for {expected}, the session is in {actual}"));
+            }
+        }
+        Ok((config, identity))
+    }
+}
+
+/// A failed AWS call as an operator should read it: what failed and what to do.
+pub fn explain<E, R>(operation: &str, error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = DisplayErrorContext(error).to_string();
+    let lower = detail.to_lowercase();
+    let hint = match error {
+        SdkError::ServiceError(service) => match service.err().code().unwrap_or_default() {
+            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnauthorizedException" => {
+                format!("access denied: these credentials may not call {operation}; the role needs that permission")
+            }
+            "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+                "the credentials have expired: log in again (e.g. `aws sso login`) and re-run the step".to_string()
+            }
+            "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
+                format!("AWS throttled {operation} even after retries: wait a minute and re-run the step")
+            }
+            "UnrecognizedClientException" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "InvalidAccessKeyId" => {
+                "the credentials were rejected: check AWS_PROFILE / the access keys".to_string()
+            }
+            code => format!("{operation} failed ({})", if code.is_empty() { "no error code" } else { code }),
+        },
+        _ if lower.contains("credential") => {
+            "no usable AWS credentials: set AWS_PROFILE (and `aws sso login`) or export access keys, then re-run".to_string()
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            format!("cannot reach the AWS endpoint for {operation} (network, proxy or --endpoint-url?)")
+        }
+        _ => format!("{operation} failed"),
+    };
+    format!("{hint}: {detail}")
+}
+
+/// The AWS action kinds, sharing one session.
+pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
+    vec![
+        Arc::new(identity::CheckIdentity(session.clone())),
+        Arc::new(ecs::RunTask(session.clone())),
+        Arc::new(ecs::Deploy(session.clone())),
+        Arc::new(rds::Snapshot(session.clone())),
+        Arc::new(rds::Wait(session.clone())),
+        Arc::new(ssm::Sync(session.clone())),
+        Arc::new(ssm::Verify(session.clone())),
+        Arc::new(logs::Search(session.clone())),
+        Arc::new(logs::Tail(session)),
+    ]
+}
+
+/// Sleeps, or returns `Err(Outcome::Cancelled)` when the step is cancelled first.
+pub(crate) async fn pause(cancel: &tokio_util::sync::CancellationToken, time: std::time::Duration) -> Result<(), Outcome> {
+    tokio::select! {
+        () = tokio::time::sleep(time) => Ok(()),
+        () = cancel.cancelled() => Err(Outcome::Cancelled),
+    }
+}

@@ -268,7 +268,12 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Validate => Ok(exit::OK),
-        Command::EcsRun { cluster, service, container, command } => {
+        Command::EcsRun {
+            cluster,
+            service,
+            container,
+            command,
+        } => {
             let runbook = load(&cli, &registry)?;
             ecs_run(runbook, registry, cluster, service, container, command)
         }
@@ -276,9 +281,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
-        Command::Tui { mouse, log_lines } => {
-            tui(&cli, registry, false, mouse, log_lines)
-        }
+        Command::Tui { mouse, log_lines } => tui(&cli, registry, false, mouse, log_lines),
         Command::Watch { mouse } => tui(&cli, registry, true, mouse, 100_000),
     }
 }
@@ -508,9 +511,18 @@ fn ecs_run(
 ) -> Result<u8, Failure> {
     use cutover::actions::{ActionContext, ActionEvent, Reporter, Stream};
     let aws = runbook.aws.clone().unwrap_or_default();
-    let missing = |what: &str| Failure::new(exit::INVALID, format!("no {what}: pass --{what} or set [aws] {what} in the runbook"));
-    let cluster = cluster.or_else(|| aws.cluster.clone()).ok_or_else(|| missing("cluster"))?;
-    let service = service.or_else(|| aws.service.clone()).ok_or_else(|| missing("service"))?;
+    let missing = |what: &str| {
+        Failure::new(
+            exit::INVALID,
+            format!("no {what}: pass --{what} or set [aws] {what} in the runbook"),
+        )
+    };
+    let cluster = cluster
+        .or_else(|| aws.cluster.clone())
+        .ok_or_else(|| missing("cluster"))?;
+    let service = service
+        .or_else(|| aws.service.clone())
+        .ok_or_else(|| missing("service"))?;
     let container = container.or_else(|| aws.container.clone());
     let Some(action) = registry.get("ecs.run-task") else {
         return Err(Failure::new(exit::STEP_FAILED, "no ecs.run-task action"));
@@ -530,7 +542,8 @@ fn ecs_run(
                 on_signal.cancel();
             }
         });
-        let outputs = std::env::temp_dir().join(format!("cutover-ecs-run-{}.outputs", std::process::id()));
+        let outputs =
+            std::env::temp_dir().join(format!("cutover-ecs-run-{}.outputs", std::process::id()));
         let context = ActionContext {
             step: "ecs-run".into(),
             params: serde_json::json!({
@@ -550,17 +563,24 @@ fn ecs_run(
         let redactor = Redactor::new();
         while let Some(event) = rx.recv().await {
             match event {
-                ActionEvent::Log { stream: Stream::Stdout, line } => println!("{}", redactor.redact(&line)),
+                ActionEvent::Log {
+                    stream: Stream::Stdout,
+                    line,
+                } => println!("{}", redactor.redact(&line)),
                 ActionEvent::Log { line, .. } => eprintln!("» {}", redactor.redact(&line)),
                 ActionEvent::Output { .. } | ActionEvent::Progress(_) => {}
             }
         }
-        let outcome = task.await.unwrap_or_else(|e| Outcome::failed(e.to_string()));
+        let outcome = task
+            .await
+            .unwrap_or_else(|e| Outcome::failed(e.to_string()));
         match outcome {
             Outcome::Succeeded { .. } => Ok(exit::OK),
             Outcome::Failed { reason, exit_code } => {
                 eprintln!("cutover: {reason}");
-                Ok(exit_code.map_or(exit::STEP_FAILED, |c| u8::try_from(c.clamp(1, 255)).unwrap_or(exit::STEP_FAILED)))
+                Ok(exit_code.map_or(exit::STEP_FAILED, |c| {
+                    u8::try_from(c.clamp(1, 255)).unwrap_or(exit::STEP_FAILED)
+                }))
             }
             Outcome::Cancelled => Ok(exit::CANCELLED),
         }

@@ -17,7 +17,15 @@ use super::{
 };
 
 const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "aws", "cost", "phase"];
-const AWS_KEYS: &[&str] = &["account_id", "region", "profile", "endpoint_url", "cluster", "service", "container"];
+const AWS_KEYS: &[&str] = &[
+    "account_id",
+    "region",
+    "profile",
+    "endpoint_url",
+    "cluster",
+    "service",
+    "container",
+];
 const COST_KEYS: &[&str] = &["region", "expected_monthly", "aws", "heroku"];
 const COST_AWS_KEYS: &[&str] = &[
     "tasks",

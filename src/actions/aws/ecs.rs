@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
-    ContainerOverride, Deployment, DeploymentRolloutState, DesiredStatus, LaunchType, Service, Task, TaskOverride,
-    TaskStopCode,
+    ContainerOverride, Deployment, DeploymentRolloutState, DesiredStatus, LaunchType, Service,
+    Task, TaskOverride, TaskStopCode,
 };
 
 use super::logs::LogFollower;
@@ -42,9 +42,21 @@ static DEPLOY: ActionSchema = ActionSchema {
     params: &[
         ParamSpec::required("cluster", ParamType::String, "ECS cluster"),
         ParamSpec::required("service", ParamType::String, "ECS service"),
-        ParamSpec::optional("image", ParamType::String, "new image (registers a new task definition revision)"),
-        ParamSpec::optional("container", ParamType::String, "container whose image changes (default: the first)"),
-        ParamSpec::optional("deadline", ParamType::Duration, "how long to wait for the rollout (30m)"),
+        ParamSpec::optional(
+            "image",
+            ParamType::String,
+            "new image (registers a new task definition revision)",
+        ),
+        ParamSpec::optional(
+            "container",
+            ParamType::String,
+            "container whose image changes (default: the first)",
+        ),
+        ParamSpec::optional(
+            "deadline",
+            ParamType::Duration,
+            "how long to wait for the rollout (30m)",
+        ),
         ParamSpec::optional("interval", ParamType::Duration, "pause between looks (5s)"),
     ],
     outputs: &["deployment_id", "task_definition"],
@@ -85,7 +97,9 @@ pub fn judge_task(task: &Task, container: &str) -> Outcome {
         .find(|c| c.name() == Some(container))
         .or_else(|| task.containers().first());
     let Some(found) = found else {
-        return Outcome::failed(format!("the task has no container `{container}`: {stopped}"));
+        return Outcome::failed(format!(
+            "the task has no container `{container}`: {stopped}"
+        ));
     };
     match found.exit_code() {
         None => Outcome::failed(format!(
@@ -105,8 +119,16 @@ pub fn judge_task(task: &Task, container: &str) -> Outcome {
 /// Where a rollout stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeploymentVerdict {
-    InProgress { desired: i32, running: i32, pending: i32, failed: i32, state: String },
-    Completed { running: i32 },
+    InProgress {
+        desired: i32,
+        running: i32,
+        pending: i32,
+        failed: i32,
+        state: String,
+    },
+    Completed {
+        running: i32,
+    },
     Failed(String),
 }
 
@@ -119,7 +141,10 @@ pub fn judge_deployment(service: &Service, ours: &str) -> DeploymentVerdict {
             "deployment {ours} is gone from the service: it was replaced or rolled back"
         ));
     };
-    let reason = d.rollout_state_reason().unwrap_or("no reason given").to_string();
+    let reason = d
+        .rollout_state_reason()
+        .unwrap_or("no reason given")
+        .to_string();
     if d.status() != Some("PRIMARY") {
         return DeploymentVerdict::Failed(format!(
             "deployment {ours} was rolled back (it is now {}): {reason}",
@@ -129,7 +154,12 @@ pub fn judge_deployment(service: &Service, ours: &str) -> DeploymentVerdict {
     if d.rollout_state() == Some(&DeploymentRolloutState::Failed) {
         return DeploymentVerdict::Failed(format!("deployment {ours} failed: {reason}"));
     }
-    let (desired, running, pending, failed) = (d.desired_count(), d.running_count(), d.pending_count(), d.failed_tasks());
+    let (desired, running, pending, failed) = (
+        d.desired_count(),
+        d.running_count(),
+        d.pending_count(),
+        d.failed_tasks(),
+    );
     let completed = match d.rollout_state() {
         Some(DeploymentRolloutState::Completed) => true,
         Some(_) => false,
@@ -144,13 +174,18 @@ pub fn judge_deployment(service: &Service, ours: &str) -> DeploymentVerdict {
             running,
             pending,
             failed,
-            state: d.rollout_state().map_or("-".into(), |s| s.as_str().to_string()),
+            state: d
+                .rollout_state()
+                .map_or("-".into(), |s| s.as_str().to_string()),
         }
     }
 }
 
 fn primary(service: &Service) -> Option<&Deployment> {
-    service.deployments().iter().find(|d| d.status() == Some("PRIMARY"))
+    service
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
 }
 
 fn task_id(arn: &str) -> &str {
@@ -171,8 +206,14 @@ impl Action for RunTask {
             .unwrap_or_default();
         format!(
             "ECS RunTask on {} (network of service {}): {}",
-            params.get("cluster").and_then(|v| v.as_str()).unwrap_or("?"),
-            params.get("service").and_then(|v| v.as_str()).unwrap_or("?"),
+            params
+                .get("cluster")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
+            params
+                .get("service")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
             command.join(" ")
         )
     }
@@ -190,7 +231,11 @@ impl Action for RunTask {
     }
 }
 
-async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &ActionContext) -> Result<Outcome, Outcome> {
+async fn run_task(
+    config: &aws_config::SdkConfig,
+    p: &RunTaskParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
     let ecs = aws_sdk_ecs::Client::new(config);
     let report = &ctx.report;
     let services = ecs
@@ -201,7 +246,10 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
         .await
         .map_err(|e| Outcome::failed(explain("ecs:DescribeServices", &e)))?;
     let Some(service) = services.services().first() else {
-        return Err(Outcome::failed(format!("no service `{}` in cluster `{}`", p.service, p.cluster)));
+        return Err(Outcome::failed(format!(
+            "no service `{}` in cluster `{}`",
+            p.service, p.cluster
+        )));
     };
     let network = service.network_configuration().cloned();
     let task_definition = p
@@ -215,16 +263,29 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
         .send()
         .await
         .map_err(|e| Outcome::failed(explain("ecs:DescribeTaskDefinition", &e)))?;
-    let containers = described.task_definition().map(|t| t.container_definitions()).unwrap_or_default();
+    let containers = described
+        .task_definition()
+        .map(|t| t.container_definitions())
+        .unwrap_or_default();
     let container = match &p.container {
         Some(name) => containers.iter().find(|c| c.name() == Some(name.as_str())),
         None => containers.first(),
     }
-    .ok_or_else(|| Outcome::failed(format!("task definition {task_definition} has no container {:?}", p.container)))?;
+    .ok_or_else(|| {
+        Outcome::failed(format!(
+            "task definition {task_definition} has no container {:?}",
+            p.container
+        ))
+    })?;
     let container_name = container.name().unwrap_or_default().to_string();
-    let log_options = container.log_configuration().and_then(|l| l.options()).cloned().unwrap_or_default();
+    let log_options = container
+        .log_configuration()
+        .and_then(|l| l.options())
+        .cloned()
+        .unwrap_or_default();
 
-    let overrides_json = serde_json::json!({"containerOverrides": [{"name": container_name, "command": p.command}]});
+    let overrides_json =
+        serde_json::json!({"containerOverrides": [{"name": container_name, "command": p.command}]});
     let size = overrides_json.to_string().len();
     if size > MAX_OVERRIDES_BYTES {
         return Err(Outcome::failed(format!(
@@ -249,14 +310,28 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
     if let Some(network) = network {
         request = request.network_configuration(network);
     }
-    let started = request.send().await.map_err(|e| Outcome::failed(explain("ecs:RunTask", &e)))?;
+    let started = request
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("ecs:RunTask", &e)))?;
     if !started.failures().is_empty() {
         let reasons: Vec<String> = started
             .failures()
             .iter()
-            .map(|f| format!("{} {}", f.reason().unwrap_or("?"), f.detail().unwrap_or_default()).trim().to_string())
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f.reason().unwrap_or("?"),
+                    f.detail().unwrap_or_default()
+                )
+                .trim()
+                .to_string()
+            })
             .collect();
-        return Err(Outcome::failed(format!("RunTask failed: {}", reasons.join("; "))));
+        return Err(Outcome::failed(format!(
+            "RunTask failed: {}",
+            reasons.join("; ")
+        )));
     }
     let task_arn = started
         .tasks()
@@ -264,17 +339,24 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
         .and_then(|t| t.task_arn())
         .ok_or_else(|| Outcome::failed("RunTask returned no task and no failure"))?
         .to_string();
-    report.info(format!("task {task_arn} started: {}", p.command.join(" "))).await;
+    report
+        .info(format!("task {task_arn} started: {}", p.command.join(" ")))
+        .await;
     report.output("task_arn", task_arn.clone()).await;
 
-    let mut follower = match (log_options.get("awslogs-group"), log_options.get("awslogs-stream-prefix")) {
+    let mut follower = match (
+        log_options.get("awslogs-group"),
+        log_options.get("awslogs-stream-prefix"),
+    ) {
         (Some(group), Some(prefix)) => Some(LogFollower::new(
             aws_sdk_cloudwatchlogs::Client::new(config),
             group.clone(),
             format!("{prefix}/{container_name}/{}", task_id(&task_arn)),
         )),
         _ => {
-            report.info("the container has no awslogs configuration: no log to follow").await;
+            report
+                .info("the container has no awslogs configuration: no log to follow")
+                .await;
             None
         }
     };
@@ -289,7 +371,9 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
             .await
             .map_err(|e| Outcome::failed(explain("ecs:DescribeTasks", &e)))?;
         let Some(task) = described.tasks().first().cloned() else {
-            return Err(Outcome::failed(format!("task {task_arn} is no longer known to ECS")));
+            return Err(Outcome::failed(format!(
+                "task {task_arn} is no longer known to ECS"
+            )));
         };
         let status = task.last_status().unwrap_or("?").to_string();
         if status != last_status {
@@ -304,9 +388,19 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
             break task;
         }
         // Adaptive: quick while lines flow, slower (at most 2 s) while quiet.
-        interval = if new_lines > 0 { Duration::from_millis(500) } else { (interval * 2).min(Duration::from_secs(2)) };
+        interval = if new_lines > 0 {
+            Duration::from_millis(500)
+        } else {
+            (interval * 2).min(Duration::from_secs(2))
+        };
         if pause(&ctx.cancel, interval).await.is_err() {
-            let _ = ecs.stop_task().cluster(&p.cluster).task(&task_arn).reason("cancelled from cutover").send().await;
+            let _ = ecs
+                .stop_task()
+                .cluster(&p.cluster)
+                .task(&task_arn)
+                .reason("cancelled from cutover")
+                .send()
+                .await;
             report.info(format!("stopped task {task_arn}")).await;
             return Err(Outcome::Cancelled);
         }
@@ -318,7 +412,12 @@ async fn run_task(config: &aws_config::SdkConfig, p: &RunTaskParams, ctx: &Actio
         f.poll(report).await;
     }
     let outcome = judge_task(&task, &container_name);
-    if let Some(code) = task.containers().iter().find(|c| c.name() == Some(container_name.as_str())).and_then(|c| c.exit_code()) {
+    if let Some(code) = task
+        .containers()
+        .iter()
+        .find(|c| c.name() == Some(container_name.as_str()))
+        .and_then(|c| c.exit_code())
+    {
         report.output("exit_code", code.to_string()).await;
     }
     Ok(outcome)
@@ -331,10 +430,24 @@ impl Action for Deploy {
     }
 
     fn describe(&self, params: &serde_json::Value) -> String {
-        let get = |k: &str| params.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        let get = |k: &str| {
+            params
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
         match params.get("image").and_then(|v| v.as_str()) {
-            Some(image) => format!("deploy {image} to {}/{} and wait for the rollout", get("cluster"), get("service")),
-            None => format!("force a new deployment of {}/{} and wait for the rollout", get("cluster"), get("service")),
+            Some(image) => format!(
+                "deploy {image} to {}/{} and wait for the rollout",
+                get("cluster"),
+                get("service")
+            ),
+            None => format!(
+                "force a new deployment of {}/{} and wait for the rollout",
+                get("cluster"),
+                get("service")
+            ),
         }
     }
 
@@ -351,7 +464,11 @@ impl Action for Deploy {
     }
 }
 
-async fn deploy(config: &aws_config::SdkConfig, p: &DeployParams, ctx: &ActionContext) -> Result<Outcome, Outcome> {
+async fn deploy(
+    config: &aws_config::SdkConfig,
+    p: &DeployParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
     let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(1800), "deadline")?;
     let interval = parse_duration(p.interval.as_deref(), Duration::from_secs(5), "interval")?;
     let ecs = aws_sdk_ecs::Client::new(config);
@@ -363,15 +480,24 @@ async fn deploy(config: &aws_config::SdkConfig, p: &DeployParams, ctx: &ActionCo
         .send()
         .await
         .map_err(|e| Outcome::failed(explain("ecs:DescribeServices", &e)))?;
-    let service = described
-        .services()
-        .first()
-        .ok_or_else(|| Outcome::failed(format!("no service `{}` in cluster `{}`", p.service, p.cluster)))?;
-    let seen_events: HashSet<String> = service.events().iter().filter_map(|e| e.id().map(str::to_string)).collect();
+    let service = described.services().first().ok_or_else(|| {
+        Outcome::failed(format!(
+            "no service `{}` in cluster `{}`",
+            p.service, p.cluster
+        ))
+    })?;
+    let seen_events: HashSet<String> = service
+        .events()
+        .iter()
+        .filter_map(|e| e.id().map(str::to_string))
+        .collect();
     let mut task_definition = service.task_definition().unwrap_or_default().to_string();
     if let Some(image) = &p.image {
-        task_definition = register_with_image(&ecs, &task_definition, p.container.as_deref(), image).await?;
-        report.info(format!("registered {task_definition} with image {image}")).await;
+        task_definition =
+            register_with_image(&ecs, &task_definition, p.container.as_deref(), image).await?;
+        report
+            .info(format!("registered {task_definition} with image {image}"))
+            .await;
     }
     let updated = ecs
         .update_service()
@@ -388,9 +514,13 @@ async fn deploy(config: &aws_config::SdkConfig, p: &DeployParams, ctx: &ActionCo
         .and_then(|d| d.id())
         .ok_or_else(|| Outcome::failed("UpdateService returned no primary deployment"))?
         .to_string();
-    report.info(format!("deployment {ours} started ({task_definition})")).await;
+    report
+        .info(format!("deployment {ours} started ({task_definition})"))
+        .await;
     report.output("deployment_id", ours.clone()).await;
-    report.output("task_definition", task_definition.clone()).await;
+    report
+        .output("task_definition", task_definition.clone())
+        .await;
     watch_rollout(&ecs, p, &ours, seen_events, deadline, interval, ctx).await
 }
 
@@ -419,11 +549,17 @@ async fn watch_rollout(
             .services()
             .first()
             .ok_or_else(|| Outcome::failed("the service disappeared"))?;
-        let mut events: Vec<_> = service.events().iter().filter(|e| e.id().is_some_and(|id| !seen_events.contains(id))).collect();
+        let mut events: Vec<_> = service
+            .events()
+            .iter()
+            .filter(|e| e.id().is_some_and(|id| !seen_events.contains(id)))
+            .collect();
         events.reverse();
         for event in events {
             seen_events.insert(event.id().unwrap_or_default().to_string());
-            report.info(format!("event: {}", event.message().unwrap_or_default())).await;
+            report
+                .info(format!("event: {}", event.message().unwrap_or_default()))
+                .await;
         }
         let verdict = judge_deployment(service, ours);
         if let DeploymentVerdict::InProgress { failed, .. } = &verdict {
@@ -433,20 +569,35 @@ async fn watch_rollout(
         }
         match verdict {
             DeploymentVerdict::Completed { running } => {
-                return Ok(Outcome::Succeeded { note: Some(format!("deployment {ours} completed with {running} running")) })
+                return Ok(Outcome::Succeeded {
+                    note: Some(format!(
+                        "deployment {ours} completed with {running} running"
+                    )),
+                })
             }
             DeploymentVerdict::Failed(reason) => {
                 report_stopped_tasks(ecs, p, &mut seen_stopped, report).await;
                 return Ok(Outcome::failed(reason));
             }
-            DeploymentVerdict::InProgress { desired, running, pending, failed, state } => {
+            DeploymentVerdict::InProgress {
+                desired,
+                running,
+                pending,
+                failed,
+                state,
+            } => {
                 let line = format!("rollout {state}: {running}/{desired} running, {pending} pending, {failed} failed");
                 if line != last_line {
                     report.info(line.clone()).await;
                     last_line = line;
                 }
                 report
-                    .progress(u64::try_from(running).unwrap_or(0), Some(u64::try_from(desired).unwrap_or(0)), "tasks", Some(state))
+                    .progress(
+                        u64::try_from(running).unwrap_or(0),
+                        Some(u64::try_from(desired).unwrap_or(0)),
+                        "tasks",
+                        Some(state),
+                    )
                     .await;
             }
         }
@@ -460,7 +611,12 @@ async fn watch_rollout(
     }
 }
 
-async fn report_stopped_tasks(ecs: &aws_sdk_ecs::Client, p: &DeployParams, seen: &mut HashSet<String>, report: &Reporter) {
+async fn report_stopped_tasks(
+    ecs: &aws_sdk_ecs::Client,
+    p: &DeployParams,
+    seen: &mut HashSet<String>,
+    report: &Reporter,
+) {
     let Ok(listed) = ecs
         .list_tasks()
         .cluster(&p.cluster)
@@ -471,15 +627,31 @@ async fn report_stopped_tasks(ecs: &aws_sdk_ecs::Client, p: &DeployParams, seen:
     else {
         return;
     };
-    let arns: Vec<String> = listed.task_arns().iter().filter(|a| !seen.contains(*a)).take(10).cloned().collect();
+    let arns: Vec<String> = listed
+        .task_arns()
+        .iter()
+        .filter(|a| !seen.contains(*a))
+        .take(10)
+        .cloned()
+        .collect();
     if arns.is_empty() {
         return;
     }
-    if let Ok(described) = ecs.describe_tasks().cluster(&p.cluster).set_tasks(Some(arns)).send().await {
+    if let Ok(described) = ecs
+        .describe_tasks()
+        .cluster(&p.cluster)
+        .set_tasks(Some(arns))
+        .send()
+        .await
+    {
         for task in described.tasks() {
             let arn = task.task_arn().unwrap_or_default().to_string();
             report
-                .info(format!("stopped task {}: {}", task_id(&arn), task.stopped_reason().unwrap_or("no reason given")))
+                .info(format!(
+                    "stopped task {}: {}",
+                    task_id(&arn),
+                    task.stopped_reason().unwrap_or("no reason given")
+                ))
                 .await;
             seen.insert(arn);
         }
@@ -546,24 +718,59 @@ mod tests {
             .last_status("STOPPED")
             .set_stop_code(stop_code)
             .stopped_reason(reason)
-            .containers(Container::builder().name("gengar").set_exit_code(exit).build())
+            .containers(
+                Container::builder()
+                    .name("gengar")
+                    .set_exit_code(exit)
+                    .build(),
+            )
             .build()
     }
 
     #[test]
     fn exit_codes_decide_and_137_is_explained() {
-        assert!(matches!(judge_task(&task(Some(TaskStopCode::EssentialContainerExited), Some(0), "Essential container in task exited"), "gengar"), Outcome::Succeeded { .. }));
-        match judge_task(&task(Some(TaskStopCode::EssentialContainerExited), Some(3), "Essential container in task exited"), "gengar") {
+        assert!(matches!(
+            judge_task(
+                &task(
+                    Some(TaskStopCode::EssentialContainerExited),
+                    Some(0),
+                    "Essential container in task exited"
+                ),
+                "gengar"
+            ),
+            Outcome::Succeeded { .. }
+        ));
+        match judge_task(
+            &task(
+                Some(TaskStopCode::EssentialContainerExited),
+                Some(3),
+                "Essential container in task exited",
+            ),
+            "gengar",
+        ) {
             Outcome::Failed { reason, exit_code } => {
                 assert_eq!(exit_code, Some(3));
-                assert!(reason.contains("exit code 3") && reason.contains("Essential container"), "{reason}");
+                assert!(
+                    reason.contains("exit code 3") && reason.contains("Essential container"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        match judge_task(&task(None, Some(137), "OutOfMemoryError: Container killed due to memory usage"), "gengar") {
+        match judge_task(
+            &task(
+                None,
+                Some(137),
+                "OutOfMemoryError: Container killed due to memory usage",
+            ),
+            "gengar",
+        ) {
             Outcome::Failed { reason, exit_code } => {
                 assert_eq!(exit_code, Some(137));
-                assert!(reason.contains("out of memory") && reason.contains("OutOfMemoryError"), "{reason}");
+                assert!(
+                    reason.contains("out of memory") && reason.contains("OutOfMemoryError"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -571,17 +778,44 @@ mod tests {
 
     #[test]
     fn a_task_that_never_started_or_has_no_exit_code_fails() {
-        let failed = task(Some(TaskStopCode::TaskFailedToStart), None, "CannotPullContainerError: pull image manifest has been retried 5 time(s)");
+        let failed = task(
+            Some(TaskStopCode::TaskFailedToStart),
+            None,
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+        );
         match judge_task(&failed, "gengar") {
-            Outcome::Failed { reason, exit_code: None } => assert!(reason.contains("failed to start") && reason.contains("CannotPullContainerError"), "{reason}"),
+            Outcome::Failed {
+                reason,
+                exit_code: None,
+            } => assert!(
+                reason.contains("failed to start") && reason.contains("CannotPullContainerError"),
+                "{reason}"
+            ),
             other => panic!("{other:?}"),
         }
         // Even a stop code that is not TaskFailedToStart: no exit code is never success.
-        let no_code = task(Some(TaskStopCode::UserInitiated), None, "Task stopped by user");
-        assert!(matches!(judge_task(&no_code, "gengar"), Outcome::Failed { exit_code: None, .. }));
+        let no_code = task(
+            Some(TaskStopCode::UserInitiated),
+            None,
+            "Task stopped by user",
+        );
+        assert!(matches!(
+            judge_task(&no_code, "gengar"),
+            Outcome::Failed {
+                exit_code: None,
+                ..
+            }
+        ));
     }
 
-    fn deployment(id: &str, status: &str, state: Option<DeploymentRolloutState>, desired: i32, running: i32, reason: &str) -> Deployment {
+    fn deployment(
+        id: &str,
+        status: &str,
+        state: Option<DeploymentRolloutState>,
+        desired: i32,
+        running: i32,
+        reason: &str,
+    ) -> Deployment {
         Deployment::builder()
             .id(id)
             .status(status)
@@ -596,16 +830,61 @@ mod tests {
     #[test]
     fn only_our_completed_primary_deployment_at_full_strength_is_success() {
         let ours = "ecs-svc/111";
-        let done = Service::builder().deployments(deployment(ours, "PRIMARY", Some(DeploymentRolloutState::Completed), 1, 1, "completed")).build();
-        assert_eq!(judge_deployment(&done, ours), DeploymentVerdict::Completed { running: 1 });
-        let rolling = Service::builder()
-            .deployments(deployment(ours, "PRIMARY", Some(DeploymentRolloutState::InProgress), 2, 1, "in progress"))
-            .deployments(deployment("ecs-svc/000", "ACTIVE", Some(DeploymentRolloutState::Completed), 2, 2, "old"))
+        let done = Service::builder()
+            .deployments(deployment(
+                ours,
+                "PRIMARY",
+                Some(DeploymentRolloutState::Completed),
+                1,
+                1,
+                "completed",
+            ))
             .build();
-        assert!(matches!(judge_deployment(&rolling, ours), DeploymentVerdict::InProgress { running: 1, desired: 2, .. }));
+        assert_eq!(
+            judge_deployment(&done, ours),
+            DeploymentVerdict::Completed { running: 1 }
+        );
+        let rolling = Service::builder()
+            .deployments(deployment(
+                ours,
+                "PRIMARY",
+                Some(DeploymentRolloutState::InProgress),
+                2,
+                1,
+                "in progress",
+            ))
+            .deployments(deployment(
+                "ecs-svc/000",
+                "ACTIVE",
+                Some(DeploymentRolloutState::Completed),
+                2,
+                2,
+                "old",
+            ))
+            .build();
+        assert!(matches!(
+            judge_deployment(&rolling, ours),
+            DeploymentVerdict::InProgress {
+                running: 1,
+                desired: 2,
+                ..
+            }
+        ));
         // COMPLETED but short of desired is not done.
-        let short = Service::builder().deployments(deployment(ours, "PRIMARY", Some(DeploymentRolloutState::Completed), 2, 1, "")).build();
-        assert!(matches!(judge_deployment(&short, ours), DeploymentVerdict::InProgress { .. }));
+        let short = Service::builder()
+            .deployments(deployment(
+                ours,
+                "PRIMARY",
+                Some(DeploymentRolloutState::Completed),
+                2,
+                1,
+                "",
+            ))
+            .build();
+        assert!(matches!(
+            judge_deployment(&short, ours),
+            DeploymentVerdict::InProgress { .. }
+        ));
     }
 
     #[test]
@@ -613,16 +892,55 @@ mod tests {
         let ours = "ecs-svc/222";
         // After a rollback the service is stable again, on the previous task definition.
         let rolled_back = Service::builder()
-            .deployments(deployment("ecs-svc/333", "PRIMARY", Some(DeploymentRolloutState::Completed), 1, 1, "rollback completed"))
-            .deployments(deployment(ours, "ACTIVE", Some(DeploymentRolloutState::Failed), 1, 0, "ECS deployment circuit breaker: tasks failed to start."))
+            .deployments(deployment(
+                "ecs-svc/333",
+                "PRIMARY",
+                Some(DeploymentRolloutState::Completed),
+                1,
+                1,
+                "rollback completed",
+            ))
+            .deployments(deployment(
+                ours,
+                "ACTIVE",
+                Some(DeploymentRolloutState::Failed),
+                1,
+                0,
+                "ECS deployment circuit breaker: tasks failed to start.",
+            ))
             .build();
         match judge_deployment(&rolled_back, ours) {
-            DeploymentVerdict::Failed(reason) => assert!(reason.contains("rolled back") && reason.contains("circuit breaker"), "{reason}"),
+            DeploymentVerdict::Failed(reason) => assert!(
+                reason.contains("rolled back") && reason.contains("circuit breaker"),
+                "{reason}"
+            ),
             other => panic!("{other:?}"),
         }
-        let failed = Service::builder().deployments(deployment(ours, "PRIMARY", Some(DeploymentRolloutState::Failed), 1, 0, "tasks failed health checks")).build();
-        assert!(matches!(judge_deployment(&failed, ours), DeploymentVerdict::Failed(r) if r.contains("health checks")));
-        let gone = Service::builder().deployments(deployment("ecs-svc/444", "PRIMARY", Some(DeploymentRolloutState::Completed), 1, 1, "")).build();
-        assert!(matches!(judge_deployment(&gone, ours), DeploymentVerdict::Failed(r) if r.contains("gone")));
+        let failed = Service::builder()
+            .deployments(deployment(
+                ours,
+                "PRIMARY",
+                Some(DeploymentRolloutState::Failed),
+                1,
+                0,
+                "tasks failed health checks",
+            ))
+            .build();
+        assert!(
+            matches!(judge_deployment(&failed, ours), DeploymentVerdict::Failed(r) if r.contains("health checks"))
+        );
+        let gone = Service::builder()
+            .deployments(deployment(
+                "ecs-svc/444",
+                "PRIMARY",
+                Some(DeploymentRolloutState::Completed),
+                1,
+                1,
+                "",
+            ))
+            .build();
+        assert!(
+            matches!(judge_deployment(&gone, ours), DeploymentVerdict::Failed(r) if r.contains("gone"))
+        );
     }
 }

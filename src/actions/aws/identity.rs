@@ -32,7 +32,12 @@ impl Action for CheckIdentity {
         match self.0.guard(&ctx.aws).await {
             Ok((config, identity)) => {
                 let region = config.region().map(|r| r.to_string()).unwrap_or_default();
-                ctx.report.info(format!("account {} · {} · {region}", identity.account, identity.arn)).await;
+                ctx.report
+                    .info(format!(
+                        "account {} · {} · {region}",
+                        identity.account, identity.arn
+                    ))
+                    .await;
                 ctx.report.output("account", identity.account.clone()).await;
                 ctx.report.output("arn", identity.arn.clone()).await;
                 ctx.report.output("region", region).await;

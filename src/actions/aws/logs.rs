@@ -54,16 +54,26 @@ impl LogFollower {
                     match e.as_service_error().and_then(|s| s.code()) {
                         Some("ResourceNotFoundException") => {}
                         Some("ThrottlingException") => {
-                            self.backoff = (self.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+                            self.backoff = (self.backoff * 2)
+                                .clamp(Duration::from_millis(500), Duration::from_secs(10));
                         }
-                        _ => report.info(format!("logs: {}", explain("logs:GetLogEvents", &e))).await,
+                        _ => {
+                            report
+                                .info(format!("logs: {}", explain("logs:GetLogEvents", &e)))
+                                .await
+                        }
                     }
                     return count;
                 }
             };
             self.backoff = Duration::ZERO;
             for event in out.events() {
-                report.line(Stream::Stdout, event.message().unwrap_or_default().trim_end()).await;
+                report
+                    .line(
+                        Stream::Stdout,
+                        event.message().unwrap_or_default().trim_end(),
+                    )
+                    .await;
                 count += 1;
             }
             let next = out.next_forward_token().map(str::to_string);
@@ -85,9 +95,17 @@ static SEARCH: ActionSchema = ActionSchema {
     summary: "finds lines matching a pattern in a log group within a time window",
     params: &[
         ParamSpec::required("log_group", ParamType::String, "e.g. /ecs/gengar"),
-        ParamSpec::required("pattern", ParamType::String, "a CloudWatch filter pattern, e.g. \"usage reset\""),
+        ParamSpec::required(
+            "pattern",
+            ParamType::String,
+            "a CloudWatch filter pattern, e.g. \"usage reset\"",
+        ),
         ParamSpec::optional("since", ParamType::Duration, "how far back to look (1h)"),
-        ParamSpec::optional("min_matches", ParamType::Integer, "matches needed for success (1)"),
+        ParamSpec::optional(
+            "min_matches",
+            ParamType::Integer,
+            "matches needed for success (1)",
+        ),
     ],
     outputs: &["matches"],
     needs_operator_note: false,
@@ -124,7 +142,9 @@ struct TailParams {
 }
 
 fn millis_ago(ago: Duration) -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(now.saturating_sub(ago).as_millis()).unwrap_or(0)
 }
 
@@ -150,7 +170,12 @@ async fn filter(
             .await
             .map_err(|e| Outcome::failed(explain("logs:FilterLogEvents", &e)))?;
         for event in out.events() {
-            report.line(Stream::Stdout, event.message().unwrap_or_default().trim_end()).await;
+            report
+                .line(
+                    Stream::Stdout,
+                    event.message().unwrap_or_default().trim_end(),
+                )
+                .await;
             count += 1;
             last = last.max(event.timestamp().unwrap_or(last) + 1);
         }
@@ -168,8 +193,19 @@ impl Action for Search {
     }
 
     fn describe(&self, params: &serde_json::Value) -> String {
-        let get = |k: &str| params.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        format!("search {} for {:?} over the last {}", get("log_group"), get("pattern"), params.get("since").and_then(|v| v.as_str()).unwrap_or("1h"))
+        let get = |k: &str| {
+            params
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        format!(
+            "search {} for {:?} over the last {}",
+            get("log_group"),
+            get("pattern"),
+            params.get("since").and_then(|v| v.as_str()).unwrap_or("1h")
+        )
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
@@ -188,14 +224,27 @@ impl Action for Search {
         let min = p
             .min_matches
             .as_ref()
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(1) as usize;
         let client = aws_sdk_cloudwatchlogs::Client::new(&config);
-        match filter(&client, &p.log_group, Some(&p.pattern), millis_ago(since), &ctx.report).await {
+        match filter(
+            &client,
+            &p.log_group,
+            Some(&p.pattern),
+            millis_ago(since),
+            &ctx.report,
+        )
+        .await
+        {
             Ok((count, _)) => {
                 ctx.report.output("matches", count.to_string()).await;
                 if count >= min {
-                    Outcome::Succeeded { note: Some(format!("{count} matching line(s)")) }
+                    Outcome::Succeeded {
+                        note: Some(format!("{count} matching line(s)")),
+                    }
                 } else {
                     Outcome::failed(format!(
                         "{count} line(s) match {:?} in {} over the last {}; {min} needed",
@@ -219,7 +268,10 @@ impl Action for Tail {
     fn describe(&self, params: &serde_json::Value) -> String {
         format!(
             "follow {} for {}",
-            params.get("log_group").and_then(|v| v.as_str()).unwrap_or("?"),
+            params
+                .get("log_group")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
             params.get("for").and_then(|v| v.as_str()).unwrap_or("1m")
         )
     }
@@ -256,6 +308,11 @@ impl Action for Tail {
                 return o;
             }
         }
-        Outcome::Succeeded { note: Some(format!("{total} line(s) in {}", humantime::format_duration(duration))) }
+        Outcome::Succeeded {
+            note: Some(format!(
+                "{total} line(s) in {}",
+                humantime::format_duration(duration)
+            )),
+        }
     }
 }

@@ -5,6 +5,7 @@
 mod ecs;
 mod identity;
 pub mod logs;
+mod network;
 mod rds;
 mod ssm;
 
@@ -89,7 +90,9 @@ impl Session {
         let region = config.region().map(|r| r.to_string());
         if let (Some(expected), Some(actual)) = (settings.region.as_deref(), region.as_deref()) {
             if expected != actual {
-                return Err(format!("wrong AWS region: the runbook is for {expected}, the session is in {actual}"));
+                return Err(format!(
+                    "wrong AWS region: the runbook is for {expected}, the session is in {actual}"
+                ));
             }
         }
         Ok((config, identity))
@@ -141,15 +144,79 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(rds::Wait(session.clone())),
         Arc::new(ssm::Sync(session.clone())),
         Arc::new(ssm::Verify(session.clone())),
+        Arc::new(network::Verify(session.clone())),
         Arc::new(logs::Search(session.clone())),
         Arc::new(logs::Tail(session)),
     ]
 }
 
 /// Sleeps, or returns `Err(Outcome::Cancelled)` when the step is cancelled first.
-pub(crate) async fn pause(cancel: &tokio_util::sync::CancellationToken, time: std::time::Duration) -> Result<(), Outcome> {
+pub(crate) async fn pause(
+    cancel: &tokio_util::sync::CancellationToken,
+    time: std::time::Duration,
+) -> Result<(), Outcome> {
     tokio::select! {
         () = tokio::time::sleep(time) => Ok(()),
         () = cancel.cancelled() => Err(Outcome::Cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error responses moto does not produce (it enforces no IAM, never expires or throttles),
+    //! as the SDK would surface them.
+    use super::*;
+    use aws_sdk_sts::error::ErrorMetadata;
+    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(code: &str, status: u16) -> SdkError<GetCallerIdentityError, Response> {
+        let err = GetCallerIdentityError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("from AWS")
+                .build(),
+        );
+        let raw = Response::new(
+            StatusCode::try_from(status).unwrap_or_else(|e| panic!("{e}")),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn each_failure_names_what_to_do() {
+        let denied = explain("ecs:RunTask", &service_error("AccessDeniedException", 400));
+        assert!(
+            denied.starts_with("access denied: these credentials may not call ecs:RunTask"),
+            "{denied}"
+        );
+        let expired = explain("ecs:RunTask", &service_error("ExpiredTokenException", 400));
+        assert!(
+            expired.contains("expired") && expired.contains("aws sso login"),
+            "{expired}"
+        );
+        let throttled = explain(
+            "logs:GetLogEvents",
+            &service_error("ThrottlingException", 400),
+        );
+        assert!(
+            throttled.contains("throttled logs:GetLogEvents even after retries"),
+            "{throttled}"
+        );
+        let rejected = explain(
+            "sts:GetCallerIdentity",
+            &service_error("InvalidClientTokenId", 403),
+        );
+        assert!(rejected.contains("credentials were rejected"), "{rejected}");
+        let other = explain(
+            "ecs:RunTask",
+            &service_error("ClusterNotFoundException", 400),
+        );
+        assert!(
+            other.starts_with("ecs:RunTask failed (ClusterNotFoundException)"),
+            "{other}"
+        );
     }
 }

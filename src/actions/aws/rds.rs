@@ -18,7 +18,11 @@ static SNAPSHOT: ActionSchema = ActionSchema {
     summary: "takes a manual RDS snapshot and waits until it is available",
     params: &[
         ParamSpec::required("instance", ParamType::String, "DB instance identifier"),
-        ParamSpec::optional("snapshot_id", ParamType::String, "snapshot identifier (default: <instance>-<step>-<time>)"),
+        ParamSpec::optional(
+            "snapshot_id",
+            ParamType::String,
+            "snapshot identifier (default: <instance>-<step>-<time>)",
+        ),
         ParamSpec::optional("deadline", ParamType::Duration, "how long to wait (1h)"),
         ParamSpec::optional("interval", ParamType::Duration, "pause between looks (10s)"),
     ],
@@ -31,7 +35,11 @@ static WAIT: ActionSchema = ActionSchema {
     summary: "waits until an RDS instance is available and checks its engine major version",
     params: &[
         ParamSpec::required("instance", ParamType::String, "DB instance identifier"),
-        ParamSpec::optional("engine_major", ParamType::String, "expected major version, e.g. \"16\""),
+        ParamSpec::optional(
+            "engine_major",
+            ParamType::String,
+            "expected major version, e.g. \"16\"",
+        ),
         ParamSpec::optional("deadline", ParamType::Duration, "how long to wait (30m)"),
         ParamSpec::optional("interval", ParamType::Duration, "pause between looks (15s)"),
     ],
@@ -66,7 +74,10 @@ impl Action for Snapshot {
     fn describe(&self, params: &serde_json::Value) -> String {
         format!(
             "snapshot RDS instance {} and wait until it is available",
-            params.get("instance").and_then(|v| v.as_str()).unwrap_or("?")
+            params
+                .get("instance")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
         )
     }
 
@@ -83,12 +94,20 @@ impl Action for Snapshot {
     }
 }
 
-async fn snapshot(config: &aws_config::SdkConfig, p: &SnapshotParams, ctx: &ActionContext) -> Result<Outcome, Outcome> {
+async fn snapshot(
+    config: &aws_config::SdkConfig,
+    p: &SnapshotParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
     let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(3600), "deadline")?;
     let interval = parse_duration(p.interval.as_deref(), Duration::from_secs(10), "interval")?;
     let rds = aws_sdk_rds::Client::new(config);
     let id = p.snapshot_id.clone().unwrap_or_else(|| {
-        let stamp: String = crate::journal::now_rfc3339().chars().filter(char::is_ascii_digit).take(14).collect();
+        let stamp: String = crate::journal::now_rfc3339()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(14)
+            .collect();
         format!("{}-{}-{stamp}", p.instance, ctx.step)
     });
     rds.create_db_snapshot()
@@ -99,7 +118,9 @@ async fn snapshot(config: &aws_config::SdkConfig, p: &SnapshotParams, ctx: &Acti
         .map_err(|e| Outcome::failed(explain("rds:CreateDBSnapshot", &e)))?;
     // The id is journaled now: a snapshot outlives a failed wait, and the rollback needs it.
     ctx.report.output("snapshot_id", id.clone()).await;
-    ctx.report.info(format!("snapshot {id} of {} requested", p.instance)).await;
+    ctx.report
+        .info(format!("snapshot {id} of {} requested", p.instance))
+        .await;
     let started = Instant::now();
     loop {
         let described = rds
@@ -115,12 +136,20 @@ async fn snapshot(config: &aws_config::SdkConfig, p: &SnapshotParams, ctx: &Acti
         let status = snap.status().unwrap_or("?");
         let percent = snap.percent_progress().unwrap_or(0);
         ctx.report
-            .progress(u64::try_from(percent).unwrap_or(0), Some(100), "%", Some(format!("snapshot {status}")))
+            .progress(
+                u64::try_from(percent).unwrap_or(0),
+                Some(100),
+                "%",
+                Some(format!("snapshot {status}")),
+            )
             .await;
         match status {
             "available" => {
                 return Ok(Outcome::Succeeded {
-                    note: Some(format!("snapshot {id} available ({} GB)", snap.allocated_storage().unwrap_or(0))),
+                    note: Some(format!(
+                        "snapshot {id} available ({} GB)",
+                        snap.allocated_storage().unwrap_or(0)
+                    )),
                 })
             }
             "failed" | "incompatible-restore" | "deleted" => {
@@ -155,9 +184,14 @@ impl Action for Wait {
     }
 
     fn describe(&self, params: &serde_json::Value) -> String {
-        let instance = params.get("instance").and_then(|v| v.as_str()).unwrap_or("?");
+        let instance = params
+            .get("instance")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
         match params.get("engine_major").and_then(|v| v.as_str()) {
-            Some(major) => format!("wait until RDS instance {instance} is available, on PostgreSQL {major}"),
+            Some(major) => {
+                format!("wait until RDS instance {instance} is available, on PostgreSQL {major}")
+            }
             None => format!("wait until RDS instance {instance} is available"),
         }
     }
@@ -175,7 +209,11 @@ impl Action for Wait {
     }
 }
 
-async fn wait(config: &aws_config::SdkConfig, p: &WaitParams, ctx: &ActionContext) -> Result<Outcome, Outcome> {
+async fn wait(
+    config: &aws_config::SdkConfig,
+    p: &WaitParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
     let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(1800), "deadline")?;
     let interval = parse_duration(p.interval.as_deref(), Duration::from_secs(15), "interval")?;
     let rds = aws_sdk_rds::Client::new(config);
@@ -201,7 +239,13 @@ async fn wait(config: &aws_config::SdkConfig, p: &WaitParams, ctx: &ActionContex
             let version = db.engine_version().unwrap_or_default().to_string();
             let endpoint = db
                 .endpoint()
-                .map(|e| format!("{}:{}", e.address().unwrap_or_default(), e.port().unwrap_or(5432)))
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        e.address().unwrap_or_default(),
+                        e.port().unwrap_or(5432)
+                    )
+                })
                 .unwrap_or_default();
             ctx.report.output("endpoint", endpoint.clone()).await;
             ctx.report.output("engine_version", version.clone()).await;
@@ -215,7 +259,11 @@ async fn wait(config: &aws_config::SdkConfig, p: &WaitParams, ctx: &ActionContex
                 }
             }
             return Ok(Outcome::Succeeded {
-                note: Some(format!("{} available at {endpoint} ({} {version})", p.instance, db.engine().unwrap_or("?"))),
+                note: Some(format!(
+                    "{} available at {endpoint} ({} {version})",
+                    p.instance,
+                    db.engine().unwrap_or("?")
+                )),
             });
         }
         if started.elapsed() >= deadline {

@@ -18,12 +18,25 @@ pub struct Verify(pub Arc<Session>);
 
 static SYNC: ActionSchema = ActionSchema {
     kind: "ssm.sync",
-    summary: "writes parameters under a prefix as SecureString, showing the diff with values masked",
+    summary:
+        "writes parameters under a prefix as SecureString, showing the diff with values masked",
     params: &[
         ParamSpec::required("prefix", ParamType::String, "e.g. /gengar/prod/"),
-        ParamSpec::optional("env_file", ParamType::String, "a .env file (KEY=VALUE lines)"),
-        ParamSpec::optional("heroku_json", ParamType::String, "a file holding `heroku config --json -a APP`"),
-        ParamSpec::optional("delete_missing", ParamType::Bool, "delete parameters the source does not have (false)"),
+        ParamSpec::optional(
+            "env_file",
+            ParamType::String,
+            "a .env file (KEY=VALUE lines)",
+        ),
+        ParamSpec::optional(
+            "heroku_json",
+            ParamType::String,
+            "a file holding `heroku config --json -a APP`",
+        ),
+        ParamSpec::optional(
+            "delete_missing",
+            ParamType::Bool,
+            "delete parameters the source does not have (false)",
+        ),
     ],
     outputs: &["added", "changed", "removed"],
     needs_operator_note: false,
@@ -34,7 +47,11 @@ static VERIFY: ActionSchema = ActionSchema {
     summary: "checks that every key of an example env file exists under a prefix",
     params: &[
         ParamSpec::required("prefix", ParamType::String, "e.g. /gengar/prod/"),
-        ParamSpec::required("example_file", ParamType::String, "e.g. gengar/.env.example"),
+        ParamSpec::required(
+            "example_file",
+            ParamType::String,
+            "e.g. gengar/.env.example",
+        ),
     ],
     outputs: &[],
     needs_operator_note: false,
@@ -79,7 +96,8 @@ pub fn parse_dotenv(text: &str) -> BTreeMap<String, String> {
 
 fn read(work_dir: &Path, file: &str) -> Result<String, Outcome> {
     let path = work_dir.join(file);
-    std::fs::read_to_string(&path).map_err(|e| Outcome::failed(format!("cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(&path)
+        .map_err(|e| Outcome::failed(format!("cannot read {}: {e}", path.display())))
 }
 
 fn normalise(prefix: &str) -> String {
@@ -94,7 +112,10 @@ fn normalise(prefix: &str) -> String {
 }
 
 /// Every parameter under `prefix`, by key (the name without the prefix), decrypted.
-async fn existing(ssm: &aws_sdk_ssm::Client, prefix: &str) -> Result<BTreeMap<String, String>, Outcome> {
+async fn existing(
+    ssm: &aws_sdk_ssm::Client,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, Outcome> {
     let mut out = BTreeMap::new();
     let mut token = None;
     loop {
@@ -109,7 +130,10 @@ async fn existing(ssm: &aws_sdk_ssm::Client, prefix: &str) -> Result<BTreeMap<St
             .map_err(|e| Outcome::failed(explain("ssm:GetParametersByPath", &e)))?;
         for p in page.parameters() {
             let name = p.name().unwrap_or_default();
-            out.insert(name.strip_prefix(prefix).unwrap_or(name).to_string(), p.value().unwrap_or_default().to_string());
+            out.insert(
+                name.strip_prefix(prefix).unwrap_or(name).to_string(),
+                p.value().unwrap_or_default().to_string(),
+            );
         }
         token = page.next_token().map(str::to_string);
         if token.is_none() {
@@ -149,15 +173,27 @@ impl Action for Sync {
     }
 }
 
-async fn sync(config: &aws_config::SdkConfig, p: &SyncParams, ctx: &ActionContext) -> Result<Outcome, Outcome> {
+async fn sync(
+    config: &aws_config::SdkConfig,
+    p: &SyncParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
     let source: BTreeMap<String, String> = match (&p.env_file, &p.heroku_json) {
         (Some(file), None) => parse_dotenv(&read(&ctx.work_dir, file)?),
-        (None, Some(file)) => serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&read(&ctx.work_dir, file)?)
-            .map_err(|e| Outcome::failed(format!("{file} is not `heroku config --json` output: {e}")))?
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect(),
-        _ => return Err(Outcome::failed("give exactly one of `env_file` or `heroku_json`")),
+        (None, Some(file)) => {
+            serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&read(&ctx.work_dir, file)?)
+                .map_err(|e| {
+                    Outcome::failed(format!("{file} is not `heroku config --json` output: {e}"))
+                })?
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .collect()
+        }
+        _ => {
+            return Err(Outcome::failed(
+                "give exactly one of `env_file` or `heroku_json`",
+            ))
+        }
     };
     let prefix = normalise(&p.prefix);
     let ssm = aws_sdk_ssm::Client::new(config);
@@ -196,7 +232,11 @@ async fn sync(config: &aws_config::SdkConfig, p: &SyncParams, ctx: &ActionContex
                 .map_err(|e| Outcome::failed(explain("ssm:DeleteParameter", &e)))?;
             ctx.report.info(format!("- {key} (deleted)")).await;
         } else {
-            ctx.report.info(format!("- {key} is not in the source (kept; delete_missing = true removes it)")).await;
+            ctx.report
+                .info(format!(
+                    "- {key} is not in the source (kept; delete_missing = true removes it)"
+                ))
+                .await;
         }
     }
     let unchanged = source.len() as u32 - added - changed;
@@ -204,7 +244,9 @@ async fn sync(config: &aws_config::SdkConfig, p: &SyncParams, ctx: &ActionContex
     ctx.report.output("changed", changed.to_string()).await;
     ctx.report.output("removed", removed.to_string()).await;
     Ok(Outcome::Succeeded {
-        note: Some(format!("{added} added, {changed} changed, {unchanged} unchanged, {removed} not in the source")),
+        note: Some(format!(
+            "{added} added, {changed} changed, {unchanged} unchanged, {removed} not in the source"
+        )),
     })
 }
 
@@ -217,7 +259,10 @@ impl Action for Verify {
     fn describe(&self, params: &serde_json::Value) -> String {
         format!(
             "every key of {} exists under {}",
-            params.get("example_file").and_then(|v| v.as_str()).unwrap_or("?"),
+            params
+                .get("example_file")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
             params.get("prefix").and_then(|v| v.as_str()).unwrap_or("?")
         )
     }
@@ -240,19 +285,35 @@ impl Action for Verify {
             Ok(found) => found,
             Err(o) => return o,
         };
-        let missing: Vec<&String> = expected.keys().filter(|k| !present.contains_key(*k)).collect();
+        let missing: Vec<&String> = expected
+            .keys()
+            .filter(|k| !present.contains_key(*k))
+            .collect();
         for key in expected.keys() {
-            let mark = if present.contains_key(key) { "ok" } else { "MISSING" };
+            let mark = if present.contains_key(key) {
+                "ok"
+            } else {
+                "MISSING"
+            };
             ctx.report.info(format!("{mark:>7}  {prefix}{key}")).await;
         }
         if missing.is_empty() {
-            Outcome::Succeeded { note: Some(format!("all {} keys present under {prefix}", expected.len())) }
+            Outcome::Succeeded {
+                note: Some(format!(
+                    "all {} keys present under {prefix}",
+                    expected.len()
+                )),
+            }
         } else {
             Outcome::failed(format!(
                 "{} of {} keys missing under {prefix}: {}",
                 missing.len(),
                 expected.len(),
-                missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         }
     }
@@ -264,7 +325,9 @@ mod tests {
 
     #[test]
     fn dotenv_lines() {
-        let env = parse_dotenv("# comment\n\nexport A=1\nB=\"two words\"\nC='x=y'\nD=\n  E = spaced \nnot a pair\n");
+        let env = parse_dotenv(
+            "# comment\n\nexport A=1\nB=\"two words\"\nC='x=y'\nD=\n  E = spaced \nnot a pair\n",
+        );
         assert_eq!(env.get("A").map(String::as_str), Some("1"));
         assert_eq!(env.get("B").map(String::as_str), Some("two words"));
         assert_eq!(env.get("C").map(String::as_str), Some("x=y"));

@@ -1,0 +1,862 @@
+//! AWS actions against moto's server: a real AWS API on loopback, started by scripts/test
+//! (CUTOVER_TEST_AWS_ENDPOINT). Resources are created through the Rust SDK; each test uses its
+//! own names. Outcomes moto cannot produce are unit-tested beside the actions.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+const ACCOUNT: &str = "123456789012";
+
+fn endpoint() -> String {
+    std::env::var("CUTOVER_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("CUTOVER_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts moto")
+    })
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_sdk_sts::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A runbook with an `[aws]` section for moto's account, and the given steps.
+    fn new(steps: &str) -> Project {
+        Self::with_account(ACCOUNT, &endpoint(), steps)
+    }
+
+    fn with_account(account: &str, endpoint: &str, steps: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[runbook]\nname = \"aws\"\napp = \"gengar\"\n\n[aws]\naccount_id = \"{account}\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n[[phase]]\nid = \"aws\"\n\n{steps}"
+        );
+        std::fs::write(dir.path().join("runbook.toml"), text).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("CUTOVER_ACTOR", "ana@laptop")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn the_account_guard_passes_the_runbook_account_and_refuses_another() {
+    let step = "[[phase.step]]\nid = \"who\"\ndo = \"aws.identity\"\n";
+    let p = Project::new(step);
+    let out = p.run(&["run", "who"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        p.journal().contains(&format!("\"account\":\"{ACCOUNT}\"")),
+        "{}",
+        p.journal()
+    );
+
+    let wrong = Project::with_account("999999999999", &endpoint(), step);
+    let out = wrong.run(&["run", "who"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong AWS account: the runbook is for 999999999999, the credentials in use are for 123456789012"), "{err}");
+
+    // An endpoint nobody answers: a failed step with a hint; fixed, the same step runs.
+    let down = Project::with_account(ACCOUNT, "http://127.0.0.1:9", step);
+    let out = down.run(&["run", "who"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the AWS endpoint"),
+        "{}",
+        text(&out)
+    );
+    let out = down.run(&["run", "who", "--endpoint-url", &endpoint()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+/// A cluster, a task definition logging to CloudWatch, and a service in the default VPC.
+async fn ecs_fixture(name: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
+    use aws_sdk_ecs::types::{
+        AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LogConfiguration,
+        LogDriver, NetworkConfiguration, NetworkMode,
+    };
+    let config = sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+    let subnets: Vec<String> = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_string))
+        .take(2)
+        .collect();
+    let group = ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string();
+    ecs.create_cluster()
+        .cluster_name(name)
+        .send()
+        .await
+        .unwrap();
+    let log_group = format!("/ecs/{name}");
+    let _ = logs
+        .create_log_group()
+        .log_group_name(&log_group)
+        .send()
+        .await;
+    ecs.register_task_definition()
+        .family(name)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("512")
+        .memory("1024")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("gengar")
+                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:abc")
+                .memory(1024)
+                .log_configuration(
+                    LogConfiguration::builder()
+                        .log_driver(LogDriver::Awslogs)
+                        .options("awslogs-group", &log_group)
+                        .options("awslogs-stream-prefix", "ecs")
+                        .options("awslogs-region", "us-east-1")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster(name)
+        .service_name(name)
+        .task_definition(name)
+        .desired_count(1)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    AwsVpcConfiguration::builder()
+                        .set_subnets(Some(subnets))
+                        .security_groups(group)
+                        .assign_public_ip(AssignPublicIp::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (ecs, logs)
+}
+
+/// Plays the container: once the task exists, writes its log lines to its stream.
+async fn write_task_log(
+    ecs: &aws_sdk_ecs::Client,
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    cluster: &str,
+    lines: &[&str],
+) -> String {
+    let start = Instant::now();
+    let arn = loop {
+        let listed = ecs.list_tasks().cluster(cluster).send().await.unwrap();
+        if let Some(arn) = listed.task_arns().first() {
+            break arn.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no task was started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let id = arn.rsplit('/').next().unwrap().to_string();
+    let stream = format!("ecs/gengar/{id}");
+    let group = format!("/ecs/{cluster}");
+    logs.create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut put = logs
+        .put_log_events()
+        .log_group_name(&group)
+        .log_stream_name(&stream);
+    for (i, line) in lines.iter().enumerate() {
+        put = put.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(*line)
+                .build()
+                .unwrap(),
+        );
+    }
+    put.send().await.unwrap();
+    arn
+}
+
+#[test]
+fn run_task_streams_the_container_log_and_reports_the_exit_code() {
+    let cluster = "run-task-test";
+    let rt = runtime();
+    let (ecs, logs) = rt.block_on(ecs_fixture(cluster));
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"migrate\"\ndo = \"ecs.run-task\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\ncommand = [\"yarn\", \"migration:run\"]\n"
+    ));
+    let child = p
+        .command(&["run", "migrate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let arn = rt.block_on(write_task_log(
+        &ecs,
+        &logs,
+        cluster,
+        &[
+            "Migration 1700000000000-AddVector has been executed",
+            "migrations done",
+        ],
+    ));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("AddVector has been executed") && stdout.contains("migrations done"),
+        "{}",
+        text(&out)
+    );
+    let journal = p.journal();
+    assert!(
+        journal.contains(&format!("\"task_arn\":\"{arn}\""))
+            && journal.contains("\"exit_code\":\"0\""),
+        "{journal}"
+    );
+    // The task ran with the service's network and the override.
+    let task = rt.block_on(async {
+        ecs.describe_tasks()
+            .cluster(cluster)
+            .tasks(&arn)
+            .send()
+            .await
+            .unwrap()
+    });
+    let overrides = task.tasks()[0].overrides().unwrap().container_overrides()[0]
+        .command()
+        .to_vec();
+    assert_eq!(overrides, vec!["yarn", "migration:run"]);
+
+    // Too large an override is refused before anything starts.
+    let huge = "x".repeat(9000);
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"huge\"\ndo = \"ecs.run-task\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\ncommand = [\"echo\", \"{huge}\"]\n"
+    ));
+    let before = rt.block_on(async {
+        ecs.list_tasks()
+            .cluster(cluster)
+            .send()
+            .await
+            .unwrap()
+            .task_arns()
+            .len()
+    });
+    let out = p.run(&["run", "huge"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("RunTask accepts at most 8192: nothing was started"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        rt.block_on(async {
+            ecs.list_tasks()
+                .cluster(cluster)
+                .send()
+                .await
+                .unwrap()
+                .task_arns()
+                .len()
+        }),
+        before
+    );
+}
+
+#[test]
+fn ecs_run_replaces_heroku_run_and_exits_with_the_container_code() {
+    let cluster = "ecs-run-test";
+    let rt = runtime();
+    let (ecs, logs) = rt.block_on(ecs_fixture(cluster));
+    let p = Project::new("");
+    let child = p
+        .command(&[
+            "ecs-run",
+            "--cluster",
+            cluster,
+            "--service",
+            cluster,
+            "--",
+            "node",
+            "dist/src/console.js",
+            "generate-embeddings",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.block_on(write_task_log(
+        &ecs,
+        &logs,
+        cluster,
+        &["embedded 42 documents"],
+    ));
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("embedded 42 documents"),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn deploy_succeeds_when_the_deployment_it_started_completes() {
+    let cluster = "deploy-test";
+    let rt = runtime();
+    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:def\"\ninterval = \"200ms\"\ndeadline = \"30s\"\n"
+    ));
+    let out = p.run(&["run", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("registered")
+            && err.contains(":2 with image")
+            && err.contains("completed with 1 running"),
+        "{err}"
+    );
+    let service = rt.block_on(async {
+        ecs.describe_services()
+            .cluster(cluster)
+            .services(cluster)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(service.services()[0]
+        .task_definition()
+        .unwrap()
+        .ends_with(&format!("{cluster}:2")));
+}
+
+#[test]
+fn rds_wait_checks_the_engine_and_snapshot_records_its_id() {
+    let rt = runtime();
+    rt.block_on(async {
+        let rds = aws_sdk_rds::Client::new(&sdk().await);
+        rds.create_db_instance()
+            .db_instance_identifier("gengar-rds-test")
+            .db_instance_class("db.t4g.micro")
+            .engine("postgres")
+            .engine_version("16.3")
+            .allocated_storage(20)
+            .master_username("gengar")
+            .master_user_password("not-a-real-password")
+            .send()
+            .await
+            .unwrap();
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"wait\"\ndo = \"rds.wait\"\ninstance = \"gengar-rds-test\"\nengine_major = \"16\"\ninterval = \"100ms\"\n\n\
+         [[phase.step]]\nid = \"wrong\"\ndo = \"rds.wait\"\ninstance = \"gengar-rds-test\"\nengine_major = \"15\"\n\n\
+         [[phase.step]]\nid = \"snap\"\ndo = \"rds.snapshot\"\ninstance = \"gengar-rds-test\"\ninterval = \"100ms\"\n",
+    );
+    let out = p.run(&["run", "wait"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        p.journal().contains("\"engine_version\":\"16.3\""),
+        "{}",
+        p.journal()
+    );
+    let out = p.run(&["run", "wrong"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the runbook expects major version 15"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "snap"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        p.journal()
+            .contains("\"snapshot_id\":\"gengar-rds-test-snap-"),
+        "{}",
+        p.journal()
+    );
+}
+
+#[test]
+fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
+    let p = Project::new(
+        "[[phase.step]]\nid = \"sync\"\ndo = \"ssm.sync\"\nprefix = \"/gengar-test/prod\"\nenv_file = \"app.env\"\n\n\
+         [[phase.step]]\nid = \"verify\"\ndo = \"ssm.verify\"\nprefix = \"/gengar-test/prod/\"\nexample_file = \".env.example\"\n",
+    );
+    std::fs::write(
+        p.path().join("app.env"),
+        "DATABASE_URL=postgres://gengar:s3cret-pw@db/gengar\nSTRIPE_KEY=sk_live_abcdef123456\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.path().join(".env.example"),
+        "DATABASE_URL=\nSTRIPE_KEY=\nROLLBAR_TOKEN=\n",
+    )
+    .unwrap();
+    let out = p.run(&["run", "sync"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("+ DATABASE_URL = ***") && err.contains("+ STRIPE_KEY = ***"),
+        "{err}"
+    );
+    let out = p.run(&["run", "verify"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("1 of 3 keys missing under /gengar-test/prod/: ROLLBAR_TOKEN"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(p.path().join("app.env"), "DATABASE_URL=postgres://gengar:s3cret-pw@db/gengar\nSTRIPE_KEY=sk_live_changed999\nROLLBAR_TOKEN=rb-token-777\n").unwrap();
+    let out = p.run(&["run", "sync"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("~ STRIPE_KEY = *** (changed)")
+            && err.contains("+ ROLLBAR_TOKEN = ***")
+            && !err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    assert_eq!(code(&p.run(&["run", "verify"])), 0);
+    let everything = format!(
+        "{}{}",
+        p.journal(),
+        std::fs::read_to_string(p.path().join(".cutover/logs/sync/2.log")).unwrap()
+    );
+    for secret in [
+        "s3cret-pw",
+        "sk_live_changed999",
+        "rb-token-777",
+        "sk_live_abcdef123456",
+    ] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+    let stored = runtime().block_on(async {
+        let ssm = aws_sdk_ssm::Client::new(&sdk().await);
+        ssm.get_parameter()
+            .name("/gengar-test/prod/STRIPE_KEY")
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap()
+    });
+    let param = stored.parameter().unwrap();
+    assert_eq!(param.value(), Some("sk_live_changed999"));
+    assert_eq!(
+        param.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+}
+
+#[test]
+fn logs_search_finds_the_cron_line_or_fails() {
+    let rt = runtime();
+    rt.block_on(async {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk().await);
+        logs.create_log_group()
+            .log_group_name("/ecs/search-test")
+            .send()
+            .await
+            .unwrap();
+        logs.create_log_stream()
+            .log_group_name("/ecs/search-test")
+            .log_stream_name("ecs/gengar/1")
+            .send()
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        logs.put_log_events()
+            .log_group_name("/ecs/search-test")
+            .log_stream_name("ecs/gengar/1")
+            .log_events(
+                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .timestamp(now)
+                    .message("[Nest] UsageService monthly usage reset ran")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"cron\"\ndo = \"logs.search\"\nlog_group = \"/ecs/search-test\"\npattern = \"usage\"\nsince = \"1h\"\n\n\
+         [[phase.step]]\nid = \"absent\"\ndo = \"logs.search\"\nlog_group = \"/ecs/search-test\"\npattern = \"nonexistentword\"\n",
+    );
+    let out = p.run(&["run", "cron"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("monthly usage reset ran"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "absent"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 line(s) match"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The plan's network built in moto: a VPC with 2 public subnets (routed to an internet
+/// gateway) and 2 private ones, the three security groups, the service and the RDS instance.
+async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
+    use aws_sdk_ec2::types::{
+        IpPermission, IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair,
+    };
+    let config = sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.42.0.0/16")
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Vpc)
+                .tags(Tag::builder().key("Name").value(name).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let public_table = ec2
+        .create_route_table()
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    ec2.create_route()
+        .route_table_id(&public_table)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .unwrap();
+    let mut public = Vec::new();
+    let mut private = Vec::new();
+    for (i, (az, is_public)) in [
+        ("us-east-1a", true),
+        ("us-east-1b", true),
+        ("us-east-1a", false),
+        ("us-east-1b", false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.42.{i}.0/24"))
+            .availability_zone(*az)
+            .send()
+            .await
+            .unwrap()
+            .subnet()
+            .unwrap()
+            .subnet_id()
+            .unwrap()
+            .to_string();
+        if *is_public {
+            ec2.associate_route_table()
+                .route_table_id(&public_table)
+                .subnet_id(&subnet)
+                .send()
+                .await
+                .unwrap();
+            public.push(subnet);
+        } else {
+            private.push(subnet);
+        }
+    }
+    let group = |n: &str| {
+        let ec2 = ec2.clone();
+        let vpc = vpc.clone();
+        let n = format!("{name}-{n}");
+        async move {
+            ec2.create_security_group()
+                .group_name(&n)
+                .description(&n)
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .unwrap()
+                .group_id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (alb, fargate, db) = (
+        group("alb").await,
+        group("fargate").await,
+        group("rds").await,
+    );
+    for port in [80, 443] {
+        ec2.authorize_security_group_ingress()
+            .group_id(&alb)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(port)
+                    .to_port(port)
+                    .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let from = |port: i32, source: &str| {
+        IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id(source).build())
+            .build()
+    };
+    ec2.authorize_security_group_ingress()
+        .group_id(&fargate)
+        .ip_permissions(from(3000, &alb))
+        .send()
+        .await
+        .unwrap();
+    ec2.authorize_security_group_ingress()
+        .group_id(&db)
+        .ip_permissions(from(5432, &fargate))
+        .send()
+        .await
+        .unwrap();
+
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    ecs.create_cluster()
+        .cluster_name(name)
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family(name)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("gengar")
+                .image("x")
+                .memory(1024)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster(name)
+        .service_name(name)
+        .task_definition(name)
+        .desired_count(1)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .set_subnets(Some(public.clone()))
+                        .security_groups(&fargate)
+                        .assign_public_ip(aws_sdk_ecs::types::AssignPublicIp::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let rds = aws_sdk_rds::Client::new(&config);
+    rds.create_db_subnet_group()
+        .db_subnet_group_name(name)
+        .db_subnet_group_description("private")
+        .set_subnet_ids(Some(private))
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_instance()
+        .db_instance_identifier(name)
+        .db_instance_class("db.t4g.micro")
+        .engine("postgres")
+        .engine_version("16.3")
+        .allocated_storage(20)
+        .master_username("gengar")
+        .master_user_password("not-a-real-password")
+        .db_subnet_group_name(name)
+        .vpc_security_group_ids(&db)
+        .publicly_accessible(false)
+        .send()
+        .await
+        .unwrap();
+    (ec2, public[0].clone())
+}
+
+#[test]
+fn network_verify_passes_the_plans_shape_and_names_each_broken_rule() {
+    let name = "netcheck";
+    let rt = runtime();
+    let (ec2, public_subnet) = rt.block_on(plan_network(name));
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"network\"\ndo = \"network.verify\"\nvpc = \"{name}\"\nalb_security_group = \"{name}-alb\"\ncluster = \"{name}\"\nservice = \"{name}\"\nrds_instance = \"{name}\"\n"
+    ));
+    let out = p.run(&["run", "network"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for rule in [
+        "pass 2 public subnets across 2 AZs",
+        "pass 2 private subnets across 2 AZs",
+        "pass no NAT gateway",
+        "pass ALB security group open to the internet on 80",
+        "pass ALB security group open to the internet on 443",
+        "reachable only from the ALB's",
+        "pass RDS is not publicly accessible",
+        "allows 5432 only from the Fargate group",
+        "pass the service's tasks get a public IP",
+    ] {
+        assert!(err.contains(rule), "missing {rule:?}:\n{err}");
+    }
+    // A NAT gateway appears: that rule fails, by name.
+    rt.block_on(async {
+        let eip = ec2
+            .allocate_address()
+            .send()
+            .await
+            .unwrap()
+            .allocation_id()
+            .unwrap()
+            .to_string();
+        ec2.create_nat_gateway()
+            .subnet_id(&public_subnet)
+            .allocation_id(eip)
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = p.run(&["run", "network"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FAIL no NAT gateway (found 1)"),
+        "{}",
+        text(&out)
+    );
+}

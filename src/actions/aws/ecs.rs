@@ -16,6 +16,9 @@ use super::{explain, pause, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome, Reporter};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
+/// How often a running task and its log are looked at.
+const POLL: Duration = Duration::from_millis(500);
+
 /// RunTask refuses overrides larger than this; we refuse them before calling.
 pub const MAX_OVERRIDES_BYTES: usize = 8192;
 
@@ -361,7 +364,6 @@ async fn run_task(
         }
     };
     let mut last_status = String::new();
-    let mut interval = Duration::from_millis(500);
     let task = loop {
         let described = ecs
             .describe_tasks()
@@ -380,20 +382,15 @@ async fn run_task(
             report.info(format!("task {status}")).await;
             last_status = status.clone();
         }
-        let new_lines = match follower.as_mut() {
-            Some(f) => f.poll(report).await,
-            None => 0,
-        };
+        if let Some(f) = follower.as_mut() {
+            f.poll(report).await;
+        }
         if status == "STOPPED" {
             break task;
         }
-        // Adaptive: quick while lines flow, slower (at most 2 s) while quiet.
-        interval = if new_lines > 0 {
-            Duration::from_millis(500)
-        } else {
-            (interval * 2).min(Duration::from_secs(2))
-        };
-        if pause(&ctx.cancel, interval).await.is_err() {
+        // Every half second: a log line shows within about that (throttling backs off in the
+        // follower), and the task's end is seen within it, so `ecs-run` adds little to its run.
+        if pause(&ctx.cancel, POLL).await.is_err() {
             let _ = ecs
                 .stop_task()
                 .cluster(&p.cluster)
@@ -408,7 +405,7 @@ async fn run_task(
     // The last lines reach CloudWatch after the task stops: read once more, and again shortly.
     if let Some(f) = follower.as_mut() {
         f.poll(report).await;
-        let _ = pause(&ctx.cancel, Duration::from_millis(1000)).await;
+        let _ = pause(&ctx.cancel, POLL).await;
         f.poll(report).await;
     }
     let outcome = judge_task(&task, &container_name);

@@ -860,3 +860,246 @@ fn network_verify_passes_the_plans_shape_and_names_each_broken_rule() {
         text(&out)
     );
 }
+
+#[test]
+fn elb_health_waits_for_healthy_targets_and_names_an_empty_group() {
+    let rt = runtime();
+    rt.block_on(async {
+        let config = sdk().await;
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        for name in ["health-test", "health-empty"] {
+            let arn = elb
+                .create_target_group()
+                .name(name)
+                .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+                .port(3000)
+                .vpc_id(&vpc)
+                .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+                .health_check_path("/health")
+                .send()
+                .await
+                .unwrap()
+                .target_groups()[0]
+                .target_group_arn()
+                .unwrap()
+                .to_string();
+            if name == "health-test" {
+                elb.register_targets()
+                    .target_group_arn(arn)
+                    .targets(
+                        aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                            .id("10.0.0.5")
+                            .port(3000)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"healthy\"\ndo = \"elb.health\"\ntarget_group = \"health-test\"\n\n\
+         [[phase.step]]\nid = \"empty\"\ndo = \"elb.health\"\ntarget_group = \"health-empty\"\ndeadline = \"1s\"\ninterval = \"200ms\"\n",
+    );
+    let out = p.run(&["run", "healthy"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1/1 healthy"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "empty"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no targets are registered"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn ecr_image_needs_the_tag_and_a_linux_arm64_image() {
+    let index = |arch: &str| {
+        serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "a".repeat(64)), "size": 100,
+             "platform": {"os": "linux", "architecture": arch}}]})
+        .to_string()
+    };
+    runtime().block_on(async {
+        let ecr = aws_sdk_ecr::Client::new(&sdk().await);
+        ecr.create_repository()
+            .repository_name("mentionai/gengar-test")
+            .send()
+            .await
+            .unwrap();
+        for (tag, arch) in [("arm", "arm64"), ("amd", "amd64")] {
+            ecr.put_image()
+                .repository_name("mentionai/gengar-test")
+                .image_manifest(index(arch))
+                .image_manifest_media_type("application/vnd.oci.image.index.v1+json")
+                .image_tag(tag)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let step = |id: &str, tag: &str| {
+        format!("[[phase.step]]\nid = \"{id}\"\ndo = \"ecr.image\"\nrepository = \"mentionai/gengar-test\"\ntag = \"{tag}\"\n\n")
+    };
+    let p = Project::new(&format!(
+        "{}{}{}",
+        step("arm", "arm"),
+        step("amd", "amd"),
+        step("missing", "nope")
+    ));
+    let out = p.run(&["run", "arm"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["run", "amd"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("has no linux/arm64 image (it has: linux/amd64)"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "missing"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not in ECR"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
+    let zone = runtime().block_on(async {
+        let r53 = aws_sdk_route53::Client::new(&sdk().await);
+        let zone = r53
+            .create_hosted_zone()
+            .name("gengar-test.example.")
+            .caller_reference("cutover-test")
+            .send()
+            .await
+            .unwrap()
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string();
+        use aws_sdk_route53::types::*;
+        r53.change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Create)
+                            .resource_record_set(
+                                ResourceRecordSet::builder()
+                                    .name("api.gengar-test.example.")
+                                    .r#type(RrType::Cname)
+                                    .ttl(300)
+                                    .resource_records(
+                                        ResourceRecord::builder()
+                                            .value("gengar-api.herokuapp.com")
+                                            .build()
+                                            .unwrap(),
+                                    )
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        zone
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"gengar-test.example\"\nname = \"api.gengar-test.example\"\ntarget = \"gengar-alb-123.us-east-1.elb.amazonaws.com\"\nttl = 60\ndestructive = true\nconfirm = \"point api at aws\"\nrollback = \"point it back: ${steps.dns.outputs.previous}\"\n",
+    );
+    let out = p.run(&["run", "dns"]);
+    assert_eq!(
+        code(&out),
+        5,
+        "destructive: needs the phrase: {}",
+        text(&out)
+    );
+    let out = p.run(&["run", "dns", "--confirm", "point api at aws"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in sync; CNAME, TTL 60s"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        p.journal().contains("gengar-api.herokuapp.com"),
+        "the replaced record is journaled: {}",
+        p.journal()
+    );
+    let records = runtime().block_on(async {
+        let r53 = aws_sdk_route53::Client::new(&sdk().await);
+        r53.list_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .send()
+            .await
+            .unwrap()
+    });
+    let api = records
+        .resource_record_sets()
+        .iter()
+        .find(|r| r.name() == "api.gengar-test.example.")
+        .unwrap();
+    assert_eq!(
+        api.resource_records()[0].value(),
+        "gengar-alb-123.us-east-1.elb.amazonaws.com"
+    );
+}
+
+#[test]
+fn budget_ensure_creates_the_monthly_budget_once() {
+    let p = Project::new(
+        "[[phase.step]]\nid = \"budget\"\ndo = \"budget.ensure\"\nname = \"gengar-test-monthly\"\namount = \"60\"\nemail = \"ops@example.com\"\n",
+    );
+    let out = p.run(&["run", "budget"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created budget gengar-test-monthly: $60.00/month, alert to ops@example.com at 80% of actual spend"), "{}", text(&out));
+    let out = p.run(&["run", "budget"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("budget gengar-test-monthly is already $60.00/month"),
+        "idempotent: {}",
+        text(&out)
+    );
+    let limit = runtime().block_on(async {
+        let budgets = aws_sdk_budgets::Client::new(&sdk().await);
+        budgets
+            .describe_budget()
+            .account_id(ACCOUNT)
+            .budget_name("gengar-test-monthly")
+            .send()
+            .await
+            .unwrap()
+    });
+    let amount: f64 = limit
+        .budget()
+        .unwrap()
+        .budget_limit()
+        .unwrap()
+        .amount()
+        .parse()
+        .unwrap();
+    assert!((amount - 60.0).abs() < 1e-9);
+}

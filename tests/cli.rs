@@ -179,7 +179,7 @@ fn bundled_runbook_validates_plans_and_shows_status() {
     let out = run(&[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("0/39 steps done"),
+        String::from_utf8_lossy(&out.stdout).contains("0/42 steps done"),
         "{}",
         text(&out)
     );

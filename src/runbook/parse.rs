@@ -1229,7 +1229,9 @@ impl Parser<'_> {
                                 "step `{source}` has no output `{name}` (add it to that step's `outputs`)"
                             ),
                         );
-                    } else if !graph::transitive_needs(steps, &step.id).contains(source) {
+                    } else if source != &step.id
+                        && !graph::transitive_needs(steps, &step.id).contains(source)
+                    {
                         self.diagnostics.push(
                             Diagnostic::new(
                                 found.span.clone(),

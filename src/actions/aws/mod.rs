@@ -2,7 +2,11 @@
 //! endpoint override for a local server) is built once per process and shared; before any AWS
 //! call, the caller's account is checked against the runbook's.
 
+mod budget;
+mod dns;
+mod ecr;
 mod ecs;
+mod elb;
 mod identity;
 pub mod logs;
 mod network;
@@ -145,6 +149,10 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(ssm::Sync(session.clone())),
         Arc::new(ssm::Verify(session.clone())),
         Arc::new(network::Verify(session.clone())),
+        Arc::new(elb::Health(session.clone())),
+        Arc::new(ecr::Image(session.clone())),
+        Arc::new(dns::Point(session.clone())),
+        Arc::new(budget::Ensure(session.clone())),
         Arc::new(logs::Search(session.clone())),
         Arc::new(logs::Tail(session)),
     ]

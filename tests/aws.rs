@@ -591,6 +591,23 @@ fn logs_search_finds_the_cron_line_or_fails() {
         "{}",
         text(&out)
     );
+
+    // logs.tail shows what the group received, for as long as asked.
+    let p = Project::new(
+        "[[phase.step]]\nid = \"tail\"\ndo = \"logs.tail\"\nlog_group = \"/ecs/search-test\"\nfor = \"1s\"\nsince = \"10m\"\n",
+    );
+    let started = Instant::now();
+    let out = p.run(&["run", "tail"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("monthly usage reset ran"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it follows for the time asked"
+    );
 }
 
 /// The plan's network built in moto: a VPC with 2 public subnets (routed to an internet

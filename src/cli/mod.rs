@@ -397,7 +397,21 @@ fn tui(
     let cost = runbook.cost.as_ref().and_then(|spec| {
         cutover::cost::offline_estimate(spec, &workspace.root.join("prices-live.json")).ok()
     });
+    // The header names where AWS work happens; the account is checked before every AWS call.
+    let aws = runbook.aws.as_ref().map(|a| {
+        [
+            a.account_id.as_deref().map(|v| format!("AWS {v}")),
+            a.region.clone(),
+            a.profile.as_deref().map(|p| format!("profile {p}")),
+            a.endpoint_url.as_deref().map(|u| format!("endpoint {u}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" · ")
+    });
     let setup = Setup {
+        aws,
         cost,
         runbook,
         workspace,

@@ -48,6 +48,8 @@ pub struct Setup {
     pub mode: Mode,
     pub banner: Option<String>,
     pub cost: Option<crate::cost::Estimate>,
+    /// "AWS 123456789012 · us-east-1 · profile prod", from the runbook's `[aws]`.
+    pub aws: Option<String>,
     pub mouse: bool,
     pub log_capacity: usize,
     pub actor: String,
@@ -140,6 +142,7 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
     );
     model.banner = setup.banner.clone();
     model.cost = setup.cost.clone();
+    model.aws = setup.aws.clone().filter(|a| !a.is_empty());
     model.log_capacity = setup.log_capacity;
     model.driver = Some(match &setup.mode {
         Mode::Drive => format!("{} (this terminal)", setup.actor),

@@ -11,7 +11,7 @@ use aws_sdk_route53::types::{
     ResourceRecordSet, RrType,
 };
 
-use super::{explain, pause, Session};
+use super::{explain, pause, prepare, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -90,13 +90,9 @@ impl Action for Point {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: Params = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<Params>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         point(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }

@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
 };
 
 use super::logs::LogFollower;
-use super::{explain, pause, Session};
+use super::{explain, pause, prepare, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome, Reporter};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -222,13 +222,9 @@ impl Action for RunTask {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let params: RunTaskParams = match ctx.params() {
-            Ok(p) => p,
+        let (params, config) = match prepare::<RunTaskParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         run_task(&config, &params, &ctx).await.unwrap_or_else(|o| o)
     }
@@ -449,13 +445,9 @@ impl Action for Deploy {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let params: DeployParams = match ctx.params() {
-            Ok(p) => p,
+        let (params, config) = match prepare::<DeployParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         deploy(&config, &params, &ctx).await.unwrap_or_else(|o| o)
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 
-use super::{explain, pause, Session};
+use super::{explain, pause, prepare, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -53,13 +53,9 @@ impl Action for Health {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: Params = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<Params>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         health(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
-use super::{explain, pause, Session};
+use super::{explain, pause, prepare, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome, Reporter, Stream};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -209,13 +209,9 @@ impl Action for Search {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: SearchParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<SearchParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         let since = match parse_duration(p.since.as_deref(), Duration::from_secs(3600), "since") {
             Ok(d) => d,
@@ -277,13 +273,9 @@ impl Action for Tail {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: TailParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<TailParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         let (duration, since) = match (
             parse_duration(p.duration.as_deref(), Duration::from_secs(60), "for"),

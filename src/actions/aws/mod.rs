@@ -158,6 +158,17 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
     ]
 }
 
+/// What every AWS action starts with: its parameters, and the SDK configuration once the
+/// account and region are confirmed.
+pub(crate) async fn prepare<T: serde::de::DeserializeOwned>(
+    session: &Session,
+    ctx: &super::ActionContext,
+) -> Result<(T, SdkConfig), Outcome> {
+    let params = ctx.params()?;
+    let (config, _) = session.guard(&ctx.aws).await.map_err(Outcome::failed)?;
+    Ok((params, config.clone()))
+}
+
 /// Sleeps, or returns `Err(Outcome::Cancelled)` when the step is cancelled first.
 pub(crate) async fn pause(
     cancel: &tokio_util::sync::CancellationToken,

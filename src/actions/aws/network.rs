@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, IpPermission, SecurityGroup};
 
-use super::{explain, Session};
+use super::{explain, prepare, Session};
 use crate::actions::{Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -117,13 +117,9 @@ impl Action for Verify {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: Params = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<Params>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         let checks = match verify(&config, &p).await {
             Ok(c) => c,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{explain, pause, Session};
+use super::{explain, pause, prepare, Session};
 use crate::actions::{parse_duration, Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -82,13 +82,9 @@ impl Action for Snapshot {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: SnapshotParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<SnapshotParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         snapshot(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }
@@ -197,13 +193,9 @@ impl Action for Wait {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: WaitParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<WaitParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         wait(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }

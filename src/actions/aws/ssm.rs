@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_ssm::types::ParameterType;
 
-use super::{explain, Session};
+use super::{explain, prepare, Session};
 use crate::actions::{Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -161,13 +161,9 @@ impl Action for Sync {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: SyncParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<SyncParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         sync(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }
@@ -268,13 +264,9 @@ impl Action for Verify {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
-        let p: VerifyParams = match ctx.params() {
-            Ok(p) => p,
+        let (p, config) = match prepare::<VerifyParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
             Err(o) => return o,
-        };
-        let config = match self.0.guard(&ctx.aws).await {
-            Ok((config, _)) => config.clone(),
-            Err(reason) => return Outcome::failed(reason),
         };
         let expected = match read(&ctx.work_dir, &p.example_file) {
             Ok(text) => parse_dotenv(&text),

@@ -603,7 +603,20 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
         .unwrap_or(20)
         .max(title.len()) as u16
         + 4;
-    let rect = centered(area, width.max(40), lines.len() as u16 + 2);
+    // Lines wider than the screen wrap: count the rows they take at the width they get.
+    let inner = usize::from(
+        width
+            .max(40)
+            .min(area.width.saturating_sub(4))
+            .saturating_sub(2),
+    )
+    .max(1);
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let rect = centered(
+        area,
+        width.max(40),
+        u16::try_from(rows + 2).unwrap_or(u16::MAX),
+    );
     frame.render_widget(Clear, rect);
     let block = Block::default()
         .borders(Borders::ALL)

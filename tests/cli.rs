@@ -924,3 +924,56 @@ fn live_prices_come_from_the_price_list_api_are_cached_and_fall_back_to_bundled(
         "{err}"
     );
 }
+
+#[test]
+fn an_interrupted_step_can_be_settled_by_its_check() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "write"
+do = "shell"
+run = "echo $$ > child.pid; echo started; sleep 30"
+check = { do = "shell", run = "test -f marker.txt" }
+"#,
+    );
+    let mut child = p
+        .command(&["run", "write"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_file_containing(".cutover/logs/write/1.log", "started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lock = p.status()["driver"]["lock_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(code(&p.run(&["unlock", &lock])), 0);
+    assert_eq!(p.state_of("write"), "interrupted");
+    // The effect does not hold: the check says so and the step stays interrupted.
+    let out = p.run(&["run", "write", "--check"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(p.state_of("write"), "interrupted");
+    // It holds: the step is done, by its check, without running again.
+    std::fs::write(p.path().join("marker.txt"), "").unwrap();
+    let out = p.run(&["run", "write", "--check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.state_of("write"), "done");
+    assert_eq!(
+        p.status()["phases"][0]["steps"][0]["attempts"],
+        1,
+        "the action did not run again"
+    );
+    assert!(
+        p.journal().contains("\"checked\":{\"holds\":true"),
+        "{}",
+        p.journal()
+    );
+    assert_eq!(
+        code(&p.run(&["note", "checked the marker by hand", "--step", "write"])),
+        0
+    );
+    assert!(p.journal().contains("checked the marker by hand"));
+    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+}

@@ -2,6 +2,9 @@
 //! (CUTOVER_TEST_AWS_ENDPOINT). Resources are created through the Rust SDK; each test uses its
 //! own names. Outcomes moto cannot produce are unit-tested beside the actions.
 
+mod common;
+use common::{code, text};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -79,19 +82,6 @@ impl Project {
     fn journal(&self) -> String {
         std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! The headless CLI end to end: the real binary, real processes, a real journal on disk.
 
+mod common;
+use common::{code, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,19 +72,6 @@ impl Project {
         }
         panic!("{rel} never contained {needle:?}");
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 const HEAD: &str = r#"

@@ -413,32 +413,32 @@ pub fn estimate(
             &|p| format!("({} GB − {free} GB free) × ${}", aws.log_gb, p[0]),
         );
     }
-    if aws.ssm_advanced > 0 {
-        bill.add(
+    // Things billed per unit a month.
+    for (id, label, price, count) in [
+        (
             "ssm_advanced",
-            "SSM advanced parameters".into(),
-            &[("ssm_advanced_parameter_month", f64::from(aws.ssm_advanced))],
-            1.0,
-            &|p| format!("{} × ${}", aws.ssm_advanced, p[0]),
-        );
-    }
-    if aws.secrets > 0 {
-        bill.add(
+            "SSM advanced parameters",
+            "ssm_advanced_parameter_month",
+            aws.ssm_advanced,
+        ),
+        (
             "secrets_manager",
-            "Secrets Manager".into(),
-            &[("secrets_manager_secret_month", f64::from(aws.secrets))],
-            1.0,
-            &|p| format!("{} × ${}", aws.secrets, p[0]),
-        );
-    }
-    if aws.route53_zones > 0 {
-        bill.add(
+            "Secrets Manager",
+            "secrets_manager_secret_month",
+            aws.secrets,
+        ),
+        (
             "route53",
-            "Route 53 hosted zones".into(),
-            &[("route53_zone_month", f64::from(aws.route53_zones))],
-            1.0,
-            &|p| format!("{} × ${}", aws.route53_zones, p[0]),
-        );
+            "Route 53 hosted zones",
+            "route53_zone_month",
+            aws.route53_zones,
+        ),
+    ] {
+        if count > 0 {
+            bill.add(id, label.into(), &[(price, f64::from(count))], 1.0, &|p| {
+                format!("{count} × ${}", p[0])
+            });
+        }
     }
     let items = bill.items;
     let total = items.iter().filter_map(|i| i.monthly).sum::<f64>();

@@ -61,15 +61,6 @@ pub trait Subscriber: Send {
     fn on_event(&mut self, event: &EngineEvent);
 }
 
-/// Forwards events into a channel (the TUI's), dropping none: a full channel waits.
-pub struct ChannelSubscriber(pub mpsc::UnboundedSender<EngineEvent>);
-
-impl Subscriber for ChannelSubscriber {
-    fn on_event(&mut self, event: &EngineEvent) {
-        let _ = self.0.send(event.clone());
-    }
-}
-
 /// Which step to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -222,10 +213,6 @@ impl Engine {
 
     pub fn journal(&self) -> &JournalState {
         self.journal.state()
-    }
-
-    pub fn runbook(&self) -> &Runbook {
-        &self.runbook
     }
 
     fn emit(&mut self, event: EngineEvent) {

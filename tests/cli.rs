@@ -163,7 +163,7 @@ fn bundled_runbook_validates_plans_and_shows_status() {
         "{plan}"
     );
     assert!(
-        plan.contains("pg_dump -Fc --no-owner --no-acl \"***\""),
+        plan.contains("db.copy: pg_dump -Fc | pg_restore: *** → *** (streamed)"),
         "secrets must be masked in plans: {plan}"
     );
     let out = run(&[]);

@@ -3,9 +3,11 @@
 //! terminal and never writes the journal.
 
 pub mod aws;
+pub mod db;
 mod http;
 pub mod lines;
 mod manual;
+pub mod process;
 mod shell;
 
 use std::path::PathBuf;
@@ -185,6 +187,7 @@ impl Registry {
             Arc::new(http::Http),
         ];
         actions.extend(aws::actions(Arc::new(aws::Session::default())));
+        actions.extend(db::actions());
         Registry { actions }
     }
 

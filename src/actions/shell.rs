@@ -2,22 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use super::lines::LineSplitter;
-use super::{Action, ActionContext, Outcome, Reporter, Stream};
+use super::process::{pump, signal_group, KILL_GRACE};
+use super::{Action, ActionContext, Outcome, Stream};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Shell;
-
-/// How long a cancelled command gets to exit after SIGTERM before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 static SCHEMA: ActionSchema = ActionSchema {
     kind: "shell",
@@ -42,38 +36,6 @@ struct Params {
     cwd: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, serde_json::Value>,
-}
-
-fn signal_group(pgid: Option<u32>, signal: Signal) {
-    if let Some(raw) = pgid.and_then(|p| i32::try_from(p).ok()) {
-        // ESRCH (the group is already gone) is the expected case after a clean exit.
-        let _ = killpg(Pid::from_raw(raw), signal);
-    }
-}
-
-async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: Stream, report: Reporter) {
-    let Some(mut reader) = reader else {
-        return;
-    };
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut lines = Vec::new();
-                splitter.push(&buf[..n], &mut |l| lines.push(l));
-                for line in lines {
-                    report.line(stream, line).await;
-                }
-            }
-        }
-    }
-    let mut last = Vec::new();
-    splitter.finish(&mut |l| last.push(l));
-    for line in last {
-        report.line(stream, line).await;
-    }
 }
 
 fn explain_exit(code: i32) -> String {

@@ -1,0 +1,340 @@
+//! The database move (Heroku Postgres → RDS): `db.preflight`, `db.extensions`, `db.copy`,
+//! `db.verify` and `db.sql`. Connections come from `postgres://` URLs (usually secrets, read
+//! right before the step runs, so a rotated Heroku credential is picked up); `pg_dump` and
+//! `pg_restore` get theirs through the environment, never on a command line.
+
+mod conn;
+mod copy;
+mod extensions;
+mod preflight;
+mod sql;
+mod tools;
+mod verify;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use conn::{DbUrl, TlsMode};
+pub use verify::{TableReport, VerifyReport};
+
+use super::{Action, ActionContext, Outcome};
+use crate::runbook::{ActionSchema, ParamSpec, ParamType};
+
+const SOURCE: ParamSpec = ParamSpec::required(
+    "source",
+    ParamType::String,
+    "source database URL (Heroku), usually ${secret.HEROKU_DATABASE_URL}",
+);
+const TARGET: ParamSpec = ParamSpec::required(
+    "target",
+    ParamType::String,
+    "target database URL (RDS), usually ${secret.RDS_DATABASE_URL}",
+);
+const CA_BUNDLE: ParamSpec = ParamSpec::optional(
+    "ca_bundle",
+    ParamType::String,
+    "CA certificates (PEM) for sslmode=verify-full, e.g. the RDS global bundle",
+);
+const BIN_DIR: ParamSpec = ParamSpec::optional(
+    "bin_dir",
+    ParamType::String,
+    "directory holding pg_dump and pg_restore (default, or \"\": PATH)",
+);
+
+static PREFLIGHT: ActionSchema = ActionSchema {
+    kind: "db.preflight",
+    summary: "checks both databases and the local pg_dump/pg_restore before the move",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        BIN_DIR,
+        ParamSpec::optional(
+            "warn_size_gb",
+            ParamType::Integer,
+            "warn when the source is larger (20: Heroku backups stop being suitable)",
+        ),
+        ParamSpec::optional(
+            "long_transaction",
+            ParamType::Duration,
+            "a source transaction open longer than this is reported (5m)",
+        ),
+        ParamSpec::optional(
+            "jobs",
+            ParamType::Integer,
+            "connections the copy will open on the target (1)",
+        ),
+    ],
+    outputs: &["source_version", "target_version", "source_bytes"],
+    needs_operator_note: false,
+};
+
+static EXTENSIONS: ActionSchema = ActionSchema {
+    kind: "db.extensions",
+    summary:
+        "creates on the target every extension the source has (vector first) and compares versions",
+    params: &[SOURCE, TARGET, CA_BUNDLE],
+    outputs: &["extensions"],
+    needs_operator_note: false,
+};
+
+static COPY: ActionSchema = ActionSchema {
+    kind: "db.copy",
+    summary: "pg_dump | pg_restore (--no-owner --no-acl), streamed, or in parallel through a work directory",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        BIN_DIR,
+        ParamSpec::optional(
+            "work_dir",
+            ParamType::String,
+            "directory-format dump here and run both sides with `jobs` (default: stream, no file)",
+        ),
+        ParamSpec::optional("jobs", ParamType::Integer, "parallel jobs with work_dir (2)"),
+        ParamSpec::optional(
+            "on_existing",
+            ParamType::String,
+            "\"fail\" (default) or \"reset\": drop what a previous copy left in the target first",
+        ),
+        ParamSpec::optional(
+            "maintenance_work_mem",
+            ParamType::String,
+            "for the restore's index builds (HNSW/IVFFlat), e.g. \"1GB\" (default)",
+        ),
+        ParamSpec::optional(
+            "allow_errors",
+            ParamType::StringList,
+            "regular expressions of restore errors to tolerate (default: Heroku's extension comment and heroku_ext schema errors)",
+        ),
+    ],
+    outputs: &["bytes", "tables", "indexes", "tolerated_errors"],
+    needs_operator_note: false,
+};
+
+static VERIFY: ActionSchema = ActionSchema {
+    kind: "db.verify",
+    summary: "compares every table's rows and content checksum, sequences, extensions, indexes and a vector search",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        ParamSpec::optional(
+            "connections",
+            ParamType::Integer,
+            "queries run at once across both databases (4); 1 checks one table after another",
+        ),
+        ParamSpec::optional(
+            "chunk_mb",
+            ParamType::Integer,
+            "tables larger than this are checked in parallel pieces (64)",
+        ),
+    ],
+    outputs: &["tables", "rows", "report"],
+    needs_operator_note: false,
+};
+
+static SQL: ActionSchema = ActionSchema {
+    kind: "db.sql",
+    summary: "runs SQL (a statement or a file) against a database and shows what it returns",
+    params: &[
+        ParamSpec::required("url", ParamType::String, "database URL"),
+        ParamSpec::optional("sql", ParamType::String, "the statement(s)"),
+        ParamSpec::optional(
+            "file",
+            ParamType::String,
+            "a .sql file, relative to the runbook",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["rows"],
+    needs_operator_note: false,
+};
+
+/// All database action kinds.
+pub fn actions() -> Vec<Arc<dyn Action>> {
+    vec![
+        Arc::new(Db(Kind::Preflight)),
+        Arc::new(Db(Kind::Extensions)),
+        Arc::new(Db(Kind::Copy)),
+        Arc::new(Db(Kind::Verify)),
+        Arc::new(Db(Kind::Sql)),
+    ]
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Preflight,
+    Extensions,
+    Copy,
+    Verify,
+    Sql,
+}
+
+struct Db(Kind);
+
+/// Reads a URL parameter with its CA bundle; the error names the parameter, never the value.
+fn url_param(
+    params: &serde_json::Value,
+    name: &str,
+    ctx: &ActionContext,
+) -> Result<DbUrl, Outcome> {
+    let text = params
+        .get(name)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Outcome::failed(format!("`{name}` is missing")))?;
+    let ca = params
+        .get("ca_bundle")
+        .and_then(|v| v.as_str())
+        .map(|p| ctx.work_dir.join(p));
+    DbUrl::parse(text, ca.as_deref()).map_err(|e| Outcome::failed(format!("`{name}`: {e}")))
+}
+
+/// A URL parameter as plans and screens show it: `user@host:port/db`, or (a secret, shown
+/// masked) the placeholder itself, any password in it masked.
+fn shown_url(params: &serde_json::Value, name: &str) -> String {
+    let Some(text) = params.get(name).and_then(|v| v.as_str()) else {
+        return "?".to_string();
+    };
+    match DbUrl::parse(text, Some(std::path::Path::new("-"))) {
+        Ok(url) => url.display(),
+        Err(_) => crate::redact::Redactor::new().redact(text).into_owned(),
+    }
+}
+
+#[async_trait]
+impl Action for Db {
+    fn schema(&self) -> &'static ActionSchema {
+        match self.0 {
+            Kind::Preflight => &PREFLIGHT,
+            Kind::Extensions => &EXTENSIONS,
+            Kind::Copy => &COPY,
+            Kind::Verify => &VERIFY,
+            Kind::Sql => &SQL,
+        }
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        let source = shown_url(params, "source");
+        let target = shown_url(params, "target");
+        match self.0 {
+            Kind::Preflight => format!("check {source} → {target} before the move"),
+            Kind::Extensions => format!("create {source}'s extensions on {target}"),
+            Kind::Copy => match params.get("work_dir").and_then(|v| v.as_str()) {
+                Some(dir) => {
+                    format!("pg_dump -Fd -j | pg_restore -j: {source} → {target} via {dir}")
+                }
+                None => format!("pg_dump -Fc | pg_restore: {source} → {target} (streamed)"),
+            },
+            Kind::Verify => format!("compare every table of {source} with {target}"),
+            Kind::Sql => format!("run SQL on {}", shown_url(params, "url")),
+        }
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let result = match self.0 {
+            Kind::Preflight => preflight::run(&ctx).await,
+            Kind::Extensions => extensions::run(&ctx).await,
+            Kind::Copy => copy::run(&ctx).await,
+            Kind::Verify => verify::run(&ctx).await,
+            Kind::Sql => sql::run(&ctx).await,
+        };
+        result.unwrap_or_else(|o| o)
+    }
+}
+
+/// Connects, or fails the step naming which side could not be reached.
+async fn connect(url: &DbUrl, side: &str) -> Result<tokio_postgres::Client, Outcome> {
+    url.connect()
+        .await
+        .map_err(|e| Outcome::failed(format!("{side}: {e}")))
+}
+
+/// The server's major version (16 for 16.4).
+async fn server_major(client: &tokio_postgres::Client) -> Result<u64, Outcome> {
+    let rows = query(
+        client,
+        "SELECT current_setting('server_version_num')::int",
+        "reading the server version",
+    )
+    .await?;
+    let num: i32 = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => 0,
+    };
+    Ok(u64::try_from(num / 10_000).unwrap_or(0))
+}
+
+/// `"name"` quoted as an SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Runs a query, turning an error into a failed step that says what was being asked.
+async fn query(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    what: &str,
+) -> Result<Vec<tokio_postgres::Row>, Outcome> {
+    client
+        .query(sql, &[])
+        .await
+        .map_err(|e| Outcome::failed(format!("{what}: {}", conn::explain(&e))))
+}
+
+/// A `row.get` that fails the step instead of panicking when a column has another type.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    idx: usize,
+) -> Result<T, Outcome> {
+    row.try_get(idx)
+        .map_err(|e| Outcome::failed(format!("unexpected answer from the database: {e}")))
+}
+
+/// Version numbers compared part by part ("0.10.0" > "0.7.4").
+fn version_parts(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn bytes_human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_parts("0.10.0") > version_parts("0.7.4"));
+        assert!(version_parts("0.7.0") > version_parts("0.6.2"));
+        assert_eq!(version_parts("16.4 (Debian)"), vec![16, 4]);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(ident("heroku_ext"), "\"heroku_ext\"");
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes_human(512), "512 B");
+        assert_eq!(bytes_human(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

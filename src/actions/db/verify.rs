@@ -1,0 +1,687 @@
+//! `db.verify`: proves the target holds what the source holds. Per table, the exact row count
+//! and an order-independent checksum (the sum of a 64-bit hash of every row's text, so a
+//! changed, swapped, duplicated or deleted row changes it); then sequences, extensions, index
+//! counts and the same exact nearest-neighbour search on both sides.
+//!
+//! Because the checksum is a sum, a large table is cut into block ranges (each side by its own
+//! layout) whose sums add up: the pieces of all tables are spread over the connections.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::{col, connect, extensions, query, url_param, DbUrl};
+use crate::actions::{ActionContext, Outcome};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    connections: Option<u32>,
+    chunk_mb: Option<u64>,
+    // Read by url_param (with the CA bundle); listed so that a misspelt key is still refused.
+    #[allow(dead_code)]
+    source: String,
+    #[allow(dead_code)]
+    target: String,
+    #[allow(dead_code)]
+    ca_bundle: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// One table's comparison.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub source_rows: i64,
+    pub target_rows: Option<i64>,
+    pub checksum_match: bool,
+    pub source_indexes: i64,
+    pub target_indexes: Option<i64>,
+}
+
+impl TableReport {
+    pub fn problem(&self) -> Option<String> {
+        let Some(target_rows) = self.target_rows else {
+            return Some(format!("{}: missing on the target", self.table));
+        };
+        let mut parts = Vec::new();
+        if target_rows != self.source_rows {
+            parts.push(format!(
+                "{} rows on the source, {target_rows} on the target",
+                self.source_rows
+            ));
+        }
+        if !self.checksum_match {
+            parts.push("content checksum differs".to_string());
+        }
+        if self.target_indexes != Some(self.source_indexes) {
+            parts.push(format!(
+                "{} index(es) on the source, {} on the target",
+                self.source_indexes,
+                self.target_indexes.unwrap_or(0)
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("{}: {}", self.table, parts.join(", ")))
+    }
+}
+
+/// Everything `db.verify` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub tables: Vec<TableReport>,
+    /// Sequences, extensions, tables only on the target, the vector search.
+    pub other_problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn problems(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter_map(TableReport::problem)
+            .chain(self.other_problems.iter().cloned())
+            .collect()
+    }
+
+    /// The report table shown in the log.
+    pub fn lines(&self) -> Vec<String> {
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.table.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut lines = vec![format!(
+            "{:<width$}  {:>12}  {:>12}  {:>8}  checksum",
+            "table", "source rows", "target rows", "indexes"
+        )];
+        for t in &self.tables {
+            lines.push(format!(
+                "{:<width$}  {:>12}  {:>12}  {:>8}  {}",
+                t.table,
+                t.source_rows,
+                t.target_rows
+                    .map_or_else(|| "missing".to_string(), |r| r.to_string()),
+                format!(
+                    "{}/{}",
+                    t.source_indexes,
+                    t.target_indexes
+                        .map_or_else(|| "-".to_string(), |i| i.to_string())
+                ),
+                if t.target_rows.is_none() {
+                    "-"
+                } else if t.checksum_match {
+                    "match"
+                } else {
+                    "DIFFERS"
+                }
+            ));
+        }
+        lines
+    }
+}
+
+/// A table as one side sees it.
+#[derive(Debug, Clone)]
+struct TableInfo {
+    name: String,
+    blocks: u64,
+    indexes: i64,
+}
+
+/// A piece of work: one side's table, or a block range of it.
+#[derive(Debug, Clone)]
+struct Piece {
+    side: Side,
+    table: String,
+    range: Option<(u64, Option<u64>)>,
+    weight: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sum {
+    rows: i64,
+    hash: i128,
+}
+
+const TABLES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname), \
+        (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
+        (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid) \
+   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                     AND d.objid = c.oid AND d.deptype = 'e') \
+  ORDER BY 1";
+
+async fn tables(client: &Client) -> Result<BTreeMap<String, TableInfo>, Outcome> {
+    let rows = query(client, TABLES_SQL, "listing tables").await?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let name: String = col(row, 0)?;
+        let blocks: i64 = col(row, 1)?;
+        let indexes: i64 = col(row, 2)?;
+        out.insert(
+            name.clone(),
+            TableInfo {
+                name,
+                blocks: u64::try_from(blocks).unwrap_or(0),
+                indexes,
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn supports_tid_ranges(client: &Client) -> bool {
+    // TID range scans (PostgreSQL 14): without them every piece would read the whole table.
+    match client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 140000",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row.try_get::<_, bool>(0).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn pieces(
+    side: Side,
+    tables: &BTreeMap<String, TableInfo>,
+    chunk_blocks: Option<u64>,
+) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for t in tables.values() {
+        match chunk_blocks {
+            Some(size) if size > 0 && t.blocks > size => {
+                let mut start = 0;
+                while start < t.blocks {
+                    let end = start + size;
+                    // The last piece is open-ended: rows written after the size was read count too.
+                    let range = if end >= t.blocks { None } else { Some(end) };
+                    out.push(Piece {
+                        side,
+                        table: t.name.clone(),
+                        range: Some((start, range)),
+                        weight: size.min(t.blocks - start),
+                    });
+                    start = end;
+                }
+            }
+            _ => out.push(Piece {
+                side,
+                table: t.name.clone(),
+                range: None,
+                weight: t.blocks.max(1),
+            }),
+        }
+    }
+    out
+}
+
+fn piece_sql(piece: &Piece) -> String {
+    let filter = match piece.range {
+        None => String::new(),
+        Some((start, None)) => format!(" WHERE r.ctid >= '({start},0)'::tid"),
+        Some((start, Some(end))) => {
+            format!(" WHERE r.ctid >= '({start},0)'::tid AND r.ctid < '({end},0)'::tid")
+        }
+    };
+    // The row's text form under the session settings fixed at connect time (UTC, ISO dates,
+    // shortest exact floats, hex bytea): the same row prints the same on both servers.
+    format!(
+        "SELECT count(*), coalesce(sum(('x' || substr(md5(ROW(r.*)::text), 1, 16))::bit(64)::bigint), 0)::text \
+           FROM ONLY {} r{filter}",
+        piece.table
+    )
+}
+
+async fn run_piece(client: &Client, piece: &Piece) -> Result<Sum, String> {
+    let row = client
+        .query_one(&piece_sql(piece), &[])
+        .await
+        .map_err(|e| format!("{}: {}", piece.table, super::conn::explain(&e)))?;
+    let rows: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+    let text: String = row.try_get(1).map_err(|e| e.to_string())?;
+    let hash = text
+        .parse::<i128>()
+        .map_err(|e| format!("{}: checksum {text:?}: {e}", piece.table))?;
+    Ok(Sum { rows, hash })
+}
+
+/// Runs every piece over `connections` workers, each holding one connection per side.
+async fn checksums(
+    ctx: &ActionContext,
+    source: &DbUrl,
+    target: &DbUrl,
+    mut work: Vec<Piece>,
+    connections: usize,
+) -> Result<BTreeMap<(Side, String), Sum>, Outcome> {
+    // Largest first, so no big piece is left for the end.
+    work.sort_by_key(|p| std::cmp::Reverse(p.weight));
+    let total = work.len() as u64;
+    let queue = Arc::new(Mutex::new(VecDeque::from(work)));
+    let (tx, mut rx) = mpsc::channel::<Result<(Piece, Sum), String>>(64);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let queue = queue.clone();
+        let tx = tx.clone();
+        let urls = (source.clone(), target.clone());
+        workers.spawn(async move {
+            let mut clients: [Option<Client>; 2] = [None, None];
+            loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                let Some(piece) = next else {
+                    break;
+                };
+                let slot = match piece.side {
+                    Side::Source => 0,
+                    Side::Target => 1,
+                };
+                if clients[slot].is_none() {
+                    let url = if slot == 0 { &urls.0 } else { &urls.1 };
+                    // `connections` is the whole load put on the databases (the source is
+                    // production): no parallel workers behind each query.
+                    let connected = match url.connect().await {
+                        Ok(c) => c
+                            .batch_execute("SET max_parallel_workers_per_gather = 0")
+                            .await
+                            .map(|()| c)
+                            .map_err(|e| super::conn::explain(&e)),
+                        Err(e) => Err(e),
+                    };
+                    match connected {
+                        Ok(c) => clients[slot] = Some(c),
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            break;
+                        }
+                    }
+                }
+                let Some(client) = clients[slot].as_ref() else {
+                    break;
+                };
+                let result = run_piece(client, &piece).await.map(|sum| (piece, sum));
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut sums: BTreeMap<(Side, String), Sum> = BTreeMap::new();
+    let mut done = 0u64;
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => m,
+            () = ctx.cancel.cancelled() => {
+                workers.abort_all();
+                return Err(Outcome::Cancelled);
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
+        let (piece, sum) = message.map_err(|e| {
+            workers.abort_all();
+            Outcome::failed(format!("checksum: {e}"))
+        })?;
+        let entry = sums.entry((piece.side, piece.table.clone())).or_default();
+        entry.rows += sum.rows;
+        entry.hash += sum.hash;
+        done += 1;
+        ctx.report
+            .progress(
+                done,
+                Some(total),
+                "pieces",
+                Some(format!("checksummed {} ({:?})", piece.table, piece.side)),
+            )
+            .await;
+    }
+    while workers.join_next().await.is_some() {}
+    Ok(sums)
+}
+
+async fn sequences(client: &Client) -> Result<BTreeMap<String, Option<i64>>, Outcome> {
+    let rows = query(
+        client,
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1",
+        "reading sequences",
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((col::<String>(r, 0)?, col::<Option<i64>>(r, 1)?)))
+        .collect()
+}
+
+/// Tables with a vector column and a one-column primary key: (table, column, key).
+async fn vector_tables(client: &Client) -> Result<Vec<(String, String, String)>, Outcome> {
+    let rows = query(
+        client,
+        "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(a.attname), quote_ident(k.attname) \
+           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+           JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+           JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 \
+           JOIN pg_attribute k ON k.attrelid = c.oid AND k.attnum = i.indkey[0] \
+          WHERE t.typname = 'vector' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped \
+          ORDER BY 1, 2",
+        "looking for vector columns",
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
+        .collect()
+}
+
+async fn vector_schema(client: &Client) -> Option<String> {
+    client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+}
+
+/// The 10 nearest neighbours of a few probe rows, exactly (no index: an approximate index
+/// built in another order may answer differently), ties broken by key.
+async fn nearest(
+    client: &Client,
+    table: &str,
+    column: &str,
+    key: &str,
+    probe: &str,
+) -> Result<Vec<String>, String> {
+    let schema = vector_schema(client)
+        .await
+        .ok_or("the vector extension is not installed")?;
+    let sql = format!(
+        "SELECT r.{key}::text FROM {table} r, (SELECT {column} AS v FROM {table} WHERE {key}::text = $1) q \
+          ORDER BY r.{column} OPERATOR({schema}.<->) q.v, r.{key} LIMIT 10"
+    );
+    client
+        .batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
+        .await
+        .map_err(|e| super::conn::explain(&e))?;
+    let rows = client
+        .query(&sql, &[&probe])
+        .await
+        .map_err(|e| super::conn::explain(&e));
+    let _ = client
+        .batch_execute("RESET enable_indexscan; RESET enable_bitmapscan")
+        .await;
+    rows?
+        .iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string()))
+        .collect()
+}
+
+async fn vector_spot_check(
+    source: &Client,
+    target: &Client,
+    ctx: &ActionContext,
+) -> Result<Vec<String>, Outcome> {
+    let mut problems = Vec::new();
+    for (table, column, key) in vector_tables(source).await? {
+        let probes = query(
+            source,
+            &format!(
+                "SELECT {key}::text FROM {table} WHERE {column} IS NOT NULL ORDER BY {key} LIMIT 3"
+            ),
+            "choosing probe rows",
+        )
+        .await?;
+        for probe in &probes {
+            let probe: String = col(probe, 0)?;
+            let want = nearest(source, &table, &column, &key, &probe)
+                .await
+                .map_err(|e| Outcome::failed(format!("vector search on the source: {e}")))?;
+            match nearest(target, &table, &column, &key, &probe).await {
+                Ok(got) if got == want => {
+                    ctx.report
+                        .info(format!(
+                            "vector search {table}.{column} near {key}={probe}: same {} ids in the same order",
+                            got.len()
+                        ))
+                        .await;
+                }
+                Ok(got) => problems.push(format!(
+                    "{table}: nearest neighbours of {key}={probe} by {column} differ (source {}, target {})",
+                    want.join(","),
+                    got.join(",")
+                )),
+                Err(e) => problems.push(format!("{table}: vector search on the target failed: {e}")),
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Compares two databases. The checks over whole tables run on `connections` connections.
+pub async fn compare(
+    ctx: &ActionContext,
+    source_url: &DbUrl,
+    target_url: &DbUrl,
+    connections: usize,
+    chunk_mb: u64,
+) -> Result<VerifyReport, Outcome> {
+    let source = connect(source_url, "source").await?;
+    let target = connect(target_url, "target").await?;
+    let source_tables = tables(&source).await?;
+    let target_tables = tables(&target).await?;
+    let chunk_blocks = (chunk_mb.max(1) * 1024 * 1024) / 8192;
+    let mut work = pieces(
+        Side::Source,
+        &source_tables,
+        supports_tid_ranges(&source).await.then_some(chunk_blocks),
+    );
+    let shared: BTreeMap<String, TableInfo> = target_tables
+        .iter()
+        .filter(|(name, _)| source_tables.contains_key(*name))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    work.extend(pieces(
+        Side::Target,
+        &shared,
+        supports_tid_ranges(&target).await.then_some(chunk_blocks),
+    ));
+    ctx.report
+        .info(format!(
+            "checksumming {} table(s) in {} piece(s) over {connections} connection(s)",
+            source_tables.len(),
+            work.len()
+        ))
+        .await;
+    let sums = checksums(ctx, source_url, target_url, work, connections).await?;
+
+    let mut report = VerifyReport::default();
+    for (name, info) in &source_tables {
+        let s = sums
+            .get(&(Side::Source, name.clone()))
+            .copied()
+            .unwrap_or_default();
+        let t = sums.get(&(Side::Target, name.clone())).copied();
+        report.tables.push(TableReport {
+            table: name.clone(),
+            source_rows: s.rows,
+            target_rows: target_tables.get(name).map(|_| t.unwrap_or_default().rows),
+            checksum_match: t.is_some_and(|t| t.hash == s.hash && t.rows == s.rows),
+            source_indexes: info.indexes,
+            target_indexes: target_tables.get(name).map(|t| t.indexes),
+        });
+    }
+    for name in target_tables.keys() {
+        if !source_tables.contains_key(name) {
+            report
+                .other_problems
+                .push(format!("{name}: on the target only (not in the source)"));
+        }
+    }
+
+    let source_seq = sequences(&source).await?;
+    let target_seq = sequences(&target).await?;
+    for (name, value) in &source_seq {
+        match (value, target_seq.get(name)) {
+            (_, None) => report
+                .other_problems
+                .push(format!("sequence {name}: missing on the target")),
+            (Some(s), Some(t)) if t.is_none_or(|t| t < *s) => report.other_problems.push(format!(
+                "sequence {name}: behind on the target ({} < {s}): new rows would reuse ids",
+                t.map_or_else(|| "never used".to_string(), |t| t.to_string())
+            )),
+            _ => {}
+        }
+    }
+
+    let source_ext = extensions::installed(&source).await?;
+    let target_ext = extensions::installed(&target).await?;
+    for ext in &source_ext {
+        match target_ext.iter().find(|t| t.name == ext.name) {
+            None => report.other_problems.push(format!(
+                "extension {} {}: missing on the target",
+                ext.name, ext.version
+            )),
+            Some(t) if t.version != ext.version => {
+                ctx.report
+                    .info(format!(
+                        "extension {}: source {}, target {}",
+                        ext.name, ext.version, t.version
+                    ))
+                    .await
+            }
+            Some(_) => {}
+        }
+    }
+    if target_ext.iter().any(|e| e.name == "vector") {
+        report
+            .other_problems
+            .extend(vector_spot_check(&source, &target, ctx).await?);
+    }
+    Ok(report)
+}
+
+pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
+    let p: Params = ctx.params()?;
+    let source_url = url_param(&ctx.params, "source", ctx)?;
+    let target_url = url_param(&ctx.params, "target", ctx)?;
+    let connections = usize::try_from(p.connections.unwrap_or(4).clamp(1, 32)).unwrap_or(4);
+    let report = compare(
+        ctx,
+        &source_url,
+        &target_url,
+        connections,
+        p.chunk_mb.unwrap_or(64),
+    )
+    .await?;
+    for line in report.lines() {
+        ctx.report.info(line).await;
+    }
+    let rows: i64 = report.tables.iter().map(|t| t.source_rows).sum();
+    ctx.report
+        .output("tables", report.tables.len().to_string())
+        .await;
+    ctx.report.output("rows", rows.to_string()).await;
+    ctx.report
+        .output(
+            "report",
+            serde_json::to_string(&report.tables).unwrap_or_default(),
+        )
+        .await;
+    let problems = report.problems();
+    if problems.is_empty() {
+        Ok(Outcome::Succeeded {
+            note: Some(format!(
+                "{} tables, {rows} rows: counts, checksums, sequences, extensions and indexes match",
+                report.tables.len()
+            )),
+        })
+    } else {
+        for problem in &problems {
+            ctx.report.info(format!("MISMATCH {problem}")).await;
+        }
+        Ok(Outcome::failed(format!(
+            "{} difference(s): {}",
+            problems.len(),
+            problems.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_tables_are_cut_into_ranges_with_an_open_end() {
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            "public.big".to_string(),
+            TableInfo {
+                name: "public.big".into(),
+                blocks: 25,
+                indexes: 1,
+            },
+        );
+        tables.insert(
+            "public.small".to_string(),
+            TableInfo {
+                name: "public.small".into(),
+                blocks: 3,
+                indexes: 0,
+            },
+        );
+        let p = pieces(Side::Source, &tables, Some(10));
+        let ranges: Vec<_> = p.iter().map(|p| (p.table.as_str(), p.range)).collect();
+        assert_eq!(
+            ranges,
+            vec![
+                ("public.big", Some((0, Some(10)))),
+                ("public.big", Some((10, Some(20)))),
+                ("public.big", Some((20, None))),
+                ("public.small", None),
+            ]
+        );
+        assert!(piece_sql(&p[2]).ends_with("WHERE r.ctid >= '(20,0)'::tid"));
+    }
+
+    #[test]
+    fn a_report_names_each_difference() {
+        let ok = TableReport {
+            table: "public.users".into(),
+            source_rows: 3,
+            target_rows: Some(3),
+            checksum_match: true,
+            source_indexes: 2,
+            target_indexes: Some(2),
+        };
+        assert_eq!(ok.problem(), None);
+        let changed = TableReport {
+            checksum_match: false,
+            target_rows: Some(2),
+            ..ok.clone()
+        };
+        let text = changed.problem().unwrap();
+        assert!(text.contains("public.users") && text.contains("3 rows on the source, 2"));
+        assert!(text.contains("checksum differs"));
+        let missing = TableReport {
+            target_rows: None,
+            target_indexes: None,
+            checksum_match: false,
+            ..ok
+        };
+        assert!(missing.problem().unwrap().contains("missing on the target"));
+    }
+}

@@ -1,0 +1,524 @@
+//! The database move against two real PostgreSQL 16 + pgvector clusters started by scripts/test:
+//! one plays Heroku (CUTOVER_TEST_PG_SOURCE, holding the app-like `app_fixture` database from
+//! tests/fixtures/app-db.sql), one plays RDS (CUTOVER_TEST_PG_TARGET). Each test copies the
+//! fixture into databases of its own and drives the steps through the `cutover` binary.
+
+mod common;
+use common::{code, text};
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/test, which starts the PostgreSQL clusters")
+    })
+}
+
+/// The cluster's superuser URL with another database name.
+fn url_for(cluster: &str, database: &str) -> String {
+    let base = env(cluster);
+    let (prefix, rest) = base.rsplit_once('/').unwrap();
+    let query = rest
+        .split_once('?')
+        .map_or(String::new(), |(_, q)| format!("?{q}"));
+    format!("{prefix}/{database}{query}")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+async fn admin(cluster: &str, sql: &str) {
+    let c = client(&env(cluster)).await;
+    c.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// A source database cloned from the fixture and an empty target database, both dropped first.
+fn databases(name: &str) -> (String, String) {
+    let src = format!("s_{name}");
+    let tgt = format!("t_{name}");
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("CREATE DATABASE {src} TEMPLATE app_fixture"),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
+        )
+        .await;
+        admin("CUTOVER_TEST_PG_TARGET", &format!("CREATE DATABASE {tgt}")).await;
+    });
+    (
+        url_for("CUTOVER_TEST_PG_SOURCE", &src),
+        url_for("CUTOVER_TEST_PG_TARGET", &tgt),
+    )
+}
+
+async fn scalar(url: &str, sql: &str) -> String {
+    let c = client(url).await;
+    let row = c
+        .query_one(&format!("SELECT ({sql})::text"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    row.get::<_, Option<String>>(0).unwrap_or_default()
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+    source: String,
+    target: String,
+}
+
+impl Project {
+    fn new(source: &str, target: &str, steps: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[runbook]\nname = \"db\"\napp = \"gengar\"\n\n[secrets]\nSOURCE = {{ env = \"T_SOURCE_URL\" }}\nTARGET = {{ env = \"T_TARGET_URL\" }}\n\n[[phase]]\nid = \"db\"\n\n{steps}"
+        );
+        std::fs::write(dir.path().join("runbook.toml"), text).unwrap();
+        Project {
+            dir,
+            source: source.to_string(),
+            target: target.to_string(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let path = format!(
+            "{}:{}",
+            env("CUTOVER_TEST_PG_BIN"),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("CUTOVER_ACTOR", "ana@laptop")
+            .env("T_SOURCE_URL", &self.source)
+            .env("T_TARGET_URL", &self.target)
+            .env("PATH", path)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn log(&self, step: &str) -> String {
+        let out = self.run(&["log", step]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
+    }
+}
+
+const PREFLIGHT: &str = "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+const EXTENSIONS: &str = "[[phase.step]]\nid = \"extensions\"\ndo = \"db.extensions\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+const COPY: &str = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+const VERIFY: &str = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nchunk_mb = 4\n\n";
+
+#[test]
+fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
+    let (source, target) = databases("flow");
+    runtime().block_on(async {
+        // Older Heroku databases reach heroku_ext through the database's search_path.
+        client(&source)
+            .await
+            .batch_execute("ALTER DATABASE s_flow SET search_path = public, heroku_ext")
+            .await
+            .unwrap();
+    });
+    let sql = "[[phase.step]]\nid = \"count\"\ndo = \"db.sql\"\nurl = \"${secret.TARGET}\"\nsql = \"SELECT count(*) AS users FROM public.users\"\n\n";
+    let p = Project::new(
+        &source,
+        &target,
+        &format!("{PREFLIGHT}{EXTENSIONS}{COPY}{VERIFY}{sql}"),
+    );
+    for step in ["preflight", "extensions", "copy", "verify", "count"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+
+    let preflight = p.log("preflight");
+    assert!(preflight.contains("pass  source server"), "{preflight}");
+    assert!(preflight.contains("PostgreSQL 16."), "{preflight}");
+    assert!(
+        preflight.contains("WARN  primary keys") && preflight.contains("public.page_views"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("WARN  heroku_ext") && preflight.contains("vector"),
+        "{preflight}"
+    );
+    assert!(preflight.contains("pass  pg_dump"), "{preflight}");
+
+    let extensions = p.log("extensions");
+    assert!(extensions.contains("schema heroku_ext"), "{extensions}");
+    assert!(
+        extensions.contains("search_path = public, heroku_ext set on the target"),
+        "{extensions}"
+    );
+
+    let copy = p.log("copy");
+    assert!(
+        copy.contains("tolerated restore error: ERROR:  schema \"heroku_ext\" already exists"),
+        "{copy}"
+    );
+    assert!(copy.contains("processing data for table \"public.documents\""));
+
+    let verify = p.log("verify");
+    for table in [
+        "public.documents",
+        "public.events",
+        "public.page_views",
+        "public.users",
+    ] {
+        let line = verify
+            .lines()
+            .find(|l| l.starts_with(&format!("» {table} ")))
+            .unwrap_or_else(|| panic!("{table} not in the report:\n{verify}"));
+        assert!(line.ends_with("match"), "{line}");
+        if table == "public.documents" {
+            assert_eq!(line.matches(" 3000 ").count(), 2, "{line}");
+        }
+    }
+    assert!(verify.contains("same 10 ids in the same order"), "{verify}");
+    assert!(p.log("count").contains("20000"));
+
+    // What the journal keeps: the outputs, never a URL's password.
+    let journal = p.journal();
+    assert!(journal.contains("\"rows\""), "{journal}");
+    let password = env("CUTOVER_TEST_PG_PASSWORD");
+    assert!(!journal.contains(&password));
+    assert!(!copy.contains(&password) && !verify.contains(&password));
+
+    runtime().block_on(async {
+        assert_eq!(
+            scalar(&target, "SELECT count(*) FROM public.events").await,
+            "250000"
+        );
+        assert_eq!(
+            scalar(&target, "SELECT last_value FROM public.invoice_number_seq").await,
+            "4242"
+        );
+    });
+}
+
+/// One fault, injected into a fresh copy of a verified target; verify must fail naming it.
+struct Fault {
+    name: &'static str,
+    sql: &'static str,
+    expect: &'static [&'static str],
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault {
+        name: "changed",
+        sql: "UPDATE users SET display_name = display_name || '.' WHERE id = 17",
+        expect: &["public.users: content checksum differs"],
+    },
+    Fault {
+        name: "deleted",
+        sql: "DELETE FROM events WHERE id = 123456",
+        expect: &["public.events: 250000 rows on the source, 249999 on the target"],
+    },
+    Fault {
+        name: "duplicated",
+        sql: "INSERT INTO page_views SELECT * FROM page_views WHERE path = '/p/7' LIMIT 1",
+        expect: &["public.page_views: 50119 rows on the source, 50120 on the target"],
+    },
+    Fault {
+        name: "swapped",
+        sql: "UPDATE users u SET display_name = o.display_name FROM users o \
+              WHERE (u.id, o.id) IN ((5, 6), (6, 5))",
+        expect: &["public.users: content checksum differs"],
+    },
+    Fault {
+        name: "vector",
+        sql: "UPDATE documents SET embedding = \
+              ((embedding::real[])[1:1535] || ARRAY[0.5::real])::heroku_ext.vector WHERE id = 42",
+        expect: &["public.documents: content checksum differs"],
+    },
+    Fault {
+        name: "sequence",
+        sql: "SELECT setval('invoice_number_seq', 1000)",
+        expect: &["sequence public.invoice_number_seq: behind on the target (1000 < 4242)"],
+    },
+    Fault {
+        name: "extension",
+        sql: "DROP EXTENSION vector CASCADE",
+        expect: &["extension vector 0.8", "missing on the target"],
+    },
+];
+
+#[test]
+fn verify_catches_every_injected_fault_and_names_the_table() {
+    let (source, base) = databases("faultbase");
+    let p = Project::new(&source, &base, &format!("{EXTENSIONS}{COPY}{VERIFY}"));
+    for step in ["extensions", "copy", "verify"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+    for fault in &FAULTS {
+        let db = format!("t_fault_{}", fault.name);
+        let target = url_for("CUTOVER_TEST_PG_TARGET", &db);
+        runtime().block_on(async {
+            admin(
+                "CUTOVER_TEST_PG_TARGET",
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            )
+            .await;
+            admin(
+                "CUTOVER_TEST_PG_TARGET",
+                &format!("CREATE DATABASE {db} TEMPLATE t_faultbase"),
+            )
+            .await;
+            client(&target)
+                .await
+                .batch_execute(fault.sql)
+                .await
+                .unwrap();
+        });
+        let f = Project::new(&source, &target, VERIFY);
+        let out = f.run(&["run", "verify"]);
+        assert_eq!(code(&out), 1, "{}: {}", fault.name, text(&out));
+        let said = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            f.log("verify")
+        );
+        for expected in fault.expect {
+            assert!(
+                said.contains(expected),
+                "{}: {expected:?} not in\n{said}",
+                fault.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result() {
+    let (source, target) = databases("killed");
+    let reset_copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\ndestructive = true\nconfirm = \"reset t_killed\"\n\n";
+    let plain_copy = "[[phase.step]]\nid = \"copy-again\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+    let p = Project::new(
+        &source,
+        &target,
+        &format!("{reset_copy}{plain_copy}{VERIFY}"),
+    );
+    let mut child = p
+        .command(&["run", "copy", "--confirm", "reset t_killed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill everything once the restore has started loading data: cutover, pg_dump, pg_restore
+    // (as a crash of the operator's machine would).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the copy never started loading");
+        let loaded = runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 't_killed' AND query LIKE 'COPY %'",
+        ));
+        if loaded != "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its children first (pg_dump and pg_restore lead their own process groups), then itself.
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &child.id().to_string()])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 't_killed' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    });
+
+    // The dead driver's lock is named as stale; the operator removes it by its id.
+    let out = p.run(&["run", "copy-again"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let id = err
+        .split("`cutover unlock ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no unlock id in {err}"));
+    let out = p.run(&["unlock", id]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // A copy without a reset policy refuses to restore over what the killed one left.
+    let out = p.run(&["run", "copy-again"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the target already holds"),
+        "{}",
+        text(&out)
+    );
+
+    // The interrupted step runs again (its phrase typed again), resets and copies.
+    let out = p.run(&["run", "copy", "--confirm", "reset t_killed"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    let log = p.log("copy");
+    assert!(log.contains("reset: the target holds"), "{log}");
+    let out = p.run(&["run", "verify"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+}
+
+#[test]
+fn directory_mode_copies_in_parallel_and_verifies() {
+    let (source, target) = databases("dirmode");
+    let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nwork_dir = \"dump\"\njobs = 2\n\n";
+    let p = Project::new(&source, &target, &format!("{copy}{VERIFY}"));
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    assert!(p.log("copy").contains("pg_dump -Fd -j 2"));
+    // The dump held the data: it is gone once restored.
+    assert!(!p.path().join("dump/copy.dump").exists());
+    let out = p.run(&["run", "verify"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+}
+
+#[test]
+fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
+    let (source, _) = databases("nonowner");
+    // As on RDS: the extension is created by a more privileged role, the app's role restores.
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gengar_app') THEN \
+             CREATE ROLE gengar_app LOGIN PASSWORD 'app-pass-7'; END IF; END $$",
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            "ALTER DATABASE t_nonowner OWNER TO gengar_app",
+        )
+        .await;
+        let t = client(&url_for("CUTOVER_TEST_PG_TARGET", "t_nonowner")).await;
+        t.batch_execute(
+            "CREATE SCHEMA heroku_ext AUTHORIZATION gengar_app; CREATE EXTENSION vector WITH SCHEMA heroku_ext; \
+             ALTER SCHEMA public OWNER TO gengar_app",
+        )
+        .await
+        .unwrap();
+    });
+    let base = env("CUTOVER_TEST_PG_TARGET");
+    let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
+    let target = format!("postgres://gengar_app:app-pass-7@{host}/t_nonowner?sslmode=disable");
+    let strict = "[[phase.step]]\nid = \"strict\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nallow_errors = []\n\n";
+    let p = Project::new(&source, &target, &format!("{strict}{COPY}{VERIFY}"));
+    let out = p.run(&["run", "strict"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not on the allow-list"),
+        "{}",
+        text(&out)
+    );
+    runtime().block_on(async {
+        client(&target)
+            .await
+            .batch_execute(
+                "DROP TABLE IF EXISTS documents, events, page_views, users CASCADE; DROP SEQUENCE IF EXISTS invoice_number_seq",
+            )
+            .await
+            .unwrap();
+    });
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    let log = p.log("copy");
+    assert!(
+        log.contains("tolerated restore error: ERROR:  must be owner of extension vector | COMMENT ON EXTENSION vector"),
+        "{log}"
+    );
+    let out = p.run(&["run", "verify"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+}
+
+#[test]
+fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
+    let (source, target) = databases("bad");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = Project::new(
+        &format!("postgres://postgres:x@127.0.0.1:{closed}/app"),
+        &target,
+        PREFLIGHT,
+    );
+    let out = p.run(&["run", "preflight"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source: cannot connect to postgres@127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("nothing listens there"), "{err}");
+
+    let wrong = source.replacen(&env("CUTOVER_TEST_PG_PASSWORD"), "not-the-password", 1);
+    let p = Project::new(&wrong, &target, PREFLIGHT);
+    let out = p.run(&["run", "preflight"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("rotated"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbin_dir = \"empty\"\n\n";
+    let p = Project::new(&source, &target, copy);
+    std::fs::create_dir(p.path().join("empty")).unwrap();
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_dump is not in"), "{err}");
+
+    // Not on PATH at all: the message says what to install.
+    let p = Project::new(&source, &target, COPY);
+    let out = p
+        .command(&["run", "copy"])
+        .env("PATH", p.path().join("nothing-here"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_dump is not installed"), "{err}");
+    assert!(err.contains("postgresql-client-16"), "{err}");
+}

@@ -169,7 +169,8 @@ fn bundled_runbook_validates_plans_and_shows_status() {
     let out = run(&[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("0/42 steps done"),
+        String::from_utf8_lossy(&out.stdout).starts_with("gengar: Heroku → AWS ECS Fargate")
+            && String::from_utf8_lossy(&out.stdout).contains(" steps done"),
         "{}",
         text(&out)
     );

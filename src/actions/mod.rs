@@ -8,7 +8,9 @@ mod http;
 pub mod lines;
 mod manual;
 pub mod process;
+pub mod scaffold;
 mod shell;
+mod terraform;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -185,6 +187,8 @@ impl Registry {
             Arc::new(manual::Manual),
             Arc::new(shell::Shell),
             Arc::new(http::Http),
+            Arc::new(scaffold::Scaffold),
+            Arc::new(terraform::Terraform),
         ];
         actions.extend(aws::actions(Arc::new(aws::Session::default())));
         actions.extend(db::actions());

@@ -1,0 +1,506 @@
+//! The scaffold action and the `terraform` action, offline: every template rendered into a
+//! temporary app repository and checked (HCL parsed, the plan's resources and settings present,
+//! `terraform fmt -check`, shellcheck), files never overwritten silently, and a real
+//! `terraform` plan/apply on a configuration that needs no provider download.
+
+mod common;
+use common::{code, text};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+
+fn templates() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/templates")
+}
+
+const VARS: &str = r#"vars = { app = "gengar", aws_account_id = "123456789012", aws_region = "us-east-1", port = "3000", image_platform = "linux/arm64", ecr_repository = "mentionai/gengar", ssm_prefix = "/gengar/prod/", log_group = "/ecs/gengar", rds_instance = "gengar", cluster = "gengar", service = "gengar", s3_bucket = "gengar-uploads", github_repository = "mentionai/mentionai", budget_email = "ops@example.com" }"#;
+
+const APP_MODULE: &str = "import { Module } from '@nestjs/common';\nimport { UsersModule } from './modules/users/users.module';\n\n@Module({\n  imports: [\n    UsersModule,\n  ],\n})\nexport class AppModule {}\n";
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A runbook with a scaffold step into `repo/` (created with an app.module.ts).
+    fn new(vars: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo/gengar/src");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("app.module.ts"), APP_MODULE).unwrap();
+        std::fs::write(
+            dir.path().join("repo/gengar/.env.example"),
+            "DATABASE_URL=\nROLLBAR_TOKEN=\n# comment\nFRONTEND_URL=https://x\n",
+        )
+        .unwrap();
+        let runbook = format!(
+            "[runbook]\nname = \"s\"\napp = \"gengar\"\n\n[[phase]]\nid = \"local\"\n\n[[phase.step]]\nid = \"scaffold\"\ndo = \"scaffold\"\nrepo = \"repo\"\ntemplates = \"{}\"\napp_module = \"gengar/src/app.module.ts\"\n{vars}\n",
+            templates().display()
+        );
+        std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
+        Project { dir }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("CUTOVER_ACTOR", "ana@laptop")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
+
+/// Every block of a kind and type in a parsed HCL body: (labels, body).
+fn blocks<'a>(body: &'a hcl::Body, kind: &str) -> Vec<(&'a [hcl::BlockLabel], &'a hcl::Body)> {
+    body.blocks()
+        .filter(|b| b.identifier() == kind)
+        .map(|b| (b.labels(), b.body()))
+        .collect()
+}
+
+fn resource<'a>(bodies: &'a [hcl::Body], ty: &str, name: &str) -> &'a hcl::Body {
+    bodies
+        .iter()
+        .flat_map(|b| blocks(b, "resource"))
+        .find(|(labels, _)| {
+            labels.len() == 2 && labels[0].as_str() == ty && labels[1].as_str() == name
+        })
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("resource {ty}.{name} is missing"))
+}
+
+/// An attribute's expression as HCL text, for comparisons.
+fn attr(body: &hcl::Body, name: &str) -> String {
+    let a = body
+        .attributes()
+        .find(|a| a.key() == name)
+        .unwrap_or_else(|| panic!("attribute {name} is missing"));
+    hcl::format::to_string(&a.expr).unwrap()
+}
+
+fn nested<'a>(body: &'a hcl::Body, kind: &str) -> &'a hcl::Body {
+    body.blocks()
+        .find(|b| b.identifier() == kind)
+        .map(|b| b.body())
+        .unwrap_or_else(|| panic!("block {kind} is missing"))
+}
+
+#[test]
+fn every_template_renders_into_a_repository_that_passes_its_checks() {
+    let p = Project::new(VARS);
+    let out = p.run(&["scaffold", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("new           infra/ecs.tf"), "{listing}");
+    assert!(
+        listing.contains("would change  gengar/src/app.module.ts"),
+        "{listing}"
+    );
+    assert!(!p.repo().join("infra").exists(), "a dry run writes nothing");
+
+    // The step itself refuses: app.module.ts would change (a patch is still a change).
+    let out = p.run(&["run", "scaffold"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gengar/src/app.module.ts"));
+    assert!(!p.repo().join("infra").exists(), "all or nothing");
+    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Now everything is as rendered: the step succeeds and writes nothing more.
+    let out = p.run(&["run", "scaffold"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let module = p.read("gengar/src/app.module.ts");
+    assert!(module.contains("import { HealthModule } from './modules/health/health.module';"));
+    assert!(
+        module.contains("  imports: [\n    HealthModule,\n    UsersModule,"),
+        "{module}"
+    );
+    assert!(p
+        .read("gengar/src/modules/health/health.controller.ts")
+        .contains("@Controller('health')"));
+
+    let dockerfile = p.read("gengar/Dockerfile");
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "{dockerfile}");
+    assert!(froms[0].contains("--platform=linux/arm64 node:20") && froms[0].ends_with("AS build"));
+    assert!(froms[1].contains("--platform=linux/arm64 node:20-bookworm-slim"));
+    assert!(dockerfile.contains("RUN yarn install --frozen-lockfile\n"));
+    assert!(dockerfile.contains("yarn build"));
+    assert!(dockerfile.contains("\nUSER node\n") && dockerfile.contains("EXPOSE 3000"));
+    assert!(dockerfile
+        .trim_end()
+        .ends_with("CMD [\"node\", \"--expose-gc\", \"dist/src/main.js\"]"));
+    let ignore = p.read("gengar/.dockerignore");
+    for entry in ["node_modules", ".env", "docker/"] {
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            "{entry} in .dockerignore"
+        );
+    }
+
+    let workflow = p.read(".github/workflows/deploy-backend.yml");
+    for expected in [
+        "paths: [\"gengar/**\"]",
+        "id-token: write",
+        "aws-actions/configure-aws-credentials@v4",
+        "role-to-assume: ${{ secrets.AWS_ROLE_ARN }}",
+        "aws-actions/amazon-ecr-login@v2",
+        "platforms: linux/arm64",
+        ":${{ github.sha }}",
+        ":latest",
+        "\"command\\\":[\\\"yarn\\\",\\\"migration:run\\\"]",
+        "--force-new-deployment",
+        "aws ecs wait services-stable",
+    ] {
+        assert!(
+            workflow.contains(expected),
+            "{expected} not in the workflow"
+        );
+    }
+    assert!(!workflow.contains("@@"), "unfilled placeholder");
+
+    let script = p.repo().join("scripts/ecs-run.sh");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&script).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111, "ecs-run.sh is executable");
+    }
+    assert!(std::fs::read_to_string(&script)
+        .unwrap()
+        .contains("exec cutover ecs-run --cluster \"${CLUSTER:-gengar}\""));
+
+    // Terraform: every file parses, and the plan's infrastructure is there as the plan says.
+    let names = [
+        "main",
+        "variables",
+        "outputs",
+        "vpc",
+        "ecs",
+        "rds",
+        "alb",
+        "ecr",
+        "iam",
+        "ssm",
+    ];
+    let bodies: Vec<hcl::Body> = names
+        .iter()
+        .map(|n| {
+            let text = p.read(&format!("infra/{n}.tf"));
+            hcl::parse(&text).unwrap_or_else(|e| panic!("infra/{n}.tf: {e}"))
+        })
+        .collect();
+    assert_eq!(
+        attr(resource(&bodies, "aws_subnet", "public"), "count"),
+        "2"
+    );
+    assert_eq!(
+        attr(resource(&bodies, "aws_subnet", "private"), "count"),
+        "2"
+    );
+    let ports = |name: &str| {
+        let r = resource(&bodies, "aws_vpc_security_group_ingress_rule", name);
+        (attr(r, "from_port"), attr(r, "to_port"))
+    };
+    assert_eq!(ports("alb_http"), ("80".into(), "80".into()));
+    assert_eq!(ports("alb_https"), ("443".into(), "443".into()));
+    assert_eq!(ports("rds_from_fargate"), ("5432".into(), "5432".into()));
+    assert_eq!(
+        attr(
+            resource(
+                &bodies,
+                "aws_vpc_security_group_ingress_rule",
+                "fargate_from_alb"
+            ),
+            "referenced_security_group_id"
+        ),
+        "aws_security_group.alb.id"
+    );
+    assert_eq!(
+        attr(
+            resource(
+                &bodies,
+                "aws_vpc_security_group_ingress_rule",
+                "rds_from_fargate"
+            ),
+            "referenced_security_group_id"
+        ),
+        "aws_security_group.fargate.id"
+    );
+    let all_ingress: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| blocks(b, "resource"))
+        .filter(|(l, _)| l[0].as_str() == "aws_vpc_security_group_ingress_rule")
+        .map(|(l, _)| l[1].as_str().to_string())
+        .collect();
+    assert_eq!(
+        all_ingress,
+        vec![
+            "alb_http",
+            "alb_https",
+            "fargate_from_alb",
+            "rds_from_fargate"
+        ],
+        "no other way in"
+    );
+    assert_eq!(
+        attr(
+            resource(&bodies, "aws_ecs_cluster_capacity_providers", "main"),
+            "capacity_providers"
+        )
+        .split_whitespace()
+        .collect::<String>(),
+        "[\"FARGATE\",\"FARGATE_SPOT\"]"
+    );
+    let task = resource(&bodies, "aws_ecs_task_definition", "app");
+    assert_eq!(
+        attr(nested(task, "runtime_platform"), "cpu_architecture"),
+        "\"ARM64\""
+    );
+    let service = resource(&bodies, "aws_ecs_service", "app");
+    assert_eq!(attr(service, "desired_count"), "1");
+    assert_eq!(
+        attr(service, "health_check_grace_period_seconds"),
+        "var.health_check_grace_seconds"
+    );
+    let breaker = nested(service, "deployment_circuit_breaker");
+    assert_eq!(
+        (attr(breaker, "enable"), attr(breaker, "rollback")),
+        ("true".into(), "true".into())
+    );
+    assert_eq!(
+        attr(nested(service, "network_configuration"), "assign_public_ip"),
+        "true"
+    );
+    assert_eq!(
+        attr(
+            nested(
+                resource(&bodies, "aws_lb_target_group", "app"),
+                "health_check"
+            ),
+            "path"
+        ),
+        "\"/health\""
+    );
+    let db = resource(&bodies, "aws_db_instance", "main");
+    for (key, value) in [
+        ("engine", "\"postgres\""),
+        ("engine_version", "\"16\""),
+        ("instance_class", "\"db.t4g.micro\""),
+        ("allocated_storage", "20"),
+        ("storage_type", "\"gp3\""),
+        ("multi_az", "false"),
+        ("storage_encrypted", "true"),
+        ("publicly_accessible", "false"),
+    ] {
+        assert_eq!(attr(db, key), value, "aws_db_instance.{key}");
+    }
+    let ssm = resource(&bodies, "aws_ssm_parameter", "env");
+    assert_eq!(attr(ssm, "type"), "\"SecureString\"");
+    let logs = resource(&bodies, "aws_cloudwatch_log_group", "app");
+    assert_eq!(attr(logs, "retention_in_days"), "30");
+    resource(&bodies, "aws_ecr_repository", "app");
+    resource(&bodies, "aws_iam_role", "execution");
+    resource(&bodies, "aws_iam_role", "task");
+    resource(&bodies, "aws_iam_openid_connect_provider", "github");
+    resource(&bodies, "aws_iam_role", "deploy");
+    resource(&bodies, "aws_budgets_budget", "monthly");
+    let variables = p.read("infra/variables.tf");
+    for expected in [
+        "default     = \"/ecs/gengar\"",
+        "default     = \"mentionai/gengar\"",
+        "default     = 3000",
+        "default     = 512",
+        "default     = 1024",
+        "default     = 60",
+    ] {
+        assert!(variables.contains(expected), "{expected} in variables.tf");
+    }
+    let all_resources: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| blocks(b, "resource"))
+        .map(|(l, _)| l[0].as_str().to_string())
+        .collect();
+    assert!(
+        !all_resources.iter().any(|r| r == "aws_nat_gateway"),
+        "no NAT gateway"
+    );
+    let outputs: Vec<String> = blocks(&bodies[2], "output")
+        .iter()
+        .map(|(l, _)| l[0].as_str().to_string())
+        .collect();
+    for name in [
+        "alb_dns_name",
+        "ecr_repository_url",
+        "ecs_cluster_name",
+        "ecs_service_name",
+        "rds_endpoint",
+    ] {
+        assert!(outputs.iter().any(|o| o == name), "output {name}");
+    }
+
+    // The real tools, when this machine has them (scripts/test installs shellcheck).
+    if which("terraform") {
+        let out = Command::new("terraform")
+            .args(["fmt", "-check", "-diff", "-recursive"])
+            .current_dir(p.repo().join("infra"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "terraform fmt: {}", text(&out));
+    }
+    if which("shellcheck") {
+        let out = Command::new("shellcheck").arg(&script).output().unwrap();
+        assert!(out.status.success(), "shellcheck: {}", text(&out));
+    }
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_missing_variable_or_repository_writes_nothing_and_a_hand_edit_is_never_overwritten() {
+    let p = Project::new(&VARS.replace("port = \"3000\", ", ""));
+    let out = p.run(&["run", "scaffold"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("need variable(s) the step does not give: port"),
+        "{err}"
+    );
+    assert!(!p.repo().join("gengar/Dockerfile").exists());
+
+    let p = Project::new(VARS);
+    std::fs::remove_dir_all(p.repo()).unwrap();
+    let out = p.run(&["run", "scaffold"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("repo does not exist"));
+
+    let p = Project::new(VARS);
+    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let path = p.repo().join("gengar/Dockerfile");
+    let edited = p
+        .read("gengar/Dockerfile")
+        .replace("EXPOSE 3000", "EXPOSE 8080");
+    std::fs::write(&path, &edited).unwrap();
+    let out = p.run(&["run", "scaffold"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        edited,
+        "not overwritten"
+    );
+    let out = p.run(&["scaffold", "--dry-run"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("would change  gengar/Dockerfile"), "{shown}");
+    assert!(
+        shown.contains("-EXPOSE 8080") && shown.contains("+EXPOSE 3000"),
+        "{shown}"
+    );
+    let out = p.run(&["scaffold", "--overwrite", "--confirm", "yes"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(p.read("gengar/Dockerfile").contains("EXPOSE 3000"));
+}
+
+fn terraform_project(config: &str, binary: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("infra")).unwrap();
+    std::fs::write(dir.path().join("infra/main.tf"), config).unwrap();
+    let binary = binary.map_or(String::new(), |b| format!("binary = \"{b}\"\n"));
+    let runbook = format!(
+        "[runbook]\nname = \"tf\"\napp = \"gengar\"\n\n[[phase]]\nid = \"infra\"\n\n[[phase.step]]\nid = \"plan\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"plan\"\n{binary}\n[[phase.step]]\nid = \"apply\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"apply\"\nplan_sha256 = \"${{steps.plan.outputs.plan_sha256}}\"\nneeds = [\"plan\"]\ndestructive = true\nconfirm = \"apply it\"\noutputs = [\"endpoint\", \"ports\"]\n{binary}"
+    );
+    std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
+    dir
+}
+
+fn cutover(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("CUTOVER_ACTOR", "ana@laptop")
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `terraform_data` is built into Terraform: a real plan and apply with no provider download.
+const CONFIG: &str = "resource \"terraform_data\" \"db\" {\n  input            = \"v1\"\n  triggers_replace = \"v1\"\n}\n\nresource \"terraform_data\" \"web\" {\n  input = \"web\"\n}\n\noutput \"endpoint\" {\n  value = \"db.internal:${terraform_data.db.output}\"\n}\n\noutput \"ports\" {\n  value = [80, 443]\n}\n";
+
+#[test]
+fn terraform_plans_applies_the_reviewed_plan_and_exports_outputs() {
+    if !which("terraform") {
+        eprintln!("terraform is not installed here: the recorded-plan unit tests cover parsing");
+        return;
+    }
+    let dir = terraform_project(CONFIG, None);
+    let out = cutover(dir.path(), &["run", "plan"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let log = String::from_utf8_lossy(&cutover(dir.path(), &["log", "plan"]).stdout).into_owned();
+    assert!(
+        log.contains("Plan: 2 to add, 0 to change, 0 to destroy"),
+        "{log}"
+    );
+
+    // A plan file replaced after the review is refused.
+    let plan = dir.path().join("infra/cutover.tfplan");
+    let reviewed = std::fs::read(&plan).unwrap();
+    std::fs::write(&plan, b"tampered").unwrap();
+    let out = cutover(dir.path(), &["run", "apply", "--confirm", "apply it"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the one that was reviewed"));
+    std::fs::write(&plan, reviewed).unwrap();
+
+    let out = cutover(dir.path(), &["run", "apply"]);
+    assert_eq!(code(&out), 5, "the phrase is needed: {}", text(&out));
+    let out = cutover(dir.path(), &["run", "apply", "--confirm", "apply it"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let journal = std::fs::read_to_string(dir.path().join(".cutover/journal.jsonl")).unwrap();
+    assert!(journal.contains("db.internal:v1"), "{journal}");
+    assert!(journal.contains("[80,443]"), "{journal}");
+    assert!(!plan.exists(), "a saved plan is used once");
+
+    // A change that replaces a resource is summarised as such.
+    std::fs::write(
+        dir.path().join("infra/main.tf"),
+        CONFIG.replace("\"v1\"", "\"v2\""),
+    )
+    .unwrap();
+    let out = cutover(dir.path(), &["run", "plan"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let log = String::from_utf8_lossy(&cutover(dir.path(), &["log", "plan"]).stdout).into_owned();
+    assert!(log.contains("(1 replaced)"), "{log}");
+    assert!(log.contains("replaces terraform_data.db"), "{log}");
+}
+
+#[test]
+fn terraform_not_installed_says_what_to_install() {
+    let dir = terraform_project(CONFIG, Some("/nonexistent/terraform"));
+    let out = cutover(dir.path(), &["run", "plan"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not installed"), "{err}");
+    assert!(err.contains("Terraform 1.6 or newer"), "{err}");
+}

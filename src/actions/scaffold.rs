@@ -121,7 +121,9 @@ impl Plan {
                     .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
             // Written beside, then renamed: a crash leaves the old file or the new one.
-            let temp = target.with_extension("cutover-tmp");
+            let mut temp_name = target.file_name().unwrap_or_default().to_os_string();
+            temp_name.push(".cutover-tmp");
+            let temp = target.with_file_name(temp_name);
             std::fs::write(&temp, &f.content)
                 .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
             if f.executable {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use super::process::{pump, signal_group, KILL_GRACE};
+use super::process::{pump, signal_group, stop_group, KILL_GRACE};
 use super::{Action, ActionContext, Outcome, Stream};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
@@ -129,21 +129,12 @@ impl Action for Shell {
         let status = match status {
             Some(status) => status,
             None => {
-                signal_group(pgid, Signal::SIGTERM);
-                let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        signal_group(pgid, Signal::SIGKILL);
-                        child.wait().await
-                    }
-                };
-                signal_group(pgid, Signal::SIGKILL);
+                stop_group(&mut child).await;
                 let _ = tokio::time::timeout(KILL_GRACE, async {
                     let _ = out.await;
                     let _ = err.await;
                 })
                 .await;
-                let _ = status;
                 return Outcome::Cancelled;
             }
         };

@@ -75,15 +75,15 @@ pub struct PlanSummary {
 
 impl PlanSummary {
     pub fn from_json(plan: &serde_json::Value) -> Result<Self, String> {
-        let changes = plan
-            .get("resource_changes")
-            .map(|c| c.as_array().cloned().unwrap_or_default())
-            .unwrap_or_default();
         if plan.get("format_version").is_none() {
             return Err("not a `terraform show -json` plan (no format_version)".into());
         }
+        let changes = plan
+            .get("resource_changes")
+            .and_then(|c| c.as_array())
+            .map_or(&[][..], Vec::as_slice);
         let mut summary = PlanSummary::default();
-        for change in &changes {
+        for change in changes {
             let address = change
                 .get("address")
                 .and_then(|a| a.as_str())

@@ -56,6 +56,20 @@ impl std::fmt::Debug for DbUrl {
 impl DbUrl {
     /// Parses a URL; `ca_bundle` is used for `verify-full` when the URL names no `sslrootcert`.
     pub fn parse(text: &str, ca_bundle: Option<&Path>) -> Result<Self, String> {
+        let url = Self::parse_shape(text, ca_bundle)?;
+        if url.tls == TlsMode::VerifyFull && url.ca_bundle.is_none() {
+            return Err("sslmode=verify-full needs a CA bundle: add sslrootcert=PATH to the URL or set the step's `ca_bundle` (for RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)".into());
+        }
+        Ok(url)
+    }
+
+    /// `user@host:port/database` of a URL, for plans and screens (no password, nothing checked
+    /// that only matters when connecting).
+    pub fn describe(text: &str) -> Option<String> {
+        Self::parse_shape(text, None).ok().map(|u| u.display())
+    }
+
+    fn parse_shape(text: &str, ca_bundle: Option<&Path>) -> Result<Self, String> {
         let url = url::Url::parse(text.trim()).map_err(|e| {
             format!(
                 "not a database URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"
@@ -121,9 +135,6 @@ impl DbUrl {
         } else {
             TlsMode::Prefer
         });
-        if tls == TlsMode::VerifyFull && ca.is_none() {
-            return Err("sslmode=verify-full needs a CA bundle: add sslrootcert=PATH to the URL or set the step's `ca_bundle` (for RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)".into());
-        }
         Ok(DbUrl {
             host,
             port: url.port().unwrap_or(5432),

@@ -16,7 +16,10 @@ use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
 use super::tools::Tool;
-use super::{bytes_human, col, connect, extensions, query, tools, url_param, DbUrl};
+use super::{
+    bytes_human, col, connect, db_url, extensions, query, server_version, tools, user_tables,
+    DbUrl, USER_RELATION,
+};
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
 
@@ -41,12 +44,8 @@ struct Params {
     on_existing: Option<String>,
     maintenance_work_mem: Option<String>,
     allow_errors: Option<Vec<String>>,
-    // Read by url_param (with the CA bundle); listed so that a misspelt key is still refused.
-    #[allow(dead_code)]
     source: String,
-    #[allow(dead_code)]
     target: String,
-    #[allow(dead_code)]
     ca_bundle: Option<String>,
 }
 
@@ -131,14 +130,13 @@ struct Totals {
 async fn totals(source: &Client) -> Result<Totals, Outcome> {
     let rows = query(
         source,
-        "WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                       AND n.nspname NOT LIKE 'pg_toast%' \
-                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                                        AND d.objid = c.oid AND d.deptype = 'e')) \
-         SELECT (SELECT count(*) FROM t), \
-                (SELECT count(*) FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM t)) \
-              + (SELECT count(*) FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM t))",
+        &format!(
+            "WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.relkind = 'r' AND {USER_RELATION}) \
+             SELECT (SELECT count(*) FROM t), \
+                    (SELECT count(*) FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM t)) \
+                  + (SELECT count(*) FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM t))"
+        ),
         "counting the source's tables and indexes",
     )
     .await?;
@@ -151,22 +149,6 @@ async fn totals(source: &Client) -> Result<Totals, Outcome> {
         tables: u64::try_from(tables).unwrap_or(0),
         indexes: u64::try_from(indexes).unwrap_or(0),
     })
-}
-
-/// User tables (not extension members) the target already holds.
-pub async fn existing_tables(target: &Client) -> Result<Vec<String>, Outcome> {
-    let rows = query(
-        target,
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
-           JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
-            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                             AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1",
-        "looking at what the target holds",
-    )
-    .await?;
-    rows.iter().map(|r| col(r, 0)).collect()
 }
 
 /// The reset policy: drops every user object (tables, views, sequences, routines, types and
@@ -284,8 +266,8 @@ struct Run {
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
-    let source_url = url_param(&ctx.params, "source", ctx)?;
-    let target_url = url_param(&ctx.params, "target", ctx)?;
+    let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
+    let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let memory = memory_setting(p.maintenance_work_mem.as_deref())?;
     let allowed: Vec<Regex> = match &p.allow_errors {
         Some(list) => list
@@ -322,7 +304,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     }
 
     let source = connect(&source_url, "source").await?;
-    let source_major = super::server_major(&source).await?;
+    let (_, source_major) = server_version(&source).await?;
     if dump.major < source_major {
         return Err(Outcome::failed(format!(
             "pg_dump {} ({}) is older than the source server ({source_major}): install pg_dump {source_major} or newer, or set bin_dir",
@@ -331,7 +313,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         )));
     }
     let mut target = connect(&target_url, "target").await?;
-    let existing = existing_tables(&target).await?;
+    let existing = user_tables(&target).await?;
     if !existing.is_empty() {
         let shown: Vec<&str> = existing.iter().take(5).map(String::as_str).collect();
         if !reset {

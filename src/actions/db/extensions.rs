@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::{col, connect, ident, query, url_param, version_parts};
+use super::{col, connect, db_url, ident, query, version_parts};
 use crate::actions::{ActionContext, Outcome};
 
 /// An installed extension.
@@ -79,15 +79,18 @@ pub async fn ensure(
     let wanted = installed(source).await?;
     let features = vector_features(source).await?;
     for ext in &wanted {
-        let available = query(
-            target,
-            &format!(
-                "SELECT default_version FROM pg_available_extensions WHERE name = '{}'",
-                ext.name.replace('\'', "''")
-            ),
-            "listing the target's available extensions",
-        )
-        .await?;
+        let available = target
+            .query(
+                "SELECT default_version FROM pg_available_extensions WHERE name = $1",
+                &[&ext.name],
+            )
+            .await
+            .map_err(|e| {
+                Outcome::failed(format!(
+                    "listing the target's available extensions: {}",
+                    super::conn::explain(&e)
+                ))
+            })?;
         if available.is_empty() {
             return Err(Outcome::failed(format!(
                 "extension {} (source {}) is not available on the target server \
@@ -208,9 +211,18 @@ async fn copy_search_path(source: &Client, target: &Client, ctx: &ActionContext)
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    source: String,
+    target: String,
+    ca_bundle: Option<String>,
+}
+
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
-    let source_url = url_param(&ctx.params, "source", ctx)?;
-    let target_url = url_param(&ctx.params, "target", ctx)?;
+    let p: Params = ctx.params()?;
+    let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
+    let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let source = connect(&source_url, "source").await?;
     let target = connect(&target_url, "target").await?;
     let have = ensure(&source, &target, ctx).await?;

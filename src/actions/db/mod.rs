@@ -174,20 +174,15 @@ enum Kind {
 
 struct Db(Kind);
 
-/// Reads a URL parameter with its CA bundle; the error names the parameter, never the value.
-fn url_param(
-    params: &serde_json::Value,
+/// A URL parameter parsed, with the step's CA bundle; an error names the parameter, never the
+/// value (it holds a password).
+fn db_url(
+    text: &str,
     name: &str,
+    ca_bundle: Option<&str>,
     ctx: &ActionContext,
 ) -> Result<DbUrl, Outcome> {
-    let text = params
-        .get(name)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Outcome::failed(format!("`{name}` is missing")))?;
-    let ca = params
-        .get("ca_bundle")
-        .and_then(|v| v.as_str())
-        .map(|p| ctx.work_dir.join(p));
+    let ca = ca_bundle.map(|p| ctx.work_dir.join(p));
     DbUrl::parse(text, ca.as_deref()).map_err(|e| Outcome::failed(format!("`{name}`: {e}")))
 }
 
@@ -197,10 +192,8 @@ fn shown_url(params: &serde_json::Value, name: &str) -> String {
     let Some(text) = params.get(name).and_then(|v| v.as_str()) else {
         return "?".to_string();
     };
-    match DbUrl::parse(text, Some(std::path::Path::new("-"))) {
-        Ok(url) => url.display(),
-        Err(_) => crate::redact::Redactor::new().redact(text).into_owned(),
-    }
+    DbUrl::describe(text)
+        .unwrap_or_else(|| crate::redact::Redactor::new().redact(text).into_owned())
 }
 
 #[async_trait]
@@ -251,19 +244,41 @@ async fn connect(url: &DbUrl, side: &str) -> Result<tokio_postgres::Client, Outc
         .map_err(|e| Outcome::failed(format!("{side}: {e}")))
 }
 
-/// The server's major version (16 for 16.4).
-async fn server_major(client: &tokio_postgres::Client) -> Result<u64, Outcome> {
+/// The server's version as it names it, and its major number (16 for "16.4 (Debian…)").
+async fn server_version(client: &tokio_postgres::Client) -> Result<(String, u64), Outcome> {
     let rows = query(
         client,
-        "SELECT current_setting('server_version_num')::int",
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
         "reading the server version",
     )
     .await?;
-    let num: i32 = match rows.first() {
-        Some(row) => col(row, 0)?,
-        None => 0,
-    };
-    Ok(u64::try_from(num / 10_000).unwrap_or(0))
+    let row = rows
+        .first()
+        .ok_or_else(|| Outcome::failed("the server did not say its version"))?;
+    let num: i32 = col(row, 1)?;
+    Ok((col(row, 0)?, u64::try_from(num / 10_000).unwrap_or(0)))
+}
+
+/// The condition (over `pg_class c` joined to `pg_namespace n`) for a relation the app owns:
+/// not in a system schema, not a member of an extension.
+const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                     AND d.objid = c.oid AND d.deptype = 'e')";
+
+/// The app's tables (not extension members) a database holds, as `schema.table`.
+async fn user_tables(client: &tokio_postgres::Client) -> Result<Vec<String>, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND {USER_RELATION} ORDER BY 1"
+        ),
+        "listing tables",
+    )
+    .await?;
+    rows.iter().map(|r| col(r, 0)).collect()
 }
 
 /// `"name"` quoted as an SQL identifier.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
-
-use super::{bytes_human, col, connect, query, tools, url_param};
+use super::{
+    bytes_human, col, connect, db_url, query, server_version, tools, user_tables, USER_RELATION,
+};
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,42 +39,15 @@ struct Params {
     long_transaction: Option<String>,
     jobs: Option<u32>,
     bin_dir: Option<String>,
-    // Read by url_param (with the CA bundle); listed so that a misspelt key is still refused.
-    #[allow(dead_code)]
     source: String,
-    #[allow(dead_code)]
     target: String,
-    #[allow(dead_code)]
     ca_bundle: Option<String>,
-}
-
-struct Server {
-    version: String,
-    major: u64,
-}
-
-async fn server(client: &Client) -> Result<Server, Outcome> {
-    let rows = query(
-        client,
-        "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
-        "reading the server version",
-    )
-    .await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Outcome::failed("the server did not say its version"))?;
-    let version: String = col(row, 0)?;
-    let num: i32 = col(row, 1)?;
-    Ok(Server {
-        version,
-        major: u64::try_from(num / 10_000).unwrap_or(0),
-    })
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
-    let source_url = url_param(&ctx.params, "source", ctx)?;
-    let target_url = url_param(&ctx.params, "target", ctx)?;
+    let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
+    let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let long = parse_duration(
         p.long_transaction.as_deref(),
         Duration::from_secs(300),
@@ -86,18 +59,18 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let mut checks = Vec::new();
     let source = connect(&source_url, "source").await?;
     let target = connect(&target_url, "target").await?;
-    let src = server(&source).await?;
-    let tgt = server(&target).await?;
+    let (src_version, src_major) = server_version(&source).await?;
+    let (tgt_version, tgt_major) = server_version(&target).await?;
     checks.push(Check::new(
         "source server",
         Verdict::Pass,
-        format!("PostgreSQL {} at {}", src.version, source_url.display()),
+        format!("PostgreSQL {} at {}", src_version, source_url.display()),
     ));
-    checks.push(if tgt.major >= src.major {
+    checks.push(if tgt_major >= src_major {
         Check::new(
             "target server",
             Verdict::Pass,
-            format!("PostgreSQL {} at {}", tgt.version, target_url.display()),
+            format!("PostgreSQL {} at {}", tgt_version, target_url.display()),
         )
     } else {
         Check::new(
@@ -105,7 +78,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             Verdict::Fail,
             format!(
                 "PostgreSQL {} is older than the source's {}: a dump does not restore into an older major version",
-                tgt.version, src.version
+                tgt_version, src_version
             ),
         )
     });
@@ -114,15 +87,15 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let restore = tools::find("pg_restore", p.bin_dir.as_deref(), ctx).await;
     checks.push(match &dump {
         Err(e) => Check::new("pg_dump", Verdict::Fail, e.clone()),
-        Ok(t) if t.major < src.major => Check::new(
+        Ok(t) if t.major < src_major => Check::new(
             "pg_dump",
             Verdict::Fail,
             format!(
                 "{} is version {}, older than the source server ({}): install pg_dump {} or newer",
                 t.path.display(),
                 t.version,
-                src.major,
-                src.major
+                src_major,
+                src_major
             ),
         ),
         Ok(t) => Check::new(
@@ -175,13 +148,13 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
 
     let no_pk = query(
         &source,
-        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
-           JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
-            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') \
-            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
-          ORDER BY 1",
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_RELATION} \
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') \
+              ORDER BY 1"
+        ),
         "listing tables without a primary key",
     )
     .await?;
@@ -292,19 +265,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         Check::new("target connections", Verdict::Pass, format!("{free} free"))
     });
 
-    let existing = query(
-        &target,
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-            AND n.nspname NOT LIKE 'pg_toast%' \
-            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')",
-        "looking at what the target already holds",
-    )
-    .await?;
-    let existing: i64 = match existing.first() {
-        Some(row) => col(row, 0)?,
-        None => 0,
-    };
+    let existing = user_tables(&target).await?.len();
     checks.push(if existing == 0 {
         Check::new("target empty", Verdict::Pass, "no tables yet")
     } else {
@@ -326,10 +287,10 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             .await;
     }
     ctx.report
-        .output("source_version", src.version.clone())
+        .output("source_version", src_version.clone())
         .await;
     ctx.report
-        .output("target_version", tgt.version.clone())
+        .output("target_version", tgt_version.clone())
         .await;
     ctx.report.output("source_bytes", size.to_string()).await;
     let failed: Vec<&str> = checks

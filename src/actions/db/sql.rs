@@ -2,7 +2,7 @@
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{connect, url_param};
+use super::{connect, db_url};
 use crate::actions::{ActionContext, Outcome};
 
 /// Rows shown per statement; the count is always given.
@@ -13,10 +13,7 @@ const SHOWN_ROWS: usize = 50;
 struct Params {
     sql: Option<String>,
     file: Option<String>,
-    // Read by url_param (with the CA bundle); listed so that a misspelt key is still refused.
-    #[allow(dead_code)]
     url: String,
-    #[allow(dead_code)]
     ca_bundle: Option<String>,
 }
 
@@ -36,7 +33,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             ))
         }
     };
-    let url = url_param(&ctx.params, "url", ctx)?;
+    let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
     let client = connect(&url, "database").await?;
     ctx.report.info(format!("on {}", url.display())).await;
     let messages = tokio::select! {

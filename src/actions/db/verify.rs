@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use super::{col, connect, extensions, query, url_param, DbUrl};
+use super::{col, connect, db_url, extensions, query, DbUrl, USER_RELATION};
 use crate::actions::{ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
@@ -20,12 +20,8 @@ use crate::actions::{ActionContext, Outcome};
 struct Params {
     connections: Option<u32>,
     chunk_mb: Option<u64>,
-    // Read by url_param (with the CA bundle); listed so that a misspelt key is still refused.
-    #[allow(dead_code)]
     source: String,
-    #[allow(dead_code)]
     target: String,
-    #[allow(dead_code)]
     ca_bundle: Option<String>,
 }
 
@@ -151,18 +147,15 @@ struct Sum {
     hash: i128,
 }
 
-const TABLES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname), \
-        (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
-        (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid) \
-   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                     AND d.objid = c.oid AND d.deptype = 'e') \
-  ORDER BY 1";
-
 async fn tables(client: &Client) -> Result<BTreeMap<String, TableInfo>, Outcome> {
-    let rows = query(client, TABLES_SQL, "listing tables").await?;
+    let sql = format!(
+        "SELECT format('%I.%I', n.nspname, c.relname), \
+                (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
+                (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid) \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY 1"
+    );
+    let rows = query(client, &sql, "listing tables").await?;
     let mut out = BTreeMap::new();
     for row in &rows {
         let name: String = col(row, 0)?;
@@ -575,8 +568,8 @@ pub async fn compare(
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
-    let source_url = url_param(&ctx.params, "source", ctx)?;
-    let target_url = url_param(&ctx.params, "target", ctx)?;
+    let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
+    let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let connections = usize::try_from(p.connections.unwrap_or(4).clamp(1, 32)).unwrap_or(4);
     let report = compare(
         ctx,

@@ -105,21 +105,23 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("new           infra/ecs.tf"), "{listing}");
     assert!(
-        listing.contains("would change  gengar/src/app.module.ts"),
+        listing.contains("patched       gengar/src/app.module.ts")
+            && listing.contains("+import { HealthModule } from './modules/health/health.module';"),
         "{listing}"
     );
     assert!(!p.repo().join("infra").exists(), "a dry run writes nothing");
 
-    // The step itself refuses: app.module.ts would change (a patch is still a change).
+    // The step writes the new files and applies the import as a patch.
     let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gengar/src/app.module.ts"));
-    assert!(!p.repo().join("infra").exists(), "all or nothing");
-    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // Now everything is as rendered: the step succeeds and writes nothing more.
     let out = p.run(&["run", "scaffold"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unchanged     gengar/src/app.module.ts"),
+        "{}",
+        text(&out)
+    );
 
     let module = p.read("gengar/src/app.module.ts");
     assert!(module.contains("import { HealthModule } from './modules/health/health.module';"));
@@ -394,7 +396,7 @@ fn a_missing_variable_or_repository_writes_nothing_and_a_hand_edit_is_never_over
     assert!(String::from_utf8_lossy(&out.stderr).contains("repo does not exist"));
 
     let p = Project::new(VARS);
-    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
+    let out = p.run(&["scaffold"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let path = p.repo().join("gengar/Dockerfile");
     let edited = p

@@ -1,8 +1,12 @@
 //! The real binary in a real terminal: tmux drives it (send-keys) and reads it (capture-pane).
 
+#[path = "common/tmux.rs"]
+mod tmux;
+use tmux::TmuxServer;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cutover");
 
@@ -37,9 +41,9 @@ do = "shell"
 run = "for i in $(seq 1 40); do echo tick $i; sleep 0.2; done"
 "#;
 
-/// A tmux server of our own (its own socket), killed on drop.
+/// A project directory with the runbook, and a tmux server to run `cutover` in.
 struct Tmux {
-    socket: String,
+    server: TmuxServer,
     dir: tempfile::TempDir,
 }
 
@@ -48,19 +52,13 @@ impl Tmux {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("runbook.toml"), RUNBOOK).unwrap();
         Tmux {
-            socket: format!("cutover-test-{}-{name}", std::process::id()),
+            server: TmuxServer::new(name),
             dir,
         }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("tmux: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.server.tmux(args)
     }
 
     /// Starts `cutover` in a new window named `name`.
@@ -88,43 +86,20 @@ impl Tmux {
     }
 
     fn keys(&self, window: &str, keys: &[&str]) {
-        for key in keys {
-            self.tmux(&["send-keys", "-t", &format!("main:{window}"), key]);
-            std::thread::sleep(Duration::from_millis(60));
-        }
+        self.server.keys(&format!("main:{window}"), keys);
     }
 
     fn text(&self, window: &str, text: &str) {
-        self.tmux(&["send-keys", "-t", &format!("main:{window}"), "-l", text]);
-        std::thread::sleep(Duration::from_millis(250));
-    }
-
-    fn screen(&self, window: &str) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", &format!("main:{window}")])
+        self.server.text(&format!("main:{window}"), text);
     }
 
     fn wait_for(&self, window: &str, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen(window);
-            if screen.contains(needle) {
-                return screen;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                panic!("window {window} never showed {needle:?}; it shows:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.server
+            .wait_for(&format!("main:{window}"), needle, Duration::from_secs(20))
     }
 
     fn path(&self) -> &Path {
         self.dir.path()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.tmux(&["kill-server"]);
     }
 }
 

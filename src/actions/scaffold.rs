@@ -1,8 +1,9 @@
 //! `scaffold`: writes the files the plan creates (Dockerfile, health module, Terraform, the
 //! deploy workflow, scripts/ecs-run.sh) from reviewed templates filled with the step's
-//! variables. Each file is new, unchanged or would change (shown as a unified diff); a file
-//! that would change is never written by the step: `cutover scaffold --overwrite` does that
-//! after a typed confirmation. Nothing is written when anything is wrong.
+//! variables. Each file is new, unchanged, patched (app.module.ts gets its import: the plan's
+//! one intended modification, shown as a diff) or would change (shown as a unified diff); a
+//! file that would change is never written by the step: `cutover scaffold --overwrite` does
+//! that after a typed confirmation. Nothing is written when anything is wrong.
 //!
 //! Templates use `@@name@@` for a variable: it collides with none of the languages they are
 //! written in (HCL's and GitHub Actions' `${...}`, shell's `$X`).
@@ -60,6 +61,8 @@ pub struct ScaffoldParams {
 pub enum Change {
     New,
     Unchanged,
+    /// An existing file that receives an insertion and keeps everything else: its diff.
+    Patched(String),
     /// The file differs from what the template renders: its unified diff.
     Differs(String),
 }
@@ -95,10 +98,11 @@ impl Plan {
             let what = match &f.change {
                 Change::New => "new",
                 Change::Unchanged => "unchanged",
+                Change::Patched(_) => "patched",
                 Change::Differs(_) => "would change",
             };
             lines.push(format!("{what:<13} {}", f.path.display()));
-            if let (true, Change::Differs(diff)) = (diffs, &f.change) {
+            if let (true, Change::Differs(diff) | Change::Patched(diff)) = (diffs, &f.change) {
                 lines.extend(diff.lines().map(str::to_string));
             }
         }
@@ -313,12 +317,16 @@ pub fn plan(params: &ScaffoldParams, base: &Path) -> Result<Plan, String> {
         let patched = patch_app_module(&text)?;
         rendered.push((PathBuf::from(module), patched, false));
     }
+    let patched_file = params.app_module.as_deref().map(Path::new);
     let files = rendered
         .into_iter()
         .map(|(path, content, executable)| {
             let change = match std::fs::read_to_string(repo.join(&path)) {
                 Err(_) => Change::New,
                 Ok(existing) if existing == content => Change::Unchanged,
+                Ok(existing) if Some(path.as_path()) == patched_file => {
+                    Change::Patched(unified_diff(&path, &existing, &content))
+                }
                 Ok(existing) => Change::Differs(unified_diff(&path, &existing, &content)),
             };
             FilePlan {

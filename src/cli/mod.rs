@@ -39,9 +39,16 @@ struct Cli {
         env = "CUTOVER_RUNBOOK"
     )]
     runbook: PathBuf,
-    /// Override a runbook variable (repeatable).
+    /// Override a runbook variable (repeatable; wins over --vars-file).
     #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
     vars: Vec<String>,
+    /// A TOML file of `name = "value"` lines overriding the runbook's [vars] (e.g. one per
+    /// environment, or the rehearsal's).
+    #[arg(long, global = true, value_name = "FILE", env = "CUTOVER_VARS_FILE")]
+    vars_file: Option<PathBuf>,
+    /// Where the journal, lock and logs live (default: .cutover/ beside the runbook).
+    #[arg(long, global = true, value_name = "DIR", env = "CUTOVER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// AWS profile (overrides the runbook's [aws] profile).
     #[arg(long, global = true, env = "CUTOVER_AWS_PROFILE")]
     profile: Option<String>,
@@ -49,7 +56,7 @@ struct Cli {
     #[arg(long, global = true)]
     region: Option<String>,
     /// A local AWS API endpoint, e.g. http://127.0.0.1:5000.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CUTOVER_AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -221,7 +228,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         );
         return Ok(exit::OK);
     }
-    let workspace = Workspace::for_runbook(&cli.runbook);
+    let workspace = workspace_of(&cli);
     match command {
         Command::Audit {
             command: AuditCommand::Verify,
@@ -439,7 +446,7 @@ fn tui(
             return Err(failure);
         }
     };
-    let workspace = Workspace::for_runbook(&cli.runbook);
+    let workspace = workspace_of(cli);
     workspace.ensure()?;
     init_file_tracing(&workspace);
     let actor = cutover::actor::current();
@@ -588,9 +595,50 @@ fn drive(
     Ok((engine, guard))
 }
 
-/// Loads the runbook with `--var` overrides and the AWS flags applied.
+fn workspace_of(cli: &Cli) -> Workspace {
+    match &cli.state_dir {
+        Some(dir) => Workspace { root: dir.clone() },
+        None => Workspace::for_runbook(&cli.runbook),
+    }
+}
+
+/// `--vars-file` then `--var`: the later override wins.
+fn var_overrides(cli: &Cli) -> Result<Vec<String>, Failure> {
+    let mut overrides = Vec::new();
+    if let Some(path) = &cli.vars_file {
+        let invalid = |why: String| {
+            Failure::new(
+                exit::INVALID,
+                format!("--vars-file {}: {why}", path.display()),
+            )
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        for (name, value) in table {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "`{name}` must be a string, number or boolean, found {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            overrides.push(format!("{name}={value}"));
+        }
+    }
+    overrides.extend(cli.vars.iter().cloned());
+    Ok(overrides)
+}
+
+/// Loads the runbook with `--vars-file`/`--var` overrides and the AWS flags applied.
 fn load(cli: &Cli, registry: &Registry) -> Result<Runbook, Failure> {
-    let mut runbook = Runbook::load(&cli.runbook, &cli.vars, registry)?;
+    let mut runbook = Runbook::load(&cli.runbook, &var_overrides(cli)?, registry)?;
     if cli.profile.is_some() || cli.region.is_some() || cli.endpoint_url.is_some() {
         let aws = runbook.aws.get_or_insert_with(Default::default);
         if let Some(profile) = &cli.profile {

@@ -1,3 +1,4 @@
+//! `ecr.repository`: the repository Terraform created exists (scanned on push).
 //! `ecr.image`: the tag exists and its manifest includes linux/arm64.
 
 use std::sync::Arc;
@@ -10,6 +11,83 @@ use crate::actions::{Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Image(pub Arc<Session>);
+pub struct Repository(pub Arc<Session>);
+
+static REPOSITORY: ActionSchema = ActionSchema {
+    kind: "ecr.repository",
+    summary: "checks that an ECR repository exists, and reports its URI and scan-on-push",
+    params: &[ParamSpec::required(
+        "repository",
+        ParamType::String,
+        "e.g. mentionai/gengar",
+    )],
+    outputs: &["uri"],
+    needs_operator_note: false,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositoryParams {
+    repository: String,
+}
+
+#[async_trait]
+impl Action for Repository {
+    fn schema(&self) -> &'static ActionSchema {
+        &REPOSITORY
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        format!(
+            "ECR repository {} exists",
+            params
+                .get("repository")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+        )
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let (p, config) = match prepare::<RepositoryParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
+            Err(o) => return o,
+        };
+        let ecr = aws_sdk_ecr::Client::new(&config);
+        let found = ecr
+            .describe_repositories()
+            .repository_names(&p.repository)
+            .send()
+            .await;
+        let repository = match found {
+            Ok(out) => out.repositories().first().cloned(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_repository_not_found_exception()) =>
+            {
+                None
+            }
+            Err(e) => return Outcome::failed(explain("ecr:DescribeRepositories", &e)),
+        };
+        let Some(repository) = repository else {
+            return Outcome::failed(format!(
+                "the ECR repository {} does not exist: has the Terraform been applied in this account and region?",
+                p.repository
+            ));
+        };
+        let uri = repository.repository_uri().unwrap_or_default().to_string();
+        let scans = repository
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push());
+        ctx.report
+            .info(format!(
+                "{uri}: scan on push {}",
+                if scans { "on" } else { "off" }
+            ))
+            .await;
+        ctx.report.output("uri", uri.clone()).await;
+        Outcome::Succeeded { note: Some(uri) }
+    }
+}
 
 static SCHEMA: ActionSchema = ActionSchema {
     kind: "ecr.image",

@@ -89,6 +89,98 @@ impl LogFollower {
 
 pub struct Search(pub Arc<Session>);
 pub struct Tail(pub Arc<Session>);
+pub struct Group(pub Arc<Session>);
+
+static GROUP: ActionSchema = ActionSchema {
+    kind: "logs.group",
+    summary: "checks that a log group exists with the expected retention",
+    params: &[
+        ParamSpec::required("log_group", ParamType::String, "e.g. /ecs/gengar"),
+        ParamSpec::optional(
+            "retention_days",
+            ParamType::Integer,
+            "the retention it must have (any when absent)",
+        ),
+    ],
+    outputs: &["retention_days"],
+    needs_operator_note: false,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupParams {
+    log_group: String,
+    retention_days: Option<serde_json::Value>,
+}
+
+#[async_trait]
+impl Action for Group {
+    fn schema(&self) -> &'static ActionSchema {
+        &GROUP
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        let group = params
+            .get("log_group")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        match params.get("retention_days") {
+            Some(days) => format!("log group {group} exists, keeping {days} days"),
+            None => format!("log group {group} exists"),
+        }
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let (p, config) = match prepare::<GroupParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
+            Err(o) => return o,
+        };
+        let expected = match &p.retention_days {
+            None => None,
+            Some(v) => match v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
+                Some(days) => Some(days),
+                None => return Outcome::failed(format!("`retention_days` = {v} is not a number")),
+            },
+        };
+        let client = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let found = client
+            .describe_log_groups()
+            .log_group_name_prefix(&p.log_group)
+            .send()
+            .await;
+        let groups = match found {
+            Ok(out) => out.log_groups().to_vec(),
+            Err(e) => return Outcome::failed(explain("logs:DescribeLogGroups", &e)),
+        };
+        let Some(group) = groups
+            .iter()
+            .find(|g| g.log_group_name() == Some(p.log_group.as_str()))
+        else {
+            return Outcome::failed(format!("the log group {} does not exist", p.log_group));
+        };
+        let retention = group.retention_in_days();
+        let shown = retention.map_or("forever".to_string(), |d| format!("{d} days"));
+        ctx.report
+            .info(format!("{} keeps its lines {shown}", p.log_group))
+            .await;
+        ctx.report
+            .output(
+                "retention_days",
+                retention.map_or("never expires".to_string(), |d| d.to_string()),
+            )
+            .await;
+        match expected {
+            Some(days) if retention.map(i64::from) != Some(days) => Outcome::failed(format!(
+                "{} keeps its lines {shown}, not the {days} days expected",
+                p.log_group
+            )),
+            _ => Outcome::Succeeded { note: Some(shown) },
+        }
+    }
+}
 
 static SEARCH: ActionSchema = ActionSchema {
     kind: "logs.search",

@@ -151,10 +151,12 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(network::Verify(session.clone())),
         Arc::new(elb::Health(session.clone())),
         Arc::new(ecr::Image(session.clone())),
+        Arc::new(ecr::Repository(session.clone())),
         Arc::new(dns::Point(session.clone())),
         Arc::new(budget::Ensure(session.clone())),
         Arc::new(logs::Search(session.clone())),
-        Arc::new(logs::Tail(session)),
+        Arc::new(logs::Tail(session.clone())),
+        Arc::new(logs::Group(session)),
     ]
 }
 

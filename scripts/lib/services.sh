@@ -1,0 +1,85 @@
+# Shared by scripts/test and scripts/rehearse: installing what is missing, free loopback ports,
+# and the local stand-ins for AWS (moto) and PostgreSQL. Sourced, not run.
+# shellcheck shell=bash
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Everything started registers its stop here; `cleanup` runs them newest first, on every exit.
+CLEANUP=()
+cleanup() {
+  local status=$?
+  trap - EXIT
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
+    eval "${CLEANUP[i]}" || true
+  done
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+apt_install() {
+  if ! need_cmd apt-get; then
+    log "cannot install $* (no apt-get)"; return 1
+  fi
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 150); do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "$name did not start on port $port"; return 1
+}
+
+ensure_moto() {
+  if ! python3 -c 'import moto.server, flask, boto3' >/dev/null 2>&1; then
+    log "installing moto[server] (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  fi
+}
+
+# start_moto PORT LOG [RECORDING]: moto's AWS API server on 127.0.0.1:PORT; with RECORDING,
+# every request is appended to that file (moto's recorder) so the account can be replayed.
+start_moto() {
+  local port=$1 logfile=$2 recording=${3:-} pid
+  ensure_moto
+  # Services report their tasks running, so a deployment can complete.
+  if [ -n "$recording" ]; then
+    MOTO_ECS_SERVICE_RUNNING=1 MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$recording" \
+      python3 "$SCRIPTS_DIR/moto_server.py" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  else
+    MOTO_ECS_SERVICE_RUNNING=1 python3 "$SCRIPTS_DIR/moto_server.py" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  fi
+  pid=$!
+  CLEANUP+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null")
+  wait_for_port "$port" moto || { cat "$logfile" >&2; return 1; }
+}
+
+# psql_on PORT PASSWORD DB ARGS...: psql from the pgserver wheel against a local cluster.
+psql_on() {
+  local port=$1 password=$2 db=$3; shift 3
+  PGPASSWORD=$password "$PG_BIN/psql" -q -X -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"
+}
+
+# start_pg DIR PORT PASSWORD: a PostgreSQL 16 + pgvector cluster, stopped at exit.
+start_pg() {
+  "$SCRIPTS_DIR/pg-cluster" start "$1" "$2" "$3"
+  CLEANUP+=("'$SCRIPTS_DIR/pg-cluster' stop '$1'")
+}
+
+SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1110,3 +1110,78 @@ fn budget_ensure_creates_the_monthly_budget_once() {
         .unwrap();
     assert!((amount - 60.0).abs() < 1e-9);
 }
+
+#[test]
+fn what_terraform_created_is_checked_repository_and_log_group_retention() {
+    runtime().block_on(async {
+        let config = sdk().await;
+        aws_sdk_ecr::Client::new(&config)
+            .create_repository()
+            .repository_name("mentionai/created-test")
+            .image_scanning_configuration(
+                aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        for (group, days) in [("/ecs/kept-30", Some(30)), ("/ecs/kept-forever", None)] {
+            logs.create_log_group()
+                .log_group_name(group)
+                .send()
+                .await
+                .unwrap();
+            if let Some(days) = days {
+                logs.put_retention_policy()
+                    .log_group_name(group)
+                    .retention_in_days(days)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"repo\"\ndo = \"ecr.repository\"\nrepository = \"mentionai/created-test\"\n\n\
+         [[phase.step]]\nid = \"no-repo\"\ndo = \"ecr.repository\"\nrepository = \"mentionai/never-created\"\n\n\
+         [[phase.step]]\nid = \"kept\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept-30\"\nretention_days = 30\n\n\
+         [[phase.step]]\nid = \"forever\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept-forever\"\nretention_days = 30\n\n\
+         [[phase.step]]\nid = \"prefix-only\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept\"\n",
+    );
+    let out = p.run(&["run", "repo"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("dkr.ecr.us-east-1.amazonaws.com/mentionai/created-test: scan on push on"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "no-repo"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the ECR repository mentionai/never-created does not exist"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "kept"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["run", "forever"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/ecs/kept-forever keeps its lines forever, not the 30 days expected"),
+        "{}",
+        text(&out)
+    );
+    // A name that only prefixes existing groups is not a group.
+    let out = p.run(&["run", "prefix-only"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the log group /ecs/kept does not exist"),
+        "{}",
+        text(&out)
+    );
+}

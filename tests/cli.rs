@@ -30,6 +30,9 @@ impl Project {
             .current_dir(self.path())
             .env("CUTOVER_ACTOR", "ana@laptop")
             .env_remove("CUTOVER_RUNBOOK")
+            .env_remove("CUTOVER_VARS_FILE")
+            .env_remove("CUTOVER_STATE_DIR")
+            .env_remove("CUTOVER_AWS_ENDPOINT_URL")
             .stdin(Stdio::null());
         c
     }
@@ -967,4 +970,83 @@ check = { do = "shell", run = "test -f marker.txt" }
     );
     assert!(p.journal().contains("checked the marker by hand"));
     assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+}
+
+#[test]
+fn a_vars_file_and_a_state_dir_point_the_same_runbook_elsewhere() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "say"
+do = "shell"
+run = "echo soak is ${soak}"
+"#,
+    );
+    std::fs::write(
+        p.path().join("rehearsal.toml"),
+        "# the rehearsal's\nsoak = \"3s\"\n",
+    )
+    .unwrap();
+    let state = p.path().join("elsewhere");
+    let state_arg = state.to_str().unwrap();
+    let out = p.run(&[
+        "--vars-file",
+        "rehearsal.toml",
+        "--state-dir",
+        state_arg,
+        "run",
+        "say",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("soak is 3s"));
+    assert!(state.join("journal.jsonl").is_file());
+    assert!(
+        !p.path().join(".cutover").exists(),
+        "nothing beside the runbook"
+    );
+
+    // --var wins over the file.
+    let out = p.run(&[
+        "--vars-file",
+        "rehearsal.toml",
+        "--var",
+        "soak=9s",
+        "--state-dir",
+        state_arg,
+        "run",
+        "say",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("soak is 9s"),
+        "{}",
+        text(&out)
+    );
+
+    // The environment does the same (what scripts/rehearse sets).
+    let out = p
+        .command(&["status", "--json"])
+        .env("CUTOVER_VARS_FILE", p.path().join("rehearsal.toml"))
+        .env("CUTOVER_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["phases"][0]["steps"][0]["attempts"], 2, "{json}");
+
+    // A variable the runbook does not have, or a value that is not a string, is refused.
+    std::fs::write(p.path().join("bad.toml"), "sok = \"3s\"\n").unwrap();
+    let out = p.run(&["--vars-file", "bad.toml", "status"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sok"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(p.path().join("bad.toml"), "soak = [3]\n").unwrap();
+    let out = p.run(&["--vars-file", "bad.toml", "status"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`soak` must be a string, number or boolean"),
+        "{}",
+        text(&out)
+    );
 }

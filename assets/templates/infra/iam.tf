@@ -127,8 +127,14 @@ data "aws_iam_policy_document" "deploy" {
   }
   statement {
     sid       = "WatchTasks"
-    actions   = ["ecs:DescribeTasks", "ecs:DescribeTaskDefinition"]
-    resources = ["*"] # DescribeTaskDefinition has no resource-level permissions
+    actions   = ["ecs:DescribeTasks"]
+    resources = ["arn:aws:ecs:${var.region}:${var.account_id}:task/${var.app}/*"]
+  }
+
+  statement {
+    sid       = "ReadTaskDefinition"
+    actions   = ["ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"]
+    resources = ["*"] # neither has resource-level permissions
   }
   statement {
     sid       = "PassTaskRoles"

@@ -23,6 +23,12 @@ provider "aws" {
 
 data "aws_availability_zones" "available" {
   state = "available"
+
+  # The two zones the network spans, by name: a zone AWS adds later changes nothing.
+  filter {
+    name   = "zone-name"
+    values = ["${var.region}a", "${var.region}b"]
+  }
 }
 
 data "aws_caller_identity" "current" {}

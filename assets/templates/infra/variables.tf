@@ -100,6 +100,18 @@ variable "github_repository" {
   default     = "@@github_repository@@"
 }
 
+variable "domain" {
+  description = "The API's public name (the ALB's certificate is issued for it)"
+  type        = string
+  default     = "@@domain@@"
+}
+
+variable "hosted_zone" {
+  description = "The Route 53 zone holding the domain (certificate validation records go there)"
+  type        = string
+  default     = "@@hosted_zone@@"
+}
+
 variable "budget_limit_usd" {
   description = "Monthly budget alert threshold (USD)"
   type        = number

@@ -70,30 +70,46 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model) -> Drawn {
 }
 
 fn draw_header(frame: &mut Frame<'_>, area: Rect, model: &Model) {
-    let mut spans = vec![
-        Span::styled(" cutover ", theme::title()),
-        Span::raw("· "),
-        Span::styled(model.runbook.name.clone(), theme::title()),
-    ];
-    if let Some(banner) = &model.banner {
-        spans.push(Span::raw("  "));
-        spans.push(Span::styled(format!(" {banner} "), theme::banner()));
-    }
-    match (&model.mode, &model.driver) {
-        (Mode::Watch { reason }, _) => {
-            spans.push(Span::raw("  │ "));
-            spans.push(Span::styled(
-                format!(" WATCHING (read-only): {reason} "),
-                theme::banner(),
-            ));
+    frame.render_widget(Paragraph::new(header_line(model, area.width)), area);
+}
+
+/// The header, shortened to fit: the runbook's name goes first, then the driver's label, so
+/// the banner, who drives and the AWS account (and endpoint) stay on screen.
+fn header_line(model: &Model, width: u16) -> Line<'static> {
+    let build = |with_name: bool, driver_label: bool| {
+        let mut spans = vec![Span::styled(" cutover ", theme::title())];
+        if with_name {
+            spans.push(Span::raw("· "));
+            spans.push(Span::styled(model.runbook.name.clone(), theme::title()));
         }
-        (Mode::Drive, Some(driver)) => spans.push(Span::raw(format!("  │ driving: {driver}"))),
-        (Mode::Drive, None) => {}
-    }
-    if let Some(aws) = &model.aws {
-        spans.push(Span::raw(format!("  │ {aws}")));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+        if let Some(banner) = &model.banner {
+            spans.push(Span::raw("  "));
+            spans.push(Span::styled(format!(" {banner} "), theme::banner()));
+        }
+        match (&model.mode, &model.driver) {
+            (Mode::Watch { reason }, _) => {
+                spans.push(Span::raw("  │ "));
+                spans.push(Span::styled(
+                    format!(" WATCHING (read-only): {reason} "),
+                    theme::banner(),
+                ));
+            }
+            (Mode::Drive, Some(driver)) if driver_label => {
+                spans.push(Span::raw(format!("  │ driving: {driver}")))
+            }
+            (Mode::Drive, Some(driver)) => spans.push(Span::raw(format!("  │ {driver}"))),
+            (Mode::Drive, None) => {}
+        }
+        if let Some(aws) = &model.aws {
+            spans.push(Span::raw(format!("  │ {aws}")));
+        }
+        Line::from(spans)
+    };
+    [(true, true), (false, true), (false, false)]
+        .into_iter()
+        .map(|(name, label)| build(name, label))
+        .find(|line| line.width() <= usize::from(width))
+        .unwrap_or_else(|| build(false, false))
 }
 
 fn elapsed_text(secs: u64) -> String {

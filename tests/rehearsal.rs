@@ -1,8 +1,9 @@
 //! The whole migration rehearsed end to end with `scripts/rehearse`: the first phase driven
 //! through the terminal UI in tmux (the README's first command), quitting it (which stops every
 //! stand-in), then the rest resumed and driven headless with `cutover run`, typing each confirm
-//! phrase, through the soak gate (shortened by CUTOVER_REHEARSAL_SOAK) to the decommission.
-//! Real parts throughout: moto, two PostgreSQL 16 + pgvector clusters, HTTP, the journal.
+//! phrase, through the soak gate (shortened by CUTOVER_REHEARSAL_SOAK) to the decommission;
+//! then resumed once more to see the emulated account replayed. Real parts throughout: moto,
+//! two PostgreSQL 16 + pgvector clusters, HTTP, the journal.
 
 mod common;
 use common::{code, text};
@@ -344,4 +345,30 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         !alive(&moto_pid)
     });
     assert!(!dir.join("pg/source/data/postmaster.pid").exists());
+
+    // Resumed once more, the emulated account is as the rehearsal left it (its recorded
+    // requests replayed into a new moto): what Terraform built, the SSM keys, the image.
+    let log = std::fs::File::create(temp.path().join("serve-again.log")).unwrap();
+    let mut served = Served {
+        child: rehearse(&dir, &["--serve"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    wait_until("the resumed rehearsal", Duration::from_secs(300), || {
+        dir.join("ready").exists()
+    });
+    let env = environment(&dir);
+    for id in [
+        "network-check",
+        "ssm-verify",
+        "image-pushed",
+        "targets-healthy",
+    ] {
+        let out = cutover(&env, &["run", id]);
+        assert_eq!(code(&out), 0, "{id} after the replay: {}", text(&out));
+    }
+    assert_eq!(served.stop(), Some(143));
 }

@@ -109,8 +109,17 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let detail = DisplayErrorContext(error).to_string();
-    let lower = detail.to_lowercase();
+    let context = DisplayErrorContext(error).to_string();
+    let lower = context.to_lowercase();
+    // A service error says what is wrong in its message; the whole context repeats the raw
+    // response (headers, body) and buries it.
+    let detail = match error {
+        SdkError::ServiceError(service) => service
+            .err()
+            .message()
+            .map_or_else(|| shortened(&context), str::to_string),
+        _ => shortened(&context),
+    };
     let hint = match error {
         SdkError::ServiceError(service) => match service.err().code().unwrap_or_default() {
             "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnauthorizedException" => {
@@ -133,9 +142,20 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             format!("cannot reach the AWS endpoint for {operation} (network, proxy or --endpoint-url?)")
         }
+        SdkError::ResponseError(_) => format!(
+            "{operation}: the endpoint's answer is not an AWS response (a proxy, or a failing local endpoint?)"
+        ),
         _ => format!("{operation} failed"),
     };
     format!("{hint}: {detail}")
+}
+
+/// The first 300 characters of an error's whole context.
+fn shortened(context: &str) -> String {
+    match context.char_indices().nth(300) {
+        Some((end, _)) => format!("{}…", &context[..end]),
+        None => context.to_string(),
+    }
 }
 
 /// The AWS action kinds, sharing one session.
@@ -235,9 +255,9 @@ mod tests {
             "ecs:RunTask",
             &service_error("ClusterNotFoundException", 400),
         );
-        assert!(
-            other.starts_with("ecs:RunTask failed (ClusterNotFoundException)"),
-            "{other}"
+        assert_eq!(
+            other, "ecs:RunTask failed (ClusterNotFoundException): from AWS",
+            "the service's message, without the raw response"
         );
     }
 }

@@ -511,9 +511,17 @@ def gh(args):
         say(tool, f"✓ Created workflow_dispatch event for {words[2]} (run {state['runs']})")
         return 0
     if words[:2] == ["run", "list"]:
-        print(json.dumps([{"databaseId": 1000 + state["runs"]}]) if "--json" in args else f"{1000 + state['runs']}\tdeploy-backend")
+        run_id = 1000 + state["runs"]
+        if flag(args, ("-q", "--jq")):
+            print(run_id)  # what `--jq '.[0].databaseId'` leaves
+        elif "--json" in args:
+            print(json.dumps([{"databaseId": run_id}]))
+        else:
+            print(f"{run_id}\tdeploy-backend")
         return 0
     if words[:2] == ["run", "watch"]:
+        if words[2:] != [str(1000 + state["runs"])]:
+            fail(tool, f"no run {' '.join(words[2:]) or '(none given)'}: `gh run list` gives the id")
         return play_workflow(state)
     say(tool, f"would run: gh {' '.join(args)}")
     return 0

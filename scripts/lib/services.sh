@@ -35,12 +35,15 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# port_in_use PORT: something listens on 127.0.0.1:PORT.
+port_in_use() {
+  python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$1" 2>/dev/null
+}
+
 wait_for_port() {
   local port=$1 name=$2
   for _ in $(seq 1 150); do
-    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))" 2>/dev/null; then
-      return 0
-    fi
+    port_in_use "$port" && return 0
     sleep 0.2
   done
   log "$name did not start on port $port"; return 1

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
 REGION = os.environ.get("AWS_REGION", "us-east-1")
@@ -42,7 +43,7 @@ def say(tool: str, text: str) -> None:
         print(f"[stand-in {tool}] {line}", flush=True)
 
 
-def fail(tool: str, text: str, code: int = 1) -> "NoReturn":  # noqa: F821
+def fail(tool: str, text: str, code: int = 1) -> NoReturn:
     print(f"[stand-in {tool}] error: {text}", file=sys.stderr, flush=True)
     sys.exit(code)
 
@@ -58,20 +59,8 @@ def aws(service: str):
 
 
 def state_file(name: str) -> Path:
-    path = rehearsal_dir() / "standins"
-    path.mkdir(parents=True, exist_ok=True)
-    return path / name
-
-
-def load_state(name: str, default):
-    try:
-        return json.loads(state_file(name).read_text())
-    except (FileNotFoundError, ValueError):
-        return default
-
-
-def save_state(name: str, value) -> None:
-    state_file(name).write_text(json.dumps(value, indent=2))
+    """What a stand-in remembers between calls (the rehearsal's heroku app, GitHub repository)."""
+    return rehearsal_dir() / "standins" / name
 
 
 def flag(args, name, default=None):
@@ -431,7 +420,7 @@ def heroku(args):
     tool = "heroku"
     command = args[0] if args else ""
     app = flag(args, ("-a", "--app"), "?")
-    state = load_state("heroku.json", {"maintenance": False, "addons": ["heroku-postgresql"], "destroyed": False})
+    state = load_json(state_file("heroku.json"), {"maintenance": False, "addons": ["heroku-postgresql"], "destroyed": False})
     if state["destroyed"] and command != "apps:destroy":
         fail(tool, f"Couldn't find that app ({app}): it was destroyed")
     if command == "config:get":
@@ -450,7 +439,7 @@ def heroku(args):
         return 0
     if command in ("maintenance:on", "maintenance:off"):
         state["maintenance"] = command.endswith(":on")
-        save_state("heroku.json", state)
+        save_json(state_file("heroku.json"), state)
         say(tool, f"{'Enabling' if state['maintenance'] else 'Disabling'} maintenance mode for ⬢ {app}... done")
         say(tool, "(the real command freezes writes on Heroku; here the source database stays as it is)")
         return 0
@@ -461,14 +450,14 @@ def heroku(args):
         if addon not in state["addons"]:
             fail(tool, f"Couldn't find that add-on: {addon}")
         state["addons"].remove(addon)
-        save_state("heroku.json", state)
+        save_json(state_file("heroku.json"), state)
         say(tool, f"Destroying {addon} on ⬢ {app}... done (the rehearsal's source database is kept)")
         return 0
     if command == "apps:destroy":
         if flag(args, "--confirm") != app:
             fail(tool, f"destroying {app} needs --confirm {app}")
         state["destroyed"] = True
-        save_state("heroku.json", state)
+        save_json(state_file("heroku.json"), state)
         say(tool, f"Destroying ⬢ {app} (including all add-ons)... done")
         return 0
     say(tool, f"would run: heroku {' '.join(args)}")
@@ -482,7 +471,7 @@ GITHUB_SECRETS = ["HEROKU_API_KEY", "HEROKU_APP_NAME", "HEROKU_EMAIL", "ROLLBAR_
 
 def gh(args):
     tool = "gh"
-    state = load_state("github.json", {"secrets": GITHUB_SECRETS, "runs": 0})
+    state = load_json(state_file("github.json"), {"secrets": GITHUB_SECRETS, "runs": 0})
     words = positionals(args, {"-R", "--repo", "-b", "--body", "--workflow", "-L", "--limit", "--json", "-q", "--jq", "--ref"})
     if words[:2] == ["secret", "list"]:
         for name in state["secrets"]:
@@ -494,7 +483,7 @@ def gh(args):
             fail(tool, f"no value for {name}: the real command would prompt for it")
         if name not in state["secrets"]:
             state["secrets"].append(name)
-        save_state("github.json", state)
+        save_json(state_file("github.json"), state)
         print(f"✓ Set Actions secret {name} for {flag(args, ('-R', '--repo'), '?')} (stand-in: GitHub was not asked)", flush=True)
         return 0
     if words[:2] == ["secret", "delete"]:
@@ -502,12 +491,12 @@ def gh(args):
         if name not in state["secrets"]:
             fail(tool, f"failed to delete secret {name}: HTTP 404")
         state["secrets"].remove(name)
-        save_state("github.json", state)
+        save_json(state_file("github.json"), state)
         print(f"✓ Deleted secret {name} (stand-in: GitHub was not asked)", flush=True)
         return 0
     if words[:2] == ["workflow", "run"]:
         state["runs"] += 1
-        save_state("github.json", state)
+        save_json(state_file("github.json"), state)
         say(tool, f"✓ Created workflow_dispatch event for {words[2]} (run {state['runs']})")
         return 0
     if words[:2] == ["run", "list"]:

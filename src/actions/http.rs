@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{parse_duration, Action, ActionContext, Outcome};
+use super::{parse_duration, parse_integer, Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Http;
@@ -66,10 +66,10 @@ struct Params {
 fn status_param(value: Option<&serde_json::Value>) -> Result<u16, Outcome> {
     match value {
         None => Ok(200),
-        Some(v) => v
-            .as_u64()
+        Some(v) => parse_integer(Some(v), "expect_status")
+            .ok()
+            .flatten()
             .and_then(|n| u16::try_from(n).ok())
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             .filter(|n| (100..600).contains(n))
             .ok_or_else(|| Outcome::failed(format!("`expect_status` = {v} is not an HTTP status"))),
     }

@@ -216,6 +216,21 @@ impl ActionCatalog for Registry {
     }
 }
 
+/// Reads an integer parameter, written as a number or a string (`ParamType::Integer` admits
+/// both); anything else fails the step, naming the parameter.
+pub(crate) fn parse_integer(
+    value: Option<&serde_json::Value>,
+    name: &str,
+) -> Result<Option<i64>, Outcome> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .map(Some)
+        .ok_or_else(|| Outcome::failed(format!("`{name}` = {v} is not a whole number")))
+}
+
 /// Reads a duration parameter such as "30s".
 pub(crate) fn parse_duration(
     value: Option<&str>,
@@ -226,5 +241,29 @@ pub(crate) fn parse_duration(
         None => Ok(default),
         Some(text) => humantime::parse_duration(text.trim())
             .map_err(|e| Outcome::failed(format!("`{name}` = {text:?} is not a duration: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_parameters_are_numbers_or_numeric_strings() {
+        assert_eq!(parse_integer(None, "ttl").ok(), Some(None));
+        assert_eq!(
+            parse_integer(Some(&serde_json::json!(30)), "ttl").ok(),
+            Some(Some(30))
+        );
+        assert_eq!(
+            parse_integer(Some(&serde_json::json!(" 30 ")), "ttl").ok(),
+            Some(Some(30))
+        );
+        match parse_integer(Some(&serde_json::json!("thirty")), "ttl") {
+            Err(Outcome::Failed { reason, .. }) => {
+                assert_eq!(reason, "`ttl` = \"thirty\" is not a whole number")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -12,7 +12,7 @@ use aws_sdk_route53::types::{
 };
 
 use super::{explain, pause, prepare, Session};
-use crate::actions::{parse_duration, Action, ActionContext, Outcome};
+use crate::actions::{parse_duration, parse_integer, Action, ActionContext, Outcome};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Point(pub Arc<Session>);
@@ -104,14 +104,7 @@ async fn point(
     ctx: &ActionContext,
 ) -> Result<Outcome, Outcome> {
     let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(300), "deadline")?;
-    let ttl = p
-        .ttl
-        .as_ref()
-        .and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .unwrap_or(60);
+    let ttl = parse_integer(p.ttl.as_ref(), "ttl")?.unwrap_or(60);
     let r53 = aws_sdk_route53::Client::new(config);
     let zone_id = if p.zone.starts_with('Z') || p.zone.starts_with("/hostedzone/") {
         p.zone.trim_start_matches("/hostedzone/").to_string()

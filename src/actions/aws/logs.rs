@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
 use super::{explain, pause, prepare, Session};
-use crate::actions::{parse_duration, Action, ActionContext, Outcome, Reporter, Stream};
+use crate::actions::{
+    parse_duration, parse_integer, Action, ActionContext, Outcome, Reporter, Stream,
+};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 /// Follows one log stream from its start; each `poll` reports the lines written since the last.
@@ -135,15 +137,9 @@ impl Action for Group {
             Ok(ready) => ready,
             Err(o) => return o,
         };
-        let expected = match &p.retention_days {
-            None => None,
-            Some(v) => match v
-                .as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            {
-                Some(days) => Some(days),
-                None => return Outcome::failed(format!("`retention_days` = {v} is not a number")),
-            },
+        let expected = match parse_integer(p.retention_days.as_ref(), "retention_days") {
+            Ok(days) => days,
+            Err(o) => return o,
         };
         let client = aws_sdk_cloudwatchlogs::Client::new(&config);
         let found = client
@@ -309,14 +305,12 @@ impl Action for Search {
             Ok(d) => d,
             Err(o) => return o,
         };
-        let min = p
-            .min_matches
-            .as_ref()
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .unwrap_or(1) as usize;
+        let min = match parse_integer(p.min_matches.as_ref(), "min_matches").map(|n| n.unwrap_or(1))
+        {
+            Ok(n) if n >= 1 => n as usize,
+            Ok(n) => return Outcome::failed(format!("`min_matches` = {n}: at least 1 is needed")),
+            Err(o) => return o,
+        };
         let client = aws_sdk_cloudwatchlogs::Client::new(&config);
         match filter(
             &client,

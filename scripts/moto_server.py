@@ -2,10 +2,23 @@
 
 moto copies a task definition's container `cpu` and `memory` into a task's containers as
 numbers; the ECS API returns them as strings, and the Rust SDK (unlike boto3) refuses numbers
-there. Everything else is moto as published.
+there. And RunTask of a Fargate task definition whose container leaves its memory to the task
+(as AWS allows, and the scaffolded Terraform does) fails in moto adding None: counted as 0.
+
+Requests are handled one at a time, in the order moto's recorder writes them down: ids come
+from a seeded generator, so a recording replayed into a fresh server (a resumed rehearsal) gives
+the same ids only if each request drew its ids in the order it was recorded. Terraform sends ten
+at once. Everything else is moto as published, except in a rehearsal (CUTOVER_TWIN_DIR set): then
+scripts/rehearsal/twin.py is loaded, which runs what AWS would run (ECS tasks, the ALB's health
+checks, the domain as Route 53 resolves it) instead of letting moto claim it.
 """
 
+import os
 import sys
+import threading
+from pathlib import Path
+
+import moto.core.utils as core_utils
 
 import moto.ecs.models as ecs_models
 from moto.server import main
@@ -23,5 +36,49 @@ def _container_init_with_string_sizes(self, *args, **kwargs):
 
 ecs_models.Container.__init__ = _container_init_with_string_sizes
 
+
+def _task_resource_requirements(task_definition):
+    requirements = {"CPU": 0, "MEMORY": 0, "PORTS": [], "PORTS_UDP": []}
+    for container in task_definition.container_definitions:
+        requirements["CPU"] += container.get("cpu") or container.get("Cpu") or 0
+        requirements["MEMORY"] += (
+            container.get("memory")
+            or container.get("Memory")
+            or container.get("memoryReservation")
+            or container.get("MemoryReservation")
+            or 0
+        )
+        for mapping in container.get("portMappings") or container.get("PortMappings") or []:
+            port = mapping.get("hostPort", mapping.get("HostPort"))
+            if port is not None:
+                requirements["PORTS"].append(port)
+    return requirements
+
+
+_handle = core_utils.convert_to_flask_response.__call__
+_in_order = threading.Lock()
+
+
+def _handle_in_recorded_order(self, *args, **kwargs):
+    from flask import request
+
+    # moto's own API (the replay among it) calls back into this server: not serialised.
+    if request.path.startswith("/moto-api"):
+        return _handle(self, *args, **kwargs)
+    with _in_order:
+        return _handle(self, *args, **kwargs)
+
+
+core_utils.convert_to_flask_response.__call__ = _handle_in_recorded_order
+
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
+    _task_resource_requirements
+)
+
 if __name__ == "__main__":
+    if os.environ.get("CUTOVER_TWIN_DIR"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "rehearsal"))
+        import twin
+
+        twin.install()
     sys.exit(main())

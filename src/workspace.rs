@@ -37,11 +37,18 @@ impl Workspace {
             path: self.root.clone(),
             source,
         };
+        let existed = self.root.is_dir();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
             .map_err(|e| err("create", e))?;
+        if !existed {
+            // The new directory's entry is durable before anything is written into it.
+            if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|e| err("sync the parent of", e))?;
+            }
+        }
         let meta = std::fs::metadata(&self.root).map_err(|e| err("inspect", e))?;
         if meta.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
@@ -98,4 +105,9 @@ impl Workspace {
             .open(&path)
             .map_err(|e| err("create", e))
     }
+}
+
+/// fsync of a directory: the entries created in it survive a crash.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }

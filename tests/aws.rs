@@ -499,11 +499,14 @@ fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
         "{err}"
     );
     assert_eq!(code(&p.run(&["run", "verify"])), 0);
-    let everything = format!(
-        "{}{}",
-        p.journal(),
-        std::fs::read_to_string(p.path().join(".cutover/logs/sync/2.log")).unwrap()
-    );
+    // Every attempt's log (both syncs wrote secrets' keys) and the journal.
+    let mut everything = p.journal();
+    for attempt in ["1.log", "2.log"] {
+        let log = std::fs::read_to_string(p.path().join(".cutover/logs/sync").join(attempt))
+            .unwrap_or_else(|e| panic!("{attempt}: {e}"));
+        assert!(log.contains("DATABASE_URL") || attempt == "2.log", "{log}");
+        everything.push_str(&log);
+    }
     for secret in [
         "s3cret-pw",
         "sk_live_changed999",
@@ -527,6 +530,156 @@ fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
         param.r#type(),
         Some(&aws_sdk_ssm::types::ParameterType::SecureString)
     );
+}
+
+/// Heroku's add-on variables (DATABASE_URL, HEROKU_POSTGRESQL_<COLOR>_URL) point at Heroku's
+/// database: ssm.sync never copies them. Unmapped, the step refuses before writing anything;
+/// mapped, the mapped value lands in SSM and Heroku's never does.
+#[test]
+fn ssm_sync_never_copies_herokus_database_urls() {
+    const HEROKU_DB: &str =
+        "postgres://u:heroku-db-pass@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d8f";
+    const RDS_DB: &str = "postgres://gengar:rds-pass-42@gengar.rds.amazonaws.com:5432/gengar";
+    let config = serde_json::json!({
+        "DATABASE_URL": HEROKU_DB,
+        "HEROKU_POSTGRESQL_ROSE_URL": HEROKU_DB,
+        "JWT_SECRET": "jwt-secret-value-9",
+    });
+    let unmapped = "[[phase.step]]\nid = \"unmapped\"\ndo = \"ssm.sync\"\nprefix = \"/heroku-map/prod/\"\nheroku_json = \"heroku.json\"\n\n";
+    let mapped = "[[phase.step]]\nid = \"mapped\"\ndo = \"ssm.sync\"\nprefix = \"/heroku-map/prod/\"\nheroku_json = \"heroku.json\"\nset = { DATABASE_URL = { value = \"${secret.RDS}\", from = \"RDS\" } }\nskip = [\"HEROKU_POSTGRESQL_ROSE_URL\"]\n\n";
+    // The streamed form: `heroku config --json` read straight from the CLI, no file.
+    let streamed = "[[phase.step]]\nid = \"streamed\"\ndo = \"ssm.sync\"\nprefix = \"/heroku-stream/prod/\"\nheroku_app = \"gengar-api\"\nset = { DATABASE_URL = { value = \"${secret.RDS}\", from = \"RDS\" } }\nskip = [\"HEROKU_POSTGRESQL_ROSE_URL\"]\n";
+    let p = Project::new(&format!("{unmapped}{mapped}{streamed}"));
+    // The secret comes from the environment, as RDS_DATABASE_URL does in the runbook.
+    let runbook = p.path().join("runbook.toml");
+    let with_secret = std::fs::read_to_string(&runbook)
+        .unwrap()
+        .replace("[aws]", "[secrets]\nRDS = { env = \"T_RDS_URL\" }\n\n[aws]");
+    std::fs::write(&runbook, with_secret).unwrap();
+    std::fs::write(p.path().join("heroku.json"), config.to_string()).unwrap();
+
+    let out = p
+        .command(&["run", "unmapped"])
+        .env("T_RDS_URL", RDS_DB)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("DATABASE_URL, HEROKU_POSTGRESQL_ROSE_URL managed by a Heroku add-on")
+            && text(&out).contains("nothing was written"),
+        "{}",
+        text(&out)
+    );
+
+    let out = p
+        .command(&["run", "mapped"])
+        .env("T_RDS_URL", RDS_DB)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("+ DATABASE_URL = *** (set from RDS, not Heroku's value)")
+            && err.contains("HEROKU_POSTGRESQL_ROSE_URL skipped")
+            && err.contains("+ JWT_SECRET = ***"),
+        "{err}"
+    );
+
+    // A stand-in `heroku` on PATH (a test double: Heroku cannot be reached from here) prints the
+    // config; nothing of it may be left on disk.
+    let bin = p.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let stub = bin.join("heroku");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\ntest \"$*\" = \"config --json -a gengar-api\" || exit 9\ncat <<'JSON'\n{config}\nJSON\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = p
+        .command(&["run", "streamed"])
+        .env("T_RDS_URL", RDS_DB)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let read = |name: &str| {
+        runtime().block_on(async {
+            aws_sdk_ssm::Client::new(&sdk().await)
+                .get_parameters_by_path()
+                .path(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .unwrap()
+                .parameters()
+                .iter()
+                .map(|p| {
+                    (
+                        p.name().unwrap().to_string(),
+                        p.value().unwrap().to_string(),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+    };
+    for prefix in ["/heroku-map/prod/", "/heroku-stream/prod/"] {
+        let stored = read(prefix);
+        assert_eq!(
+            stored
+                .get(&format!("{prefix}DATABASE_URL"))
+                .map(String::as_str),
+            Some(RDS_DB),
+            "{stored:?}"
+        );
+        assert!(
+            !stored.contains_key(&format!("{prefix}HEROKU_POSTGRESQL_ROSE_URL")),
+            "{stored:?}"
+        );
+        assert!(!stored.values().any(|v| v == HEROKU_DB), "{stored:?}");
+    }
+    // Heroku's URL and the secrets reach neither the journal nor the logs; the streamed config
+    // left no file behind (the only config file is the one this test wrote).
+    let mut files = vec![p.path().join(".cutover/journal.jsonl")];
+    for entry in std::fs::read_dir(p.path().join(".cutover/logs"))
+        .unwrap()
+        .flatten()
+    {
+        for log in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            files.push(log.path());
+        }
+    }
+    for file in &files {
+        let content = std::fs::read_to_string(file).unwrap();
+        for secret in ["heroku-db-pass", "rds-pass-42", "jwt-secret-value-9"] {
+            assert!(!content.contains(secret), "{secret} in {}", file.display());
+        }
+    }
+    let holding: Vec<_> = walk(p.path())
+        .into_iter()
+        .filter(|f| !f.starts_with(&bin))
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("jwt-secret-value-9")))
+        .collect();
+    assert_eq!(holding, vec![p.path().join("heroku.json")], "{holding:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]
@@ -1071,6 +1224,98 @@ fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
     assert_eq!(
         api.resource_records()[0].value(),
         "gengar-alb-123.us-east-1.elb.amazonaws.com"
+    );
+}
+
+/// The cutover proper: a CNAME to Heroku replaced by an alias A record to the ALB, in one
+/// batch, and read back from the zone (not only "INSYNC").
+#[test]
+fn dns_point_replaces_a_cname_with_an_alias_and_reads_it_back() {
+    let zone = runtime().block_on(async {
+        use aws_sdk_route53::types::*;
+        let r53 = aws_sdk_route53::Client::new(&sdk().await);
+        let zone = r53
+            .create_hosted_zone()
+            .name("alias-test.example.")
+            .caller_reference("cutover-alias-test")
+            .send()
+            .await
+            .unwrap()
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string();
+        let cname = ResourceRecordSet::builder()
+            .name("api.alias-test.example.")
+            .r#type(RrType::Cname)
+            .ttl(300)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value("gengar-api.herokuapp.com")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        r53.change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Create)
+                            .resource_record_set(cname)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        zone
+    });
+    let p = Project::new(
+        "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"alias-test.example\"\nname = \"api.alias-test.example\"\ntarget = \"gengar-1.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\n",
+    );
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l.contains("read back:")
+                && l.contains("\"type\":\"A\"")
+                && l.contains("gengar-1.us-east-1.elb.amazonaws.com")
+                && !l.contains("CNAME")),
+        "{}",
+        text(&out)
+    );
+    let records = runtime().block_on(async {
+        aws_sdk_route53::Client::new(&sdk().await)
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .send()
+            .await
+            .unwrap()
+    });
+    let api: Vec<_> = records
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name() == "api.alias-test.example.")
+        .collect();
+    assert_eq!(api.len(), 1, "the CNAME went in the same batch: {api:?}");
+    assert_eq!(api[0].r#type(), &aws_sdk_route53::types::RrType::A);
+    assert_eq!(
+        api[0]
+            .alias_target()
+            .map(|a| a.dns_name().trim_end_matches('.')),
+        Some("gengar-1.us-east-1.elb.amazonaws.com")
+    );
+    assert!(
+        p.journal().contains("gengar-api.herokuapp.com"),
+        "the replaced CNAME is journaled"
     );
 }
 

@@ -522,3 +522,94 @@ fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
     assert!(err.contains("pg_dump is not installed"), "{err}");
     assert!(err.contains("postgresql-client-16"), "{err}");
 }
+
+/// The decommission guard on a real server: quiet database passes; a client that stays is named
+/// (application, address — never its query); a write after the copy's counters fails it.
+#[test]
+fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
+    let (source, target) = databases("idle");
+    let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+    let idle = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"4s\"\nbaseline = \"${steps.copy.outputs.source_writes}\"\nneeds = [\"copy\"]\n\n";
+    let p = Project::new(&source, &target, &format!("{copy}{idle}"));
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    let status = p.run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let outputs = &json["phases"][0]["steps"][0]["outputs"];
+    let writes: std::collections::BTreeMap<String, i64> =
+        serde_json::from_str(outputs["source_writes"].as_str().unwrap()).unwrap();
+    assert!(writes.contains_key("public.events"), "{writes:?}");
+    assert_ne!(
+        outputs["source_system_identifier"], outputs["target_system_identifier"],
+        "two clusters, two identities"
+    );
+
+    // Quiet: passes.
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+
+    // A client that stays connected (an app still pointed at the old database) is named.
+    let rt = runtime();
+    let (stayer, conn) = rt
+        .block_on(tokio_postgres::connect(
+            &format!("{source}&application_name=forgotten-worker"),
+            tokio_postgres::NoTls,
+        ))
+        .unwrap();
+    let handle = rt.spawn(conn);
+    rt.block_on(stayer.batch_execute("SELECT 'secret query text'"))
+        .unwrap();
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("still in use") && said.contains("forgotten-worker from 127.0.0.1"),
+        "{said}"
+    );
+    assert!(!p.log("idle").contains("secret query text"));
+    drop(stayer);
+    handle.abort();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A write after the copy's counters: those rows are not on the target.
+    rt.block_on(async {
+        let c = client(&source).await;
+        c.batch_execute(
+            "INSERT INTO events (user_id, kind, occurred_at) VALUES (1, 'late', now())",
+        )
+        .await
+        .unwrap();
+    });
+    // Statistics reach the shared counters when the writer's session ends (it has).
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("written after the baseline")
+            && text(&out).contains("public.events (1 row change(s))"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// db.copy reads both servers' identities first: a target that is the source — the same URL,
+/// or the same database through another host name — is refused before anything is written.
+#[test]
+fn a_copy_onto_its_own_source_is_refused_by_identity() {
+    let (source, _) = databases("selfcopy");
+    let other_name = source.replace("127.0.0.1", "localhost");
+    assert_ne!(other_name, source);
+    for target in [source.clone(), other_name] {
+        let reset_copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\ndestructive = true\nconfirm = \"reset\"\n\n";
+        let p = Project::new(&source, &target, reset_copy);
+        let out = p.run(&["run", "copy", "--confirm", "reset"]);
+        assert_eq!(code(&out), 1, "{}", text(&out));
+        assert!(
+            text(&out).contains("the target is the source"),
+            "{}",
+            text(&out)
+        );
+    }
+    // Untouched: every table of the fixture is still there with its rows.
+    let rows = runtime().block_on(scalar(&source, "SELECT count(*) FROM events"));
+    assert_eq!(rows, "250000");
+}

@@ -2,8 +2,12 @@
 //! through the terminal UI in tmux (the README's first command), quitting it (which stops every
 //! stand-in), then the rest resumed and driven headless with `cutover run`, typing each confirm
 //! phrase, through the soak gate (shortened by CUTOVER_REHEARSAL_SOAK) to the decommission;
-//! then resumed once more to see the emulated account replayed. Real parts throughout: moto,
-//! two PostgreSQL 16 + pgvector clusters, HTTP, the journal.
+//! then the end state checked (the domain serves from "RDS", the migrations are on RDS and not
+//! on Heroku's database, Heroku's database got no write after the copy) and the rehearsal
+//! resumed once more to see the emulated account replayed. A second rehearsal runs a variant of
+//! the runbook that never moves the app's DATABASE_URL: it must stop before the decommission.
+//! Real parts throughout: Terraform (the scaffolded infra/*.tf applied to moto), moto, two
+//! PostgreSQL 16 + pgvector clusters, HTTP, the journal; twin.py runs what AWS would run.
 
 mod common;
 use common::{code, text};
@@ -25,6 +29,7 @@ const PHRASES: &[(&str, &str)] = &[
     ("maintenance-on", "freeze gengar-api"),
     ("db-copy", "copy into gengar"),
     ("dns-cutover", "point api.example.com at aws"),
+    ("heroku-scale-down", "stop the dynos of gengar-api"),
     (
         "remove-heroku-postgres",
         "delete the heroku database of gengar-api",
@@ -36,6 +41,11 @@ const PHRASES: &[(&str, &str)] = &[
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The steps of the bundled runbook.
+const STEPS: usize = 45;
+/// The manual steps: done when the operator says so, with a note.
+const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
 fn rehearse(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(repo().join("scripts/rehearse"));
@@ -168,13 +178,13 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "TERM=xterm-256color",
         &command,
     ]);
-    let screen = tmux.wait_for(pane, "Steps 0/43", Duration::from_secs(600));
+    let screen = tmux.wait_for(pane, &format!("Steps 0/{STEPS}"), Duration::from_secs(600));
     assert!(
         screen.contains("REHEARSAL") && screen.contains("endpoint http://127.0.0.1:"),
         "the banner and the emulated account are on screen:\n{screen}"
     );
     let moto_pid = std::fs::read_to_string(dir.join("pids/moto")).unwrap();
-    let app_pid = std::fs::read_to_string(dir.join("pids/app")).unwrap();
+    let edge = edge_port(&dir);
     for (i, step) in [
         "scaffold",
         "docker-build",
@@ -192,7 +202,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         tmux.wait_for(pane, &format!("✓ {step} done"), Duration::from_secs(60));
     }
     let screen = tmux.screen(pane);
-    assert!(screen.contains("Steps 5/43"), "{screen}");
+    assert!(screen.contains(&format!("Steps 5/{STEPS}")), "{screen}");
     assert!(
         dir.join("gengar-repo/gengar/Dockerfile").is_file()
             && dir.join("gengar-repo/infra/ecs.tf").is_file(),
@@ -202,85 +212,27 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     tmux.keys(pane, &["q"]);
     tmux.wait_for(pane, "REHEARSE-EXITED 0", Duration::from_secs(60));
     wait_until("the stand-ins to stop", Duration::from_secs(30), || {
-        !alive(&moto_pid) && !alive(&app_pid)
+        !alive(&moto_pid) && std::net::TcpStream::connect(("127.0.0.1", edge)).is_err()
     });
     assert!(!dir.join("env.list").exists());
 
     // --- the rest, resumed headless ------------------------------------------------------------
-    let log = std::fs::File::create(temp.path().join("serve.log")).unwrap();
-    let mut served = Served {
-        child: rehearse(&dir, &["--serve"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_until(
-        "the rehearsal to be ready",
-        Duration::from_secs(600),
-        || {
-            if let Ok(Some(status)) = served.child.try_wait() {
-                panic!(
-                    "scripts/rehearse --serve exited ({status}):\n{}",
-                    std::fs::read_to_string(temp.path().join("serve.log")).unwrap_or_default()
-                );
-            }
-            dir.join("ready").exists()
-        },
-    );
+    let mut served = serve(&dir, &[], &temp.path().join("serve.log"));
     let env = environment(&dir);
+    let serve_log = std::fs::read_to_string(temp.path().join("serve.log")).unwrap();
+    assert!(
+        serve_log.contains("terraform: real Terraform"),
+        "scripts/test provides Terraform and the provider mirror: {serve_log}"
+    );
     let steps = status(&env);
-    assert_eq!(steps.len(), 43);
+    assert_eq!(steps.len(), STEPS);
     assert!(
         steps[..5].iter().all(|s| s["state"] == "done"),
         "phase 1 resumed as done: {steps:#?}"
     );
 
-    let phrases: BTreeMap<&str, &str> = PHRASES.iter().copied().collect();
-    let mut ran = Vec::new();
-    let started = Instant::now();
-    loop {
-        let steps = status(&env);
-        if steps.iter().all(|s| s["state"] == "done") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "the rehearsal did not finish; ran {ran:?}"
-        );
-        let Some(next) = steps.iter().find(|s| s["state"] == "ready") else {
-            // Only the soak gate holds the decommission back: wait it out.
-            let waiting: Vec<_> = steps.iter().filter(|s| s["state"] != "done").collect();
-            assert!(
-                waiting.iter().any(|s| s["state"] == "gated"),
-                "nothing is ready and nothing is gated: {waiting:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
-        };
-        let id = next["id"].as_str().unwrap().to_string();
-        let mut args = vec!["run", id.as_str()];
-        if let Some(phrase) = phrases.get(id.as_str()) {
-            // Without the phrase, a destructive step refuses and says which phrase it wants.
-            let refused = cutover(&env, &args);
-            assert_eq!(code(&refused), 5, "{id}: {}", text(&refused));
-            assert!(
-                String::from_utf8_lossy(&refused.stderr).contains(&format!("\"{phrase}\"")),
-                "{id}: {}",
-                text(&refused)
-            );
-            args.extend(["--confirm", phrase]);
-        }
-        // The manual steps: done when the operator says so, with a note.
-        if ["deploy-workflow", "callback-urls", "smoke-flows"].contains(&id.as_str()) {
-            args.extend(["--note", "rehearsal: checked by hand"]);
-        }
-        let out = cutover(&env, &args);
-        assert_eq!(code(&out), 0, "{id}: {}", text(&out));
-        ran.push(id);
-    }
-    assert_eq!(ran.len(), 38, "{ran:?}");
+    let ran = drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap();
+    assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
     // The database verified: every row of the app-like dataset, checksums equal.
@@ -292,6 +244,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     for (id, _) in PHRASES {
         assert_eq!(step(id)["actor"], ACTOR, "{id}");
     }
+    end_state(&dir, &env, &step("db-copy")["outputs"]);
     let out = cutover(&env, &["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
@@ -348,27 +301,490 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
 
     // Resumed once more, the emulated account is as the rehearsal left it (its recorded
     // requests replayed into a new moto): what Terraform built, the SSM keys, the image.
-    let log = std::fs::File::create(temp.path().join("serve-again.log")).unwrap();
-    let mut served = Served {
-        child: rehearse(&dir, &["--serve"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_until("the resumed rehearsal", Duration::from_secs(300), || {
-        dir.join("ready").exists()
-    });
+    let mut served = serve(&dir, &[], &temp.path().join("serve-again.log"));
     let env = environment(&dir);
+    // The service runs again on the replayed account (its task reads RDS's URL from SSM), and
+    // the domain still reaches it.
     for id in [
         "network-check",
         "ssm-verify",
         "image-pushed",
         "targets-healthy",
+        "smoke-health",
     ] {
         let out = cutover(&env, &["run", id]);
         assert_eq!(code(&out), 0, "{id} after the replay: {}", text(&out));
     }
+    assert_eq!(served.stop(), Some(143));
+}
+
+/// `scripts/rehearse --serve` with extra environment, waited for until ready.
+fn serve(dir: &Path, extra: &[(&str, &str)], log: &Path) -> Served {
+    let file = std::fs::File::create(log).unwrap();
+    let mut served = Served {
+        child: rehearse(dir, &["--serve"])
+            .envs(extra.iter().copied())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    wait_until(
+        "the rehearsal to be ready",
+        Duration::from_secs(600),
+        || {
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!(
+                    "scripts/rehearse --serve exited ({status}):\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            dir.join("ready").exists()
+        },
+    );
+    served
+}
+
+/// Runs every step as it becomes ready (typing each destructive step's phrase after seeing it
+/// refused without it; notes for the manual steps) until all are done; a step that fails is
+/// handed to `failed`, which mends things and returns true to go on, or false to stop there
+/// (then `Err(step)`).
+fn drive(
+    env: &BTreeMap<String, String>,
+    mut failed: impl FnMut(&str, &Output) -> bool,
+) -> Result<Vec<String>, String> {
+    let phrases: BTreeMap<&str, &str> = PHRASES.iter().copied().collect();
+    let mut ran = Vec::new();
+    let started = Instant::now();
+    loop {
+        let steps = status(env);
+        if steps.iter().all(|s| s["state"] == "done") {
+            return Ok(ran);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "the rehearsal did not finish; ran {ran:?}"
+        );
+        let Some(next) = steps
+            .iter()
+            .find(|s| s["state"] == "ready" || s["state"] == "failed")
+        else {
+            // Only the soak gate holds the decommission back: wait it out.
+            let waiting: Vec<_> = steps.iter().filter(|s| s["state"] != "done").collect();
+            assert!(
+                waiting.iter().any(|s| s["state"] == "gated"),
+                "nothing is ready and nothing is gated: {waiting:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        let id = next["id"].as_str().unwrap().to_string();
+        let mut args = vec!["run", id.as_str()];
+        if let Some(phrase) = phrases.get(id.as_str()) {
+            let refused = cutover(env, &args);
+            assert_eq!(code(&refused), 5, "{id}: {}", text(&refused));
+            assert!(
+                String::from_utf8_lossy(&refused.stderr).contains(&format!("\"{phrase}\"")),
+                "{id}: {}",
+                text(&refused)
+            );
+            args.extend(["--confirm", phrase]);
+        }
+        if MANUAL.contains(&id.as_str()) {
+            args.extend(["--note", "rehearsal: checked by hand"]);
+        }
+        let out = cutover(env, &args);
+        if code(&out) != 0 {
+            if failed(&id, &out) {
+                continue;
+            }
+            return Err(id);
+        }
+        ran.push(id);
+    }
+}
+
+fn edge_port(dir: &Path) -> u16 {
+    std::fs::read_to_string(dir.join("ports.env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("EDGE_PORT="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("EDGE_PORT in ports.env")
+}
+
+/// One HTTP/1.0 request to 127.0.0.1:port: (status, body).
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: api.example.com\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A query's first column, as text, on a database of the rehearsal.
+fn scalar(url: &str, sql: &str) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let handle = tokio::spawn(conn);
+            let row = client
+                .query_one(&format!("SELECT ({sql})::text"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            drop(client);
+            let _ = handle.await;
+            row.get::<_, Option<String>>(0).unwrap_or_default()
+        })
+}
+
+/// The emulated account changed behind cutover's back (an operator in the console), through
+/// boto3 (installed with moto).
+fn aws_python(env: &BTreeMap<String, String>, code: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", &format!("import boto3, os\nssm = boto3.client('ssm', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\necs = boto3.client('ecs', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\nelb = boto3.client('elbv2', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\n{code}")])
+        .env_clear()
+        .envs(env)
+        .envs(
+            ["HOME", "PYENV_ROOT", "LANG"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until the service's target group has `count` targets registered (the twin registers
+/// a deployment's new task within about a second).
+fn wait_for_targets(env: &BTreeMap<String, String>, count: usize) {
+    wait_until("the new task's target", Duration::from_secs(60), || {
+        aws_python(
+            env,
+            "tg = elb.describe_target_groups(Names=['gengar-tg'])['TargetGroups'][0]['TargetGroupArn']\nprint(len(elb.describe_target_health(TargetGroupArn=tg)['TargetHealthDescriptions']))",
+        ) == count.to_string()
+    });
+}
+
+/// What the world looks like after the rehearsal: the app moved, not only the data.
+fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_json::Value) {
+    let rds = &env["RDS_DATABASE_URL"];
+    let heroku = &env["REHEARSAL_SOURCE_URL"];
+    let rds_id = scalar(rds, "SELECT system_identifier FROM pg_control_system()");
+    let heroku_id = scalar(heroku, "SELECT system_identifier FROM pg_control_system()");
+    assert_ne!(rds_id, heroku_id);
+    assert_eq!(copy_outputs["target_system_identifier"], rds_id.as_str());
+
+    // Traffic through the domain (as the emulated Route 53 resolves it) is served from RDS,
+    // and what it writes lands there.
+    let edge = edge_port(dir);
+    let (status, body) = http(edge, "GET", "/health");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        health["database"]["system_identifier"],
+        rds_id.as_str(),
+        "{body}"
+    );
+    let before = scalar(
+        rds,
+        "SELECT count(*) FROM page_views WHERE path = '/api/end-state'",
+    );
+    let (status, body) = http(edge, "POST", "/api/end-state");
+    assert_eq!(status, 200, "{body}");
+    let after = scalar(
+        rds,
+        "SELECT count(*) FROM page_views WHERE path = '/api/end-state'",
+    );
+    assert_eq!(
+        after.parse::<i64>().unwrap(),
+        before.parse::<i64>().unwrap() + 1
+    );
+    assert_eq!(
+        scalar(
+            heroku,
+            "SELECT count(*) FROM page_views WHERE path = '/api/end-state'"
+        ),
+        "0"
+    );
+
+    // The migrations ran on RDS, never on Heroku's database.
+    assert_eq!(
+        scalar(rds, "to_regclass('public.migrations')"),
+        "migrations"
+    );
+    assert!(
+        scalar(rds, "SELECT count(*) FROM public.migrations")
+            .parse::<i64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(scalar(heroku, "to_regclass('public.migrations')"), "");
+
+    // Heroku's database got no write after the copy's snapshot (its counters then, now).
+    let baseline: BTreeMap<String, i64> =
+        serde_json::from_str(copy_outputs["source_writes"].as_str().unwrap()).unwrap();
+    let now: BTreeMap<String, i64> = serde_json::from_str(&scalar(
+        heroku,
+        "SELECT json_object_agg(format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables",
+    ))
+    .unwrap();
+    assert_eq!(
+        now, baseline,
+        "Heroku's database was written after the copy"
+    );
+
+    // The decommission guard passed before the add-on was removed.
+    let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
+    let position = |step: &str, event: &str| {
+        journal
+            .lines()
+            .position(|l| l.contains(&format!("\"step\":\"{step}\"")) && l.contains(event))
+            .unwrap_or_else(|| panic!("no {event} of {step}"))
+    };
+    assert!(
+        position("heroku-db-idle", "\"succeeded\"")
+            < position("remove-heroku-postgres", "\"started\"")
+    );
+
+    // ECS reports a task's exit code as its command's.
+    let out = cutover(env, &["ecs-run", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+
+    // A task reads its secrets when it starts: with a DATABASE_URL nothing answers on, the
+    // migrations task fails and so does the step; put back, it passes again.
+    let good = rds.clone();
+    aws_python(
+        env,
+        "ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value='postgres://nobody:x@127.0.0.1:9/none?sslmode=disable', Type='SecureString', Overwrite=True)",
+    );
+    let out = cutover(env, &["run", "migrations"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("exit code 1"), "{}", text(&out));
+
+    // A new deployment with that value: its task cannot reach a database, and the target
+    // check names it (the old task keeps serving until the new one is healthy).
+    aws_python(
+        env,
+        "ecs.update_service(cluster='gengar', service='gengar', forceNewDeployment=True)",
+    );
+    wait_for_targets(env, 2);
+    let check = dir.join("targets-check.toml");
+    std::fs::write(
+        &check,
+        "[runbook]\nname = \"check\"\napp = \"gengar\"\n\n[aws]\naccount_id = \"123456789012\"\nregion = \"us-east-1\"\n\n[[phase]]\nid = \"check\"\n\n[[phase.step]]\nid = \"targets\"\ndo = \"elb.health\"\ntarget_group = \"gengar-tg\"\ndeadline = \"8s\"\ninterval = \"1s\"\n",
+    )
+    .unwrap();
+    let check_state = dir.join("targets-check-state");
+    let mut check_env = env.clone();
+    check_env.remove("CUTOVER_VARS_FILE");
+    check_env.insert("CUTOVER_RUNBOOK".into(), check.display().to_string());
+    check_env.insert(
+        "CUTOVER_STATE_DIR".into(),
+        check_state.display().to_string(),
+    );
+    let out = cutover(&check_env, &["run", "targets"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("1/2 healthy")
+            && text(&out).contains("unhealthy (Target.ResponseCodeMismatch: Health checks failed with these codes: [503])"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        http(edge, "GET", "/health").0,
+        200,
+        "the healthy task still serves"
+    );
+
+    aws_python(
+        env,
+        &format!("ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value={good:?}, Type='SecureString', Overwrite=True)\necs.update_service(cluster='gengar', service='gengar', forceNewDeployment=True)"),
+    );
+    let out = cutover(env, &["run", "migrations"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The newest deployment's task replaces both.
+    wait_for_targets(env, 1);
+    let out = cutover(env, &["run", "targets-healthy"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // Terraform again on the same files: nothing to do but what moto does not store.
+    let infra = dir.join("gengar-repo/infra");
+    let terraform = |args: &[&str]| {
+        Command::new("terraform")
+            .args(args)
+            .current_dir(&infra)
+            .env_clear()
+            .envs(env)
+            .envs(
+                ["HOME", "PYENV_ROOT", "LANG"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = terraform(&["plan", "-input=false", "-no-color", "-out=second.tfplan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = terraform(&["show", "-json", "second.tfplan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut changed: Vec<String> = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"]["actions"] != serde_json::json!(["no-op"]))
+        .filter(|c| c["mode"] == "managed")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["address"].as_str().unwrap(),
+                c["change"]["actions"]
+            )
+        })
+        .collect();
+    changed.sort();
+    // moto keeps neither the parameter group's parameters, the rules' descriptions, the
+    // service's grace period, the role policy's exact document nor some RDS settings: the
+    // provider sees them as drift. Anything else is a real difference.
+    assert_eq!(
+        changed,
+        [
+            "aws_db_instance.main [\"update\"]",
+            "aws_db_parameter_group.main [\"update\"]",
+            "aws_ecs_service.app [\"update\"]",
+            "aws_iam_role_policy.deploy [\"update\"]",
+            "aws_vpc_security_group_egress_rule.alb_to_tasks [\"update\"]",
+            "aws_vpc_security_group_ingress_rule.fargate_from_alb [\"update\"]",
+            "aws_vpc_security_group_ingress_rule.rds_from_fargate [\"update\"]",
+        ],
+        "a second plan changes only what moto does not store"
+    );
+    std::fs::remove_file(infra.join("second.tfplan")).unwrap();
+}
+
+/// The runbook with the DATABASE_URL switch left out (the app keeps Heroku's database, as a
+/// verbatim copy of Heroku's config would do): the smoke test through the domain sees Heroku's
+/// database and fails; pushed past it by hand, the decommission guard names the AWS task still
+/// connected to Heroku. Heroku's database is never removed.
+#[test]
+fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let dir = temp.path().join("rehearsal");
+    // The variant beside the templates it scaffolds from.
+    let variant_dir = temp.path().join("variant");
+    std::fs::create_dir(&variant_dir).unwrap();
+    std::os::unix::fs::symlink(repo().join("assets"), variant_dir.join("assets")).unwrap();
+    let bundled = std::fs::read_to_string(repo().join("runbook.toml")).unwrap();
+    let rds_value = "{ value = \"${secret.RDS_DATABASE_URL}\", from = \"RDS\" }";
+    assert_eq!(
+        bundled.matches(rds_value).count(),
+        2,
+        "ssm-sync and db-database-url"
+    );
+    let smoke = "deadline = \"10m\"\ninterval = \"10s\"\nnotes = \"Through the domain";
+    assert_eq!(bundled.matches(smoke).count(), 1);
+    let variant = bundled
+        .replace(
+            rds_value,
+            "{ value = \"${secret.HEROKU_DATABASE_URL}\", from = \"Heroku\" }",
+        )
+        .replace(
+            smoke,
+            "deadline = \"4s\"\ninterval = \"1s\"\nnotes = \"Through the domain",
+        );
+    std::fs::write(variant_dir.join("runbook.toml"), variant).unwrap();
+    let runbook = variant_dir.join("runbook.toml");
+
+    let mut served = serve(
+        &dir,
+        &[
+            ("CUTOVER_REHEARSAL_RUNBOOK", runbook.to_str().unwrap()),
+            ("CUTOVER_REHEARSAL_IDLE", "3s"),
+        ],
+        &temp.path().join("serve.log"),
+    );
+    let env = environment(&dir);
+    let mut failures: BTreeMap<String, String> = BTreeMap::new();
+    let stopped = drive(&env, |id, out| {
+        failures.insert(id.to_string(), text(out));
+        match id {
+            // The operator, convinced, marks it done: the guard must still hold.
+            "smoke-health" => {
+                let out = cutover(
+                    &env,
+                    &["mark", "smoke-health", "done", "--note", "looks fine to me"],
+                );
+                assert_eq!(code(&out), 0, "{}", text(&out));
+                true
+            }
+            "heroku-db-idle" => false,
+            other => panic!("{other} failed unexpectedly: {}", text(out)),
+        }
+    });
+    assert_eq!(stopped, Err("heroku-db-idle".to_string()), "{failures:#?}");
+
+    // The smoke test saw the app answer from Heroku's database, not the copy's.
+    let heroku = &env["REHEARSAL_SOURCE_URL"];
+    let heroku_id = scalar(heroku, "SELECT system_identifier FROM pg_control_system()");
+    let smoke = &failures["smoke-health"];
+    assert!(
+        smoke.contains(&format!("`database.system_identifier` is \"{heroku_id}\"")),
+        "{smoke}"
+    );
+    // The guard named the AWS task still connected to Heroku (never a query text).
+    let guard = &failures["heroku-db-idle"];
+    assert!(
+        guard.contains("still in use")
+            && guard.contains("1 other client(s) connected: gengar from 127.0.0.1")
+            && guard.contains("client left: gengar (heroku web.1)"),
+        "{guard}"
+    );
+    // What it prevented: the migrations went to Heroku's database, the app writes there, and
+    // removing it would have lost them. It is still there.
+    assert_eq!(
+        scalar(heroku, "to_regclass('public.migrations')"),
+        "migrations"
+    );
+    let steps = status(&env);
+    let state = |id: &str| {
+        steps.iter().find(|s| s["id"] == id).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("remove-heroku-postgres"), "pending");
+    assert_eq!(state("destroy-heroku-app"), "pending");
+    let heroku_state = std::fs::read_to_string(dir.join("standins/heroku.json")).unwrap();
+    assert!(heroku_state.contains("heroku-postgresql"), "{heroku_state}");
     assert_eq!(served.stop(), Some(143));
 }

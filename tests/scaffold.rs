@@ -379,17 +379,20 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
         assert!(outputs.iter().any(|o| o == name), "output {name}");
     }
 
-    // The real tools, when this machine has them (scripts/test installs shellcheck).
-    if which("terraform") {
-        let out = Command::new("terraform")
+    // The real tools (scripts/test installs or finds them; a missing one fails, never skips).
+    {
+        let out = Command::new(required("terraform"))
             .args(["fmt", "-check", "-diff", "-recursive"])
             .current_dir(p.repo().join("infra"))
             .output()
             .unwrap();
         assert!(out.status.success(), "terraform fmt: {}", text(&out));
     }
-    if which("shellcheck") {
-        let out = Command::new("shellcheck").arg(&script).output().unwrap();
+    {
+        let out = Command::new(required("shellcheck"))
+            .arg(&script)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "shellcheck: {}", text(&out));
     }
     actionlint_passes_the_workflow(&p);
@@ -562,6 +565,15 @@ fn a_missing_variable_or_repository_writes_nothing_and_a_hand_edit_is_never_over
     assert!(p.read("gengar/Dockerfile").contains("EXPOSE 3000"));
 }
 
+/// A tool the suite needs: its name, or a failure saying so (scripts/test provides it).
+fn required(tool: &'static str) -> &'static str {
+    assert!(
+        which(tool),
+        "{tool} is not on PATH: scripts/test installs or finds it; these checks never skip"
+    );
+    tool
+}
+
 fn terraform_project(config: &str, binary: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("infra")).unwrap();
@@ -590,10 +602,7 @@ const CONFIG: &str = "resource \"terraform_data\" \"db\" {\n  input            =
 
 #[test]
 fn terraform_plans_applies_the_reviewed_plan_and_exports_outputs() {
-    if !which("terraform") {
-        eprintln!("terraform is not installed here: the recorded-plan unit tests cover parsing");
-        return;
-    }
+    required("terraform");
     let dir = terraform_project(CONFIG, None);
     let out = cutover(dir.path(), &["run", "plan"]);
     assert_eq!(code(&out), 0, "{}", text(&out));

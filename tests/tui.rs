@@ -165,17 +165,29 @@ fn operator_walks_steps_confirms_resumes_and_a_second_instance_watches() {
     assert!(screen.contains("ana@laptop drives"), "{screen}");
     // The watcher opens on the running step.
     t.wait_for("watch", "log: slow");
-    let screen = t.wait_for("watch", "tick 1");
-    assert!(
-        screen.contains("running") || screen.contains("⠋") || screen.contains("slow"),
-        "{screen}"
-    );
+    t.wait_for("watch", "tick 1");
     // It follows live: a later line shows up while the step still runs.
-    t.wait_for("watch", "tick 12");
-    // And it cannot run anything.
+    let screen = t.wait_for("watch", "tick 12");
+    // The header says "(read-only)"; the refusal says "read-only: " — not on screen yet.
+    assert!(!screen.contains("read-only: "), "{screen}");
+    // And it cannot run anything: `r` on a done step and Enter are refused, and nothing starts.
     t.keys("watch", &["g", "r"]);
-    t.wait_for("watch", "read-only");
+    t.wait_for("watch", "read-only: ");
+    t.keys("watch", &["Enter"]);
     t.wait_for("again", "slow done");
+    let journal = std::fs::read_to_string(t.path().join(".cutover/journal.jsonl")).unwrap();
+    let starts = |step: &str| {
+        journal
+            .lines()
+            .filter(|l| l.contains("\"started\"") && l.contains(&format!("\"step\":\"{step}\"")))
+            .count()
+    };
+    assert_eq!(
+        starts("hello"),
+        1,
+        "the watcher ran hello again:\n{journal}"
+    );
+    assert_eq!(starts("slow"), 1, "the watcher started slow:\n{journal}");
     t.keys("again", &["q"]);
     t.wait_for("again", "CUTOVER-EXITED 0");
     t.keys("watch", &["q"]);

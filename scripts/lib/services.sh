@@ -54,6 +54,42 @@ ensure_moto() {
     log "installing moto[server] (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
   fi
+  # The rehearsal's app stand-in connects to PostgreSQL (pure Python driver).
+  if ! python3 -c 'import pg8000.native' >/dev/null 2>&1; then
+    log "installing pg8000 (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'pg8000>=1.30'
+  fi
+}
+
+# tf_mirror: the directory of a local filesystem mirror holding the hashicorp/aws provider
+# (CUTOVER_TF_MIRROR, or the usual places), printed; nothing and status 1 when there is none.
+tf_mirror() {
+  local dir
+  for dir in ${CUTOVER_TF_MIRROR:-} /opt/tf-plugins /usr/local/share/terraform/plugins \
+    /usr/share/terraform/plugins "$HOME/.terraform.d/plugins" "$HOME/.local/share/terraform/plugins"; do
+    if [ -d "$dir/registry.terraform.io/hashicorp/aws" ]; then
+      printf '%s\n' "$dir"; return 0
+    fi
+  done
+  dir=$(find / -maxdepth 6 -path '*registry.terraform.io/hashicorp/aws' -type d 2>/dev/null | head -n 1)
+  [ -n "$dir" ] || return 1
+  printf '%s\n' "${dir%/registry.terraform.io/hashicorp/aws}"
+}
+
+# tf_cli_config MIRROR FILE: a Terraform CLI configuration that installs hashicorp/aws from the
+# mirror only (no registry, no network).
+tf_cli_config() {
+  cat >"$2" <<EOF
+provider_installation {
+  filesystem_mirror {
+    path    = "$1"
+    include = ["registry.terraform.io/hashicorp/aws"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/hashicorp/aws"]
+  }
+}
+EOF
 }
 
 # start_moto PORT LOG [RECORDING]: moto's AWS API server on 127.0.0.1:PORT; with RECORDING,

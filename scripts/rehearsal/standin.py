@@ -2,18 +2,20 @@
 """The rehearsal's stand-ins: everything `scripts/rehearse` cannot run for real on one machine.
 
   standin.py docker|terraform|heroku|gh ARGS...   a labelled stand-in for that command line tool
-  standin.py serve --port P                       the deployed app behind "the ALB", and "Fargate"
-                                                  writing each ECS task's log lines
   standin.py app --port P                         the app in a local container (`docker run`)
+  standin.py container [CMD...]                   the image as a task runs it: the app server, or
+                                                  one of its commands (twin.py starts these)
   standin.py account                              the AWS account before Terraform: the domain's
                                                   hosted zone, pointing at Heroku
 
 Every line a stand-in prints starts with "[stand-in <tool>]" and says what the real command
-would have done. What is real in a rehearsal: the AWS API calls (moto), both PostgreSQL
-databases, the HTTP checks and the journal.
+would have done. `terraform` is the real one wherever the machine has it and the provider's
+local mirror (REHEARSAL_TERRAFORM): then only a rehearsal override file is added beside the
+scaffolded files. What is real in a rehearsal: the AWS API calls (moto), both PostgreSQL
+databases, the HTTP checks, the journal; what AWS runs (tasks, the ALB, DNS) is twin.py.
 
 The environment comes from scripts/rehearse: REHEARSAL_DIR, REHEARSAL_SOURCE_URL,
-REHEARSAL_ALB_ADDRESS, REHEARSAL_RECORDING, CUTOVER_AWS_ENDPOINT_URL and the AWS test
+CUTOVER_AWS_ENDPOINT_URL, REHEARSAL_TERRAFORM and REHEARSAL_TF_CLI_CONFIG, and the AWS test
 credentials.
 """
 
@@ -113,8 +115,13 @@ def docker(args):
         containers = rehearsal_dir() / "containers"
         containers.mkdir(parents=True, exist_ok=True)
         log = open(containers / f"{container_id}.log", "w")
+        # The container's environment: its --env-file, as docker gives it, and nothing of ours.
+        env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "HOME": "/tmp"}
+        if env_file:
+            env.update(dotenv(Path(env_file).read_text()))
         child = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "app", "--port", host_port, "--name", name],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -140,6 +147,17 @@ def docker(args):
     return 0
 
 
+def dotenv(text: str) -> dict:
+    """KEY=VALUE lines of an env file, as `docker run --env-file` reads them."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value
+    return env
+
+
 def what_platforms(text: str) -> str:
     found = sorted(set(re.findall(r"--platform=(\S+)", text)))
     return "platform " + ", ".join(found) if found else "no platform"
@@ -158,7 +176,60 @@ OUTPUT_NAMES = [
 ]
 
 
+# The AWS services the scaffolded infra/*.tf uses, pointed at the emulated account.
+TERRAFORM_SERVICES = ["acm", "budgets", "cloudwatchlogs", "ec2", "ecr", "ecs", "elbv2", "iam", "rds", "route53", "ssm", "sts"]
+OVERRIDE_FILE = "rehearsal_override.tf"
+
+
+def rehearsal_override(endpoint: str) -> str:
+    """The only thing a rehearsal adds to the scaffolded Terraform: a file Terraform merges over
+    the user's (https://developer.hashicorp.com/terraform/language/files/override). It points the
+    provider at the emulated account and replaces what moto cannot serve."""
+    endpoints = "\n".join(f"    {name:<14} = \"{endpoint}\"" for name in TERRAFORM_SERVICES)
+    return f"""# Written by scripts/rehearse for a rehearsal only: never apply this file for real.
+# Terraform merges it over the scaffolded files, which stay exactly as they will be applied.
+
+provider "aws" {{
+  # The emulated account (moto on loopback), and no instance-metadata lookup.
+  skip_metadata_api_check = true
+  endpoints {{
+{endpoints}
+  }}
+}}
+
+# moto's Budgets API never reports a budget created, so the provider waits forever: the runbook's
+# budget.ensure step creates the same budget through the API instead.
+resource "aws_budgets_budget" "monthly" {{
+  count = 0
+}}
+"""
+
+
+def real_terraform(binary: str, args) -> int:
+    """The real Terraform on the scaffolded files, with the rehearsal's override beside them and
+    the provider from the local mirror (no network)."""
+    text = rehearsal_override(os.environ["CUTOVER_AWS_ENDPOINT_URL"])
+    path = Path(OVERRIDE_FILE)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    if args and args[0] in ("init", "plan", "apply"):
+        print(
+            f"[rehearsal terraform] real Terraform ({binary}) on the scaffolded *.tf, with {OVERRIDE_FILE} "
+            "pointing the AWS provider at the emulated account; the provider comes from the local mirror",
+            file=sys.stderr,
+            flush=True,
+        )
+    env = dict(os.environ, TF_CLI_CONFIG_FILE=os.environ["REHEARSAL_TF_CLI_CONFIG"])
+    os.execve(binary, [binary, *args], env)
+    return 127
+
+
 def terraform(args):
+    real = os.environ.get("REHEARSAL_TERRAFORM")
+    if real:
+        return real_terraform(real, args)
+    # No Terraform or no provider mirror on this machine: the older stand-in, which plans from
+    # the files and builds a hand-written picture of them (scripts/rehearse says so).
     tool = "terraform"
     args = [a for a in args if not a.startswith("-chdir")]
     command = args[0] if args else ""
@@ -341,6 +412,17 @@ def build_infrastructure(report) -> dict:
         report("aws_lb_target_group.app: Creation complete")
         report("aws_lb_listener.http: Creation complete")
 
+    # As ssm.tf: one SecureString per key of .env.example, a placeholder until ssm.sync.
+    ssm = aws("ssm")
+    keys = sorted(dotenv(Path("../gengar/.env.example").read_text()))
+    secrets = []
+    for key in keys:
+        name = f"/gengar/prod/{key}"
+        try:
+            ssm.put_parameter(Name=name, Value="set-by-cutover-ssm-sync", Type="SecureString", Overwrite=False)
+        except ssm.exceptions.ParameterAlreadyExists:
+            pass
+        secrets.append({"name": key, "valueFrom": f"arn:aws:ssm:{REGION}:123456789012:parameter{name}"})
     ecs.register_task_definition(
         family=app,
         networkMode="awsvpc",
@@ -357,7 +439,8 @@ def build_infrastructure(report) -> dict:
             "cpu": 512,
             "memory": 1024,
             "portMappings": [{"containerPort": port, "protocol": "tcp"}],
-            "command": ["node", "--expose-gc", "dist/src/main.js"],
+            "environment": [{"name": "PORT", "value": str(port)}],
+            "secrets": secrets,
             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": log_group, "awslogs-region": REGION, "awslogs-stream-prefix": "ecs"}},
         }],
     )
@@ -374,9 +457,6 @@ def build_infrastructure(report) -> dict:
             deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
             networkConfiguration={"awsvpcConfiguration": {"subnets": public, "securityGroups": [task_sg], "assignPublicIp": "ENABLED"}},
         )
-        # ECS registers the service's task in the target group; moto runs no tasks, so the
-        # stand-in registers one address for it.
-        elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.0.10", "Port": port}])
         report(f"aws_ecs_service.app: Creation complete [id={app}]")
 
     try:
@@ -403,7 +483,7 @@ def build_infrastructure(report) -> dict:
     endpoint = db.get("Endpoint", {})
     return {
         # The rehearsal's ALB is the local app stand-in: the HTTP checks reach it there.
-        "alb_dns_name": os.environ["REHEARSAL_ALB_ADDRESS"],
+        "alb_dns_name": lb["DNSName"],
         "alb_zone_id": "Z35SXDOTRQ7X7K",
         "ecr_repository_url": repo_url,
         "ecs_cluster_name": app,
@@ -433,7 +513,9 @@ def heroku(args):
         return 0
     if command == "config":
         config = json.loads((HERE / "heroku-config.json").read_text())
+        # The add-on's attachments: both name Heroku's database (and Heroku rotates them).
         config["DATABASE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
+        config["HEROKU_POSTGRESQL_ROSE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
         print(json.dumps(config, indent=2), flush=True)
         print(f"[stand-in heroku] the config vars of {app}, as `heroku config --json` prints them (rehearsal values)", file=sys.stderr)
         return 0
@@ -442,6 +524,16 @@ def heroku(args):
         save_json(state_file("heroku.json"), state)
         say(tool, f"{'Enabling' if state['maintenance'] else 'Disabling'} maintenance mode for ⬢ {app}... done")
         say(tool, "(the real command freezes writes on Heroku; here the source database stays as it is)")
+        return 0
+    if command == "ps:scale":
+        for pair in args[1:]:
+            if "=" in pair and not pair.startswith("-"):
+                kind, count = pair.split("=", 1)
+                if kind != "web" or not count.isdigit():
+                    fail(tool, f"the stand-in scales web dynos only, not {pair}")
+                state["dynos"] = int(count)
+        save_json(state_file("heroku.json"), state)
+        say(tool, f"Scaling dynos... done, now running web at {state.get('dynos', 1)}:Standard-1X")
         return 0
     if command == "addons:destroy":
         if "--confirm" not in args:
@@ -549,26 +641,139 @@ def play_workflow(state) -> int:
         except ecr.exceptions.ImageAlreadyExistsException:
             pass
     say(tool, f"build and push linux/arm64: mentionai/gengar:{sha} and :latest (an image index put into ECR; nothing was built)")
-    say(tool, "migrations as an ECS RunTask · force a new deployment · wait for stability: left to the runbook's steps in a rehearsal")
+    # The rest as the workflow does it, against the emulated account (the twin runs the tasks).
+    ecs = aws("ecs")
+    cluster = service = "gengar"
+    current = ecs.describe_services(cluster=cluster, services=[service])["services"]
+    if not current:
+        fail(tool, "the ECS service gengar does not exist: apply the Terraform first")
+    definition = ecs.describe_task_definition(taskDefinition=current[0]["taskDefinition"])["taskDefinition"]
+    containers = definition["containerDefinitions"]
+    containers[0]["image"] = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/mentionai/gengar:{sha}"
+    keep = ["family", "taskRoleArn", "executionRoleArn", "networkMode", "requiresCompatibilities", "cpu", "memory", "runtimePlatform"]
+    registered = ecs.register_task_definition(containerDefinitions=containers, **{k: definition[k] for k in keep if k in definition})
+    arn = registered["taskDefinition"]["taskDefinitionArn"]
+    say(tool, f"registered {arn} (the new image)")
+    network = current[0].get("networkConfiguration") or current[0]["deployments"][0].get("networkConfiguration")
+    task = ecs.run_task(
+        cluster=cluster,
+        taskDefinition=arn,
+        launchType="FARGATE",
+        networkConfiguration=network,
+        overrides={"containerOverrides": [{"name": containers[0]["name"], "command": ["yarn", "migration:run"]}]},
+    )["tasks"][0]["taskArn"]
+    while True:
+        described = ecs.describe_tasks(cluster=cluster, tasks=[task])["tasks"][0]
+        if described["lastStatus"] == "STOPPED":
+            break
+        time.sleep(0.5)
+    code = described["containers"][0].get("exitCode")
+    say(tool, f"migrations exited with {code}")
+    if code != 0:
+        fail(tool, "deploy-backend failed at 'Run migrations as a one-off ECS task'")
+    ecs.update_service(cluster=cluster, service=service, taskDefinition=arn, forceNewDeployment=True)
+    say(tool, "force a new deployment of gengar/gengar · wait for stability (the runbook's first-deploy step checks it)")
     say(tool, "✓ deploy-backend completed")
     return 0
 
 
-# --- the app and Fargate ----------------------------------------------------------------------
+# --- the app ---------------------------------------------------------------------------------
+#
+# What the scaffolded NestJS app does that the migration can get wrong: it connects to its
+# DATABASE_URL (one pooled connection, held), /health runs a query and says which database it
+# reached (the server's system identifier, as the scaffolded health module does), and every
+# request to an API path writes a row. The one-off commands the runbook runs as ECS tasks do
+# real work against DATABASE_URL.
+
+
+def pg_connect(url: str):
+    """A connection to a postgres:// URL (pg8000, pure Python)."""
+    import ssl
+    from urllib.parse import unquote, urlsplit, parse_qs
+
+    import pg8000.native
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    sslmode = (query.get("sslmode") or ["prefer"])[0]
+    context = None
+    if sslmode in ("require", "verify-ca", "verify-full"):
+        context = ssl.create_default_context()
+        if sslmode == "require":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return pg8000.native.Connection(
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password or "") or None,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        database=unquote(parts.path.lstrip("/")) or None,
+        application_name=os.environ.get("DYNO") and "gengar (heroku " + os.environ["DYNO"] + ")" or "gengar",
+        ssl_context=context,
+        timeout=10,
+    )
+
+
+class Database:
+    """The app's pool: one connection, opened on first use and again after an error."""
+
+    def __init__(self, url):
+        self.url = url
+        self.lock = threading.Lock()
+        self.connection = None
+
+    def run(self, sql, **params):
+        if not self.url:
+            raise RuntimeError("DATABASE_URL is not set")
+        with self.lock:
+            try:
+                if self.connection is None:
+                    self.connection = pg_connect(self.url)
+                return self.connection.run(sql, **params)
+            except Exception:
+                try:
+                    if self.connection is not None:
+                        self.connection.close()
+                except Exception:
+                    pass
+                self.connection = None
+                raise
 
 
 class AppHandler(http.server.BaseHTTPRequestHandler):
     server_version = "gengar-rehearsal"
+    database: Database
 
     def do_GET(self):  # noqa: N802 (the http.server API)
+        self.handle_request()
+
+    def do_POST(self):  # noqa: N802
+        self.handle_request()
+
+    def handle_request(self):
         if self.path == "/health":
-            self.reply(200, {"status": "ok"})
-        elif self.path.startswith("/api/"):
-            self.reply(200, {"ok": True, "path": self.path})
-        elif self.path == "/":
-            self.reply(200, {"app": "gengar", "rehearsal": True})
-        else:
-            self.reply(404, {"statusCode": 404, "message": f"Cannot GET {self.path}"})
+            try:
+                system_identifier, name = self.database.run(
+                    "SELECT s.system_identifier::text, current_database() FROM pg_control_system() s"
+                )[0]
+            except Exception as error:
+                print(f"[Nest] ERROR [HealthController] database unreachable: {type(error).__name__}", flush=True)
+                return self.reply(503, {"status": "error", "database": "unreachable"})
+            return self.reply(200, {"status": "ok", "database": {"system_identifier": system_identifier, "name": name}})
+        if self.path.startswith("/api/"):
+            try:
+                self.database.run(
+                    "INSERT INTO page_views (path, viewed_at, referrer) VALUES (:path, now(), :referrer)",
+                    path=self.path,
+                    referrer=self.headers.get("Referer"),
+                )
+            except Exception as error:
+                print(f"[Nest] ERROR [ExceptionsHandler] {type(error).__name__}: {error}", flush=True)
+                return self.reply(500, {"statusCode": 500, "message": "Internal server error"})
+            return self.reply(200, {"ok": True, "path": self.path})
+        if self.path == "/":
+            return self.reply(200, {"app": "gengar", "rehearsal": True})
+        return self.reply(404, {"statusCode": 404, "message": f"Cannot GET {self.path}"})
 
     def do_HEAD(self):  # noqa: N802
         self.send_response(200 if self.path == "/health" else 404)
@@ -586,107 +791,102 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("[app] " + (fmt % args) + "\n")
 
 
-def serve_http(port: int):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
+def serve_app(host: str, port: int):
+    """The app's server: `node dist/src/main.js` in the image."""
+    AppHandler.database = Database(os.environ.get("DATABASE_URL"))
+    server = http.server.ThreadingHTTPServer((host, port), AppHandler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"[Nest] LOG [NestApplication] Nest application successfully started on {host}:{port}", flush=True)
+    # The in-process cron (@nestjs/schedule) says it ran: smoke-cron looks for this line.
+    print("[Nest] LOG [UsageResetService] monthly usage reset: nothing due today", flush=True)
+    try:
+        AppHandler.database.run("SELECT 1")  # the pool connects at start, as TypeORM's does
+    except Exception as error:
+        print(f"[Nest] ERROR [TypeOrmModule] Unable to connect to the database: {type(error).__name__}", flush=True)
     server.serve_forever()
 
 
-TASK_LINES = {
-    "migration:run": ["query: SELECT * FROM \"migrations\"", "No migrations are pending"],
-    "generate-embeddings": ["generate-embeddings: 0 documents without an embedding", "done"],
-    "generate-metadata": ["generate-metadata: 0 documents without metadata", "done"],
-    "--help": ["Usage: console [options] [command]", "Commands: generate-embeddings, generate-metadata"],
-}
-
-
-def play_fargate(stop: threading.Event):
-    """Plays the containers ECS would run (moto runs nothing): each task started writes its log
-    lines to CloudWatch Logs, and the service's in-process cron writes its line once the
-    service runs. It follows moto's request recording rather than polling the API, so the
-    recording (replayed when a rehearsal resumes) holds only the rehearsal's own requests."""
-    recording = Path(os.environ["REHEARSAL_RECORDING"])
-    ecs, logs = aws("ecs"), aws("logs")
-    seen: set[str] = set()
-    with open(recording, "a+") as file:
-        file.seek(0, os.SEEK_END)
-        pending = ""
-        while not stop.is_set():
-            chunk = file.read()
-            if not chunk:
-                stop.wait(0.05)
-                continue
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            targets = {target_of(line) for line in lines}
-            try:
-                if "RunTask" in targets:
-                    for cluster in ecs.list_clusters()["clusterArns"]:
-                        arns = ecs.list_tasks(cluster=cluster)["taskArns"]
-                        new = [a for a in arns if a not in seen]
-                        if new:
-                            for task in ecs.describe_tasks(cluster=cluster, tasks=new)["tasks"]:
-                                seen.add(task["taskArn"])
-                                write_task_log(ecs, logs, task)
-                if targets & {"CreateService", "UpdateService"}:
-                    write_cron_line(logs)
-            except Exception as error:  # the account not built yet, or moto stopping
-                sys.stderr.write(f"[fargate] {error}\n")
-
-
-def target_of(line: str) -> str:
-    """The ECS operation of one recorded request ("" for anything else)."""
-    try:
-        headers = json.loads(line).get("headers", {})
-    except ValueError:
-        return ""
-    target = headers.get("X-Amz-Target") or headers.get("x-amz-target") or ""
-    prefix = "AmazonEC2ContainerServiceV20141113."
-    return target[len(prefix):] if target.startswith(prefix) else ""
-
-
-def write_task_log(ecs, logs, task):
-    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
-    container = definition["containerDefinitions"][0]
-    options = container.get("logConfiguration", {}).get("options", {})
-    group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
-    if not group or not prefix:
-        return
-    overrides = task.get("overrides", {}).get("containerOverrides", [])
-    command = next((o.get("command") for o in overrides if o.get("command")), None) or container.get("command", [])
-    task_id = task["taskArn"].rsplit("/", 1)[-1]
-    stream = f"{prefix}/{container['name']}/{task_id}"
-    lines = [f"[rehearsal Fargate] the container would run: {' '.join(command)}"]
-    lines += next((v for k, v in TASK_LINES.items() if k in command), [])
-    put_lines(logs, group, stream, lines)
-
-
-def write_cron_line(logs) -> None:
-    put_lines(logs, "/ecs/gengar", "ecs/gengar/service", ["[Nest] 1  - LOG [UsageResetService] monthly usage reset: nothing due today"])
-
-
-def put_lines(logs, group, stream, lines):
-    try:
-        logs.create_log_stream(logGroupName=group, logStreamName=stream)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
-    now = int(time.time() * 1000)
-    logs.put_log_events(
-        logGroupName=group,
-        logStreamName=stream,
-        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)],
-    )
-
-
-def serve(args):
-    port = int(flag(args, "--port"))
-    stop = threading.Event()
-    threading.Thread(target=play_fargate, args=(stop,), daemon=True).start()
-    serve_http(port)
-
-
 def app(args):
-    serve_http(int(flag(args, "--port")))
+    """`docker run` of the image: the app on --port, with the environment docker gave it."""
+    serve_app("127.0.0.1", int(flag(args, "--port")))
+
+
+MIGRATIONS = [(1700000000000, "InitialSchema1700000000000"), (1730000000000, "AddDocumentEmbeddings1730000000000")]
+
+
+def migration_run() -> int:
+    """`yarn migration:run`: TypeORM's migrations table in public, and the pending ones applied."""
+    db = Database(os.environ.get("DATABASE_URL"))
+    try:
+        print('query: SELECT * FROM current_schema()', flush=True)
+        db.run('CREATE TABLE IF NOT EXISTS public."migrations" ("id" SERIAL PRIMARY KEY, "timestamp" bigint NOT NULL, "name" varchar NOT NULL)')
+        done = {row[0] for row in db.run('SELECT "name" FROM public."migrations"')}
+        pending = [(ts, name) for ts, name in MIGRATIONS if name not in done]
+        if not pending:
+            print("No migrations are pending", flush=True)
+        for ts, name in pending:
+            db.run('INSERT INTO public."migrations" ("timestamp", "name") VALUES (:ts, :name)', ts=ts, name=name)
+            print(f"Migration {name} has been executed successfully.", flush=True)
+        return 0
+    except Exception as error:
+        print(f"Error during migration run: {type(error).__name__}: {error}", flush=True)
+        return 1
+
+
+def generate_embeddings() -> int:
+    """The console command: an embedding for every document without one."""
+    db = Database(os.environ.get("DATABASE_URL"))
+    try:
+        rows = db.run("SELECT id FROM documents WHERE embedding IS NULL ORDER BY id")
+        for (doc_id,) in rows:
+            db.run(
+                "UPDATE documents SET embedding = (SELECT array_agg(((:id * 31 + g) % 997 / 997.0)::real) FROM generate_series(1, 1536) g)::text::heroku_ext.vector WHERE id = :id",
+                id=doc_id,
+            )
+        print(f"generate-embeddings: {len(rows)} document(s) embedded", flush=True)
+        return 0
+    except Exception as error:
+        print(f"generate-embeddings failed: {type(error).__name__}: {error}", flush=True)
+        return 1
+
+
+def generate_metadata() -> int:
+    db = Database(os.environ.get("DATABASE_URL"))
+    try:
+        (count,) = db.run("SELECT count(*) FROM documents WHERE title IS NULL OR title = ''")[0]
+        print(f"generate-metadata: {count} document(s) without metadata", flush=True)
+        return 0
+    except Exception as error:
+        print(f"generate-metadata failed: {type(error).__name__}: {error}", flush=True)
+        return 1
+
+
+def container(args):
+    """The image's entry point, as a Fargate task runs it: the app server (no command), or a
+    command given by the task definition or a RunTask override."""
+    if not args:
+        host, _, port = os.environ.get("TWIN_LISTEN", "127.0.0.1:" + os.environ.get("PORT", "3000")).rpartition(":")
+        serve_app(host, int(port))
+        return 0
+    line = " ".join(args)
+    if args[0] in ("sh", "bash", "/bin/sh", "/bin/bash"):
+        os.execvp(args[0], args)
+    if "dist/src/main.js" in args:
+        return container([])
+    if args[:2] == ["yarn", "migration:run"]:
+        return migration_run()
+    if args[:2] == ["node", "dist/src/console.js"]:
+        if "generate-embeddings" in args:
+            return generate_embeddings()
+        if "generate-metadata" in args:
+            return generate_metadata()
+        if "--help" in args or len(args) == 2:
+            print("Usage: console [options] [command]\nCommands: generate-embeddings, generate-metadata", flush=True)
+            return 0
+        print(f"error: unknown command '{' '.join(args[2:])}'", flush=True)
+        return 1
+    print(f'exec: "{args[0]}": executable file not found in $PATH ({line})', flush=True)
+    return 127
 
 
 def account(_args):
@@ -700,7 +900,7 @@ def account(_args):
     return 0
 
 
-COMMANDS = {"docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "serve": serve, "app": app, "account": account}
+COMMANDS = {"docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "app": app, "container": container, "account": account}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

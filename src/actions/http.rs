@@ -30,6 +30,11 @@ static SCHEMA: ActionSchema = ActionSchema {
             ParamType::String,
             "text the body must contain",
         ),
+        ParamSpec::optional(
+            "expect_json",
+            ParamType::StringMap,
+            "fields the JSON body must hold, by dotted path: { \"database.port\" = \"5432\" }",
+        ),
         ParamSpec::optional("headers", ParamType::StringMap, "request headers"),
         ParamSpec::optional("body", ParamType::String, "request body"),
         ParamSpec::optional(
@@ -55,6 +60,8 @@ struct Params {
     method: Option<String>,
     expect_status: Option<serde_json::Value>,
     expect_body: Option<String>,
+    #[serde(default)]
+    expect_json: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     headers: BTreeMap<String, serde_json::Value>,
     body: Option<String>,
@@ -97,6 +104,13 @@ impl Action for Http {
         );
         if let Some(body) = get("expect_body") {
             text.push_str(&format!(" containing {body:?}"));
+        }
+        if let Some(fields) = params.get("expect_json").and_then(|v| v.as_object()) {
+            let shown: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", scalar_text(v)))
+                .collect();
+            text.push_str(&format!(" with JSON {}", shown.join(", ")));
         }
         text.push_str(&format!(
             ", for up to {}",
@@ -181,7 +195,8 @@ impl Action for Http {
                         .expect_body
                         .as_ref()
                         .is_none_or(|t| body.contains(t.as_str()));
-                    if status == expect && body_ok {
+                    let json_mismatch = json_mismatch(&body, &params.expect_json);
+                    if status == expect && body_ok && json_mismatch.is_none() {
                         ctx.report
                             .info(format!("attempt {attempt}: {status}"))
                             .await;
@@ -194,6 +209,8 @@ impl Action for Http {
                     }
                     if status != expect {
                         format!("got {status}, expected {expect}")
+                    } else if let Some(mismatch) = json_mismatch {
+                        format!("status {status} but {mismatch}")
                     } else {
                         format!(
                             "status {status} but the body lacks {:?}",
@@ -229,6 +246,40 @@ impl Action for Http {
     }
 }
 
+/// A JSON scalar as text: strings bare, numbers and booleans as written.
+fn scalar_text(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
+}
+
+/// The first field of `expected` (dotted paths into the body's JSON) the body does not hold,
+/// said in words; `None` when every field matches (or nothing is expected). Values compare as
+/// text, so `5432` and `"5432"` are the same.
+fn json_mismatch(body: &str, expected: &BTreeMap<String, serde_json::Value>) -> Option<String> {
+    if expected.is_empty() {
+        return None;
+    }
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Some("the body is not JSON".to_string());
+    };
+    for (path, want) in expected {
+        let found = path.split('.').try_fold(&json, |node, key| node.get(key));
+        let want = scalar_text(want);
+        match found {
+            None => return Some(format!("the body has no `{path}` (expected {want:?})")),
+            Some(value) if scalar_text(value) != want => {
+                return Some(format!(
+                    "`{path}` is {:?}, expected {want:?}",
+                    scalar_text(value)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -237,4 +288,43 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields_are_matched_by_dotted_path() {
+        let body = r#"{"status":"ok","database":{"port":5433,"system_identifier":"7"}}"#;
+        let expect = |pairs: &[(&str, serde_json::Value)]| -> BTreeMap<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        assert_eq!(json_mismatch(body, &BTreeMap::new()), None);
+        assert_eq!(
+            json_mismatch(
+                body,
+                &expect(&[("database.port", serde_json::json!("5433"))])
+            ),
+            None
+        );
+        assert_eq!(
+            json_mismatch(
+                body,
+                &expect(&[("database.system_identifier", serde_json::json!("8"))])
+            ),
+            Some("`database.system_identifier` is \"7\", expected \"8\"".to_string())
+        );
+        assert_eq!(
+            json_mismatch(body, &expect(&[("database.name", serde_json::json!("x"))])),
+            Some("the body has no `database.name` (expected \"x\")".to_string())
+        );
+        assert_eq!(
+            json_mismatch("<html>", &expect(&[("status", serde_json::json!("ok"))])),
+            Some("the body is not JSON".to_string())
+        );
+    }
 }

@@ -55,20 +55,34 @@ impl JournalStore for FileStore {
 
     fn append_line(&mut self, line: &[u8]) -> Result<(), JournalError> {
         if self.file.is_none() {
+            let created = !self.path.exists();
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
                 .open(&self.path)
                 .map_err(|e| self.io("open", e))?;
+            if created {
+                // The journal's directory entry is durable before its first line counts.
+                if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    crate::workspace::sync_dir(dir)
+                        .map_err(|e| self.io("sync the directory of", e))?;
+                }
+            }
             self.file = Some(file);
         }
-        let result = match self.file.as_mut() {
-            // One write call per line, so a crash leaves at most this line cut short.
-            Some(file) => file.write_all(line).and_then(|()| file.sync_data()),
-            None => Ok(()),
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
         };
+        let before = file.metadata().map(|m| m.len()).ok();
+        // One write call per line, so a crash leaves at most this line cut short.
+        let result = file.write_all(line).and_then(|()| file.sync_data());
         result.map_err(|e| {
+            // A write that failed part-way is cut off again, so the next line is never glued
+            // onto it (best effort: the disk may be the very thing failing).
+            if let (Some(len), Some(file)) = (before, self.file.as_ref()) {
+                let _ = file.set_len(len).and_then(|()| file.sync_all());
+            }
             self.file = None;
             self.io("append to", e)
         })

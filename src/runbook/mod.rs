@@ -118,12 +118,27 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}:{line}:{column}: the runbook is not valid UTF-8 (a byte that begins no UTF-8 character here); save it as UTF-8")]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
     #[error("{0}")]
     Invalid(Diagnostics),
     #[error("--var {0}: the runbook has no variable of that name (known: {1})")]
     UnknownVar(String, String),
     #[error("--var {0}: expected KEY=VALUE")]
     MalformedVar(String),
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of a text whose bytes before
+/// `offset` are valid UTF-8.
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = String::from_utf8_lossy(&bytes[..offset.min(bytes.len())]);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 impl Runbook {
@@ -133,9 +148,17 @@ impl Runbook {
         overrides: &[String],
         catalog: &dyn ActionCatalog,
     ) -> Result<Runbook, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, column) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
+            LoadError::NotUtf8 {
+                path: path.to_path_buf(),
+                line,
+                column,
+            }
         })?;
         Self::from_source(SourceFile::new(path, text), overrides, catalog)
     }

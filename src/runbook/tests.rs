@@ -207,3 +207,24 @@ fn the_bundled_runbook_is_valid() {
         );
     }
 }
+
+#[test]
+fn a_runbook_that_is_not_utf8_is_invalid_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runbook.toml");
+    std::fs::write(&path, b"[runbook]\nname = \"Gr\xfc\xdfe\"\n").unwrap();
+    match Runbook::load(&path, &[], &Registry::builtin()) {
+        Err(
+            e @ LoadError::NotUtf8 {
+                line: 2,
+                column: 11,
+                ..
+            },
+        ) => {
+            assert!(e.to_string().ends_with(":2:11: the runbook is not valid UTF-8 (a byte that begins no UTF-8 character here); save it as UTF-8"), "{e}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("loaded"),
+    }
+    assert_eq!(position_of("añb\nxy".as_bytes(), 7), (2, 3));
+}

@@ -11,18 +11,21 @@ pub fn action_for(model: &Model, key: KeyEvent) -> Option<Action> {
     if key.kind == KeyEventKind::Release {
         return None;
     }
+    let typing = matches!(
+        model.overlay,
+        Some(Overlay::Confirm { .. } | Overlay::Note { .. } | Overlay::SearchInput { .. })
+    );
     if key.modifiers.contains(KeyModifiers::CONTROL) {
         return match key.code {
             KeyCode::Char('c') => Some(Action::Quit),
+            // In a text field, Ctrl-U and Ctrl-W edit as in every shell.
+            KeyCode::Char('u') if typing => Some(Action::ClearInput),
+            KeyCode::Char('w') if typing => Some(Action::DeleteWord),
             KeyCode::Char('d') => Some(Action::PageDown),
             KeyCode::Char('u') => Some(Action::PageUp),
             _ => None,
         };
     }
-    let typing = matches!(
-        model.overlay,
-        Some(Overlay::Confirm { .. } | Overlay::Note { .. } | Overlay::SearchInput { .. })
-    );
     if typing {
         return match key.code {
             KeyCode::Esc => Some(Action::Escape),

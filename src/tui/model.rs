@@ -46,6 +46,10 @@ pub enum Action {
     Enter,
     Char(char),
     Backspace,
+    /// Ctrl-U in a text field: clear it, as in a shell.
+    ClearInput,
+    /// Ctrl-W in a text field: delete the word before the cursor, as in a shell.
+    DeleteWord,
     Resize(u16, u16),
     ToggleCost,
     /// A click on a checklist row (mouse mode).
@@ -406,7 +410,11 @@ impl Model {
                 Vec::new()
             }
             Action::Enter => self.request_run(false),
-            Action::Char(_) | Action::Backspace | Action::Resize(..) => Vec::new(),
+            Action::Char(_)
+            | Action::Backspace
+            | Action::ClearInput
+            | Action::DeleteWord
+            | Action::Resize(..) => Vec::new(),
         }
     }
 
@@ -805,6 +813,39 @@ fn edit(text: &mut String, action: &Action, too_soon: bool) {
         Action::Backspace => {
             text.pop();
         }
+        Action::ClearInput => text.clear(),
+        Action::DeleteWord => {
+            // The trailing blanks, then the word before them (readline's unix-word-rubout).
+            let kept = text.trim_end_matches(char::is_whitespace).len();
+            text.truncate(kept);
+            let word_start = text.rfind(char::is_whitespace).map_or(0, |i| {
+                i + text[i..].chars().next().map_or(1, char::len_utf8)
+            });
+            text.truncate(word_start);
+        }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::*;
+
+    #[test]
+    fn ctrl_u_clears_and_ctrl_w_deletes_the_last_word() {
+        let mut text = "point api.example.com at  ".to_string();
+        edit(&mut text, &Action::DeleteWord, false);
+        assert_eq!(text, "point api.example.com ");
+        edit(&mut text, &Action::DeleteWord, false);
+        assert_eq!(text, "point ");
+        edit(&mut text, &Action::DeleteWord, false);
+        assert_eq!(text, "");
+        edit(&mut text, &Action::DeleteWord, false);
+        assert_eq!(text, "");
+        let mut text = "grüße wörld".to_string();
+        edit(&mut text, &Action::DeleteWord, false);
+        assert_eq!(text, "grüße ");
+        edit(&mut text, &Action::ClearInput, false);
+        assert_eq!(text, "");
     }
 }

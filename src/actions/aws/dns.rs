@@ -98,6 +98,47 @@ impl Action for Point {
     }
 }
 
+/// The name's address records after the change must be exactly the one written: same type,
+/// same alias target or value (a CNAME left beside an alias A would make resolvers disagree).
+fn read_back_matches(now: &[&ResourceRecordSet], wanted: &ResourceRecordSet) -> Result<(), String> {
+    let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+    match now {
+        [] => Err("no A, AAAA or CNAME record".to_string()),
+        [one] if one.r#type() != wanted.r#type() => Err(format!(
+            "a {} record instead of {}",
+            one.r#type().as_str(),
+            wanted.r#type().as_str()
+        )),
+        [one] => {
+            let value = |r: &ResourceRecordSet| match r.alias_target() {
+                Some(alias) => norm(alias.dns_name()),
+                None => r
+                    .resource_records()
+                    .first()
+                    .map(|v| norm(v.value()))
+                    .unwrap_or_default(),
+            };
+            if value(one) == value(wanted) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it points at {}, not {}",
+                    value(one),
+                    value(wanted)
+                ))
+            }
+        }
+        many => Err(format!(
+            "{} records ({}) where one was written",
+            many.len(),
+            many.iter()
+                .map(|r| r.r#type().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 async fn point(
     config: &aws_config::SdkConfig,
     p: &Params,
@@ -223,6 +264,36 @@ async fn point(
             .change_info()
             .map(|c| c.status().clone());
         if status == Some(ChangeStatus::Insync) {
+            // INSYNC says the change was applied; what the zone now answers is the proof.
+            let after = r53
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone_id)
+                .start_record_name(&name)
+                .send()
+                .await
+                .map_err(|e| Outcome::failed(explain("route53:ListResourceRecordSets", &e)))?;
+            let now: Vec<&ResourceRecordSet> = after
+                .resource_record_sets()
+                .iter()
+                .filter(|r| {
+                    r.name() == name
+                        && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
+                })
+                .collect();
+            if let Err(problem) = read_back_matches(&now, &record) {
+                return Ok(Outcome::failed(format!(
+                    "the change is INSYNC but {name} reads back wrong: {problem}"
+                )));
+            }
+            ctx.report
+                .info(format!(
+                    "read back: {}",
+                    now.iter()
+                        .map(|r| describe_record(r))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+                .await;
             let shown = match &p.alias_zone_id {
                 Some(_) => "alias A record (TTL is the target's)".to_string(),
                 None => format!(
@@ -240,5 +311,63 @@ async fn point(
             )));
         }
         pause(&ctx.cancel, Duration::from_secs(2)).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cname(value: &str) -> ResourceRecordSet {
+        ResourceRecordSet::builder()
+            .name("api.example.com.")
+            .r#type(RrType::Cname)
+            .ttl(60)
+            .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn alias(target: &str) -> ResourceRecordSet {
+        ResourceRecordSet::builder()
+            .name("api.example.com.")
+            .r#type(RrType::A)
+            .alias_target(
+                AliasTarget::builder()
+                    .dns_name(target)
+                    .hosted_zone_id("Z1")
+                    .evaluate_target_health(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_record_read_back_must_be_the_one_written() {
+        let wanted = alias("alb-1.elb.amazonaws.com");
+        assert_eq!(
+            read_back_matches(&[&alias("ALB-1.elb.amazonaws.com.")], &wanted),
+            Ok(())
+        );
+        assert_eq!(
+            read_back_matches(&[], &wanted),
+            Err("no A, AAAA or CNAME record".to_string())
+        );
+        assert_eq!(
+            read_back_matches(&[&cname("x.herokuapp.com")], &wanted),
+            Err("a CNAME record instead of A".to_string())
+        );
+        assert_eq!(
+            read_back_matches(&[&alias("other.elb.amazonaws.com")], &wanted),
+            Err("it points at other.elb.amazonaws.com, not alb-1.elb.amazonaws.com".to_string())
+        );
+        let left = cname("x.herokuapp.com");
+        let new = alias("alb-1.elb.amazonaws.com");
+        assert_eq!(
+            read_back_matches(&[&left, &new], &wanted),
+            Err("2 records (CNAME, A) where one was written".to_string())
+        );
     }
 }

@@ -1,6 +1,11 @@
-//! `ssm.sync` (parameters under a prefix from a `.env` file or Heroku's config JSON, as
+//! `ssm.sync` (parameters under a prefix from a `.env` file or Heroku's config, as
 //! SecureString, with a diff whose values are masked) and `ssm.verify` (every key of
 //! `.env.example` exists).
+//!
+//! Heroku manages some config vars itself (the attachment URLs of its add-ons: `DATABASE_URL`,
+//! `HEROKU_POSTGRESQL_<COLOR>_URL`, `REDIS_URL`, …). Their values point at Heroku and rotate, so
+//! `ssm.sync` never copies them: each must be mapped (`set`, e.g. `DATABASE_URL` from RDS) or
+//! skipped (`skip`) by name, or the step fails before writing anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +38,21 @@ static SYNC: ActionSchema = ActionSchema {
             "a file holding `heroku config --json -a APP`",
         ),
         ParamSpec::optional(
+            "heroku_app",
+            ParamType::String,
+            "read `heroku config --json -a APP` directly (nothing is written to disk)",
+        ),
+        ParamSpec::optional(
+            "set",
+            ParamType::Any,
+            "keys set from elsewhere: { DATABASE_URL = { value = \"${secret.RDS_DATABASE_URL}\", from = \"RDS\" } } (or a plain string)",
+        ),
+        ParamSpec::optional(
+            "skip",
+            ParamType::StringList,
+            "keys of the source not to write",
+        ),
+        ParamSpec::optional(
             "delete_missing",
             ParamType::Bool,
             "delete parameters the source does not have (false)",
@@ -63,8 +83,58 @@ struct SyncParams {
     prefix: String,
     env_file: Option<String>,
     heroku_json: Option<String>,
+    heroku_app: Option<String>,
+    #[serde(default)]
+    set: BTreeMap<String, SetValue>,
+    #[serde(default)]
+    skip: Vec<String>,
     #[serde(default)]
     delete_missing: bool,
+}
+
+/// A key set from elsewhere than the source: its value, and where it comes from (for the diff).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum SetValue {
+    Plain(String),
+    From { value: String, from: Option<String> },
+}
+
+impl SetValue {
+    fn value(&self) -> &str {
+        match self {
+            SetValue::Plain(v) | SetValue::From { value: v, .. } => v,
+        }
+    }
+
+    fn origin(&self) -> String {
+        match self {
+            SetValue::From {
+                from: Some(from), ..
+            } => format!("set from {from}"),
+            _ => "set by the runbook".to_string(),
+        }
+    }
+}
+
+/// Config vars Heroku's add-ons manage: their values point at Heroku's resources and rotate.
+const HEROKU_MANAGED: &[&str] = &[
+    r"^DATABASE_URL$",
+    r"^DATABASE_CONNECTION_POOL_URL$",
+    r"^JDBC_DATABASE_(URL|USERNAME|PASSWORD)$",
+    r"^HEROKU_POSTGRESQL_[A-Z0-9_]+_(URL|JDBC_URL)$",
+    r"^REDIS(_TLS)?_URL$",
+    r"^HEROKU_REDIS_[A-Z0-9_]+(_TLS)?_URL$",
+    r"^KAFKA_(URL|CLIENT_CERT|CLIENT_CERT_KEY|TRUSTED_CERT|PREFIX)$",
+    r"^HEROKU_KAFKA_[A-Z0-9_]+$",
+];
+
+/// Whether Heroku manages this config var (an add-on's attachment).
+pub fn heroku_managed(key: &str) -> bool {
+    HEROKU_MANAGED
+        .iter()
+        .filter_map(|p| regex::Regex::new(p).ok())
+        .any(|re| re.is_match(key))
 }
 
 #[derive(serde::Deserialize)]
@@ -149,11 +219,17 @@ impl Action for Sync {
     }
 
     fn describe(&self, params: &serde_json::Value) -> String {
-        let source = params
-            .get("env_file")
-            .or_else(|| params.get("heroku_json"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("?");
+        let source = match (
+            params
+                .get("env_file")
+                .or_else(|| params.get("heroku_json"))
+                .and_then(|v| v.as_str()),
+            params.get("heroku_app").and_then(|v| v.as_str()),
+        ) {
+            (Some(file), _) => file.to_string(),
+            (None, Some(app)) => format!("the config vars of Heroku app {app}"),
+            (None, None) => "the keys of `set`".to_string(),
+        };
         format!(
             "write {source} to SSM under {} as SecureString",
             params.get("prefix").and_then(|v| v.as_str()).unwrap_or("?")
@@ -169,38 +245,131 @@ impl Action for Sync {
     }
 }
 
+/// `heroku config --json` output as key → value.
+fn heroku_config(text: &str, what: &str) -> Result<BTreeMap<String, String>, Outcome> {
+    Ok(
+        serde_json::from_str::<BTreeMap<String, serde_json::Value>>(text)
+            .map_err(|e| {
+                Outcome::failed(format!("{what} is not `heroku config --json` output: {e}"))
+            })?
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect(),
+    )
+}
+
+/// Runs `heroku config --json -a APP` and keeps its output in memory only: the production
+/// secrets never touch the disk. Its error output is shown; cancellation kills it.
+async fn heroku_config_of(app: &str, ctx: &ActionContext) -> Result<String, Outcome> {
+    ctx.report
+        .info(format!(
+            "reading the config vars of {app} (heroku config --json)"
+        ))
+        .await;
+    let child = tokio::process::Command::new("heroku")
+        .args(["config", "--json", "-a", app])
+        .current_dir(&ctx.work_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Outcome::failed(format!("cannot run `heroku` (the Heroku CLI): {e}")))?;
+    let output = tokio::select! {
+        out = child.wait_with_output() => out
+            .map_err(|e| Outcome::failed(format!("`heroku config` failed: {e}")))?,
+        () = ctx.cancel.cancelled() => return Err(Outcome::Cancelled),
+    };
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        ctx.report.line(crate::actions::Stream::Stderr, line).await;
+    }
+    if !output.status.success() {
+        return Err(Outcome::failed(format!(
+            "`heroku config --json -a {app}` failed ({})",
+            output.status
+        )));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| Outcome::failed("`heroku config --json` printed something that is not UTF-8"))
+}
+
 async fn sync(
     config: &aws_config::SdkConfig,
     p: &SyncParams,
     ctx: &ActionContext,
 ) -> Result<Outcome, Outcome> {
-    let source: BTreeMap<String, String> = match (&p.env_file, &p.heroku_json) {
-        (Some(file), None) => parse_dotenv(&read(&ctx.work_dir, file)?),
-        (None, Some(file)) => {
-            serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&read(&ctx.work_dir, file)?)
-                .map_err(|e| {
-                    Outcome::failed(format!("{file} is not `heroku config --json` output: {e}"))
-                })?
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-                .collect()
+    let from_heroku = p.heroku_json.is_some() || p.heroku_app.is_some();
+    let source: Option<BTreeMap<String, String>> =
+        match (&p.env_file, &p.heroku_json, &p.heroku_app) {
+            (Some(file), None, None) => Some(parse_dotenv(&read(&ctx.work_dir, file)?)),
+            (None, Some(file), None) => Some(heroku_config(&read(&ctx.work_dir, file)?, file)?),
+            (None, None, Some(app)) => Some(heroku_config(
+                &heroku_config_of(app, ctx).await?,
+                "heroku config --json",
+            )?),
+            (None, None, None) if !p.set.is_empty() => None,
+            _ => {
+                return Err(Outcome::failed(
+                    "give exactly one of `env_file`, `heroku_json` or `heroku_app` (or only `set`)",
+                ))
+            }
+        };
+    // Heroku's add-on variables are never copied: each is mapped or skipped by name.
+    if from_heroku {
+        let unmapped: Vec<&String> = source
+            .iter()
+            .flat_map(|s| s.keys())
+            .filter(|k| heroku_managed(k) && !p.set.contains_key(*k) && !p.skip.contains(*k))
+            .collect();
+        if !unmapped.is_empty() {
+            let names: Vec<&str> = unmapped.iter().map(|k| k.as_str()).collect();
+            return Err(Outcome::failed(format!(
+                "{} managed by a Heroku add-on: its value points at Heroku and rotates, so it is never copied. \
+                 Map it (`set = {{ {} = {{ value = \"${{secret.RDS_DATABASE_URL}}\", from = \"RDS\" }} }}`) \
+                 or list it in `skip`; nothing was written",
+                names.join(", "),
+                names.first().copied().unwrap_or("DATABASE_URL")
+            )));
         }
-        _ => {
-            return Err(Outcome::failed(
-                "give exactly one of `env_file` or `heroku_json`",
-            ))
+    }
+    // What is written: the source less the skipped keys, then the keys set from elsewhere.
+    let mut wanted: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    for (key, value) in source.iter().flatten() {
+        if p.skip.contains(key) {
+            ctx.report.info(format!("  {key} skipped (`skip`)")).await;
+        } else if !p.set.contains_key(key) {
+            wanted.insert(key.clone(), (value.clone(), None));
         }
-    };
+    }
+    for (key, set) in &p.set {
+        let note = match source.as_ref().and_then(|s| s.get(key)) {
+            Some(_) if from_heroku => format!("{}, not Heroku's value", set.origin()),
+            Some(_) => format!("{}, not the source's value", set.origin()),
+            None => set.origin(),
+        };
+        wanted.insert(key.clone(), (set.value().to_string(), Some(note)));
+    }
     let prefix = normalise(&p.prefix);
     let ssm = aws_sdk_ssm::Client::new(config);
     let current = existing(&ssm, &prefix).await?;
     let (mut added, mut changed, mut removed) = (0u32, 0u32, 0u32);
     // Values are secrets: the diff names keys only.
-    for (key, value) in &source {
+    for (key, (value, origin)) in &wanted {
+        let origin = origin
+            .as_deref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default();
         let verb = match current.get(key) {
             None => "added",
             Some(old) if old != value => "changed",
-            Some(_) => continue,
+            Some(_) => {
+                if !origin.is_empty() {
+                    ctx.report
+                        .info(format!("= {key} = ***{origin}, unchanged"))
+                        .await;
+                }
+                continue;
+            }
         };
         ssm.put_parameter()
             .name(format!("{prefix}{key}"))
@@ -212,13 +381,23 @@ async fn sync(
             .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))?;
         if verb == "added" {
             added += 1;
-            ctx.report.info(format!("+ {key} = ***")).await;
+            ctx.report.info(format!("+ {key} = ***{origin}")).await;
         } else {
             changed += 1;
-            ctx.report.info(format!("~ {key} = *** (changed)")).await;
+            ctx.report
+                .info(format!("~ {key} = *** (changed){origin}"))
+                .await;
         }
     }
-    for key in current.keys().filter(|k| !source.contains_key(*k)) {
+    // With only `set`, the other parameters under the prefix are not this step's business.
+    let others: Vec<&String> = match &source {
+        Some(_) => current
+            .keys()
+            .filter(|k| !wanted.contains_key(*k) && !p.skip.contains(*k))
+            .collect(),
+        None => Vec::new(),
+    };
+    for key in others {
         removed += 1;
         if p.delete_missing {
             ssm.delete_parameter()
@@ -235,7 +414,7 @@ async fn sync(
                 .await;
         }
     }
-    let unchanged = source.len() as u32 - added - changed;
+    let unchanged = wanted.len() as u32 - added - changed;
     ctx.report.output("added", added.to_string()).await;
     ctx.report.output("changed", changed.to_string()).await;
     ctx.report.output("removed", removed.to_string()).await;
@@ -327,5 +506,22 @@ mod tests {
         assert_eq!(env.get("E").map(String::as_str), Some("spaced"));
         assert_eq!(env.len(), 5);
         assert_eq!(normalise("gengar/prod"), "/gengar/prod/");
+    }
+
+    #[test]
+    fn heroku_add_on_variables_are_recognised() {
+        for key in [
+            "DATABASE_URL",
+            "HEROKU_POSTGRESQL_ROSE_URL",
+            "REDIS_URL",
+            "REDIS_TLS_URL",
+            "HEROKU_REDIS_MAROON_TLS_URL",
+            "KAFKA_CLIENT_CERT",
+        ] {
+            assert!(heroku_managed(key), "{key}");
+        }
+        for key in ["PORT", "JWT_SECRET", "MY_DATABASE_URL", "FRONTEND_URL"] {
+            assert!(!heroku_managed(key), "{key}");
+        }
     }
 }

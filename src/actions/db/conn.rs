@@ -53,6 +53,15 @@ impl std::fmt::Debug for DbUrl {
     }
 }
 
+/// A host on this machine: `localhost`, a loopback address, or a Unix socket directory.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl DbUrl {
     /// Parses a URL; `ca_bundle` is used for `verify-full` when the URL names no `sslrootcert`.
     pub fn parse(text: &str, ca_bundle: Option<&Path>) -> Result<Self, String> {
@@ -129,11 +138,13 @@ impl DbUrl {
                 }
             }
         }
-        // libpq prefers TLS; RDS is always reached with it.
-        let tls = tls.unwrap_or(if host.ends_with(".rds.amazonaws.com") {
-            TlsMode::Require
-        } else {
+        // Without an sslmode, every host off this machine (Heroku's, RDS's) gets TLS required:
+        // libpq's `prefer` would let a network attacker downgrade to plaintext. Only loopback
+        // (a local cluster, a tunnel's near end) keeps `prefer`. An explicit sslmode wins.
+        let tls = tls.unwrap_or(if is_loopback(&host) {
             TlsMode::Prefer
+        } else {
+            TlsMode::Require
         });
         Ok(DbUrl {
             host,
@@ -372,7 +383,8 @@ mod tests {
         assert_eq!(url.user, "u5er");
         assert_eq!(url.password.as_deref(), Some("p@ss"));
         assert_eq!(url.database, "d9abc");
-        assert_eq!(url.tls, TlsMode::Prefer);
+        // Heroku's host is off this machine: TLS required, never silently `prefer`.
+        assert_eq!(url.tls, TlsMode::Require);
         assert_eq!(
             url.display(),
             "u5er@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d9abc"
@@ -380,6 +392,31 @@ mod tests {
         assert!(!format!("{url:?}").contains("p@ss"));
         let env = url.libpq_env();
         assert!(env.contains(&("PGPASSWORD", "p@ss".to_string())));
+    }
+
+    #[test]
+    fn only_loopback_hosts_default_to_prefer_and_an_explicit_sslmode_wins() {
+        for (text, tls) in [
+            ("postgres://u:p@localhost/db", TlsMode::Prefer),
+            ("postgres://u:p@127.0.0.1:5433/db", TlsMode::Prefer),
+            ("postgres://u:p@[::1]/db", TlsMode::Prefer),
+            ("postgres://u:p@10.0.0.5/db", TlsMode::Require),
+            ("postgres://u:p@db.internal/db", TlsMode::Require),
+            (
+                "postgres://u:p@db.internal/db?sslmode=prefer",
+                TlsMode::Prefer,
+            ),
+            (
+                "postgres://u:p@db.internal/db?sslmode=disable",
+                TlsMode::Disable,
+            ),
+            (
+                "postgres://u:p@localhost/db?sslmode=require",
+                TlsMode::Require,
+            ),
+        ] {
+            assert_eq!(DbUrl::parse(text, None).unwrap().tls, tls, "{text}");
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ use tokio_postgres::Client;
 
 use super::tools::Tool;
 use super::{
-    bytes_human, col, connect, db_url, extensions, query, server_version, tools, user_tables,
-    DbUrl, USER_RELATION,
+    bytes_human, col, connect, db_url, extensions, identity, query, server_version, tools,
+    user_tables, write_counters, DbUrl, USER_RELATION,
 };
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
@@ -242,6 +242,12 @@ fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
     for (key, value) in url.libpq_env() {
         command.env(key, value);
     }
+    // Their messages are parsed (errors, the allow-list): in English whatever the operator's
+    // locale, as `C` gives them.
+    command
+        .env("LC_ALL", "C")
+        .env("LANG", "C")
+        .env_remove("LANGUAGE");
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -313,6 +319,42 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         )));
     }
     let mut target = connect(&target_url, "target").await?;
+    // What each side is, before anything is written: host names can differ for one server.
+    let source_id = identity(&source, "source").await?;
+    let target_id = identity(&target, "target").await?;
+    if source_id.same_database(&target_id) {
+        return Err(Outcome::failed(format!(
+            "the target is the source: both reach database {:?} (oid {}) of the server with system identifier {} — \
+             check the target URL; nothing was written",
+            target_id.database, target_id.database_oid, target_id.system_identifier
+        )));
+    }
+    ctx.report
+        .info(format!(
+            "source: {} (database {:?}, server {}); target: {} (database {:?}, server {})",
+            source_url.display(),
+            source_id.database,
+            source_id.system_identifier,
+            target_url.display(),
+            target_id.database,
+            target_id.system_identifier
+        ))
+        .await;
+    ctx.report
+        .output(
+            "source_system_identifier",
+            source_id.system_identifier.clone(),
+        )
+        .await;
+    ctx.report
+        .output(
+            "target_system_identifier",
+            target_id.system_identifier.clone(),
+        )
+        .await;
+    ctx.report
+        .output("target_database", target_id.database.clone())
+        .await;
     let existing = user_tables(&target).await?;
     if !existing.is_empty() {
         let shown: Vec<&str> = existing.iter().take(5).map(String::as_str).collect();
@@ -341,6 +383,15 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     }
     extensions::ensure(&source, &target, ctx).await?;
     let totals = totals(&source).await?;
+    // The source's write counters just before the dump: any write after this is not in the
+    // copy, and `db.idle` compares against them before the source is deleted.
+    let writes = write_counters(&source).await?;
+    ctx.report
+        .output(
+            "source_writes",
+            serde_json::to_string(&writes).unwrap_or_default(),
+        )
+        .await;
     drop(source);
     drop(target);
 

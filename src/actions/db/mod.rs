@@ -6,6 +6,7 @@
 mod conn;
 mod copy;
 mod extensions;
+mod idle;
 mod preflight;
 mod sql;
 mod tools;
@@ -109,7 +110,16 @@ static COPY: ActionSchema = ActionSchema {
             "regular expressions of restore errors to tolerate (default: Heroku's extension comment and heroku_ext schema errors)",
         ),
     ],
-    outputs: &["bytes", "tables", "indexes", "tolerated_errors"],
+    outputs: &[
+        "bytes",
+        "tables",
+        "indexes",
+        "tolerated_errors",
+        "source_system_identifier",
+        "target_system_identifier",
+        "target_database",
+        "source_writes",
+    ],
     needs_operator_note: false,
 };
 
@@ -132,6 +142,41 @@ static VERIFY: ActionSchema = ActionSchema {
         ),
     ],
     outputs: &["tables", "rows", "report"],
+    needs_operator_note: false,
+};
+
+static IDLE: ActionSchema = ActionSchema {
+    kind: "db.idle",
+    summary: "proves a database unused before it is deleted: no other client over a window, no write since a baseline",
+    params: &[
+        ParamSpec::required(
+            "url",
+            ParamType::String,
+            "the database about to be removed, usually ${secret.HEROKU_DATABASE_URL}",
+        ),
+        ParamSpec::optional(
+            "window",
+            ParamType::Duration,
+            "how long no other client may be connected (60s)",
+        ),
+        ParamSpec::optional(
+            "deadline",
+            ParamType::Duration,
+            "how long clients get to leave before the step fails naming them (3 × window)",
+        ),
+        ParamSpec::optional(
+            "baseline",
+            ParamType::String,
+            "write counters recorded earlier, e.g. ${steps.db-copy.outputs.source_writes}: any table written since fails the step",
+        ),
+        ParamSpec::optional(
+            "ignore_applications",
+            ParamType::StringList,
+            "application names of clients that do not count (e.g. the provider's monitoring)",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["clients", "written_tables"],
     needs_operator_note: false,
 };
 
@@ -160,6 +205,7 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         Arc::new(Db(Kind::Copy)),
         Arc::new(Db(Kind::Verify)),
         Arc::new(Db(Kind::Sql)),
+        Arc::new(Db(Kind::Idle)),
     ]
 }
 
@@ -170,6 +216,7 @@ enum Kind {
     Copy,
     Verify,
     Sql,
+    Idle,
 }
 
 struct Db(Kind);
@@ -205,6 +252,7 @@ impl Action for Db {
             Kind::Copy => &COPY,
             Kind::Verify => &VERIFY,
             Kind::Sql => &SQL,
+            Kind::Idle => &IDLE,
         }
     }
 
@@ -222,6 +270,14 @@ impl Action for Db {
             },
             Kind::Verify => format!("compare every table of {source} with {target}"),
             Kind::Sql => format!("run SQL on {}", shown_url(params, "url")),
+            Kind::Idle => format!(
+                "prove {} unused: no other client for {}, no write since the baseline",
+                shown_url(params, "url"),
+                params
+                    .get("window")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("60s")
+            ),
         }
     }
 
@@ -232,6 +288,7 @@ impl Action for Db {
             Kind::Copy => copy::run(&ctx).await,
             Kind::Verify => verify::run(&ctx).await,
             Kind::Sql => sql::run(&ctx).await,
+            Kind::Idle => idle::run(&ctx).await,
         };
         result.unwrap_or_else(|o| o)
     }
@@ -257,6 +314,58 @@ async fn server_version(client: &tokio_postgres::Client) -> Result<(String, u64)
         .ok_or_else(|| Outcome::failed("the server did not say its version"))?;
     let num: i32 = col(row, 1)?;
     Ok((col(row, 0)?, u64::try_from(num / 10_000).unwrap_or(0)))
+}
+
+/// Which database a connection reached: its cluster's `system_identifier` (set at initdb, the
+/// same for every database of the cluster and different for every other cluster) and the
+/// database's OID and name. Host names can differ for one server (`localhost`, `127.0.0.1`, a
+/// tunnel, a DNS alias); these cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub system_identifier: String,
+    pub database_oid: String,
+    pub database: String,
+}
+
+impl Identity {
+    pub fn same_database(&self, other: &Identity) -> bool {
+        self.system_identifier == other.system_identifier && self.database_oid == other.database_oid
+    }
+}
+
+async fn identity(client: &tokio_postgres::Client, side: &str) -> Result<Identity, Outcome> {
+    let rows = query(
+        client,
+        "SELECT s.system_identifier::text, d.oid::text, d.datname::text \
+           FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()",
+        &format!("reading the {side}'s identity"),
+    )
+    .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Outcome::failed(format!("the {side} did not say which database it is")))?;
+    Ok(Identity {
+        system_identifier: col(row, 0)?,
+        database_oid: col(row, 1)?,
+        database: col(row, 2)?,
+    })
+}
+
+/// Rows inserted, updated and deleted so far, per user table (`schema.table`), from the
+/// statistics collector: they only grow, so a later reading that is higher means a write.
+async fn write_counters(
+    client: &tokio_postgres::Client,
+) -> Result<std::collections::BTreeMap<String, i64>, Outcome> {
+    let rows = query(
+        client,
+        "SELECT format('%I.%I', schemaname, relname), (n_tup_ins + n_tup_upd + n_tup_del)::bigint \
+           FROM pg_stat_user_tables ORDER BY 1",
+        "reading the write counters",
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
+        .collect()
 }
 
 /// The condition (over `pg_class c` joined to `pg_namespace n`) for a relation the app owns:

@@ -36,6 +36,9 @@ pub async fn find(name: &str, bin_dir: Option<&str>, ctx: &ActionContext) -> Res
     };
     let output = tokio::process::Command::new(&path)
         .arg("--version")
+        .env("LC_ALL", "C")
+        .env("LANG", "C")
+        .env_remove("LANGUAGE")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()

@@ -1,0 +1,583 @@
+"""The rehearsal's twin of what AWS *runs*, loaded into moto's server process.
+
+moto stores what the AWS APIs are told and answers for it; it runs nothing. Left alone it reports
+every ECS task as exited 0, every target healthy, and the domain is only a record. This module
+makes the rehearsal's real parts decide instead:
+
+  Fargate   each task of a service, and each RunTask, runs the app stand-in (standin.py
+            container ...) as a local process with the environment ECS would give it: the task
+            definition's `environment` plus its `secrets`, read from SSM when the task starts
+            (a task started before a parameter changed keeps the old value, as on AWS). Its
+            output goes to CloudWatch Logs (the awslogs stream ECS would write); a one-off task's
+            exit code is its command's. A new deployment (UpdateService) starts new tasks, then
+            stops the old ones.
+  the ALB   a service task is registered in the service's target group as 127.0.1.N:PORT; its
+            health (DescribeTargetHealth) is the answer of its real /health.
+  the domain the "internet" edge (one loopback port, the rehearsal's public_url) resolves the
+            domain through the emulated Route 53 zone for every request: an alias or CNAME to
+            the ALB's name reaches a healthy target; a CNAME to *.herokuapp.com reaches "Heroku"
+            (the app stand-in on Heroku's database, behind Heroku's router: 503 in maintenance
+            mode); anything else does not resolve.
+
+Every log line says `[twin ...]`. Configured by scripts/rehearse through the environment:
+CUTOVER_TWIN_DIR (state), TWIN_EDGE_PORT, TWIN_DOMAIN, REHEARSAL_SOURCE_URL. Until the file
+CUTOVER_TWIN_DIR/live exists (a resumed rehearsal replaying its recorded requests) nothing is
+started: tasks replayed then are settled with the exit code they had.
+"""
+
+import ctypes
+import http.client
+import http.server
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import moto.ecs.models as ecs_models
+import moto.elbv2.models as elbv2_models
+from moto.ecs.models import ecs_backends
+from moto.elbv2.models import elbv2_backends
+from moto.logs.models import logs_backends
+from moto.route53.models import route53_backends
+from moto.ssm.models import ssm_backends
+
+ACCOUNT = "123456789012"
+REGION = os.environ.get("AWS_REGION", "us-east-1")
+HERE = Path(__file__).resolve().parent
+STANDIN = HERE / "standin.py"
+DIR = Path(os.environ.get("CUTOVER_TWIN_DIR", "/nonexistent"))
+LOCK = threading.RLock()
+
+
+def say(what: str, text: str) -> None:
+    sys.stderr.write(f"[twin {what}] {text}\n")
+    sys.stderr.flush()
+
+
+def live() -> bool:
+    return (DIR / "live").exists()
+
+
+def load(name: str, default):
+    try:
+        return json.loads((DIR / name).read_text())
+    except (FileNotFoundError, ValueError):
+        return default
+
+
+def save(name: str, value) -> None:
+    path = DIR / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+
+
+# --- processes: started from one long-lived thread, so that they die with this process -------
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_spawn_requests: "queue.Queue" = queue.Queue()
+
+
+def _die_with_parent():
+    # The death signal follows the thread that forked: hence the one spawner thread below.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()
+
+
+def _spawner():
+    while True:
+        argv, env, done = _spawn_requests.get()
+        try:
+            done["process"] = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as error:
+            done["error"] = error
+        done["event"].set()
+
+
+def spawn(argv, env) -> subprocess.Popen:
+    done = {"event": threading.Event()}
+    _spawn_requests.put((argv, env, done))
+    done["event"].wait()
+    if "error" in done:
+        raise done["error"]
+    return done["process"]
+
+
+def container_env(extra: dict) -> dict:
+    """What a container sees: its task's environment and nothing of the operator's."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/tmp"}
+    for name in ("PYENV_ROOT", "PYTHONPATH"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra)
+    return env
+
+
+# --- Fargate -------------------------------------------------------------------------------------
+
+
+def ecs():
+    return ecs_backends[ACCOUNT][REGION]
+
+
+def ssm_value(value_from: str) -> str:
+    """A task definition secret's value, as the ECS agent reads it when the task starts."""
+    name = value_from
+    if value_from.startswith("arn:"):
+        name = "/" + value_from.split(":parameter/", 1)[1]
+    parameter = ssm_backends[ACCOUNT][REGION].get_parameter(name)
+    if parameter is None:
+        raise LookupError(f"ResourceInitializationError: unable to pull secrets: parameter {name} not found")
+    return parameter.decrypt(parameter.value) if parameter.parameter_type == "SecureString" else parameter.value
+
+
+def task_environment(definition) -> dict:
+    container = definition.container_definitions[0]
+    env = {e["name"]: e["value"] for e in container.get("environment") or []}
+    for secret in container.get("secrets") or []:
+        env[secret["name"]] = ssm_value(secret["valueFrom"])
+    return env
+
+
+def log_stream_of(definition, task_id: str):
+    container = definition.container_definitions[0]
+    options = (container.get("logConfiguration") or {}).get("options") or {}
+    group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+    if not group or not prefix:
+        return None
+    return group, f"{prefix}/{container['name']}/{task_id}"
+
+
+def put_log(target, line: str) -> None:
+    if target is None:
+        return
+    group, stream = target
+    backend = logs_backends[ACCOUNT][REGION]
+    with LOCK:
+        try:
+            if stream not in backend.groups[group].streams:
+                backend.create_log_stream(group, stream)
+            backend.put_log_events(group, stream, [{"timestamp": int(time.time() * 1000), "message": line}])
+        except Exception as error:  # a group deleted under us: the line is lost, as on AWS
+            say("fargate", f"cannot write to {group}/{stream}: {error}")
+
+
+def pump(process: subprocess.Popen, target, echo: str) -> None:
+    for raw in process.stdout:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        put_log(target, line)
+        sys.stderr.write(f"[{echo}] {line}\n")
+
+
+def set_stopped(task, code, reason: str) -> None:
+    with LOCK:
+        task._twin_status = "STOPPED"
+        task.desired_status = "STOPPED"
+        task.stopped_reason = reason
+        task.stop_code = "EssentialContainerExited" if code is not None else "TaskFailedToStart"
+        for container in task.containers:
+            container.last_status = "STOPPED"
+            if code is None:
+                container.exitCode = None
+            else:
+                container.exitCode = code
+                container.reason = reason
+
+
+def record_exit(task_arn: str, code, reason: str) -> None:
+    with LOCK:
+        exits = load("exits.json", {})
+        exits[task_arn] = {"code": code, "reason": reason}
+        save("exits.json", exits)
+
+
+def run_one_off(task, definition, command) -> None:
+    """A RunTask: the command runs with the task's environment; its exit code is the task's."""
+    task_id = task.task_arn.rsplit("/", 1)[-1]
+    target = log_stream_of(definition, task_id)
+    try:
+        env = task_environment(definition)
+    except LookupError as error:
+        say("fargate", f"task {task_id}: {error}")
+        set_stopped(task, None, str(error))
+        record_exit(task.task_arn, None, str(error))
+        return
+    say("fargate", f"task {task_id} runs: {' '.join(command) or '(the image command)'}")
+    process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env))
+    ONE_OFF_PROCESSES[task.task_arn] = process
+    with LOCK:
+        task._twin_status = "RUNNING"
+    pump(process, target, f"task {task_id[:8]}")
+    code = process.wait()
+    ONE_OFF_PROCESSES.pop(task.task_arn, None)
+    reason = "Essential container in task exited"
+    say("fargate", f"task {task_id} exited {code}")
+    set_stopped(task, code, reason)
+    record_exit(task.task_arn, code, reason)
+
+
+_run_task = ecs_models.EC2ContainerServiceBackend.run_task
+
+
+def run_task(self, *args, **kwargs):
+    tasks = _run_task(self, *args, **kwargs)
+    for task in tasks:
+        task._twin_status = "PROVISIONING"
+        if not live():
+            # A replayed RunTask: it ran when it was first asked; settle it as it ended then.
+            ended = load("exits.json", {}).get(task.task_arn, {"code": 0, "reason": "replayed"})
+            set_stopped(task, ended["code"], ended["reason"])
+            continue
+        definition = self.describe_task_definition(task.task_definition_arn)
+        overrides = (task.overrides or {}).get("containerOverrides") or []
+        command = next((o.get("command") for o in overrides if o.get("command")), None)
+        command = command or definition.container_definitions[0].get("command") or []
+        threading.Thread(target=run_one_off, args=(task, definition, list(command)), daemon=True).start()
+    return tasks
+
+
+def _last_status(self):
+    twin = getattr(self, "_twin_status", None)
+    return twin if twin is not None else self.status
+
+
+def _set_last_status(self, value):
+    if getattr(self, "_twin_status", None) is not None:
+        self._twin_status = value
+    else:
+        self.status = value
+
+
+_stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+
+
+def stop_task(self, cluster_str, task_str, reason):
+    """StopTask of a one-off task: its process is stopped (SIGTERM, as the ECS agent does)."""
+    task = _stop_task(self, cluster_str, task_str, reason)
+    process = ONE_OFF_PROCESSES.pop(task.task_arn, None)
+    if process is not None:
+        process.terminate()
+    return task
+
+
+# --- services: tasks kept at the desired count, targets registered, deployments rolled --------
+
+ONE_OFF_PROCESSES: dict = {}
+_next_address = [0]
+
+
+class ServiceTask:
+    def __init__(self, service, definition, generation):
+        _next_address[0] += 1
+        n = _next_address[0]
+        self.ip = f"127.0.1.{n % 250 + 1}"
+        self.port = free_port(self.ip)
+        self.generation = generation
+        self.process = None
+        self.definition = definition
+        self.service = service
+
+    def start(self):
+        # Not added to moto's task list: creating a moto Task draws on moto's seeded random ids
+        # (its ENI), and a resumed rehearsal replays the recorded requests expecting the same ids.
+        definition = self.definition
+        task_id = f"{self.service.name}-{self.ip.replace('.', '-')}-{self.port}"
+        try:
+            env = task_environment(definition)
+        except LookupError as error:
+            say("fargate", f"service {self.service.name}: task {task_id} failed to start: {error}")
+            return False
+        env["TWIN_LISTEN"] = f"{self.ip}:{self.port}"
+        command = definition.container_definitions[0].get("command") or []
+        self.process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env))
+        target = log_stream_of(definition, task_id)
+        threading.Thread(target=pump, args=(self.process, target, f"{self.service.name} {task_id}"), daemon=True).start()
+        say("fargate", f"service {self.service.name}: task {task_id} on {self.ip}:{self.port} ({definition.family}:{definition.revision})")
+        return True
+
+    def stop(self, reason):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        say("fargate", f"service {self.service.name}: task on {self.ip}:{self.port} stopped: {reason}")
+
+
+def free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+RUNNING: dict = {}  # service arn -> list of ServiceTask
+
+
+def generation_of(service) -> str:
+    deployment = service.deployments[0]["id"] if service.deployments else ""
+    return f"{service.task_definition}|{deployment}"
+
+
+def target_groups_of(service):
+    return [lb.get("targetGroupArn") for lb in service.load_balancers or [] if lb.get("targetGroupArn")]
+
+
+def reconcile() -> None:
+    backend = ecs()
+    elb = elbv2_backends[ACCOUNT][REGION]
+    for service in list(backend.services.values()):
+        if service.status != "ACTIVE" or not service.task_definition:
+            continue
+        tasks = RUNNING.setdefault(service.arn, [])
+        generation = generation_of(service)
+        current = [t for t in tasks if t.generation == generation and (t.process is None or t.process.poll() is None)]
+        # A crashed task is replaced, as the service scheduler does.
+        for t in [t for t in tasks if t.process is not None and t.process.poll() is not None]:
+            deregister(elb, service, t)
+            t.stop(f"Essential container in task exited ({t.process.returncode})")
+            tasks.remove(t)
+        missing = service.desired_count - len(current)
+        for _ in range(max(0, missing)):
+            definition = backend.describe_task_definition(service.task_definition)
+            t = ServiceTask(service, definition, generation)
+            if t.start():
+                tasks.append(t)
+                for tg in target_groups_of(service):
+                    elb.register_targets(tg, [{"Id": t.ip, "Port": t.port}])
+        # Old deployment's tasks go once the new ones answer (or at once if there are none new).
+        old = [t for t in tasks if t.generation != generation]
+        if old:
+            new = [t for t in tasks if t.generation == generation]
+            if all(probe(t.ip, t.port)[0] == "healthy" for t in new) or not new:
+                for t in old:
+                    deregister(elb, service, t)
+                    t.stop("replaced by a new deployment")
+                    tasks.remove(t)
+
+
+def deregister(elb, service, t) -> None:
+    for tg in target_groups_of(service):
+        try:
+            elb.deregister_targets(tg, [{"Id": t.ip, "Port": t.port}])
+        except Exception:
+            pass
+
+
+def scheduler() -> None:
+    while True:
+        time.sleep(1)
+        if not live():
+            continue
+        try:
+            with LOCK:
+                reconcile()
+            heroku_dynos()
+        except Exception:
+            say("fargate", "scheduler error:\n" + traceback.format_exc())
+
+
+# --- the ALB's health checks --------------------------------------------------------------------
+
+
+def probe(ip: str, port) -> tuple:
+    """A health check of one target, as the ALB makes it: GET /health, 200 is healthy."""
+    try:
+        connection = http.client.HTTPConnection(ip, int(port), timeout=3)
+        connection.request("GET", "/health")
+        status = connection.getresponse().status
+        connection.close()
+    except OSError as error:
+        return "unhealthy", "Target.FailedHealthChecks", f"Health checks failed: {error}"
+    if status == 200:
+        return "healthy", None, None
+    return "unhealthy", "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{status}]"
+
+
+_health_for = elbv2_models.FakeTargetGroup.health_for
+
+
+def health_for(self, target, ec2_backend):
+    status = _health_for(self, target, ec2_backend)
+    if status.status == "healthy" and str(target.get("Id", "")).startswith("127."):
+        port = self.targets.get(target["Id"], {}).get("Port", target.get("Port"))
+        status.status, status.reason, status.description = probe(target["Id"], port)
+    return status
+
+
+# --- Heroku: the app on Heroku's database, behind Heroku's router --------------------------------
+
+HEROKU = {"process": None, "port": None}
+
+
+def heroku_state() -> dict:
+    try:
+        return json.loads((DIR.parent / "standins" / "heroku.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def heroku_dynos() -> None:
+    state = heroku_state()
+    wanted = not state.get("destroyed") and state.get("dynos", 1) > 0
+    process = HEROKU["process"]
+    running = process is not None and process.poll() is None
+    if wanted and not running:
+        HEROKU["port"] = free_port("127.0.0.1")
+        env = {"TWIN_LISTEN": f"127.0.0.1:{HEROKU['port']}", "PORT": str(HEROKU["port"]), "DYNO": "web.1"}
+        if "heroku-postgresql" in state.get("addons", ["heroku-postgresql"]):
+            env["DATABASE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
+        HEROKU["process"] = spawn([sys.executable, str(STANDIN), "container"], container_env(env))
+        threading.Thread(target=pump, args=(HEROKU["process"], None, "heroku web.1"), daemon=True).start()
+        say("heroku", f"web.1 up on 127.0.0.1:{HEROKU['port']} (Heroku's database)")
+    elif not wanted and running:
+        process.terminate()
+        process.wait()
+        HEROKU["process"] = None
+        say("heroku", "web.1 stopped (dynos scaled to 0, or the app destroyed)")
+
+
+# --- the edge: the domain as Route 53 resolves it ----------------------------------------------
+
+
+def resolve(domain: str):
+    """("alb", lb) / ("heroku", None) / (None, why): where the domain's record leads."""
+    zones = route53_backends[ACCOUNT]["aws"].zones.values()
+    name = domain.rstrip(".") + "."
+    for zone in zones:
+        if not name.endswith("." + zone.name.rstrip(".") + ".") and name != zone.name:
+            continue
+        for record in zone.rrsets:
+            if record.name.rstrip(".") + "." != name or record.type not in ("A", "AAAA", "CNAME"):
+                continue
+            if record.alias_target:
+                value = record.alias_target.get("DNSName", "")
+            elif record.records:
+                value = record.records[0]
+            else:
+                continue
+            value = value.rstrip(".").lower()
+            if value.startswith("dualstack."):
+                value = value[len("dualstack."):]
+            for lb in elbv2_backends[ACCOUNT][REGION].load_balancers.values():
+                if lb.dns_name.lower() == value:
+                    return "alb", lb
+            if value.endswith(".herokuapp.com") or value.endswith(".herokudns.com"):
+                return "heroku", None
+            return None, f"{domain} points at {value}, which nothing in this rehearsal serves"
+    return None, f"{domain} has no A, AAAA or CNAME record in the emulated Route 53"
+
+
+def alb_targets(lb):
+    """The registered targets of the target groups the ALB's listeners forward to."""
+    elb = elbv2_backends[ACCOUNT][REGION]
+    groups = []
+    for listener in lb.listeners.values():
+        for action in listener.default_actions:
+            if action.type == "forward":
+                arn = action.data.get("TargetGroupArn")
+                if arn:
+                    groups.append(arn)
+                for tg in (action.data.get("ForwardConfig") or {}).get("TargetGroups", []):
+                    groups.append(tg.get("TargetGroupArn"))
+    targets = []
+    for arn in groups:
+        group = elb.target_groups.get(arn)
+        if group is not None:
+            targets += [(t["Id"], t["Port"]) for t in group.targets.values()]
+    return targets
+
+
+class Edge(http.server.BaseHTTPRequestHandler):
+    server_version = "rehearsal-edge"
+
+    def route(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+        domain = os.environ.get("TWIN_DOMAIN", "")
+        with LOCK:
+            where, detail = resolve(domain)
+            if where == "alb":
+                candidates = alb_targets(detail)
+        if where is None:
+            return self.answer(502, f"[twin dns] {detail}\n")
+        if where == "heroku":
+            state = heroku_state()
+            if state.get("destroyed"):
+                return self.answer(404, "[twin heroku] no such app\n")
+            if state.get("maintenance"):
+                return self.answer(503, "[twin heroku] Application offline for maintenance\n")
+            if HEROKU["process"] is None or HEROKU["process"].poll() is not None:
+                return self.answer(503, "[twin heroku] Application error: no web dyno running (H14)\n")
+            return self.forward("127.0.0.1", HEROKU["port"], body, via="heroku")
+        healthy = [(ip, port) for ip, port in candidates if probe(ip, port)[0] == "healthy"]
+        if not healthy:
+            return self.answer(503, f"[twin alb] {detail.name}: no healthy target ({len(candidates)} registered)\n")
+        ip, port = healthy[int(time.time() * 1000) % len(healthy)]
+        return self.forward(ip, port, body, via=f"alb {detail.name}")
+
+    def forward(self, host, port, body, via):
+        try:
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            headers["X-Rehearsal-Via"] = via
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except OSError as error:
+            return self.answer(502, f"[twin {via}] the target did not answer: {error}\n")
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("X-Rehearsal-Via", via)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def answer(self, status, text):
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = route
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("[twin edge] " + (fmt % args) + "\n")
+
+
+# --- installing it --------------------------------------------------------------------------------
+
+
+def install() -> None:
+    DIR.mkdir(parents=True, exist_ok=True)
+    ecs_models.Task.last_status = property(_last_status, _set_last_status)
+    ecs_models.EC2ContainerServiceBackend.run_task = run_task
+    ecs_models.EC2ContainerServiceBackend.stop_task = stop_task
+    elbv2_models.FakeTargetGroup.health_for = health_for
+    threading.Thread(target=_spawner, daemon=True, name="twin-spawner").start()
+    threading.Thread(target=scheduler, daemon=True, name="twin-scheduler").start()
+    port = int(os.environ.get("TWIN_EDGE_PORT", "0"))
+    if port:
+        edge = http.server.ThreadingHTTPServer(("127.0.0.1", port), Edge)
+        threading.Thread(target=edge.serve_forever, daemon=True, name="twin-edge").start()
+        say("edge", f"{os.environ.get('TWIN_DOMAIN')} as the emulated Route 53 resolves it, on 127.0.0.1:{port}")

@@ -1137,14 +1137,14 @@ fn ecr_image_needs_the_tag_and_a_linux_arm64_image() {
     );
 }
 
-#[test]
-fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
-    let zone = runtime().block_on(async {
+/// A hosted zone holding `record` as a CNAME to Heroku (TTL 300), as before a cutover; its id.
+fn zone_with_heroku_cname(zone: &str, record: &str) -> String {
+    runtime().block_on(async {
         let r53 = aws_sdk_route53::Client::new(&sdk().await);
         let zone = r53
             .create_hosted_zone()
-            .name("gengar-test.example.")
-            .caller_reference("cutover-test")
+            .name(zone)
+            .caller_reference(format!("cutover-{zone}"))
             .send()
             .await
             .unwrap()
@@ -1163,7 +1163,7 @@ fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
                             .action(ChangeAction::Create)
                             .resource_record_set(
                                 ResourceRecordSet::builder()
-                                    .name("api.gengar-test.example.")
+                                    .name(record)
                                     .r#type(RrType::Cname)
                                     .ttl(300)
                                     .resource_records(
@@ -1185,7 +1185,12 @@ fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
             .await
             .unwrap();
         zone
-    });
+    })
+}
+
+#[test]
+fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
+    let zone = zone_with_heroku_cname("gengar-test.example.", "api.gengar-test.example.");
     let p = Project::new(
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"gengar-test.example\"\nname = \"api.gengar-test.example\"\ntarget = \"gengar-alb-123.us-east-1.elb.amazonaws.com\"\nttl = 60\ndestructive = true\nconfirm = \"point api at aws\"\nrollback = \"point it back: ${steps.dns.outputs.previous}\"\n",
     );
@@ -1231,52 +1236,7 @@ fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
 /// batch, and read back from the zone (not only "INSYNC").
 #[test]
 fn dns_point_replaces_a_cname_with_an_alias_and_reads_it_back() {
-    let zone = runtime().block_on(async {
-        use aws_sdk_route53::types::*;
-        let r53 = aws_sdk_route53::Client::new(&sdk().await);
-        let zone = r53
-            .create_hosted_zone()
-            .name("alias-test.example.")
-            .caller_reference("cutover-alias-test")
-            .send()
-            .await
-            .unwrap()
-            .hosted_zone()
-            .unwrap()
-            .id()
-            .trim_start_matches("/hostedzone/")
-            .to_string();
-        let cname = ResourceRecordSet::builder()
-            .name("api.alias-test.example.")
-            .r#type(RrType::Cname)
-            .ttl(300)
-            .resource_records(
-                ResourceRecord::builder()
-                    .value("gengar-api.herokuapp.com")
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        r53.change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Create)
-                            .resource_record_set(cname)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        zone
-    });
+    let zone = zone_with_heroku_cname("alias-test.example.", "api.alias-test.example.");
     let p = Project::new(
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"alias-test.example\"\nname = \"api.alias-test.example\"\ntarget = \"gengar-1.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\n",
     );

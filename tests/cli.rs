@@ -310,8 +310,8 @@ run = "echo $$ > child.pid; echo started; sleep 30; echo finished"
     assert_eq!(p.state_of("slow"), "interrupted");
     let status = p.status();
     assert_eq!(
-        status["driver"]["stale"], true,
-        "the dead driver's lock is reported stale: {status}"
+        status["driver"]["driver_gone"], true,
+        "the killed driver's command still holds the lock: {status}"
     );
     let out = p.run(&["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -321,16 +321,23 @@ run = "echo $$ > child.pid; echo started; sleep 30; echo finished"
         text(&out)
     );
 
-    // A new driver is refused until the stale lock is removed by its id.
+    // The killed driver's shell (still sleeping) inherited the kernel lock: nobody drives
+    // while it runs, and no `unlock` can take the lock from it.
     let out = p.run(&["run", "slow"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("driver started and that still runs"),
+        "{}",
+        text(&out)
+    );
     let lock_id = status["driver"]["lock_id"].as_str().unwrap().to_string();
-    assert_eq!(code(&p.run(&["unlock", "wrong-id"])), 5);
-    assert_eq!(code(&p.run(&["unlock", &lock_id])), 0);
+    assert_eq!(code(&p.run(&["unlock", &lock_id])), 3);
+    // Once it ends, the next driver starts at once: no unlock.
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(shell_pid),
         nix::sys::signal::Signal::SIGKILL,
     );
+    wait_for_no_driver(&p);
 
     // The operator can mark it done with a note instead of re-running it.
     let out = p.run(&[
@@ -399,6 +406,80 @@ run = "echo other"
         "the lock is released on exit"
     );
     assert_eq!(code(&p.run(&["run", "other"])), 0);
+}
+
+/// Waits until nobody holds the lock (a killed driver's shell, once killed, lets go of it).
+fn wait_for_no_driver(p: &Project) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.status()["driver"].is_null() {
+        assert!(Instant::now() < deadline, "the lock outlived the shell");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two drivers started at once, a hundred times: the kernel lock lets exactly one drive each
+/// time, and the journal never gets two lines with one sequence number.
+#[test]
+fn two_drivers_started_together_exactly_one_drives_every_time() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "gate"
+do = "shell"
+run = "while [ ! -f release ]; do sleep 0.01; done; rm -f release"
+"#,
+    );
+    for round in 0..100 {
+        let mut a = p
+            .command(&["run", "gate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut b = p
+            .command(&["run", "gate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The loser is refused at once; the winner waits for the release.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (loser, mut winner) = loop {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: neither driver was refused"
+            );
+            if let Some(status) = a.try_wait().unwrap() {
+                break (status, b);
+            }
+            if let Some(status) = b.try_wait().unwrap() {
+                break (status, a);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(
+            loser.code(),
+            Some(3),
+            "round {round}: the second driver was not refused"
+        );
+        std::fs::write(p.path().join("release"), "").unwrap();
+        assert_eq!(winner.wait().unwrap().code(), Some(0), "round {round}");
+    }
+    let out = p.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let journal = p.journal();
+    let mut seqs: Vec<u64> = journal
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let count = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), count, "no sequence number twice");
+    assert_eq!(p.status()["phases"][0]["steps"][0]["attempts"], 100);
 }
 
 #[test]
@@ -939,11 +1020,17 @@ check = { do = "shell", run = "test -f marker.txt" }
     p.wait_for_file_containing(".cutover/logs/write/1.log", "started");
     child.kill().unwrap();
     child.wait().unwrap();
-    let lock = p.status()["driver"]["lock_id"]
-        .as_str()
+    // Its orphaned shell holds the lock until it ends; ended, nothing is left to unlock.
+    let shell: i32 = std::fs::read_to_string(p.path().join("child.pid"))
         .unwrap()
-        .to_string();
-    assert_eq!(code(&p.run(&["unlock", &lock])), 0);
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(shell),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_for_no_driver(&p);
     assert_eq!(p.state_of("write"), "interrupted");
     // The effect does not hold: the check says so and the step stays interrupted.
     let out = p.run(&["run", "write", "--check"]);

@@ -16,7 +16,8 @@ Exit codes:
   0    success (the step succeeded; the runbook is valid; the journal verifies)
   1    the step failed (its reason is printed and journaled), or an unexpected error
   2    the runbook is invalid, or the command line is wrong
-  3    another driver holds the lock (its holder is named), or the lock is stale
+  3    another driver holds the lock (its holder is named), or a command a killed
+       driver started still runs and holds it
   4    the journal is damaged: `cutover audit verify` names the first bad line
   5    refused: needs not done, time gate closed, confirmation phrase missing or
        wrong, a manual step without --note, or nothing left to run
@@ -69,7 +70,7 @@ impl From<cutover::journal::lock::LockError> for Failure {
     fn from(e: cutover::journal::lock::LockError) -> Self {
         use cutover::journal::lock::LockError;
         let code = match e {
-            LockError::Held(_) | LockError::Stale(_) => LOCKED,
+            LockError::Held(_) | LockError::HeldByLeftover(_) => LOCKED,
             LockError::WrongId { .. } | LockError::NotHeld => REFUSED,
             _ => STATE_UNAVAILABLE,
         };

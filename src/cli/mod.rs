@@ -165,7 +165,8 @@ enum Command {
         #[arg(long)]
         step: Option<String>,
     },
-    /// Remove a lock left by a driver that is gone; only with its exact id.
+    /// Clear the holder details left in a lock file (a shared filesystem, where the kernel
+    /// lock may not reach): only with their exact id, never while a holder is alive.
     Unlock {
         #[arg(value_name = "LOCK_ID")]
         id: String,
@@ -235,7 +236,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         } => audit_verify(&workspace),
         Command::Unlock { id } => {
             let info = lock::unlock(&workspace.lock_path(), &id)?;
-            println!("removed the lock of {}", info.describe());
+            println!("cleared the lock details of {}", info.describe());
             Ok(exit::OK)
         }
         Command::Log { step, attempt } => {
@@ -469,11 +470,11 @@ fn tui(
                 },
                 None,
             ),
-            Err(lock::LockError::Stale(info)) => (
+            Err(lock::LockError::HeldByLeftover(info)) => (
                 Mode::Watch {
                     reason: format!(
-                        "stale lock of {}: `cutover unlock {}` to drive",
-                        info.holder, info.id
+                        "a command {}'s driver started still runs and holds the lock",
+                        info.holder
                     ),
                 },
                 None,

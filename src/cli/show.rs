@@ -24,7 +24,7 @@ fn driver(workspace: &Workspace) -> Option<(lock::LockInfo, bool)> {
         .ok()
         .flatten()
         .map(|info| {
-            let alive = !info.is_stale();
+            let alive = !info.driver_gone();
             (info, alive)
         })
 }
@@ -83,7 +83,8 @@ pub fn status(runbook: &Runbook, workspace: &Workspace, json_output: bool) -> Re
                 "command": info.command,
                 "since": info.started,
                 "lock_id": info.id,
-                "stale": !alive,
+                // The driver is gone and a command it started holds the lock.
+                "driver_gone": !alive,
             })),
             "journal": {
                 "lines": loaded.state.lines,
@@ -111,9 +112,8 @@ pub fn status(runbook: &Runbook, workspace: &Workspace, json_output: bool) -> Re
     match &driver {
         Some((info, true)) => out.push_str(&format!("driver: {}\n", info.describe())),
         Some((info, false)) => out.push_str(&format!(
-            "driver: none — stale lock of {} (remove with `cutover unlock {}`)\n",
-            info.describe(),
-            info.id
+            "driver: none — but a command started by {} still runs and holds the lock\n",
+            info.describe()
         )),
         None => out.push_str("driver: none\n"),
     }

@@ -1,7 +1,19 @@
-//! One driver at a time: `.cutover/lock`, created atomically, naming its holder.
+//! One driver at a time: an advisory kernel lock (`flock`) on `.cutover/lock`, held for the
+//! driver's life, with the holder's details written in the file for the refusal message.
+//!
+//! The kernel releases the lock when the last descriptor of it closes, so a driver that dies
+//! (even by SIGKILL) leaves no stale lock. Its descriptor is inherited by the commands its
+//! steps start: a command that outlives a killed driver (an orphaned `pg_restore`, a `sleep`)
+//! keeps holding the lock until it exits, so nobody drives while it still writes.
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -21,8 +33,9 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    /// True when the holder is on this host and its process is gone.
-    pub fn is_stale(&self) -> bool {
+    /// True when the driver that took the lock is gone from this host: then a command it
+    /// started holds the lock now.
+    pub fn driver_gone(&self) -> bool {
         self.host == crate::actor::hostname() && !process_alive(self.pid, self.pid_start)
     }
 
@@ -32,14 +45,27 @@ impl LockInfo {
             self.holder, self.pid, self.host, self.command, self.started, self.id
         )
     }
+
+    /// For a lock held by a driver still writing its details.
+    fn starting() -> LockInfo {
+        LockInfo {
+            id: "?".into(),
+            holder: "another driver (starting)".into(),
+            host: crate::actor::hostname(),
+            pid: 0,
+            pid_start: None,
+            command: "?".into(),
+            started: "now".into(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another driver holds the lock: {}", .0.describe())]
     Held(Box<LockInfo>),
-    #[error("the lock is stale: {} — its process is gone. If nothing is running, remove it with `cutover unlock {}`", .0.describe(), .0.id)]
-    Stale(Box<LockInfo>),
+    #[error("the lock is held by a command that {}'s driver started and that still runs (the driver, pid {}, is gone): wait for it to end, or stop it (`fuser -v` on the lock file lists it); lock id {}", .0.holder, .0.pid, .0.id)]
+    HeldByLeftover(Box<LockInfo>),
     #[error("the lock id is {actual}, not {given}; nothing was removed")]
     WrongId { given: String, actual: String },
     #[error("nobody holds the lock")]
@@ -55,26 +81,17 @@ pub enum LockError {
     },
 }
 
-/// Held while this process drives; dropping it removes the lock if it is still ours.
+/// Held while this process drives; the kernel releases it when the last descriptor closes
+/// (this process's, and those its step commands inherited).
 #[derive(Debug)]
 pub struct LockGuard {
-    path: PathBuf,
+    _lock: Flock<File>,
     info: LockInfo,
 }
 
 impl LockGuard {
     pub fn info(&self) -> &LockInfo {
         &self.info
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Ok(Some(current)) = read(&self.path) {
-            if current.id == self.info.id {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
     }
 }
 
@@ -98,6 +115,9 @@ fn process_alive(pid: u32, start: Option<u64>) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
+    if raw == 0 {
+        return true;
+    }
     let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
@@ -110,17 +130,64 @@ fn process_alive(pid: u32, start: Option<u64>) -> bool {
     }
 }
 
-/// Reads the lock, if any.
+fn open(path: &Path) -> Result<File, LockError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io("open", path, e))
+}
+
+/// The details the lock file holds (written by whoever took it last).
+fn details(file: &mut File, path: &Path) -> Result<Option<LockInfo>, LockError> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut text))
+        .map_err(|e| io("read", path, e))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| LockError::Unreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Tries the exclusive lock a few times over a short while: a reader's probe (`read`) holds a
+/// shared lock for an instant, which must not turn a driver away.
+fn try_exclusive(mut file: File) -> Result<Flock<File>, (File, nix::errno::Errno)> {
+    for _ in 0..10 {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = back;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+}
+
+/// Who holds the lock now, if anyone (nobody when the file is missing or the lock is free).
 pub fn read(path: &Path) -> Result<Option<LockInfo>, LockError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| LockError::Unreadable {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("read", path, e)),
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", path, e)),
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Free: whatever the file says is history.
+        Ok(_free) => Ok(None),
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => Ok(Some(
+            details(&mut file, path)?.unwrap_or_else(LockInfo::starting),
+        )),
+        Err((_, errno)) => Err(io("probe", path, errno.into())),
     }
 }
 
@@ -134,6 +201,15 @@ fn new_id(holder: &str) -> String {
         .unwrap_or_default();
     hasher.update(nanos.to_le_bytes());
     hex::encode(&hasher.finalize()[..6])
+}
+
+fn refused(mut file: File, path: &Path) -> LockError {
+    match details(&mut file, path) {
+        Ok(Some(info)) if info.driver_gone() => LockError::HeldByLeftover(Box::new(info)),
+        Ok(Some(info)) => LockError::Held(Box::new(info)),
+        Ok(None) => LockError::Held(Box::new(LockInfo::starting())),
+        Err(e) => e,
+    }
 }
 
 /// Takes the lock for this process, or says who holds it.
@@ -152,37 +228,49 @@ pub fn acquire(path: &Path, holder: &str, command: &str) -> Result<LockGuard, Lo
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    // Write the whole content under a private name, then link it into place: the link is
-    // atomic and fails if a lock exists, so nobody ever sees a half-written lock.
-    let tmp = path.with_extension(format!("{}.{}.tmp", pid, info.id));
-    std::fs::write(&tmp, text).map_err(|e| io("write", &tmp, e))?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(LockGuard {
-            path: path.to_path_buf(),
-            info,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read(path)? {
-            Some(current) if current.is_stale() => Err(LockError::Stale(Box::new(current))),
-            Some(current) => Err(LockError::Held(Box::new(current))),
-            // Released between our link and our read: try once more.
-            None => acquire(path, holder, command),
-        },
-        Err(e) => Err(io("create", path, e)),
-    }
+    let mut locked = match try_exclusive(open(path)?) {
+        Ok(locked) => locked,
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => return Err(refused(file, path)),
+        Err((_, errno)) => return Err(io("lock", path, errno.into())),
+    };
+    locked
+        .set_len(0)
+        .and_then(|()| locked.seek(SeekFrom::Start(0)).map(|_| ()))
+        .and_then(|()| locked.write_all(text.as_bytes()))
+        .and_then(|()| locked.sync_data())
+        .map_err(|e| io("write", path, e))?;
+    // The commands the steps start inherit the descriptor, and with it the lock.
+    nix::fcntl::fcntl(
+        locked.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(|e| io("share", path, e.into()))?;
+    Ok(LockGuard {
+        _lock: locked,
+        info,
+    })
 }
 
-/// Removes the lock only when `id` is the one it holds.
+/// For a lock file on a shared filesystem, where the kernel lock may not reach another host:
+/// clears the holder's details, only when `id` is the one they name and nobody holds the lock
+/// here. A live holder is never unlocked.
 pub fn unlock(path: &Path, id: &str) -> Result<LockInfo, LockError> {
-    let current = read(path)?.ok_or(LockError::NotHeld)?;
+    if !path.exists() {
+        return Err(LockError::NotHeld);
+    }
+    let mut locked = match try_exclusive(open(path)?) {
+        Ok(locked) => locked,
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => return Err(refused(file, path)),
+        Err((_, errno)) => return Err(io("lock", path, errno.into())),
+    };
+    let current = details(&mut locked, path)?.ok_or(LockError::NotHeld)?;
     if current.id != id {
         return Err(LockError::WrongId {
             given: id.to_string(),
             actual: current.id,
         });
     }
-    std::fs::remove_file(path).map_err(|e| io("remove", path, e))?;
+    locked.set_len(0).map_err(|e| io("clear", path, e))?;
     Ok(current)
 }
 
@@ -191,7 +279,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_acquire_is_refused_naming_the_holder_and_unlock_needs_the_id() {
+    fn second_acquire_is_refused_naming_the_holder_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let guard = acquire(&path, "ana@laptop", "cutover run build").unwrap();
@@ -203,37 +291,33 @@ mod tests {
             }
             other => panic!("expected Held, got {other:?}"),
         }
+        assert_eq!(
+            read(&path).unwrap().map(|i| i.id),
+            Some(guard.info().id.clone())
+        );
+        // A live holder is never unlocked, whatever id is given.
+        assert!(matches!(
+            unlock(&path, &guard.info().id),
+            Err(LockError::Held(_))
+        ));
+        drop(guard);
+        assert!(read(&path).unwrap().is_none(), "free once dropped");
+        assert!(acquire(&path, "bo@desk", "cutover run").is_ok());
+    }
+
+    #[test]
+    fn unlock_clears_details_left_on_a_free_lock_only_with_their_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        assert!(matches!(unlock(&path, "x"), Err(LockError::NotHeld)));
+        let guard = acquire(&path, "ana@laptop", "cutover run").unwrap();
+        let id = guard.info().id.clone();
+        drop(guard);
         assert!(matches!(
             unlock(&path, "nope"),
             Err(LockError::WrongId { .. })
         ));
-        drop(guard);
-        assert!(read(&path).unwrap().is_none());
-        assert!(matches!(unlock(&path, "x"), Err(LockError::NotHeld)));
-    }
-
-    #[test]
-    fn a_lock_of_a_dead_process_on_this_host_is_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        let info = LockInfo {
-            id: "abc123".into(),
-            holder: "ana@laptop".into(),
-            host: crate::actor::hostname(),
-            pid,
-            pid_start: None,
-            command: "cutover run x".into(),
-            started: "2026-01-01T00:00:00Z".into(),
-        };
-        std::fs::write(&path, serde_json::to_string(&info).unwrap()).unwrap();
-        assert!(matches!(
-            acquire(&path, "bo@desk", "cutover run"),
-            Err(LockError::Stale(_))
-        ));
-        assert_eq!(unlock(&path, "abc123").unwrap().holder, "ana@laptop");
-        assert!(acquire(&path, "bo@desk", "cutover run").is_ok());
+        assert_eq!(unlock(&path, &id).unwrap().holder, "ana@laptop");
+        assert!(matches!(unlock(&path, &id), Err(LockError::NotHeld)));
     }
 }

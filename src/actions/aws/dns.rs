@@ -98,6 +98,29 @@ impl Action for Point {
     }
 }
 
+/// The A, AAAA and CNAME records of a name in a zone.
+async fn address_records(
+    r53: &aws_sdk_route53::Client,
+    zone_id: &str,
+    name: &str,
+) -> Result<Vec<ResourceRecordSet>, Outcome> {
+    let listed = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .start_record_name(name)
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("route53:ListResourceRecordSets", &e)))?;
+    Ok(listed
+        .resource_record_sets()
+        .iter()
+        .filter(|r| {
+            r.name() == name && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
+        })
+        .cloned()
+        .collect())
+}
+
 /// The name's address records after the change must be exactly the one written: same type,
 /// same alias target or value (a CNAME left beside an alias A would make resolvers disagree).
 fn read_back_matches(now: &[&ResourceRecordSet], wanted: &ResourceRecordSet) -> Result<(), String> {
@@ -164,21 +187,7 @@ async fn point(
             .ok_or_else(|| Outcome::failed(format!("no hosted zone {}", p.zone)))?
     };
     let name = fqdn(&p.name);
-    let listed = r53
-        .list_resource_record_sets()
-        .hosted_zone_id(&zone_id)
-        .start_record_name(&name)
-        .send()
-        .await
-        .map_err(|e| Outcome::failed(explain("route53:ListResourceRecordSets", &e)))?;
-    let previous: Vec<ResourceRecordSet> = listed
-        .resource_record_sets()
-        .iter()
-        .filter(|r| {
-            r.name() == name && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
-        })
-        .cloned()
-        .collect();
+    let previous = address_records(&r53, &zone_id, &name).await?;
     let record = match &p.alias_zone_id {
         Some(alias_zone) => ResourceRecordSet::builder()
             .name(&name)
@@ -265,21 +274,8 @@ async fn point(
             .map(|c| c.status().clone());
         if status == Some(ChangeStatus::Insync) {
             // INSYNC says the change was applied; what the zone now answers is the proof.
-            let after = r53
-                .list_resource_record_sets()
-                .hosted_zone_id(&zone_id)
-                .start_record_name(&name)
-                .send()
-                .await
-                .map_err(|e| Outcome::failed(explain("route53:ListResourceRecordSets", &e)))?;
-            let now: Vec<&ResourceRecordSet> = after
-                .resource_record_sets()
-                .iter()
-                .filter(|r| {
-                    r.name() == name
-                        && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
-                })
-                .collect();
+            let after = address_records(&r53, &zone_id, &name).await?;
+            let now: Vec<&ResourceRecordSet> = after.iter().collect();
             if let Err(problem) = read_back_matches(&now, &record) {
                 return Ok(Outcome::failed(format!(
                     "the change is INSYNC but {name} reads back wrong: {problem}"

@@ -57,17 +57,43 @@ impl Redactor {
         self.secrets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Masks `value` from now on, also in its JSON-escaped form.
+    /// Masks `value` from now on, in every form it may take in text: as it is, JSON-escaped,
+    /// percent-encoded (inside a URL) and percent-decoded (a URL's password), and each line of
+    /// a multi-line value on its own. Values shorter than [`MIN_SECRET_LEN`] are refused where
+    /// secrets are read (see `engine::secrets`): masking them would garble every line.
     pub fn add_secret(&self, value: &str) {
         let value = value.trim_end_matches(['\r', '\n']);
         if value.chars().count() < MIN_SECRET_LEN {
             return;
         }
+        let mut forms = vec![value.to_string()];
+        forms.extend(
+            value
+                .lines()
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| l.chars().count() >= MIN_SECRET_LEN)
+                .map(str::to_string),
+        );
+        forms.push(
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+        if let Ok(decoded) = percent_encoding::percent_decode_str(value).decode_utf8() {
+            if decoded.chars().count() >= MIN_SECRET_LEN {
+                forms.push(decoded.into_owned());
+            }
+        }
+        let escaped: Vec<String> = forms
+            .iter()
+            .filter_map(|f| {
+                serde_json::to_string(f)
+                    .ok()
+                    .map(|s| s[1..s.len() - 1].to_string())
+            })
+            .collect();
+        forms.extend(escaped);
         let mut secrets = self.secrets();
-        let escaped = serde_json::to_string(value)
-            .map(|s| s[1..s.len() - 1].to_string())
-            .unwrap_or_default();
-        for v in [value.to_string(), escaped] {
+        for v in forms {
             if !v.is_empty() && !secrets.values.contains(&v) {
                 secrets.values.push(v);
             }
@@ -121,5 +147,32 @@ mod tests {
         assert_eq!(r.redact("tok ab\"cdef"), "tok ***");
         assert_eq!(r.redact("{\"t\":\"ab\\\"cdef\"}"), "{\"t\":\"***\"}");
         assert_eq!(r.redact("xy stays"), "xy stays");
+    }
+
+    #[test]
+    fn masks_a_secret_in_each_of_its_forms() {
+        let r = Redactor::new();
+        r.add_secret("p@ss w%rd/1");
+        r.add_secret("-----BEGIN KEY-----\nMIIEvQIBADAN\n-----END KEY-----");
+        r.add_secret("dec%2Fode%40me");
+        for text in [
+            "raw p@ss w%rd/1 here",
+            "url p%40ss%20w%25rd%2F1 here",
+            "line MIIEvQIBADAN alone",
+            "decoded dec/ode@me here",
+        ] {
+            assert!(
+                r.redact(text).contains("***"),
+                "{text} -> {}",
+                r.redact(text)
+            );
+            for leak in ["p@ss", "p%40ss", "MIIEvQ", "dec/ode"] {
+                assert!(
+                    !r.redact(text).contains(leak),
+                    "{text} -> {}",
+                    r.redact(text)
+                );
+            }
+        }
     }
 }

@@ -1137,3 +1137,119 @@ run = "echo soak is ${soak}"
         text(&out)
     );
 }
+
+/// Values are data: a variable, a step output and a value with quotes and a newline reach the
+/// command as the literal text they hold, wherever they stand (bare, in double quotes, in
+/// single quotes); none of them is run.
+#[test]
+fn interpolated_values_reach_bash_as_data_never_as_code() {
+    let head = HEAD.replace(
+        "soak = \"1h\"",
+        "soak = \"1h\"\nevil = \"$(touch PWNED-var)\"\nquoted = \"it's \\\"quoted\\\"\\nsecond line\"",
+    );
+    let p = Project::new(&format!(
+        r#"{head}
+[[phase.step]]
+id = "produce"
+do = "shell"
+run = "printf 'value=x; touch PWNED-output\n' >> \"$CUTOVER_OUTPUT\""
+outputs = ["value"]
+
+[[phase.step]]
+id = "use"
+do = "shell"
+run = "printf '%s|' ${{evil}} \"${{quoted}}\" '${{steps.produce.outputs.value}}' ${{steps.produce.outputs.value}} > got.txt"
+needs = ["produce"]
+"#
+    ));
+    assert_eq!(code(&p.run(&["run", "produce"])), 0);
+    let plan = p.run(&["plan"]);
+    let shown = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        shown.contains(r#"$ printf '%s|' "${CUTOVER_VAR_evil}" "${CUTOVER_VAR_quoted}" ''"${CUTOVER_OUT_produce_value}"'' "${CUTOVER_OUT_produce_value}" > got.txt"#),
+        "the plan shows the command as it runs: {shown}"
+    );
+    let out = p.run(&["run", "use"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("got.txt")).unwrap(),
+        "$(touch PWNED-var)|it's \"quoted\"\nsecond line|x; touch PWNED-output|x; touch PWNED-output|"
+    );
+    let pwned: Vec<_> = std::fs::read_dir(p.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("PWNED"))
+        .collect();
+    assert!(pwned.is_empty(), "{pwned:?}");
+}
+
+/// A secret reaches a shell step through its environment: no process's command line holds it.
+#[test]
+fn a_secret_is_never_on_a_command_line() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "uses"
+do = "shell"
+run = "echo started; sleep 2; test -n ${secret.TOKEN} && echo has-it"
+"#,
+    );
+    let secret = "tok-on-no-argv-4471";
+    let mut child = p
+        .command(&["run", "uses"])
+        .env("TEST_TOKEN", secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_file_containing(".cutover/logs/uses/1.log", "started");
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            seen += 1;
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(secret),
+                "pid {:?} has the secret on its command line",
+                entry.file_name()
+            );
+        }
+    }
+    assert!(seen > 3, "processes were read");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log = p.run(&["log", "uses"]);
+    assert!(
+        String::from_utf8_lossy(&log.stdout).contains("has-it"),
+        "{}",
+        text(&log)
+    );
+}
+
+/// Masks apply to values before they are encoded: a note ending in `token=…` is masked inside
+/// its own string and cannot swallow the JSON after it; the journal stays valid.
+#[test]
+fn a_note_ending_in_a_token_pair_keeps_the_journal_valid() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "one"
+do = "shell"
+run = "echo ok"
+"#,
+    );
+    let out = p.run(&["note", "rotated the key, old token=abc"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["note", "--step", "one", "password=hunter2&next=1 done"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&p.run(&["run", "one"])), 0);
+    let journal = p.journal();
+    assert!(
+        !journal.contains("abc\"") && !journal.contains("hunter2"),
+        "{journal}"
+    );
+    assert!(journal.contains("token=***"), "{journal}");
+    for line in journal.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let out = p.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}

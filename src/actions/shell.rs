@@ -24,6 +24,11 @@ static SCHEMA: ActionSchema = ActionSchema {
             "directory to run in, relative to the runbook",
         ),
         ParamSpec::optional("env", ParamType::StringMap, "extra environment variables"),
+        ParamSpec::optional(
+            "splice",
+            ParamType::StringList,
+            "`${var}`s pasted into `run` as shell text (every other value reaches bash as data, through the environment)",
+        ),
     ],
     outputs: &[],
     needs_operator_note: false,
@@ -66,10 +71,28 @@ impl Action for Shell {
 
     fn describe(&self, params: &serde_json::Value) -> String {
         let run = params.get("run").and_then(|r| r.as_str()).unwrap_or("");
-        match params.get("cwd").and_then(|c| c.as_str()) {
+        let mut text = match params.get("cwd").and_then(|c| c.as_str()) {
             Some(cwd) => format!("$ {run}   (in {cwd})"),
             None => format!("$ {run}"),
+        };
+        // The values the command reads (secrets shown masked): what it will really run with.
+        let values: Vec<String> = params
+            .get("env")
+            .and_then(|e| e.as_object())
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("CUTOVER_"))
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                )
+            })
+            .collect();
+        if !values.is_empty() {
+            text.push_str(&format!("   with {}", values.join(" ")));
         }
+        text
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {

@@ -341,7 +341,7 @@ fn scaffold(
         })?;
     let state = cutover::journal::JournalState::default();
     let scope = cutover::engine::display_scope(runbook, &state);
-    let (params, _) = cutover::runbook::render_params(&spec.action.params, &scope)
+    let (params, _) = cutover::runbook::render_params(&spec.action, &scope)
         .map_err(|r| invalid(format!("{}: cannot fill {r:?}", spec.id)))?;
     let params: ScaffoldParams = serde_json::from_value(params)
         .map_err(|e| invalid(format!("{}: bad parameters: {e}", spec.id)))?;

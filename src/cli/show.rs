@@ -218,7 +218,7 @@ pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Re
             out.push_str(&format!("    now: {}\n", describe_state(&view.state)));
         }
         let describe = |spec: &runbook::ActionSpec| {
-            let shown = runbook::display_params(&spec.params, &scope);
+            let shown = runbook::display_params(spec, &scope);
             registry.get(&spec.kind).map_or_else(
                 || spec.kind.clone(),
                 |a| format!("{}: {}", spec.kind, a.describe(&shown)),

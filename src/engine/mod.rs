@@ -498,7 +498,7 @@ impl Engine {
                 secrets: &secrets,
                 journal: self.journal.state(),
             };
-            runbook::render_params(&spec.params, &scope)
+            runbook::render_params(spec, &scope)
         };
         let (params, shown) = match rendered {
             Ok(p) => p,

@@ -24,10 +24,18 @@ pub async fn resolve(
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
                 format!("secret `{name}`: environment variable {var} is not set (export it, then re-run)")
             })?,
-            SecretSource::Command(command) => run_command(name, command, runbook).await?,
+            SecretSource::Command { script, env } => {
+                run_command(name, script, env, runbook).await?
+            }
         };
         if value.is_empty() {
             return Err(format!("secret `{name}` resolved to an empty value"));
+        }
+        if value.trim().chars().count() < crate::redact::MIN_SECRET_LEN {
+            return Err(format!(
+                "secret `{name}` is shorter than {} characters: too short to be masked safely wherever it appears; nothing ran",
+                crate::redact::MIN_SECRET_LEN
+            ));
         }
         redactor.add_secret(&value);
         values.insert(name.clone(), value);
@@ -35,9 +43,15 @@ pub async fn resolve(
     Ok(values)
 }
 
-async fn run_command(name: &str, command: &str, runbook: &Runbook) -> Result<String, String> {
+async fn run_command(
+    name: &str,
+    command: &str,
+    env: &BTreeMap<String, String>,
+    runbook: &Runbook,
+) -> Result<String, String> {
     let output = tokio::process::Command::new("bash")
         .args(["-e", "-o", "pipefail", "-c", command])
+        .envs(env)
         .current_dir(runbook.base_dir())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)

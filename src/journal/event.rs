@@ -85,9 +85,10 @@ impl Event<'_> {
     }
 }
 
-/// A whole journal line, as written (lines are read back through a borrowed view).
+/// A whole journal line, as written (lines are read back through a borrowed view). `E` is the
+/// event: an [`Event`], or the same event as a JSON value once its strings are masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Record<'a> {
+pub struct Record<E> {
     /// 1 for the first line, then one more per line.
     pub seq: u64,
     /// RFC 3339, UTC, milliseconds.
@@ -101,7 +102,7 @@ pub struct Record<'a> {
     /// sha256 of the step's definition when this was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_digest: Option<String>,
-    pub event: Event<'a>,
+    pub event: E,
     /// sha256 (hex) of the previous line's bytes, [`GENESIS`] for the first.
     pub prev: String,
 }

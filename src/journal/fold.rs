@@ -14,8 +14,8 @@ pub struct LineMeta<'a> {
     pub step_digest: Option<&'a str>,
 }
 
-impl<'a> From<&'a Record<'_>> for LineMeta<'a> {
-    fn from(record: &'a Record<'_>) -> Self {
+impl<'a> From<&'a Record<Event<'_>>> for LineMeta<'a> {
+    fn from(record: &'a Record<Event<'_>>) -> Self {
         LineMeta {
             seq: record.seq,
             time: &record.time,

@@ -328,9 +328,22 @@ impl Journal {
             event,
             prev: self.state.last_hash.clone(),
         };
-        let encoded = serde_json::to_string(&record)?;
-        // The one choke point every line passes: nothing secret is written.
-        let line = self.redactor.redact(&encoded).into_owned();
+        // The one choke point every line passes: nothing secret is written. Each string of the
+        // event is masked as a value, before encoding: a mask never reaches across a field
+        // (a note ending in `token=…` cannot swallow the JSON after it), and the chain's hashes
+        // and ids are never touched.
+        let mut event = serde_json::to_value(&record.event)?;
+        redact_strings(&mut event, &self.redactor);
+        let line = serde_json::to_string(&Record {
+            seq: record.seq,
+            time: record.time,
+            actor: record.actor,
+            runbook: record.runbook,
+            step: record.step,
+            step_digest: record.step_digest,
+            event,
+            prev: record.prev,
+        })?;
         // The fold sees exactly what is on disk.
         let view: LineView<'_> = serde_json::from_str(&line)?;
         let hash = hash_line(line.as_bytes());
@@ -341,6 +354,24 @@ impl Journal {
         self.state.set_last_activity(&view.meta(), &view.event);
         self.state.last_hash = hash;
         Ok(())
+    }
+}
+
+/// Masks every string inside a JSON value (keys are the journal's own names, never data).
+fn redact_strings(value: &mut serde_json::Value, redactor: &Redactor) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(masked) = redactor.redact(s) {
+                *s = masked;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| redact_strings(v, redactor));
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().for_each(|v| redact_strings(v, redactor));
+        }
+        _ => {}
     }
 }
 

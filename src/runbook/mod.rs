@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Location, SourceFile};
 pub use schema::{ActionCatalog, ActionSchema, ParamSpec, ParamType};
-pub use template::{Reference, Rendered, Scope, Template, MASK};
+pub use template::{Reference, Rendered, Scope, ShellRendered, Template, MASK};
 
 /// A checked runbook. Every `${var}` in it is known; secrets and step outputs are filled at run time.
 #[derive(Debug, Clone)]
@@ -47,8 +47,12 @@ pub struct Phase {
 pub enum SecretSource {
     /// An environment variable of the operator's shell.
     Env(String),
-    /// The standard output of a shell command (trailing newline removed).
-    Command(String),
+    /// The standard output of a shell command (trailing newline removed). Its `${var}`s reach
+    /// it as data: `script` expands environment variables that `env` holds.
+    Command {
+        script: String,
+        env: BTreeMap<String, String>,
+    },
 }
 
 /// `[aws]`: where the runbook's AWS work happens; checked before any AWS call.
@@ -228,8 +232,83 @@ pub fn visit_strings(value: &serde_json::Value, f: &mut dyn FnMut(&str)) {
     }
 }
 
-/// Renders every string in a parameter tree; returns the values and a masked copy for display.
+/// Renders an action's parameters: the values, and a copy for display with secrets masked. In a
+/// `shell` action every value is data: `run` refers to environment variables that hold the
+/// values (see [`Template::render_shell`]), and those are added to its `env`.
 pub fn render_params(
+    spec: &ActionSpec,
+    scope: &dyn Scope,
+) -> Result<(serde_json::Value, serde_json::Value), Reference> {
+    let (plain, shell) = split_shell(spec);
+    let (mut value, mut shown) = render_tree(&plain, scope)?;
+    if let Some((run, splice)) = shell {
+        let rendered = match Template::parse(run) {
+            Ok(t) => t.render_shell(scope, &splice, false)?,
+            Err(_) => template::ShellRendered {
+                script: run.to_string(),
+                env: Default::default(),
+            },
+        };
+        put_shell(&mut value, &mut shown, rendered);
+    }
+    Ok((value, shown))
+}
+
+/// A `shell` action's `run` as written and the `${var}`s it splices as shell text.
+type ShellParts<'a> = Option<(&'a str, Vec<String>)>;
+
+/// A `shell` action's parameters without `run` and `splice`, and those two apart.
+fn split_shell(spec: &ActionSpec) -> (serde_json::Map<String, serde_json::Value>, ShellParts<'_>) {
+    let mut plain = spec.params.clone();
+    if spec.kind != "shell" {
+        return (plain, None);
+    }
+    let Some(run) = spec.params.get("run").and_then(|v| v.as_str()) else {
+        return (plain, None);
+    };
+    plain.remove("run");
+    let splice = plain
+        .remove("splice")
+        .and_then(|v| {
+            v.as_array().map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    (plain, Some((run, splice)))
+}
+
+/// The rendered script as `run`, its values added to `env` (shown masked).
+fn put_shell(
+    value: &mut serde_json::Value,
+    shown: &mut serde_json::Value,
+    rendered: template::ShellRendered,
+) {
+    for (tree, display) in [(value, false), (shown, true)] {
+        let Some(map) = tree.as_object_mut() else {
+            continue;
+        };
+        map.insert(
+            "run".into(),
+            serde_json::Value::String(rendered.script.clone()),
+        );
+        let env = map
+            .entry("env")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(env) = env.as_object_mut() {
+            for (name, (v, d)) in &rendered.env {
+                let text = if display { d } else { v };
+                env.insert(name.clone(), serde_json::Value::String(text.clone()));
+            }
+        }
+    }
+}
+
+/// Renders every string in a parameter tree; returns the values and a masked copy for display.
+fn render_tree(
     params: &serde_json::Map<String, serde_json::Value>,
     scope: &dyn Scope,
 ) -> Result<(serde_json::Value, serde_json::Value), Reference> {
@@ -279,8 +358,26 @@ pub fn render_params(
     walk(&serde_json::Value::Object(params.clone()), scope)
 }
 
-/// Shows a parameter tree with what is known filled in and secrets masked; never fails.
-pub fn display_params(
+/// Shows an action's parameters with what is known filled in and secrets masked, a `shell`
+/// action's `run` as it will really run (with the values it reads); never fails.
+pub fn display_params(spec: &ActionSpec, scope: &dyn Scope) -> serde_json::Value {
+    let (plain, shell) = split_shell(spec);
+    let mut shown = display_tree(&plain, scope);
+    if let Some((run, splice)) = shell {
+        let rendered = Template::parse(run)
+            .ok()
+            .and_then(|t| t.render_shell(scope, &splice, true).ok())
+            .unwrap_or_else(|| template::ShellRendered {
+                script: run.to_string(),
+                env: Default::default(),
+            });
+        let mut copy = shown.clone();
+        put_shell(&mut copy, &mut shown, rendered);
+    }
+    shown
+}
+
+fn display_tree(
     params: &serde_json::Map<String, serde_json::Value>,
     scope: &dyn Scope,
 ) -> serde_json::Value {

@@ -400,6 +400,25 @@ impl Parser<'_> {
         }
     }
 
+    /// As `vars_only`, for a shell command: its values as data (see `Template::render_shell`).
+    fn vars_only_shell(
+        &mut self,
+        text: &str,
+        span: Range<usize>,
+        what: &str,
+    ) -> Option<(String, BTreeMap<String, String>)> {
+        // The same checks and messages as for any vars-only string.
+        self.vars_only(text, span.clone(), what)?;
+        let rendered = Template::parse(text)
+            .ok()?
+            .render_shell(&VarScope(&self.vars), &[], false)
+            .ok()?;
+        Some((
+            rendered.script,
+            rendered.env.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        ))
+    }
+
     fn undefined_var(&mut self, span: Range<usize>, missing: &Reference) {
         let name = match missing {
             Reference::Var(n) => n.as_str(),
@@ -676,8 +695,9 @@ impl Parser<'_> {
             let source = match (env, command) {
                 (Some((env, _)), None) => SecretSource::Env(env),
                 (None, Some((command, span))) => {
-                    match self.vars_only(&command, span, &format!("the command of {context}")) {
-                        Some(c) => SecretSource::Command(c),
+                    match self.vars_only_shell(&command, span, &format!("the command of {context}"))
+                    {
+                        Some((script, env)) => SecretSource::Command { script, env },
                         None => continue,
                     }
                 }

@@ -2,6 +2,7 @@
 //!
 //! `$${` stands for a literal `${`, so shell variables can be written `$${HOME}`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a `${...}` refers to.
@@ -186,6 +187,130 @@ impl Template {
     }
 }
 
+/// A shell command in which every value is data: each `${...}` is an expansion of an
+/// environment variable that holds its value (quoted for where it stands), so no value is ever
+/// parsed by the shell, and no secret is on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShellRendered {
+    /// The script as bash runs it, and as plans and screens show it (it holds no value).
+    pub script: String,
+    /// The environment the script reads: name → (value, value as shown: secrets masked,
+    /// unknown references as written).
+    pub env: BTreeMap<String, (String, String)>,
+}
+
+/// Where a position in shell text stands, for quoting what is put there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Follows bash's quoting through `text`.
+fn advance(state: &mut Quote, escaped: &mut bool, text: &str) {
+    for c in text.chars() {
+        if *escaped {
+            *escaped = false;
+            continue;
+        }
+        *state = match (*state, c) {
+            (Quote::None | Quote::Double, '\\') => {
+                *escaped = true;
+                *state
+            }
+            (Quote::None, '\'') => Quote::Single,
+            (Quote::Single, '\'') => Quote::None,
+            (Quote::None, '"') => Quote::Double,
+            (Quote::Double, '"') => Quote::None,
+            (state, _) => state,
+        };
+    }
+}
+
+/// The environment variable that carries a reference's value into a shell step.
+fn env_name(reference: &Reference) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    match reference {
+        Reference::Var(name) => format!("CUTOVER_VAR_{}", clean(name)),
+        Reference::Secret(name) => format!("CUTOVER_SECRET_{}", clean(name)),
+        Reference::StepOutput { step, name } => {
+            format!("CUTOVER_OUT_{}_{}", clean(step), clean(name))
+        }
+    }
+}
+
+impl Template {
+    /// Renders a shell command with its values as data (see [`ShellRendered`]). `${var}`s named
+    /// in `splice` are pasted in as shell text instead: the explicit, visible form for an author
+    /// who means it (never a secret). With `known_only`, a reference the scope cannot supply is
+    /// kept (for showing a plan) instead of failing.
+    pub fn render_shell(
+        &self,
+        scope: &dyn Scope,
+        splice: &[String],
+        known_only: bool,
+    ) -> Result<ShellRendered, Reference> {
+        let mut out = ShellRendered::default();
+        let mut names: BTreeMap<Reference, String> = BTreeMap::new();
+        let (mut quote, mut escaped) = (Quote::None, false);
+        for segment in &self.segments {
+            let reference = match segment {
+                Segment::Literal(text) => {
+                    advance(&mut quote, &mut escaped, text);
+                    out.script.push_str(text);
+                    continue;
+                }
+                Segment::Ref(reference) => reference,
+            };
+            escaped = false;
+            let value = lookup(scope, reference);
+            if let (Reference::Var(name), Some(value)) = (reference, &value) {
+                if splice.contains(name) {
+                    advance(&mut quote, &mut escaped, value);
+                    out.script.push_str(value);
+                    continue;
+                }
+            }
+            let value = match value {
+                Some(v) => v,
+                None if known_only => reference.to_string(),
+                None => return Err(reference.clone()),
+            };
+            let name = match names.get(reference) {
+                Some(name) => name.clone(),
+                None => {
+                    let base = env_name(reference);
+                    let mut name = base.clone();
+                    let mut n = 2;
+                    while names.values().any(|used| used == &name) {
+                        name = format!("{base}_{n}");
+                        n += 1;
+                    }
+                    names.insert(reference.clone(), name.clone());
+                    name
+                }
+            };
+            out.script.push_str(&match quote {
+                Quote::None => format!("\"${{{name}}}\""),
+                Quote::Double => format!("${{{name}}}"),
+                Quote::Single => format!("'\"${{{name}}}\"'"),
+            });
+            let shown = if matches!(reference, Reference::Secret(_)) {
+                MASK.to_string()
+            } else {
+                value.clone()
+            };
+            out.env.insert(name, (value, shown));
+        }
+        Ok(out)
+    }
+}
+
 fn lookup(scope: &dyn Scope, reference: &Reference) -> Option<String> {
     match reference {
         Reference::Var(name) => scope.var(name),
@@ -252,6 +377,60 @@ mod tests {
         let e = Template::parse("ab ${steps.x.y}").unwrap_err();
         assert_eq!(e.offset, 3);
         assert!(e.message.contains("not a reference"));
+    }
+
+    #[test]
+    fn shell_values_are_expansions_of_variables_quoted_where_they_stand() {
+        struct Hostile;
+        impl Scope for Hostile {
+            fn var(&self, name: &str) -> Option<String> {
+                Some(format!("$(touch PWNED-{name}); '\"\n"))
+            }
+            fn secret(&self, _: &str) -> Option<String> {
+                Some("s3cret".into())
+            }
+            fn output(&self, _: &str, _: &str) -> Option<String> {
+                Some("x; rm -rf /".into())
+            }
+        }
+        let t = Template::parse(
+            "run ${a} \"in ${b}\" '${c}' ${secret.S} ${steps.x-y.outputs.id} $${HOME} ${a}",
+        )
+        .unwrap();
+        let r = t.render_shell(&Hostile, &[], false).unwrap();
+        assert_eq!(
+            r.script,
+            "run \"${CUTOVER_VAR_a}\" \"in ${CUTOVER_VAR_b}\" ''\"${CUTOVER_VAR_c}\"'' \"${CUTOVER_SECRET_S}\" \"${CUTOVER_OUT_x_y_id}\" ${HOME} \"${CUTOVER_VAR_a}\""
+        );
+        assert!(!r.script.contains("s3cret") && !r.script.contains("PWNED"));
+        assert_eq!(
+            r.env["CUTOVER_SECRET_S"],
+            ("s3cret".to_string(), MASK.to_string())
+        );
+        assert_eq!(r.env["CUTOVER_OUT_x_y_id"].0, "x; rm -rf /");
+        assert_eq!(r.env.len(), 5);
+        // Spliced on purpose: the value is shell text.
+        let t = Template::parse("echo ${app}").unwrap();
+        let r = t
+            .render_shell(&TestScope, &["app".to_string()], false)
+            .unwrap();
+        assert_eq!(r.script, "echo gengar");
+        assert!(r.env.is_empty());
+        // A plan shows what it cannot know yet as written.
+        let t = Template::parse("docker stop ${steps.run.outputs.container}").unwrap();
+        assert_eq!(
+            t.render_shell(&TestScope, &[], false),
+            Err(Reference::StepOutput {
+                step: "run".into(),
+                name: "container".into()
+            })
+        );
+        let r = t.render_shell(&TestScope, &[], true).unwrap();
+        assert_eq!(r.script, "docker stop \"${CUTOVER_OUT_run_container}\"");
+        assert_eq!(
+            r.env["CUTOVER_OUT_run_container"].1,
+            "${steps.run.outputs.container}"
+        );
     }
 
     #[test]

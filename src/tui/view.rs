@@ -236,7 +236,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
             theme::danger(),
         )));
     }
-    let shown = runbook::display_params(&step.action.params, &scope);
+    let shown = runbook::display_params(&step.action, &scope);
     let action = model
         .registry
         .get(&step.action.kind)

@@ -10,6 +10,9 @@ use crate::runbook::MASK;
 /// Secrets shorter than this are not masked by value: masking "1" would garble every line.
 pub const MIN_SECRET_LEN: usize = 4;
 
+/// What a line cut for length carries where it was cut (see `actions::lines`).
+pub const CUT_MARKER: &str = " … [line truncated: ";
+
 /// Masks passwords inside URLs and `password=` pairs, and every secret value it was given.
 #[derive(Debug)]
 pub struct Redactor {
@@ -106,11 +109,31 @@ impl Redactor {
 
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        if let Some(matcher) = &self.secrets().matcher {
+        let secrets = self.secrets();
+        if let Some(matcher) = &secrets.matcher {
             if matcher.is_match(&out) {
                 out = Cow::Owned(matcher.replace_all(&out, MASK).into_owned());
             }
         }
+        // A line cut for length may end in the first part of a secret: mask that part too.
+        if let Some(cut) = out.find(CUT_MARKER) {
+            let longest = secrets
+                .values
+                .iter()
+                .filter_map(|v| {
+                    v.char_indices()
+                        .skip(1)
+                        .map(|(i, _)| &v[..i])
+                        .filter(|prefix| out[..cut].ends_with(prefix))
+                        .map(str::len)
+                        .max()
+                })
+                .max();
+            if let Some(len) = longest {
+                out = Cow::Owned(format!("{}{MASK}{}", &out[..cut - len], &out[cut..]));
+            }
+        }
+        drop(secrets);
         for (pattern, replacement) in &self.patterns {
             if pattern.is_match(&out) {
                 out = Cow::Owned(pattern.replace_all(&out, *replacement).into_owned());
@@ -147,6 +170,20 @@ mod tests {
         assert_eq!(r.redact("tok ab\"cdef"), "tok ***");
         assert_eq!(r.redact("{\"t\":\"ab\\\"cdef\"}"), "{\"t\":\"***\"}");
         assert_eq!(r.redact("xy stays"), "xy stays");
+    }
+
+    #[test]
+    fn a_line_cut_inside_a_secret_shows_none_of_it() {
+        let r = Redactor::new();
+        r.add_secret("sk_live_0123456789");
+        let cut = format!("payload sk_live_01234{CUT_MARKER}300 more bytes]");
+        assert_eq!(
+            r.redact(&cut),
+            format!("payload ***{CUT_MARKER}300 more bytes]")
+        );
+        // No secret at the cut: the line stays as it is.
+        let plain = format!("payload xyz{CUT_MARKER}3 more bytes]");
+        assert_eq!(r.redact(&plain), plain);
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl LineSplitter {
         }
         let mut line = String::from_utf8_lossy(&self.current).into_owned();
         if self.dropped > 0 {
-            line.push_str(&format!(" … [line truncated: {} more bytes]", self.dropped));
+            line.push_str(&format!(
+                "{}{} more bytes]",
+                crate::redact::CUT_MARKER,
+                self.dropped
+            ));
         }
         self.current.clear();
         self.dropped = 0;

@@ -449,7 +449,9 @@ fn tui(
     };
     let workspace = workspace_of(cli);
     workspace.ensure()?;
-    init_file_tracing(&workspace);
+    // One redactor for the journal, the step logs and tui.log: it learns each secret once read.
+    let redactor = Arc::new(Redactor::new());
+    init_file_tracing(&workspace, redactor.clone());
     let actor = cutover::actor::current();
     let lock_path = workspace.lock_path();
     let (mode, guard) = if watch_only {
@@ -482,7 +484,6 @@ fn tui(
             Err(other) => return Err(other.into()),
         }
     };
-    let redactor = Arc::new(Redactor::new());
     let runbook = Arc::new(runbook);
     let engine = match guard {
         Some(_) => {
@@ -548,7 +549,35 @@ fn tui(
 }
 
 /// Diagnostics of the UI go to `.cutover/tui.log`, never to the screen.
-fn init_file_tracing(workspace: &Workspace) {
+/// tui.log's writer: each write passes the same redactor as the journal and the step logs.
+struct RedactingFile {
+    file: std::sync::Mutex<std::fs::File>,
+    redactor: Arc<Redactor>,
+}
+
+impl std::io::Write for &RedactingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let masked = self.redactor.redact(&text);
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(masked.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingFile {
+    type Writer = &'a RedactingFile;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self
+    }
+}
+
+fn init_file_tracing(workspace: &Workspace, redactor: Arc<Redactor>) {
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(file) = std::fs::OpenOptions::new()
         .create(true)
@@ -559,7 +588,10 @@ fn init_file_tracing(workspace: &Workspace) {
         return;
     };
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(RedactingFile {
+            file: std::sync::Mutex::new(file),
+            redactor,
+        })
         .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
@@ -818,5 +850,32 @@ fn audit_verify(workspace: &Workspace) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod redacting_file_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn tui_log_lines_pass_the_redactor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tui.log");
+        let redactor = Arc::new(Redactor::new());
+        let writer = RedactingFile {
+            file: std::sync::Mutex::new(std::fs::File::create(&path).unwrap()),
+            redactor: redactor.clone(),
+        };
+        redactor.add_secret("hunter2-secret");
+        (&writer)
+            .write_all(b"INFO step failed: bad password hunter2-secret at postgres://u:pw@h/db\n")
+            .unwrap();
+        (&writer).flush().unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            written,
+            "INFO step failed: bad password *** at postgres://u:***@h/db\n"
+        );
     }
 }

@@ -1253,3 +1253,49 @@ run = "echo ok"
     let out = p.run(&["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+/// Cancellation lands at once: `db.preflight` against a server that accepts and never answers
+/// — Ctrl-C ends the step `cancelled` within 2 s, not at the connection's own 10 s timeout.
+#[test]
+fn ctrl_c_lands_even_on_an_action_stuck_on_a_stalled_server() {
+    // A stand-in for a stalled server (a real PostgreSQL cannot be made to hang at startup on
+    // demand): it accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let url = format!("postgres://app:pw-stall@127.0.0.1:{port}/app?sslmode=disable");
+    let p = project(&format!(
+        "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"{url}\"\ntarget = \"{url}\"\n"
+    ));
+    let mut child = p
+        .command(&["run", "preflight"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_file_containing(".cutover/journal.jsonl", "\"started\"");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    eprintln!("Ctrl-C to exit: {took:?}");
+    assert_eq!(status.code(), Some(130));
+    // Within 2 s says the issue; the bound here leaves room for a loaded machine and stays
+    // well under the 10 s the connection attempt would otherwise take.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        p.journal().contains("\"reason\":\"cancelled\""),
+        "{}",
+        p.journal()
+    );
+}

@@ -19,6 +19,12 @@ use crate::runbook::{self, ActionCatalog, ActionSpec, Runbook, Scope, Step};
 use crate::status::{short_duration, step_states, StepState, StepView};
 use crate::workspace::{Workspace, WorkspaceError};
 
+/// How long an action gets to stop by itself after a cancel or a timeout (its children get
+/// SIGTERM, then SIGKILL after `KILL_GRACE`) before it is aborted anyway: its connections
+/// closed, its direct children killed. A backstop for an action that does not stop.
+pub const CANCEL_GRACE: Duration =
+    Duration::from_secs(crate::actions::process::KILL_GRACE.as_secs() + 2);
+
 /// What the engine tells its subscribers (the headless printer, the TUI).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
@@ -539,34 +545,69 @@ impl Engine {
         let mut task = tokio::spawn(async move { action.run(context).await });
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
+        // Set once cancelled: past it the action is aborted, whether it honours the token or not.
+        let mut abort_at: Option<tokio::time::Instant> = None;
+        let mut aborted = false;
         let mut outputs = BTreeMap::new();
         let joined = loop {
-            tokio::select! {
+            let delivered = tokio::select! {
                 biased;
                 event = rx.recv() => match event {
                     Some(event) => {
-                        self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?;
+                        let delivered =
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs);
                         if rx.is_empty() {
                             let _ = log_file.flush();
                         }
+                        delivered
                     }
                     None => break (&mut task).await,
                 },
                 joined = &mut task => {
                     // Drain what the action sent before it returned.
+                    let mut delivered = Ok(());
                     while let Ok(event) = rx.try_recv() {
-                        self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)?;
+                        delivered = delivered.and_then(|()| {
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)
+                        });
                     }
+                    delivered?;
                     break joined;
                 }
                 () = sleep_until(deadline), if !timed_out => {
                     timed_out = true;
                     cancel.cancel();
+                    Ok(())
                 }
+                () = cancel.cancelled(), if abort_at.is_none() => {
+                    abort_at = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    Ok(())
+                }
+                () = sleep_until(abort_at), if abort_at.is_some() && !aborted => {
+                    aborted = true;
+                    task.abort();
+                    let _ = writeln!(
+                        log_file,
+                        "» the action did not stop within {}s of being cancelled: aborted (its connections closed, its child processes killed)",
+                        CANCEL_GRACE.as_secs()
+                    );
+                    Ok(())
+                }
+            };
+            if let Err(e) = delivered {
+                // The journal cannot record what the action does: it does not go on unsupervised.
+                cancel.cancel();
+                task.abort();
+                return Err(e);
             }
         };
-        let mut outcome = joined
-            .unwrap_or_else(|e| Outcome::failed(format!("the action stopped unexpectedly: {e}")));
+        let mut outcome = joined.unwrap_or_else(|e| {
+            if e.is_cancelled() {
+                Outcome::Cancelled
+            } else {
+                Outcome::failed(format!("the action stopped unexpectedly: {e}"))
+            }
+        });
         if timed_out {
             let limit = step
                 .timeout

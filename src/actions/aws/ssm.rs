@@ -241,7 +241,11 @@ impl Action for Sync {
             Ok(ready) => ready,
             Err(o) => return o,
         };
-        sync(&config, &p, &ctx).await.unwrap_or_else(|o| o)
+        // Stops at once when cancelled: a request under way is dropped.
+        tokio::select! {
+            result = sync(&config, &p, &ctx) => result.unwrap_or_else(|o| o),
+            () = ctx.cancel.cancelled() => Outcome::Cancelled,
+        }
     }
 }
 

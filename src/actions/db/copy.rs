@@ -374,7 +374,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 shown.join(", ")
             ))
             .await;
-        let dropped = reset_target(&mut target).await?;
+        // Cancellable: the connection closes and the server rolls the reset back.
+        let dropped = tokio::select! {
+            dropped = reset_target(&mut target) => dropped?,
+            () = ctx.cancel.cancelled() => return Err(Outcome::Cancelled),
+        };
         ctx.report
             .info(format!(
                 "reset: {dropped} object(s) dropped; extensions kept"

@@ -282,13 +282,25 @@ impl Action for Db {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
+        let work = async {
+            match self.0 {
+                Kind::Preflight => preflight::run(&ctx).await,
+                Kind::Extensions => extensions::run(&ctx).await,
+                Kind::Copy => copy::run(&ctx).await,
+                Kind::Verify => verify::run(&ctx).await,
+                Kind::Sql => sql::run(&ctx).await,
+                Kind::Idle => idle::run(&ctx).await,
+            }
+        };
         let result = match self.0 {
-            Kind::Preflight => preflight::run(&ctx).await,
-            Kind::Extensions => extensions::run(&ctx).await,
-            Kind::Copy => copy::run(&ctx).await,
-            Kind::Verify => verify::run(&ctx).await,
-            Kind::Sql => sql::run(&ctx).await,
-            Kind::Idle => idle::run(&ctx).await,
+            // The copy stops its own children (pg_dump, pg_restore) and says how far it got.
+            Kind::Copy => work.await,
+            // The others stop at once: their queries' connections close with them, and the
+            // server rolls back whatever was under way.
+            _ => tokio::select! {
+                result = work => result,
+                () = ctx.cancel.cancelled() => Err(Outcome::Cancelled),
+            },
         };
         result.unwrap_or_else(|o| o)
     }

@@ -138,8 +138,8 @@ fn status(env: &BTreeMap<String, String>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
+/// A temporary directory for one rehearsal, and the rehearsal's directory inside it.
+fn rehearsal_home() -> (tempfile::TempDir, PathBuf) {
     let temp = tempfile::tempdir().unwrap();
     // The clusters run as an unprivileged user when the tests run as root: it must get in.
     std::fs::set_permissions(
@@ -148,6 +148,12 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     )
     .unwrap();
     let dir = temp.path().join("rehearsal");
+    (temp, dir)
+}
+
+#[test]
+fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
+    let (temp, dir) = rehearsal_home();
 
     // --- phase 1 in the terminal UI, started the way the README says ---------------------------
     let tmux = TmuxServer::new("rehearsal");
@@ -693,13 +699,7 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
 /// connected to Heroku. Heroku's database is never removed.
 #[test]
 fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
-    let temp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        temp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let dir = temp.path().join("rehearsal");
+    let (temp, dir) = rehearsal_home();
     // The variant beside the templates it scaffolds from.
     let variant_dir = temp.path().join("variant");
     std::fs::create_dir(&variant_dir).unwrap();

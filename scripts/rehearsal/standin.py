@@ -814,51 +814,53 @@ def app(args):
 MIGRATIONS = [(1700000000000, "InitialSchema1700000000000"), (1730000000000, "AddDocumentEmbeddings1730000000000")]
 
 
-def migration_run() -> int:
+def console_command(name):
+    """A command of the image run against DATABASE_URL: its own lines, exit 1 on any error."""
+
+    def wrap(work):
+        def run() -> int:
+            try:
+                work(Database(os.environ.get("DATABASE_URL")))
+                return 0
+            except Exception as error:
+                print(f"{name} failed: {type(error).__name__}: {error}", flush=True)
+                return 1
+
+        return run
+
+    return wrap
+
+
+@console_command("migration:run")
+def migration_run(db):
     """`yarn migration:run`: TypeORM's migrations table in public, and the pending ones applied."""
-    db = Database(os.environ.get("DATABASE_URL"))
-    try:
-        print('query: SELECT * FROM current_schema()', flush=True)
-        db.run('CREATE TABLE IF NOT EXISTS public."migrations" ("id" SERIAL PRIMARY KEY, "timestamp" bigint NOT NULL, "name" varchar NOT NULL)')
-        done = {row[0] for row in db.run('SELECT "name" FROM public."migrations"')}
-        pending = [(ts, name) for ts, name in MIGRATIONS if name not in done]
-        if not pending:
-            print("No migrations are pending", flush=True)
-        for ts, name in pending:
-            db.run('INSERT INTO public."migrations" ("timestamp", "name") VALUES (:ts, :name)', ts=ts, name=name)
-            print(f"Migration {name} has been executed successfully.", flush=True)
-        return 0
-    except Exception as error:
-        print(f"Error during migration run: {type(error).__name__}: {error}", flush=True)
-        return 1
+    print("query: SELECT * FROM current_schema()", flush=True)
+    db.run('CREATE TABLE IF NOT EXISTS public."migrations" ("id" SERIAL PRIMARY KEY, "timestamp" bigint NOT NULL, "name" varchar NOT NULL)')
+    done = {row[0] for row in db.run('SELECT "name" FROM public."migrations"')}
+    pending = [(ts, name) for ts, name in MIGRATIONS if name not in done]
+    if not pending:
+        print("No migrations are pending", flush=True)
+    for ts, name in pending:
+        db.run('INSERT INTO public."migrations" ("timestamp", "name") VALUES (:ts, :name)', ts=ts, name=name)
+        print(f"Migration {name} has been executed successfully.", flush=True)
 
 
-def generate_embeddings() -> int:
+@console_command("generate-embeddings")
+def generate_embeddings(db):
     """The console command: an embedding for every document without one."""
-    db = Database(os.environ.get("DATABASE_URL"))
-    try:
-        rows = db.run("SELECT id FROM documents WHERE embedding IS NULL ORDER BY id")
-        for (doc_id,) in rows:
-            db.run(
-                "UPDATE documents SET embedding = (SELECT array_agg(((:id * 31 + g) % 997 / 997.0)::real) FROM generate_series(1, 1536) g)::text::heroku_ext.vector WHERE id = :id",
-                id=doc_id,
-            )
-        print(f"generate-embeddings: {len(rows)} document(s) embedded", flush=True)
-        return 0
-    except Exception as error:
-        print(f"generate-embeddings failed: {type(error).__name__}: {error}", flush=True)
-        return 1
+    rows = db.run("SELECT id FROM documents WHERE embedding IS NULL ORDER BY id")
+    for (doc_id,) in rows:
+        db.run(
+            "UPDATE documents SET embedding = (SELECT array_agg(((:id * 31 + g) % 997 / 997.0)::real) FROM generate_series(1, 1536) g)::text::heroku_ext.vector WHERE id = :id",
+            id=doc_id,
+        )
+    print(f"generate-embeddings: {len(rows)} document(s) embedded", flush=True)
 
 
-def generate_metadata() -> int:
-    db = Database(os.environ.get("DATABASE_URL"))
-    try:
-        (count,) = db.run("SELECT count(*) FROM documents WHERE title IS NULL OR title = ''")[0]
-        print(f"generate-metadata: {count} document(s) without metadata", flush=True)
-        return 0
-    except Exception as error:
-        print(f"generate-metadata failed: {type(error).__name__}: {error}", flush=True)
-        return 1
+@console_command("generate-metadata")
+def generate_metadata(db):
+    (count,) = db.run("SELECT count(*) FROM documents WHERE title IS NULL OR title = ''")[0]
+    print(f"generate-metadata: {count} document(s) without metadata", flush=True)
 
 
 def container(args):

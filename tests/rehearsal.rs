@@ -110,16 +110,21 @@ fn environment(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A program run in the rehearsal's environment (env.list) and nothing else of this process's,
+/// but for what finding Python and a home needs.
+fn in_rehearsal(program: &str, env: &BTreeMap<String, String>) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear().envs(env).envs(
+        ["HOME", "PYENV_ROOT", "LANG"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+    );
+    command
+}
+
 fn cutover(env: &BTreeMap<String, String>, args: &[&str]) -> Output {
-    Command::new(BIN)
+    in_rehearsal(BIN, env)
         .args(args)
-        .env_clear()
-        .envs(env)
-        .envs(
-            ["HOME", "PYENV_ROOT", "LANG"]
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        )
         .env("CUTOVER_ACTOR", ACTOR)
         .stdin(Stdio::null())
         .output()
@@ -468,17 +473,12 @@ fn scalar(url: &str, sql: &str) -> String {
 }
 
 /// The emulated account changed behind cutover's back (an operator in the console), through
-/// boto3 (installed with moto).
-fn aws_python(env: &BTreeMap<String, String>, code: &str) -> String {
-    let out = Command::new("python3")
+/// boto3 (installed with moto). Values go in through the environment (`os.environ`), never into
+/// the code or onto the command line.
+fn aws_python(env: &BTreeMap<String, String>, code: &str, values: &[(&str, &str)]) -> String {
+    let out = in_rehearsal("python3", env)
         .args(["-c", &format!("import boto3, os\nssm = boto3.client('ssm', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\necs = boto3.client('ecs', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\nelb = boto3.client('elbv2', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\n{code}")])
-        .env_clear()
-        .envs(env)
-        .envs(
-            ["HOME", "PYENV_ROOT", "LANG"]
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        )
+        .envs(values.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -492,6 +492,7 @@ fn wait_for_targets(env: &BTreeMap<String, String>, count: usize) {
         aws_python(
             env,
             "tg = elb.describe_target_groups(Names=['gengar-tg'])['TargetGroups'][0]['TargetGroupArn']\nprint(len(elb.describe_target_health(TargetGroupArn=tg)['TargetHealthDescriptions']))",
+            &[],
         ) == count.to_string()
     });
 }
@@ -587,6 +588,7 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
     aws_python(
         env,
         "ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value='postgres://nobody:x@127.0.0.1:9/none?sslmode=disable', Type='SecureString', Overwrite=True)",
+        &[],
     );
     let out = cutover(env, &["run", "migrations"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -597,6 +599,7 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
     aws_python(
         env,
         "ecs.update_service(cluster='gengar', service='gengar', forceNewDeployment=True)",
+        &[],
     );
     wait_for_targets(env, 2);
     let check = dir.join("targets-check.toml");
@@ -629,7 +632,8 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
 
     aws_python(
         env,
-        &format!("ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value={good:?}, Type='SecureString', Overwrite=True)\necs.update_service(cluster='gengar', service='gengar', forceNewDeployment=True)"),
+        "ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value=os.environ['GOOD_URL'], Type='SecureString', Overwrite=True)\necs.update_service(cluster='gengar', service='gengar', forceNewDeployment=True)",
+        &[("GOOD_URL", good.as_str())],
     );
     let out = cutover(env, &["run", "migrations"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -641,16 +645,9 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
     // Terraform again on the same files: nothing to do but what moto does not store.
     let infra = dir.join("gengar-repo/infra");
     let terraform = |args: &[&str]| {
-        Command::new("terraform")
+        in_rehearsal("terraform", env)
             .args(args)
             .current_dir(&infra)
-            .env_clear()
-            .envs(env)
-            .envs(
-                ["HOME", "PYENV_ROOT", "LANG"]
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
             .output()
             .unwrap()
     };

@@ -131,10 +131,10 @@ const HEROKU_MANAGED: &[&str] = &[
 
 /// Whether Heroku manages this config var (an add-on's attachment).
 pub fn heroku_managed(key: &str) -> bool {
-    HEROKU_MANAGED
-        .iter()
-        .filter_map(|p| regex::Regex::new(p).ok())
-        .any(|re| re.is_match(key))
+    static PATTERNS: std::sync::LazyLock<regex::RegexSet> = std::sync::LazyLock::new(|| {
+        regex::RegexSet::new(HEROKU_MANAGED).unwrap_or_else(|_| regex::RegexSet::empty())
+    });
+    PATTERNS.is_match(key)
 }
 
 #[derive(serde::Deserialize)]

@@ -93,6 +93,7 @@ fn run_action(kind: &str, params: serde_json::Value) {
             outputs_file: work.path().join("outputs"),
             operator_note: None,
             aws: Default::default(),
+            recorded: Default::default(),
         };
         let outcome = action.run(ctx).await;
         let _ = drain.await;

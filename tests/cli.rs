@@ -515,6 +515,40 @@ timeout = "1s"
     );
 }
 
+/// A command that ignores SIGTERM gets SIGKILL: the step ends within 2 s of its timeout
+/// (plus this shared machine's slack), its process group gone.
+#[test]
+fn a_command_ignoring_sigterm_is_killed_within_the_grace() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "stubborn"
+do = "shell"
+run = "trap '' TERM; sleep 60 & echo $! > bg.pid; echo waiting; wait"
+timeout = "1s"
+"#,
+    );
+    let start = Instant::now();
+    let out = p.run(&["run", "stubborn"]);
+    let took = start.elapsed();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "1 s timeout + 2 s to stop, took {took:?}"
+    );
+    let bg: i32 = std::fs::read_to_string(p.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!pid_alive(bg), "the TERM-ignoring child must be killed");
+}
+
 #[test]
 fn secrets_and_url_passwords_are_redacted_everywhere() {
     let p = project(

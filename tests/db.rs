@@ -373,22 +373,59 @@ fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result()
     });
 
     // The driver and its children are gone: the kernel released the lock, nothing to unlock.
-    // A copy without a reset policy refuses to restore over what the killed one left.
+    // A copy without a reset policy refuses to restore over what the killed one left, naming
+    // the target as the journal recorded it — even once every table is gone, since a
+    // half-restore leaves more than tables (types, functions, schemas).
+    let out = p.run(&["run", "copy-again"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        said.contains("t_killed is dirty: step `copy` stopped while restoring into it"),
+        "{said}"
+    );
+    runtime().block_on(async {
+        client(&target)
+            .await
+            .batch_execute(
+                "DO $$ DECLARE r record; BEGIN FOR r IN SELECT schemaname, tablename FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LOOP \
+                 EXECUTE format('DROP TABLE %I.%I CASCADE', r.schemaname, r.tablename); END LOOP; END $$",
+            )
+            .await
+            .unwrap();
+    });
     let out = p.run(&["run", "copy-again"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the target already holds"),
+        String::from_utf8_lossy(&out.stderr).contains("is dirty"),
         "{}",
         text(&out)
     );
+
+    // The confirmation names the target's host and database before the phrase is typed.
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("It will: pg_dump"), "{said}");
+    assert!(
+        said.contains("127.0.0.1:") && said.contains("/t_killed"),
+        "{said}"
+    );
+    assert!(said.contains("first drops every table"), "{said}");
 
     // The interrupted step runs again (its phrase typed again), resets and copies.
     let out = p.run(&["run", "copy", "--confirm", "reset t_killed"]);
     assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
     let log = p.log("copy");
-    assert!(log.contains("reset: the target holds"), "{log}");
+    assert!(log.contains("an earlier attempt left"), "{log}");
     let out = p.run(&["run", "verify"]);
     assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+    // Whole again: the other copy step now refuses for the tables, not for dirt.
+    let out = p.run(&["run", "copy-again"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("the target already holds"), "{said}");
+    assert!(!said.contains("dirty"), "{said}");
 }
 
 #[test]
@@ -433,7 +470,8 @@ fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
     let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
     let target = format!("postgres://gengar_app:app-pass-7@{host}/t_nonowner?sslmode=disable");
     let strict = "[[phase.step]]\nid = \"strict\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nallow_errors = []\n\n";
-    let p = Project::new(&source, &target, &format!("{strict}{COPY}{VERIFY}"));
+    let reset = "[[phase.step]]\nid = \"copy-reset\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\n\n";
+    let p = Project::new(&source, &target, &format!("{strict}{COPY}{reset}{VERIFY}"));
     let out = p.run(&["run", "strict"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
@@ -441,18 +479,18 @@ fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
         "{}",
         text(&out)
     );
-    runtime().block_on(async {
-        client(&target)
-            .await
-            .batch_execute(
-                "DROP TABLE IF EXISTS documents, events, page_views, users CASCADE; DROP SEQUENCE IF EXISTS invoice_number_seq",
-            )
-            .await
-            .unwrap();
-    });
+    // The refused restore left the target dirty: a copy without reset is refused, naming it.
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
-    let log = p.log("copy");
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("t_nonowner is dirty: step `strict` stopped while restoring into it"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["run", "copy-reset"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy-reset"));
+    let log = p.log("copy-reset");
     assert!(
         log.contains("tolerated restore error: ERROR:  must be owner of extension vector | COMMENT ON EXTENSION vector"),
         "{log}"

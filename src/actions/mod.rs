@@ -52,9 +52,41 @@ impl Progress {
 /// What an action reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionEvent {
-    Log { stream: Stream, line: String },
+    Log {
+        stream: Stream,
+        line: String,
+    },
     Progress(Progress),
-    Output { name: String, value: String },
+    Output {
+        name: String,
+        value: String,
+    },
+    /// Answered once every event sent before it is recorded (see [`Reporter::recorded`]).
+    Recorded(Ack),
+}
+
+/// The engine's answer to [`ActionEvent::Recorded`]; a receiver that drops it unanswered
+/// (it records nothing) releases the waiter too.
+#[derive(Debug, Clone)]
+pub struct Ack(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>);
+
+impl Ack {
+    fn new() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Ack(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    pub fn answer(&self) {
+        if let Some(tx) = self.0.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl PartialEq for Ack {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// How an attempt ended.
@@ -132,6 +164,16 @@ impl Reporter {
         })
         .await;
     }
+
+    /// Waits until the engine has written every event sent so far (outputs to the journal):
+    /// what must be on record before an irreversible move, such as a target that a restore
+    /// is about to make dirty. Returns at once when the step is over (nothing listens).
+    pub async fn recorded(&self) {
+        let (ack, answered) = Ack::new();
+        if self.tx.send(ActionEvent::Recorded(ack)).await.is_ok() {
+            let _ = answered.await;
+        }
+    }
 }
 
 /// Everything one attempt of an action gets.
@@ -150,6 +192,9 @@ pub struct ActionContext {
     pub operator_note: Option<String>,
     /// The runbook's `[aws]` settings (with command-line overrides).
     pub aws: crate::runbook::AwsSettings,
+    /// Every step's outputs as the journal held them before this attempt, by step id: what
+    /// earlier attempts recorded, such as a copy that left its target dirty.
+    pub recorded: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 impl ActionContext {

@@ -10,8 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::lines::LineSplitter;
 use super::{Reporter, Stream};
 
-/// How long a cancelled child gets to exit after SIGTERM before SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long a cancelled child gets to exit after SIGTERM before SIGKILL: an action stops
+/// within 2 s of a cancel or a timeout (see the engine's `CANCEL_GRACE`).
+pub const KILL_GRACE: Duration = Duration::from_millis(1500);
 
 /// Sends `signal` to the process group led by `pgid` (a child started with `process_group(0)`).
 pub fn signal_group(pgid: Option<u32>, signal: Signal) {

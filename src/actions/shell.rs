@@ -153,7 +153,8 @@ impl Action for Shell {
             Some(status) => status,
             None => {
                 stop_group(&mut child).await;
-                let _ = tokio::time::timeout(KILL_GRACE, async {
+                // The group is gone, so are the pipes' writers: the readers end at once.
+                let _ = tokio::time::timeout(KILL_GRACE / 4, async {
                     let _ = out.await;
                     let _ = err.await;
                 })

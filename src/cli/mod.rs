@@ -753,6 +753,7 @@ fn ecs_run(
             outputs_file: outputs,
             operator_note: None,
             aws,
+            recorded: Default::default(),
         };
         let task = tokio::spawn(async move { action.run(context).await });
         let redactor = Redactor::new();
@@ -763,6 +764,7 @@ fn ecs_run(
                     line,
                 } => println!("{}", redactor.redact(&line)),
                 ActionEvent::Log { line, .. } => eprintln!("» {}", redactor.redact(&line)),
+                ActionEvent::Recorded(ack) => ack.answer(),
                 ActionEvent::Output { .. } | ActionEvent::Progress(_) => {}
             }
         }

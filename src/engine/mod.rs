@@ -22,8 +22,7 @@ use crate::workspace::{Workspace, WorkspaceError};
 /// How long an action gets to stop by itself after a cancel or a timeout (its children get
 /// SIGTERM, then SIGKILL after `KILL_GRACE`) before it is aborted anyway: its connections
 /// closed, its direct children killed. A backstop for an action that does not stop.
-pub const CANCEL_GRACE: Duration =
-    Duration::from_secs(crate::actions::process::KILL_GRACE.as_secs() + 2);
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// What the engine tells its subscribers (the headless printer, the TUI).
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +276,7 @@ impl Engine {
         step: &Step,
         state: &StepState,
         request: &RunRequest,
+        preview: Option<String>,
     ) -> Result<(), EngineError> {
         match state {
             StepState::Blocked { waiting_for } => {
@@ -330,10 +330,14 @@ impl Engine {
                 None => {
                     return Err(EngineError::ConfirmationRequired {
                         step: step.id.clone(),
-                        consequence: match &step.rollback {
-                            Some(r) => format!("Rollback: {}", r.trim()),
-                            None => "It cannot be undone.".to_string(),
-                        },
+                        consequence: format!(
+                            "{}{}",
+                            preview.map_or_else(String::new, |p| format!("It will: {p}\n")),
+                            match &step.rollback {
+                                Some(r) => format!("Rollback: {}", r.trim()),
+                                None => "It cannot be undone.".to_string(),
+                            }
+                        ),
                         phrase,
                     })
                 }
@@ -352,6 +356,46 @@ impl Engine {
         Ok(())
     }
 
+    /// What a step will do, with its secrets and outputs filled in and then masked: for a
+    /// database step, the hosts and databases it will touch. Read for the confirmation of a
+    /// destructive step, before the operator types its phrase.
+    pub async fn preview(&mut self, id: &str) -> Result<String, String> {
+        let step = self
+            .runbook
+            .step(id)
+            .ok_or_else(|| format!("no step `{id}`"))?
+            .clone();
+        Ok(self.preview_step(&step).await)
+    }
+
+    async fn preview_step(&mut self, step: &Step) -> String {
+        let spec = &step.action;
+        let Some(action) = self.registry.get(&spec.kind) else {
+            return format!("unknown action kind `{}`", spec.kind);
+        };
+        let secrets =
+            match secrets::resolve(&self.runbook, &runbook::secrets_used(spec), &self.redactor)
+                .await
+            {
+                Ok(s) => s,
+                Err(reason) => {
+                    return format!(
+                        "(cannot say which target yet: {})",
+                        self.redactor.redact(&reason)
+                    )
+                }
+            };
+        let scope = RunScope {
+            runbook: &self.runbook,
+            secrets: &secrets,
+            journal: self.journal.state(),
+        };
+        match runbook::render_params(spec, &scope) {
+            Ok((params, _)) => self.redactor.redact(&action.describe(&params)).into_owned(),
+            Err(missing) => format!("(cannot say yet: {missing} has no value)"),
+        }
+    }
+
     /// Runs a step (or its check) to its end, through its retries.
     pub async fn run(&mut self, request: RunRequest) -> Result<RunResult, EngineError> {
         self.workspace.ensure()?;
@@ -359,7 +403,14 @@ impl Engine {
         if request.check_only {
             return self.check(&step, &request).await;
         }
-        self.admit(&step, &state, &request)?;
+        // The confirmation names what the step will touch (for a copy: the target's host and
+        // database), with its secrets read as the run itself would read them.
+        let preview = if step.destructive && request.confirm.is_none() {
+            Some(self.preview_step(&step).await)
+        } else {
+            None
+        };
+        self.admit(&step, &state, &request, preview)?;
         let attempts = step.retries + 1;
         let mut n = 0;
         loop {
@@ -541,6 +592,14 @@ impl Engine {
             outputs_file: log_path.with_extension("outputs"),
             operator_note: request.note.clone(),
             aws: self.runbook.aws.clone().unwrap_or_default(),
+            recorded: self
+                .journal
+                .state()
+                .steps
+                .iter()
+                .filter(|(_, r)| !r.outputs.is_empty())
+                .map(|(id, r)| (id.clone(), r.outputs.clone()))
+                .collect(),
         };
         let mut task = tokio::spawn(async move { action.run(context).await });
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -588,8 +647,8 @@ impl Engine {
                     task.abort();
                     let _ = writeln!(
                         log_file,
-                        "» the action did not stop within {}s of being cancelled: aborted (its connections closed, its child processes killed)",
-                        CANCEL_GRACE.as_secs()
+                        "» the action did not stop within {:.1}s of being cancelled: aborted (its connections closed, its child processes killed)",
+                        CANCEL_GRACE.as_secs_f64()
                     );
                     Ok(())
                 }
@@ -678,6 +737,12 @@ impl Engine {
                     name,
                     value,
                 }
+            }
+            ActionEvent::Recorded(ack) => {
+                // Events are handled in order and the journal's appends are synced: all
+                // before this one are on record.
+                ack.answer();
+                return Ok(());
             }
         };
         self.emit(event);

@@ -100,7 +100,15 @@ struct App {
     cancel: Option<CancellationToken>,
     run_task: Option<tokio::task::JoinHandle<Result<String, String>>>,
     checklist_rows: Vec<(u16, usize)>,
+    /// The engine's answers to [`Effect::Preview`]: (step, what it will touch).
+    previews: (
+        mpsc::UnboundedSender<Preview>,
+        mpsc::UnboundedReceiver<Preview>,
+    ),
 }
+
+/// A step id and what it will touch.
+type Preview = (String, String);
 
 /// Shows a runbook that does not load, until a key is pressed.
 pub fn show_error(text: &str) -> std::io::Result<()> {
@@ -166,6 +174,7 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
         cancel: None,
         run_task: None,
         checklist_rows: Vec::new(),
+        previews: mpsc::unbounded_channel(),
     };
     let initial = app.model.selected_id().to_string();
     app.load_log(&initial);
@@ -238,6 +247,10 @@ impl App {
                     self.drain_engine();
                     self.model.run_ended(joined);
                     self.reload_journal(true);
+                    dirty = true;
+                }
+                Some((step, text)) = self.previews.1.recv() => {
+                    self.model.preview_ready(&step, text);
                     dirty = true;
                 }
                 _ = frame.tick() => {
@@ -374,6 +387,21 @@ impl App {
                 }
             }
             Effect::LoadLog { step } => self.load_log(&step),
+            Effect::Preview { step } => {
+                let Some(engine) = self.engine.clone() else {
+                    return;
+                };
+                let answer = self.previews.0.clone();
+                tokio::spawn(async move {
+                    let text = engine
+                        .lock()
+                        .await
+                        .preview(&step)
+                        .await
+                        .unwrap_or_else(|e| e);
+                    let _ = answer.send((step, text));
+                });
+            }
             Effect::Quit => {}
         }
     }

@@ -75,6 +75,10 @@ pub enum Effect {
     LoadLog {
         step: String,
     },
+    /// Ask the engine what a destructive step will touch, for its confirmation.
+    Preview {
+        step: String,
+    },
     Quit,
 }
 
@@ -97,6 +101,9 @@ pub enum Overlay {
         typed: String,
         /// What will happen, and the way back (or "irreversible").
         consequence: String,
+        /// What it will touch, secrets filled in and masked (for a copy: the target's host and
+        /// database); read by the engine when the dialog opens, `None` until it answers.
+        target: Option<String>,
         error: Option<String>,
     },
     Note {
@@ -538,9 +545,10 @@ impl Model {
                 phrase: step.confirm.clone().unwrap_or_default(),
                 typed: String::new(),
                 consequence,
+                target: None,
                 error: None,
             });
-            return Vec::new();
+            return vec![Effect::Preview { step: step.id }];
         }
         self.start(step.id, None, None)
     }
@@ -618,6 +626,7 @@ impl Model {
                     phrase,
                     typed,
                     consequence,
+                    target,
                     ..
                 },
                 Action::Enter,
@@ -637,6 +646,7 @@ impl Model {
                             phrase,
                             typed,
                             consequence,
+                            target,
                             error: Some(error),
                         },
                     );
@@ -649,6 +659,7 @@ impl Model {
                     phrase,
                     mut typed,
                     consequence,
+                    target,
                     ..
                 },
                 action,
@@ -661,6 +672,7 @@ impl Model {
                         phrase,
                         typed,
                         consequence,
+                        target,
                         error: None,
                     },
                 );
@@ -737,6 +749,15 @@ impl Model {
     }
 
     /// Takes an engine event into the model.
+    /// The engine's answer to [`Effect::Preview`]: shown if that step's dialog is still open.
+    pub fn preview_ready(&mut self, for_step: &str, text: String) {
+        if let Some(Overlay::Confirm { step, target, .. }) = &mut self.overlay {
+            if step == for_step {
+                *target = Some(text);
+            }
+        }
+    }
+
     pub fn on_engine_event(&mut self, event: EngineEvent) {
         match event {
             EngineEvent::StepStarted {

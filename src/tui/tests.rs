@@ -179,8 +179,24 @@ fn destructive_steps_need_the_typed_phrase_and_cancel_is_the_default() {
     let mut model = Model::new(rb.clone(), journal(&rb, &["build"]), Mode::Drive, false);
     model.overlay = None;
     press(&mut model, &[KeyCode::Char('G')]);
-    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
-    assert!(matches!(model.overlay, Some(Overlay::Confirm { .. })));
+    // Opening the dialog asks the engine what the step will touch; it shows once answered.
+    assert_eq!(
+        press(&mut model, &[KeyCode::Enter]),
+        vec![Effect::Preview { step: "dns".into() }]
+    );
+    assert!(matches!(
+        model.overlay,
+        Some(Overlay::Confirm { target: None, .. })
+    ));
+    model.preview_ready("other-step", "not this one".into());
+    assert!(matches!(
+        model.overlay,
+        Some(Overlay::Confirm { target: None, .. })
+    ));
+    model.preview_ready("dns", "point api.example.com at the load balancer".into());
+    assert!(
+        matches!(&model.overlay, Some(Overlay::Confirm { target: Some(t), .. }) if t.contains("api.example.com"))
+    );
     // A key held since before the modal opened types nothing and confirms nothing.
     type_text(&mut model, "point");
     assert!(matches!(&model.overlay, Some(Overlay::Confirm { typed, .. }) if typed.is_empty()));
@@ -510,6 +526,7 @@ fn snapshot_confirmation_modal() {
     let mut model = quiet_model(&["build"]);
     press(&mut model, &[KeyCode::Char('G'), KeyCode::Enter]);
     settle(&mut model);
+    model.preview_ready("dns", "run `echo cutover` (bash)".into());
     type_text(&mut model, "point api");
     press(&mut model, &[KeyCode::Enter]);
     insta::assert_snapshot!(screen(&model, 100, 28).0);

@@ -524,13 +524,23 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
             phrase,
             typed,
             consequence,
+            target,
             error,
         } => {
             let mut lines: Vec<Line<'_>> = vec![Line::from(Span::styled(
                 "This step is destructive.",
                 theme::danger(),
             ))];
-            lines.extend(consequence.lines().map(|l| Line::from(l.to_string())));
+            let mut consequence = consequence.lines();
+            lines.extend(consequence.next().map(|l| Line::from(l.to_string())));
+            lines.push(Line::from(vec![
+                Span::styled("It will: ", theme::key()),
+                match target {
+                    Some(text) => Span::raw(text.clone()),
+                    None => Span::styled("reading what it will touch…", theme::dim()),
+                },
+            ]));
+            lines.extend(consequence.map(|l| Line::from(l.to_string())));
             lines.push(Line::from(""));
             lines.push(Line::from(vec![
                 Span::raw("Type "),

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 use super::tools::Tool;
 use super::{
     bytes_human, col, connect, db_url, extensions, identity, query, server_version, tools,
-    user_tables, write_counters, DbUrl, USER_RELATION,
+    user_tables, write_counters, DbUrl, Identity, USER_RELATION,
 };
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
@@ -356,7 +356,22 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         .output("target_database", target_id.database.clone())
         .await;
     let existing = user_tables(&target).await?;
-    if !existing.is_empty() {
+    let target_key = target_key(&target_id);
+    // An earlier copy (this step's or another's) that stopped mid-restore left this very
+    // database half-written: it may hold schemas, functions or types but no table, so
+    // counting tables is not enough.
+    let dirty = dirty_since(&ctx.recorded, &target_key);
+    if let Some((step, since)) = &dirty {
+        if !reset {
+            return Err(Outcome::failed(format!(
+                "the target {} is dirty: step `{step}` stopped while restoring into it ({since}, says the journal). \
+                 Set on_existing = \"reset\" on this step to drop what it left and copy again",
+                target_url.display()
+            )));
+        }
+    }
+    let dirty = dirty.is_some();
+    if !existing.is_empty() || dirty {
         let shown: Vec<&str> = existing.iter().take(5).map(String::as_str).collect();
         if !reset {
             return Err(Outcome::failed(format!(
@@ -368,11 +383,19 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             )));
         }
         ctx.report
-            .info(format!(
-                "reset: the target holds {} table(s) ({}); dropping every user object first",
-                existing.len(),
-                shown.join(", ")
-            ))
+            .info(if dirty {
+                format!(
+                    "reset: an earlier attempt left {} half-restored ({} table(s)); dropping every user object first",
+                    target_url.display(),
+                    existing.len()
+                )
+            } else {
+                format!(
+                    "reset: the target holds {} table(s) ({}); dropping every user object first",
+                    existing.len(),
+                    shown.join(", ")
+                )
+            })
             .await;
         // Cancellable: the connection closes and the server rolls the reset back.
         let dropped = tokio::select! {
@@ -398,6 +421,12 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         .await;
     drop(source);
     drop(target);
+    // On record before the restore writes its first byte: if this attempt fails, is cancelled
+    // or cutover dies, the next one knows the target is dirty.
+    ctx.report
+        .output(TARGET_STATE, TargetState::now(&target_key, true).encode())
+        .await;
+    ctx.report.recorded().await;
 
     let started = Instant::now();
     let result = match &p.work_dir {
@@ -433,7 +462,64 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     };
     let elapsed = started.elapsed();
-    finish(ctx, result, &allowed, elapsed).await
+    let outcome = finish(ctx, result, &allowed, elapsed).await?;
+    // Whole and accepted: clean again.
+    ctx.report
+        .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
+        .await;
+    Ok(outcome)
+}
+
+/// The output recording whether a copy's target is dirty (a restore began and has not
+/// finished) or clean again.
+pub const TARGET_STATE: &str = "target_state";
+
+/// One record of [`TARGET_STATE`]: which database, dirty or not, since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TargetState {
+    pub target: String,
+    pub dirty: bool,
+    /// RFC 3339 with milliseconds: the latest record for a target, from any step, decides.
+    pub at: String,
+}
+
+impl TargetState {
+    fn now(target: &str, dirty: bool) -> Self {
+        TargetState {
+            target: target.to_string(),
+            dirty,
+            at: crate::journal::now_rfc3339(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// How the journal names a target database: its server and OID, which no host alias changes.
+fn target_key(id: &Identity) -> String {
+    format!(
+        "server {} database oid {} ({})",
+        id.system_identifier, id.database_oid, id.database
+    )
+}
+
+/// The step whose unfinished restore left `target` dirty, and since when: the latest record
+/// of that target across every step decides (a later whole copy by another step cleans it).
+pub fn dirty_since(
+    recorded: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    target: &str,
+) -> Option<(String, String)> {
+    recorded
+        .iter()
+        .filter_map(|(step, outputs)| {
+            let state: TargetState = serde_json::from_str(outputs.get(TARGET_STATE)?).ok()?;
+            (state.target == target).then_some((step, state))
+        })
+        .max_by(|a, b| a.1.at.cmp(&b.1.at))
+        .filter(|(_, state)| state.dirty)
+        .map(|(step, state)| (step.clone(), state.at))
 }
 
 async fn finish(
@@ -822,6 +908,53 @@ mod tests {
         assert!(refused[0]
             .message
             .contains("relation \"users\" already exists"));
+    }
+
+    #[test]
+    fn the_latest_record_of_a_target_decides_whether_it_is_dirty() {
+        use std::collections::BTreeMap;
+        let record = |target: &str, dirty: bool, at: &str| {
+            BTreeMap::from([(
+                TARGET_STATE.to_string(),
+                TargetState {
+                    target: target.into(),
+                    dirty,
+                    at: at.into(),
+                }
+                .encode(),
+            )])
+        };
+        let mut recorded = BTreeMap::new();
+        assert_eq!(dirty_since(&recorded, "rds"), None);
+        recorded.insert(
+            "a".to_string(),
+            record("rds", true, "2026-11-30T10:00:00.000Z"),
+        );
+        recorded.insert(
+            "b".to_string(),
+            record("other", false, "2026-11-30T11:00:00.000Z"),
+        );
+        assert_eq!(
+            dirty_since(&recorded, "rds"),
+            Some(("a".into(), "2026-11-30T10:00:00.000Z".into()))
+        );
+        assert_eq!(dirty_since(&recorded, "other"), None);
+        // Another step's later whole copy into the same target cleans it.
+        recorded.insert(
+            "c".to_string(),
+            record("rds", false, "2026-11-30T10:30:00.000Z"),
+        );
+        assert_eq!(dirty_since(&recorded, "rds"), None);
+        // A record that does not parse is not a clean bill: it is ignored, the others decide.
+        recorded.insert(
+            "d".to_string(),
+            BTreeMap::from([(TARGET_STATE.to_string(), "garbage".to_string())]),
+        );
+        recorded.insert(
+            "e".to_string(),
+            record("rds", true, "2026-11-30T12:00:00.000Z"),
+        );
+        assert_eq!(dirty_since(&recorded, "rds").map(|d| d.0), Some("e".into()));
     }
 
     #[test]

@@ -262,12 +262,20 @@ impl Action for Db {
         match self.0 {
             Kind::Preflight => format!("check {source} → {target} before the move"),
             Kind::Extensions => format!("create {source}'s extensions on {target}"),
-            Kind::Copy => match params.get("work_dir").and_then(|v| v.as_str()) {
-                Some(dir) => {
-                    format!("pg_dump -Fd -j | pg_restore -j: {source} → {target} via {dir}")
+            Kind::Copy => {
+                let how = match params.get("work_dir").and_then(|v| v.as_str()) {
+                    Some(dir) => {
+                        format!("pg_dump -Fd -j | pg_restore -j: {source} → {target} via {dir}")
+                    }
+                    None => format!("pg_dump -Fc | pg_restore: {source} → {target} (streamed)"),
+                };
+                match params.get("on_existing").and_then(|v| v.as_str()) {
+                    Some("reset") => format!(
+                        "{how}; first drops every table, view, routine and type already in {target}"
+                    ),
+                    _ => how,
                 }
-                None => format!("pg_dump -Fc | pg_restore: {source} → {target} (streamed)"),
-            },
+            }
             Kind::Verify => format!("compare every table of {source} with {target}"),
             Kind::Sql => format!("run SQL on {}", shown_url(params, "url")),
             Kind::Idle => format!(

@@ -94,6 +94,8 @@ fn run_action(kind: &str, params: serde_json::Value) {
             operator_note: None,
             aws: Default::default(),
             recorded: Default::default(),
+            forwards: Vec::new(),
+            tunnels: Default::default(),
         };
         let outcome = action.run(ctx).await;
         let _ = drain.await;

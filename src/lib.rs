@@ -14,4 +14,5 @@ pub mod runbook;
 pub mod status;
 #[cfg(feature = "tui")]
 pub mod tui;
+pub mod window;
 pub mod workspace;

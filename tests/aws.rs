@@ -1390,3 +1390,52 @@ fn what_terraform_created_is_checked_repository_and_log_group_retention() {
         text(&out)
     );
 }
+
+/// The TTL lowered ahead of the cutover: the same CNAME with 60 s, read back; the old TTL is
+/// an output (the cutover's time gate waits at least that long); a second run changes nothing.
+#[test]
+fn dns_ttl_lowers_the_record_and_says_the_old_ttl() {
+    let zone = zone_with_heroku_cname("ttl-test.example.", "api.ttl-test.example.");
+    let p = Project::new(
+        "[[phase.step]]\nid = \"ttl\"\ndo = \"dns.ttl\"\nzone = \"ttl-test.example\"\nname = \"api.ttl-test.example\"\nttl = 60\n",
+    );
+    let out = p.run(&["run", "ttl"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TTL 300s → 60s"),
+        "{}",
+        text(&out)
+    );
+    let records = runtime().block_on(async {
+        aws_sdk_route53::Client::new(&sdk().await)
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .send()
+            .await
+            .unwrap()
+    });
+    let api: Vec<_> = records
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name() == "api.ttl-test.example.")
+        .collect();
+    assert_eq!(api.len(), 1, "{api:?}");
+    assert_eq!(api[0].ttl(), Some(60));
+    assert_eq!(
+        api[0].resource_records()[0].value(),
+        "gengar-api.herokuapp.com",
+        "the same record, only its TTL lower"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
+    let outputs = &status["phases"][0]["steps"][0]["outputs"];
+    assert_eq!(outputs["previous_ttl"], "300");
+    assert_eq!(outputs["ttl"], "60");
+    let again = p.run(&["run", "ttl"]);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to change"),
+        "{}",
+        text(&again)
+    );
+}

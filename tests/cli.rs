@@ -1333,3 +1333,170 @@ fn ctrl_c_lands_even_on_an_action_stuck_on_a_stalled_server() {
         p.journal()
     );
 }
+
+/// A tunnel's Session Manager plugin runs under `cutover tunnel-guard`, which stops it when its
+/// stdin (held by cutover) closes: a SIGKILLed cutover leaves no session running. Here the
+/// parent is a small program killed the same way, and the plugin a `sleep`.
+#[test]
+fn a_tunnel_guard_stops_its_program_when_its_parent_dies() {
+    let mut parent = Command::new("python3")
+        .args([
+            "-c",
+            "import subprocess, sys, time\np = subprocess.Popen([sys.argv[1], 'tunnel-guard', '--', 'sleep', '300'], stdin=subprocess.PIPE)\nprint(p.pid, flush=True)\ntime.sleep(300)",
+            BIN,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let guard: i32 = line.trim().parse().unwrap();
+    // The guard's child: the program it runs.
+    let start = Instant::now();
+    let program = loop {
+        let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.parse::<i32>().unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the guard started nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(pid_alive(program));
+    parent.kill().unwrap();
+    let _ = parent.wait();
+    let start = Instant::now();
+    while (pid_alive(program) || pid_alive(guard)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_alive(program),
+        "the program outlived its guard's parent"
+    );
+    assert!(!pid_alive(guard), "the guard outlived its parent");
+}
+
+/// A window (the write freeze) opens when its first step is done and stays open across a
+/// killed driver, from the same moment; `plan --window` predicts it; `report` writes the
+/// migration down with the journal's final hash.
+#[test]
+fn a_window_survives_a_killed_driver_and_the_report_records_it() {
+    let p = Project::new(&format!(
+        "{HEAD}\n[[window]]\nname = \"freeze\"\nfrom = \"freeze-on\"\nto = \"open-up\"\n\n{}",
+        r#"
+[[phase.step]]
+id = "freeze-on"
+do = "shell"
+run = "true"
+
+[[phase.step]]
+id = "work"
+do = "shell"
+run = "test -f go || sleep 8"
+needs = ["freeze-on"]
+
+[[phase.step]]
+id = "open-up"
+do = "shell"
+run = "true"
+needs = ["work"]
+"#
+    ));
+    let window = |p: &Project| p.status()["windows"][0].clone();
+    assert_eq!(window(&p)["state"], "pending");
+    assert_eq!(code(&p.run(&["run", "freeze-on"])), 0);
+    let opened = window(&p)["opened"].as_str().unwrap().to_string();
+    assert_eq!(window(&p)["state"], "open");
+    // The prediction made as it opened is in the journal.
+    assert!(p.journal().contains("window_prediction"), "{}", p.journal());
+
+    let mut driver = p
+        .command(&["run", "work"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while p.state_of("work") != "running" {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver.kill().unwrap();
+    let _ = driver.wait();
+    // Resumed: still open, since the same moment.
+    let w = window(&p);
+    assert_eq!(w["state"], "open", "{w:#}");
+    assert_eq!(w["opened"], opened.as_str());
+    let plan = p.run(&["plan", "--window", "freeze"]);
+    assert_eq!(code(&plan), 0, "{}", text(&plan));
+    let said = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        said.contains("window `freeze`: from the end of `freeze-on` to the end of `open-up`"),
+        "{said}"
+    );
+    assert!(said.contains("open for"), "{said}");
+    assert!(
+        said.contains("  work ") && said.contains("  open-up "),
+        "{said}"
+    );
+    let unknown = p.run(&["plan", "--window", "nope"]);
+    assert_eq!(code(&unknown), 2, "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("the runbook's: freeze"),
+        "{}",
+        text(&unknown)
+    );
+
+    std::fs::write(p.path().join("go"), "").unwrap();
+    // Wait for the killed driver's `sleep` (it holds the lock until it ends).
+    let start = Instant::now();
+    loop {
+        let out = p.run(&["run", "work"]);
+        if code(&out) == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(code(&p.run(&["run", "open-up"])), 0);
+    let w = window(&p);
+    assert_eq!(w["state"], "closed", "{w:#}");
+    assert!(w["measured_secs"].as_f64().unwrap() > 0.0, "{w:#}");
+    assert!(
+        w["steps"]["work"]["actual_secs"].as_f64().is_some(),
+        "{w:#}"
+    );
+
+    let report = p.run(&["report", "--format", "json"]);
+    assert_eq!(code(&report), 0, "{}", text(&report));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for step in steps {
+        assert_eq!(step["state"], "done", "{step:#}");
+        assert_eq!(step["actor"], "ana@laptop", "{step:#}");
+        assert!(step["took_secs"].as_f64().is_some(), "{step:#}");
+    }
+    let verified = p.run(&["audit", "verify"]);
+    let hash = report["journal"]["final_hash"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains(&format!("last hash {hash}")),
+        "{}",
+        text(&verified)
+    );
+    assert_eq!(report["windows"][0]["state"], "closed");
+    let md = p.run(&["report"]);
+    let md = String::from_utf8_lossy(&md.stdout).to_string();
+    assert!(md.contains(&format!("final hash `{hash}`")), "{md}");
+    assert!(
+        md.contains("## Window: freeze") && md.contains("| work | done | ana@laptop |"),
+        "{md}"
+    );
+}

@@ -181,6 +181,27 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         "{preflight}"
     );
     assert!(preflight.contains("pass  pg_dump"), "{preflight}");
+    // The copy's speed, sampled: a figure for each side and a predicted copy time; the write
+    // sample left nothing on the target (its transaction rolled back).
+    assert!(
+        preflight.contains("pass  copy speed") && preflight.contains("read "),
+        "{preflight}"
+    );
+    for output in ["read_mib_s", "write_mib_s", "predicted_copy_secs"] {
+        let line = preflight
+            .lines()
+            .find(|l| l.contains(&format!("output {output} = ")))
+            .unwrap_or_else(|| panic!("{output}: {preflight}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 0.0, "{line}");
+    }
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM pg_class WHERE relname = 'cutover_write_probe'"
+        )),
+        "0"
+    );
 
     let extensions = p.log("extensions");
     assert!(extensions.contains("schema heroku_ext"), "{extensions}");
@@ -641,4 +662,123 @@ fn a_copy_onto_its_own_source_is_refused_by_identity() {
     // Untouched: every table of the fixture is still there with its rows.
     let rows = runtime().block_on(scalar(&source, "SELECT count(*) FROM events"));
     assert_eq!(rows, "250000");
+}
+
+/// TLS through a forwarded port: RDS's certificate is checked for RDS's own host name while
+/// the connection goes to a loopback port (libpq's `host` + `hostaddr`, the same split for
+/// tokio-postgres). The server is the rehearsal's TLS front (this PostgreSQL build has no
+/// TLS of its own) with a certificate for `rds.test.internal` from a test CA.
+#[test]
+fn tls_through_a_forwarded_port_is_verified_for_the_real_host_name() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(repo.join("scripts/pg-cluster"))
+        .arg("cert")
+        .arg(work.path().join("ca"))
+        .arg(work.path().join("rds"))
+        .arg("rds.test.internal")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let ca = work.path().join("ca/ca.pem");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = env("CUTOVER_TEST_PG_TARGET");
+    let upstream = target
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    struct Front(std::process::Child);
+    impl Drop for Front {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _front = Front(
+        Command::new("python3")
+            .arg(repo.join("scripts/rehearsal/standin.py"))
+            .args(["rds-tls", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &upstream])
+            .arg("--cert")
+            .arg(work.path().join("rds.pem"))
+            .arg("--key")
+            .arg(work.path().join("rds.key"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the TLS front never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let password = env("CUTOVER_TEST_PG_PASSWORD");
+    let forwarded: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url_for_name = |name: &str| {
+        let mut url = cutover::actions::db::DbUrl::parse(
+            &format!(
+                "postgres://postgres:{password}@{name}:5432/postgres?sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            ),
+            None,
+        )
+        .unwrap();
+        url.via = Some(forwarded);
+        url
+    };
+
+    // tokio-postgres (what preflight, verify and the decommission guard use).
+    runtime().block_on(async {
+        let client = url_for_name("rds.test.internal").connect().await.unwrap();
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        let wrong = url_for_name("wrong.test.internal").connect().await;
+        let Err(error) = wrong else {
+            panic!("a certificate for another name is refused");
+        };
+        assert!(error.contains("wrong.test.internal"), "{error}");
+        assert!(
+            error.to_lowercase().contains("certificate") || error.contains("NotValidForName"),
+            "{error}"
+        );
+    });
+
+    // libpq (pg_dump, pg_restore): the environment cutover gives them, through psql from the
+    // same TLS-capable client directory the rehearsal uses.
+    let bin = Command::new(repo.join("scripts/pg-cluster"))
+        .arg("tls-bin")
+        .output()
+        .unwrap();
+    assert!(bin.status.success(), "{}", text(&bin));
+    let psql = Path::new(String::from_utf8_lossy(&bin.stdout).trim()).join("psql");
+    let run_psql = |name: &str| {
+        Command::new(&psql)
+            .env_clear()
+            .envs(url_for_name(name).libpq_env())
+            .args(["-X", "-A", "-t", "-c", "SELECT 'through tls'"])
+            .output()
+            .unwrap()
+    };
+    let ok = run_psql("rds.test.internal");
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "through tls");
+    let wrong = run_psql("wrong.test.internal");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr)
+            .contains("does not match host name \"wrong.test.internal\""),
+        "{}",
+        text(&wrong)
+    );
 }

@@ -43,7 +43,7 @@ fn repo() -> PathBuf {
 }
 
 /// The steps of the bundled runbook.
-const STEPS: usize = 45;
+const STEPS: usize = 47;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
@@ -242,7 +242,12 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "phase 1 resumed as done: {steps:#?}"
     );
 
-    let ran = drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap();
+    let mut ran = drive_until(&env, Some("rds-tunnel"), |id, out| {
+        panic!("{id}: {}", text(out))
+    })
+    .unwrap();
+    ran.extend(private_path_to_rds(&dir, &env));
+    ran.extend(drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap());
     assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
@@ -256,13 +261,69 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         assert_eq!(step(id)["actor"], ACTOR, "{id}");
     }
     end_state(&dir, &env, &step("db-copy")["outputs"]);
+    // The database phase went through the tunnel: every connection cutover (and its
+    // pg_dump/pg_restore) made to "RDS" came from the task's address through the session's
+    // forwarder, none from this machine directly; and no session is left.
+    let rds_log = std::fs::read_to_string(dir.join("pg/target/server.log")).unwrap();
+    let cutover_hosts: Vec<&str> = rds_log
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains("application_name=cutover"))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect();
+    assert!(cutover_hosts.len() >= 4, "{cutover_hosts:?}");
+    assert!(
+        cutover_hosts.iter().all(|h| h.starts_with("127.0.1.")),
+        "cutover reached RDS only through the tunnel: {cutover_hosts:?}"
+    );
+    assert!(session_processes().is_empty(), "{:?}", session_processes());
     let out = cutover(&env, &["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // The record of the migration: every step with who ran it and how long it took, the write
+    // freeze measured against the prediction journaled when it opened, the journal's hash.
+    let report = cutover(&env, &["report", "--format", "json"]);
+    assert_eq!(code(&report), 0, "{}", text(&report));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let hash = report["journal"]["final_hash"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("last hash {hash}")),
+        "{}",
+        text(&out)
+    );
+    let reported = report["steps"].as_array().unwrap();
+    assert_eq!(reported.len(), STEPS);
+    for s in reported {
+        assert_eq!(s["state"], "done", "{s:#}");
+        assert_eq!(s["actor"], ACTOR, "{s:#}");
+        assert!(s["took_secs"].as_f64().is_some(), "{s:#}");
+    }
+    let freeze = &report["windows"][0];
+    assert_eq!(freeze["name"], "write freeze");
+    assert_eq!(freeze["state"], "closed", "{freeze:#}");
+    let measured = freeze["measured_secs"].as_f64().unwrap();
+    let predicted = freeze["predicted_secs"].as_f64().unwrap();
+    assert!(measured > 0.0 && predicted > 0.0, "{freeze:#}");
+    assert!(
+        freeze["steps"]["db-copy"]["how"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("predicted when the window opened")),
+        "{freeze:#}"
+    );
+    assert!(
+        freeze["steps"]["db-copy"]["actual_secs"].as_f64().is_some(),
+        "{freeze:#}"
+    );
+    assert!(
+        report["copy_throughput_mib_s"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{report:#}"
+    );
+    eprintln!("write freeze (no history): {freeze:#}");
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
-        PHRASES.len(),
-        "each destructive step was confirmed once"
+        PHRASES.len() + 2,
+        "each destructive step was confirmed once, the copy three times (twice killed)"
     );
 
     // What the stand-ins were asked to do, they did.
@@ -363,6 +424,15 @@ fn serve(dir: &Path, extra: &[(&str, &str)], log: &Path) -> Served {
 /// (then `Err(step)`).
 fn drive(
     env: &BTreeMap<String, String>,
+    failed: impl FnMut(&str, &Output) -> bool,
+) -> Result<Vec<String>, String> {
+    drive_until(env, None, failed)
+}
+
+/// [`drive`], stopping (Ok) when `until` is the next step to run.
+fn drive_until(
+    env: &BTreeMap<String, String>,
+    until: Option<&str>,
     mut failed: impl FnMut(&str, &Output) -> bool,
 ) -> Result<Vec<String>, String> {
     let phrases: BTreeMap<&str, &str> = PHRASES.iter().copied().collect();
@@ -377,10 +447,9 @@ fn drive(
             started.elapsed() < Duration::from_secs(1200),
             "the rehearsal did not finish; ran {ran:?}"
         );
-        let Some(next) = steps
-            .iter()
-            .find(|s| s["state"] == "ready" || s["state"] == "failed")
-        else {
+        let Some(next) = steps.iter().find(|s| {
+            ["ready", "failed", "interrupted"].contains(&s["state"].as_str().unwrap_or(""))
+        }) else {
             // Only the soak gate holds the decommission back: wait it out.
             let waiting: Vec<_> = steps.iter().filter(|s| s["state"] != "done").collect();
             assert!(
@@ -391,6 +460,9 @@ fn drive(
             continue;
         };
         let id = next["id"].as_str().unwrap().to_string();
+        if until == Some(id.as_str()) {
+            return Ok(ran);
+        }
         let mut args = vec!["run", id.as_str()];
         if let Some(phrase) = phrases.get(id.as_str()) {
             let refused = cutover(env, &args);
@@ -497,9 +569,153 @@ fn wait_for_targets(env: &BTreeMap<String, String>, count: usize) {
     });
 }
 
+/// The pids of the Session Manager plugin stand-ins running now.
+fn session_processes() -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", "standin.py session-manager-plugin"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the service's running tasks all have ECS Exec as `enabled` (at least one runs).
+fn tasks_exec(env: &BTreeMap<String, String>, enabled: bool) -> bool {
+    aws_python(
+        env,
+        "arns = ecs.list_tasks(cluster='gengar', serviceName='gengar', desiredStatus='RUNNING')['taskArns']\nts = ecs.describe_tasks(cluster='gengar', tasks=arns)['tasks'] if arns else []\nprint(sorted({t.get('enableExecuteCommand', False) for t in ts}))",
+        &[],
+    ) == if enabled { "[True]" } else { "[False]" }
+}
+
+/// ECS Exec turned on or off on the service, its tasks replaced (as a console change would).
+fn set_exec(env: &BTreeMap<String, String>, enabled: bool) {
+    aws_python(
+        env,
+        &format!("ecs.update_service(cluster='gengar', service='gengar', enableExecuteCommand={}, forceNewDeployment=True)", if enabled { "True" } else { "False" }),
+        &[],
+    );
+    wait_until(
+        "the service's tasks replaced",
+        Duration::from_secs(90),
+        || tasks_exec(env, enabled),
+    );
+}
+
+/// The tunnel to RDS, refused as AWS refuses it, then dropped and killed mid-copy: checked
+/// against what the emulated account and the "RDS" cluster see. Leaves `db-copy` to run.
+fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String> {
+    // ECS Exec off on the running task: the tunnel step fails saying so.
+    set_exec(env, false);
+    let out = cutover(env, &["run", "rds-tunnel"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("ECS Exec is off"), "{}", text(&out));
+    set_exec(env, true);
+    // The task role without the ssmmessages channel permissions: Session Manager refuses.
+    let iam = "iam = boto3.client('iam', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\n";
+    let policy = aws_python(
+        env,
+        &format!("{iam}import json\nprint(json.dumps(iam.get_role_policy(RoleName='gengar-task', PolicyName='app-bucket')['PolicyDocument']))"),
+        &[],
+    );
+    assert!(policy.contains("ssmmessages:OpenDataChannel"), "{policy}");
+    aws_python(
+        env,
+        &format!("{iam}import json\ndoc = json.loads(os.environ['DOC'])\ndoc['Statement'] = [s for s in doc['Statement'] if s.get('Sid') != 'EcsExecChannels']\niam.put_role_policy(RoleName='gengar-task', PolicyName='app-bucket', PolicyDocument=json.dumps(doc))"),
+        &[("DOC", &policy)],
+    );
+    let out = cutover(env, &["run", "rds-tunnel"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("TargetNotConnected"), "{}", text(&out));
+    aws_python(
+        env,
+        &format!("{iam}iam.put_role_policy(RoleName='gengar-task', PolicyName='app-bucket', PolicyDocument=os.environ['DOC'])"),
+        &[("DOC", &policy)],
+    );
+    assert!(session_processes().is_empty(), "{:?}", session_processes());
+
+    // Through to the copy, the tunnel opened by each database step.
+    let ran = drive_until(env, Some("db-copy"), |id, out| {
+        panic!("{id}: {}", text(out))
+    })
+    .unwrap();
+    let preflight = std::fs::read_to_string(dir.join("state/logs/db-preflight/1.log")).unwrap();
+    assert!(
+        preflight
+            .contains("its certificate valid for gengar.aaaaaaaaaa.us-east-1.rds.amazonaws.com"),
+        "{preflight}"
+    );
+    let rds = &env["REHEARSAL_RDS_URL"];
+    let copying = || {
+        scalar(
+            rds,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'gengar' AND query LIKE 'COPY %'",
+        ) != "0"
+    };
+    let copy = |env: &BTreeMap<String, String>| {
+        in_rehearsal(BIN, env)
+            .args(["run", "db-copy", "--confirm", "copy into gengar"])
+            .env("CUTOVER_ACTOR", ACTOR)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The tunnel dropped mid-copy (its forwarder killed): the copy fails, never succeeds on a
+    // broken stream.
+    let mut child = copy(env);
+    wait_until("the copy to load data", Duration::from_secs(120), copying);
+    let forwarders = session_processes();
+    assert_eq!(forwarders.len(), 1, "{forwarders:?}");
+    let _ = Command::new("kill")
+        .args(["-KILL", &forwarders[0]])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let steps = status_of(env, "db-copy");
+    assert_eq!(steps["state"], "failed", "{steps:#?}");
+    // cutover killed mid-copy: its session goes with it (the guard sees its stdin close).
+    let mut child = copy(env);
+    wait_until(
+        "the copy to load data again",
+        Duration::from_secs(120),
+        copying,
+    );
+    assert_eq!(session_processes().len(), 1);
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_until(
+        "the session to end with cutover",
+        Duration::from_secs(10),
+        || session_processes().is_empty(),
+    );
+    // What the killed copy started ends once its connection through the gone tunnel breaks;
+    // then the lock is free again.
+    wait_until(
+        "the killed copy's children to end",
+        Duration::from_secs(60),
+        || {
+            let out = cutover(env, &["status", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .map(|s| s["driver"].is_null())
+                .unwrap_or(false)
+        },
+    );
+    ran
+}
+
+fn status_of(env: &BTreeMap<String, String>, id: &str) -> serde_json::Value {
+    status(env)
+        .into_iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_default()
+}
+
 /// What the world looks like after the rehearsal: the app moved, not only the data.
 fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_json::Value) {
-    let rds = &env["RDS_DATABASE_URL"];
+    let rds = &env["REHEARSAL_RDS_URL"];
     let heroku = &env["REHEARSAL_SOURCE_URL"];
     let rds_id = scalar(rds, "SELECT system_identifier FROM pg_control_system()");
     let heroku_id = scalar(heroku, "SELECT system_identifier FROM pg_control_system()");
@@ -762,7 +978,7 @@ fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
     let guard = &failures["heroku-db-idle"];
     assert!(
         guard.contains("still in use")
-            && guard.contains("1 other client(s) connected: gengar from 127.0.0.1"),
+            && guard.contains("1 other client(s) connected: gengar from 127.0.1."),
         "{guard}"
     );
     // What it prevented: the migrations went to Heroku's database, the app writes there, and

@@ -375,6 +375,7 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
         "ecs_cluster_name",
         "ecs_service_name",
         "rds_endpoint",
+        "rds_address",
     ] {
         assert!(outputs.iter().any(|o| o == name), "output {name}");
     }

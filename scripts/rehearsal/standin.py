@@ -2,6 +2,8 @@
 """The rehearsal's stand-ins: everything `scripts/rehearse` cannot run for real on one machine.
 
   standin.py docker|terraform|heroku|gh ARGS...   a labelled stand-in for that command line tool
+  standin.py session-manager-plugin ...           the Session Manager plugin's port forward
+  standin.py rds-tls --listen --upstream --cert --key   RDS's TLS in front of the "RDS" cluster
   standin.py app --port P                         the app in a local container (`docker run`)
   standin.py container [CMD...]                   the image as a task runs it: the app server, or
                                                   one of its commands (twin.py starts these)
@@ -172,6 +174,7 @@ OUTPUT_NAMES = [
     "ecs_cluster_name",
     "ecs_service_name",
     "rds_endpoint",
+    "rds_address",
     "deploy_role_arn",
 ]
 
@@ -389,6 +392,11 @@ def build_infrastructure(report) -> dict:
             policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole" if service else "sts:AssumeRoleWithWebIdentity"}]}
             roles[role] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(policy))["Role"]["Arn"]
             report(f"aws_iam_role.{role.replace('-', '_')}: Creation complete [id={name}]")
+    # As iam.tf: the task role may open ECS Exec's Session Manager channels (the tunnel to RDS).
+    exec_policy = {"Version": "2012-10-17", "Statement": [{"Sid": "EcsExecChannels", "Effect": "Allow", "Action": [
+        "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"], "Resource": "*"}]}
+    iam.put_role_policy(RoleName=f"{app}-ecs-task", PolicyName="app-bucket", PolicyDocument=json.dumps(exec_policy))
     if not iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
         iam.create_open_id_connect_provider(Url="https://token.actions.githubusercontent.com", ClientIDList=["sts.amazonaws.com"], ThumbprintList=["6938fd4d98bab03faadb97b34396831e3780aea1"])
         report("aws_iam_openid_connect_provider.github: Creation complete")
@@ -454,6 +462,7 @@ def build_infrastructure(report) -> dict:
             launchType="FARGATE",
             loadBalancers=[{"targetGroupArn": tg, "containerName": app, "containerPort": port}],
             healthCheckGracePeriodSeconds=120,
+            enableExecuteCommand=True,
             deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
             networkConfiguration={"awsvpcConfiguration": {"subnets": public, "securityGroups": [task_sg], "assignPublicIp": "ENABLED"}},
         )
@@ -489,6 +498,7 @@ def build_infrastructure(report) -> dict:
         "ecs_cluster_name": app,
         "ecs_service_name": app,
         "rds_endpoint": f"{endpoint.get('Address', app)}:{endpoint.get('Port', 5432)}",
+        "rds_address": endpoint.get("Address", app),
         "deploy_role_arn": roles["deploy"],
     }
 
@@ -687,7 +697,11 @@ def play_workflow(state) -> int:
 
 
 def pg_connect(url: str):
-    """A connection to a postgres:// URL (pg8000, pure Python)."""
+    """A connection to a postgres:// URL (pg8000, pure Python), as a task in the VPC makes it:
+    the host name resolved by the VPC's resolver (TWIN_RESOLVE, from twin.py; a name it does not
+    know goes to the system's), the connection leaving from the task's address (TWIN_SOURCE),
+    TLS verified for the host name when the URL asks for verify-full."""
+    import socket
     import ssl
     from urllib.parse import unquote, urlsplit, parse_qs
 
@@ -698,15 +712,22 @@ def pg_connect(url: str):
     sslmode = (query.get("sslmode") or ["prefer"])[0]
     context = None
     if sslmode in ("require", "verify-ca", "verify-full"):
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=(query.get("sslrootcert") or [None])[0])
         if sslmode == "require":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 5432
+    resolved = json.loads(os.environ.get("TWIN_RESOLVE") or "{}").get(f"{host}:{port}")
+    address = (resolved.rsplit(":", 1)[0], int(resolved.rsplit(":", 1)[1])) if resolved else (host, port)
+    source = os.environ.get("TWIN_SOURCE")
+    sock = socket.create_connection(address, 10, (source, 0) if source else None)
     return pg8000.native.Connection(
         user=unquote(parts.username or "postgres"),
         password=unquote(parts.password or "") or None,
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
+        host=host,
+        port=port,
+        sock=sock,
         database=unquote(parts.path.lstrip("/")) or None,
         application_name=os.environ.get("DYNO") and "gengar (heroku " + os.environ["DYNO"] + ")" or "gengar",
         ssl_context=context,
@@ -902,7 +923,158 @@ def account(_args):
     return 0
 
 
-COMMANDS = {"docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "app": app, "container": container, "account": account}
+# --- session-manager-plugin ---------------------------------------------------------------------
+
+
+def session_manager_plugin(args):
+    """The Session Manager plugin for a port-forwarding session, as cutover (like the AWS CLI)
+    starts it: `session-manager-plugin AWS_SSM_START_SESSION_RESPONSE REGION StartSession
+    PROFILE REQUEST ENDPOINT`, the StartSession response in that environment variable. It
+    listens on the request's localPortNumber and carries each connection to where the session
+    leads from the task: twin.py's StartSession says so in the stream URL (the real plugin
+    opens a websocket there), and the connection leaves from the task's address."""
+    import socket
+    from urllib.parse import parse_qs, urlsplit
+
+    tool = "session-manager"
+    if args[:1] == ["--version"]:
+        print("1.2.0.0 (rehearsal stand-in)")
+        return 0
+    if len(args) < 5 or args[2] != "StartSession":
+        fail(tool, "usage: session-manager-plugin AWS_SSM_START_SESSION_RESPONSE REGION StartSession PROFILE REQUEST [ENDPOINT]", 2)
+    raw = os.environ.get(args[0]) if args[0] == "AWS_SSM_START_SESSION_RESPONSE" else args[0]
+    if not raw:
+        fail(tool, f"{args[0]} is not set: no session to start")
+    response = json.loads(raw)
+    request = json.loads(args[4])
+    session = response.get("SessionId", "?")
+    query = parse_qs(urlsplit(response.get("StreamUrl", "")).query)
+    forward = (query.get("twin-forward") or [""])[0]
+    source = (query.get("twin-source") or [""])[0]
+    parameters = request.get("Parameters", {})
+    local = int(parameters["localPortNumber"][0])
+    remote = f"{parameters['host'][0]}:{parameters['portNumber'][0]}"
+    listener = socket.create_server(("127.0.0.1", local))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    say(tool, f"Starting session with SessionId: {session}")
+    say(tool, f"Port {local} opened for sessionId {session}.")
+    say(tool, "Waiting for connections...")
+
+    def pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    while True:
+        client, _ = listener.accept()
+        say(tool, f"Connection accepted for session [{session}]")
+        if not forward:
+            say(tool, f"Unable to connect to {remote}: it does not resolve from the task")
+            client.close()
+            continue
+        try:
+            ip, port = forward.rsplit(":", 1)
+            upstream = socket.create_connection((ip, int(port)), 10, (source, 0) if source else None)
+        except OSError as error:
+            say(tool, f"Unable to connect to {remote}: {error}")
+            client.close()
+            continue
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+
+# --- RDS's TLS ---------------------------------------------------------------------------------
+
+
+def rds_tls(args):
+    """RDS always offers TLS; the rehearsal's PostgreSQL build has none. This front listens where
+    "RDS" is reached, answers a client's SSLRequest with 'S' and a TLS handshake under the
+    rehearsal CA's certificate for RDS's host name, and passes the decrypted stream to the
+    cluster. A client that asks for no TLS is passed through as it is. Each connection to the
+    cluster leaves from the client's own loopback address, so the server's log names who
+    connected (a task, the tunnel's forwarder, cutover)."""
+    import select
+    import socket
+    import ssl
+    import struct
+
+    tool = "rds-tls"
+    listen, upstream, cert, key = flag(args, "--listen"), flag(args, "--upstream"), flag(args, "--cert"), flag(args, "--key")
+    if not (listen and upstream and cert and key):
+        fail(tool, "usage: rds-tls --listen HOST:PORT --upstream HOST:PORT --cert PEM --key PEM", 2)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    host, port = listen.rsplit(":", 1)
+    server = socket.create_server((host, int(port)))
+    up_host, up_port = upstream.rsplit(":", 1)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    say(tool, f"RDS's TLS on {listen} (certificate {cert}) in front of {upstream}")
+
+    def relay(client, server_side):
+        # One thread per connection: an SSL object is not to be read and written at once
+        # from two threads. Bytes already decrypted (pending) are passed before waiting.
+        try:
+            while True:
+                pending = isinstance(client, ssl.SSLSocket) and client.pending()
+                ready = [client] if pending else select.select([client, server_side], [], [])[0]
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (server_side if source is client else client).sendall(data)
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            for s in (client, server_side):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def serve(client, peer):
+        try:
+            first = b""
+            while True:
+                head = client.recv(8, socket.MSG_WAITALL)
+                if len(head) < 8:
+                    client.close()
+                    return
+                length, code = struct.unpack("!ii", head)
+                if length == 8 and code == 80877103:  # SSLRequest
+                    client.sendall(b"S")
+                    client = context.wrap_socket(client, server_side=True)
+                    break
+                if length == 8 and code == 80877104:  # GSSENCRequest: not offered
+                    client.sendall(b"N")
+                    continue
+                first = head  # a startup message without TLS: passed through
+                break
+            server_side = socket.create_connection((up_host, int(up_port)), 10, (peer[0], 0))
+            if first:
+                server_side.sendall(first)
+        except (OSError, ssl.SSLError) as error:
+            say(tool, f"connection from {peer[0]}: {error}")
+            client.close()
+            return
+        relay(client, server_side)
+
+    while True:
+        client, peer = server.accept()
+        threading.Thread(target=serve, args=(client, peer), daemon=True).start()
+
+
+COMMANDS = {"rds-tls": rds_tls, "session-manager-plugin": session_manager_plugin, "docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "app": app, "container": container, "account": account}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -19,8 +19,18 @@ makes the rehearsal's real parts decide instead:
             (the app stand-in on Heroku's database, behind Heroku's router: 503 in maintenance
             mode); anything else does not resolve.
 
+  the VPC  a task reaches RDS by its real host name: the emulated RDS instances' endpoints
+            resolve (inside the "VPC" only) to the "RDS" cluster (TWIN_RDS_SERVER), and a task's
+            connections leave from its own address (127.0.1.N).
+  ECS Exec  a service's enableExecuteCommand is kept; its running tasks are listed and described
+            as ECS does (the ExecuteCommandAgent, a runtime id) and ssm:StartSession to
+            `ecs:<cluster>_<task>_<runtime>` is answered as Session Manager does: refused
+            (TargetNotConnected) when the task has ECS Exec off or its task role lacks the
+            ssmmessages channel permissions; otherwise the stream URL carries, for the rehearsal's
+            session-manager-plugin stand-in, where the port forward leads from that task.
+
 Every log line says `[twin ...]`. Configured by scripts/rehearse through the environment:
-CUTOVER_TWIN_DIR (state), TWIN_EDGE_PORT, TWIN_DOMAIN, REHEARSAL_SOURCE_URL. Until the file
+CUTOVER_TWIN_DIR (state), TWIN_EDGE_PORT, TWIN_DOMAIN, TWIN_RDS_SERVER, REHEARSAL_SOURCE_URL. Until the file
 CUTOVER_TWIN_DIR/live exists (a resumed rehearsal replaying its recorded requests) nothing is
 started: tasks replayed then are settled with the exit code they had.
 """
@@ -28,9 +38,13 @@ started: tasks replayed then are settled with the exit code they had.
 import ctypes
 import http.client
 import http.server
+import fnmatch
 import json
 import os
 import queue
+import re
+import secrets
+import uuid
 import signal
 import socket
 import subprocess
@@ -45,8 +59,13 @@ import moto.elbv2.models as elbv2_models
 from moto.ecs.models import ecs_backends
 from moto.elbv2.models import elbv2_backends
 from moto.logs.models import logs_backends
+from moto.core.exceptions import JsonRESTError
+from moto.iam.models import iam_backends
+from moto.rds.models import rds_backends
 from moto.route53.models import route53_backends
 from moto.ssm.models import ssm_backends
+import moto.ecs.responses as ecs_responses
+import moto.ssm.responses as ssm_responses
 
 ACCOUNT = "123456789012"
 REGION = os.environ.get("AWS_REGION", "us-east-1")
@@ -118,14 +137,30 @@ def spawn(argv, env) -> subprocess.Popen:
     return done["process"]
 
 
-def container_env(extra: dict) -> dict:
-    """What a container sees: its task's environment and nothing of the operator's."""
+def container_env(extra: dict, source: str = "", vpc: bool = True) -> dict:
+    """What a container sees: its task's environment and nothing of the operator's, and the
+    VPC's name resolution (the app stand-in reads TWIN_RESOLVE where a resolver would answer)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/tmp"}
     for name in ("PYENV_ROOT", "PYTHONPATH"):
         if name in os.environ:
             env[name] = os.environ[name]
     env.update(extra)
+    if vpc:
+        env["TWIN_RESOLVE"] = json.dumps(vpc_hosts())
+    if source:
+        env["TWIN_SOURCE"] = source
     return env
+
+
+def vpc_hosts() -> dict:
+    """What resolves inside the VPC: each RDS instance's endpoint, to the "RDS" cluster."""
+    server = os.environ.get("TWIN_RDS_SERVER", "")
+    if not server:
+        return {}
+    hosts = {}
+    for db in rds_backends[ACCOUNT][REGION].databases.values():
+        hosts[f"{db.address}:{db.port or 5432}"] = server
+    return hosts
 
 
 # --- Fargate -------------------------------------------------------------------------------------
@@ -218,7 +253,10 @@ def run_one_off(task, definition, command) -> None:
         record_exit(task.task_arn, None, str(error))
         return
     say("fargate", f"task {task_id} runs: {' '.join(command) or '(the image command)'}")
-    process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env))
+    # Its own address in the "VPC", as every Fargate task has (its connections leave from it).
+    _next_address[0] += 1
+    source = f"127.0.2.{_next_address[0] % 250 + 1}"
+    process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env, source))
     ONE_OFF_PROCESSES[task.task_arn] = process
     with LOCK:
         task._twin_status = "RUNNING"
@@ -291,12 +329,19 @@ class ServiceTask:
         self.process = None
         self.definition = definition
         self.service = service
+        self.exec_enabled = False
+        # A task id as ECS writes them (32 hex digits), and the container's runtime id.
+        self.task_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{service.arn}/{self.ip}:{self.port}").hex
+        self.runtime_id = f"{self.task_id}-{self.port}"
 
     def start(self):
         # Not added to moto's task list: creating a moto Task draws on moto's seeded random ids
         # (its ENI), and a resumed rehearsal replays the recorded requests expecting the same ids.
+        # ListTasks and DescribeTasks show it all the same (ExecTask).
         definition = self.definition
-        task_id = f"{self.service.name}-{self.ip.replace('.', '-')}-{self.port}"
+        task_id = self.task_id
+        # As on ECS: a task keeps the ECS Exec setting its service had when it started.
+        self.exec_enabled = bool(getattr(self.service, "enable_execute_command", False))
         try:
             env = task_environment(definition)
         except LookupError as error:
@@ -304,7 +349,7 @@ class ServiceTask:
             return False
         env["TWIN_LISTEN"] = f"{self.ip}:{self.port}"
         command = definition.container_definitions[0].get("command") or []
-        self.process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env))
+        self.process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env, self.ip))
         target = log_stream_of(definition, task_id)
         threading.Thread(target=pump, args=(self.process, target, f"{self.service.name} {task_id}"), daemon=True).start()
         say("fargate", f"service {self.service.name}: task {task_id} on {self.ip}:{self.port} ({definition.family}:{definition.revision})")
@@ -318,6 +363,153 @@ class ServiceTask:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         say("fargate", f"service {self.service.name}: task on {self.ip}:{self.port} stopped: {reason}")
+
+
+class ExecTask:
+    """A service task as ListTasks and DescribeTasks show it (attributes as moto's Task)."""
+
+    def __init__(self, t: "ServiceTask"):
+        service = t.service
+        self.id = t.task_id
+        self.cluster_arn = service.cluster_arn
+        self.task_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{service.cluster_name}/{t.task_id}"
+        self.task_definition_arn = t.definition.arn
+        self.last_status = "RUNNING"
+        self.desired_status = "RUNNING"
+        self.launch_type = "FARGATE"
+        self.group = f"service:{service.name}"
+        self.started_by = f"ecs-svc/{abs(hash(service.arn)) % 10**19}"
+        self.enable_execute_command = t.exec_enabled
+        self.tags = []
+        self.containers = [{
+            "name": t.definition.container_definitions[0].get("name"),
+            "lastStatus": "RUNNING",
+            "runtimeId": t.runtime_id,
+            "taskArn": self.task_arn,
+            "managedAgents": [{"name": "ExecuteCommandAgent", "lastStatus": "RUNNING"}] if t.exec_enabled else [],
+        }]
+
+
+def running_service_tasks():
+    with LOCK:
+        return [t for tasks in RUNNING.values() for t in tasks if t.process is not None and t.process.poll() is None]
+
+
+_list_tasks = ecs_models.EC2ContainerServiceBackend.list_tasks
+
+
+def list_tasks(self, cluster_str=None, container_instance=None, family=None, started_by=None, service_name=None, desiredStatus=None):
+    tasks = _list_tasks(self, cluster_str, container_instance, family, started_by, service_name, desiredStatus)
+    if service_name or not (container_instance or family or started_by):
+        if desiredStatus in (None, "RUNNING"):
+            cluster = cluster_str.rsplit("/", 1)[-1] if cluster_str else None
+            for t in running_service_tasks():
+                if (cluster is None or t.service.cluster_name == cluster) and (not service_name or t.service.name == service_name.rsplit("/", 1)[-1]):
+                    tasks.append(ExecTask(t))
+    return tasks
+
+
+_describe_tasks = ecs_models.EC2ContainerServiceBackend.describe_tasks
+
+
+def describe_tasks(self, cluster_str, tasks):
+    found = _describe_tasks(self, cluster_str, tasks)
+    wanted = {str(t).rsplit("/", 1)[-1] for t in tasks}
+    found.extend(ExecTask(t) for t in running_service_tasks() if t.task_id in wanted)
+    return found
+
+
+_create_service = ecs_responses.EC2ContainerServiceResponse.create_service
+
+
+def create_service(self):
+    result = _create_service(self)
+    service = result._result["service"]
+    service.enable_execute_command = bool(self._get_param("enableExecuteCommand", False))
+    return result
+
+
+_update_service = ecs_models.EC2ContainerServiceBackend.update_service
+
+
+def update_service(self, service_properties):
+    service = _update_service(self, service_properties)
+    if "enable_execute_command" in service_properties:
+        service.enable_execute_command = bool(service_properties["enable_execute_command"])
+    return service
+
+
+# --- Session Manager: StartSession to an ECS task, as AWS answers it ----------------------------
+
+EXEC_CHANNELS = [
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
+
+
+def role_allows(role_arn: str, actions) -> list:
+    """The actions of `actions` the role's policies do not allow (inline and attached)."""
+    iam = iam_backends[ACCOUNT]["global"]
+    try:
+        role = iam.get_role_by_arn(role_arn)
+    except Exception:
+        return list(actions)
+    documents = list(role.policies.values())
+    for policy in role.managed_policies.values():
+        for version in getattr(policy, "versions", []):
+            if version.version_id == policy.default_version_id:
+                documents.append(version.document)
+    allowed = []
+    for document in documents:
+        try:
+            statements = json.loads(document).get("Statement", [])
+        except (TypeError, ValueError):
+            continue
+        for statement in statements if isinstance(statements, list) else [statements]:
+            if statement.get("Effect") != "Allow":
+                continue
+            listed = statement.get("Action", [])
+            allowed.extend(listed if isinstance(listed, list) else [listed])
+    return [a for a in actions if not any(fnmatch.fnmatchcase(a.lower(), p.lower()) for p in allowed)]
+
+
+def not_connected(target: str, why: str):
+    say("session-manager", f"StartSession {target} refused: {why}")
+    return JsonRESTError("TargetNotConnected", f"{target} is not connected.")
+
+
+def start_session(self):
+    params = json.loads(self.body or "{}")
+    target = params.get("Target", "")
+    document = params.get("DocumentName", "")
+    parameters = params.get("Parameters") or {}
+    if not target.startswith("ecs:") or target.count("_") < 2:
+        raise JsonRESTError("InvalidParameterException", f"the target {target!r} is not an ECS task target (ecs:<cluster>_<task>_<runtime id>)")
+    cluster, task_id, runtime_id = target[4:].rsplit("_", 2)
+    task = next((t for t in running_service_tasks() if t.task_id == task_id and t.service.cluster_name == cluster), None)
+    if task is None or task.runtime_id != runtime_id:
+        raise not_connected(target, "no running task has that id and runtime id")
+    if not task.exec_enabled:
+        raise not_connected(target, "the task runs with ECS Exec off (the service's enableExecuteCommand was false when it started)")
+    missing = role_allows(task.definition.task_role_arn or "", EXEC_CHANNELS)
+    if missing:
+        raise not_connected(target, f"its task role ({task.definition.task_role_arn}) may not {', '.join(missing)}: the agent cannot open its channels")
+    if document != "AWS-StartPortForwardingSessionToRemoteHost":
+        raise JsonRESTError("InvalidDocument", f"the rehearsal plays only AWS-StartPortForwardingSessionToRemoteHost, not {document!r}")
+    host = (parameters.get("host") or [""])[0]
+    port = (parameters.get("portNumber") or ["5432"])[0]
+    forward = vpc_hosts().get(f"{host}:{port}", "")
+    session_id = f"rehearsal-{secrets.token_hex(8)}"
+    say("session-manager", f"session {session_id}: task {task_id} ({task.ip}) forwards to {host}:{port}" + ("" if forward else " (which does not resolve in the VPC)"))
+    stream = f"wss://ssmmessages.{REGION}.amazonaws.com/v1/data-channel/{session_id}?role=publish_subscribe&twin-forward={forward}&twin-source={task.ip}"
+    return json.dumps({"SessionId": session_id, "StreamUrl": stream, "TokenValue": secrets.token_urlsafe(32)})
+
+
+def terminate_session(self):
+    params = json.loads(self.body or "{}")
+    return json.dumps({"SessionId": params.get("SessionId", "")})
 
 
 def free_port(ip: str) -> int:
@@ -442,7 +634,7 @@ def heroku_dynos() -> None:
         env = {"TWIN_LISTEN": f"127.0.0.1:{HEROKU['port']}", "PORT": str(HEROKU["port"]), "DYNO": "web.1"}
         if "heroku-postgresql" in state.get("addons", ["heroku-postgresql"]):
             env["DATABASE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
-        HEROKU["process"] = spawn([sys.executable, str(STANDIN), "container"], container_env(env))
+        HEROKU["process"] = spawn([sys.executable, str(STANDIN), "container"], container_env(env, vpc=False))
         threading.Thread(target=pump, args=(HEROKU["process"], None, "heroku web.1"), daemon=True).start()
         say("heroku", f"web.1 up on 127.0.0.1:{HEROKU['port']} (Heroku's database)")
     elif not wanted and running:
@@ -573,6 +765,12 @@ def install() -> None:
     ecs_models.Task.last_status = property(_last_status, _set_last_status)
     ecs_models.EC2ContainerServiceBackend.run_task = run_task
     ecs_models.EC2ContainerServiceBackend.stop_task = stop_task
+    ecs_models.EC2ContainerServiceBackend.list_tasks = list_tasks
+    ecs_models.EC2ContainerServiceBackend.describe_tasks = describe_tasks
+    ecs_models.EC2ContainerServiceBackend.update_service = update_service
+    ecs_responses.EC2ContainerServiceResponse.create_service = create_service
+    ssm_responses.SimpleSystemManagerResponse.start_session = start_session
+    ssm_responses.SimpleSystemManagerResponse.terminate_session = terminate_session
     elbv2_models.FakeTargetGroup.health_for = health_for
     threading.Thread(target=_spawner, daemon=True, name="twin-spawner").start()
     threading.Thread(target=scheduler, daemon=True, name="twin-scheduler").start()

@@ -49,6 +49,21 @@ impl Progress {
     }
 }
 
+/// A local port that reaches `host:port` elsewhere (a Session Manager tunnel through a task):
+/// what a step with `via` is given, so its connections to that host go through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub host: String,
+    pub port: u16,
+    pub local: std::net::SocketAddr,
+}
+
+impl Forward {
+    pub fn forwards(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.eq_ignore_ascii_case(host.trim_end_matches('.'))
+    }
+}
+
 /// What an action reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionEvent {
@@ -195,6 +210,10 @@ pub struct ActionContext {
     /// Every step's outputs as the journal held them before this attempt, by step id: what
     /// earlier attempts recorded, such as a copy that left its target dirty.
     pub recorded: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// The tunnels this step's connections go through (its `via`), open and checked.
+    pub forwards: Vec<Forward>,
+    /// Where an `aws.tunnel` step leaves the tunnel it opened, for the steps that use it.
+    pub tunnels: aws::Tunnels,
 }
 
 impl ActionContext {

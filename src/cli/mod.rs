@@ -3,6 +3,7 @@
 mod exit;
 mod printer;
 mod show;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,10 @@ struct Cli {
     /// A local AWS API endpoint, e.g. http://127.0.0.1:5000.
     #[arg(long, global = true, env = "CUTOVER_AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
+    /// The journal of an earlier run of this runbook (a rehearsal's): its step durations
+    /// predict this migration's windows (scaled by the source database's size).
+    #[arg(long, global = true, value_name = "JOURNAL", env = "CUTOVER_HISTORY")]
+    history: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,7 +92,19 @@ enum Command {
         json: bool,
     },
     /// Show what each remaining step would do, variables filled and secrets masked.
-    Plan,
+    Plan {
+        /// Instead: a window's steps with a predicted duration each and the total (the write
+        /// freeze before `maintenance-on`), from the journal and --history.
+        #[arg(long, value_name = "NAME")]
+        window: Option<String>,
+    },
+    /// The whole migration as one document for the change ticket: every step with who, when,
+    /// how long and how it ended, the confirmations, the windows predicted against actual, the
+    /// journal's final hash.
+    Report {
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+    },
     /// Run one step (by id) or the next ready one, streaming its log.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["step", "next"])))]
     Run {
@@ -176,12 +193,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Internal: runs a tunnel's Session Manager plugin and stops it when cutover ends.
+    #[command(hide = true)]
+    TunnelGuard {
+        program: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Check every line's sequence number and hash chain; name the first bad line.
     Verify,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Md,
+    Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -231,6 +261,10 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
     }
     let workspace = workspace_of(&cli);
     match command {
+        Command::TunnelGuard { program, args } => {
+            let code = cutover::actions::aws::tunnel::guard(&program, &args);
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => audit_verify(&workspace),
@@ -245,11 +279,22 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Status { json } => {
             let runbook = load(&cli, &registry)?;
-            show::status(&runbook, &workspace, json)
+            let history = window::load_history(cli.history.as_deref())?;
+            show::status(&runbook, &workspace, json, history.as_ref())
         }
-        Command::Plan => {
+        Command::Plan { window: None } => {
             let runbook = load(&cli, &registry)?;
             show::plan(&runbook, &workspace, &registry)
+        }
+        Command::Plan { window: Some(name) } => {
+            let runbook = load(&cli, &registry)?;
+            let history = window::load_history(cli.history.as_deref())?;
+            window::plan(&runbook, &workspace, history.as_ref(), &name)
+        }
+        Command::Report { format } => {
+            let runbook = load(&cli, &registry)?;
+            let history = window::load_history(cli.history.as_deref())?;
+            window::report(&runbook, &workspace, history.as_ref(), format)
         }
         Command::Run {
             step,
@@ -271,7 +316,8 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
-            runtime.block_on(run(runbook, workspace, registry, request))
+            let history = window::load_history(cli.history.as_deref())?;
+            runtime.block_on(run(runbook, workspace, registry, request, history))
         }
         Command::Mark { step, state, note } => {
             let runbook = load(&cli, &registry)?;
@@ -493,13 +539,15 @@ fn tui(
                 runbook.digest.clone(),
                 redactor.clone(),
             )?;
-            Some(Engine::new(
+            let mut engine = Engine::new(
                 runbook.clone(),
                 workspace.clone(),
                 journal,
                 registry,
                 redactor,
-            ))
+            );
+            engine.set_history(window::load_history(cli.history.as_deref())?);
+            Some(engine)
         }
         None => None,
     };
@@ -531,6 +579,7 @@ fn tui(
             .filter(|b| !b.trim().is_empty()),
         mouse,
         log_capacity: log_lines.max(1000),
+        history: window::load_history(cli.history.as_deref())?,
         actor,
         started: STARTED
             .get()
@@ -754,6 +803,8 @@ fn ecs_run(
             operator_note: None,
             aws,
             recorded: Default::default(),
+            forwards: Vec::new(),
+            tunnels: Default::default(),
         };
         let task = tokio::spawn(async move { action.run(context).await });
         let redactor = Redactor::new();
@@ -789,12 +840,14 @@ async fn run(
     workspace: Workspace,
     registry: Registry,
     request: RunRequest,
+    history: Option<journal::JournalState>,
 ) -> Result<u8, Failure> {
     let label = match &request.target {
         Target::Step(id) => format!("run {id}"),
         Target::Next => "run --next".to_string(),
     };
     let (mut engine, _lock) = drive(runbook, workspace, registry, &label)?;
+    engine.set_history(history);
     tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));
     let cancel = request.cancel.clone();
@@ -815,7 +868,10 @@ async fn run(
             });
         }
     }
-    let result = match engine.run(request).await {
+    let result = engine.run(request).await;
+    // A tunnel lives as long as the command: this one is over.
+    engine.close_tunnels().await;
+    let result = match result {
         Ok(result) => result,
         Err(cutover::engine::EngineError::AllDone) => {
             println!("every step is done");

@@ -47,7 +47,12 @@ fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")
 }
 
-pub fn status(runbook: &Runbook, workspace: &Workspace, json_output: bool) -> Result<u8, Failure> {
+pub fn status(
+    runbook: &Runbook,
+    workspace: &Workspace,
+    json_output: bool,
+    history: Option<&journal::JournalState>,
+) -> Result<u8, Failure> {
     let loaded = load_journal(workspace)?;
     let driver = driver(workspace);
     let alive = driver.as_ref().is_some_and(|(_, alive)| *alive);
@@ -95,6 +100,7 @@ pub fn status(runbook: &Runbook, workspace: &Workspace, json_output: bool) -> Re
                 "time": a.time, "actor": a.actor, "step": a.step, "event": a.event,
             })),
             "phases": phases,
+            "windows": cutover::window::to_json(runbook, &loaded.state, history, SystemTime::now()),
         });
         println!(
             "{}",
@@ -130,6 +136,29 @@ pub fn status(runbook: &Runbook, workspace: &Workspace, json_output: bool) -> Re
     out.push('\n');
     if let Some(w) = loaded.warning() {
         out.push_str(&format!("warning: {w}\n"));
+    }
+    for view in cutover::window::views(runbook, &loaded.state) {
+        let predicted =
+            cutover::window::predict(runbook, &view.window, &loaded.state, history).total;
+        match &view.state {
+            cutover::window::WindowState::Pending => out.push_str(&format!(
+                "window {}: not open yet (opens when {} is done), predicted {}\n",
+                view.window.name,
+                view.window.from,
+                cutover::window::short(predicted)
+            )),
+            state => out.push_str(&format!(
+                "window {}: {} {}, predicted {}\n",
+                view.window.name,
+                if matches!(state, cutover::window::WindowState::Open { .. }) {
+                    "OPEN for"
+                } else {
+                    "closed after"
+                },
+                cutover::window::short(state.elapsed(SystemTime::now()).unwrap_or_default()),
+                cutover::window::short(predicted)
+            )),
+        }
     }
     let id_width = runbook.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
     for (n, phase) in runbook.phases.iter().enumerate() {
@@ -247,6 +276,9 @@ pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Re
         }
         if !step.outputs.is_empty() {
             limits.push(format!("outputs {}", step.outputs.join(", ")));
+        }
+        if let Some(via) = &step.via {
+            limits.push(format!("through the tunnel `{via}`"));
         }
         if !limits.is_empty() {
             out.push_str(&format!("    {}\n", limits.join(" · ")));

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{ActionContext, ActionEvent, Outcome, Progress, Registry, Reporter, Stream};
-use crate::journal::{Event, Journal, JournalError, JournalState};
+use crate::journal::{Event, Journal, JournalError, JournalState, Recorded};
 use crate::redact::Redactor;
 use crate::runbook::{self, ActionCatalog, ActionSpec, Runbook, Scope, Step};
 use crate::status::{short_duration, step_states, StepState, StepView};
@@ -192,6 +192,10 @@ pub struct Engine {
     registry: Registry,
     redactor: Arc<Redactor>,
     subscribers: Vec<Box<dyn Subscriber>>,
+    /// Tunnels opened by `aws.tunnel` steps, for the steps that go `via` them.
+    tunnels: crate::actions::aws::Tunnels,
+    /// An earlier run's journal (`--history`), whose durations predict the windows.
+    history: Option<JournalState>,
 }
 
 impl Engine {
@@ -209,7 +213,14 @@ impl Engine {
             registry,
             redactor,
             subscribers: Vec::new(),
+            tunnels: Default::default(),
+            history: None,
         }
+    }
+
+    /// The journal of an earlier run (a rehearsal's): the windows' predictions use it.
+    pub fn set_history(&mut self, history: Option<JournalState>) {
+        self.history = history;
     }
 
     pub fn subscribe(&mut self, subscriber: Box<dyn Subscriber>) {
@@ -396,8 +407,15 @@ impl Engine {
         }
     }
 
-    /// Runs a step (or its check) to its end, through its retries.
+    /// Runs a step (or its check) to its end, through its retries; then closes the tunnels
+    /// no unfinished step needs any more.
     pub async fn run(&mut self, request: RunRequest) -> Result<RunResult, EngineError> {
+        let result = self.run_step(request).await;
+        self.close_unneeded_tunnels().await;
+        result
+    }
+
+    async fn run_step(&mut self, request: RunRequest) -> Result<RunResult, EngineError> {
         self.workspace.ensure()?;
         let (step, state) = self.choose(&request.target)?;
         if request.check_only {
@@ -451,6 +469,9 @@ impl Engine {
                 },
             };
             self.journal.append(Some((&step.id, &step.digest)), event)?;
+            if let Outcome::Succeeded { .. } = outcome {
+                self.record_window_predictions(&step)?;
+            }
             self.emit(EngineEvent::StepFinished {
                 step: step.id.clone(),
                 attempt,
@@ -581,6 +602,33 @@ impl Engine {
             action: described,
         });
 
+        // A step that goes through a tunnel gets it open and alive, or does not start.
+        let mut forwards = Vec::new();
+        if let (Some(via), true) = (&step.via, record_outputs) {
+            match self
+                .ensure_tunnel(via, &log_path, &mut log_file, request)
+                .await
+            {
+                Ok(forward) => {
+                    let _ = writeln!(
+                        log_file,
+                        "» through the tunnel `{via}`: {}:{} is reached on {}",
+                        forward.host, forward.port, forward.local
+                    );
+                    forwards.push(forward);
+                }
+                Err(reason) => {
+                    let reason = self.redactor.redact(&reason).into_owned();
+                    let reason = format!("the tunnel `{via}` could not be opened: {reason}");
+                    let _ = writeln!(log_file, "» {reason}");
+                    return Ok(if request.cancel.is_cancelled() {
+                        Outcome::Cancelled
+                    } else {
+                        Outcome::failed(reason)
+                    });
+                }
+            }
+        }
         let (tx, mut rx) = mpsc::channel(1024);
         let cancel = request.cancel.child_token();
         let context = ActionContext {
@@ -600,6 +648,8 @@ impl Engine {
                 .filter(|(_, r)| !r.outputs.is_empty())
                 .map(|(id, r)| (id.clone(), r.outputs.clone()))
                 .collect(),
+            forwards,
+            tunnels: self.tunnels.clone(),
         };
         let mut task = tokio::spawn(async move { action.run(context).await });
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -692,6 +742,145 @@ impl Engine {
         let _ = writeln!(log_file, "» {}", describe_outcome(&outcome));
         let _ = log_file.flush();
         Ok(outcome)
+    }
+
+    /// The forward of the tunnel step `id`: the open one when it still answers, else a new
+    /// one (its action run again, its lines in this step's log).
+    async fn ensure_tunnel(
+        &mut self,
+        id: &str,
+        log_path: &std::path::Path,
+        log_file: &mut impl Write,
+        request: &RunRequest,
+    ) -> Result<crate::actions::Forward, String> {
+        if let Some(mut open) = self.tunnels.take(id) {
+            if open.alive().await {
+                let forward = open.forward.clone();
+                self.tunnels.park(id, open);
+                return Ok(forward);
+            }
+            let _ = writeln!(log_file, "» the tunnel `{id}` dropped: opening it again");
+            open.close().await;
+        } else {
+            let _ = writeln!(log_file, "» opening the tunnel `{id}`");
+        }
+        let step = self
+            .runbook
+            .step(id)
+            .cloned()
+            .ok_or_else(|| format!("no step `{id}`"))?;
+        let action = self
+            .registry
+            .get(&step.action.kind)
+            .ok_or_else(|| format!("unknown action kind `{}`", step.action.kind))?;
+        let secrets = secrets::resolve(
+            &self.runbook,
+            &runbook::secrets_used(&step.action),
+            &self.redactor,
+        )
+        .await?;
+        let params = {
+            let scope = RunScope {
+                runbook: &self.runbook,
+                secrets: &secrets,
+                journal: self.journal.state(),
+            };
+            runbook::render_params(&step.action, &scope)
+                .map_err(|missing| format!("{missing} has no value yet"))?
+                .0
+        };
+        let (tx, mut rx) = mpsc::channel(256);
+        let context = ActionContext {
+            step: id.to_string(),
+            params,
+            cancel: request.cancel.child_token(),
+            report: Reporter::new(tx),
+            work_dir: self.runbook.base_dir(),
+            outputs_file: log_path.with_extension("tunnel"),
+            operator_note: None,
+            aws: self.runbook.aws.clone().unwrap_or_default(),
+            recorded: BTreeMap::new(),
+            forwards: Vec::new(),
+            tunnels: self.tunnels.clone(),
+        };
+        let task = tokio::spawn(async move { action.run(context).await });
+        // Every line it says goes to this step's log: the channel closes when it is done.
+        while let Some(event) = rx.recv().await {
+            match event {
+                ActionEvent::Log { line, .. } => {
+                    let _ = writeln!(log_file, "» tunnel: {}", self.redactor.redact(&line));
+                }
+                ActionEvent::Recorded(ack) => ack.answer(),
+                _ => {}
+            }
+        }
+        let outcome = task.await;
+        match outcome {
+            Ok(Outcome::Succeeded { .. }) => self
+                .tunnels
+                .forward(id)
+                .ok_or_else(|| format!("step `{id}` opened no tunnel")),
+            Ok(Outcome::Failed { reason, .. }) => Err(reason),
+            Ok(Outcome::Cancelled) => Err("cancelled".into()),
+            Err(e) => Err(format!("the tunnel's action stopped unexpectedly: {e}")),
+        }
+    }
+
+    /// When a step that opens a window (the write freeze) is done, what the window is predicted
+    /// to last goes into the journal: afterwards it is shown against what it took.
+    fn record_window_predictions(&mut self, step: &Step) -> Result<(), EngineError> {
+        let mut recorded = serde_json::Map::new();
+        for window in self.runbook.windows.iter().filter(|w| w.from == step.id) {
+            let prediction = crate::window::predict(
+                &self.runbook,
+                window,
+                self.journal.state(),
+                self.history.as_ref(),
+            );
+            recorded.insert(
+                window.name.clone(),
+                crate::window::prediction_json(&prediction),
+            );
+        }
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let value = serde_json::Value::Object(recorded).to_string();
+        self.journal.append(
+            Some((&step.id, &step.digest)),
+            Event::Outputs {
+                values: [(crate::window::RECORDED_PREDICTION.to_string(), value)].into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Closes each open tunnel that no unfinished step goes through any more.
+    pub async fn close_unneeded_tunnels(&mut self) {
+        for id in self.tunnels.open() {
+            let needed = self.runbook.steps.iter().any(|s| {
+                s.via.as_deref() == Some(id.as_str())
+                    && !self
+                        .journal
+                        .state()
+                        .step(&s.id)
+                        .is_some_and(|r| matches!(r.status, Recorded::Done | Recorded::Skipped))
+            });
+            if !needed {
+                if let Some(open) = self.tunnels.take(&id) {
+                    open.close().await;
+                }
+            }
+        }
+    }
+
+    /// Closes every tunnel (the operator quits, or the command is over).
+    pub async fn close_tunnels(&mut self) {
+        for id in self.tunnels.open() {
+            if let Some(open) = self.tunnels.take(&id) {
+                open.close().await;
+            }
+        }
     }
 
     /// Redacts an action event, writes it to the step log and the journal, and tells subscribers.

@@ -57,6 +57,10 @@ pub struct StepRecord {
     pub outputs: BTreeMap<String, String>,
     /// Who typed the confirmation phrase, and when.
     pub confirmed: Option<(String, String)>,
+    /// When the latest attempt started.
+    pub started_at: Option<String>,
+    /// How long the attempt that last succeeded took (its start to its success).
+    pub last_duration: Option<std::time::Duration>,
 }
 
 impl StepRecord {
@@ -72,6 +76,8 @@ impl StepRecord {
             done_at: None,
             outputs: BTreeMap::new(),
             confirmed: None,
+            started_at: None,
+            last_duration: None,
         }
     }
 }
@@ -156,6 +162,7 @@ impl JournalState {
             Event::Started { attempt, .. } => {
                 entry.attempts = entry.attempts.max(*attempt);
                 set_status(entry, Recorded::Started, None);
+                entry.started_at = Some(line.time.to_string());
             }
             Event::Outputs { values } => {
                 entry
@@ -163,6 +170,11 @@ impl JournalState {
                     .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             Event::Succeeded { note, .. } => {
+                if let Some(started) = entry.started_at.as_deref() {
+                    entry.last_duration = super::parse_time(line.time)
+                        .zip(super::parse_time(started))
+                        .and_then(|(end, start)| end.duration_since(start).ok());
+                }
                 set_status(entry, Recorded::Done, note.as_deref().map(str::to_string))
             }
             Event::Failed {

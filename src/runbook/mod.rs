@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Location, SourceFile};
+pub(crate) use graph::transitive_needs;
 pub use schema::{ActionCatalog, ActionSchema, ParamSpec, ParamType};
 pub use template::{Reference, Rendered, Scope, ShellRendered, Template, MASK};
 
@@ -32,6 +33,20 @@ pub struct Runbook {
     pub phases: Vec<Phase>,
     /// All steps in file order; phases index into this.
     pub steps: Vec<Step>,
+    /// `[[window]]`s: stretches users feel (the write freeze), measured and predicted.
+    pub windows: Vec<Window>,
+}
+
+/// A stretch of the migration its users feel, from the end of step `from` to the end of step
+/// `to` (which depends on it): the write freeze from `maintenance-on` to `dns-cutover`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub notes: String,
+    /// 1-based line of the `[[window]]`.
+    pub line: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +122,10 @@ pub struct Step {
     pub after: Option<TimeGate>,
     /// Cost line items this step starts billing (e.g. `rds_instance`).
     pub starts_billing: Vec<String>,
+    /// The `aws.tunnel` step whose forward this step's connections go through: the engine
+    /// opens it (or re-opens it) before each attempt and closes it after the last step that
+    /// names it.
+    pub via: Option<String>,
     /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.

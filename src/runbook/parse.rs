@@ -16,7 +16,10 @@ use super::{
     TimeGate,
 };
 
-const ROOT_KEYS: &[&str] = &["runbook", "vars", "secrets", "aws", "cost", "phase"];
+const ROOT_KEYS: &[&str] = &[
+    "runbook", "vars", "secrets", "aws", "cost", "phase", "window",
+];
+const WINDOW_KEYS: &[&str] = &["name", "from", "to", "notes"];
 const AWS_KEYS: &[&str] = &[
     "account_id",
     "region",
@@ -68,6 +71,7 @@ const STEP_KEYS: &[&str] = &[
     "outputs",
     "after",
     "starts_billing",
+    "via",
 ];
 const AFTER_KEYS: &[&str] = &["step", "at_least"];
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -137,6 +141,7 @@ pub(super) fn parse(
     let aws = parser.aws(&root);
     let (phases, mut steps) = parser.phases(&root, &source);
     parser.check_graph(&root, &steps, &secrets);
+    let windows = parser.windows(&root, &steps, &source);
     // Digests are only meaningful for a valid runbook.
     if !parser.diagnostics.is_empty() {
         parser.diagnostics.sort_by_key(|d| d.span.start);
@@ -160,6 +165,7 @@ pub(super) fn parse(
         cost,
         phases,
         steps,
+        windows,
     })
 }
 
@@ -182,6 +188,7 @@ fn step_digest(step: &Step, vars: &VarScope<'_>) -> String {
         "retry_delay": step.retry_delay.as_millis() as u64,
         "outputs": step.outputs,
         "after": step.after.as_ref().map(|a| serde_json::json!({"step": a.step, "at_least": a.at_least.as_millis() as u64})),
+        "via": step.via,
     });
     short_digest(definition.to_string().as_bytes())
 }
@@ -614,6 +621,81 @@ impl Parser<'_> {
         }
     }
 
+    /// `[[window]]`: a stretch of the migration that matters to its users (the write freeze),
+    /// from the end of one step to the end of another that depends on it.
+    fn windows(
+        &mut self,
+        root: &DeTable<'_>,
+        steps: &[Step],
+        source: &SourceFile,
+    ) -> Vec<super::Window> {
+        let mut out: Vec<super::Window> = Vec::new();
+        let Some(v) = Self::get(root, "window") else {
+            return out;
+        };
+        let Some(items) = v.get_ref().as_array() else {
+            self.error(
+                v.span(),
+                "`window` is a list of tables: [[window]] with name, from and to",
+            );
+            return out;
+        };
+        let known: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        for item in items.iter() {
+            let Some(table) = item.get_ref().as_table() else {
+                self.error(item.span(), "a [[window]] is a table: name, from, to");
+                continue;
+            };
+            self.check_keys(table, WINDOW_KEYS, "[[window]]");
+            let name = self.string(table, "name", "[[window]]", Some(item.span()));
+            let from = self.string(table, "from", "[[window]]", Some(item.span()));
+            let to = self.string(table, "to", "[[window]]", Some(item.span()));
+            let notes = self
+                .string(table, "notes", "[[window]]", None)
+                .map(|(n, _)| n)
+                .unwrap_or_default();
+            let (Some((name, name_span)), Some((from, from_span)), Some((to, to_span))) =
+                (name, from, to)
+            else {
+                continue;
+            };
+            if out.iter().any(|w| w.name == name) {
+                self.error(name_span.clone(), format!("duplicate window `{name}`"));
+            }
+            let mut ok = true;
+            for (id, span, key) in [(&from, &from_span, "from"), (&to, &to_span, "to")] {
+                if !known.contains(&id.as_str()) {
+                    let mut d = Diagnostic::new(
+                        span.clone(),
+                        format!("window `{name}`: `{key}` names unknown step `{id}`"),
+                    );
+                    d.help = suggestion(id, &known);
+                    self.diagnostics.push(d);
+                    ok = false;
+                }
+            }
+            if ok && !graph::transitive_needs(steps, &to).contains(&from) {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        to_span.clone(),
+                        format!(
+                            "window `{name}`: step `{to}` does not depend on `{from}`, so the window may never close after it opens"
+                        ),
+                    )
+                    .with_help(format!("`{to}` must need `{from}`, directly or through other steps")),
+                );
+            }
+            out.push(super::Window {
+                name,
+                from,
+                to,
+                notes,
+                line: source.locate(item.span().start).line,
+            });
+        }
+        out
+    }
+
     /// `[cost]`: what the target is made of, for the estimator.
     fn cost(&mut self, root: &DeTable<'_>) -> Option<crate::cost::CostSpec> {
         let v = Self::get(root, "cost")?;
@@ -893,6 +975,7 @@ impl Parser<'_> {
                 }
             })
             .collect();
+        let via = self.string(table, "via", &context, None).map(|(v, _)| v);
         let action = self.action(table, &context, value.span(), index, STEP_KEYS);
         let check = match Self::get(table, "check") {
             None => None,
@@ -936,6 +1019,7 @@ impl Parser<'_> {
             outputs,
             after,
             starts_billing,
+            via,
             digest: String::new(),
             line: source.locate(id_span.start).line,
         })
@@ -1114,6 +1198,7 @@ impl Parser<'_> {
         let mut id_spans: HashMap<String, Range<usize>> = HashMap::new();
         let mut needs_spans: HashMap<(String, String), Range<usize>> = HashMap::new();
         let mut after_spans: HashMap<String, Range<usize>> = HashMap::new();
+        let mut via_spans: HashMap<String, Range<usize>> = HashMap::new();
         let step_tables = Self::get(root, "phase")
             .and_then(|p| p.get_ref().as_array())
             .into_iter()
@@ -1142,6 +1227,9 @@ impl Parser<'_> {
                     }
                 }
             }
+            if let Some(via) = Self::get(table, "via") {
+                via_spans.insert(id_text.to_string(), via.span());
+            }
             if let Some(after) = Self::get(table, "after") {
                 let span = after
                     .get_ref()
@@ -1168,6 +1256,41 @@ impl Parser<'_> {
                     );
                     d.help = suggestion(need, &known_list);
                     self.diagnostics.push(d);
+                }
+            }
+            if let Some(via) = &step.via {
+                let span = via_spans.get(&step.id).cloned().unwrap_or(0..0);
+                match steps.iter().find(|s| &s.id == via) {
+                    None => {
+                        let mut d = Diagnostic::new(
+                            span,
+                            format!("`via` of step `{}` names unknown step `{via}`", step.id),
+                        );
+                        d.help = suggestion(via, &known_list);
+                        self.diagnostics.push(d);
+                    }
+                    Some(tunnel) if tunnel.action.kind != "aws.tunnel" => self.error(
+                        span,
+                        format!(
+                            "`via` of step `{}` names `{via}`, a `{}` step: `via` takes an `aws.tunnel` step",
+                            step.id, tunnel.action.kind
+                        ),
+                    ),
+                    Some(_) if !graph::transitive_needs(steps, &step.id).contains(via) => {
+                        self.diagnostics.push(
+                            Diagnostic::new(
+                                span,
+                                format!(
+                                    "step `{}` goes through the tunnel `{via}` but does not need it",
+                                    step.id
+                                ),
+                            )
+                            .with_help(format!(
+                                "add \"{via}\" to its `needs`: the tunnel is checked before its first use"
+                            )),
+                        )
+                    }
+                    Some(_) => {}
                 }
             }
             if let Some(gate) = &step.after {

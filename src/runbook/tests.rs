@@ -228,3 +228,47 @@ fn a_runbook_that_is_not_utf8_is_invalid_with_its_position() {
     }
     assert_eq!(position_of("añb\nxy".as_bytes(), 7), (2, 3));
 }
+
+#[test]
+fn windows_name_existing_steps_and_close_after_they_open() {
+    let steps = "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n\n\
+                 [[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"true\"\nneeds = [\"a\"]\n\n\
+                 [[phase.step]]\nid = \"c\"\ndo = \"shell\"\nrun = \"true\"\n\n";
+    let ok = load(&format!(
+        "{HEAD}{steps}[[window]]\nname = \"freeze\"\nfrom = \"a\"\nto = \"b\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.windows.len(), 1);
+    assert_eq!(ok.windows[0].from, "a");
+    assert_eq!(crate::window::inside(&ok, &ok.windows[0]), vec!["b"]);
+
+    let text = format!(
+        "{HEAD}{steps}[[window]]\nname = \"freeze\"\nfrom = \"aa\"\nto = \"b\"\n\n\
+         [[window]]\nname = \"other\"\nfrom = \"a\"\nto = \"c\"\n\n\
+         [[window]]\nname = \"other\"\nfrom = \"a\"\nto = \"b\"\n\n\
+         [[window]]\nname = \"half\"\nfrom = \"a\"\n"
+    );
+    let errs = errors(&text);
+    let line = |needle: &str| text.lines().position(|l| l == needle).unwrap() + 1;
+    assert!(
+        errs.contains(&format!(
+            "{}:8: window `freeze`: `from` names unknown step `aa`",
+            line("from = \"aa\"")
+        )),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("{}:6:", line("to = \"c\"")))
+                && e.contains("step `c` does not depend on `a`")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("duplicate window `other`")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("[[window]] has no `to`")),
+        "{errs:#?}"
+    );
+}

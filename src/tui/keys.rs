@@ -49,6 +49,7 @@ pub fn action_for(model: &Model, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('N') => Action::PrevMatch,
         KeyCode::Char('f') => Action::ToggleFollow,
         KeyCode::Char('c') => Action::ToggleCost,
+        KeyCode::Char('w') => Action::ToggleWindows,
         KeyCode::PageUp => Action::PageUp,
         KeyCode::PageDown => Action::PageDown,
         KeyCode::Char('?') => Action::Help,
@@ -92,7 +93,9 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
         Some(Overlay::QuitWhileRunning) => {
             vec![("y", "cancel the step and quit"), ("any key", "stay")]
         }
-        Some(Overlay::Help | Overlay::Resume(_) | Overlay::Cost) => vec![("any key", "close")],
+        Some(Overlay::Help | Overlay::Resume(_) | Overlay::Cost | Overlay::Windows) => {
+            vec![("any key", "close")]
+        }
         None if model.is_watching() => vec![
             ("j/k", "move"),
             ("/", "search"),
@@ -100,7 +103,10 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
             ("c", "cost"),
             ("?", "help"),
             ("q", "quit"),
-        ],
+        ]
+        .into_iter()
+        .chain((!model.runbook.windows.is_empty()).then_some(("w", "windows")))
+        .collect(),
         None => vec![
             ("j/k", "move"),
             ("Enter", "run"),
@@ -112,6 +118,9 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
             ("c", "cost"),
             ("?", "help"),
             ("q", "quit"),
-        ],
+        ]
+        .into_iter()
+        .chain((!model.runbook.windows.is_empty()).then_some(("w", "windows")))
+        .collect(),
     }
 }

@@ -52,6 +52,8 @@ pub struct Setup {
     pub aws: Option<String>,
     pub mouse: bool,
     pub log_capacity: usize,
+    /// An earlier run's journal (`--history`): its durations predict the windows.
+    pub history: Option<crate::journal::JournalState>,
     pub actor: String,
     /// When the process started, to log the time to the first frame.
     pub started: std::time::Instant,
@@ -149,6 +151,7 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
         driver_alive,
     );
     model.banner = setup.banner.clone();
+    model.history = setup.history.clone();
     model.cost = setup.cost.clone();
     model.aws = setup.aws.clone().filter(|a| !a.is_empty());
     model.log_capacity = setup.log_capacity;
@@ -184,6 +187,10 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
         execute!(std::io::stdout(), EnableMouseCapture)?;
     }
     let result = app.event_loop(&mut terminal, setup.started).await;
+    // The operator quits: the tunnels close with the session.
+    if let Some(engine) = &app.engine {
+        engine.lock().await.close_tunnels().await;
+    }
     if setup.mouse {
         let _ = execute!(std::io::stdout(), DisableMouseCapture);
     }

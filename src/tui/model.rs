@@ -52,6 +52,7 @@ pub enum Action {
     DeleteWord,
     Resize(u16, u16),
     ToggleCost,
+    ToggleWindows,
     /// A click on a checklist row (mouse mode).
     Select(usize),
 }
@@ -118,6 +119,9 @@ pub enum Overlay {
     QuitWhileRunning,
     /// The monthly estimate and the Heroku comparison.
     Cost,
+    /// The windows (the write freeze): each step predicted, and after it closed, predicted
+    /// against actual with the copy's throughput.
+    Windows,
 }
 
 /// Shown at start when the journal already has progress.
@@ -191,6 +195,8 @@ pub struct Model {
     pub quitting: bool,
     /// When the last overlay opened: a key held since before then cannot act in it.
     pub overlay_opened: Option<Instant>,
+    /// An earlier run's journal (`--history`): its durations predict the windows.
+    pub history: Option<JournalState>,
 }
 
 /// Keys held down repeat every ~30 ms; nothing typed this soon after a modal opened counts.
@@ -230,6 +236,7 @@ impl Model {
             tick: 0,
             quitting: false,
             overlay_opened: None,
+            history: None,
         };
         model.refresh_rows(driver_alive);
         let running = model
@@ -392,6 +399,14 @@ impl Model {
             Action::ScrollLog(n) => self.scroll(n),
             Action::Help => {
                 self.open(Overlay::Help);
+                Vec::new()
+            }
+            Action::ToggleWindows => {
+                if self.runbook.windows.is_empty() {
+                    self.say("the runbook has no [[window]]", Level::Info);
+                } else {
+                    self.open(Overlay::Windows);
+                }
                 Vec::new()
             }
             Action::ToggleCost => {
@@ -619,7 +634,9 @@ impl Model {
                 vec![Effect::Cancel, Effect::Quit]
             }
             (_, Action::Escape) | (Overlay::QuitWhileRunning, _) => Vec::new(),
-            (Overlay::Help | Overlay::Resume(_) | Overlay::Cost, _) => Vec::new(),
+            (Overlay::Help | Overlay::Resume(_) | Overlay::Cost | Overlay::Windows, _) => {
+                Vec::new()
+            }
             (
                 Overlay::Confirm {
                     step,

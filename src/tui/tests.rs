@@ -573,3 +573,200 @@ fn snapshot_too_small_and_every_size_from_80x24_draws() {
         );
     }
 }
+
+const FREEZE: &str = r#"
+[runbook]
+name = "gengar: the write freeze"
+app = "gengar"
+
+[[window]]
+name = "write freeze"
+from = "maintenance-on"
+to = "dns-cutover"
+
+[[phase]]
+id = "database"
+title = "Database move"
+
+[[phase.step]]
+id = "maintenance-on"
+do = "shell"
+run = "heroku maintenance:on"
+
+[[phase.step]]
+id = "db-copy"
+do = "db.copy"
+source = "postgres://u:p@heroku.example/d"
+target = "postgres://u:p@rds.example/d"
+needs = ["maintenance-on"]
+
+[[phase.step]]
+id = "deploy"
+do = "shell"
+run = "true"
+needs = ["db-copy"]
+
+[[phase.step]]
+id = "dns-cutover"
+do = "dns.point"
+zone = "example.com"
+name = "api.example.com"
+target = "alb.example"
+needs = ["deploy"]
+
+[[phase.step]]
+id = "smoke"
+do = "http"
+url = "https://api.example.com/health"
+needs = ["dns-cutover"]
+"#;
+
+/// (step, start, end, outputs)
+type Run<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A journal where each (step, start, end, outputs) ran once and succeeded.
+fn timed(runbook: &Runbook, runs: &[Run<'_>]) -> JournalState {
+    let mut state = JournalState::new();
+    let mut seq = 0;
+    for (id, start, end, outputs) in runs {
+        let digest = runbook
+            .step(id)
+            .map(|s| s.digest.clone())
+            .unwrap_or_default();
+        let events = [
+            (
+                *start,
+                Event::Started {
+                    attempt: 1,
+                    log: format!("logs/{id}/1.log").into(),
+                },
+            ),
+            (
+                *end,
+                Event::Outputs {
+                    values: outputs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                },
+            ),
+            (
+                *end,
+                Event::Succeeded {
+                    attempt: 1,
+                    note: None,
+                },
+            ),
+        ];
+        for (time, event) in events {
+            seq += 1;
+            let meta = LineMeta {
+                seq,
+                time,
+                actor: "ana@laptop",
+                step: Some(id),
+                step_digest: Some(&digest),
+            };
+            state.apply(&meta, &event);
+            state.set_last_activity(&meta, &event);
+        }
+    }
+    state
+}
+
+fn freeze_model(runs: &[Run<'_>], now: &str) -> Model {
+    let rb = Arc::new(
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", FREEZE.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let journal = timed(&rb, runs);
+    let mut model = Model::new(rb, journal, Mode::Drive, false);
+    model.overlay = None;
+    model.driver = Some("ana@laptop (this terminal)".into());
+    model.now = crate::journal::parse_time(now).unwrap();
+    model
+}
+
+#[test]
+fn snapshot_an_open_write_freeze() {
+    let model = freeze_model(
+        &[
+            (
+                "maintenance-on",
+                "2026-11-30T02:00:00.000Z",
+                "2026-11-30T02:00:01.000Z",
+                &[],
+            ),
+            (
+                "db-copy",
+                "2026-11-30T02:00:02.000Z",
+                "2026-11-30T02:04:02.000Z",
+                &[],
+            ),
+        ],
+        "2026-11-30T02:06:13.000Z",
+    );
+    let (text, _) = screen(&model, 110, 26);
+    assert!(text.contains("WRITE FREEZE 06:12 · predicted"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn snapshot_the_write_freeze_after_it_closed() {
+    // What the engine journaled when the freeze opened, from a rehearsal's history.
+    let recorded = serde_json::json!({"write freeze": {
+        "total_secs": 410.0, "dns_ttl_secs": 60.0,
+        "dns_how": "the record's TTL after `dns-ttl` (resolvers keep the old answer that long)",
+        "steps": [
+            {"step": "db-copy", "secs": 230.0, "how": "history 23.0s, ×10.00 for the source's size (21.9 MiB then, 219.0 MiB now)"},
+            {"step": "deploy", "secs": 100.0, "how": "history 1m 40s"},
+            {"step": "dns-cutover", "secs": 20.0, "how": "history 20.0s"},
+        ]}})
+    .to_string();
+    let mut model = freeze_model(
+        &[
+            (
+                "maintenance-on",
+                "2026-11-30T02:00:00.000Z",
+                "2026-11-30T02:00:01.000Z",
+                &[("window_prediction", recorded.as_str())],
+            ),
+            (
+                "db-copy",
+                "2026-11-30T02:00:02.000Z",
+                "2026-11-30T02:04:02.000Z",
+                &[("throughput_mib_s", "2.0,8.5,12.0,11.5,3.0")],
+            ),
+            (
+                "deploy",
+                "2026-11-30T02:04:05.000Z",
+                "2026-11-30T02:06:05.000Z",
+                &[],
+            ),
+            (
+                "dns-cutover",
+                "2026-11-30T02:06:10.000Z",
+                "2026-11-30T02:06:40.000Z",
+                &[],
+            ),
+        ],
+        "2026-11-30T03:00:00.000Z",
+    );
+    press(&mut model, &[KeyCode::Char('w')]);
+    assert!(matches!(model.overlay, Some(Overlay::Windows)));
+    let (text, _) = screen(&model, 110, 24);
+    assert!(
+        !text.contains("WRITE FREEZE"),
+        "closed: no longer in the header\n{text}"
+    );
+    assert!(text.contains("closed: it lasted 6m 39s"), "{text}");
+    assert!(
+        text.contains("predicted 6m 50s"),
+        "the prediction made when it opened\n{text}"
+    );
+    insta::assert_snapshot!(text);
+}

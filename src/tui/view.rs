@@ -86,6 +86,29 @@ fn header_line(model: &Model, width: u16) -> Line<'static> {
             spans.push(Span::raw("  "));
             spans.push(Span::styled(format!(" {banner} "), theme::banner()));
         }
+        // An open window (the write freeze), how long so far against its prediction.
+        for view in crate::window::views(&model.runbook, &model.journal) {
+            if let crate::window::WindowState::Open { .. } = view.state {
+                let elapsed = view.state.elapsed(model.now).unwrap_or_default();
+                let predicted = crate::window::predict(
+                    &model.runbook,
+                    &view.window,
+                    &model.journal,
+                    model.history.as_ref(),
+                )
+                .total;
+                spans.push(Span::raw("  "));
+                spans.push(Span::styled(
+                    format!(
+                        " {} {} · predicted {} ",
+                        view.window.name.to_uppercase(),
+                        crate::window::clock(elapsed),
+                        crate::window::clock(predicted)
+                    ),
+                    theme::danger(),
+                ));
+            }
+        }
         match (&model.mode, &model.driver) {
             (Mode::Watch { reason }, _) => {
                 spans.push(Span::raw("  │ "));
@@ -126,6 +149,13 @@ fn draw_checklist(frame: &mut Frame<'_>, area: Rect, model: &Model) -> Vec<(u16,
     frame.render_widget(block, area);
     // Lines first (phase headers and steps), then the window that keeps the selection in view.
     let mut lines: Vec<(Line<'_>, Option<usize>)> = Vec::new();
+    // Steps inside a window (the write freeze) are marked: what runs while users wait.
+    let windowed: Vec<String> = model
+        .runbook
+        .windows
+        .iter()
+        .flat_map(|w| crate::window::inside(&model.runbook, w))
+        .collect();
     for (n, phase) in model.runbook.phases.iter().enumerate() {
         let phase_done = model.rows[phase.steps.clone()]
             .iter()
@@ -153,6 +183,9 @@ fn draw_checklist(frame: &mut Frame<'_>, area: Rect, model: &Model) -> Vec<(u16,
             ];
             if step.destructive {
                 spans.push(Span::styled(" ⚠", theme::danger()));
+            }
+            if windowed.contains(&step.id) {
+                spans.push(Span::styled(" ⧗", theme::dim()));
             }
             let extra = match &row.state {
                 StepState::Running => model
@@ -263,6 +296,12 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
         lines.push(Line::from(
             [vec![Span::styled("needs: ", theme::dim())], needs].concat(),
         ));
+    }
+    if let Some(via) = &step.via {
+        lines.push(Line::from(Span::styled(
+            format!("connects through the tunnel `{via}` (opened or re-opened before it runs)"),
+            theme::dim(),
+        )));
     }
     if let Some(gate) = &step.after {
         lines.push(Line::from(Span::styled(
@@ -464,6 +503,10 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 ("/  n  N", "search the log; next / previous match"),
                 ("f", "follow the log / pause"),
                 ("c", "monthly cost against Heroku"),
+                (
+                    "w",
+                    "windows: the write freeze predicted, live, then against actual",
+                ),
                 ("PgUp PgDn", "scroll the log"),
                 ("?", "this help"),
                 ("Esc", "close a dialog; clear the search"),
@@ -605,6 +648,11 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 .collect(),
             Style::new().fg(Color::Cyan),
         ),
+        Overlay::Windows => (
+            " Windows ".into(),
+            windows_lines(model),
+            Style::new().fg(Color::Cyan),
+        ),
         Overlay::SearchInput { text } => (
             " Search the log ".into(),
             vec![Line::from(format!("/{text}▏"))],
@@ -655,4 +703,68 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
             .wrap(Wrap { trim: false }),
         rect,
     );
+}
+
+/// Each window: its state, each step's prediction (and what it took), the timeline once the
+/// steps ran, and the copy's throughput.
+fn windows_lines(model: &Model) -> Vec<Line<'static>> {
+    use crate::window::{self, WindowState};
+    let mut lines = Vec::new();
+    for view in window::views(&model.runbook, &model.journal) {
+        let prediction = window::predict(
+            &model.runbook,
+            &view.window,
+            &model.journal,
+            model.history.as_ref(),
+        );
+        let state = match &view.state {
+            WindowState::Pending => {
+                format!("not open yet (opens when {} is done)", view.window.from)
+            }
+            WindowState::Open { .. } => format!(
+                "OPEN for {}",
+                window::short(view.state.elapsed(model.now).unwrap_or_default())
+            ),
+            WindowState::Closed { .. } => format!(
+                "closed: it lasted {}",
+                window::short(view.state.elapsed(model.now).unwrap_or_default())
+            ),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(view.window.name.clone(), theme::title()),
+            Span::raw(format!(
+                "  {} → {}  ·  {state}  ·  predicted {}",
+                view.window.from,
+                view.window.to,
+                window::short(prediction.total)
+            )),
+        ]));
+        lines.push(Line::from(""));
+        for line in window::timeline(&prediction, 30) {
+            lines.push(Line::from(line));
+        }
+        lines.push(Line::from(Span::styled(
+            format!(
+                "DNS caches {}: {}",
+                prediction.dns_ttl.map_or("?".into(), window::short),
+                prediction.dns_how
+            ),
+            theme::dim(),
+        )));
+        for p in &prediction.steps {
+            lines.push(Line::from(Span::styled(
+                format!("  {}: {}", p.step, p.how),
+                theme::dim(),
+            )));
+        }
+        lines.push(Line::from(""));
+    }
+    if let Some(samples) = window::copy_throughput(&model.runbook, &model.journal) {
+        let peak = samples.iter().copied().fold(0.0_f64, f64::max);
+        lines.push(Line::from(format!(
+            "copy throughput (MiB/s, peak {peak:.1}): {}",
+            window::sparkline(&samples)
+        )));
+    }
+    lines
 }

@@ -9,6 +9,15 @@ resource "aws_ecs_cluster" "main" {
     name  = "containerInsights"
     value = "enabled"
   }
+  # ECS Exec sessions (the runbook's Session Manager tunnel to RDS) are logged with the app's.
+  configuration {
+    execute_command_configuration {
+      logging = "OVERRIDE"
+      log_configuration {
+        cloud_watch_log_group_name = aws_cloudwatch_log_group.app.name
+      }
+    }
+  }
 }
 
 resource "aws_ecs_cluster_capacity_providers" "main" {
@@ -65,7 +74,10 @@ resource "aws_ecs_service" "app" {
   desired_count                     = 1
   launch_type                       = "FARGATE"
   health_check_grace_period_seconds = var.health_check_grace_seconds
-  enable_execute_command            = false
+  # ECS Exec: the database phase reaches the private RDS through a Session Manager port forward
+  # from a running task (no public port, no extra security-group rule). The task role holds
+  # only the ssmmessages channel permissions it needs (iam.tf).
+  enable_execute_command = true
 
   deployment_circuit_breaker {
     enable   = true

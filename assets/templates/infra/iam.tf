@@ -43,7 +43,7 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# --- task role: the app's own S3 bucket, nothing else -----------------------------------------
+# --- task role: the app's own S3 bucket, and ECS Exec's channels ------------------------------
 resource "aws_iam_role" "task" {
   name               = "${var.app}-task"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
@@ -59,6 +59,29 @@ data "aws_iam_policy_document" "task" {
     sid       = "AppBucketList"
     actions   = ["s3:ListBucket"]
     resources = ["arn:aws:s3:::${var.s3_bucket}"]
+  }
+  # ECS Exec: the SSM agent in the task opens its Session Manager channels. These actions
+  # support no resource-level scoping (AWS's own ECS Exec policy uses "*").
+  statement {
+    sid = "EcsExecChannels"
+    actions = [
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+    ]
+    resources = ["*"]
+  }
+  # ECS Exec session logs, to the app's log group only.
+  statement {
+    sid       = "EcsExecSessionLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.app.arn}:*"]
+  }
+  statement {
+    sid       = "EcsExecSessionLogGroups"
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["*"]
   }
 }
 

@@ -21,6 +21,11 @@ output "ecs_service_name" {
   value = aws_ecs_service.app.name
 }
 
+output "rds_address" {
+  description = "The RDS host name (the runbook's tunnel forwards to it; TLS is verified for it)"
+  value       = aws_db_instance.main.address
+}
+
 output "rds_endpoint" {
   description = "host:port of the RDS instance"
   value       = aws_db_instance.main.endpoint

@@ -1,6 +1,7 @@
 //! `dns.point`: Route 53 UPSERT of the domain to the ALB (alias or CNAME). Destructive in the
 //! runbook; the record it replaces is an output (so the journal keeps it for the rollback); it
-//! waits until the change is INSYNC.
+//! waits until the change is INSYNC. `dns.ttl`: the same record with a lower TTL, ahead of the
+//! cutover, so resolvers forget the old answer quickly when it changes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,193 @@ use crate::actions::{parse_duration, parse_integer, Action, ActionContext, Outco
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Point(pub Arc<Session>);
+pub struct Ttl(pub Arc<Session>);
+
+static TTL_SCHEMA: ActionSchema = ActionSchema {
+    kind: "dns.ttl",
+    summary: "lowers the TTL of a name's records in Route 53 (same values), ahead of a cutover, and waits until it is in sync",
+    params: &[
+        ParamSpec::required("zone", ParamType::String, "hosted zone id, or its domain name"),
+        ParamSpec::required("name", ParamType::String, "the record, e.g. api.example.com"),
+        ParamSpec::optional("ttl", ParamType::Integer, "the TTL to set, in seconds (60)"),
+        ParamSpec::optional("deadline", ParamType::Duration, "how long to wait for INSYNC (5m)"),
+    ],
+    outputs: &["previous_ttl", "ttl"],
+    needs_operator_note: false,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TtlParams {
+    zone: String,
+    name: String,
+    ttl: Option<serde_json::Value>,
+    deadline: Option<String>,
+}
+
+/// The TTL Route 53 answers an alias to an ALB with.
+const ALIAS_TTL: i64 = 60;
+
+#[async_trait]
+impl Action for Ttl {
+    fn schema(&self) -> &'static ActionSchema {
+        &TTL_SCHEMA
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        format!(
+            "Route 53: TTL of {} down to {}s (same records)",
+            params.get("name").and_then(|v| v.as_str()).unwrap_or("?"),
+            params.get("ttl").map_or("60".to_string(), |v| v
+                .to_string()
+                .trim_matches('"')
+                .to_string())
+        )
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let (p, config) = match prepare::<TtlParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
+            Err(o) => return o,
+        };
+        lower_ttl(&config, &p, &ctx).await.unwrap_or_else(|o| o)
+    }
+}
+
+async fn lower_ttl(
+    config: &aws_config::SdkConfig,
+    p: &TtlParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
+    let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(300), "deadline")?;
+    let wanted = parse_integer(p.ttl.as_ref(), "ttl")?.unwrap_or(60);
+    let r53 = aws_sdk_route53::Client::new(config);
+    let zone_id = zone_id(&r53, &p.zone).await?;
+    let name = fqdn(&p.name);
+    let records = address_records(&r53, &zone_id, &name).await?;
+    if records.is_empty() {
+        return Err(Outcome::failed(format!(
+            "{name} has no A, AAAA or CNAME record in {}",
+            p.zone
+        )));
+    }
+    let ttl_of = |r: &ResourceRecordSet| r.ttl().unwrap_or(ALIAS_TTL);
+    let previous = records.iter().map(ttl_of).max().unwrap_or(ALIAS_TTL);
+    ctx.report
+        .output("previous_ttl", previous.to_string())
+        .await;
+    let lower: Vec<&ResourceRecordSet> = records
+        .iter()
+        .filter(|r| r.alias_target().is_none() && ttl_of(r) > wanted)
+        .collect();
+    if lower.is_empty() {
+        ctx.report
+            .output("ttl", previous.min(wanted.max(previous)).to_string())
+            .await;
+        return Ok(Outcome::Succeeded {
+            note: Some(format!(
+                "{name}: TTL already {previous}s (≤ {wanted}s, or an alias answered with its target's): nothing to change"
+            )),
+        });
+    }
+    let mut changes = Vec::new();
+    for record in &lower {
+        let mut lowered = (*record).clone();
+        lowered.ttl = Some(wanted);
+        changes.push(
+            Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(lowered)
+                .build()
+                .map_err(|e| Outcome::failed(e.to_string()))?,
+        );
+    }
+    let changed = r53
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone_id)
+        .change_batch(
+            ChangeBatch::builder()
+                .comment("cutover dns.ttl")
+                .set_changes(Some(changes))
+                .build()
+                .map_err(|e| Outcome::failed(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("route53:ChangeResourceRecordSets", &e)))?;
+    let change_id = changed
+        .change_info()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default();
+    if let Some(failed) = wait_insync(&r53, &change_id, deadline, ctx).await? {
+        return Ok(failed);
+    }
+    let after = address_records(&r53, &zone_id, &name).await?;
+    let now = after.iter().map(ttl_of).max().unwrap_or(ALIAS_TTL);
+    if after
+        .iter()
+        .any(|r| r.alias_target().is_none() && ttl_of(r) > wanted)
+    {
+        return Ok(Outcome::failed(format!(
+            "the change is INSYNC but {name} still has a TTL of {now}s"
+        )));
+    }
+    ctx.report.output("ttl", now.to_string()).await;
+    Ok(Outcome::Succeeded {
+        note: Some(format!(
+            "{name}: TTL {previous}s → {now}s; resolvers may hold the old TTL for {previous}s more, so the cutover waits that long after this step"
+        )),
+    })
+}
+
+/// A hosted zone's id, from its id or its domain name.
+async fn zone_id(r53: &aws_sdk_route53::Client, zone: &str) -> Result<String, Outcome> {
+    if zone.starts_with('Z') || zone.starts_with("/hostedzone/") {
+        return Ok(zone.trim_start_matches("/hostedzone/").to_string());
+    }
+    let zones = r53
+        .list_hosted_zones_by_name()
+        .dns_name(fqdn(zone))
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("route53:ListHostedZonesByName", &e)))?;
+    zones
+        .hosted_zones()
+        .iter()
+        .find(|z| z.name() == fqdn(zone))
+        .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
+        .ok_or_else(|| Outcome::failed(format!("no hosted zone {zone}")))
+}
+
+/// Waits until a change is INSYNC: `Some(failed)` when the deadline passes first.
+async fn wait_insync(
+    r53: &aws_sdk_route53::Client,
+    change_id: &str,
+    deadline: Duration,
+    ctx: &ActionContext,
+) -> Result<Option<Outcome>, Outcome> {
+    let started = Instant::now();
+    loop {
+        let status = r53
+            .get_change()
+            .id(change_id)
+            .send()
+            .await
+            .map_err(|e| Outcome::failed(explain("route53:GetChange", &e)))?
+            .change_info()
+            .map(|c| c.status().clone());
+        if status == Some(ChangeStatus::Insync) {
+            return Ok(None);
+        }
+        if started.elapsed() >= deadline {
+            return Ok(Some(Outcome::failed(format!(
+                "change {change_id} is not INSYNC after {}",
+                humantime::format_duration(deadline)
+            ))));
+        }
+        pause(&ctx.cancel, Duration::from_secs(2)).await?;
+    }
+}
 
 static SCHEMA: ActionSchema = ActionSchema {
     kind: "dns.point",
@@ -170,22 +358,7 @@ async fn point(
     let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(300), "deadline")?;
     let ttl = parse_integer(p.ttl.as_ref(), "ttl")?.unwrap_or(60);
     let r53 = aws_sdk_route53::Client::new(config);
-    let zone_id = if p.zone.starts_with('Z') || p.zone.starts_with("/hostedzone/") {
-        p.zone.trim_start_matches("/hostedzone/").to_string()
-    } else {
-        let zones = r53
-            .list_hosted_zones_by_name()
-            .dns_name(fqdn(&p.zone))
-            .send()
-            .await
-            .map_err(|e| Outcome::failed(explain("route53:ListHostedZonesByName", &e)))?;
-        zones
-            .hosted_zones()
-            .iter()
-            .find(|z| z.name() == fqdn(&p.zone))
-            .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
-            .ok_or_else(|| Outcome::failed(format!("no hosted zone {}", p.zone)))?
-    };
+    let zone_id = zone_id(&r53, &p.zone).await?;
     let name = fqdn(&p.name);
     let previous = address_records(&r53, &zone_id, &name).await?;
     let record = match &p.alias_zone_id {
@@ -262,52 +435,35 @@ async fn point(
         .map(|c| c.id().to_string())
         .unwrap_or_default();
     ctx.report.output("change_id", change_id.clone()).await;
-    let started = Instant::now();
-    loop {
-        let status = r53
-            .get_change()
-            .id(&change_id)
-            .send()
-            .await
-            .map_err(|e| Outcome::failed(explain("route53:GetChange", &e)))?
-            .change_info()
-            .map(|c| c.status().clone());
-        if status == Some(ChangeStatus::Insync) {
-            // INSYNC says the change was applied; what the zone now answers is the proof.
-            let after = address_records(&r53, &zone_id, &name).await?;
-            let now: Vec<&ResourceRecordSet> = after.iter().collect();
-            if let Err(problem) = read_back_matches(&now, &record) {
-                return Ok(Outcome::failed(format!(
-                    "the change is INSYNC but {name} reads back wrong: {problem}"
-                )));
-            }
-            ctx.report
-                .info(format!(
-                    "read back: {}",
-                    now.iter()
-                        .map(|r| describe_record(r))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ))
-                .await;
-            let shown = match &p.alias_zone_id {
-                Some(_) => "alias A record (TTL is the target's)".to_string(),
-                None => format!(
-                    "CNAME, TTL {ttl}s: resolvers may serve the old answer for up to that long"
-                ),
-            };
-            return Ok(Outcome::Succeeded {
-                note: Some(format!("{name} → {} in sync; {shown}", p.target)),
-            });
-        }
-        if started.elapsed() >= deadline {
-            return Ok(Outcome::failed(format!(
-                "change {change_id} is not INSYNC after {}",
-                humantime::format_duration(deadline)
-            )));
-        }
-        pause(&ctx.cancel, Duration::from_secs(2)).await?;
+    if let Some(failed) = wait_insync(&r53, &change_id, deadline, ctx).await? {
+        return Ok(failed);
     }
+    // INSYNC says the change was applied; what the zone now answers is the proof.
+    let after = address_records(&r53, &zone_id, &name).await?;
+    let now: Vec<&ResourceRecordSet> = after.iter().collect();
+    if let Err(problem) = read_back_matches(&now, &record) {
+        return Ok(Outcome::failed(format!(
+            "the change is INSYNC but {name} reads back wrong: {problem}"
+        )));
+    }
+    ctx.report
+        .info(format!(
+            "read back: {}",
+            now.iter()
+                .map(|r| describe_record(r))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+        .await;
+    let shown = match &p.alias_zone_id {
+        Some(_) => "alias A record (TTL is the target's)".to_string(),
+        None => {
+            format!("CNAME, TTL {ttl}s: resolvers may serve the old answer for up to that long")
+        }
+    };
+    Ok(Outcome::Succeeded {
+        note: Some(format!("{name} → {} in sync; {shown}", p.target)),
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod logs;
 mod network;
 mod rds;
 mod ssm;
+pub mod tunnel;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use super::{Action, Outcome};
 use crate::runbook::AwsSettings;
 
 pub use ecs::{judge_deployment, judge_task, DeploymentVerdict, RunTask, MAX_OVERRIDES_BYTES};
+pub use tunnel::{OpenTunnel, Tunnels};
 
 /// The AWS identity behind the credentials in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,10 +175,12 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(ecr::Image(session.clone())),
         Arc::new(ecr::Repository(session.clone())),
         Arc::new(dns::Point(session.clone())),
+        Arc::new(dns::Ttl(session.clone())),
         Arc::new(budget::Ensure(session.clone())),
         Arc::new(logs::Search(session.clone())),
         Arc::new(logs::Tail(session.clone())),
-        Arc::new(logs::Group(session)),
+        Arc::new(logs::Group(session.clone())),
+        Arc::new(tunnel::Tunnel(session)),
     ]
 }
 

@@ -45,6 +45,9 @@ pub struct DbUrl {
     pub database: String,
     pub tls: TlsMode,
     ca_bundle: Option<PathBuf>,
+    /// Where the connection really goes when a tunnel forwards `host:port` (a loopback
+    /// address): TLS still checks the certificate for `host`, as libpq's `hostaddr` does.
+    pub via: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for DbUrl {
@@ -70,6 +73,11 @@ impl DbUrl {
             return Err("sslmode=verify-full needs a CA bundle: add sslrootcert=PATH to the URL or set the step's `ca_bundle` (for RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)".into());
         }
         Ok(url)
+    }
+
+    /// A URL's parts, without the checks that only matter when connecting.
+    pub fn parse_unchecked(text: &str) -> Result<Self, String> {
+        Self::parse_shape(text, None)
     }
 
     /// `user@host:port/database` of a URL, for plans and screens (no password, nothing checked
@@ -154,22 +162,30 @@ impl DbUrl {
             database,
             tls,
             ca_bundle: ca,
+            via: None,
         })
     }
 
     /// `user@host:port/database`, with no password: what logs and errors show.
     pub fn display(&self) -> String {
-        format!(
+        let mut shown = format!(
             "{}@{}:{}/{}",
             self.user, self.host, self.port, self.database
-        )
+        );
+        if let Some(via) = self.via {
+            shown.push_str(&format!(" (through the tunnel on {via})"));
+        }
+        shown
     }
 
     /// The environment that points libpq tools (`pg_dump`, `pg_restore`, `psql`) at this database.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("PGHOST", self.host.clone()),
-            ("PGPORT", self.port.to_string()),
+            (
+                "PGPORT",
+                self.via.map_or(self.port, |via| via.port()).to_string(),
+            ),
             ("PGUSER", self.user.clone()),
             ("PGDATABASE", self.database.clone()),
             ("PGSSLMODE", self.tls.libpq_name().to_string()),
@@ -182,6 +198,10 @@ impl DbUrl {
         if let Some(ca) = &self.ca_bundle {
             env.push(("PGSSLROOTCERT", ca.display().to_string()));
         }
+        if let Some(via) = self.via {
+            // libpq connects to hostaddr and checks the certificate against PGHOST.
+            env.push(("PGHOSTADDR", via.ip().to_string()));
+        }
         env
     }
 
@@ -189,7 +209,7 @@ impl DbUrl {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
-            .port(self.port)
+            .port(self.via.map_or(self.port, |via| via.port()))
             .user(&self.user)
             .dbname(&self.database)
             .application_name("cutover")
@@ -201,6 +221,9 @@ impl DbUrl {
             });
         if let Some(password) = &self.password {
             config.password(password);
+        }
+        if let Some(via) = self.via {
+            config.hostaddr(via.ip());
         }
         config
     }
@@ -236,37 +259,47 @@ impl DbUrl {
     }
 
     fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        let config = if self.tls == TlsMode::VerifyFull {
-            let path = self
-                .ca_bundle
-                .as_deref()
-                .ok_or("verify-full needs a CA bundle")?;
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("CA bundle {} holds no certificate", path.display()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+        tls_client_config(if self.tls == TlsMode::VerifyFull {
+            Some(
+                self.ca_bundle
+                    .as_deref()
+                    .ok_or("verify-full needs a CA bundle")?,
+            )
         } else {
-            // sslmode=require/prefer: encrypted, the certificate not checked (libpq's meaning).
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                .with_no_client_auth()
-        };
-        Ok(config)
+            None
+        })
     }
+}
+
+/// A TLS client: with a CA bundle, the chain and the host name are verified (`verify-full`);
+/// without, the connection is encrypted and the certificate not checked (`require`).
+pub fn tls_client_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if let Some(path) = ca_bundle {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("CA bundle {} holds no certificate", path.display()));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        // sslmode=require/prefer: encrypted, the certificate not checked (libpq's meaning).
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth()
+    };
+    Ok(config)
 }
 
 /// Accepts any certificate but still checks the handshake signatures: what libpq's

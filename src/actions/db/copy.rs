@@ -75,6 +75,8 @@ pub struct RestoreLog {
     pub errors: Vec<RestoreError>,
     /// "errors ignored on restore: N", when it said so.
     pub ignored: Option<u64>,
+    /// Bytes streamed so far at each progress tick: the copy's throughput over time.
+    pub bytes_at_ticks: Vec<u64>,
 }
 
 impl RestoreLog {
@@ -470,6 +472,23 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     Ok(outcome)
 }
 
+/// MiB/s per second of the copy, from the bytes streamed at each tick: "12.5,30.1,…".
+fn throughput(bytes_at_ticks: &[u64], tick: Duration) -> String {
+    let per_second = (1.0 / tick.as_secs_f64()).round().max(1.0) as usize;
+    let mut previous = 0u64;
+    bytes_at_ticks
+        .iter()
+        .skip(per_second.saturating_sub(1))
+        .step_by(per_second)
+        .map(|now| {
+            let delta = now.saturating_sub(previous);
+            previous = *now;
+            format!("{:.1}", delta as f64 / (1024.0 * 1024.0))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The output recording whether a copy's target is dirty (a restore began and has not
 /// finished) or clean again.
 pub const TARGET_STATE: &str = "target_state";
@@ -566,6 +585,12 @@ async fn finish(
     ctx.report
         .output("tolerated_errors", tolerated.len().to_string())
         .await;
+    ctx.report
+        .output(
+            "throughput_mib_s",
+            throughput(&run.restore.bytes_at_ticks, TICK),
+        )
+        .await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
             "{} tables, {} indexes, {} in {:.1}s ({}/s){}",
@@ -636,11 +661,14 @@ async fn follow_restore(
                 None => break,
             },
             _ = tick.tick() => {
-                report_progress(ctx, &log, totals, bytes.load(Ordering::Relaxed), started, phase).await;
+                let now = bytes.load(Ordering::Relaxed);
+                log.bytes_at_ticks.push(now);
+                report_progress(ctx, &log, totals, now, started, phase).await;
             }
             () = ctx.cancel.cancelled() => return None,
         }
     }
+    log.bytes_at_ticks.push(bytes.load(Ordering::Relaxed));
     report_progress(
         ctx,
         &log,
@@ -955,6 +983,16 @@ mod tests {
             record("rds", true, "2026-11-30T12:00:00.000Z"),
         );
         assert_eq!(dirty_since(&recorded, "rds").map(|d| d.0), Some("e".into()));
+    }
+
+    #[test]
+    fn throughput_is_mib_per_second_from_the_ticks() {
+        let mib = 1024 * 1024;
+        // Ticks every 500 ms: one figure per second, the bytes of that second.
+        let ticks = [mib, 3 * mib, 4 * mib, 10 * mib, 10 * mib];
+        assert_eq!(throughput(&ticks, Duration::from_millis(500)), "3.0,7.0");
+        assert_eq!(throughput(&[], Duration::from_millis(500)), "");
+        assert_eq!(throughput(&[2 * mib], Duration::from_secs(1)), "2.0");
     }
 
     #[test]

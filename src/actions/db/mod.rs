@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use conn::{DbUrl, TlsMode};
+pub use conn::{tls_client_config, DbUrl, TlsMode};
 pub use verify::{TableReport, VerifyReport};
 
 use super::{Action, ActionContext, Outcome};
@@ -67,7 +67,14 @@ static PREFLIGHT: ActionSchema = ActionSchema {
             "connections the copy will open on the target (1)",
         ),
     ],
-    outputs: &["source_version", "target_version", "source_bytes"],
+    outputs: &[
+        "source_version",
+        "target_version",
+        "source_bytes",
+        "read_mib_s",
+        "write_mib_s",
+        "predicted_copy_secs",
+    ],
     needs_operator_note: false,
 };
 
@@ -119,6 +126,8 @@ static COPY: ActionSchema = ActionSchema {
         "target_system_identifier",
         "target_database",
         "source_writes",
+        "target_state",
+        "throughput_mib_s",
     ],
     needs_operator_note: false,
 };
@@ -230,7 +239,36 @@ fn db_url(
     ctx: &ActionContext,
 ) -> Result<DbUrl, Outcome> {
     let ca = ca_bundle.map(|p| ctx.work_dir.join(p));
-    DbUrl::parse(text, ca.as_deref()).map_err(|e| Outcome::failed(format!("`{name}`: {e}")))
+    let mut url =
+        DbUrl::parse(text, ca.as_deref()).map_err(|e| Outcome::failed(format!("`{name}`: {e}")))?;
+    url.via = ctx
+        .forwards
+        .iter()
+        .find(|f| f.forwards(&url.host, url.port))
+        .map(|f| f.local);
+    Ok(url)
+}
+
+/// A step that goes through a tunnel must have a URL the tunnel forwards: otherwise nothing
+/// would use it, and the operator believes a private path is in use when it is not.
+fn check_forwards_used(params: &serde_json::Value, ctx: &ActionContext) -> Result<(), Outcome> {
+    let Some(forward) = ctx.forwards.first() else {
+        return Ok(());
+    };
+    let named = ["source", "target", "url"]
+        .iter()
+        .filter_map(|key| params.get(key).and_then(|v| v.as_str()))
+        .filter_map(|text| DbUrl::parse_unchecked(text).ok())
+        .any(|url| ctx.forwards.iter().any(|f| f.forwards(&url.host, url.port)));
+    if named {
+        Ok(())
+    } else {
+        Err(Outcome::failed(format!(
+            "this step goes through the tunnel to {}:{}, but none of its database URLs names that host and port: \
+             nothing would use the tunnel (check the URL's host, or drop `via`)",
+            forward.host, forward.port
+        )))
+    }
 }
 
 /// A URL parameter as plans and screens show it: `user@host:port/db`, or (a secret, shown
@@ -290,6 +328,9 @@ impl Action for Db {
     }
 
     async fn run(&self, ctx: ActionContext) -> Outcome {
+        if let Err(refused) = check_forwards_used(&ctx.params, &ctx) {
+            return refused;
+        }
         let work = async {
             match self.0 {
                 Kind::Preflight => preflight::run(&ctx).await,

@@ -276,6 +276,33 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         )
     });
 
+    // How fast the copy can go: a few seconds of reading the largest table and of writing
+    // the same bytes into a scratch table on the target (rolled back: nothing stays).
+    let sample = throughput_sample(&source_url, &target_url).await;
+    let rates = match &sample {
+        Ok(Some((read, write))) => {
+            let slower = read.min(*write).max(1.0);
+            let predicted = size as f64 / slower;
+            checks.push(Check::new(
+                "copy speed",
+                Verdict::Pass,
+                format!(
+                    "read {}/s, write {}/s: about {} for {} (the slower side's rate)",
+                    bytes_human(*read as u64),
+                    bytes_human(*write as u64),
+                    crate::window::short(Duration::from_secs_f64(predicted)),
+                    bytes_human(size as u64)
+                ),
+            ));
+            Some((*read, *write, predicted))
+        }
+        Ok(None) => None,
+        Err(why) => {
+            checks.push(Check::new("copy speed", Verdict::Warn, why.clone()));
+            None
+        }
+    };
+
     for check in &checks {
         let mark = match check.verdict {
             Verdict::Pass => "pass",
@@ -293,6 +320,14 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         .output("target_version", tgt_version.clone())
         .await;
     ctx.report.output("source_bytes", size.to_string()).await;
+    if let Some((read, write, predicted)) = rates {
+        let mib = |b: f64| format!("{:.1}", b / (1024.0 * 1024.0));
+        ctx.report.output("read_mib_s", mib(read)).await;
+        ctx.report.output("write_mib_s", mib(write)).await;
+        ctx.report
+            .output("predicted_copy_secs", format!("{predicted:.1}"))
+            .await;
+    }
     let failed: Vec<&str> = checks
         .iter()
         .filter(|c| c.verdict == Verdict::Fail)
@@ -312,4 +347,108 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             failed.join(", ")
         )))
     }
+}
+
+/// How long the write side of the throughput sample may run, and about how much the read
+/// side reads (a TABLESAMPLE of the largest table).
+const SAMPLE_FOR: Duration = Duration::from_secs(2);
+const SAMPLE_BYTES: usize = 32 << 20;
+
+/// Bytes per second read from a sample of the source's largest table's pages (`COPY …
+/// TABLESAMPLE … TO STDOUT`, read-only, about [`SAMPLE_BYTES`]) and written to a scratch table
+/// of as many text columns on the target (`COPY … FROM STDIN` in a transaction rolled back, for
+/// up to [`SAMPLE_FOR`]). `None` when the source has no table.
+async fn throughput_sample(
+    source_url: &super::DbUrl,
+    target_url: &super::DbUrl,
+) -> Result<Option<(f64, f64)>, String> {
+    use futures_util::{SinkExt, StreamExt};
+
+    // A connection of its own for the sample; the client reads the whole (bounded) sample.
+    let source = source_url.connect().await?;
+    let largest = source
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+                    (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::int, \
+                    pg_relation_size(c.oid)::float8 \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                AND n.nspname NOT LIKE 'pg_toast%' \
+              ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+    let Some(row) = largest.first() else {
+        return Ok(None);
+    };
+    let table: String = row.get(0);
+    let columns: i32 = row.get(1);
+    let table_bytes: f64 = row.get(2);
+    // A sample of the table's pages of about SAMPLE_BYTES, read to its end: bounded work on
+    // the source, whatever the table's size.
+    let percent = (SAMPLE_BYTES as f64 / table_bytes.max(1.0) * 100.0).clamp(0.01, 100.0);
+    let started = std::time::Instant::now();
+    let stream = source
+        .copy_out(&format!(
+            "COPY (SELECT * FROM {table} TABLESAMPLE SYSTEM ({percent:.4})) TO STDOUT"
+        ))
+        .await
+        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+    futures_util::pin_mut!(stream);
+    let mut sample: Vec<bytes::Bytes> = Vec::new();
+    let mut read = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+        read += chunk.len();
+        sample.push(chunk);
+    }
+    let read_rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+
+    let mut target = target_url.connect().await?;
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    let columns: Vec<String> = (1..=columns.max(1)).map(|i| format!("c{i} text")).collect();
+    tx.batch_execute(&format!(
+        "CREATE TABLE cutover_write_probe ({})",
+        columns.join(", ")
+    ))
+    .await
+    .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    let started = std::time::Instant::now();
+    let sink = tx
+        .copy_in("COPY cutover_write_probe FROM STDIN")
+        .await
+        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    futures_util::pin_mut!(sink);
+    let mut written = 0usize;
+    // Whole lines only: the sample may end inside one.
+    let mut joined: Vec<u8> = sample.iter().flat_map(|c| c.iter().copied()).collect();
+    if let Some(end) = joined.iter().rposition(|b| *b == b'\n') {
+        joined.truncate(end + 1);
+    } else {
+        joined.clear();
+    }
+    for chunk in joined.chunks(1 << 16) {
+        if started.elapsed() >= SAMPLE_FOR {
+            break;
+        }
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+        written += chunk.len();
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    let write_rate = written as f64 / started.elapsed().as_secs_f64().max(0.001);
+    // Nothing of the probe stays on the target.
+    tx.rollback()
+        .await
+        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    Ok(Some((read_rate, write_rate)))
 }

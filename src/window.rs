@@ -1,0 +1,849 @@
+//! Windows: the stretches of a migration its users feel — the write freeze from
+//! `maintenance-on` to `dns-cutover`. Measured from the journal (a window opens when its `from`
+//! step is done and closes when its `to` step is done after that), and predicted before it opens
+//! from the durations the journal — or a rehearsal's journal — recorded for the same steps,
+//! scaled where the work grows with the data.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::journal::{parse_time, JournalState, Recorded};
+use crate::runbook::{Runbook, Step, Window};
+
+/// Where a window stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowState {
+    /// `from` is not done.
+    Pending,
+    /// `from` is done, `to` not (yet) after it.
+    Open { since: SystemTime },
+    Closed {
+        opened: SystemTime,
+        closed: SystemTime,
+    },
+}
+
+impl WindowState {
+    /// How long it has been open (until `now`), or was.
+    pub fn elapsed(&self, now: SystemTime) -> Option<Duration> {
+        match self {
+            WindowState::Pending => None,
+            WindowState::Open { since } => Some(now.duration_since(*since).unwrap_or_default()),
+            WindowState::Closed { opened, closed } => {
+                Some(closed.duration_since(*opened).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// A window as the journal has it.
+#[derive(Debug, Clone)]
+pub struct WindowView {
+    pub window: Window,
+    pub state: WindowState,
+    /// The steps that run inside it, in runbook order (after `from`, up to `to`).
+    pub inside: Vec<String>,
+}
+
+fn done_at(state: &JournalState, id: &str) -> Option<SystemTime> {
+    state
+        .step(id)
+        .filter(|r| r.status == Recorded::Done)
+        .and_then(|r| r.done_at.as_deref())
+        .and_then(parse_time)
+}
+
+/// The steps a window holds: those that depend on `from` and that `to` depends on, and `to`.
+pub fn inside(runbook: &Runbook, window: &Window) -> Vec<String> {
+    let before_to = crate::runbook::transitive_needs(&runbook.steps, &window.to);
+    runbook
+        .steps
+        .iter()
+        .filter(|s| {
+            s.id != window.from
+                && (s.id == window.to || before_to.contains(&s.id))
+                && crate::runbook::transitive_needs(&runbook.steps, &s.id).contains(&window.from)
+        })
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// Every window of the runbook, with its state from the journal.
+pub fn views(runbook: &Runbook, state: &JournalState) -> Vec<WindowView> {
+    runbook
+        .windows
+        .iter()
+        .map(|w| {
+            let state = match (done_at(state, &w.from), done_at(state, &w.to)) {
+                (None, _) => WindowState::Pending,
+                (Some(opened), Some(closed)) if closed >= opened => {
+                    WindowState::Closed { opened, closed }
+                }
+                (Some(since), _) => WindowState::Open { since },
+            };
+            WindowView {
+                window: w.clone(),
+                inside: inside(runbook, w),
+                state,
+            }
+        })
+        .collect()
+}
+
+/// One step's predicted duration, and where the figure comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicted {
+    pub step: String,
+    pub duration: Duration,
+    pub how: String,
+    /// Measured, when the step has run inside this window.
+    pub actual: Option<Duration>,
+}
+
+/// A window's prediction: each step inside it, the DNS caches' share, the total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub window: String,
+    pub steps: Vec<Predicted>,
+    /// How long resolvers keep the old answer after the record changed (its TTL then).
+    pub dns_ttl: Option<Duration>,
+    /// Why the DNS share is what it is (or unknown).
+    pub dns_how: String,
+    pub total: Duration,
+}
+
+/// The output of a window's `from` step holding what the window was predicted to last when it
+/// opened (JSON: window name → [`prediction_json`]).
+pub const RECORDED_PREDICTION: &str = "window_prediction";
+
+/// A prediction as the journal keeps it.
+pub fn prediction_json(p: &Prediction) -> serde_json::Value {
+    serde_json::json!({
+        "total_secs": p.total.as_secs_f64(),
+        "dns_ttl_secs": p.dns_ttl.map(|d| d.as_secs_f64()),
+        "dns_how": p.dns_how,
+        "steps": p.steps.iter().map(|s| serde_json::json!({
+            "step": s.step,
+            "secs": s.duration.as_secs_f64(),
+            "how": s.how,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The prediction recorded when the window opened, if the journal has one.
+fn recorded(current: &JournalState, window: &Window) -> Option<Prediction> {
+    let text = current
+        .step(&window.from)?
+        .outputs
+        .get(RECORDED_PREDICTION)?
+        .clone();
+    let all: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let p = all.get(&window.name)?;
+    let secs = |v: &serde_json::Value| v.as_f64().map(Duration::from_secs_f64);
+    Some(Prediction {
+        window: window.name.clone(),
+        steps: p["steps"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| {
+                Some(Predicted {
+                    step: s["step"].as_str()?.to_string(),
+                    duration: secs(&s["secs"])?,
+                    how: format!(
+                        "predicted when the window opened: {}",
+                        s["how"].as_str().unwrap_or_default()
+                    ),
+                    actual: None,
+                })
+            })
+            .collect(),
+        dns_ttl: secs(&p["dns_ttl_secs"]),
+        dns_how: p["dns_how"].as_str().unwrap_or_default().to_string(),
+        total: secs(&p["total_secs"])?,
+    })
+}
+
+/// Step kinds whose duration grows with the database's size.
+const SCALES_WITH_DATA: &[&str] = &["db.copy", "db.verify"];
+
+/// What a step of a kind takes when nothing was ever measured: a guess, said to be one.
+fn guess(step: &Step) -> Duration {
+    Duration::from_secs(match step.action.kind.as_str() {
+        "manual" => 120,
+        "http" | "aws.identity" | "ssm.verify" | "network.verify" | "dns.point" => 5,
+        "db.copy" => 600,
+        "ecs.deploy" | "ecs.run-task" | "elb.health" | "rds.snapshot" => 180,
+        _ => 30,
+    })
+}
+
+/// The source database's size as the journal's preflight measured it.
+fn source_bytes(runbook: &Runbook, state: &JournalState) -> Option<u64> {
+    runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.preflight")
+        .find_map(|s| state.step(&s.id)?.outputs.get("source_bytes")?.parse().ok())
+}
+
+/// The TTL resolvers hold when the record changes: what a `dns.ttl` step set it to, else the
+/// TTL it found (the journal of this migration first, then the history).
+fn dns_ttl(runbook: &Runbook, journals: &[&JournalState]) -> Option<(Duration, String)> {
+    for state in journals {
+        for step in runbook.steps.iter().filter(|s| s.action.kind == "dns.ttl") {
+            let Some(record) = state.step(&step.id) else {
+                continue;
+            };
+            if record.status == Recorded::Done {
+                if let Some(ttl) = record.outputs.get("ttl").and_then(|t| t.parse().ok()) {
+                    return Some((
+                        Duration::from_secs(ttl),
+                        format!(
+                            "the record's TTL after `{}` (resolvers keep the old answer that long)",
+                            step.id
+                        ),
+                    ));
+                }
+            }
+            if let Some(ttl) = record
+                .outputs
+                .get("previous_ttl")
+                .and_then(|t| t.parse().ok())
+            {
+                return Some((
+                    Duration::from_secs(ttl),
+                    format!(
+                        "the record's TTL today, not lowered yet (`{}` has not run)",
+                        step.id
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Predicts a window: each step inside it from this migration's journal, else the history's
+/// (a rehearsal), scaled by the source's size for the kinds whose work grows with the data; the
+/// copy from the preflight's throughput sample when there is no history; a guess otherwise.
+pub fn predict(
+    runbook: &Runbook,
+    window: &Window,
+    current: &JournalState,
+    history: Option<&JournalState>,
+) -> Prediction {
+    let mut prediction = predict_now(runbook, window, current, history);
+    // Once the window is open, the prediction is the one made when it opened (journaled), so
+    // what a step takes never becomes its own prediction.
+    if done_at(current, &window.from).is_some() {
+        if let Some(then) = recorded(current, window) {
+            for step in &mut prediction.steps {
+                if let Some(made) = then.steps.iter().find(|p| p.step == step.step) {
+                    step.duration = made.duration;
+                    step.how = made.how.clone();
+                }
+            }
+            prediction.total = then.total;
+            prediction.dns_ttl = then.dns_ttl;
+            prediction.dns_how = then.dns_how;
+        }
+    }
+    prediction
+}
+
+fn predict_now(
+    runbook: &Runbook,
+    window: &Window,
+    current: &JournalState,
+    history: Option<&JournalState>,
+) -> Prediction {
+    let now_bytes = source_bytes(runbook, current);
+    let then_bytes = history.and_then(|h| source_bytes(runbook, h));
+    let opened = done_at(current, &window.from);
+    let mut steps = Vec::new();
+    for id in inside(runbook, window) {
+        let Some(step) = runbook.step(&id) else {
+            continue;
+        };
+        let here = current.step(&id);
+        // Measured inside this window: the actual figure.
+        let actual = here
+            .filter(|r| r.status == Recorded::Done)
+            .filter(|r| {
+                opened.is_some_and(|o| r.done_at.as_deref().and_then(parse_time) >= Some(o))
+            })
+            .and_then(|r| r.last_duration);
+        let scales = SCALES_WITH_DATA.contains(&step.action.kind.as_str());
+        let from_history = history
+            .and_then(|h| h.step(&id))
+            .and_then(|r| r.last_duration);
+        let (duration, how) = if let Some(d) = from_history {
+            match (scales, now_bytes, then_bytes) {
+                (true, Some(now), Some(then)) if then > 0 => {
+                    let ratio = now as f64 / then as f64;
+                    (
+                        d.mul_f64(ratio),
+                        format!(
+                            "history {}, ×{ratio:.2} for the source's size ({} then, {} now)",
+                            short(d),
+                            bytes(then),
+                            bytes(now)
+                        ),
+                    )
+                }
+                _ => (d, format!("history {}", short(d))),
+            }
+        } else if let Some(d) = here
+            .and_then(|r| r.last_duration)
+            .filter(|_| actual.is_none())
+        {
+            (d, "an earlier run in this journal".to_string())
+        } else if let Some(secs) = (step.action.kind == "db.copy")
+            .then(|| measured_copy(runbook, current))
+            .flatten()
+        {
+            (
+                Duration::from_secs_f64(secs),
+                "the preflight's throughput sample (source size ÷ the slower of read and write)"
+                    .to_string(),
+            )
+        } else {
+            (guess(step), "no history: a guess".to_string())
+        };
+        steps.push(Predicted {
+            step: id,
+            duration,
+            how,
+            actual,
+        });
+    }
+    let journals: Vec<&JournalState> = std::iter::once(current).chain(history).collect();
+    let has_dns = steps.iter().any(|p| {
+        runbook
+            .step(&p.step)
+            .is_some_and(|s| s.action.kind == "dns.point")
+    });
+    let (dns_ttl, dns_how) = match (has_dns, dns_ttl(runbook, &journals)) {
+        (false, _) => (None, "no DNS change in this window".to_string()),
+        (true, Some((ttl, how))) => (Some(ttl), how),
+        (true, None) => (
+            None,
+            "the record's TTL is not known: lower it first with a `dns.ttl` step".to_string(),
+        ),
+    };
+    let total = steps.iter().map(|p| p.duration).sum::<Duration>() + dns_ttl.unwrap_or_default();
+    Prediction {
+        window: window.name.clone(),
+        steps,
+        dns_ttl,
+        dns_how,
+        total,
+    }
+}
+
+/// The copy's duration from the preflight's measurements, if it took them.
+fn measured_copy(runbook: &Runbook, state: &JournalState) -> Option<f64> {
+    runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.preflight")
+        .find_map(|s| {
+            state
+                .step(&s.id)?
+                .outputs
+                .get("predicted_copy_secs")?
+                .parse()
+                .ok()
+        })
+}
+
+/// "1h 02m", "4m 05s", "12.3s".
+pub fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// "06:12" (minutes:seconds, hours when needed), for the header.
+pub fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    } else {
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The windows and their predictions as `status --json` and `report --format json` show them.
+pub fn to_json(
+    runbook: &Runbook,
+    current: &JournalState,
+    history: Option<&JournalState>,
+    now: SystemTime,
+) -> serde_json::Value {
+    let views = views(runbook, current);
+    serde_json::Value::Array(
+        views
+            .iter()
+            .map(|v| {
+                let prediction = predict(runbook, &v.window, current, history);
+                let time = |t: &SystemTime| humantime::format_rfc3339_millis(*t).to_string();
+                let (state, opened, closed) = match &v.state {
+                    WindowState::Pending => ("pending", None, None),
+                    WindowState::Open { since } => ("open", Some(time(since)), None),
+                    WindowState::Closed { opened, closed } => {
+                        ("closed", Some(time(opened)), Some(time(closed)))
+                    }
+                };
+                let steps: BTreeMap<&str, serde_json::Value> = prediction
+                    .steps
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.step.as_str(),
+                            serde_json::json!({
+                                "predicted_secs": p.duration.as_secs_f64(),
+                                "actual_secs": p.actual.map(|a| a.as_secs_f64()),
+                                "how": p.how,
+                            }),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": v.window.name,
+                    "from": v.window.from,
+                    "to": v.window.to,
+                    "state": state,
+                    "opened": opened,
+                    "closed": closed,
+                    "measured_secs": v.state.elapsed(now).map(|d| d.as_secs_f64()),
+                    "predicted_secs": prediction.total.as_secs_f64(),
+                    "dns_ttl_secs": prediction.dns_ttl.map(|d| d.as_secs_f64()),
+                    "steps": steps,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A Gantt-like strip of a window, one line per step: the steps run one after another, so
+/// each bar starts where the previous ended. `█` is what the step took (or, not run yet, `░`
+/// what it is predicted to take); `│` marks where the prediction ended it.
+pub fn timeline(prediction: &Prediction, width: usize) -> Vec<String> {
+    let label = prediction
+        .steps
+        .iter()
+        .map(|p| p.step.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let spans: Vec<(f64, f64)> = prediction
+        .steps
+        .iter()
+        .map(|p| {
+            (
+                p.actual.unwrap_or(p.duration).as_secs_f64(),
+                p.duration.as_secs_f64(),
+            )
+        })
+        .collect();
+    let mut start = 0.0;
+    let mut ends = Vec::new();
+    for (taken, predicted) in &spans {
+        ends.push((start, start + taken, start + predicted));
+        start += taken;
+    }
+    let span = ends
+        .iter()
+        .map(|(_, end, predicted)| end.max(*predicted))
+        .fold(0.0_f64, f64::max)
+        .max(0.001);
+    let scale = |t: f64| ((t / span) * width as f64).round() as usize;
+    prediction
+        .steps
+        .iter()
+        .zip(ends)
+        .map(|(p, (from, to, predicted_end))| {
+            let mut bar: Vec<char> = vec![' '; width + 1];
+            let fill = if p.actual.is_some() { '█' } else { '░' };
+            let (a, b) = (scale(from), scale(to).max(scale(from) + 1).min(width));
+            for cell in bar.iter_mut().take(b).skip(a) {
+                *cell = fill;
+            }
+            if p.actual.is_some() {
+                let mark = scale(predicted_end).min(width);
+                bar[mark] = if bar[mark] == '█' { '┃' } else { '│' };
+            }
+            let bar: String = bar.into_iter().collect();
+            let figures = match p.actual {
+                Some(actual) => format!("{} (predicted {})", short(actual), short(p.duration)),
+                None => format!("predicted {}", short(p.duration)),
+            };
+            format!("{:<label$} {bar} {figures}", p.step)
+        })
+        .collect()
+}
+
+/// Samples as a one-line sparkline (▁ lowest to █ highest).
+pub fn sparkline(samples: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = samples.iter().copied().fold(0.0_f64, f64::max);
+    samples
+        .iter()
+        .map(|v| {
+            if max <= 0.0 {
+                BARS[0]
+            } else {
+                BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect()
+}
+
+/// The copy's throughput samples (MiB/s per second) from the journal, when a copy recorded them.
+pub fn copy_throughput(runbook: &Runbook, state: &JournalState) -> Option<Vec<f64>> {
+    runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.copy")
+        .find_map(|s| {
+            let text = state.step(&s.id)?.outputs.get("throughput_mib_s")?.clone();
+            let samples: Vec<f64> = text.split(',').filter_map(|v| v.parse().ok()).collect();
+            (!samples.is_empty()).then_some(samples)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Registry;
+    use crate::journal::{Event, LineMeta};
+    use crate::runbook::SourceFile;
+
+    const RUNBOOK: &str = r#"
+[runbook]
+name = "freeze"
+app = "a"
+
+[[window]]
+name = "write freeze"
+from = "maintenance-on"
+to = "dns-cutover"
+
+[[phase]]
+id = "p"
+
+[[phase.step]]
+id = "preflight"
+do = "db.preflight"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+
+[[phase.step]]
+id = "dns-ttl"
+do = "dns.ttl"
+zone = "example.com"
+name = "api.example.com"
+
+[[phase.step]]
+id = "maintenance-on"
+do = "shell"
+run = "true"
+needs = ["preflight"]
+
+[[phase.step]]
+id = "copy"
+do = "db.copy"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+needs = ["maintenance-on"]
+
+[[phase.step]]
+id = "deploy"
+do = "manual"
+needs = ["copy"]
+
+[[phase.step]]
+id = "dns-cutover"
+do = "dns.point"
+zone = "example.com"
+name = "api.example.com"
+target = "alb"
+needs = ["deploy", "dns-ttl"]
+
+[[phase.step]]
+id = "after"
+do = "shell"
+run = "true"
+needs = ["dns-cutover"]
+"#;
+
+    fn runbook() -> Runbook {
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", RUNBOOK.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// (step, start, end, outputs)
+    type Run<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    /// A journal where each (step, start, end, outputs) ran once and succeeded.
+    fn journal(runs: &[Run<'_>]) -> JournalState {
+        let mut state = JournalState::new();
+        let mut seq = 0;
+        for (id, start, end, outputs) in runs {
+            let events = [
+                (
+                    *start,
+                    Event::Started {
+                        attempt: 1,
+                        log: "l".into(),
+                    },
+                ),
+                (
+                    *end,
+                    Event::Outputs {
+                        values: outputs
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    },
+                ),
+                (
+                    *end,
+                    Event::Succeeded {
+                        attempt: 1,
+                        note: None,
+                    },
+                ),
+            ];
+            for (time, event) in events {
+                seq += 1;
+                state.apply(
+                    &LineMeta {
+                        seq,
+                        time,
+                        actor: "ana@laptop",
+                        step: Some(id),
+                        step_digest: Some("d"),
+                    },
+                    &event,
+                );
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn a_window_holds_the_steps_between_its_ends() {
+        let rb = runbook();
+        assert_eq!(
+            inside(&rb, &rb.windows[0]),
+            vec!["copy", "deploy", "dns-cutover"]
+        );
+    }
+
+    #[test]
+    fn the_prediction_scales_the_history_by_the_source_and_adds_the_ttl() {
+        let rb = runbook();
+        // The rehearsal: 100 MiB copied in 10 s, verified… the deploy took 30 s.
+        let history = journal(&[
+            (
+                "preflight",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:02.000Z",
+                &[("source_bytes", "104857600")],
+            ),
+            (
+                "copy",
+                "2026-11-01T10:01:00.000Z",
+                "2026-11-01T10:01:10.000Z",
+                &[],
+            ),
+            (
+                "deploy",
+                "2026-11-01T10:02:00.000Z",
+                "2026-11-01T10:02:30.000Z",
+                &[],
+            ),
+        ]);
+        // Production: ten times the data; the TTL already lowered to 60 s.
+        let now = journal(&[
+            (
+                "preflight",
+                "2026-11-20T10:00:00.000Z",
+                "2026-11-20T10:00:03.000Z",
+                &[("source_bytes", "1048576000")],
+            ),
+            (
+                "dns-ttl",
+                "2026-11-20T09:00:00.000Z",
+                "2026-11-20T09:00:05.000Z",
+                &[("previous_ttl", "300"), ("ttl", "60")],
+            ),
+        ]);
+        let p = predict(&rb, &rb.windows[0], &now, Some(&history));
+        let step = |id: &str| p.steps.iter().find(|s| s.step == id).unwrap().clone();
+        assert_eq!(step("copy").duration, Duration::from_secs(100));
+        assert!(step("copy").how.contains("×10.00"), "{}", step("copy").how);
+        // Not data-bound: as it took.
+        assert_eq!(step("deploy").duration, Duration::from_secs(30));
+        // Never ran anywhere: a guess, said to be one.
+        assert!(step("dns-cutover").how.contains("a guess"));
+        assert_eq!(p.dns_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.total,
+            Duration::from_secs(100 + 30 + 60) + step("dns-cutover").duration
+        );
+
+        // Without history the copy comes from the preflight's sample; the TTL not lowered
+        // yet is today's.
+        let sampled = journal(&[(
+            "preflight",
+            "2026-11-20T10:00:00.000Z",
+            "2026-11-20T10:00:03.000Z",
+            &[
+                ("source_bytes", "1048576000"),
+                ("predicted_copy_secs", "250.0"),
+            ],
+        )]);
+        let mut partial = sampled.clone();
+        partial.apply(
+            &LineMeta {
+                seq: 99,
+                time: "2026-11-20T10:00:04.000Z",
+                actor: "ana",
+                step: Some("dns-ttl"),
+                step_digest: Some("d"),
+            },
+            &Event::Outputs {
+                values: [("previous_ttl".to_string(), "300".to_string())].into(),
+            },
+        );
+        let p = predict(&rb, &rb.windows[0], &partial, None);
+        let copy = p.steps.iter().find(|s| s.step == "copy").unwrap();
+        assert_eq!(copy.duration, Duration::from_secs(250));
+        assert!(copy.how.contains("throughput sample"));
+        assert_eq!(p.dns_ttl, Some(Duration::from_secs(300)));
+        assert!(p.dns_how.contains("not lowered yet"));
+    }
+
+    #[test]
+    fn a_window_opens_when_its_first_step_is_done_and_closes_with_its_last() {
+        let rb = runbook();
+        let open = journal(&[
+            (
+                "maintenance-on",
+                "2026-11-20T10:00:00.000Z",
+                "2026-11-20T10:00:01.000Z",
+                &[],
+            ),
+            (
+                "copy",
+                "2026-11-20T10:00:02.000Z",
+                "2026-11-20T10:01:02.000Z",
+                &[],
+            ),
+        ]);
+        let view = &views(&rb, &open)[0];
+        let since = parse_time("2026-11-20T10:00:01.000Z").unwrap();
+        assert_eq!(view.state, WindowState::Open { since });
+        assert_eq!(
+            view.state.elapsed(since + Duration::from_secs(90)),
+            Some(Duration::from_secs(90))
+        );
+        // Measured inside the window: the copy's actual figure.
+        let p = predict(&rb, &rb.windows[0], &open, None);
+        assert_eq!(p.steps[0].actual, Some(Duration::from_secs(60)));
+
+        let closed = journal(&[
+            (
+                "maintenance-on",
+                "2026-11-20T10:00:00.000Z",
+                "2026-11-20T10:00:01.000Z",
+                &[],
+            ),
+            (
+                "dns-cutover",
+                "2026-11-20T10:05:00.000Z",
+                "2026-11-20T10:05:31.000Z",
+                &[],
+            ),
+        ]);
+        let view = &views(&rb, &closed)[0];
+        assert_eq!(
+            view.state.elapsed(SystemTime::now()),
+            Some(Duration::from_secs(330))
+        );
+        assert!(matches!(view.state, WindowState::Closed { .. }));
+        assert_eq!(
+            views(&rb, &JournalState::new())[0].state,
+            WindowState::Pending
+        );
+    }
+
+    #[test]
+    fn the_timeline_and_sparkline_draw_what_they_are_given() {
+        let p = Prediction {
+            window: "w".into(),
+            steps: vec![
+                Predicted {
+                    step: "copy".into(),
+                    duration: Duration::from_secs(10),
+                    how: String::new(),
+                    actual: Some(Duration::from_secs(20)),
+                },
+                Predicted {
+                    step: "dns".into(),
+                    duration: Duration::from_secs(20),
+                    how: String::new(),
+                    actual: None,
+                },
+            ],
+            dns_ttl: None,
+            dns_how: String::new(),
+            total: Duration::from_secs(30),
+        };
+        let lines = timeline(&p, 40);
+        // copy: 20 s of 40 s → half the width, its prediction marked at a quarter.
+        assert_eq!(
+            lines[0],
+            format!(
+                "copy {}┃{}{} 20.0s (predicted 10.0s)",
+                "█".repeat(10),
+                "█".repeat(9),
+                " ".repeat(21)
+            )
+        );
+        // dns: not run, predicted from 20 s to 40 s.
+        assert_eq!(
+            lines[1],
+            format!(
+                "dns  {}{} predicted 20.0s",
+                " ".repeat(20),
+                "░".repeat(20) + " "
+            )
+        );
+        assert_eq!(sparkline(&[0.0, 5.0, 10.0]), "▁▅█");
+        assert_eq!(sparkline(&[]), "");
+    }
+}

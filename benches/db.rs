@@ -1,19 +1,32 @@
-//! The database move's speed, against two local PostgreSQL 16 + pgvector clusters.
+//! The database move's speed, against two local PostgreSQL 16 + pgvector clusters, on one
+//! source of about 1 GB (the app-like fixture with its vector table, two jsonb archive tables
+//! and a large narrow table), every variant in the same run:
 //!
-//! Targets (issue 5), on the same data in one run:
-//! - `db.copy` (streamed through cutover) ≥ 0.95× a bare `pg_dump -Fc | pg_restore` pipe;
-//! - directory mode with `-j 2` faster than the pipe on a multi-table database;
-//! - `db.verify` over 1,000,000 rows in parallel ≥ 1.5× faster than one table after another.
+//! - `pgcopydb clone --table-jobs 2 --index-jobs 2` (Debian's pgcopydb), the reference;
+//! - `db.copy` in its parallel mode (two COPY streams on one snapshot, each table read back and
+//!   compared on the way, indexes with two jobs) — target: no slower than pgcopydb;
+//! - the same copy followed by `db.verify` against the checksums it took from the source's
+//!   stream, reading the target again, and as the bundled runbook runs it (against both of the
+//!   copy's checksum sets: no table read again) — target: copy + verification ≤ 1.3× pgcopydb's
+//!   copy alone;
+//! - `db.copy` streamed (`pg_dump -Fc | pg_restore`), the bare pipe and directory mode, as
+//!   before, and `db.verify` reading both sides.
 //!
-//! Run `scripts/bench-db`: it starts the clusters, loads the data and runs
-//! `cargo bench --profile dev --bench db` (the time is spent in PostgreSQL, pg_dump and
-//! pg_restore, so cutover's own optimisation level does not move these figures).
+//! Before the benchmarks, the source's `tup_returned` is read around one parallel copy with its
+//! verification, and around a streamed copy with a verification that reads both sides: how many
+//! times each way reads the source.
+//!
+//! Run `scripts/bench-db`: it starts the clusters, loads the data, installs pgcopydb and runs
+//! `cargo bench --profile dev --bench db` (the time is spent in PostgreSQL, pg_dump,
+//! pg_restore and the COPY streams, which the dev profile's optimised dependencies carry).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use cutover::actions::{ActionContext, Outcome, Registry, Reporter};
+use std::collections::BTreeMap;
+
+use cutover::actions::{ActionContext, ActionEvent, Outcome, Registry, Reporter};
 use divan::Bencher;
 
 fn main() {
@@ -21,7 +34,67 @@ fn main() {
         eprintln!("benches/db.rs needs the clusters: run scripts/bench-db");
         return;
     }
+    source_reads();
     divan::main();
+}
+
+/// Rows the source has handed out so far (`pg_stat_database.tup_returned`), once the
+/// statistics of finished sessions are in.
+fn tup_returned() -> i64 {
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(&source(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT tup_returned FROM pg_stat_database WHERE datname = 'bench_src'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    })
+}
+
+/// How many rows each way reads from the source, against how many it has.
+fn source_reads() {
+    let rows: i64 = runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(&source(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT sum(n_live_tup)::bigint FROM pg_stat_user_tables",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    });
+    let before = tup_returned();
+    parallel_copy_and_verify("bench_reads_parallel");
+    let parallel = tup_returned() - before;
+    let before = tup_returned();
+    let target = with_extensions("bench_reads_stream");
+    run_action(
+        "db.copy",
+        serde_json::json!({ "source": source(), "target": target, "bin_dir": pg_bin(), "mode": "stream" }),
+    );
+    run_action(
+        "db.verify",
+        serde_json::json!({ "source": source(), "target": target, "connections": 4 }),
+    );
+    let stream = tup_returned() - before;
+    eprintln!(
+        "source rows read (pg_stat_database.tup_returned; the source holds {rows} rows): \
+         parallel copy + verification against its checksums {parallel} ({:.2}×), \
+         streamed copy + verification reading both sides {stream} ({:.2}×)",
+        parallel as f64 / rows as f64,
+        stream as f64 / rows as f64
+    );
 }
 
 fn env(name: &str) -> String {
@@ -76,14 +149,26 @@ fn source() -> String {
     url_for("CUTOVER_BENCH_PG_SOURCE", "bench_src")
 }
 
-/// Runs one action to its end through the library, as the engine would.
-fn run_action(kind: &str, params: serde_json::Value) {
+/// Runs one action to its end through the library, as the engine would; its outputs.
+fn run_action(kind: &str, params: serde_json::Value) -> BTreeMap<String, String> {
     let registry = Registry::builtin();
     let action = registry.get(kind).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let outcome = runtime().block_on(async {
+    let (outcome, outputs) = runtime().block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let drain = tokio::spawn(async move {
+            let mut outputs = BTreeMap::new();
+            while let Some(event) = rx.recv().await {
+                match event {
+                    ActionEvent::Output { name, value } => {
+                        outputs.insert(name, value);
+                    }
+                    ActionEvent::Recorded(ack) => ack.answer(),
+                    _ => {}
+                }
+            }
+            outputs
+        });
         let ctx = ActionContext {
             step: "bench".into(),
             params,
@@ -98,13 +183,13 @@ fn run_action(kind: &str, params: serde_json::Value) {
             tunnels: Default::default(),
         };
         let outcome = action.run(ctx).await;
-        let _ = drain.await;
-        outcome
+        (outcome, drain.await.unwrap_or_default())
     });
     assert!(
         matches!(outcome, Outcome::Succeeded { .. }),
         "{kind}: {outcome:?}"
     );
+    outputs
 }
 
 fn pg_bin() -> PathBuf {
@@ -149,6 +234,113 @@ fn with_extensions(name: &str) -> String {
     url
 }
 
+/// The parallel copy (verified on its stream), then db.verify against its checksums.
+fn parallel_copy_and_verify(name: &str) {
+    let target = with_extensions(name);
+    let outputs = parallel_copy(&target);
+    run_action(
+        "db.verify",
+        serde_json::json!({
+            "source": source(), "target": target, "connections": 2,
+            "source_checksums": outputs["checksums"],
+        }),
+    );
+}
+
+fn parallel_copy(target: &str) -> BTreeMap<String, String> {
+    run_action(
+        "db.copy",
+        serde_json::json!({
+            "source": source(), "target": target, "bin_dir": pg_bin(),
+            "mode": "parallel", "jobs": 2, "index_jobs": 2,
+        }),
+    )
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn copy_pgcopydb_table_jobs_2_index_jobs_2(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            let target = fresh_target("bench_pgcopydb");
+            let dir = tempfile::tempdir().unwrap();
+            (target, dir)
+        })
+        .bench_values(|(target, dir)| {
+            let path = format!(
+                "{}:{}",
+                pg_bin().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = Command::new("pgcopydb")
+                .args(["clone", "--source", &source(), "--target", &target])
+                .args([
+                    "--table-jobs",
+                    "2",
+                    "--index-jobs",
+                    "2",
+                    "--no-owner",
+                    "--no-acl",
+                ])
+                .arg("--dir")
+                .arg(dir.path().join("work"))
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pgcopydb: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn copy_cutover_parallel_jobs_2(bencher: Bencher) {
+    bencher
+        .with_inputs(|| with_extensions("bench_parallel"))
+        .bench_values(|target| parallel_copy(&target));
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn copy_cutover_parallel_then_verify_recorded(bencher: Bencher) {
+    bencher.bench(|| parallel_copy_and_verify("bench_parallel_verify"));
+}
+
+/// The copy alone, each table not read back (what pgcopydb does): the engine's own speed.
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn copy_cutover_parallel_without_read_back(bencher: Bencher) {
+    bencher
+        .with_inputs(|| with_extensions("bench_parallel_bare"))
+        .bench_values(|target| {
+            run_action(
+                "db.copy",
+                serde_json::json!({
+                    "source": source(), "target": target, "bin_dir": pg_bin(),
+                    "mode": "parallel", "jobs": 2, "index_jobs": 2, "read_back": false,
+                }),
+            );
+        });
+}
+
+/// As the bundled runbook runs it: the copy, then db.verify with both of its checksum sets
+/// (no table read again; sequences, extensions, indexes and a vector search checked).
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn copy_cutover_parallel_then_verify_as_bundled(bencher: Bencher) {
+    bencher
+        .with_inputs(|| with_extensions("bench_bundled"))
+        .bench_values(|target| {
+            let outputs = parallel_copy(&target);
+            run_action(
+                "db.verify",
+                serde_json::json!({
+                    "source": source(), "target": target, "connections": 2,
+                    "source_checksums": outputs["checksums"],
+                    "target_checksums": outputs["target_checksums"],
+                }),
+            );
+        });
+}
+
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn copy_bare_pipe(bencher: Bencher) {
     bencher
@@ -163,8 +355,8 @@ fn copy_cutover_streamed(bencher: Bencher) {
         .bench_values(|target| {
             run_action(
                 "db.copy",
-                serde_json::json!({ "source": source(), "target": target, "bin_dir": pg_bin() }),
-            )
+                serde_json::json!({ "source": source(), "target": target, "bin_dir": pg_bin(), "mode": "stream" }),
+            );
         });
 }
 
@@ -179,7 +371,7 @@ fn copy_cutover_directory_j2(bencher: Bencher) {
                     "source": source(), "target": target, "bin_dir": pg_bin(),
                     "work_dir": "dump", "jobs": 2
                 }),
-            )
+            );
         });
 }
 
@@ -201,7 +393,7 @@ fn verify_parallel_4(bencher: Bencher) {
         run_action(
             "db.verify",
             serde_json::json!({ "source": source(), "target": target, "connections": 4 }),
-        )
+        );
     });
 }
 
@@ -214,6 +406,6 @@ fn verify_one_table_after_another(bencher: Bencher) {
             serde_json::json!({
                 "source": source(), "target": target, "connections": 1, "chunk_mb": 1_000_000
             }),
-        )
+        );
     });
 }

@@ -603,54 +603,8 @@ needs = ["dns-cutover"]
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// (step, start, end, outputs)
-    type Run<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
-
-    /// A journal where each (step, start, end, outputs) ran once and succeeded.
-    fn journal(runs: &[Run<'_>]) -> JournalState {
-        let mut state = JournalState::new();
-        let mut seq = 0;
-        for (id, start, end, outputs) in runs {
-            let events = [
-                (
-                    *start,
-                    Event::Started {
-                        attempt: 1,
-                        log: "l".into(),
-                    },
-                ),
-                (
-                    *end,
-                    Event::Outputs {
-                        values: outputs
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    },
-                ),
-                (
-                    *end,
-                    Event::Succeeded {
-                        attempt: 1,
-                        note: None,
-                    },
-                ),
-            ];
-            for (time, event) in events {
-                seq += 1;
-                state.apply(
-                    &LineMeta {
-                        seq,
-                        time,
-                        actor: "ana@laptop",
-                        step: Some(id),
-                        step_digest: Some("d"),
-                    },
-                    &event,
-                );
-            }
-        }
-        state
+    fn journal(runs: &[crate::journal::testing::Run<'_>]) -> JournalState {
+        crate::journal::testing::timed(runs, |_| "d".to_string())
     }
 
     #[test]

@@ -523,6 +523,26 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Statements on a database of the rehearsal (the test's own way in, past the "VPC").
+fn run_sql(url: &str, sql: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let handle = tokio::spawn(conn);
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            drop(client);
+            let _ = handle.await;
+        });
+}
+
 /// A query's first column, as text, on a database of the rehearsal.
 fn scalar(url: &str, sql: &str) -> String {
     tokio::runtime::Builder::new_current_thread()
@@ -648,12 +668,21 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         "{preflight}"
     );
     let rds = &env["REHEARSAL_RDS_URL"];
-    let copying = || {
-        scalar(
-            rds,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'gengar' AND query LIKE 'COPY %'",
-        ) != "0"
-    };
+    // The copy is quick: to catch it mid-way every time, "RDS" stalls the load of one table
+    // (an event trigger adds a statement trigger that sleeps to public.events as the schema is
+    // restored). The first deploy's `migrations` table goes first, so this copy does not reset
+    // (which would drop the stall).
+    run_sql(
+        rds,
+        "DROP TABLE IF EXISTS public.migrations CASCADE; \
+         CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(120); RETURN NULL; END $$; \
+         CREATE FUNCTION test_stall_events() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.events') THEN \
+             CREATE TRIGGER test_stall BEFORE INSERT ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.test_stall(); \
+           END IF; END $$; \
+         CREATE EVENT TRIGGER test_stall_events ON ddl_command_end WHEN TAG IN ('CREATE TABLE') \
+           EXECUTE FUNCTION public.test_stall_events()",
+    );
     let copy = |env: &BTreeMap<String, String>| {
         in_rehearsal(BIN, env)
             .args(["run", "db-copy", "--confirm", "copy into gengar"])
@@ -666,7 +695,16 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     // The tunnel dropped mid-copy (its forwarder killed): the copy fails, never succeeds on a
     // broken stream.
     let mut child = copy(env);
-    wait_until("the copy to load data", Duration::from_secs(120), copying);
+    wait_until(
+        "the copy to load public.events",
+        Duration::from_secs(120),
+        || {
+            scalar(
+            rds,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'gengar' AND query LIKE 'COPY public.events%'",
+        ) != "0"
+        },
+    );
     let forwarders = session_processes();
     assert_eq!(forwarders.len(), 1, "{forwarders:?}");
     let _ = Command::new("kill")
@@ -676,14 +714,49 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     assert_eq!(status.code(), Some(1));
     let steps = status_of(env, "db-copy");
     assert_eq!(steps["state"], "failed", "{steps:#?}");
-    // cutover killed mid-copy: its session goes with it (the guard sees its stdin close).
+    // Its stalled load on "RDS" ends with its session; the stall goes.
+    run_sql(
+        rds,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'gengar' AND pid <> pg_backend_pid() AND query LIKE 'COPY %'; \
+         DROP EVENT TRIGGER test_stall_events; DROP FUNCTION test_stall_events()",
+    );
+    // cutover killed mid-step, its tunnel open: the session goes with it (the guard sees its
+    // stdin close). Held here: Heroku's events table locked, so the copy waits in pg_dump.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+    let heroku = env["REHEARSAL_SOURCE_URL"].clone();
+    let holder = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (client, conn) = tokio_postgres::connect(&heroku, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                client
+                    .batch_execute("BEGIN; LOCK TABLE public.events IN ACCESS EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                let _ = locked_tx.send(());
+                let _ = tokio::task::spawn_blocking(move || held.recv()).await;
+                client.batch_execute("COMMIT").await.unwrap();
+            });
+    });
+    locked.recv().unwrap();
     let mut child = copy(env);
     wait_until(
-        "the copy to load data again",
+        "the copy to wait in pg_dump",
         Duration::from_secs(120),
-        copying,
+        || {
+            scalar(
+            &env["REHEARSAL_SOURCE_URL"],
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'cutover'",
+        ) != "0"
+        },
     );
-    assert_eq!(session_processes().len(), 1);
+    assert_eq!(session_processes().len(), 1, "the tunnel is open");
     child.kill().unwrap();
     let _ = child.wait();
     wait_until(
@@ -691,6 +764,8 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         Duration::from_secs(10),
         || session_processes().is_empty(),
     );
+    let _ = release.send(());
+    holder.join().unwrap();
     // What the killed copy started ends once its connection through the gone tunnel breaks;
     // then the lock is free again.
     wait_until(

@@ -623,3 +623,60 @@ mod tests {
         assert_eq!(load(text.as_bytes()).integrity, Integrity::Intact);
     }
 }
+
+/// Journals made up for tests: steps that ran at given times.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Event, JournalState, LineMeta};
+
+    /// (step, start, end, outputs)
+    pub(crate) type Run<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    /// A journal where each run started, recorded its outputs and succeeded, by ana@laptop;
+    /// `digest` gives each step's definition digest.
+    pub(crate) fn timed(runs: &[Run<'_>], digest: impl Fn(&str) -> String) -> JournalState {
+        let mut state = JournalState::new();
+        let mut seq = 0;
+        for (id, start, end, outputs) in runs {
+            let digest = digest(id);
+            let events = [
+                (
+                    *start,
+                    Event::Started {
+                        attempt: 1,
+                        log: format!("logs/{id}/1.log").into(),
+                    },
+                ),
+                (
+                    *end,
+                    Event::Outputs {
+                        values: outputs
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    },
+                ),
+                (
+                    *end,
+                    Event::Succeeded {
+                        attempt: 1,
+                        note: None,
+                    },
+                ),
+            ];
+            for (time, event) in events {
+                seq += 1;
+                let meta = LineMeta {
+                    seq,
+                    time,
+                    actor: "ana@laptop",
+                    step: Some(id),
+                    step_digest: Some(&digest),
+                };
+                state.apply(&meta, &event);
+                state.set_last_activity(&meta, &event);
+            }
+        }
+        state
+    }
+}

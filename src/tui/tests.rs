@@ -621,57 +621,16 @@ url = "https://api.example.com/health"
 needs = ["dns-cutover"]
 "#;
 
-/// (step, start, end, outputs)
-type Run<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+use crate::journal::testing::Run;
 
 /// A journal where each (step, start, end, outputs) ran once and succeeded.
 fn timed(runbook: &Runbook, runs: &[Run<'_>]) -> JournalState {
-    let mut state = JournalState::new();
-    let mut seq = 0;
-    for (id, start, end, outputs) in runs {
-        let digest = runbook
+    crate::journal::testing::timed(runs, |id| {
+        runbook
             .step(id)
             .map(|s| s.digest.clone())
-            .unwrap_or_default();
-        let events = [
-            (
-                *start,
-                Event::Started {
-                    attempt: 1,
-                    log: format!("logs/{id}/1.log").into(),
-                },
-            ),
-            (
-                *end,
-                Event::Outputs {
-                    values: outputs
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                },
-            ),
-            (
-                *end,
-                Event::Succeeded {
-                    attempt: 1,
-                    note: None,
-                },
-            ),
-        ];
-        for (time, event) in events {
-            seq += 1;
-            let meta = LineMeta {
-                seq,
-                time,
-                actor: "ana@laptop",
-                step: Some(id),
-                step_digest: Some(&digest),
-            };
-            state.apply(&meta, &event);
-            state.set_last_activity(&meta, &event);
-        }
-    }
-    state
+            .unwrap_or_default()
+    })
 }
 
 fn freeze_model(runs: &[Run<'_>], now: &str) -> Model {

@@ -106,35 +106,15 @@ async fn lower_ttl(
             )),
         });
     }
-    let mut changes = Vec::new();
-    for record in &lower {
-        let mut lowered = (*record).clone();
-        lowered.ttl = Some(wanted);
-        changes.push(
-            Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(lowered)
-                .build()
-                .map_err(|e| Outcome::failed(e.to_string()))?,
-        );
-    }
-    let changed = r53
-        .change_resource_record_sets()
-        .hosted_zone_id(&zone_id)
-        .change_batch(
-            ChangeBatch::builder()
-                .comment("cutover dns.ttl")
-                .set_changes(Some(changes))
-                .build()
-                .map_err(|e| Outcome::failed(e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| Outcome::failed(explain("route53:ChangeResourceRecordSets", &e)))?;
-    let change_id = changed
-        .change_info()
-        .map(|c| c.id().to_string())
-        .unwrap_or_default();
+    let changes = lower
+        .iter()
+        .map(|record| {
+            let mut lowered = (*record).clone();
+            lowered.ttl = Some(wanted);
+            (ChangeAction::Upsert, lowered)
+        })
+        .collect();
+    let change_id = submit(&r53, &zone_id, "cutover dns.ttl", changes).await?;
     if let Some(failed) = wait_insync(&r53, &change_id, deadline, ctx).await? {
         return Ok(failed);
     }
@@ -154,6 +134,42 @@ async fn lower_ttl(
             "{name}: TTL {previous}s → {now}s; resolvers may hold the old TTL for {previous}s more, so the cutover waits that long after this step"
         )),
     })
+}
+
+/// Sends one batch of changes to a zone; the change's id, to wait for.
+async fn submit(
+    r53: &aws_sdk_route53::Client,
+    zone_id: &str,
+    comment: &str,
+    changes: Vec<(ChangeAction, ResourceRecordSet)>,
+) -> Result<String, Outcome> {
+    let changes = changes
+        .into_iter()
+        .map(|(action, record)| {
+            Change::builder()
+                .action(action)
+                .resource_record_set(record)
+                .build()
+                .map_err(|e| Outcome::failed(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let changed = r53
+        .change_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .change_batch(
+            ChangeBatch::builder()
+                .comment(comment)
+                .set_changes(Some(changes))
+                .build()
+                .map_err(|e| Outcome::failed(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("route53:ChangeResourceRecordSets", &e)))?;
+    Ok(changed
+        .change_info()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default())
 }
 
 /// A hosted zone's id, from its id or its domain name.
@@ -400,40 +416,13 @@ async fn point(
     ctx.report.output("previous", before.clone()).await;
     ctx.report.info(format!("replacing: {before}")).await;
     // A record of another type under the name must go in the same batch (CNAME ↔ alias A).
-    let mut changes = Vec::new();
-    for old in previous.iter().filter(|r| r.r#type() != record.r#type()) {
-        changes.push(
-            Change::builder()
-                .action(ChangeAction::Delete)
-                .resource_record_set(old.clone())
-                .build()
-                .map_err(|e| Outcome::failed(e.to_string()))?,
-        );
-    }
-    changes.push(
-        Change::builder()
-            .action(ChangeAction::Upsert)
-            .resource_record_set(record.clone())
-            .build()
-            .map_err(|e| Outcome::failed(e.to_string()))?,
-    );
-    let changed = r53
-        .change_resource_record_sets()
-        .hosted_zone_id(&zone_id)
-        .change_batch(
-            ChangeBatch::builder()
-                .comment("cutover dns.point")
-                .set_changes(Some(changes))
-                .build()
-                .map_err(|e| Outcome::failed(e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| Outcome::failed(explain("route53:ChangeResourceRecordSets", &e)))?;
-    let change_id = changed
-        .change_info()
-        .map(|c| c.id().to_string())
-        .unwrap_or_default();
+    let mut changes: Vec<(ChangeAction, ResourceRecordSet)> = previous
+        .iter()
+        .filter(|r| r.r#type() != record.r#type())
+        .map(|old| (ChangeAction::Delete, old.clone()))
+        .collect();
+    changes.push((ChangeAction::Upsert, record.clone()));
+    let change_id = submit(&r53, &zone_id, "cutover dns.point", changes).await?;
     ctx.report.output("change_id", change_id.clone()).await;
     if let Some(failed) = wait_insync(&r53, &change_id, deadline, ctx).await? {
         return Ok(failed);

@@ -17,8 +17,8 @@ use tokio_postgres::Client;
 
 use super::tools::Tool;
 use super::{
-    bytes_human, col, connect, db_url, extensions, identity, query, server_version, tools,
-    user_tables, write_counters, DbUrl, Identity, USER_RELATION,
+    bytes_human, col, connect, db_url, extensions, identity, parallel, query, server_version,
+    tools, user_tables, write_counters, DbUrl, Identity, USER_RELATION,
 };
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
@@ -41,6 +41,9 @@ struct Params {
     bin_dir: Option<String>,
     work_dir: Option<String>,
     jobs: Option<u32>,
+    index_jobs: Option<u32>,
+    read_back: Option<bool>,
+    mode: Option<String>,
     on_existing: Option<String>,
     maintenance_work_mem: Option<String>,
     allow_errors: Option<Vec<String>>,
@@ -57,7 +60,7 @@ pub struct RestoreError {
 }
 
 impl RestoreError {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match &self.command {
             Some(c) => format!("{} | {c}", self.message),
             None => self.message.clone(),
@@ -124,9 +127,9 @@ impl RestoreLog {
 }
 
 /// How much work the restore has: the source's tables, indexes and foreign keys.
-struct Totals {
-    tables: u64,
-    indexes: u64,
+pub(super) struct Totals {
+    pub tables: u64,
+    pub indexes: u64,
 }
 
 async fn totals(source: &Client) -> Result<Totals, Outcome> {
@@ -223,7 +226,7 @@ fn memory_setting(value: Option<&str>) -> Result<String, Outcome> {
     }
 }
 
-fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
+pub(super) fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
     let mut command = Command::new(&tool.path);
     // Only this URL's connection: nothing inherited from the operator's shell.
     for var in [
@@ -259,7 +262,7 @@ fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
     command
 }
 
-fn spawn(command: &mut Command, what: &Tool) -> Result<Child, Outcome> {
+pub(super) fn spawn(command: &mut Command, what: &Tool) -> Result<Child, Outcome> {
     command
         .spawn()
         .map_err(|e| Outcome::failed(format!("cannot start {}: {e}", what.path.display())))
@@ -298,6 +301,20 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     };
     let jobs = p.jobs.unwrap_or(2).clamp(1, 64);
+    let index_jobs = p.index_jobs.unwrap_or(jobs).clamp(1, 64) as usize;
+    let mode = match (p.mode.as_deref(), &p.work_dir) {
+        (Some("parallel") | None, None) => Mode::Parallel,
+        (Some("stream"), None) => Mode::Stream,
+        (Some("directory") | None, Some(dir)) => Mode::Directory(dir.clone()),
+        (Some("directory"), None) => {
+            return Err(Outcome::failed("mode = \"directory\" needs work_dir"))
+        }
+        (Some(other), _) => {
+            return Err(Outcome::failed(format!(
+                "mode = {other:?}: expected \"parallel\" (the default), \"stream\" or \"directory\" (with work_dir)"
+            )))
+        }
+    };
     let dump = tools::find("pg_dump", p.bin_dir.as_deref(), ctx)
         .await
         .map_err(Outcome::failed)?;
@@ -431,8 +448,80 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     ctx.report.recorded().await;
 
     let started = Instant::now();
-    let result = match &p.work_dir {
-        None => {
+    if mode == Mode::Parallel {
+        let done = parallel::copy(
+            ctx,
+            &dump,
+            &restore,
+            &source_url,
+            &target_url,
+            &memory,
+            jobs as usize,
+            index_jobs,
+            p.read_back.unwrap_or(true),
+            &allowed,
+            &totals,
+        )
+        .await?;
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let report = &ctx.report;
+        report.output("bytes", done.bytes.to_string()).await;
+        report.output("tables", done.tables.to_string()).await;
+        report.output("indexes", done.indexes.to_string()).await;
+        report
+            .output("tolerated_errors", done.tolerated.len().to_string())
+            .await;
+        report
+            .output("throughput_mib_s", throughput(&done.throughput, TICK))
+            .await;
+        report
+            .output(
+                "checksums",
+                serde_json::to_string(&done.checksums).unwrap_or_default(),
+            )
+            .await;
+        if !done.target_checksums.is_empty() {
+            report
+                .output(
+                    "target_checksums",
+                    serde_json::to_string(&done.target_checksums).unwrap_or_default(),
+                )
+                .await;
+        }
+        report
+            .output(
+                "table_secs",
+                serde_json::to_string(&done.table_secs).unwrap_or_default(),
+            )
+            .await;
+        report
+            .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
+            .await;
+        let rows: u64 = done.checksums.values().map(|c| c.rows).sum();
+        return Ok(Outcome::Succeeded {
+            note: Some(format!(
+                "{} tables ({rows} rows, {}), {} indexes and constraints, {} sequences, {} in {:.1}s ({}/s){}",
+                done.tables,
+                if done.target_checksums.is_empty() {
+                    "not read back: run db.verify"
+                } else {
+                    "each read back and equal"
+                },
+                done.indexes,
+                done.sequences,
+                bytes_human(done.bytes),
+                secs,
+                bytes_human((done.bytes as f64 / secs) as u64),
+                if done.tolerated.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} tolerated error(s)", done.tolerated.len())
+                }
+            )),
+        });
+    }
+    let result = match &mode {
+        Mode::Parallel | Mode::Stream => {
             stream_copy(
                 ctx,
                 &dump,
@@ -444,7 +533,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             )
             .await?
         }
-        Some(dir) => {
+        Mode::Directory(dir) => {
             let dir = ctx.work_dir.join(dir).join(format!("{}.dump", ctx.step));
             let result = directory_copy(
                 ctx,
@@ -470,6 +559,17 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
         .await;
     Ok(outcome)
+}
+
+/// How the data moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Table-parallel COPY through cutover on one snapshot, verified on the stream.
+    Parallel,
+    /// `pg_dump -Fc | pg_restore`, streamed.
+    Stream,
+    /// `pg_dump -Fd -j` into a directory, then `pg_restore -j`.
+    Directory(String),
 }
 
 /// MiB/s per second of the copy, from the bytes streamed at each tick: "12.5,30.1,…".
@@ -640,7 +740,7 @@ async fn report_progress(
 
 /// Reads the restore's stderr to its end: every line to the log, the counters updated, progress
 /// every tick. Returns None when cancelled.
-async fn follow_restore(
+pub(super) async fn follow_restore(
     ctx: &ActionContext,
     stderr: tokio::process::ChildStderr,
     totals: &Totals,
@@ -681,7 +781,7 @@ async fn follow_restore(
     Some(log)
 }
 
-fn restore_command(restore: &Tool, target: &DbUrl, memory: &str) -> Command {
+pub(super) fn restore_command(restore: &Tool, target: &DbUrl, memory: &str) -> Command {
     let mut command = tool_command(restore, target);
     command
         .env("PGOPTIONS", format!("-c maintenance_work_mem={memory}"))

@@ -7,6 +7,7 @@ mod conn;
 mod copy;
 mod extensions;
 mod idle;
+pub mod parallel;
 mod preflight;
 mod sql;
 mod tools;
@@ -89,18 +90,37 @@ static EXTENSIONS: ActionSchema = ActionSchema {
 
 static COPY: ActionSchema = ActionSchema {
     kind: "db.copy",
-    summary: "pg_dump | pg_restore (--no-owner --no-acl), streamed, or in parallel through a work directory",
+    summary: "copies a database: table-parallel COPY on one snapshot with each table read back and compared (default), or pg_dump | pg_restore streamed or through a work directory",
     params: &[
         SOURCE,
         TARGET,
         CA_BUNDLE,
         BIN_DIR,
         ParamSpec::optional(
+            "mode",
+            ParamType::String,
+            "\"parallel\" (default: schema by pg_dump/pg_restore, data by COPY streams through cutover, verified on the stream), \"stream\" (pg_dump -Fc | pg_restore) or \"directory\" (with work_dir)",
+        ),
+        ParamSpec::optional(
             "work_dir",
             ParamType::String,
-            "directory-format dump here and run both sides with `jobs` (default: stream, no file)",
+            "directory-format dump here and run both sides with `jobs` (mode \"directory\")",
         ),
-        ParamSpec::optional("jobs", ParamType::Integer, "parallel jobs with work_dir (2)"),
+        ParamSpec::optional(
+            "jobs",
+            ParamType::Integer,
+            "parallel COPY streams, or pg_dump/pg_restore jobs with work_dir (2)",
+        ),
+        ParamSpec::optional(
+            "read_back",
+            ParamType::Bool,
+            "mode parallel: read each table back from the target and compare it as it lands (true); false leaves the comparison to db.verify with source_checksums",
+        ),
+        ParamSpec::optional(
+            "index_jobs",
+            ParamType::Integer,
+            "parallel index and constraint builds after the data (mode parallel; default: jobs)",
+        ),
         ParamSpec::optional(
             "on_existing",
             ParamType::String,
@@ -128,6 +148,9 @@ static COPY: ActionSchema = ActionSchema {
         "source_writes",
         "target_state",
         "throughput_mib_s",
+        "checksums",
+        "target_checksums",
+        "table_secs",
     ],
     needs_operator_note: false,
 };
@@ -148,6 +171,16 @@ static VERIFY: ActionSchema = ActionSchema {
             "chunk_mb",
             ParamType::Integer,
             "tables larger than this are checked in parallel pieces (64)",
+        ),
+        ParamSpec::optional(
+            "source_checksums",
+            ParamType::String,
+            "the source's per-table checksums a parallel db.copy took from its stream (`${steps.db-copy.outputs.checksums}`): the source's tables are not read again, only the target's",
+        ),
+        ParamSpec::optional(
+            "target_checksums",
+            ParamType::String,
+            "with source_checksums: the target's, as the copy read each table back (`${steps.db-copy.outputs.target_checksums}`): no table is read again; sequences, extensions, indexes and the vector search are still checked",
         ),
     ],
     outputs: &["tables", "rows", "report"],
@@ -301,11 +334,17 @@ impl Action for Db {
             Kind::Preflight => format!("check {source} → {target} before the move"),
             Kind::Extensions => format!("create {source}'s extensions on {target}"),
             Kind::Copy => {
-                let how = match params.get("work_dir").and_then(|v| v.as_str()) {
-                    Some(dir) => {
+                let mode = params.get("mode").and_then(|v| v.as_str());
+                let how = match (mode, params.get("work_dir").and_then(|v| v.as_str())) {
+                    (Some("stream"), _) => {
+                        format!("pg_dump -Fc | pg_restore: {source} → {target} (streamed)")
+                    }
+                    (_, Some(dir)) if mode != Some("parallel") => {
                         format!("pg_dump -Fd -j | pg_restore -j: {source} → {target} via {dir}")
                     }
-                    None => format!("pg_dump -Fc | pg_restore: {source} → {target} (streamed)"),
+                    _ => format!(
+                        "parallel COPY on one snapshot, each table read back and compared: {source} → {target}"
+                    ),
                 };
                 match params.get("on_existing").and_then(|v| v.as_str()) {
                     Some("reset") => format!(

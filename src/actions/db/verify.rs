@@ -20,6 +20,8 @@ use crate::actions::{ActionContext, Outcome};
 struct Params {
     connections: Option<u32>,
     chunk_mb: Option<u64>,
+    source_checksums: Option<String>,
+    target_checksums: Option<String>,
     source: String,
     target: String,
     ca_bundle: Option<String>,
@@ -463,18 +465,139 @@ async fn vector_spot_check(
     Ok(problems)
 }
 
-/// Compares two databases. The checks over whole tables run on `connections` connections.
+/// The target's tables hashed row by row as a parallel copy hashed the source's stream,
+/// against the checksums it recorded: the source's rows are not read again.
+async fn against_recorded(
+    ctx: &ActionContext,
+    target_url: &DbUrl,
+    recorded: &BTreeMap<String, super::parallel::Checksum>,
+    target_tables: &BTreeMap<String, TableInfo>,
+    connections: usize,
+) -> Result<BTreeMap<String, super::parallel::Checksum>, Outcome> {
+    let target = connect(target_url, "target").await?;
+    let columns = query(
+        &target,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+                    coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
+                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '') \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND {USER_RELATION}"
+        ),
+        "listing the target's columns",
+    )
+    .await?;
+    let mut work = Vec::new();
+    for row in &columns {
+        let name: String = col(row, 0)?;
+        if recorded.contains_key(&name) {
+            let weight = target_tables.get(&name).map_or(0, |t| t.blocks);
+            work.push((weight, name, col::<String>(row, 1)?));
+        }
+    }
+    work.sort();
+    ctx.report
+        .info(format!(
+            "reading back {} table(s) of the target over {connections} connection(s), against the checksums the copy took from the source's stream",
+            work.len()
+        ))
+        .await;
+    let queue = Arc::new(Mutex::new(work));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let queue = queue.clone();
+        let url = target_url.clone();
+        workers.spawn(async move {
+            let client = url.connect().await?;
+            let mut out = Vec::new();
+            loop {
+                let Some((_, name, columns)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    return Ok::<_, String>(out);
+                };
+                let sum = super::parallel::read_back(&client, &name, &columns)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                out.push((name, sum));
+            }
+        });
+    }
+    let mut sums = BTreeMap::new();
+    loop {
+        let joined = tokio::select! {
+            j = workers.join_next() => j,
+            () = ctx.cancel.cancelled() => {
+                workers.abort_all();
+                return Err(Outcome::Cancelled);
+            }
+        };
+        match joined {
+            None => break,
+            Some(Ok(Ok(done))) => sums.extend(done),
+            Some(Ok(Err(e))) => return Err(Outcome::failed(format!("reading back: {e}"))),
+            Some(Err(e)) => return Err(Outcome::failed(format!("reading back: {e}"))),
+        }
+    }
+    Ok(sums)
+}
+
+/// Compares two databases. The checks over whole tables run on `connections` connections;
+/// with `recorded` checksums (a parallel copy's), only the target's tables are read.
 pub async fn compare(
     ctx: &ActionContext,
     source_url: &DbUrl,
     target_url: &DbUrl,
     connections: usize,
     chunk_mb: u64,
+    recorded: Option<&BTreeMap<String, super::parallel::Checksum>>,
+    read_back: Option<&BTreeMap<String, super::parallel::Checksum>>,
 ) -> Result<VerifyReport, Outcome> {
     let source = connect(source_url, "source").await?;
     let target = connect(target_url, "target").await?;
     let source_tables = tables(&source).await?;
     let target_tables = tables(&target).await?;
+    if let Some(recorded) = recorded {
+        let back = match read_back {
+            Some(back) => {
+                ctx.report
+                    .info("tables: as the copy read each one back from the target (not read again)")
+                    .await;
+                back.clone()
+            }
+            None => {
+                against_recorded(ctx, target_url, recorded, &target_tables, connections).await?
+            }
+        };
+        let mut report = VerifyReport::default();
+        for (name, info) in &source_tables {
+            let s = recorded.get(name).copied();
+            let t = back.get(name).copied();
+            if s.is_none() {
+                report.other_problems.push(format!(
+                    "{name}: the copy recorded no checksum for it (a table created after the copy?)"
+                ));
+            }
+            let s = s.unwrap_or_default();
+            report.tables.push(TableReport {
+                table: name.clone(),
+                source_rows: i64::try_from(s.rows).unwrap_or(i64::MAX),
+                target_rows: target_tables
+                    .get(name)
+                    .map(|_| i64::try_from(t.unwrap_or_default().rows).unwrap_or(i64::MAX)),
+                checksum_match: t == Some(s),
+                source_indexes: info.indexes,
+                target_indexes: target_tables.get(name).map(|t| t.indexes),
+            });
+        }
+        return finish_compare(
+            ctx,
+            &source,
+            &target,
+            &source_tables,
+            &target_tables,
+            report,
+        )
+        .await;
+    }
     let chunk_blocks = (chunk_mb.max(1) * 1024 * 1024) / 8192;
     let mut work = pieces(
         Side::Source,
@@ -516,6 +639,27 @@ pub async fn compare(
             target_indexes: target_tables.get(name).map(|t| t.indexes),
         });
     }
+    finish_compare(
+        ctx,
+        &source,
+        &target,
+        &source_tables,
+        &target_tables,
+        report,
+    )
+    .await
+}
+
+/// What both ways of comparing check after the tables' rows: tables on the target only,
+/// sequences, extensions, a vector search.
+async fn finish_compare(
+    ctx: &ActionContext,
+    source: &Client,
+    target: &Client,
+    source_tables: &BTreeMap<String, TableInfo>,
+    target_tables: &BTreeMap<String, TableInfo>,
+    mut report: VerifyReport,
+) -> Result<VerifyReport, Outcome> {
     for name in target_tables.keys() {
         if !source_tables.contains_key(name) {
             report
@@ -523,9 +667,8 @@ pub async fn compare(
                 .push(format!("{name}: on the target only (not in the source)"));
         }
     }
-
-    let source_seq = sequences(&source).await?;
-    let target_seq = sequences(&target).await?;
+    let source_seq = sequences(source).await?;
+    let target_seq = sequences(target).await?;
     for (name, value) in &source_seq {
         match (value, target_seq.get(name)) {
             (_, None) => report
@@ -539,8 +682,8 @@ pub async fn compare(
         }
     }
 
-    let source_ext = extensions::installed(&source).await?;
-    let target_ext = extensions::installed(&target).await?;
+    let source_ext = extensions::installed(source).await?;
+    let target_ext = extensions::installed(target).await?;
     for ext in &source_ext {
         match target_ext.iter().find(|t| t.name == ext.name) {
             None => report.other_problems.push(format!(
@@ -561,7 +704,7 @@ pub async fn compare(
     if target_ext.iter().any(|e| e.name == "vector") {
         report
             .other_problems
-            .extend(vector_spot_check(&source, &target, ctx).await?);
+            .extend(vector_spot_check(source, target, ctx).await?);
     }
     Ok(report)
 }
@@ -571,12 +714,36 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let connections = usize::try_from(p.connections.unwrap_or(4).clamp(1, 32)).unwrap_or(4);
+    let recorded: Option<BTreeMap<String, super::parallel::Checksum>> = match &p.source_checksums {
+        None => None,
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            Outcome::failed(format!(
+                "source_checksums is not a parallel copy's `checksums` output: {e}"
+            ))
+        })?),
+    };
+    let read_back: Option<BTreeMap<String, super::parallel::Checksum>> =
+        match (&p.target_checksums, &recorded) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Outcome::failed(
+                    "target_checksums goes with source_checksums (both from a parallel db.copy)",
+                ))
+            }
+            (Some(text), Some(_)) => Some(serde_json::from_str(text).map_err(|e| {
+                Outcome::failed(format!(
+                    "target_checksums is not a parallel copy's `target_checksums` output: {e}"
+                ))
+            })?),
+        };
     let report = compare(
         ctx,
         &source_url,
         &target_url,
         connections,
         p.chunk_mb.unwrap_or(64),
+        recorded.as_ref(),
+        read_back.as_ref(),
     )
     .await?;
     for line in report.lines() {

@@ -166,7 +166,9 @@ fn bundled_runbook_validates_plans_and_shows_status() {
         "{plan}"
     );
     assert!(
-        plan.contains("db.copy: pg_dump -Fc | pg_restore: *** → *** (streamed)"),
+        plan.contains(
+            "db.copy: parallel COPY on one snapshot, each table read back and compared: *** → ***"
+        ),
         "secrets must be masked in plans: {plan}"
     );
     let out = run(&[]);

@@ -275,7 +275,11 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         cutover_hosts.iter().all(|h| h.starts_with("127.0.1.")),
         "cutover reached RDS only through the tunnel: {cutover_hosts:?}"
     );
-    assert!(session_processes().is_empty(), "{:?}", session_processes());
+    assert!(
+        session_processes(&dir).is_empty(),
+        "{:?}",
+        session_processes(&dir)
+    );
     let out = cutover(&env, &["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The record of the migration: every step with who ran it and how long it took, the write
@@ -590,13 +594,21 @@ fn wait_for_targets(env: &BTreeMap<String, String>, count: usize) {
 }
 
 /// The pids of the Session Manager plugin stand-ins running now.
-fn session_processes() -> Vec<String> {
+/// The pids of this rehearsal's Session Manager plugin stand-ins running now (another
+/// rehearsal on the machine, such as the other test, has its own: told apart by the
+/// `REHEARSAL_DIR` in their environment).
+fn session_processes(dir: &Path) -> Vec<String> {
     let out = Command::new("pgrep")
         .args(["-f", "standin.py session-manager-plugin"])
         .output()
         .unwrap();
+    let mine = format!("REHEARSAL_DIR={}", dir.display());
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == mine.as_bytes()))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -654,7 +666,11 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         &format!("{iam}iam.put_role_policy(RoleName='gengar-task', PolicyName='app-bucket', PolicyDocument=os.environ['DOC'])"),
         &[("DOC", &policy)],
     );
-    assert!(session_processes().is_empty(), "{:?}", session_processes());
+    assert!(
+        session_processes(dir).is_empty(),
+        "{:?}",
+        session_processes(dir)
+    );
 
     // Through to the copy, the tunnel opened by each database step.
     let ran = drive_until(env, Some("db-copy"), |id, out| {
@@ -705,7 +721,7 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         ) != "0"
         },
     );
-    let forwarders = session_processes();
+    let forwarders = session_processes(dir);
     assert_eq!(forwarders.len(), 1, "{forwarders:?}");
     let _ = Command::new("kill")
         .args(["-KILL", &forwarders[0]])
@@ -756,13 +772,13 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         ) != "0"
         },
     );
-    assert_eq!(session_processes().len(), 1, "the tunnel is open");
+    assert_eq!(session_processes(dir).len(), 1, "the tunnel is open");
     child.kill().unwrap();
     let _ = child.wait();
     wait_until(
         "the session to end with cutover",
         Duration::from_secs(10),
-        || session_processes().is_empty(),
+        || session_processes(dir).is_empty(),
     );
     let _ = release.send(());
     holder.join().unwrap();

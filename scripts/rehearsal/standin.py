@@ -722,6 +722,7 @@ def pg_connect(url: str):
     address = (resolved.rsplit(":", 1)[0], int(resolved.rsplit(":", 1)[1])) if resolved else (host, port)
     source = os.environ.get("TWIN_SOURCE")
     sock = socket.create_connection(address, 10, (source, 0) if source else None)
+    sock.settimeout(None)
     return pg8000.native.Connection(
         user=unquote(parts.username or "postgres"),
         password=unquote(parts.password or "") or None,
@@ -986,6 +987,9 @@ def session_manager_plugin(args):
         try:
             ip, port = forward.rsplit(":", 1)
             upstream = socket.create_connection((ip, int(port)), 10, (source, 0) if source else None)
+            # 10 s to connect; once connected, no idle limit (a long CREATE INDEX sends nothing
+            # for minutes; Session Manager's own idle timeout is 20 minutes).
+            upstream.settimeout(None)
         except OSError as error:
             say(tool, f"Unable to connect to {remote}: {error}")
             client.close()
@@ -1061,6 +1065,7 @@ def rds_tls(args):
                 first = head  # a startup message without TLS: passed through
                 break
             server_side = socket.create_connection((up_host, int(up_port)), 10, (peer[0], 0))
+            server_side.settimeout(None)
             if first:
                 server_side.sendall(first)
         except (OSError, ssl.SSLError) as error:

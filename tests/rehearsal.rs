@@ -527,8 +527,8 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Statements on a database of the rehearsal (the test's own way in, past the "VPC").
-fn run_sql(url: &str, sql: &str) {
+/// A client of a database of the rehearsal (the test's own way in, past the "VPC"), for `f`.
+fn with_client<T>(url: &str, f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -538,34 +538,31 @@ fn run_sql(url: &str, sql: &str) {
                 .await
                 .unwrap();
             let handle = tokio::spawn(conn);
-            client
-                .batch_execute(sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            let out = f(&client).await;
             drop(client);
             let _ = handle.await;
-        });
+            out
+        })
+}
+
+/// Statements on a database of the rehearsal.
+fn run_sql(url: &str, sql: &str) {
+    with_client(url, async |c| {
+        c.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    });
 }
 
 /// A query's first column, as text, on a database of the rehearsal.
 fn scalar(url: &str, sql: &str) -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let handle = tokio::spawn(conn);
-            let row = client
-                .query_one(&format!("SELECT ({sql})::text"), &[])
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-            drop(client);
-            let _ = handle.await;
-            row.get::<_, Option<String>>(0).unwrap_or_default()
-        })
+    with_client(url, async |c| {
+        c.query_one(&format!("SELECT ({sql})::text"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get::<_, Option<String>>(0)
+            .unwrap_or_default()
+    })
 }
 
 /// The emulated account changed behind cutover's back (an operator in the console), through

@@ -197,6 +197,8 @@ pub struct Model {
     pub overlay_opened: Option<Instant>,
     /// An earlier run's journal (`--history`): its durations predict the windows.
     pub history: Option<JournalState>,
+    /// The steps inside a window (marked in the checklist): the runbook's, computed once.
+    pub windowed: Vec<String>,
 }
 
 /// Keys held down repeat every ~30 ms; nothing typed this soon after a modal opened counts.
@@ -237,7 +239,14 @@ impl Model {
             quitting: false,
             overlay_opened: None,
             history: None,
+            windowed: Vec::new(),
         };
+        model.windowed = model
+            .runbook
+            .windows
+            .iter()
+            .flat_map(|w| crate::window::inside(&model.runbook, w))
+            .collect();
         model.refresh_rows(driver_alive);
         let running = model
             .rows

@@ -149,13 +149,6 @@ fn draw_checklist(frame: &mut Frame<'_>, area: Rect, model: &Model) -> Vec<(u16,
     frame.render_widget(block, area);
     // Lines first (phase headers and steps), then the window that keeps the selection in view.
     let mut lines: Vec<(Line<'_>, Option<usize>)> = Vec::new();
-    // Steps inside a window (the write freeze) are marked: what runs while users wait.
-    let windowed: Vec<String> = model
-        .runbook
-        .windows
-        .iter()
-        .flat_map(|w| crate::window::inside(&model.runbook, w))
-        .collect();
     for (n, phase) in model.runbook.phases.iter().enumerate() {
         let phase_done = model.rows[phase.steps.clone()]
             .iter()
@@ -184,7 +177,8 @@ fn draw_checklist(frame: &mut Frame<'_>, area: Rect, model: &Model) -> Vec<(u16,
             if step.destructive {
                 spans.push(Span::styled(" ⚠", theme::danger()));
             }
-            if windowed.contains(&step.id) {
+            // Steps inside a window (the write freeze): what runs while users wait.
+            if model.windowed.contains(&step.id) {
                 spans.push(Span::styled(" ⧗", theme::dim()));
             }
             let extra = match &row.state {

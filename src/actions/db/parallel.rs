@@ -238,8 +238,8 @@ pub(super) async fn copy(
 
     // 2. The schema, as of the snapshot; pre-data first.
     // Beside the step's log (the private state directory); removed when the copy ends.
-    let schema = SchemaFile(ctx.outputs_file.with_extension("schema.dump"));
-    let schema = &schema.0;
+    let schema = Removed(vec![ctx.outputs_file.with_extension("schema.dump")]);
+    let schema = &schema.0[0];
     let mut dump_cmd = tool_command(dump, source_url);
     dump_cmd
         .args(["--format=custom", "--schema-only", "--no-owner", "--no-acl"])
@@ -285,7 +285,7 @@ pub(super) async fn copy(
     let rest_list = schema.with_extension("rest.list");
     std::fs::write(&rest_list, rest.join("\n") + "\n")
         .map_err(|e| Outcome::failed(format!("cannot write a restore list: {e}")))?;
-    let _lists_gone = ListFiles(lists.values().cloned().chain([rest_list.clone()]).collect());
+    let _lists_gone = Removed(lists.values().cloned().chain([rest_list.clone()]).collect());
 
     // 3 and 4. The data, hashed on the way; each table read back once it is in.
     let mut pieces: Vec<Piece> = Vec::new();
@@ -530,15 +530,6 @@ pub(super) async fn copy(
         sequences: sequences.len(),
         throughput: samples,
     })
-}
-
-/// The schema-only archive, removed however the copy ends.
-struct SchemaFile(std::path::PathBuf);
-
-impl Drop for SchemaFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 async fn connect(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
@@ -977,10 +968,10 @@ fn split_post_data(
     (per_table, rest)
 }
 
-/// The restore lists, removed however the copy ends.
-struct ListFiles(Vec<std::path::PathBuf>);
+/// Working files (the schema archive, the restore lists), removed however the copy ends.
+struct Removed(Vec<std::path::PathBuf>);
 
-impl Drop for ListFiles {
+impl Drop for Removed {
     fn drop(&mut self) {
         for path in &self.0 {
             let _ = std::fs::remove_file(path);

@@ -177,6 +177,93 @@ fn guess(step: &Step) -> Duration {
     })
 }
 
+/// Whether a step reads every row: `db.verify` given both of the copy's checksum sets reads
+/// none (it compares what the copy recorded), so its time does not grow with the data.
+fn reads_rows(step: &Step) -> bool {
+    step.action.kind != "db.verify"
+        || !(step.action.params.contains_key("source_checksums")
+            && step.action.params.contains_key("target_checksums"))
+}
+
+/// The slower of the preflight's read and write samples (MiB/s), if it took them.
+fn sampled_rate(runbook: &Runbook, state: &JournalState) -> Option<f64> {
+    runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.preflight")
+        .find_map(|s| {
+            let outputs = &state.step(&s.id)?.outputs;
+            let read: f64 = outputs.get("read_mib_s")?.parse().ok()?;
+            let write: f64 = outputs.get("write_mib_s")?.parse().ok()?;
+            Some(read.min(write)).filter(|r| *r > 0.0)
+        })
+}
+
+/// A data-bound step's history grown to today's source. The copy in two parts, as its history
+/// recorded them: until the last row was in (`data_secs`), which grows with the bytes and
+/// with how much slower today's preflight sample is than the history's; and the rest (index
+/// builds, constraints), which are sorts and graph builds — they grow as n·log n in the rows.
+/// Anything else, or a copy without that record: in proportion to the bytes.
+fn grown(
+    runbook: &Runbook,
+    step: &Step,
+    took: Duration,
+    history: &JournalState,
+    current: &JournalState,
+    then: u64,
+    now: u64,
+) -> (Duration, String) {
+    let ratio = now as f64 / then as f64;
+    let size = format!("{} then, {} now", bytes(then), bytes(now));
+    let record = history.step(&step.id);
+    let data_secs = record
+        .and_then(|r| r.outputs.get("data_secs"))
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|_| step.action.kind == "db.copy");
+    let Some(data_secs) = data_secs else {
+        return (
+            took.mul_f64(ratio),
+            format!(
+                "history {}, ×{ratio:.2} for the source's size ({size})",
+                short(took)
+            ),
+        );
+    };
+    let data = Duration::from_secs_f64(data_secs.clamp(0.0, took.as_secs_f64()));
+    let rest = took.saturating_sub(data);
+    let rows: u64 = record
+        .and_then(|r| r.outputs.get("checksums"))
+        .and_then(|c| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(c).ok())
+        .map(|tables| tables.values().filter_map(|t| t["rows"].as_u64()).sum())
+        .unwrap_or(0);
+    let n = rows.max(2) as f64;
+    let nlogn = ratio * ((ratio * n).ln() / n.ln()).max(1.0);
+    let (speed, speed_how) = match (
+        sampled_rate(runbook, history),
+        sampled_rate(runbook, current),
+    ) {
+        (Some(a), Some(b)) => (
+            a / b,
+            format!(
+                ", ×{:.2} for the preflight's throughput ({a:.0} MiB/s then, {b:.0} now)",
+                a / b
+            ),
+        ),
+        _ => (1.0, String::new()),
+    };
+    let duration = data.mul_f64(ratio * speed) + rest.mul_f64(nlogn);
+    (
+        duration,
+        format!(
+            "history {}: the data {} ×{ratio:.2} for the source's size ({size}){speed_how}; \
+             the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows)",
+            short(took),
+            short(data),
+            short(rest)
+        ),
+    )
+}
+
 /// The source database's size as the journal's preflight measured it.
 fn source_bytes(runbook: &Runbook, state: &JournalState) -> Option<u64> {
     runbook
@@ -278,18 +365,9 @@ fn predict_now(
             .and_then(|h| h.step(&id))
             .and_then(|r| r.last_duration);
         let (duration, how) = if let Some(d) = from_history {
-            match (scales, now_bytes, then_bytes) {
-                (true, Some(now), Some(then)) if then > 0 => {
-                    let ratio = now as f64 / then as f64;
-                    (
-                        d.mul_f64(ratio),
-                        format!(
-                            "history {}, ×{ratio:.2} for the source's size ({} then, {} now)",
-                            short(d),
-                            bytes(then),
-                            bytes(now)
-                        ),
-                    )
+            match (scales && reads_rows(step), now_bytes, then_bytes, history) {
+                (true, Some(now), Some(then), Some(h)) if then > 0 => {
+                    grown(runbook, step, d, h, current, then, now)
                 }
                 _ => (d, format!("history {}", short(d))),
             }
@@ -575,9 +653,18 @@ target = "postgres://u:p@h2/d"
 needs = ["maintenance-on"]
 
 [[phase.step]]
+id = "verify"
+do = "db.verify"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+source_checksums = "${steps.copy.outputs.checksums}"
+target_checksums = "${steps.copy.outputs.target_checksums}"
+needs = ["copy"]
+
+[[phase.step]]
 id = "deploy"
 do = "manual"
-needs = ["copy"]
+needs = ["verify"]
 
 [[phase.step]]
 id = "dns-cutover"
@@ -612,7 +699,7 @@ needs = ["dns-cutover"]
         let rb = runbook();
         assert_eq!(
             inside(&rb, &rb.windows[0]),
-            vec!["copy", "deploy", "dns-cutover"]
+            vec!["copy", "verify", "deploy", "dns-cutover"]
         );
     }
 
@@ -666,7 +753,9 @@ needs = ["dns-cutover"]
         assert_eq!(p.dns_ttl, Some(Duration::from_secs(60)));
         assert_eq!(
             p.total,
-            Duration::from_secs(100 + 30 + 60) + step("dns-cutover").duration
+            Duration::from_secs(100 + 30 + 60)
+                + step("dns-cutover").duration
+                + step("verify").duration
         );
 
         // Without history the copy comes from the preflight's sample; the TTL not lowered
@@ -699,6 +788,72 @@ needs = ["dns-cutover"]
         assert!(copy.how.contains("throughput sample"));
         assert_eq!(p.dns_ttl, Some(Duration::from_secs(300)));
         assert!(p.dns_how.contains("not lowered yet"));
+    }
+
+    #[test]
+    fn the_copy_grows_in_two_parts_and_a_verify_on_checksums_does_not_grow() {
+        let rb = runbook();
+        // The rehearsal: 100 MiB, 1,000 rows; the copy took 10 s, its data in after 4 s; the
+        // preflight sampled 40 MiB/s (the slower side); the verification took 2 s.
+        let history = journal(&[
+            (
+                "preflight",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:02.000Z",
+                &[
+                    ("source_bytes", "104857600"),
+                    ("read_mib_s", "80.0"),
+                    ("write_mib_s", "40.0"),
+                ],
+            ),
+            (
+                "copy",
+                "2026-11-01T10:01:00.000Z",
+                "2026-11-01T10:01:10.000Z",
+                &[
+                    ("data_secs", "4.0"),
+                    (
+                        "checksums",
+                        r#"{"a":{"rows":600,"sum":1},"b":{"rows":400,"sum":2}}"#,
+                    ),
+                ],
+            ),
+            (
+                "verify",
+                "2026-11-01T10:02:00.000Z",
+                "2026-11-01T10:02:02.000Z",
+                &[],
+            ),
+        ]);
+        // Today: ten times the bytes, on a machine whose sample is half as fast (20 MiB/s).
+        let now = journal(&[(
+            "preflight",
+            "2026-11-20T10:00:00.000Z",
+            "2026-11-20T10:00:03.000Z",
+            &[
+                ("source_bytes", "1048576000"),
+                ("read_mib_s", "20.0"),
+                ("write_mib_s", "35.0"),
+            ],
+        )]);
+        let p = predict(&rb, &rb.windows[0], &now, Some(&history));
+        let step = |id: &str| p.steps.iter().find(|s| s.step == id).unwrap().clone();
+        // Data: 4 s × 10 × 2 = 80 s; the rest: 6 s × 10 × ln(10,000)/ln(1,000) = 80 s.
+        let copy = step("copy");
+        assert!(
+            (copy.duration.as_secs_f64() - 160.0).abs() < 0.01,
+            "{:?}",
+            copy.duration
+        );
+        assert!(
+            copy.how.contains("×2.00 for the preflight's throughput"),
+            "{}",
+            copy.how
+        );
+        assert!(copy.how.contains("n·log n from 1000 rows"), "{}", copy.how);
+        // The verification compares the copy's checksums: as long as it took.
+        assert_eq!(step("verify").duration, Duration::from_secs(2));
+        assert_eq!(step("verify").how, "history 2.0s");
     }
 
     #[test]

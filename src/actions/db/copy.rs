@@ -495,6 +495,9 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             )
             .await;
         report
+            .output("data_secs", format!("{:.3}", done.data_secs))
+            .await;
+        report
             .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
             .await;
         let rows: u64 = done.checksums.values().map(|c| c.rows).sum();

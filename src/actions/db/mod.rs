@@ -151,6 +151,7 @@ static COPY: ActionSchema = ActionSchema {
         "checksums",
         "target_checksums",
         "table_secs",
+        "data_secs",
     ],
     needs_operator_note: false,
 };

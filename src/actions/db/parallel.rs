@@ -130,6 +130,9 @@ pub struct Done {
     /// The same tables as read back from the target.
     pub target_checksums: BTreeMap<String, Checksum>,
     pub table_secs: BTreeMap<String, f64>,
+    /// From the start until the last row was in (schema and data; not the index builds
+    /// still running then, nor post-data): the part of the copy that grows with the bytes.
+    pub data_secs: f64,
     pub sequences: usize,
     pub throughput: Vec<u64>,
 }
@@ -345,6 +348,7 @@ pub(super) async fn copy(
     let mut failure: Option<String> = None;
     let mut indexers = tokio::task::JoinSet::new();
     let mut to_index: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut data_secs: Option<f64> = None;
     loop {
         while indexers.len() < index_jobs.max(1) && failure.is_none() {
             let Some(table) = to_index.pop_front() else {
@@ -438,6 +442,9 @@ pub(super) async fn copy(
         if failure.is_some() {
             indexers.abort_all();
         }
+        if data_secs.is_none() && workers.is_empty() && events.is_closed() {
+            data_secs = Some(started.elapsed().as_secs_f64());
+        }
         // Done when every worker and index build has ended and all they said is handled.
         if workers.is_empty()
             && events.is_empty()
@@ -527,6 +534,7 @@ pub(super) async fn copy(
         checksums,
         target_checksums,
         table_secs: finished,
+        data_secs: data_secs.unwrap_or_else(|| data_started.elapsed().as_secs_f64()),
         sequences: sequences.len(),
         throughput: samples,
     })

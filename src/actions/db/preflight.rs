@@ -370,7 +370,7 @@ async fn throughput_sample(
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), \
                     (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::int, \
-                    pg_relation_size(c.oid)::float8 \
+                    pg_table_size(c.oid)::float8 \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                 AND n.nspname NOT LIKE 'pg_toast%' \
@@ -385,8 +385,9 @@ async fn throughput_sample(
     let table: String = row.get(0);
     let columns: i32 = row.get(1);
     let table_bytes: f64 = row.get(2);
-    // A sample of the table's pages of about SAMPLE_BYTES, read to its end: bounded work on
-    // the source, whatever the table's size.
+    // A sample of the table's pages of about SAMPLE_BYTES (its size with TOAST: wide values
+    // such as embeddings live there), read to its end: bounded work on the source, whatever
+    // the table's size. Only the first SAMPLE_BYTES are kept for the write.
     let percent = (SAMPLE_BYTES as f64 / table_bytes.max(1.0) * 100.0).clamp(0.01, 100.0);
     let started = std::time::Instant::now();
     let stream = source
@@ -402,7 +403,9 @@ async fn throughput_sample(
         let chunk =
             chunk.map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
         read += chunk.len();
-        sample.push(chunk);
+        if read <= SAMPLE_BYTES {
+            sample.push(chunk);
+        }
     }
     let read_rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
 
@@ -418,6 +421,13 @@ async fn throughput_sample(
     ))
     .await
     .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    // Whole lines only: the sample may end inside one. Prepared before the clock starts.
+    let mut joined: Vec<u8> = sample.concat();
+    if let Some(end) = joined.iter().rposition(|b| *b == b'\n') {
+        joined.truncate(end + 1);
+    } else {
+        joined.clear();
+    }
     let started = std::time::Instant::now();
     let sink = tx
         .copy_in("COPY cutover_write_probe FROM STDIN")
@@ -425,13 +435,6 @@ async fn throughput_sample(
         .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
     futures_util::pin_mut!(sink);
     let mut written = 0usize;
-    // Whole lines only: the sample may end inside one.
-    let mut joined: Vec<u8> = sample.iter().flat_map(|c| c.iter().copied()).collect();
-    if let Some(end) = joined.iter().rposition(|b| *b == b'\n') {
-        joined.truncate(end + 1);
-    } else {
-        joined.clear();
-    }
     for chunk in joined.chunks(1 << 16) {
         if started.elapsed() >= SAMPLE_FOR {
             break;
@@ -450,5 +453,13 @@ async fn throughput_sample(
     tx.rollback()
         .await
         .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    if read == 0 || written == 0 {
+        return Err(format!(
+            "no throughput sample: {table} gave {} to read and {} were written in {}",
+            bytes_human(read as u64),
+            bytes_human(written as u64),
+            crate::window::short(SAMPLE_FOR)
+        ));
+    }
     Ok(Some((read_rate, write_rate)))
 }

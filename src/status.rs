@@ -30,6 +30,13 @@ pub enum StepState {
     Skipped,
     /// Done (or skipped) under an earlier definition of the step.
     Changed,
+    /// Its rollback ran: its effect is undone; it can run again.
+    RolledBack,
+    /// Done before a step it needs was rolled back: what it did may no longer hold, so it
+    /// runs again (never silently "done").
+    Stale {
+        rolled_back: String,
+    },
 }
 
 impl StepState {
@@ -44,6 +51,8 @@ impl StepState {
             StepState::Failed { .. } => "failed",
             StepState::Skipped => "skipped",
             StepState::Changed => "changed",
+            StepState::RolledBack => "rolled back",
+            StepState::Stale { .. } => "needs re-run",
         }
     }
 
@@ -56,7 +65,11 @@ impl StepState {
     pub fn is_actionable(&self) -> bool {
         matches!(
             self,
-            StepState::Ready | StepState::Failed { .. } | StepState::Interrupted
+            StepState::Ready
+                | StepState::Failed { .. }
+                | StepState::Interrupted
+                | StepState::RolledBack
+                | StepState::Stale { .. }
         )
     }
 }
@@ -81,7 +94,16 @@ pub fn step_states<'a>(
     let own: Vec<Option<StepState>> = runbook
         .steps
         .iter()
-        .map(|step| own_state(step, journal.step(&step.id), driver_alive))
+        .map(|step| {
+            let state = own_state(step, journal.step(&step.id), driver_alive);
+            match state {
+                Some(StepState::Done) => Some(
+                    stale(runbook, journal, step)
+                        .map_or(StepState::Done, |rolled_back| StepState::Stale { rolled_back }),
+                ),
+                other => other,
+            }
+        })
         .collect();
     let settled = |id: &str| {
         runbook
@@ -129,7 +151,24 @@ fn own_state(step: &Step, record: Option<&StepRecord>, driver_alive: bool) -> Op
         Recorded::Failed => Some(StepState::Failed {
             reason: record.detail.clone().unwrap_or_default(),
         }),
+        Recorded::RolledBack => Some(StepState::RolledBack),
     }
+}
+
+/// The step it needs (directly or not) that was rolled back after this one was done.
+fn stale(runbook: &Runbook, journal: &JournalState, step: &Step) -> Option<String> {
+    let done_at = journal
+        .step(&step.id)?
+        .done_at
+        .as_deref()
+        .and_then(parse_time)?;
+    runbook.transitive_needs(&step.id).into_iter().find(|need| {
+        journal
+            .step(need)
+            .and_then(|r| r.rolled_back_at.as_deref())
+            .and_then(parse_time)
+            .is_some_and(|at| at >= done_at)
+    })
 }
 
 fn gate_state(step: &Step, journal: &JournalState, now: SystemTime) -> Option<StepState> {

@@ -78,6 +78,10 @@ impl Workspace {
         format!("logs/{step}/check-{n}.log")
     }
 
+    pub fn rollback_log_relative(step: &str, n: u64) -> String {
+        format!("logs/{step}/rollback-{n}.log")
+    }
+
     pub fn resolve(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }

@@ -2,6 +2,7 @@
 
 mod exit;
 mod printer;
+mod rollback;
 mod show;
 mod window;
 
@@ -161,6 +162,24 @@ enum Command {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// Undo a done step by running its rollback: its phrase typed (`roll back STEP`), a note
+    /// saying why. Steps done after it that rely on it are rolled back first with --chain (each
+    /// with its own --confirm), or left needing a re-run with --only.
+    Rollback {
+        step: String,
+        /// Why (journaled with who).
+        #[arg(long)]
+        note: String,
+        /// `roll back STEP`, typed exactly; once per step of a chain.
+        #[arg(long, value_name = "PHRASE")]
+        confirm: Vec<String>,
+        /// Only this step, although done steps rely on it.
+        #[arg(long, conflicts_with = "chain")]
+        only: bool,
+        /// The done steps relying on it first, the last done first.
+        #[arg(long)]
+        chain: bool,
+    },
     /// Set a step's state by hand, with a note saying why.
     Mark {
         step: String,
@@ -318,6 +337,33 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
             let history = window::load_history(cli.history.as_deref())?;
             runtime.block_on(run(runbook, workspace, registry, request, history))
+        }
+        Command::Rollback {
+            step,
+            note,
+            confirm,
+            only,
+            chain,
+        } => {
+            let runbook = load(&cli, &registry)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
+            let (mut engine, _lock) =
+                drive(runbook, workspace, registry, &format!("rollback {step}"))?;
+            engine.subscribe(Box::new(printer::Printer::new()));
+            runtime.block_on(rollback::rollback(
+                &mut engine,
+                rollback::Args {
+                    step,
+                    note,
+                    confirm,
+                    only,
+                    chain,
+                },
+            ))
         }
         Command::Mark { step, state, note } => {
             let runbook = load(&cli, &registry)?;
@@ -850,24 +896,7 @@ async fn run(
     engine.set_history(history);
     tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));
-    let cancel = request.cancel.clone();
-    // Ctrl-C, SIGTERM or a closed terminal (SIGHUP) cancels the running step; the engine
-    // records it and returns, and the lock is released.
-    use tokio::signal::unix::{signal, SignalKind};
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
-        if let Ok(mut stream) = signal(kind) {
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                stream.recv().await;
-                eprintln!("\ncutover: cancelling the running step...");
-                cancel.cancel();
-            });
-        }
-    }
+    cancel_on_signals(&request.cancel);
     let result = engine.run(request).await;
     // A tunnel lives as long as the command: this one is over.
     engine.close_tunnels().await;
@@ -884,6 +913,26 @@ async fn run(
         Outcome::Failed { .. } => exit::STEP_FAILED,
         Outcome::Cancelled => exit::CANCELLED,
     })
+}
+
+/// Ctrl-C, SIGTERM or a closed terminal (SIGHUP) cancels the running step; the engine
+/// records it and returns, and the lock is released.
+fn cancel_on_signals(cancel: &tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        if let Ok(mut stream) = signal(kind) {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                stream.recv().await;
+                eprintln!("\ncutover: cancelling the running step...");
+                cancel.cancel();
+            });
+        }
+    }
 }
 
 fn audit_verify(workspace: &Workspace) -> Result<u8, Failure> {

@@ -40,6 +40,8 @@ fn symbol(state: &StepState) -> &'static str {
         StepState::Changed => "~",
         StepState::Gated { .. } => "⏸",
         StepState::Blocked { .. } => "·",
+        StepState::RolledBack => "↶",
+        StepState::Stale { .. } => "↻",
     }
 }
 
@@ -300,7 +302,7 @@ pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Re
             ));
         }
         match &step.rollback {
-            Some(r) => out.push_str(&format!("    rollback: {}\n", render(r).trim())),
+            Some(r) => out.push_str(&format!("    rollback: {}\n", render(&r.summary()).trim())),
             None if step.destructive => out.push_str("    rollback: none — irreversible\n"),
             None => {}
         }

@@ -148,6 +148,7 @@ pub fn report(
                     Recorded::Done => "done",
                     Recorded::Failed => "failed",
                     Recorded::Skipped => "skipped",
+                    Recorded::RolledBack => "rolled back",
                 }),
                 "actor": record.map(|r| r.actor.clone()),
                 "finished": record.and_then(|r| r.done_at.clone()),

@@ -1,7 +1,10 @@
 //! Runs one step: needs, gates, confirmation, timeout, retries, cancellation, redaction and
 //! events. The journal line for each event is durable before the work it records proceeds.
 
+mod rollback;
 mod secrets;
+
+pub use rollback::{rollback_phrase, RollbackRequest};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -141,10 +144,23 @@ pub enum EngineError {
     NoCheck(String),
     #[error("a note is required")]
     EmptyNote,
+    #[error("step `{step}` cannot be rolled back: {why}")]
+    RollbackRefused { step: String, why: String },
+    #[error("steps done after `{step}` rely on it: roll back the chain in this order, each with its own phrase ({}) — or only `{step}` with --only (they will show as needing a re-run)", chain.join(" → "))]
+    DependantsDone { step: String, chain: Vec<String> },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
+}
+
+/// What an attempt runs: the step's action (its outputs recorded), its check, or its
+/// rollback (through the rollback's tunnel; outputs not recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Run,
+    Check,
+    Undo,
 }
 
 /// How `mark` sets a step.
@@ -345,7 +361,7 @@ impl Engine {
                             "{}{}",
                             preview.map_or_else(String::new, |p| format!("It will: {p}\n")),
                             match &step.rollback {
-                                Some(r) => format!("Rollback: {}", r.trim()),
+                                Some(r) => format!("Rollback: {}", r.summary()),
                                 None => "It cannot be undone.".to_string(),
                             }
                         ),
@@ -380,7 +396,11 @@ impl Engine {
     }
 
     async fn preview_step(&mut self, step: &Step) -> String {
-        let spec = &step.action;
+        self.describe_spec(&step.action).await
+    }
+
+    /// An action as it will run: its secrets read, then masked.
+    async fn describe_spec(&mut self, spec: &runbook::ActionSpec) -> String {
         let Some(action) = self.registry.get(&spec.kind) else {
             return format!("unknown action kind `{}`", spec.kind);
         };
@@ -406,6 +426,7 @@ impl Engine {
             Err(missing) => format!("(cannot say yet: {missing} has no value)"),
         }
     }
+
 
     /// Runs a step (or its check) to its end, through its retries; then closes the tunnels
     /// no unfinished step needs any more.
@@ -447,7 +468,7 @@ impl Engine {
                 },
             )?;
             let outcome = self
-                .attempt(&step, &step.action, attempt, &log, &request, true)
+                .attempt(&step, &step.action, attempt, &log, &request, Purpose::Run)
                 .await?;
             let event = match &outcome {
                 Outcome::Succeeded { note } => Event::Succeeded {
@@ -510,7 +531,7 @@ impl Engine {
         };
         let n = self.journal.state().lines + 1;
         let log = Workspace::check_log_relative(&step.id, n);
-        let outcome = self.attempt(step, &check, 0, &log, request, false).await?;
+        let outcome = self.attempt(step, &check, 0, &log, request, Purpose::Check).await?;
         let (holds, detail) = match &outcome {
             Outcome::Succeeded { note } => (
                 true,
@@ -547,8 +568,9 @@ impl Engine {
         attempt: u32,
         log: &str,
         request: &RunRequest,
-        record_outputs: bool,
+        purpose: Purpose,
     ) -> Result<Outcome, EngineError> {
+        let record_outputs = purpose == Purpose::Run;
         // Buffered, and flushed whenever the action falls quiet: a watcher reading the file is
         // never more than a burst behind, and a log storm is not a syscall per line.
         let mut log_file = std::io::BufWriter::new(self.workspace.create_log(log)?);
@@ -604,7 +626,7 @@ impl Engine {
 
         // A step that goes through a tunnel gets it open and alive, or does not start.
         let mut forwards = Vec::new();
-        if let (Some(via), true) = (&step.via, record_outputs) {
+        if let (Some(via), true) = (&step.via, purpose != Purpose::Check) {
             match self
                 .ensure_tunnel(via, &log_path, &mut log_file, request)
                 .await
@@ -1000,6 +1022,9 @@ pub fn describe_state(state: &StepState) -> String {
             remaining: None,
         } => format!("opens only after `{after}` is done"),
         StepState::Failed { reason } => format!("failed: {reason}"),
+        StepState::Stale { rolled_back } => {
+            format!("needs re-run: `{rolled_back}` was rolled back after it was done")
+        }
         other => other.label().to_string(),
     }
 }

@@ -60,6 +60,23 @@ pub enum Event<'a> {
         #[serde(borrow)]
         text: Cow<'a, str>,
     },
+    /// The operator started the step's rollback, saying why; its log is at `log`.
+    RollbackStarted {
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+        #[serde(borrow)]
+        log: Cow<'a, str>,
+    },
+    /// The rollback ran to its end: the step's effect is undone.
+    RolledBack {
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+    },
+    /// The rollback failed: the step's effect may be partly undone; its log says how far.
+    RollbackFailed {
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+    },
     /// A milestone worth keeping, such as "snapshot 40%".
     Progress {
         #[serde(borrow)]
@@ -81,6 +98,9 @@ impl Event<'_> {
             Event::Reset { .. } => "reset",
             Event::Note { .. } => "note",
             Event::Progress { .. } => "progress",
+            Event::RollbackStarted { .. } => "rollback started",
+            Event::RolledBack { .. } => "rolled back",
+            Event::RollbackFailed { .. } => "rollback failed",
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Recorded {
     Done,
     Failed,
     Skipped,
+    /// Its rollback ran: its effect is undone, and it may run again as a fresh attempt.
+    RolledBack,
 }
 
 /// Everything the journal knows about one step.
@@ -61,6 +63,10 @@ pub struct StepRecord {
     pub started_at: Option<String>,
     /// How long the attempt that last succeeded took (its start to its success).
     pub last_duration: Option<std::time::Duration>,
+    /// When it was last rolled back: steps done before that which need it must run again.
+    pub rolled_back_at: Option<String>,
+    /// A rollback started and has not ended (its driver may have died in it).
+    pub rolling_back: bool,
 }
 
 impl StepRecord {
@@ -78,6 +84,8 @@ impl StepRecord {
             confirmed: None,
             started_at: None,
             last_duration: None,
+            rolled_back_at: None,
+            rolling_back: false,
         }
     }
 }
@@ -197,6 +205,18 @@ impl JournalState {
                 set_status(entry, Recorded::Pending, Some(note.to_string()));
                 entry.done_at = None;
                 entry.confirmed = None;
+            }
+            Event::RollbackStarted { .. } => entry.rolling_back = true,
+            Event::RolledBack { note } => {
+                set_status(entry, Recorded::RolledBack, Some(note.to_string()));
+                entry.rolled_back_at = Some(line.time.to_string());
+                entry.rolling_back = false;
+                entry.done_at = None;
+                entry.confirmed = None;
+            }
+            Event::RollbackFailed { reason } => {
+                entry.rolling_back = false;
+                entry.detail = Some(format!("rollback failed: {reason}"));
             }
             Event::Note { .. } | Event::Progress { .. } => {}
         }

@@ -95,6 +95,34 @@ pub struct ActionSpec {
     pub params: serde_json::Map<String, serde_json::Value>,
 }
 
+/// How a step is undone: words for the operator, or an action `cutover rollback` runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    /// The rollback in words: all of it when it cannot be automated, else what the action
+    /// does (may hold references; render before showing).
+    pub text: Option<String>,
+    /// What `cutover rollback STEP` runs.
+    pub action: Option<ActionSpec>,
+    /// Read-only, run before the operator confirms: its note is shown with the phrase (for
+    /// the DNS: the rows RDS took since the cutover, which a return to Heroku loses).
+    pub warn: Option<ActionSpec>,
+    /// The `aws.tunnel` step the rollback's connections go through.
+    pub via: Option<String>,
+    /// Once this step is done the rollback has nothing to go back to, and is refused.
+    pub refuse_after: Option<String>,
+}
+
+impl Rollback {
+    /// One line for the checklist and the confirmation.
+    pub fn summary(&self) -> String {
+        match (&self.text, &self.action) {
+            (Some(text), _) => text.trim().to_string(),
+            (None, Some(action)) => format!("`cutover rollback` runs {}", action.kind),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// "Run only once `step` has been done for at least `at_least`" (the soak period).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeGate {
@@ -114,7 +142,7 @@ pub struct Step {
     pub needs: Vec<String>,
     pub destructive: bool,
     pub confirm: Option<String>,
-    pub rollback: Option<String>,
+    pub rollback: Option<Rollback>,
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub retry_delay: Duration,

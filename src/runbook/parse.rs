@@ -12,8 +12,8 @@ use super::graph;
 use super::schema::{ActionCatalog, ParamType};
 use super::template::{Reference, Scope, Template};
 use super::{
-    ActionSpec, Diagnostic, Diagnostics, LoadError, Phase, Runbook, SecretSource, SourceFile, Step,
-    TimeGate,
+    ActionSpec, Diagnostic, Diagnostics, LoadError, Phase, Rollback, Runbook, SecretSource,
+    SourceFile, Step, TimeGate,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -890,12 +890,7 @@ impl Parser<'_> {
                 n
             })
             .unwrap_or_default();
-        let rollback = self
-            .string(table, "rollback", &context, None)
-            .map(|(n, span)| {
-                self.collect_references(&n, span, index);
-                n
-            });
+        let rollback = self.rollback(table, &context, index);
         let destructive = self.bool(table, "destructive", &context).unwrap_or(false);
         let confirm = self
             .string(table, "confirm", &context, None)
@@ -1022,6 +1017,72 @@ impl Parser<'_> {
             via,
             digest: String::new(),
             line: source.locate(id_span.start).line,
+        })
+    }
+
+    /// `rollback = "words"` or `rollback = { do = "...", ..., notes = "...", warn = { do = ... },
+    /// via = "tunnel", refuse_after = "step" }`.
+    fn rollback(&mut self, table: &DeTable<'_>, context: &str, index: usize) -> Option<Rollback> {
+        let v = Self::get(table, "rollback")?;
+        if v.get_ref().is_str() {
+            let (text, span) = self.string(table, "rollback", context, None)?;
+            self.collect_references(&text, span, index);
+            return Some(Rollback {
+                text: Some(text),
+                action: None,
+                warn: None,
+                via: None,
+                refuse_after: None,
+            });
+        }
+        let Some(spec) = v.get_ref().as_table() else {
+            self.error(
+                v.span(),
+                "`rollback` must be words, or an action such as { do = \"shell\", run = \"...\" }",
+            );
+            return None;
+        };
+        let what = format!("the rollback of {context}");
+        let text = self.string(spec, "notes", &what, None).map(|(n, span)| {
+            self.collect_references(&n, span, index);
+            n
+        });
+        let via = self.string(spec, "via", &what, None).map(|(v, _)| v);
+        let refuse_after = self
+            .string(spec, "refuse_after", &what, None)
+            .map(|(v, _)| v);
+        let warn = match Self::get(spec, "warn") {
+            None => None,
+            Some(w) => match w.get_ref().as_table() {
+                Some(warn) => self.action(
+                    warn,
+                    &format!("the warning of {what}"),
+                    w.span(),
+                    index,
+                    &["do"],
+                ),
+                None => {
+                    self.error(
+                        w.span(),
+                        "`warn` must be an action such as { do = \"db.writes\", ... }",
+                    );
+                    None
+                }
+            },
+        };
+        let action = self.action(
+            spec,
+            &what,
+            v.span(),
+            index,
+            &["do", "notes", "via", "refuse_after", "warn"],
+        );
+        Some(Rollback {
+            text,
+            action,
+            warn,
+            via,
+            refuse_after,
         })
     }
 
@@ -1324,6 +1385,42 @@ impl Parser<'_> {
                 .cloned()
                 .unwrap_or_else(|| id_spans.get(first).cloned().unwrap_or(0..0));
             self.error(span, format!("dependency cycle: {}", cycle.join(" → ")));
+        }
+        for step in steps {
+            let Some(rollback) = &step.rollback else {
+                continue;
+            };
+            let span = id_spans.get(&step.id).cloned().unwrap_or(0..0);
+            if let Some(after) = &rollback.refuse_after {
+                if !known.contains(after.as_str()) {
+                    let mut d = Diagnostic::new(
+                        span.clone(),
+                        format!(
+                            "`refuse_after` of the rollback of step `{}` names unknown step `{after}`",
+                            step.id
+                        ),
+                    );
+                    d.help = suggestion(after, &known_list);
+                    self.diagnostics.push(d);
+                }
+            }
+            if let Some(via) = &rollback.via {
+                if !steps
+                    .iter()
+                    .any(|s| &s.id == via && s.action.kind == "aws.tunnel")
+                {
+                    self.error(
+                        span.clone(),
+                        format!(
+                            "`via` of the rollback of step `{}` must name an `aws.tunnel` step, not `{via}`",
+                            step.id
+                        ),
+                    );
+                }
+            }
+            if rollback.text.is_none() && rollback.action.is_none() {
+                self.error(span, format!("the rollback of step `{}` says nothing", step.id));
+            }
         }
         let references = std::mem::take(&mut self.references);
         for found in references {

@@ -44,6 +44,7 @@ pub fn action_for(model: &Model, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('r') => Action::Rerun,
         KeyCode::Char('m') => Action::MarkDone,
         KeyCode::Char('s') => Action::Skip,
+        KeyCode::Char('u') => Action::Rollback,
         KeyCode::Char('/') => Action::Search,
         KeyCode::Char('n') => Action::NextMatch,
         KeyCode::Char('N') => Action::PrevMatch,

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::lines::LineSplitter;
 use crate::actions::Outcome;
-use crate::engine::{describe_outcome, Engine, EngineEvent, RunRequest, Subscriber, Target};
+use crate::engine::{
+    describe_outcome, Engine, EngineError, EngineEvent, RunRequest, Subscriber, Target,
+};
 use crate::journal::{self, lock, FileStore, JournalStore};
 use crate::runbook::Runbook;
 use crate::status::StepState;
@@ -406,6 +408,74 @@ impl App {
                         .preview(&step)
                         .await
                         .unwrap_or_else(|e| e);
+                    let _ = answer.send((step, text));
+                });
+            }
+            Effect::Rollback {
+                step,
+                confirm,
+                note,
+            } => {
+                let Some(engine) = self.engine.clone() else {
+                    self.model
+                        .run_ended(Err("read-only: this instance does not drive".into()));
+                    return;
+                };
+                let cancel = CancellationToken::new();
+                let request = crate::engine::RollbackRequest {
+                    step,
+                    confirm: Some(confirm),
+                    note,
+                    // The dialog showed what relies on it; the phrase typed insists.
+                    only: true,
+                    cancel: cancel.clone(),
+                };
+                self.cancel = Some(cancel);
+                self.run_task = Some(tokio::spawn(async move {
+                    let mut engine = engine.lock().await;
+                    match engine.rollback(request).await {
+                        Ok(result) => match result.outcome {
+                            Outcome::Succeeded { .. } => Ok(format!("{}: rolled back", result.step)),
+                            other => Err(format!(
+                                "{}: rollback {}",
+                                result.step,
+                                describe_outcome(&other)
+                            )),
+                        },
+                        Err(refusal) => Err(refusal.to_string()),
+                    }
+                }));
+            }
+            Effect::RollbackPreview { step, note } => {
+                let Some(engine) = self.engine.clone() else {
+                    return;
+                };
+                let answer = self.previews.0.clone();
+                tokio::spawn(async move {
+                    let mut engine = engine.lock().await;
+                    let ask = |only: bool| crate::engine::RollbackRequest {
+                        step: step.clone(),
+                        confirm: None,
+                        note: note.clone(),
+                        only,
+                        cancel: CancellationToken::new(),
+                    };
+                    let mut text = String::new();
+                    let mut answer_of = engine.rollback(ask(false)).await;
+                    if let Err(EngineError::DependantsDone { chain, .. }) = &answer_of {
+                        text.push_str(&format!(
+                            "done after it and relying on it: roll them back first, in this order: {} — or type the phrase to roll back only {step}. ",
+                            chain.join(" → ")
+                        ));
+                        answer_of = engine.rollback(ask(true)).await;
+                    }
+                    match answer_of {
+                        Err(EngineError::ConfirmationRequired { consequence, .. }) => {
+                            text.push_str(&consequence.replace('\n', " · "))
+                        }
+                        Err(other) => text.push_str(&format!("refused: {other}")),
+                        Ok(_) => text.push_str("(it ran without its phrase)"),
+                    }
                     let _ = answer.send((step, text));
                 });
             }

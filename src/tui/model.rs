@@ -33,6 +33,8 @@ pub enum Action {
     Rerun,
     MarkDone,
     Skip,
+    /// Roll back the selected done step (its rollback action, a note, its phrase).
+    Rollback,
     Search,
     NextMatch,
     PrevMatch,
@@ -80,6 +82,17 @@ pub enum Effect {
     Preview {
         step: String,
     },
+    /// Run a step's rollback (the phrase typed, the operator's reason).
+    Rollback {
+        step: String,
+        confirm: String,
+        note: String,
+    },
+    /// Ask the engine what a rollback will do (and lose), and what relies on the step.
+    RollbackPreview {
+        step: String,
+        note: String,
+    },
     Quit,
 }
 
@@ -89,6 +102,8 @@ pub enum NotePurpose {
     CompleteManual,
     MarkDone,
     Skip,
+    /// Why the step is rolled back: then its phrase.
+    Rollback,
 }
 
 /// A modal over the main screen.
@@ -106,6 +121,8 @@ pub enum Overlay {
         /// database); read by the engine when the dialog opens, `None` until it answers.
         target: Option<String>,
         error: Option<String>,
+        /// Set when the phrase confirms a rollback: the operator's reason.
+        rollback: Option<String>,
     },
     Note {
         step: String,
@@ -388,6 +405,7 @@ impl Model {
             Action::Rerun => self.request_run(true),
             Action::MarkDone => self.request_note(NotePurpose::MarkDone),
             Action::Skip => self.request_note(NotePurpose::Skip),
+            Action::Rollback => self.request_rollback(),
             Action::Search => {
                 self.open(Overlay::SearchInput {
                     text: self.search.clone().unwrap_or_default(),
@@ -560,9 +578,10 @@ impl Model {
             let consequence = format!(
                 "{}\n\nRollback: {}",
                 step.title,
-                step.rollback
-                    .as_deref()
-                    .map_or("none — irreversible", str::trim)
+                step.rollback.as_ref().map_or_else(
+                    || "none — irreversible".to_string(),
+                    crate::runbook::Rollback::summary
+                )
             );
             self.open(Overlay::Confirm {
                 step: step.id.clone(),
@@ -571,6 +590,7 @@ impl Model {
                 consequence,
                 target: None,
                 error: None,
+                rollback: None,
             });
             return vec![Effect::Preview { step: step.id }];
         }
@@ -599,6 +619,36 @@ impl Model {
             confirm,
             note,
         }]
+    }
+
+    /// A done step with a rollback action: first why (a note), then its phrase.
+    fn request_rollback(&mut self) -> Vec<Effect> {
+        let id = self.selected_id().to_string();
+        let Some(step) = self.runbook.step(&id) else {
+            return Vec::new();
+        };
+        let done = self.rows.get(self.selected).is_some_and(|r| {
+            matches!(
+                r.state,
+                StepState::Done | StepState::Stale { .. } | StepState::Changed
+            )
+        });
+        if !done {
+            self.say(format!("{id} is not done: nothing to roll back"), Level::Warn);
+            return Vec::new();
+        }
+        match &step.rollback {
+            Some(r) if r.action.is_some() => self.request_note(NotePurpose::Rollback),
+            Some(r) => {
+                let text = r.summary();
+                self.say(format!("{id}: its rollback is by hand: {text}"), Level::Warn);
+                Vec::new()
+            }
+            None => {
+                self.say(format!("{id} has no rollback"), Level::Warn);
+                Vec::new()
+            }
+        }
     }
 
     fn request_note(&mut self, purpose: NotePurpose) -> Vec<Effect> {
@@ -653,12 +703,25 @@ impl Model {
                     typed,
                     consequence,
                     target,
+                    rollback,
                     ..
                 },
                 Action::Enter,
             ) => {
                 if typed == phrase && !too_soon {
-                    self.start(step, Some(typed), None)
+                    match rollback {
+                        Some(note) => {
+                            let mut effects = self.start(step.clone(), None, None);
+                            effects.clear();
+                            effects.push(Effect::Rollback {
+                                step,
+                                confirm: typed,
+                                note,
+                            });
+                            effects
+                        }
+                        None => self.start(step, Some(typed), None),
+                    }
                 } else {
                     let error = if typed.is_empty() {
                         format!("type the phrase first: {phrase}")
@@ -674,6 +737,7 @@ impl Model {
                             consequence,
                             target,
                             error: Some(error),
+                            rollback,
                         },
                     );
                     Vec::new()
@@ -686,6 +750,7 @@ impl Model {
                     mut typed,
                     consequence,
                     target,
+                    rollback,
                     ..
                 },
                 action,
@@ -700,6 +765,7 @@ impl Model {
                         consequence,
                         target,
                         error: None,
+                        rollback,
                     },
                 );
                 Vec::new()
@@ -738,6 +804,19 @@ impl Model {
                         mark: Mark::Skipped,
                         note,
                     }],
+                    NotePurpose::Rollback => {
+                        let phrase = crate::engine::rollback_phrase(&step);
+                        self.open(Overlay::Confirm {
+                            step: step.clone(),
+                            phrase,
+                            typed: String::new(),
+                            consequence: format!("Roll back {step}. Why: {note}"),
+                            target: None,
+                            error: None,
+                            rollback: Some(note.clone()),
+                        });
+                        vec![Effect::RollbackPreview { step, note }]
+                    }
                 }
             }
             (

@@ -16,6 +16,8 @@ pub fn state_symbol(state: &StepState, tick: u64) -> &'static str {
         StepState::Changed => "~",
         StepState::Gated { .. } => "⏸",
         StepState::Blocked { .. } => "·",
+        StepState::RolledBack => "↶",
+        StepState::Stale { .. } => "↻",
     }
 }
 
@@ -30,6 +32,8 @@ pub fn state_style(state: &StepState) -> Style {
         StepState::Changed => Color::LightMagenta,
         StepState::Gated { .. } => Color::Blue,
         StepState::Blocked { .. } => Color::Gray,
+        StepState::RolledBack => Color::LightRed,
+        StepState::Stale { .. } => Color::LightYellow,
     };
     Style::new().fg(color)
 }

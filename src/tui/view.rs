@@ -310,7 +310,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     if let Some(rollback) = &step.rollback {
         lines.push(Line::from(vec![
             Span::styled("rollback: ", theme::dim()),
-            Span::raw(render(rollback).trim().to_string()),
+            Span::raw(render(&rollback.summary()).trim().to_string()),
         ]));
     } else if step.destructive {
         lines.push(Line::from(Span::styled(
@@ -494,6 +494,7 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 ("r", "run it again (done, changed or failed steps)"),
                 ("m", "mark done, with a note"),
                 ("s", "skip, with a reason"),
+                ("u", "roll back a done step (its rollback action, a reason, its phrase)"),
                 ("/  n  N", "search the log; next / previous match"),
                 ("f", "follow the log / pause"),
                 ("c", "monthly cost against Heroku"),
@@ -563,9 +564,14 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
             consequence,
             target,
             error,
+            rollback,
         } => {
             let mut lines: Vec<Line<'_>> = vec![Line::from(Span::styled(
-                "This step is destructive.",
+                if rollback.is_some() {
+                    "Rolling this step back undoes its effect."
+                } else {
+                    "This step is destructive."
+                },
                 theme::danger(),
             ))];
             let mut consequence = consequence.lines();
@@ -582,7 +588,11 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
             lines.push(Line::from(vec![
                 Span::raw("Type "),
                 Span::styled(phrase.clone(), theme::title()),
-                Span::raw(" to run it:"),
+                Span::raw(if rollback.is_some() {
+                    " to roll it back:"
+                } else {
+                    " to run it:"
+                }),
             ]));
             lines.push(Line::from(Span::styled(
                 format!("> {typed}▏"),
@@ -595,7 +605,12 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 "Esc cancels (the default).",
                 theme::dim(),
             )));
-            (format!(" Run {step}? "), lines, theme::danger())
+            let title = if rollback.is_some() {
+                format!(" Roll back {step}? ")
+            } else {
+                format!(" Run {step}? ")
+            };
+            (title, lines, theme::danger())
         }
         Overlay::Note {
             step,
@@ -607,6 +622,7 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 NotePurpose::CompleteManual => "Done by hand? Say what was done",
                 NotePurpose::MarkDone => "Mark done: why",
                 NotePurpose::Skip => "Skip: why",
+                NotePurpose::Rollback => "Roll back: why",
             };
             let mut lines = vec![Line::from(format!("{what} (goes into the journal):"))];
             if let Some(list) = model

@@ -18,6 +18,7 @@ use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Point(pub Arc<Session>);
 pub struct Ttl(pub Arc<Session>);
+pub struct Restore(pub Arc<Session>);
 
 static TTL_SCHEMA: ActionSchema = ActionSchema {
     kind: "dns.ttl",
@@ -232,7 +233,7 @@ static SCHEMA: ActionSchema = ActionSchema {
         ParamSpec::optional("ttl", ParamType::Integer, "CNAME TTL in seconds (60)"),
         ParamSpec::optional("deadline", ParamType::Duration, "how long to wait for INSYNC (5m)"),
     ],
-    outputs: &["previous", "change_id"],
+    outputs: &["previous", "current", "change_id"],
     needs_operator_note: false,
 };
 
@@ -262,9 +263,197 @@ fn describe_record(r: &ResourceRecordSet) -> String {
         "type": r.r#type().as_str(),
         "ttl": r.ttl(),
         "values": r.resource_records().iter().map(|v| v.value()).collect::<Vec<_>>(),
-        "alias": r.alias_target().map(|a| serde_json::json!({"dns_name": a.dns_name(), "zone_id": a.hosted_zone_id()})),
+        "alias": r.alias_target().map(|a| serde_json::json!({"dns_name": a.dns_name(), "zone_id": a.hosted_zone_id(), "evaluate_target_health": a.evaluate_target_health()})),
     })
     .to_string()
+}
+
+/// Records as [`describe_record`] wrote them, space-separated, or `none`.
+fn parse_records(text: &str) -> Result<Vec<ResourceRecordSet>, String> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let mut records = Vec::new();
+    for value in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
+        let v = value.map_err(|e| format!("not a record as dns.point journaled it: {e}"))?;
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let name = text("name").ok_or("a record without a name")?;
+        let kind = text("type").ok_or("a record without a type")?;
+        let mut record = ResourceRecordSet::builder()
+            .name(name)
+            .r#type(RrType::from(kind.as_str()));
+        if let Some(ttl) = v["ttl"].as_i64() {
+            record = record.ttl(ttl);
+        }
+        for value in v["values"].as_array().into_iter().flatten() {
+            let value = value.as_str().ok_or("a record value that is not text")?;
+            record = record.resource_records(
+                ResourceRecord::builder()
+                    .value(value)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        if let Some(alias) = v["alias"].as_object() {
+            let get = |k: &str| alias.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            record = record.alias_target(
+                AliasTarget::builder()
+                    .dns_name(get("dns_name"))
+                    .hosted_zone_id(get("zone_id"))
+                    .evaluate_target_health(
+                        alias
+                            .get("evaluate_target_health")
+                            .and_then(|x| x.as_bool())
+                            .unwrap_or(false),
+                    )
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        records.push(record.build().map_err(|e| e.to_string())?);
+    }
+    Ok(records)
+}
+
+/// The same records, in any order, compared as `dns.point` journals them (names and alias
+/// targets without case or a trailing dot).
+fn same_records(a: &[ResourceRecordSet], b: &[ResourceRecordSet]) -> bool {
+    let key = |r: &ResourceRecordSet| {
+        describe_record(r)
+            .to_ascii_lowercase()
+            .replace(".\"", "\"")
+    };
+    let mut a: Vec<String> = a.iter().map(key).collect();
+    let mut b: Vec<String> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+fn records_text(records: &[ResourceRecordSet]) -> String {
+    if records.is_empty() {
+        "none".to_string()
+    } else {
+        records
+            .iter()
+            .map(describe_record)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+static RESTORE_SCHEMA: ActionSchema = ActionSchema {
+    kind: "dns.restore",
+    summary: "puts a name's records back as a dns.point step found them (alias or CNAME, its TTL), after checking the name still holds what that step set",
+    params: &[
+        ParamSpec::required("zone", ParamType::String, "hosted zone id, or its domain name"),
+        ParamSpec::required("name", ParamType::String, "the record, e.g. api.example.com"),
+        ParamSpec::required("record", ParamType::String, "what to put back: the `previous` output of the dns.point step"),
+        ParamSpec::required("expect", ParamType::String, "what the name must hold now: the `current` output of that step (else someone changed it since, and nothing is touched)"),
+        ParamSpec::optional("deadline", ParamType::Duration, "how long to wait for INSYNC (5m)"),
+    ],
+    outputs: &["change_id"],
+    needs_operator_note: false,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreParams {
+    zone: String,
+    name: String,
+    record: String,
+    expect: String,
+    deadline: Option<String>,
+}
+
+#[async_trait]
+impl Action for Restore {
+    fn schema(&self) -> &'static ActionSchema {
+        &RESTORE_SCHEMA
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        let get = |k: &str| params.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+        format!(
+            "Route 53: {} back to {} — if it still holds {}",
+            get("name"),
+            get("record"),
+            get("expect")
+        )
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let (p, config) = match prepare::<RestoreParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
+            Err(o) => return o,
+        };
+        restore(&config, &p, &ctx).await.unwrap_or_else(|o| o)
+    }
+}
+
+async fn restore(
+    config: &aws_config::SdkConfig,
+    p: &RestoreParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
+    let deadline = parse_duration(p.deadline.as_deref(), Duration::from_secs(300), "deadline")?;
+    let wanted = parse_records(&p.record).map_err(|e| Outcome::failed(format!("record: {e}")))?;
+    let expected = parse_records(&p.expect).map_err(|e| Outcome::failed(format!("expect: {e}")))?;
+    let r53 = aws_sdk_route53::Client::new(config);
+    let zone_id = zone_id(&r53, &p.zone).await?;
+    let name = fqdn(&p.name);
+    if let Some(other) = wanted.iter().find(|r| r.name().to_ascii_lowercase() != name.to_ascii_lowercase()) {
+        return Err(Outcome::failed(format!(
+            "record: it is for {}, not {name}",
+            other.name()
+        )));
+    }
+    // What is there must be what the step set: a record someone changed since is not ours to
+    // overwrite.
+    let live = address_records(&r53, &zone_id, &name).await?;
+    ctx.report
+        .info(format!("{name} holds: {}", records_text(&live)))
+        .await;
+    if !same_records(&live, &expected) {
+        return Err(Outcome::failed(format!(
+            "{name} no longer holds what the cutover set ({}): it holds {}. Someone changed it since; nothing was touched",
+            records_text(&expected),
+            records_text(&live)
+        )));
+    }
+    if same_records(&live, &wanted) {
+        return Ok(Outcome::Succeeded {
+            note: Some(format!("{name} already holds {}", records_text(&wanted))),
+        });
+    }
+    ctx.report
+        .info(format!("putting back: {}", records_text(&wanted)))
+        .await;
+    let mut changes: Vec<(ChangeAction, ResourceRecordSet)> = live
+        .iter()
+        .filter(|r| !wanted.iter().any(|w| w.r#type() == r.r#type()))
+        .map(|old| (ChangeAction::Delete, old.clone()))
+        .collect();
+    changes.extend(wanted.iter().map(|w| (ChangeAction::Upsert, w.clone())));
+    let change_id = submit(&r53, &zone_id, "cutover dns.restore", changes).await?;
+    ctx.report.output("change_id", change_id.clone()).await;
+    if let Some(failed) = wait_insync(&r53, &change_id, deadline, ctx).await? {
+        return Ok(failed);
+    }
+    let after = address_records(&r53, &zone_id, &name).await?;
+    if !same_records(&after, &wanted) {
+        return Ok(Outcome::failed(format!(
+            "the change is INSYNC but {name} reads back {}, not {}",
+            records_text(&after),
+            records_text(&wanted)
+        )));
+    }
+    ctx.report
+        .info(format!("read back: {}", records_text(&after)))
+        .await;
+    Ok(Outcome::Succeeded {
+        note: Some(format!("{name} holds again what it held before the cutover")),
+    })
 }
 
 #[async_trait]
@@ -435,15 +624,9 @@ async fn point(
             "the change is INSYNC but {name} reads back wrong: {problem}"
         )));
     }
-    ctx.report
-        .info(format!(
-            "read back: {}",
-            now.iter()
-                .map(|r| describe_record(r))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ))
-        .await;
+    let current = records_text(&after);
+    ctx.report.output("current", current.clone()).await;
+    ctx.report.info(format!("read back: {current}")).await;
     let shown = match &p.alias_zone_id {
         Some(_) => "alias A record (TTL is the target's)".to_string(),
         None => {

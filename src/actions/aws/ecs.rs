@@ -51,6 +51,11 @@ static DEPLOY: ActionSchema = ActionSchema {
             "new image (registers a new task definition revision)",
         ),
         ParamSpec::optional(
+            "task_definition",
+            ParamType::String,
+            "deploy this revision instead of the service's (a rollback: the `previous_task_definition` of the deploy)",
+        ),
+        ParamSpec::optional(
             "container",
             ParamType::String,
             "container whose image changes (default: the first)",
@@ -62,7 +67,7 @@ static DEPLOY: ActionSchema = ActionSchema {
         ),
         ParamSpec::optional("interval", ParamType::Duration, "pause between looks (5s)"),
     ],
-    outputs: &["deployment_id", "task_definition"],
+    outputs: &["deployment_id", "task_definition", "previous_task_definition"],
     needs_operator_note: false,
 };
 
@@ -82,6 +87,7 @@ struct DeployParams {
     cluster: String,
     service: String,
     image: Option<String>,
+    task_definition: Option<String>,
     container: Option<String>,
     deadline: Option<String>,
     interval: Option<String>,
@@ -430,7 +436,14 @@ impl Action for Deploy {
                 .unwrap_or("?")
                 .to_string()
         };
+        let revision = params.get("task_definition").and_then(|v| v.as_str());
         match params.get("image").and_then(|v| v.as_str()) {
+            None if revision.is_some() => format!(
+                "deploy {} to {}/{} and wait for the rollout",
+                revision.unwrap_or_default(),
+                get("cluster"),
+                get("service")
+            ),
             Some(image) => format!(
                 "deploy {image} to {}/{} and wait for the rollout",
                 get("cluster"),
@@ -480,7 +493,11 @@ async fn deploy(
         .iter()
         .filter_map(|e| e.id().map(str::to_string))
         .collect();
-    let mut task_definition = service.task_definition().unwrap_or_default().to_string();
+    let previous = service.task_definition().unwrap_or_default().to_string();
+    report
+        .output("previous_task_definition", previous.clone())
+        .await;
+    let mut task_definition = p.task_definition.clone().unwrap_or(previous);
     if let Some(image) = &p.image {
         task_definition =
             register_with_image(&ecs, &task_definition, p.container.as_deref(), image).await?;

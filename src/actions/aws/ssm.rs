@@ -20,6 +20,7 @@ use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 
 pub struct Sync(pub Arc<Session>);
 pub struct Verify(pub Arc<Session>);
+pub struct Restore(pub Arc<Session>);
 
 static SYNC: ActionSchema = ActionSchema {
     kind: "ssm.sync",
@@ -58,7 +59,7 @@ static SYNC: ActionSchema = ActionSchema {
             "delete parameters the source does not have (false)",
         ),
     ],
-    outputs: &["added", "changed", "removed"],
+    outputs: &["added", "changed", "removed", "versions"],
     needs_operator_note: false,
 };
 
@@ -185,7 +186,7 @@ fn normalise(prefix: &str) -> String {
 async fn existing(
     ssm: &aws_sdk_ssm::Client,
     prefix: &str,
-) -> Result<BTreeMap<String, String>, Outcome> {
+) -> Result<BTreeMap<String, (String, i64)>, Outcome> {
     let mut out = BTreeMap::new();
     let mut token = None;
     loop {
@@ -202,7 +203,7 @@ async fn existing(
             let name = p.name().unwrap_or_default();
             out.insert(
                 name.strip_prefix(prefix).unwrap_or(name).to_string(),
-                p.value().unwrap_or_default().to_string(),
+                (p.value().unwrap_or_default().to_string(), p.version()),
             );
         }
         token = page.next_token().map(str::to_string);
@@ -357,6 +358,8 @@ async fn sync(
     let ssm = aws_sdk_ssm::Client::new(config);
     let current = existing(&ssm, &prefix).await?;
     let (mut added, mut changed, mut removed) = (0u32, 0u32, 0u32);
+    // For the rollback: each written key's version before (none when added) and after.
+    let mut versions = serde_json::Map::new();
     // Values are secrets: the diff names keys only.
     for (key, (value, origin)) in &wanted {
         let origin = origin
@@ -365,7 +368,7 @@ async fn sync(
             .unwrap_or_default();
         let verb = match current.get(key) {
             None => "added",
-            Some(old) if old != value => "changed",
+            Some((old, _)) if old != value => "changed",
             Some(_) => {
                 if !origin.is_empty() {
                     ctx.report
@@ -375,7 +378,8 @@ async fn sync(
                 continue;
             }
         };
-        ssm.put_parameter()
+        let written = ssm
+            .put_parameter()
             .name(format!("{prefix}{key}"))
             .value(value)
             .r#type(ParameterType::SecureString)
@@ -383,6 +387,13 @@ async fn sync(
             .send()
             .await
             .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))?;
+        versions.insert(
+            key.clone(),
+            serde_json::json!({
+                "previous": current.get(key).map(|(_, v)| *v),
+                "written": written.version(),
+            }),
+        );
         if verb == "added" {
             added += 1;
             ctx.report.info(format!("+ {key} = ***{origin}")).await;
@@ -422,9 +433,151 @@ async fn sync(
     ctx.report.output("added", added.to_string()).await;
     ctx.report.output("changed", changed.to_string()).await;
     ctx.report.output("removed", removed.to_string()).await;
+    ctx.report
+        .output("versions", serde_json::Value::Object(versions).to_string())
+        .await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
             "{added} added, {changed} changed, {unchanged} unchanged, {removed} not in the source"
+        )),
+    })
+}
+
+static RESTORE: ActionSchema = ActionSchema {
+    kind: "ssm.restore",
+    summary: "puts parameters back to the versions an ssm.sync step replaced (deleting the ones it added), if they still hold what it wrote",
+    params: &[
+        ParamSpec::required("prefix", ParamType::String, "the ssm.sync step's prefix"),
+        ParamSpec::required(
+            "versions",
+            ParamType::String,
+            "the `versions` output of the ssm.sync step",
+        ),
+    ],
+    outputs: &[],
+    needs_operator_note: false,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreParams {
+    prefix: String,
+    versions: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Written {
+    previous: Option<i64>,
+    written: i64,
+}
+
+#[async_trait]
+impl Action for Restore {
+    fn schema(&self) -> &'static ActionSchema {
+        &RESTORE
+    }
+
+    fn describe(&self, params: &serde_json::Value) -> String {
+        let keys: Vec<String> = params
+            .get("versions")
+            .and_then(|v| v.as_str())
+            .and_then(|v| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(v).ok())
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default();
+        format!(
+            "put {} under {} back to the versions before the sync",
+            if keys.is_empty() { "?".to_string() } else { keys.join(", ") },
+            params.get("prefix").and_then(|v| v.as_str()).unwrap_or("?")
+        )
+    }
+
+    async fn run(&self, ctx: ActionContext) -> Outcome {
+        let (p, config) = match prepare::<RestoreParams>(&self.0, &ctx).await {
+            Ok(ready) => ready,
+            Err(o) => return o,
+        };
+        restore(&config, &p, &ctx).await.unwrap_or_else(|o| o)
+    }
+}
+
+/// Values are secrets: only names and version numbers are ever said.
+async fn restore(
+    config: &aws_config::SdkConfig,
+    p: &RestoreParams,
+    ctx: &ActionContext,
+) -> Result<Outcome, Outcome> {
+    let versions: BTreeMap<String, Written> = serde_json::from_str(&p.versions).map_err(|e| {
+        Outcome::failed(format!(
+            "`versions` is not what ssm.sync records in its `versions` output: {e}"
+        ))
+    })?;
+    let prefix = normalise(&p.prefix);
+    let ssm = aws_sdk_ssm::Client::new(config);
+    // First every key must still hold the version the sync wrote: one changed since is
+    // someone else's, and nothing is touched.
+    for (key, w) in &versions {
+        let name = format!("{prefix}{key}");
+        let now = ssm
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .map_err(|e| Outcome::failed(explain("ssm:GetParameter", &e)))?;
+        let version = now.parameter().map(|p| p.version()).unwrap_or_default();
+        if version != w.written {
+            return Err(Outcome::failed(format!(
+                "{name} is at version {version}, not the {} the sync wrote: it changed since; nothing was touched",
+                w.written
+            )));
+        }
+    }
+    for (key, w) in &versions {
+        let name = format!("{prefix}{key}");
+        match w.previous {
+            Some(previous) => {
+                let old = ssm
+                    .get_parameter()
+                    .name(format!("{name}:{previous}"))
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| Outcome::failed(explain("ssm:GetParameter", &e)))?;
+                let value = old
+                    .parameter()
+                    .and_then(|p| p.value())
+                    .ok_or_else(|| Outcome::failed(format!("{name}:{previous} has no value")))?;
+                let put = ssm
+                    .put_parameter()
+                    .name(&name)
+                    .value(value)
+                    .r#type(ParameterType::SecureString)
+                    .overwrite(true)
+                    .send()
+                    .await
+                    .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))?;
+                ctx.report
+                    .info(format!(
+                        "{key}: the value of version {previous} put back (now version {})",
+                        put.version()
+                    ))
+                    .await;
+            }
+            None => {
+                ssm.delete_parameter()
+                    .name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| Outcome::failed(explain("ssm:DeleteParameter", &e)))?;
+                ctx.report
+                    .info(format!("{key}: deleted (the sync added it)"))
+                    .await;
+            }
+        }
+    }
+    Ok(Outcome::Succeeded {
+        note: Some(format!(
+            "{} parameter(s) under {prefix} as they were before the sync",
+            versions.len()
         )),
     })
 }

@@ -12,6 +12,7 @@ mod preflight;
 mod sql;
 mod tools;
 mod verify;
+pub mod writes;
 
 use std::sync::Arc;
 
@@ -223,6 +224,22 @@ static IDLE: ActionSchema = ActionSchema {
     needs_operator_note: false,
 };
 
+static WRITES: ActionSchema = ActionSchema {
+    kind: "db.writes",
+    summary: "records a database's write counters, or counts the rows changed since recorded ones (what going back would lose)",
+    params: &[
+        ParamSpec::required("url", ParamType::String, "database URL"),
+        ParamSpec::optional(
+            "since",
+            ParamType::String,
+            "counters recorded earlier (this action's `counters`): count the rows changed since",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["counters", "changed_rows"],
+    needs_operator_note: false,
+};
+
 static SQL: ActionSchema = ActionSchema {
     kind: "db.sql",
     summary: "runs SQL (a statement or a file) against a database and shows what it returns",
@@ -249,6 +266,7 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         Arc::new(Db(Kind::Verify)),
         Arc::new(Db(Kind::Sql)),
         Arc::new(Db(Kind::Idle)),
+        Arc::new(Db(Kind::Writes)),
     ]
 }
 
@@ -260,6 +278,7 @@ enum Kind {
     Verify,
     Sql,
     Idle,
+    Writes,
 }
 
 struct Db(Kind);
@@ -325,6 +344,7 @@ impl Action for Db {
             Kind::Verify => &VERIFY,
             Kind::Sql => &SQL,
             Kind::Idle => &IDLE,
+            Kind::Writes => &WRITES,
         }
     }
 
@@ -356,6 +376,13 @@ impl Action for Db {
             }
             Kind::Verify => format!("compare every table of {source} with {target}"),
             Kind::Sql => format!("run SQL on {}", shown_url(params, "url")),
+            Kind::Writes => match params.get("since") {
+                Some(_) => format!(
+                    "count the rows changed in {} since the recorded counters",
+                    shown_url(params, "url")
+                ),
+                None => format!("record the write counters of {}", shown_url(params, "url")),
+            },
             Kind::Idle => format!(
                 "prove {} unused: no other client for {}, no write since the baseline",
                 shown_url(params, "url"),
@@ -379,6 +406,7 @@ impl Action for Db {
                 Kind::Verify => verify::run(&ctx).await,
                 Kind::Sql => sql::run(&ctx).await,
                 Kind::Idle => idle::run(&ctx).await,
+                Kind::Writes => writes::run(&ctx).await,
             }
         };
         let result = match self.0 {

@@ -1,0 +1,77 @@
+//! `db.writes`: the database's write counters (`pg_stat_user_tables`: rows inserted, updated
+//! and deleted per table). Without `since` it records them (at the DNS cutover: the moment
+//! writes start landing on RDS); with `since` it counts the rows changed after that record —
+//! what going back to Heroku would lose, said before the DNS rollback is confirmed.
+
+use std::collections::BTreeMap;
+
+use super::idle::written_since;
+use super::{connect, db_url, write_counters};
+use crate::actions::{ActionContext, Outcome};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    url: String,
+    since: Option<String>,
+    ca_bundle: Option<String>,
+}
+
+/// The rows changed since `before`, as one sentence (the largest tables first).
+pub fn describe_changes(changed: &[(String, i64)]) -> String {
+    let total: i64 = changed.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return "no row changed since the cutover: going back loses nothing".to_string();
+    }
+    let mut tables = changed.to_vec();
+    tables.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<String> = tables
+        .iter()
+        .take(5)
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    let more = tables.len().saturating_sub(5);
+    format!(
+        "{total} row(s) changed on this database since the cutover ({}{}): the old database does not have them, and going back to it loses them unless they are copied back first",
+        listed.join(", "),
+        if more > 0 { format!(", and {more} more table(s)") } else { String::new() }
+    )
+}
+
+pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
+    let p: Params = ctx.params()?;
+    let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
+    let client = connect(&url, "url").await?;
+    let now = write_counters(&client).await?;
+    match p.since.as_deref().map(str::trim) {
+        None | Some("") => {
+            ctx.report
+                .output(
+                    "counters",
+                    serde_json::to_string(&now).unwrap_or_default(),
+                )
+                .await;
+            Ok(Outcome::Succeeded {
+                note: Some(format!(
+                    "write counters of {} table(s) recorded",
+                    now.len()
+                )),
+            })
+        }
+        Some(text) => {
+            let before: BTreeMap<String, i64> = serde_json::from_str(text).map_err(|e| {
+                Outcome::failed(format!(
+                    "`since` is not a table of write counters (as this action's `counters`): {e}"
+                ))
+            })?;
+            let changed = written_since(&before, &now);
+            let total: i64 = changed.iter().map(|(_, n)| n).sum();
+            ctx.report.output("changed_rows", total.to_string()).await;
+            let sentence = describe_changes(&changed);
+            ctx.report.info(sentence.clone()).await;
+            Ok(Outcome::Succeeded {
+                note: Some(sentence),
+            })
+        }
+    }
+}

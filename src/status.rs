@@ -36,6 +36,8 @@ pub enum StepState {
     /// runs again (never silently "done").
     Stale {
         rolled_back: String,
+        /// Its needs not done again yet: it runs after them.
+        waiting_for: Vec<String>,
     },
 }
 
@@ -69,8 +71,7 @@ impl StepState {
                 | StepState::Failed { .. }
                 | StepState::Interrupted
                 | StepState::RolledBack
-                | StepState::Stale { .. }
-        )
+        ) || matches!(self, StepState::Stale { waiting_for, .. } if waiting_for.is_empty())
     }
 }
 
@@ -97,10 +98,13 @@ pub fn step_states<'a>(
         .map(|step| {
             let state = own_state(step, journal.step(&step.id), driver_alive);
             match state {
-                Some(StepState::Done) => Some(
-                    stale(runbook, journal, step)
-                        .map_or(StepState::Done, |rolled_back| StepState::Stale { rolled_back }),
-                ),
+                Some(StepState::Done) => Some(stale(runbook, journal, step).map_or(
+                    StepState::Done,
+                    |rolled_back| StepState::Stale {
+                        rolled_back,
+                        waiting_for: Vec::new(),
+                    },
+                )),
                 other => other,
             }
         })
@@ -117,6 +121,10 @@ pub fn step_states<'a>(
         .zip(own.iter())
         .map(|(step, own)| {
             let state = match own {
+                Some(StepState::Stale { rolled_back, .. }) => StepState::Stale {
+                    rolled_back: rolled_back.clone(),
+                    waiting_for: step.needs.iter().filter(|n| !settled(n)).cloned().collect(),
+                },
                 Some(state) => state.clone(),
                 None => {
                     let waiting_for: Vec<String> =

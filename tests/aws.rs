@@ -1439,3 +1439,196 @@ fn dns_ttl_lowers_the_record_and_says_the_old_ttl() {
         text(&again)
     );
 }
+
+/// The DNS rollback: the record put back exactly as the cutover found it (a CNAME with its
+/// TTL, after an alias replaced it), read back through Route 53; refused, touching nothing,
+/// when the name no longer holds what the cutover set.
+#[test]
+fn dns_rollback_puts_the_record_back_exactly_and_only_over_what_the_cutover_set() {
+    let zone = zone_with_heroku_cname("undo-test.example.", "api.undo-test.example.");
+    let step = "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"undo-test.example\"\nname = \"api.undo-test.example\"\ntarget = \"gengar-1.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\nrollback = { do = \"dns.restore\", zone = \"undo-test.example\", name = \"api.undo-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n";
+    let p = Project::new(step);
+    let records = || {
+        runtime().block_on(async {
+            aws_sdk_route53::Client::new(&sdk().await)
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone)
+                .send()
+                .await
+                .unwrap()
+                .resource_record_sets()
+                .iter()
+                .filter(|r| r.name() == "api.undo-test.example.")
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let before = records();
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_ne!(records(), before);
+
+    let out = p.run(&[
+        "rollback",
+        "dns",
+        "--note",
+        "503s on AWS",
+        "--confirm",
+        "roll back dns",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let after = records();
+    assert_eq!(after, before, "exactly as it was: type, value, TTL");
+    assert_eq!(after[0].ttl(), Some(300));
+
+    // Cut over again; then someone repoints the name by hand: the rollback is refused and
+    // the record stays as they left it.
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    runtime().block_on(async {
+        use aws_sdk_route53::types::*;
+        aws_sdk_route53::Client::new(&sdk().await)
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Upsert)
+                            .resource_record_set(
+                                ResourceRecordSet::builder()
+                                    .name("api.undo-test.example.")
+                                    .r#type(RrType::A)
+                                    .alias_target(
+                                        AliasTarget::builder()
+                                            .dns_name("someone-else.elb.amazonaws.com")
+                                            .hosted_zone_id("Z35SXDOTRQ7X7K")
+                                            .evaluate_target_health(false)
+                                            .build()
+                                            .unwrap(),
+                                    )
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let theirs = records();
+    let out = p.run(&[
+        "rollback",
+        "dns",
+        "--note",
+        "again",
+        "--confirm",
+        "roll back dns",
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer holds what the cutover set")
+            && text(&out).contains("someone-else"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(records(), theirs, "nothing touched");
+    assert!(p.journal().contains("\"rollback_failed\""));
+}
+
+/// The SSM rollback: each key the sync wrote back to the version it replaced (a key it added,
+/// deleted); refused while a key holds another version than the one the sync wrote.
+#[test]
+fn ssm_rollback_puts_back_the_replaced_versions() {
+    let prefix = "/undo-ssm/prod/";
+    let put = |name: &str, value: &str| {
+        runtime().block_on(async {
+            aws_sdk_ssm::Client::new(&sdk().await)
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    let get = |name: &str| {
+        runtime().block_on(async {
+            aws_sdk_ssm::Client::new(&sdk().await)
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+        })
+    };
+    put(&format!("{prefix}DATABASE_URL"), "postgres://heroku-db/x");
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"sync\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\", NEW_KEY = \"fresh\" }}\nrollback = {{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.sync.outputs.versions}}\" }}\n"
+    ));
+    let out = p.run(&["run", "sync"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        get(&format!("{prefix}DATABASE_URL")).as_deref(),
+        Some("postgres://rds-db/x")
+    );
+    let undo = [
+        "rollback",
+        "sync",
+        "--note",
+        "back",
+        "--confirm",
+        "roll back sync",
+    ];
+
+    // Someone wrote it since: refused, nothing touched.
+    put(&format!("{prefix}DATABASE_URL"), "postgres://by-hand/x");
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("it changed since"), "{}", text(&out));
+    assert_eq!(
+        get(&format!("{prefix}NEW_KEY")).as_deref(),
+        Some("fresh"),
+        "nothing touched"
+    );
+
+    // As before the sync, then the sync again (new versions), then the rollback.
+    put(&format!("{prefix}DATABASE_URL"), "postgres://heroku-db/x");
+    runtime().block_on(async {
+        aws_sdk_ssm::Client::new(&sdk().await)
+            .delete_parameter()
+            .name(format!("{prefix}NEW_KEY"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = p.run(&["run", "sync"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        get(&format!("{prefix}DATABASE_URL")).as_deref(),
+        Some("postgres://heroku-db/x")
+    );
+    assert_eq!(
+        get(&format!("{prefix}NEW_KEY")),
+        None,
+        "added by the sync: deleted"
+    );
+    for secret in ["heroku-db", "rds-db", "fresh"] {
+        assert!(
+            !text(&out).contains(secret),
+            "no value shown: {}",
+            text(&out)
+        );
+        assert!(!p.journal().contains(secret), "no value journaled");
+    }
+}

@@ -1502,3 +1502,186 @@ needs = ["work"]
         "{md}"
     );
 }
+
+#[test]
+fn a_rollback_runs_its_action_confirmed_with_a_reason_and_its_dependants_first() {
+    // `freeze` and `point` undo themselves into undone.txt (so the order shows); `smoke` has
+    // nothing to undo; `by-hand` can only be undone by hand.
+    let p = project(
+        r#"
+[[phase.step]]
+id = "freeze"
+do = "shell"
+run = "echo on > freeze.txt"
+destructive = true
+confirm = "freeze it"
+rollback = { do = "shell", run = "echo freeze >> undone.txt; rm freeze.txt", notes = "unfreeze" }
+
+[[phase.step]]
+id = "point"
+do = "shell"
+run = "echo aws > record.txt"
+rollback = { do = "shell", run = "echo point >> undone.txt; echo heroku > record.txt" }
+needs = ["freeze"]
+
+[[phase.step]]
+id = "smoke"
+do = "shell"
+run = "cat record.txt"
+needs = ["point"]
+
+[[phase.step]]
+id = "by-hand"
+do = "shell"
+run = "true"
+rollback = "call the vendor"
+"#,
+    );
+    let out = p.run(&["run", "freeze", "--confirm", "freeze it"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for step in ["point", "smoke", "by-hand"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+    }
+
+    // Not without a reason, not while steps done after it rely on it.
+    let out = p.run(&["rollback", "freeze", "--note", " "]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(text(&out).contains("a note is required"), "{}", text(&out));
+    let out = p.run(&["rollback", "freeze", "--note", "the app fails on AWS"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("point → freeze") && text(&out).contains("--only"),
+        "the chain, last done first (smoke has nothing to undo): {}",
+        text(&out)
+    );
+    // A rollback by hand is said, not run.
+    let out = p.run(&["rollback", "by-hand", "--note", "x"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("by hand: call the vendor"),
+        "{}",
+        text(&out)
+    );
+
+    // One step: its phrase missing (exit 5, what it will do), wrong (exit 5), then right.
+    let out = p.run(&["rollback", "point", "--note", "back to heroku"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("--confirm \"roll back point\"")
+            && text(&out).contains("The rollback will: $ echo point >> undone.txt"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&[
+        "rollback",
+        "point",
+        "--note",
+        "back to heroku",
+        "--confirm",
+        "roll back freeze",
+    ]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("Only 'roll back point' will be accepted"),
+        "{}",
+        text(&out)
+    );
+    assert!(!p.path().join("undone.txt").exists(), "nothing ran");
+    assert!(!p.journal().contains("rollback"));
+
+    // The chain: without every phrase nothing runs; with them, in order.
+    let out = p.run(&[
+        "rollback",
+        "freeze",
+        "--chain",
+        "--note",
+        "the app fails on AWS",
+    ]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("1. point") && text(&out).contains("2. freeze"),
+        "{}",
+        text(&out)
+    );
+    assert!(!p.path().join("undone.txt").exists(), "nothing ran");
+    let out = p.run(&[
+        "rollback",
+        "freeze",
+        "--chain",
+        "--note",
+        "the app fails on AWS",
+        "--confirm",
+        "roll back point",
+        "--confirm",
+        "roll back freeze",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("undone.txt")).unwrap(),
+        "point\nfreeze\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("record.txt")).unwrap(),
+        "heroku\n"
+    );
+    assert!(!p.path().join("freeze.txt").exists());
+    assert_eq!(p.state_of("freeze"), "rolled back");
+    assert_eq!(p.state_of("point"), "rolled back");
+    // Done before what it relied on was undone: never silently "done".
+    assert_eq!(p.state_of("smoke"), "needs re-run");
+    assert_eq!(p.state_of("by-hand"), "done");
+    let journal = p.journal();
+    let lines: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rolled: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let note = l["event"]["rolled_back"]["note"].as_str()?;
+            Some((l["step"].as_str().unwrap(), note))
+        })
+        .collect();
+    assert_eq!(
+        rolled,
+        [
+            ("point", "the app fails on AWS"),
+            ("freeze", "the app fails on AWS")
+        ]
+    );
+    assert!(lines
+        .iter()
+        .filter(|l| l["event"].get("rollback_started").is_some())
+        .all(|l| l["actor"] == "ana@laptop"));
+    let out = p.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // Again, as fresh attempts; the dependant runs again too.
+    let out = p.run(&["run", "freeze", "--confirm", "freeze it"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.state_of("point"), "rolled back");
+    assert_eq!(p.state_of("smoke"), "needs re-run");
+    let out = p.run(&["run", "smoke"]);
+    assert_eq!(code(&out), 5, "after what it needs: {}", text(&out));
+    for step in ["point", "smoke"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+    }
+    assert_eq!(p.state_of("smoke"), "done");
+    assert!(p
+        .journal()
+        .contains("\"attempt\":2,\"log\":\"logs/freeze/2.log\""));
+    // Only this step, although a done step relies on it: said, and allowed with --only.
+    let out = p.run(&[
+        "rollback",
+        "freeze",
+        "--only",
+        "--note",
+        "insisting",
+        "--confirm",
+        "roll back freeze",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(p.state_of("point"), "needs re-run");
+}

@@ -945,3 +945,59 @@ fn the_copy_is_of_one_snapshot_while_the_source_takes_writes() {
         );
     });
 }
+
+/// The write-count warning of the DNS rollback, with real PostgreSQL: rows the app changed on
+/// the new database after the cutover's counters are counted, per table, before the rollback's
+/// phrase is asked — and said plainly as what going back loses.
+#[test]
+fn a_dns_rollback_counts_the_rows_changed_since_the_cutover_before_its_phrase() {
+    let (source, target) = databases("writes");
+    // "target" is the new database here: the counters at the cutover, then the rollback of
+    // the cutover (a harmless shell action) warned by the rows changed since.
+    let steps = "[[phase.step]]\nid = \"mark\"\ndo = \"db.writes\"\nurl = \"${secret.SOURCE}\"\n\n\
+[[phase.step]]\nid = \"cutover\"\ndo = \"shell\"\nrun = \"echo aws > record.txt\"\ndestructive = true\nconfirm = \"cut over\"\nneeds = [\"mark\"]\n\
+rollback = { do = \"shell\", run = \"echo heroku > record.txt\", warn = { do = \"db.writes\", url = \"${secret.SOURCE}\", since = \"${steps.mark.outputs.counters}\" } }\n";
+    let p = Project::new(&source, &target, steps);
+    let out = p.run(&["run", "mark"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["run", "cutover", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let undo = ["rollback", "cutover", "--note", "AWS fails"];
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("no row changed since the cutover: going back loses nothing"),
+        "{}",
+        text(&out)
+    );
+
+    // The app writes: 3 inserts and 2 updates in two tables, from sessions that end (their
+    // statistics reach the shared counters then).
+    runtime().block_on(async {
+        let c = client(&source).await;
+        c.batch_execute(
+            "INSERT INTO events (user_id, kind, occurred_at) SELECT 1, 'after-cutover', now() FROM generate_series(1, 3); \
+             UPDATE users SET email = email WHERE id IN (1, 2)",
+        )
+        .await
+        .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("WARNING: 5 row(s) changed on this database since the cutover (public.events 3, public.users 2)")
+            && text(&out).contains("going back to it loses them"),
+        "{}",
+        text(&out)
+    );
+    let mut confirmed = undo.to_vec();
+    confirmed.extend(["--confirm", "roll back cutover"]);
+    let out = p.run(&confirmed);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("WARNING: 5 row(s)"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("record.txt")).unwrap(),
+        "heroku\n"
+    );
+}

@@ -43,7 +43,7 @@ fn repo() -> PathBuf {
 }
 
 /// The steps of the bundled runbook.
-const STEPS: usize = 47;
+const STEPS: usize = 48;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
@@ -247,6 +247,13 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     })
     .unwrap();
     ran.extend(private_path_to_rds(&dir, &env));
+    ran.extend(
+        drive_until(&env, Some("callback-urls"), |id, out| {
+            panic!("{id}: {}", text(out))
+        })
+        .unwrap(),
+    );
+    dns_round_trip(&dir, &env);
     ran.extend(drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap());
     assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
     let steps = status(&env);
@@ -326,8 +333,8 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
-        PHRASES.len() + 2,
-        "each destructive step was confirmed once, the copy three times (twice killed)"
+        PHRASES.len() + 3,
+        "each destructive step was confirmed once, the copy three times (twice killed), the DNS cutover twice (rolled back, then again)"
     );
 
     // What the stand-ins were asked to do, they did.
@@ -792,6 +799,115 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
         },
     );
     ran
+}
+
+/// Cut over, roll the DNS back (the domain's record read back through Route 53 equals the
+/// journaled previous one; the domain reaches Heroku again), cut over again.
+fn dns_round_trip(dir: &Path, env: &BTreeMap<String, String>) {
+    let edge = edge_port(dir);
+    let (status, body) = http(edge, "POST", "/api/after-cutover");
+    assert_eq!(status, 200, "the app serves from AWS: {body}");
+    let undo = [
+        "rollback",
+        "dns-cutover",
+        "--note",
+        "rehearsal: the new service fails",
+    ];
+    // Before the phrase: what it will do, and what RDS took since the cutover.
+    let out = cutover(env, &undo);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("--confirm \"roll back dns-cutover\"")
+            && said.contains("api.example.com back to")
+            && said.contains("gengar-api.herokuapp.com"),
+        "{said}"
+    );
+    assert!(
+        said.contains("WARNING: ")
+            && said.contains("changed on this database since the cutover")
+            && said.contains("public.page_views")
+            && said.contains("loses them"),
+        "the rows RDS took since the cutover (the POST above at least): {said}"
+    );
+    let mut wrong = undo.to_vec();
+    wrong.extend(["--confirm", "point api.example.com at aws"]);
+    let out = cutover(env, &wrong);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("Only 'roll back dns-cutover' will be accepted"),
+        "{}",
+        text(&out)
+    );
+    let mut right = undo.to_vec();
+    right.extend(["--confirm", "roll back dns-cutover"]);
+    let out = cutover(env, &right);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(status_of(env, "dns-cutover")["state"], "rolled back");
+    assert_eq!(status_of(env, "callback-urls")["state"], "pending");
+
+    // The record, read back through Route 53, is the one the cutover journaled as replaced.
+    let previous: serde_json::Value = serde_json::from_str(
+        status_of(env, "dns-cutover")["outputs"]["previous"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let now: serde_json::Value = serde_json::from_str(&aws_python(
+        env,
+        "import json
+r53 = boto3.client('route53', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])
+zone = [z for z in r53.list_hosted_zones()['HostedZones'] if z['Name'] == 'example.com.'][0]['Id']
+records = [r for r in r53.list_resource_record_sets(HostedZoneId=zone)['ResourceRecordSets'] if r['Name'] == 'api.example.com.' and r['Type'] in ('A', 'AAAA', 'CNAME')]
+print(json.dumps([{'type': r['Type'], 'ttl': r.get('TTL'), 'values': [v['Value'] for v in r.get('ResourceRecords', [])], 'alias': r.get('AliasTarget')} for r in records]))",
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(now.as_array().map(Vec::len), Some(1), "{now}");
+    assert_eq!(now[0]["type"], previous["type"], "{now} {previous}");
+    assert_eq!(now[0]["ttl"], previous["ttl"], "{now} {previous}");
+    assert_eq!(now[0]["values"], previous["values"], "{now} {previous}");
+    assert!(now[0]["alias"].is_null(), "{now}");
+    // Through the domain: Heroku again (still in its maintenance mode: the freeze).
+    let (status, body) = http(edge, "GET", "/health");
+    assert!(
+        body.contains("[twin heroku]"),
+        "the domain reaches Heroku again: {status} {body}"
+    );
+
+    // And cut over again: a fresh attempt, the app on AWS through the domain.
+    let out = cutover(
+        env,
+        &[
+            "run",
+            "dns-cutover",
+            "--confirm",
+            "point api.example.com at aws",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let (status, body) = http(edge, "GET", "/health");
+    assert_eq!(status, 200, "{body}");
+    // The journal has all three, with who and why.
+    let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
+    let events: Vec<(String, String)> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["step"] == "dns-cutover")
+        .filter_map(|l| {
+            let event = l["event"].as_object()?.keys().next()?.clone();
+            ["succeeded", "rollback_started", "rolled_back"]
+                .contains(&event.as_str())
+                .then(|| (event, l["actor"].as_str().unwrap_or_default().to_string()))
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["succeeded", "rollback_started", "rolled_back", "succeeded"]
+    );
+    assert!(events.iter().all(|(_, actor)| actor == ACTOR), "{events:?}");
+    assert!(journal.contains("rehearsal: the new service fails"));
 }
 
 fn status_of(env: &BTreeMap<String, String>, id: &str) -> serde_json::Value {

@@ -43,8 +43,16 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
         println!("The chain rolls back, in this order:");
         for (i, step) in steps.iter().enumerate() {
             match engine.rollback(request(step, None)).await {
-                Err(EngineError::ConfirmationRequired { consequence, phrase, .. }) => {
-                    println!("  {}. {step}: {}", i + 1, consequence.replace('\n', "\n     "));
+                Err(EngineError::RollbackConfirmationRequired {
+                    consequence,
+                    phrase,
+                    ..
+                }) => {
+                    println!(
+                        "  {}. {step}: {}",
+                        i + 1,
+                        consequence.replace('\n', "\n     ")
+                    );
                     missing.push(phrase);
                 }
                 Err(e) => return Err(e.into()),
@@ -56,7 +64,10 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
                 }
             }
         }
-        let flags: Vec<String> = missing.iter().map(|p| format!("--confirm \"{p}\"")).collect();
+        let flags: Vec<String> = missing
+            .iter()
+            .map(|p| format!("--confirm \"{p}\""))
+            .collect();
         return Err(Failure::new(
             exit::REFUSED,
             format!(
@@ -69,7 +80,9 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
     for step in &steps {
         let confirm = typed(step).or_else(|| {
             // One step alone: the phrase as typed, so a wrong one is named as wrong.
-            (!args.chain).then(|| args.confirm.first().cloned()).flatten()
+            (!args.chain)
+                .then(|| args.confirm.first().cloned())
+                .flatten()
         });
         let result = engine.rollback(request(step, confirm)).await;
         let result = match result {

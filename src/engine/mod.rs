@@ -144,6 +144,12 @@ pub enum EngineError {
     NoCheck(String),
     #[error("a note is required")]
     EmptyNote,
+    #[error("rolling back step `{step}` undoes what it did. {consequence}\nTo roll it back, type its phrase: --confirm \"{phrase}\"")]
+    RollbackConfirmationRequired {
+        step: String,
+        phrase: String,
+        consequence: String,
+    },
     #[error("step `{step}` cannot be rolled back: {why}")]
     RollbackRefused { step: String, why: String },
     #[error("steps done after `{step}` rely on it: roll back the chain in this order, each with its own phrase ({}) — or only `{step}` with --only (they will show as needing a re-run)", chain.join(" → "))]
@@ -306,7 +312,9 @@ impl Engine {
         preview: Option<String>,
     ) -> Result<(), EngineError> {
         match state {
-            StepState::Blocked { waiting_for } => {
+            StepState::Blocked { waiting_for } | StepState::Stale { waiting_for, .. }
+                if !waiting_for.is_empty() =>
+            {
                 return Err(EngineError::Blocked {
                     step: step.id.clone(),
                     waiting_for: waiting_for.clone(),
@@ -427,7 +435,6 @@ impl Engine {
         }
     }
 
-
     /// Runs a step (or its check) to its end, through its retries; then closes the tunnels
     /// no unfinished step needs any more.
     pub async fn run(&mut self, request: RunRequest) -> Result<RunResult, EngineError> {
@@ -531,7 +538,9 @@ impl Engine {
         };
         let n = self.journal.state().lines + 1;
         let log = Workspace::check_log_relative(&step.id, n);
-        let outcome = self.attempt(step, &check, 0, &log, request, Purpose::Check).await?;
+        let outcome = self
+            .attempt(step, &check, 0, &log, request, Purpose::Check)
+            .await?;
         let (holds, detail) = match &outcome {
             Outcome::Succeeded { note } => (
                 true,
@@ -1022,9 +1031,19 @@ pub fn describe_state(state: &StepState) -> String {
             remaining: None,
         } => format!("opens only after `{after}` is done"),
         StepState::Failed { reason } => format!("failed: {reason}"),
-        StepState::Stale { rolled_back } => {
+        StepState::Stale {
+            rolled_back,
+            waiting_for,
+        } if waiting_for.is_empty() => {
             format!("needs re-run: `{rolled_back}` was rolled back after it was done")
         }
+        StepState::Stale {
+            rolled_back,
+            waiting_for,
+        } => format!(
+            "needs re-run (`{rolled_back}` was rolled back after it was done), after {}",
+            waiting_for.join(", ")
+        ),
         other => other.label().to_string(),
     }
 }

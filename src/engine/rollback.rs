@@ -70,8 +70,7 @@ impl Engine {
                 .iter()
                 .position(|m| {
                     !members.iter().any(|other| {
-                        other.id != m.id
-                            && self.runbook.transitive_needs(&other.id).contains(&m.id)
+                        other.id != m.id && self.runbook.transitive_needs(&other.id).contains(&m.id)
                     })
                 })
                 .unwrap_or(0);
@@ -188,11 +187,14 @@ impl Engine {
         let warning = match &rollback.warn {
             Some(warn) => {
                 let log = format!("logs/{id}/rollback-{n}-warn.log");
-                match self.attempt(&undo, warn, 0, &log, &run, Purpose::Undo).await? {
+                match self
+                    .attempt(&undo, warn, 0, &log, &run, Purpose::Undo)
+                    .await?
+                {
                     Outcome::Succeeded { note } => note,
-                    Outcome::Failed { reason, .. } => Some(format!(
-                        "(what it would lose could not be read: {reason})"
-                    )),
+                    Outcome::Failed { reason, .. } => {
+                        Some(format!("(what it would lose could not be read: {reason})"))
+                    }
                     Outcome::Cancelled => return Err(refuse("cancelled".into())),
                 }
             }
@@ -211,7 +213,7 @@ impl Engine {
                         dependants.join(", ")
                     ));
                 }
-                return Err(EngineError::ConfirmationRequired {
+                return Err(EngineError::RollbackConfirmationRequired {
                     step: id,
                     phrase,
                     consequence,

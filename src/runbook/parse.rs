@@ -1419,7 +1419,10 @@ impl Parser<'_> {
                 }
             }
             if rollback.text.is_none() && rollback.action.is_none() {
-                self.error(span, format!("the rollback of step `{}` says nothing", step.id));
+                self.error(
+                    span,
+                    format!("the rollback of step `{}` says nothing", step.id),
+                );
             }
         }
         let references = std::mem::take(&mut self.references);

@@ -435,7 +435,9 @@ impl App {
                     let mut engine = engine.lock().await;
                     match engine.rollback(request).await {
                         Ok(result) => match result.outcome {
-                            Outcome::Succeeded { .. } => Ok(format!("{}: rolled back", result.step)),
+                            Outcome::Succeeded { .. } => {
+                                Ok(format!("{}: rolled back", result.step))
+                            }
                             other => Err(format!(
                                 "{}: rollback {}",
                                 result.step,
@@ -470,9 +472,12 @@ impl App {
                         answer_of = engine.rollback(ask(true)).await;
                     }
                     match answer_of {
-                        Err(EngineError::ConfirmationRequired { consequence, .. }) => {
-                            text.push_str(&consequence.replace('\n', " · "))
-                        }
+                        Err(EngineError::RollbackConfirmationRequired { consequence, .. }) => text
+                            .push_str(
+                                &consequence
+                                    .trim_start_matches("The rollback will: ")
+                                    .replace('\n', " · "),
+                            ),
                         Err(other) => text.push_str(&format!("refused: {other}")),
                         Ok(_) => text.push_str("(it ran without its phrase)"),
                     }

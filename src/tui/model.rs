@@ -634,14 +634,20 @@ impl Model {
             )
         });
         if !done {
-            self.say(format!("{id} is not done: nothing to roll back"), Level::Warn);
+            self.say(
+                format!("{id} is not done: nothing to roll back"),
+                Level::Warn,
+            );
             return Vec::new();
         }
         match &step.rollback {
             Some(r) if r.action.is_some() => self.request_note(NotePurpose::Rollback),
             Some(r) => {
                 let text = r.summary();
-                self.say(format!("{id}: its rollback is by hand: {text}"), Level::Warn);
+                self.say(
+                    format!("{id}: its rollback is by hand: {text}"),
+                    Level::Warn,
+                );
                 Vec::new()
             }
             None => {

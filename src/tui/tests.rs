@@ -53,7 +53,7 @@ do = "shell"
 run = "echo cutover"
 destructive = true
 confirm = "point api at aws"
-rollback = "point it back at Heroku"
+rollback = { do = "shell", run = "echo back", notes = "point it back at Heroku" }
 needs = ["build"]
 starts_billing = ["rds_instance", "rds_storage"]
 "#;
@@ -530,6 +530,54 @@ fn snapshot_confirmation_modal() {
     type_text(&mut model, "point api");
     press(&mut model, &[KeyCode::Enter]);
     insta::assert_snapshot!(screen(&model, 100, 28).0);
+}
+
+#[test]
+fn a_done_step_rolls_back_with_a_reason_then_its_phrase() {
+    // Not done: nothing to roll back.
+    let mut model = quiet_model(&["build"]);
+    press(&mut model, &[KeyCode::Char('G'), KeyCode::Char('u')]);
+    assert!(model.overlay.is_none());
+    assert!(model
+        .message
+        .as_ref()
+        .is_some_and(|(m, _)| m.contains("not done")));
+
+    let mut model = quiet_model(&["build", "dns"]);
+    press(&mut model, &[KeyCode::Char('G'), KeyCode::Char('u')]);
+    settle(&mut model);
+    // The reason first: required.
+    assert!(press(&mut model, &[KeyCode::Enter]).is_empty());
+    type_text(&mut model, "503s on AWS");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(
+        effects,
+        vec![Effect::RollbackPreview {
+            step: "dns".into(),
+            note: "503s on AWS".into()
+        }]
+    );
+    settle(&mut model);
+    model.preview_ready(
+        "dns",
+        "$ echo back · WARNING: 12 row(s) changed on this database since the cutover".into(),
+    );
+    type_text(&mut model, "roll back dn");
+    assert!(
+        press(&mut model, &[KeyCode::Enter]).is_empty(),
+        "wrong phrase"
+    );
+    insta::assert_snapshot!(screen(&model, 100, 28).0);
+    type_text(&mut model, "s");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(
+        effects,
+        vec![Effect::Rollback {
+            step: "dns".into(),
+            confirm: "roll back dns".into(),
+            note: "503s on AWS".into()
+        }]
+    );
 }
 
 #[test]

@@ -494,7 +494,10 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 ("r", "run it again (done, changed or failed steps)"),
                 ("m", "mark done, with a note"),
                 ("s", "skip, with a reason"),
-                ("u", "roll back a done step (its rollback action, a reason, its phrase)"),
+                (
+                    "u",
+                    "roll back a done step (its rollback action, a reason, its phrase)",
+                ),
                 ("/  n  N", "search the log; next / previous match"),
                 ("f", "follow the log / pause"),
                 ("c", "monthly cost against Heroku"),

@@ -318,11 +318,7 @@ fn parse_records(text: &str) -> Result<Vec<ResourceRecordSet>, String> {
 /// The same records, in any order, compared as `dns.point` journals them (names and alias
 /// targets without case or a trailing dot).
 fn same_records(a: &[ResourceRecordSet], b: &[ResourceRecordSet]) -> bool {
-    let key = |r: &ResourceRecordSet| {
-        describe_record(r)
-            .to_ascii_lowercase()
-            .replace(".\"", "\"")
-    };
+    let key = |r: &ResourceRecordSet| describe_record(r).to_ascii_lowercase().replace(".\"", "\"");
     let mut a: Vec<String> = a.iter().map(key).collect();
     let mut b: Vec<String> = b.iter().map(key).collect();
     a.sort();
@@ -402,7 +398,10 @@ async fn restore(
     let r53 = aws_sdk_route53::Client::new(config);
     let zone_id = zone_id(&r53, &p.zone).await?;
     let name = fqdn(&p.name);
-    if let Some(other) = wanted.iter().find(|r| r.name().to_ascii_lowercase() != name.to_ascii_lowercase()) {
+    if let Some(other) = wanted
+        .iter()
+        .find(|r| !r.name().eq_ignore_ascii_case(&name))
+    {
         return Err(Outcome::failed(format!(
             "record: it is for {}, not {name}",
             other.name()
@@ -452,7 +451,9 @@ async fn restore(
         .info(format!("read back: {}", records_text(&after)))
         .await;
     Ok(Outcome::Succeeded {
-        note: Some(format!("{name} holds again what it held before the cutover")),
+        note: Some(format!(
+            "{name} holds again what it held before the cutover"
+        )),
     })
 }
 

@@ -486,7 +486,11 @@ impl Action for Restore {
             .unwrap_or_default();
         format!(
             "put {} under {} back to the versions before the sync",
-            if keys.is_empty() { "?".to_string() } else { keys.join(", ") },
+            if keys.is_empty() {
+                "?".to_string()
+            } else {
+                keys.join(", ")
+            },
             params.get("prefix").and_then(|v| v.as_str()).unwrap_or("?")
         )
     }

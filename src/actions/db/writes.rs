@@ -46,16 +46,10 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     match p.since.as_deref().map(str::trim) {
         None | Some("") => {
             ctx.report
-                .output(
-                    "counters",
-                    serde_json::to_string(&now).unwrap_or_default(),
-                )
+                .output("counters", serde_json::to_string(&now).unwrap_or_default())
                 .await;
             Ok(Outcome::Succeeded {
-                note: Some(format!(
-                    "write counters of {} table(s) recorded",
-                    now.len()
-                )),
+                note: Some(format!("write counters of {} table(s) recorded", now.len())),
             })
         }
         Some(text) => {

@@ -395,6 +395,19 @@ fn predict_now(
             actual,
         });
     }
+    // The time between the steps (a command started, a phrase typed, a check read) is part of
+    // the window too: the history's window less its steps.
+    if let Some(gap) = history.and_then(|h| between_steps(runbook, window, h)) {
+        steps.push(Predicted {
+            step: BETWEEN_STEPS.to_string(),
+            duration: gap,
+            how: format!(
+                "history {}: its window less its steps (the time between them)",
+                short(gap)
+            ),
+            actual: between_steps(runbook, window, current),
+        });
+    }
     let journals: Vec<&JournalState> = std::iter::once(current).chain(history).collect();
     let has_dns = steps.iter().any(|p| {
         runbook
@@ -417,6 +430,28 @@ fn predict_now(
         dns_how,
         total,
     }
+}
+
+/// The line of a prediction for the time between the window's steps.
+pub const BETWEEN_STEPS: &str = "between steps";
+
+/// A closed window's measured time less the time its steps took inside it.
+fn between_steps(runbook: &Runbook, window: &Window, state: &JournalState) -> Option<Duration> {
+    let opened = done_at(state, &window.from)?;
+    let closed = done_at(state, &window.to).filter(|c| *c >= opened)?;
+    let measured = closed.duration_since(opened).ok()?;
+    let steps: Duration = inside(runbook, window)
+        .iter()
+        .filter_map(|id| state.step(id))
+        .filter(|r| {
+            r.done_at
+                .as_deref()
+                .and_then(parse_time)
+                .is_some_and(|d| d >= opened && d <= closed)
+        })
+        .filter_map(|r| r.last_duration)
+        .sum();
+    Some(measured.saturating_sub(steps))
 }
 
 /// The copy's duration from the preflight's measurements, if it took them.
@@ -824,6 +859,19 @@ needs = ["dns-cutover"]
                 "2026-11-01T10:02:02.000Z",
                 &[],
             ),
+            // The window: open 10:00:50 → 10:02:11 (81 s), 13 s of it in steps.
+            (
+                "maintenance-on",
+                "2026-11-01T10:00:49.000Z",
+                "2026-11-01T10:00:50.000Z",
+                &[],
+            ),
+            (
+                "dns-cutover",
+                "2026-11-01T10:02:10.000Z",
+                "2026-11-01T10:02:11.000Z",
+                &[],
+            ),
         ]);
         // Today: ten times the bytes, on a machine whose sample is half as fast (20 MiB/s).
         let now = journal(&[(
@@ -854,6 +902,9 @@ needs = ["dns-cutover"]
         // The verification compares the copy's checksums: as long as it took.
         assert_eq!(step("verify").duration, Duration::from_secs(2));
         assert_eq!(step("verify").how, "history 2.0s");
+        // The time between the steps, as the history's window had it.
+        assert_eq!(step(BETWEEN_STEPS).duration, Duration::from_secs(68));
+        assert_eq!(step(BETWEEN_STEPS).actual, None);
     }
 
     #[test]

@@ -813,10 +813,15 @@ fn dns_round_trip(dir: &Path, env: &BTreeMap<String, String>) {
         "--note",
         "rehearsal: the new service fails",
     ];
-    // Before the phrase: what it will do, and what RDS took since the cutover.
-    let out = cutover(env, &undo);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    let said = text(&out);
+    // Before the phrase: what it will do, and what RDS took since the cutover (the app's
+    // pooled session publishes its counts within PostgreSQL's 10 s statistics interval).
+    let mut said = String::new();
+    wait_until("the write counts to show", Duration::from_secs(30), || {
+        let out = cutover(env, &undo);
+        assert_eq!(code(&out), 5, "{}", text(&out));
+        said = text(&out);
+        said.contains("public.page_views")
+    });
     assert!(
         said.contains("--confirm \"roll back dns-cutover\"")
             && said.contains("api.example.com back to")

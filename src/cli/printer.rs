@@ -30,14 +30,11 @@ impl Subscriber for Printer {
             EngineEvent::StepStarted {
                 step,
                 attempt,
+                purpose,
                 action,
                 log,
             } => {
-                let attempt = if *attempt == 0 {
-                    "check".to_string()
-                } else {
-                    format!("attempt {attempt}")
-                };
+                let attempt = purpose.label(*attempt);
                 writeln!(
                     err,
                     "==> {step} ({attempt}): {action}\n    log: {}",

@@ -33,6 +33,8 @@ pub enum EngineEvent {
     StepStarted {
         step: String,
         attempt: u32,
+        /// The step's action, its check, or its rollback.
+        purpose: Purpose,
         log: PathBuf,
         /// What it does, secrets masked.
         action: String,
@@ -163,10 +165,21 @@ pub enum EngineError {
 /// What an attempt runs: the step's action (its outputs recorded), its check, or its
 /// rollback (through the rollback's tunnel; outputs not recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub enum Purpose {
     Run,
     Check,
     Undo,
+}
+
+impl Purpose {
+    /// "attempt 2", "check", "rollback": what a log's first line and the printer call it.
+    pub fn label(self, attempt: u32) -> String {
+        match self {
+            Purpose::Run => format!("attempt {attempt}"),
+            Purpose::Check => "check".to_string(),
+            Purpose::Undo => "rollback".to_string(),
+        }
+    }
 }
 
 /// How `mark` sets a step.
@@ -629,6 +642,7 @@ impl Engine {
         self.emit(EngineEvent::StepStarted {
             step: step.id.clone(),
             attempt,
+            purpose,
             log: log_path.clone(),
             action: described,
         });

@@ -335,6 +335,19 @@ impl App {
         }
     }
 
+    /// The engine and a cancel token for a step or rollback about to run (the token kept for
+    /// Ctrl-C), or `None` when this instance does not drive (said to the model).
+    fn start_task(&mut self) -> Option<(Arc<tokio::sync::Mutex<Engine>>, CancellationToken)> {
+        let Some(engine) = self.engine.clone() else {
+            self.model
+                .run_ended(Err("read-only: this instance does not drive".into()));
+            return None;
+        };
+        let cancel = CancellationToken::new();
+        self.cancel = Some(cancel.clone());
+        Some((engine, cancel))
+    }
+
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Run {
@@ -342,17 +355,13 @@ impl App {
                 confirm,
                 note,
             } => {
-                let Some(engine) = self.engine.clone() else {
-                    self.model
-                        .run_ended(Err("read-only: this instance does not drive".into()));
+                let Some((engine, cancel)) = self.start_task() else {
                     return;
                 };
-                let cancel = CancellationToken::new();
                 let mut request = RunRequest::new(Target::Step(step));
                 request.confirm = confirm;
                 request.note = note;
-                request.cancel = cancel.clone();
-                self.cancel = Some(cancel);
+                request.cancel = cancel;
                 self.run_task = Some(tokio::spawn(async move {
                     let mut engine = engine.lock().await;
                     match engine.run(request).await {
@@ -416,21 +425,17 @@ impl App {
                 confirm,
                 note,
             } => {
-                let Some(engine) = self.engine.clone() else {
-                    self.model
-                        .run_ended(Err("read-only: this instance does not drive".into()));
+                let Some((engine, cancel)) = self.start_task() else {
                     return;
                 };
-                let cancel = CancellationToken::new();
                 let request = crate::engine::RollbackRequest {
                     step,
                     confirm: Some(confirm),
                     note,
                     // The dialog showed what relies on it; the phrase typed insists.
                     only: true,
-                    cancel: cancel.clone(),
+                    cancel,
                 };
-                self.cancel = Some(cancel);
                 self.run_task = Some(tokio::spawn(async move {
                     let mut engine = engine.lock().await;
                     match engine.rollback(request).await {

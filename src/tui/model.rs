@@ -874,11 +874,12 @@ impl Model {
             EngineEvent::StepStarted {
                 step,
                 attempt,
+                purpose,
                 action,
                 ..
             } => {
                 let store = self.store(&step);
-                store.push(&format!("» attempt {attempt}: {action}"));
+                store.push(&format!("» {}: {action}", purpose.label(attempt)));
                 if let Some(r) = self.running.as_mut().filter(|r| r.step == step) {
                     r.attempt = attempt;
                     r.progress = None;

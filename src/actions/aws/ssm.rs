@@ -378,20 +378,12 @@ async fn sync(
                 continue;
             }
         };
-        let written = ssm
-            .put_parameter()
-            .name(format!("{prefix}{key}"))
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))?;
+        let written = put_secure(&ssm, &format!("{prefix}{key}"), value).await?;
         versions.insert(
             key.clone(),
             serde_json::json!({
                 "previous": current.get(key).map(|(_, v)| *v),
-                "written": written.version(),
+                "written": written,
             }),
         );
         if verb == "added" {
@@ -504,6 +496,19 @@ impl Action for Restore {
     }
 }
 
+/// Writes a SecureString (overwriting); its new version.
+async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) -> Result<i64, Outcome> {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .map(|put| put.version())
+        .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))
+}
+
 /// Values are secrets: only names and version numbers are ever said.
 async fn restore(
     config: &aws_config::SdkConfig,
@@ -550,19 +555,10 @@ async fn restore(
                     .parameter()
                     .and_then(|p| p.value())
                     .ok_or_else(|| Outcome::failed(format!("{name}:{previous} has no value")))?;
-                let put = ssm
-                    .put_parameter()
-                    .name(&name)
-                    .value(value)
-                    .r#type(ParameterType::SecureString)
-                    .overwrite(true)
-                    .send()
-                    .await
-                    .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))?;
+                let now = put_secure(&ssm, &name, value).await?;
                 ctx.report
                     .info(format!(
-                        "{key}: the value of version {previous} put back (now version {})",
-                        put.version()
+                        "{key}: the value of version {previous} put back (now version {now})"
                     ))
                     .await;
             }

@@ -3,6 +3,8 @@
 
 mod common;
 use common::{code, text};
+#[path = "common/tmux.rs"]
+mod tmux;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -67,6 +69,11 @@ id = "after"
 do = "shell"
 run = "echo after"
 needs = ["hold"]
+
+[[phase.step]]
+id = "chatty"
+do = "shell"
+run = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.5; done"
 "#;
 
 /// One "machine": its own directory (runbook, state mirror), the shared S3 state.
@@ -490,5 +497,81 @@ fn a_missing_bucket_is_named() {
         text(&out).contains("the state bucket cutover-no-such-bucket does not exist"),
         "{}",
         text(&out)
+    );
+}
+
+/// The step log from another machine: while the step runs (its chunks shipped as it grows),
+/// and whole once it ended; and `cutover watch` there follows the journal and the log.
+#[test]
+fn another_machine_reads_the_running_steps_log_and_watches_it() {
+    let state = format!("s3://{}/gengar/logs", bucket("cutover-team-logs"));
+    let a = Machine::new(&state);
+    let b = Machine::new(&state);
+    let tmux = tmux::TmuxServer::new("s3-watch");
+    let mut env: Vec<String> = Vec::new();
+    for (k, v) in [
+        ("CUTOVER_STATE", state.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("TERM", "xterm-256color"),
+    ] {
+        env.push("-e".into());
+        env.push(format!("{k}={v}"));
+    }
+    let mut args: Vec<String> = vec![
+        "new-session".into(),
+        "-d".into(),
+        "-s".into(),
+        "watch".into(),
+        "-x".into(),
+        "160".into(),
+        "-y".into(),
+        "40".into(),
+        "-c".into(),
+        b.path().display().to_string(),
+    ];
+    args.extend(env);
+    args.push(format!("{BIN} watch; sleep 600"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tmux.tmux(&args);
+    tmux.wait_for("watch", "WATCHING", Duration::from_secs(30));
+
+    let mut driver = a
+        .command(&["run", "chatty"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it runs: the lines so far, not yet the last.
+    let started = Instant::now();
+    loop {
+        let out = b.run(&["log", "chatty"]);
+        let log = String::from_utf8_lossy(&out.stdout).to_string();
+        if log.contains("line-2") {
+            assert!(!log.contains("line-8"), "read while it runs: {log}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the log never reached the other machine: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The watcher follows the journal and the log: the step running (its lines), then done.
+    tmux.wait_for("watch", "running", Duration::from_secs(15));
+    tmux.keys("watch", &["G"]);
+    tmux.wait_for("watch", "line-", Duration::from_secs(15));
+    driver.wait().unwrap();
+    tmux.wait_for("watch", "✓ chatty", Duration::from_secs(15));
+    tmux.wait_for("watch", "line-8", Duration::from_secs(15));
+    let out = b.run(&["log", "chatty"]);
+    let log = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        log.contains("line-8") && log.contains("succeeded"),
+        "the whole log after it ended: {log}"
     );
 }

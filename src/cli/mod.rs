@@ -349,6 +349,9 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Log { step, attempt } => {
             let runbook = load(&cli, &registry)?;
+            if let Some(remote) = &remote {
+                cutover::state::s3::pull_logs(remote, &workspace.root, &format!("logs/{step}/"))?;
+            }
             show::log(&runbook, &workspace, &step, attempt)
         }
         Command::Status { json } => {
@@ -461,12 +464,24 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
-        Command::Tui { .. } | Command::Watch { .. } if remote.is_some() => Err(Failure::new(
+        Command::Tui { .. } if remote.is_some() => Err(Failure::new(
             exit::INVALID,
-            "the terminal UI does not use an S3 state yet: drive and follow it with the headless commands (status, run, rollback, log, audit verify) and --state",
+            "the terminal UI does not drive an S3 state yet: drive it with the headless commands (run, rollback, mark) and --state; `cutover watch` follows it",
         )),
-        Command::Tui { mouse, log_lines } => tui(&cli, registry, false, mouse, log_lines),
-        Command::Watch { mouse } => tui(&cli, registry, true, mouse, 100_000),
+        Command::Watch { mouse } => {
+            // The mirror follows S3 (journal and log chunks) every second; the UI reads it.
+            let _following = remote.map(|remote| {
+                cutover::state::s3::Following::start(
+                    remote,
+                    &workspace.root,
+                    std::time::Duration::from_secs(1),
+                )
+            });
+            tui(&cli, workspace, registry, true, mouse, 100_000)
+        }
+        Command::Tui { mouse, log_lines } => {
+            tui(&cli, workspace, registry, false, mouse, log_lines)
+        }
     }
 }
 
@@ -585,6 +600,7 @@ fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Res
 /// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
 fn tui(
     cli: &Cli,
+    workspace: Workspace,
     registry: Registry,
     watch_only: bool,
     mouse: bool,
@@ -598,7 +614,6 @@ fn tui(
             return Err(failure);
         }
     };
-    let workspace = workspace_of(cli);
     workspace.ensure()?;
     // One redactor for the journal, the step logs and tui.log: it learns each secret once read.
     let redactor = Arc::new(Redactor::new());
@@ -606,9 +621,14 @@ fn tui(
     let actor = cutover::actor::current();
     let lock_path = workspace.lock_path();
     let (mode, guard) = if watch_only {
-        let reason = match lock::read(&lock_path).ok().flatten() {
-            Some(info) => format!("{} drives", info.describe()),
-            None => "nobody drives".to_string(),
+        let reason = match (
+            cutover::state::s3::followed_driver(&workspace.root),
+            lock::read(&lock_path).ok().flatten(),
+        ) {
+            (Some((_, Some(holder))), _) => format!("{holder} drives (following S3)"),
+            (Some((_, None)), _) => "nobody drives (following S3)".to_string(),
+            (None, Some(info)) => format!("{} drives", info.describe()),
+            (None, None) => "nobody drives".to_string(),
         };
         (Mode::Watch { reason }, None)
     } else {
@@ -757,6 +777,8 @@ fn init_file_tracing(workspace: &Workspace, redactor: Arc<Redactor>) {
 /// Takes the lock and opens the journal for writing: what every command that changes state does.
 /// What a driver holds while it drives: the local lock, and the S3 lock with an S3 state.
 pub struct Held {
+    // Dropped first: the logs' last lines shipped while the locks are still held.
+    _logs: Option<cutover::state::s3::LogShipping>,
     _local: lock::LockGuard,
     _remote: Option<cutover::state::s3::RemoteLock>,
 }
@@ -784,26 +806,38 @@ fn drive(
         &actor,
         &format!("cutover {command}"),
     )?;
-    let store: Box<dyn journal::JournalStore> = match &remote {
-        Some(remote) => {
+    // The step logs go to S3 as they grow (and before each event), for `cutover log` and
+    // `watch` elsewhere.
+    let shipper = remote.as_ref().map(|remote| {
+        Arc::new(std::sync::Mutex::new(cutover::state::s3::LogShipper::new(
+            remote.clone(),
+            &workspace.root,
+        )))
+    });
+    let store: Box<dyn journal::JournalStore> = match (&remote, &shipper) {
+        (Some(remote), Some(shipper)) => {
             // What another machine wrote since this command started.
             cutover::state::s3::pull(remote, &workspace.journal_path())?;
-            Box::new(cutover::state::s3::S3Store::new(
-                remote.clone(),
-                &workspace.journal_path(),
-            ))
+            Box::new(
+                cutover::state::s3::S3Store::new(remote.clone(), &workspace.journal_path())
+                    .with_logs(shipper.clone()),
+            )
         }
-        None => Box::new(FileStore::new(workspace.journal_path())),
+        _ => Box::new(FileStore::new(workspace.journal_path())),
     };
     let redactor = Arc::new(Redactor::new());
     let (journal, warning) = Journal::open(store, actor, runbook.digest.clone(), redactor.clone())?;
     if let Some(warning) = warning {
         eprintln!("cutover: warning: {warning}");
     }
+    let logs = shipper.map(|shipper| {
+        cutover::state::s3::LogShipping::start(shipper, std::time::Duration::from_secs(2))
+    });
     let engine = Engine::new(Arc::new(runbook), workspace, journal, registry, redactor);
     Ok((
         engine,
         Held {
+            _logs: logs,
             _local: guard,
             _remote: remote_lock,
         },

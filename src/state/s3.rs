@@ -675,6 +675,8 @@ pub struct S3Store {
     remote: Arc<Remote>,
     local: FileStore,
     journal: PathBuf,
+    /// The step logs, shipped before each event: what the event ends is on S3 before it.
+    logs: Option<Arc<Mutex<LogShipper>>>,
 }
 
 impl S3Store {
@@ -683,7 +685,14 @@ impl S3Store {
             remote,
             local: FileStore::new(journal),
             journal: journal.to_path_buf(),
+            logs: None,
         }
+    }
+
+    /// Ships `logs` before every event it writes.
+    pub fn with_logs(mut self, logs: Arc<Mutex<LogShipper>>) -> S3Store {
+        self.logs = Some(logs);
+        self
     }
 }
 
@@ -701,6 +710,11 @@ impl JournalStore for S3Store {
         let seq = serde_json::from_slice::<SeqOnly>(line)?.seq;
         let written = line.strip_suffix(b"\n").unwrap_or(line);
         let s3 = |e: S3Error| JournalError::Remote(e.to_string());
+        if let Some(logs) = &self.logs {
+            if let Ok(mut shipper) = logs.lock() {
+                shipper.ship().map_err(s3)?;
+            }
+        }
         let etag = match self
             .remote
             .put_if_absent(&event_name(seq), line.to_vec())
@@ -960,4 +974,248 @@ pub fn mirror_dir(root: &Path, bucket: &str, prefix: &str) -> PathBuf {
 /// The events' sequence numbers and ETags as S3 lists them (for the tests and the bench).
 pub fn listed_events(remote: &Remote) -> Result<BTreeMap<String, String>, S3Error> {
     Ok(remote.list("journal/")?.into_iter().collect())
+}
+
+fn chunk_key(relative: &str, offset: u64) -> String {
+    format!("{relative}/{offset:012}")
+}
+
+/// Every file under `dir`, relative to `root` (`logs/<step>/<n>.log`), with its length.
+fn local_files(root: &Path, dir: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(dir)];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let (Ok(meta), Ok(rel)) = (entry.metadata(), path.strip_prefix(root)) {
+                out.push((rel.to_string_lossy().into_owned(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Sends the step logs to S3 as they grow: each new stretch of a log file is an object
+/// `logs/<step>/<file>/<offset>` (its first byte's offset), so a reader elsewhere appends the
+/// chunks it lacks in order.
+pub struct LogShipper {
+    remote: Arc<Remote>,
+    root: PathBuf,
+    sent: BTreeMap<String, u64>,
+}
+
+impl LogShipper {
+    /// What is on disk now was pulled from S3 or shipped before: only growth is sent.
+    pub fn new(remote: Arc<Remote>, root: &Path) -> LogShipper {
+        LogShipper {
+            remote,
+            root: root.to_path_buf(),
+            sent: local_files(root, "logs").into_iter().collect(),
+        }
+    }
+
+    /// Ships what every log gained since the last call; how many chunks.
+    pub fn ship(&mut self) -> Result<usize, S3Error> {
+        let mut chunks = 0;
+        for (relative, len) in local_files(&self.root, "logs") {
+            let sent = self.sent.get(&relative).copied().unwrap_or(0);
+            if len <= sent {
+                continue;
+            }
+            let bytes = {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut file = std::fs::File::open(self.root.join(&relative))
+                    .map_err(|e| S3Error::Local(format!("{relative}: {e}")))?;
+                file.seek(SeekFrom::Start(sent))
+                    .map_err(|e| S3Error::Local(format!("{relative}: {e}")))?;
+                let mut bytes = Vec::new();
+                file.take(len - sent)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| S3Error::Local(format!("{relative}: {e}")))?;
+                bytes
+            };
+            let shipped = bytes.len() as u64;
+            self.remote.put(&chunk_key(&relative, sent), bytes)?;
+            self.sent.insert(relative, sent + shipped);
+            chunks += 1;
+        }
+        Ok(chunks)
+    }
+}
+
+/// Ships the logs every `every` in the background while this lives, and once more when dropped
+/// (the attempt's last lines).
+pub struct LogShipping {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogShipping {
+    pub fn start(shipper: Arc<Mutex<LogShipper>>, every: Duration) -> LogShipping {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cutover-s3-logs".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now();
+                loop {
+                    let stopping = flag.load(Ordering::SeqCst);
+                    if stopping || last.elapsed() >= every {
+                        let shipped = match shipper.lock() {
+                            Ok(mut s) => s.ship(),
+                            Err(_) => return,
+                        };
+                        if let Err(e) = shipped {
+                            tracing::warn!(error = %e, "step logs not shipped to S3 yet");
+                        }
+                        last = std::time::Instant::now();
+                    }
+                    if stopping {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .ok();
+        LogShipping { stop, thread }
+    }
+}
+
+impl Drop for LogShipping {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Brings the local copies of the step logs under `dir` (`logs/` or `logs/<step>/`) up to the
+/// chunks on S3: each file gets the chunks that start where it ends, in order.
+pub fn pull_logs(remote: &Remote, root: &Path, dir: &str) -> Result<usize, S3Error> {
+    let mut by_file: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    let skip = remote.prefix.len();
+    for (key, _) in remote.list(dir)? {
+        let relative = &key[skip.min(key.len())..];
+        let Some((file, offset)) = relative.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(offset) = offset.parse::<u64>() else {
+            continue;
+        };
+        by_file
+            .entry(file.to_string())
+            .or_default()
+            .push((offset, relative.to_string()));
+    }
+    let mut fetched = 0;
+    for (file, mut chunks) in by_file {
+        chunks.sort();
+        let path = root.join(&file);
+        let mut len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        for (offset, name) in chunks {
+            if offset < len {
+                continue;
+            }
+            if offset > len {
+                break;
+            }
+            let Some(object) = remote.get(&name)? else {
+                break;
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| S3Error::Local(format!("{}: {e}", parent.display())))?;
+            }
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| S3Error::Local(format!("{}: {e}", path.display())))?;
+            out.write_all(&object.bytes)
+                .map_err(|e| S3Error::Local(format!("{}: {e}", path.display())))?;
+            len += object.bytes.len() as u64;
+            fetched += 1;
+        }
+    }
+    Ok(fetched)
+}
+
+/// In a followed mirror: who holds the S3 lock, as last seen (`{"alive": bool, "holder": …}`).
+pub const DRIVER_FILE: &str = "s3-driver.json";
+
+/// Whether a followed mirror's S3 lock holder was alive when last seen; `None` for a mirror
+/// nobody follows (or a local state).
+pub fn followed_driver(root: &Path) -> Option<(bool, Option<String>)> {
+    let text = std::fs::read_to_string(root.join(DRIVER_FILE)).ok()?;
+    let seen: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((
+        seen["alive"].as_bool().unwrap_or(false),
+        seen["holder"].as_str().map(str::to_string),
+    ))
+}
+
+/// Keeps a mirror following S3 (the journal and the logs) every `every` while this lives:
+/// what `cutover watch` reads on another machine.
+pub struct Following {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Following {
+    /// Follows S3 into the mirror at `root`: once now, then every `every` in the background.
+    pub fn start(remote: Arc<Remote>, root: &Path, every: Duration) -> Following {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let root = root.to_path_buf();
+        follow_once(&remote, &root);
+        let thread = std::thread::Builder::new()
+            .name("cutover-s3-follow".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    let until = std::time::Instant::now() + every;
+                    while std::time::Instant::now() < until && !flag.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    follow_once(&remote, &root);
+                }
+            })
+            .ok();
+        Following { stop, thread }
+    }
+}
+
+/// The journal, the logs and the lock's holder, brought into the mirror once.
+fn follow_once(remote: &Remote, root: &Path) {
+    // The logs first: a step's lines are shipped before the journal says it ended, so the
+    // mirror never shows a step done with its log still short.
+    if let Err(e) = pull_logs(remote, root, "logs/") {
+        tracing::warn!(error = %e, "the S3 logs could not be followed");
+    }
+    if let Err(e) = pull(remote, &root.join("journal.jsonl")) {
+        tracing::warn!(error = %e, "the S3 journal could not be followed");
+    }
+    if let Ok(holder) = holder(remote) {
+        let now = SystemTime::now();
+        let seen = serde_json::json!({
+            "alive": holder.as_ref().is_some_and(|h| !h.is_stale(now)),
+            "holder": holder.as_ref().map(RemoteLockInfo::describe),
+        });
+        let _ = std::fs::write(root.join(DRIVER_FILE), seen.to_string());
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

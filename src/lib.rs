@@ -11,6 +11,7 @@ pub mod engine;
 pub mod journal;
 pub mod redact;
 pub mod runbook;
+pub mod state;
 pub mod status;
 #[cfg(feature = "tui")]
 pub mod tui;

@@ -60,6 +60,7 @@ impl From<cutover::journal::JournalError> for Failure {
         use cutover::journal::JournalError;
         let code = match e {
             JournalError::Broken { .. } => JOURNAL_DAMAGED,
+            JournalError::Conflict { .. } => LOCKED,
             _ => STATE_UNAVAILABLE,
         };
         Failure::new(code, e.to_string())

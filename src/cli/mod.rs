@@ -4,6 +4,7 @@ mod exit;
 mod printer;
 mod rollback;
 mod show;
+mod state;
 mod window;
 
 use std::path::PathBuf;
@@ -51,6 +52,10 @@ struct Cli {
     /// Where the journal, lock and logs live (default: .cutover/ beside the runbook).
     #[arg(long, global = true, value_name = "DIR", env = "CUTOVER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Where the journal, lock and logs live for a team: s3://BUCKET/PREFIX (default: the
+    /// runbook's [state] backend, else local). The state directory then holds its mirror.
+    #[arg(long, global = true, value_name = "URL", env = "CUTOVER_STATE")]
+    state: Option<String>,
     /// AWS profile (overrides the runbook's [aws] profile).
     #[arg(long, global = true, env = "CUTOVER_AWS_PROFILE")]
     profile: Option<String>,
@@ -207,6 +212,12 @@ enum Command {
         #[arg(value_name = "LOCK_ID")]
         id: String,
     },
+    /// Move a migration's state to S3 (`push`, into an empty prefix) or copy it from there
+    /// (`pull`), with --state s3://BUCKET/PREFIX.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Prove the journal was not edited.
     Audit {
         #[command(subcommand)]
@@ -218,6 +229,21 @@ enum Command {
         program: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// Upload a local journal (its chain verified first) to the empty S3 prefix.
+    Push {
+        /// The local state directory (default: .cutover/ beside the runbook).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+    /// Bring the local mirror up to S3; with --to, copy the journal there for reading.
+    Pull {
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
     },
 }
 
@@ -278,22 +304,54 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         );
         return Ok(exit::OK);
     }
-    let workspace = workspace_of(&cli);
-    match command {
-        Command::TunnelGuard { program, args } => {
-            let code = cutover::actions::aws::tunnel::guard(&program, &args);
-            Ok(u8::try_from(code).unwrap_or(1))
+    if let Command::TunnelGuard { program, args } = &command {
+        let code = cutover::actions::aws::tunnel::guard(program, args);
+        return Ok(u8::try_from(code).unwrap_or(1));
+    }
+    let local = workspace_of(&cli);
+    // The state on S3 when there is one: the runbook (if it loads) may name it and gives the
+    // AWS settings; the mirror is brought up to date first (push fills an empty prefix).
+    let setup = {
+        let runbook = load(&cli, &registry).ok();
+        let pull = !matches!(
+            command,
+            Command::State {
+                command: StateCommand::Push { .. }
+            }
+        );
+        if cli.state.is_some() || runbook.as_ref().is_some_and(|r| r.state.is_some()) {
+            state::setup(&cli, runbook.as_ref(), local.clone(), pull)?
+        } else {
+            state::Setup {
+                workspace: local.clone(),
+                remote: None,
+            }
         }
+    };
+    let remote = setup.remote.clone();
+    let workspace = setup.workspace.clone();
+    match command {
+        Command::TunnelGuard { .. } => Ok(exit::OK),
+        Command::State { command } => match command {
+            StateCommand::Push { from } => state::push(&setup, from.unwrap_or(local.root)),
+            StateCommand::Pull { to } => state::pull(&setup, to),
+        },
         Command::Audit {
             command: AuditCommand::Verify,
         } => audit_verify(&workspace),
         Command::Unlock { id } => {
+            if let Some(remote) = &remote {
+                return state::unlock(remote, &id);
+            }
             let info = lock::unlock(&workspace.lock_path(), &id)?;
             println!("cleared the lock details of {}", info.describe());
             Ok(exit::OK)
         }
         Command::Log { step, attempt } => {
             let runbook = load(&cli, &registry)?;
+            if let Some(remote) = &remote {
+                cutover::state::s3::pull_logs(remote, &workspace.root, &format!("logs/{step}/"))?;
+            }
             show::log(&runbook, &workspace, &step, attempt)
         }
         Command::Status { json } => {
@@ -336,7 +394,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
             let history = window::load_history(cli.history.as_deref())?;
-            runtime.block_on(run(runbook, workspace, registry, request, history))
+            runtime.block_on(run(runbook, workspace, remote, registry, request, history))
         }
         Command::Rollback {
             step,
@@ -352,7 +410,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
             let (mut engine, _lock) =
-                drive(runbook, workspace, registry, &format!("rollback {step}"))?;
+                drive(runbook, workspace, remote, registry, &format!("rollback {step}"))?;
             engine.subscribe(Box::new(printer::Printer::new()));
             runtime.block_on(rollback::rollback(
                 &mut engine,
@@ -367,7 +425,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Mark { step, state, note } => {
             let runbook = load(&cli, &registry)?;
-            let (mut engine, _lock) = drive(runbook, workspace, registry, &format!("mark {step}"))?;
+            let (mut engine, _lock) = drive(runbook, workspace, remote, registry, &format!("mark {step}"))?;
             let mark = match state {
                 MarkState::Done => Mark::Done,
                 MarkState::Pending => Mark::Pending,
@@ -379,7 +437,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Note { text, step } => {
             let runbook = load(&cli, &registry)?;
-            let (mut engine, _lock) = drive(runbook, workspace, registry, "note")?;
+            let (mut engine, _lock) = drive(runbook, workspace, remote, registry, "note")?;
             engine.note(step.as_deref(), &text)?;
             Ok(exit::OK)
         }
@@ -406,8 +464,24 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
-        Command::Tui { mouse, log_lines } => tui(&cli, registry, false, mouse, log_lines),
-        Command::Watch { mouse } => tui(&cli, registry, true, mouse, 100_000),
+        Command::Tui { .. } if remote.is_some() => Err(Failure::new(
+            exit::INVALID,
+            "the terminal UI does not drive an S3 state yet: drive it with the headless commands (run, rollback, mark) and --state; `cutover watch` follows it",
+        )),
+        Command::Watch { mouse } => {
+            // The mirror follows S3 (journal and log chunks) every second; the UI reads it.
+            let _following = remote.map(|remote| {
+                cutover::state::s3::Following::start(
+                    remote,
+                    &workspace.root,
+                    std::time::Duration::from_secs(1),
+                )
+            });
+            tui(&cli, workspace, registry, true, mouse, 100_000)
+        }
+        Command::Tui { mouse, log_lines } => {
+            tui(&cli, workspace, registry, false, mouse, log_lines)
+        }
     }
 }
 
@@ -526,6 +600,7 @@ fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Res
 /// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
 fn tui(
     cli: &Cli,
+    workspace: Workspace,
     registry: Registry,
     watch_only: bool,
     mouse: bool,
@@ -539,7 +614,6 @@ fn tui(
             return Err(failure);
         }
     };
-    let workspace = workspace_of(cli);
     workspace.ensure()?;
     // One redactor for the journal, the step logs and tui.log: it learns each secret once read.
     let redactor = Arc::new(Redactor::new());
@@ -547,9 +621,14 @@ fn tui(
     let actor = cutover::actor::current();
     let lock_path = workspace.lock_path();
     let (mode, guard) = if watch_only {
-        let reason = match lock::read(&lock_path).ok().flatten() {
-            Some(info) => format!("{} drives", info.describe()),
-            None => "nobody drives".to_string(),
+        let reason = match (
+            cutover::state::s3::followed_driver(&workspace.root),
+            lock::read(&lock_path).ok().flatten(),
+        ) {
+            (Some((_, Some(holder))), _) => format!("{holder} drives (following S3)"),
+            (Some((_, None)), _) => "nobody drives (following S3)".to_string(),
+            (None, Some(info)) => format!("{} drives", info.describe()),
+            (None, None) => "nobody drives".to_string(),
         };
         (Mode::Watch { reason }, None)
     } else {
@@ -696,31 +775,73 @@ fn init_file_tracing(workspace: &Workspace, redactor: Arc<Redactor>) {
 }
 
 /// Takes the lock and opens the journal for writing: what every command that changes state does.
+/// What a driver holds while it drives: the local lock, and the S3 lock with an S3 state.
+pub struct Held {
+    // Dropped first: the logs' last lines shipped while the locks are still held.
+    _logs: Option<cutover::state::s3::LogShipping>,
+    _local: lock::LockGuard,
+    _remote: Option<cutover::state::s3::RemoteLock>,
+}
+
 fn drive(
     runbook: Runbook,
     workspace: Workspace,
+    remote: Option<Arc<cutover::state::s3::Remote>>,
     registry: Registry,
     command: &str,
-) -> Result<(Engine, lock::LockGuard), Failure> {
+) -> Result<(Engine, Held), Failure> {
     workspace.ensure()?;
     let actor = cutover::actor::current();
+    // With an S3 state, its lock first (it decides between machines), then the mirror's.
+    let remote_lock = match &remote {
+        Some(remote) => Some(cutover::state::s3::acquire(
+            remote.clone(),
+            &actor,
+            &format!("cutover {command}"),
+        )?),
+        None => None,
+    };
     let guard = lock::acquire(
         &workspace.lock_path(),
         &actor,
         &format!("cutover {command}"),
     )?;
+    // The step logs go to S3 as they grow (and before each event), for `cutover log` and
+    // `watch` elsewhere.
+    let shipper = remote.as_ref().map(|remote| {
+        Arc::new(std::sync::Mutex::new(cutover::state::s3::LogShipper::new(
+            remote.clone(),
+            &workspace.root,
+        )))
+    });
+    let store: Box<dyn journal::JournalStore> = match (&remote, &shipper) {
+        (Some(remote), Some(shipper)) => {
+            // What another machine wrote since this command started.
+            cutover::state::s3::pull(remote, &workspace.journal_path())?;
+            Box::new(
+                cutover::state::s3::S3Store::new(remote.clone(), &workspace.journal_path())
+                    .with_logs(shipper.clone()),
+            )
+        }
+        _ => Box::new(FileStore::new(workspace.journal_path())),
+    };
     let redactor = Arc::new(Redactor::new());
-    let (journal, warning) = Journal::open(
-        Box::new(FileStore::new(workspace.journal_path())),
-        actor,
-        runbook.digest.clone(),
-        redactor.clone(),
-    )?;
+    let (journal, warning) = Journal::open(store, actor, runbook.digest.clone(), redactor.clone())?;
     if let Some(warning) = warning {
         eprintln!("cutover: warning: {warning}");
     }
+    let logs = shipper.map(|shipper| {
+        cutover::state::s3::LogShipping::start(shipper, std::time::Duration::from_secs(2))
+    });
     let engine = Engine::new(Arc::new(runbook), workspace, journal, registry, redactor);
-    Ok((engine, guard))
+    Ok((
+        engine,
+        Held {
+            _logs: logs,
+            _local: guard,
+            _remote: remote_lock,
+        },
+    ))
 }
 
 fn workspace_of(cli: &Cli) -> Workspace {
@@ -884,6 +1005,7 @@ fn ecs_run(
 async fn run(
     runbook: Runbook,
     workspace: Workspace,
+    remote: Option<Arc<cutover::state::s3::Remote>>,
     registry: Registry,
     request: RunRequest,
     history: Option<journal::JournalState>,
@@ -892,7 +1014,7 @@ async fn run(
         Target::Step(id) => format!("run {id}"),
         Target::Next => "run --next".to_string(),
     };
-    let (mut engine, _lock) = drive(runbook, workspace, registry, &label)?;
+    let (mut engine, _lock) = drive(runbook, workspace, remote, registry, &label)?;
     engine.set_history(history);
     tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));

@@ -18,8 +18,24 @@ pub fn load_journal(workspace: &Workspace) -> Result<Loaded, Failure> {
     Ok(journal::load(&store.read_all()?))
 }
 
+/// With an S3 state: the S3 lock's holder, alive while its heartbeat is within the lease
+/// (`None` inside: nobody holds it). Set once, before the views are drawn.
+type RemoteDriver = Option<(lock::LockInfo, bool)>;
+static REMOTE_DRIVER: std::sync::OnceLock<RemoteDriver> = std::sync::OnceLock::new();
+
+pub fn set_remote_driver(info: lock::LockInfo, alive: bool) {
+    let _ = REMOTE_DRIVER.set(Some((info, alive)));
+}
+
+pub fn set_no_remote_driver() {
+    let _ = REMOTE_DRIVER.set(None);
+}
+
 /// The lock holder, if any, and whether its process is still alive.
 fn driver(workspace: &Workspace) -> Option<(lock::LockInfo, bool)> {
+    if let Some(remote) = REMOTE_DRIVER.get() {
+        return remote.clone();
+    }
     lock::read(&workspace.lock_path())
         .ok()
         .flatten()

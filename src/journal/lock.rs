@@ -191,7 +191,7 @@ pub fn read(path: &Path) -> Result<Option<LockInfo>, LockError> {
     }
 }
 
-fn new_id(holder: &str) -> String {
+pub(crate) fn new_id(holder: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(holder.as_bytes());
     hasher.update(std::process::id().to_le_bytes());

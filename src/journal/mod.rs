@@ -29,6 +29,11 @@ pub enum JournalError {
     Broken { line: u64, reason: String },
     #[error("cannot encode a journal line: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Another driver wrote this event first (the S3 journal's conditional write refused ours).
+    #[error("another driver wrote event {seq} first: {detail}; this one stops")]
+    Conflict { seq: u64, detail: String },
+    #[error("the journal on S3: {0}")]
+    Remote(String),
 }
 
 /// What reading the journal found beyond the events themselves.

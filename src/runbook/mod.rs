@@ -35,6 +35,8 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     /// `[[window]]`s: stretches users feel (the write freeze), measured and predicted.
     pub windows: Vec<Window>,
+    /// `[state] backend`: where the state lives when not in `.cutover/` (`s3://BUCKET/PREFIX`).
+    pub state: Option<String>,
 }
 
 /// A stretch of the migration its users feel, from the end of step `from` to the end of step

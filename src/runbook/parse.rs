@@ -17,7 +17,7 @@ use super::{
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "runbook", "vars", "secrets", "aws", "cost", "phase", "window",
+    "runbook", "vars", "secrets", "aws", "cost", "phase", "window", "state",
 ];
 const WINDOW_KEYS: &[&str] = &["name", "from", "to", "notes"];
 const AWS_KEYS: &[&str] = &[
@@ -139,6 +139,7 @@ pub(super) fn parse(
     let secrets = parser.secrets(&root);
     let cost = parser.cost(&root);
     let aws = parser.aws(&root);
+    let state = parser.state(&root);
     let (phases, mut steps) = parser.phases(&root, &source);
     parser.check_graph(&root, &steps, &secrets);
     let windows = parser.windows(&root, &steps, &source);
@@ -166,6 +167,7 @@ pub(super) fn parse(
         phases,
         steps,
         windows,
+        state,
     })
 }
 
@@ -595,6 +597,28 @@ impl Parser<'_> {
         }
         self.vars.insert(name.to_string(), value.clone());
         Some(value)
+    }
+
+    /// `[state] backend = "s3://BUCKET/PREFIX"`: where the journal, the lock and the logs live.
+    fn state(&mut self, root: &DeTable<'_>) -> Option<String> {
+        let v = Self::get(root, "state")?;
+        let Some(table) = v.get_ref().as_table() else {
+            self.error(
+                v.span(),
+                "`state` must be a table: [state] backend = \"s3://BUCKET/PREFIX\"",
+            );
+            return None;
+        };
+        self.check_keys(table, &["backend"], "[state]");
+        let (text, span) = self.string(table, "backend", "[state]", Some(v.span()))?;
+        let text = self.vars_only(&text, span.clone(), "the state backend")?;
+        match crate::state::Backend::parse(&text) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                self.error(span, e);
+                None
+            }
+        }
     }
 
     /// `[aws]`: account, region, profile, endpoint.

@@ -201,6 +201,10 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
 }
 
 fn driver_alive(workspace: &Workspace) -> bool {
+    // A mirror of an S3 state: its S3 lock's holder as the follower last saw it.
+    if let Some((alive, _)) = crate::state::s3::followed_driver(&workspace.root) {
+        return alive;
+    }
     // Held means someone drives: the kernel lock ends with its holders.
     lock::read(&workspace.lock_path()).ok().flatten().is_some()
 }
@@ -565,7 +569,21 @@ impl App {
             .find(|(row, _)| row.state == StepState::Running)
             .map(|(_, step)| step.id.clone());
         let Some(step) = running else {
-            self.tail = None;
+            // The step ended: its last lines, written (or, from S3, arrived) just before.
+            if let Some(mut tail) = self.tail.take() {
+                let mut bytes = Vec::new();
+                if let Ok(mut file) = std::fs::File::open(&tail.path) {
+                    if file.seek(SeekFrom::Start(tail.offset)).is_ok() {
+                        let _ = file.read_to_end(&mut bytes);
+                    }
+                }
+                let store =
+                    self.model.logs.entry(tail.step.clone()).or_insert_with(|| {
+                        logstore::LogStore::with_capacity(self.model.log_capacity)
+                    });
+                tail.splitter.push(&bytes, &mut |line| store.push(&line));
+                tail.splitter.finish(&mut |line| store.push(&line));
+            }
             return;
         };
         let attempt = self.model.journal.step(&step).map_or(0, |r| r.attempts);

@@ -16,12 +16,15 @@ Exit codes:
   0    success (the step succeeded; the runbook is valid; the journal verifies)
   1    the step failed (its reason is printed and journaled), or an unexpected error
   2    the runbook is invalid, or the command line is wrong
-  3    another driver holds the lock (its holder is named), or a command a killed
-       driver started still runs and holds it
+  3    another driver holds the lock (its holder is named; on S3 also a stale lock,
+       with the id `cutover unlock` takes), or a command a killed driver started
+       still runs and holds it
   4    the journal is damaged: `cutover audit verify` names the first bad line
   5    refused: needs not done, time gate closed, confirmation phrase missing or
-       wrong, a manual step without --note, or nothing left to run
-  6    the state directory (.cutover/) cannot be created, read or written
+       wrong, a manual step without --note, a rollback without its phrase or of
+       a step that has none, or nothing left to run
+  6    the state directory (.cutover/) cannot be created, read or written, or the
+       S3 state cannot be used (no bucket, access denied, no conditional writes)
   130  cancelled with Ctrl-C (the step is journaled as failed: cancelled)";
 
 /// A failure to report on stderr, with its exit code.

@@ -313,14 +313,17 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
     // AWS settings; the mirror is brought up to date first (push fills an empty prefix).
     let setup = {
         let runbook = load(&cli, &registry).ok();
-        let pull = !matches!(
-            command,
+        use cutover::state::s3::Reading;
+        let reading = match &command {
             Command::State {
-                command: StateCommand::Push { .. }
-            }
-        );
+                command: StateCommand::Push { .. },
+            } => None,
+            // Every key and ETag checked: a deleted or replaced event anywhere is named.
+            Command::Audit { .. } => Some(Reading::Full),
+            _ => Some(Reading::New),
+        };
         if cli.state.is_some() || runbook.as_ref().is_some_and(|r| r.state.is_some()) {
-            state::setup(&cli, runbook.as_ref(), local.clone(), pull)?
+            state::setup(&cli, runbook.as_ref(), local.clone(), reading)?
         } else {
             state::Setup {
                 workspace: local.clone(),

@@ -50,12 +50,13 @@ impl From<RemoteLockError> for Failure {
 }
 
 /// Connects to the S3 state when there is one (checking the bucket and, at first use, that it
-/// honours conditional writes), and brings the local mirror up to it unless `pull` is false.
+/// honours conditional writes), and brings the local mirror up to it as `reading` says (not at
+/// all for a push).
 pub fn setup(
     cli: &Cli,
     runbook: Option<&cutover::runbook::Runbook>,
     local: Workspace,
-    pull: bool,
+    reading: Option<s3::Reading>,
 ) -> Result<Setup, Failure> {
     let Backend::S3 { bucket, prefix } = backend(cli, runbook)? else {
         return Ok(Setup {
@@ -79,8 +80,8 @@ pub fn setup(
     workspace.ensure()?;
     let remote = Arc::new(Remote::connect(&bucket, &prefix, &aws)?);
     remote.check_conditional_writes(&workspace.root.join("conditional-writes-ok"))?;
-    if pull {
-        s3::pull(&remote, &workspace.journal_path())?;
+    if let Some(reading) = reading {
+        s3::pull_checked(&remote, &workspace.journal_path(), reading)?;
     }
     // Status shows the S3 lock's holder: alive while its heartbeat is within the lease.
     if let Some(holder) = s3::holder(&remote)? {

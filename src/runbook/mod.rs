@@ -1,5 +1,6 @@
 //! The runbook: phases of steps read from `runbook.toml`, checked as a whole before anything runs.
 
+mod backend;
 mod diagnostics;
 mod graph;
 mod parse;
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use backend::Backend;
 pub use diagnostics::{Diagnostic, Diagnostics, Location, SourceFile};
 pub(crate) use graph::transitive_needs;
 pub use schema::{ActionCatalog, ActionSchema, ParamSpec, ParamType};

@@ -612,7 +612,7 @@ impl Parser<'_> {
         self.check_keys(table, &["backend"], "[state]");
         let (text, span) = self.string(table, "backend", "[state]", Some(v.span()))?;
         let text = self.vars_only(&text, span.clone(), "the state backend")?;
-        match crate::state::Backend::parse(&text) {
+        match super::Backend::parse(&text) {
             Ok(_) => Some(text),
             Err(e) => {
                 self.error(span, e);

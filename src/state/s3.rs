@@ -397,15 +397,22 @@ impl Remote {
 
     /// Every key under `PREFIX/dir` with its ETag, in key order.
     fn list(&self, dir: &str) -> Result<Vec<(String, String)>, S3Error> {
+        self.list_after(dir, None)
+    }
+
+    /// The keys under `PREFIX/dir` after `after` (a name under the prefix), with their ETags.
+    fn list_after(&self, dir: &str, after: Option<&str>) -> Result<Vec<(String, String)>, S3Error> {
         let key = self.key(dir);
         let client = self.client.clone();
         let (bucket, k) = (self.bucket.clone(), key.clone());
+        let after = after.map(|a| self.key(a));
         let listed = self.call(async move {
             let mut out = Vec::new();
             let mut pages = client
                 .list_objects_v2()
                 .bucket(bucket)
                 .prefix(k)
+                .set_start_after(after)
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
@@ -489,8 +496,49 @@ fn etags_path(journal: &Path) -> PathBuf {
 /// is a damaged journal, named), checks the head anchor (a cut-off tail is named), fetches what
 /// the mirror lacks or holds differently, and writes the mirror.
 pub fn pull(remote: &Remote, journal: &Path) -> Result<Pulled, JournalError> {
+    pull_checked(remote, journal, Reading::New)
+}
+
+/// How much of the S3 journal a read checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Only what follows the mirror (and the head): the cheap read of every command.
+    New,
+    /// Every key and its ETag against the mirror (`audit verify`): a deleted or replaced
+    /// event anywhere is named.
+    Full,
+}
+
+/// [`pull`], checking as much as `reading` says.
+pub fn pull_checked(
+    remote: &Remote,
+    journal: &Path,
+    reading: Reading,
+) -> Result<Pulled, JournalError> {
     let s3 = |e: S3Error| broken(0, e.to_string());
-    let listed = remote.list("journal/").map_err(s3)?;
+    // The mirror's whole lines and their ETags.
+    let cached = std::fs::read(journal).unwrap_or_default();
+    let cached_etags = std::fs::read_to_string(etags_path(journal)).unwrap_or_default();
+    let mut lines: Vec<Vec<u8>> = cached
+        .split_inclusive(|b| *b == b'\n')
+        .filter(|l| l.ends_with(b"\n"))
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut etags: Vec<String> = cached_etags.lines().map(str::to_string).collect();
+    let trusted = match reading {
+        Reading::New => lines.len().min(etags.len()),
+        Reading::Full => 0,
+    };
+    let mut listed: Vec<(String, String)> = (1..=trusted as u64)
+        .zip(&etags)
+        .map(|(seq, etag)| (remote.key(&event_name(seq)), etag.clone()))
+        .collect();
+    let after = (trusted > 0).then(|| event_name(trusted as u64));
+    listed.extend(
+        remote
+            .list_after("journal/", after.as_deref())
+            .map_err(s3)?,
+    );
     let mut keys = Vec::with_capacity(listed.len());
     for (i, (key, etag)) in listed.iter().enumerate() {
         let expected = i as u64 + 1;
@@ -535,14 +583,6 @@ pub fn pull(remote: &Remote, journal: &Path) -> Result<Pulled, JournalError> {
     }
 
     // The mirror's lines whose ETags still match S3's, from the first.
-    let cached = std::fs::read(journal).unwrap_or_default();
-    let cached_etags = std::fs::read_to_string(etags_path(journal)).unwrap_or_default();
-    let mut lines: Vec<Vec<u8>> = cached
-        .split_inclusive(|b| *b == b'\n')
-        .filter(|l| l.ends_with(b"\n"))
-        .map(<[u8]>::to_vec)
-        .collect();
-    let mut etags: Vec<String> = cached_etags.lines().map(str::to_string).collect();
     let keep = lines
         .iter()
         .zip(&etags)

@@ -575,3 +575,59 @@ fn another_machine_reads_the_running_steps_log_and_watches_it() {
         "the whole log after it ended: {log}"
     );
 }
+
+/// The terminal UI drives an S3 state: it takes the S3 lock (another machine is refused while
+/// it is open), its steps land in the S3 journal, and quitting releases the lock.
+#[test]
+fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
+    let state = format!("s3://{}/gengar/tui", bucket("cutover-team-tui"));
+    let a = Machine::new(&state);
+    let b = Machine::new(&state);
+    let tmux = tmux::TmuxServer::new("s3-tui");
+    let mut args: Vec<String> = [
+        "new-session",
+        "-d",
+        "-s",
+        "drive",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        "-c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(a.path().display().to_string());
+    for (k, v) in [
+        ("CUTOVER_STATE", state.as_str()),
+        ("CUTOVER_ACTOR", "ana@laptop"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("TERM", "xterm-256color"),
+    ] {
+        args.push("-e".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.push(format!("{BIN}; echo TUI-EXITED $?; sleep 600"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tmux.tmux(&args);
+    tmux.wait_for("drive", "Steps 0/4", Duration::from_secs(30));
+    tmux.keys("drive", &["Enter"]);
+    tmux.wait_for("drive", "✓ build done", Duration::from_secs(30));
+    // The other machine sees the step, by its actor; it cannot drive while the UI is open.
+    let status = b.status();
+    let build = &status["phases"][0]["steps"][0];
+    assert_eq!(build["state"], "done", "{status:#}");
+    assert_eq!(build["actor"], "ana@laptop", "{status:#}");
+    let out = b.run(&["run", "hold"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("cutover tui"), "{}", text(&out));
+    tmux.keys("drive", &["q"]);
+    tmux.wait_for("drive", "TUI-EXITED 0", Duration::from_secs(30));
+    let out = b.run(&["run", "hold"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}

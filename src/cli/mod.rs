@@ -54,8 +54,13 @@ struct Cli {
     state_dir: Option<PathBuf>,
     /// Where the journal, lock and logs live for a team: s3://BUCKET/PREFIX (default: the
     /// runbook's [state] backend, else local). The state directory then holds its mirror.
-    #[arg(long, global = true, value_name = "URL", env = "CUTOVER_STATE")]
-    state: Option<String>,
+    #[arg(
+        long = "state",
+        global = true,
+        value_name = "URL",
+        env = "CUTOVER_STATE"
+    )]
+    state_url: Option<String>,
     /// AWS profile (overrides the runbook's [aws] profile).
     #[arg(long, global = true, env = "CUTOVER_AWS_PROFILE")]
     profile: Option<String>,
@@ -322,7 +327,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             Command::Audit { .. } => Some(Reading::Full),
             _ => Some(Reading::New),
         };
-        if cli.state.is_some() || runbook.as_ref().is_some_and(|r| r.state.is_some()) {
+        if cli.state_url.is_some() || runbook.as_ref().is_some_and(|r| r.state.is_some()) {
             state::setup(&cli, runbook.as_ref(), local.clone(), reading)?
         } else {
             state::Setup {
@@ -412,8 +417,13 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
-            let (mut engine, _lock) =
-                drive(runbook, workspace, remote, registry, &format!("rollback {step}"))?;
+            let (mut engine, _lock) = drive(
+                runbook,
+                workspace,
+                remote,
+                registry,
+                &format!("rollback {step}"),
+            )?;
             engine.subscribe(Box::new(printer::Printer::new()));
             runtime.block_on(rollback::rollback(
                 &mut engine,
@@ -428,7 +438,13 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Mark { step, state, note } => {
             let runbook = load(&cli, &registry)?;
-            let (mut engine, _lock) = drive(runbook, workspace, remote, registry, &format!("mark {step}"))?;
+            let (mut engine, _lock) = drive(
+                runbook,
+                workspace,
+                remote,
+                registry,
+                &format!("mark {step}"),
+            )?;
             let mark = match state {
                 MarkState::Done => Mark::Done,
                 MarkState::Pending => Mark::Pending,
@@ -467,23 +483,9 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
-        Command::Tui { .. } if remote.is_some() => Err(Failure::new(
-            exit::INVALID,
-            "the terminal UI does not drive an S3 state yet: drive it with the headless commands (run, rollback, mark) and --state; `cutover watch` follows it",
-        )),
-        Command::Watch { mouse } => {
-            // The mirror follows S3 (journal and log chunks) every second; the UI reads it.
-            let _following = remote.map(|remote| {
-                cutover::state::s3::Following::start(
-                    remote,
-                    &workspace.root,
-                    std::time::Duration::from_secs(1),
-                )
-            });
-            tui(&cli, workspace, registry, true, mouse, 100_000)
-        }
+        Command::Watch { mouse } => tui(&cli, workspace, remote, registry, true, mouse, 100_000),
         Command::Tui { mouse, log_lines } => {
-            tui(&cli, workspace, registry, false, mouse, log_lines)
+            tui(&cli, workspace, remote, registry, false, mouse, log_lines)
         }
     }
 }
@@ -604,6 +606,7 @@ fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Res
 fn tui(
     cli: &Cli,
     workspace: Workspace,
+    remote: Option<Arc<cutover::state::s3::Remote>>,
     registry: Registry,
     watch_only: bool,
     mouse: bool,
@@ -623,6 +626,29 @@ fn tui(
     init_file_tracing(&workspace, redactor.clone());
     let actor = cutover::actor::current();
     let lock_path = workspace.lock_path();
+    // With an S3 state: its lock decides whether this instance drives; else it watches, its
+    // mirror following S3 (the journal and the log chunks) every second.
+    let mut remote_lock = None;
+    let mut remote_holder = None;
+    if let (Some(remote), false) = (&remote, watch_only) {
+        match cutover::state::s3::acquire(remote.clone(), &actor, "cutover tui") {
+            Ok(held) => remote_lock = Some(held),
+            Err(
+                cutover::state::s3::RemoteLockError::Held(info)
+                | cutover::state::s3::RemoteLockError::Stale(info),
+            ) => remote_holder = Some(info.describe()),
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let watch_only = watch_only || remote_holder.is_some();
+    let _following = match (&remote, &remote_lock) {
+        (Some(remote), None) => Some(cutover::state::s3::Following::start(
+            remote.clone(),
+            &workspace.root,
+            std::time::Duration::from_secs(1),
+        )),
+        _ => None,
+    };
     let (mode, guard) = if watch_only {
         let reason = match (
             cutover::state::s3::followed_driver(&workspace.root),
@@ -659,10 +685,29 @@ fn tui(
         }
     };
     let runbook = Arc::new(runbook);
+    let shipper = match (&remote, &remote_lock) {
+        (Some(remote), Some(_)) => Some(Arc::new(std::sync::Mutex::new(
+            cutover::state::s3::LogShipper::new(remote.clone(), &workspace.root),
+        ))),
+        _ => None,
+    };
+    let _shipping = shipper.clone().map(|shipper| {
+        cutover::state::s3::LogShipping::start(shipper, std::time::Duration::from_secs(2))
+    });
     let engine = match guard {
         Some(_) => {
+            let store: Box<dyn journal::JournalStore> = match (&remote, &shipper) {
+                (Some(remote), Some(shipper)) => {
+                    cutover::state::s3::pull(remote, &workspace.journal_path())?;
+                    Box::new(
+                        cutover::state::s3::S3Store::new(remote.clone(), &workspace.journal_path())
+                            .with_logs(shipper.clone()),
+                    )
+                }
+                _ => Box::new(FileStore::new(workspace.journal_path())),
+            };
             let (journal, _warning) = Journal::open(
-                Box::new(FileStore::new(workspace.journal_path())),
+                store,
                 actor.clone(),
                 runbook.digest.clone(),
                 redactor.clone(),
@@ -1109,5 +1154,29 @@ mod redacting_file_tests {
             written,
             "INFO step failed: bad password *** at postgres://u:***@h/db\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod definition_tests {
+    /// Every argument's id is unique across the global options and every subcommand (a global
+    /// `--state` once shadowed `mark STEP STATE`).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+        let cli = <super::Cli as clap::Parser>::try_parse_from([
+            "cutover",
+            "--state",
+            "s3://bucket/p",
+            "mark",
+            "build",
+            "done",
+            "--note",
+            "x",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.state_url.as_deref(), Some("s3://bucket/p"));
+        assert!(matches!(cli.command, Some(super::Command::Mark { .. })));
     }
 }

@@ -23,7 +23,7 @@ pub struct Setup {
 /// The backend: `--state`/`CUTOVER_STATE`, else the runbook's `[state] backend`.
 fn backend(cli: &Cli, runbook: Option<&cutover::runbook::Runbook>) -> Result<Backend, Failure> {
     let text = cli
-        .state
+        .state_url
         .clone()
         .or_else(|| runbook.and_then(|r| r.state.clone()));
     match text {

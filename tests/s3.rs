@@ -631,3 +631,35 @@ fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
     let out = b.run(&["run", "hold"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+/// A mirror that holds more than S3 does (the prefix emptied and begun again) is not trusted:
+/// it is read again from S3.
+#[test]
+fn a_mirror_of_an_emptied_prefix_is_read_again() {
+    let name = bucket("cutover-team-emptied");
+    let state = format!("s3://{name}/gengar");
+    let a = Machine::new(&state);
+    let out = a.run(&["run", "build"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(a.state_of("build"), "done");
+    let client = s3_client();
+    runtime().block_on(async {
+        let listed = client
+            .list_objects_v2()
+            .bucket(&name)
+            .prefix("gengar/")
+            .send()
+            .await
+            .unwrap();
+        for o in listed.contents() {
+            client
+                .delete_object()
+                .bucket(&name)
+                .key(o.key().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(a.state_of("build"), "ready", "S3 decides, not the mirror");
+}

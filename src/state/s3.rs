@@ -563,6 +563,14 @@ pub fn pull_checked(
         Some(o) => serde_json::from_slice(&o.bytes).ok(),
         None => None,
     };
+    // The mirror trusted for more than S3's head says: it is not S3's (a prefix emptied and
+    // begun again, a mirror of another journal). Everything is read again.
+    if reading == Reading::New
+        && trusted > 0
+        && head.as_ref().is_none_or(|h| h.seq < trusted as u64)
+    {
+        return pull_checked(remote, journal, Reading::Full);
+    }
     if let Some(head) = &head {
         if head.seq > last {
             return Err(broken(

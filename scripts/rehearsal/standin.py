@@ -222,7 +222,17 @@ def real_terraform(binary: str, args) -> int:
             file=sys.stderr,
             flush=True,
         )
-    env = dict(os.environ, TF_CLI_CONFIG_FILE=os.environ["REHEARSAL_TF_CLI_CONFIG"])
+    # One request at a time: the emulated account is recorded to be replayed on resume, and moto
+    # draws its ids from one seeded stream — parallel requests would record in one order and
+    # draw ids in another, so a replay could give a resource another id (and what refers to it,
+    # such as the RDS instance's subnets, would fail to be created again).
+    env = dict(
+        os.environ,
+        TF_CLI_CONFIG_FILE=os.environ["REHEARSAL_TF_CLI_CONFIG"],
+        TF_CLI_ARGS_apply="-parallelism=1",
+        TF_CLI_ARGS_plan="-parallelism=1",
+        TF_CLI_ARGS_destroy="-parallelism=1",
+    )
     os.execve(binary, [binary, *args], env)
     return 127
 

@@ -908,15 +908,23 @@ pub fn acquire(
         heartbeat: now,
     };
     let body = serde_json::to_vec_pretty(&info).map_err(|e| S3Error::Local(e.to_string()))?;
-    let Some(etag) = remote.put_if_absent("lock.json", body)? else {
-        return Err(match read_lock(&remote)? {
+    // Refused: who holds it. Released between the write and the read: try again (a few times).
+    let mut etag = None;
+    for _ in 0..3 {
+        if let Some(written) = remote.put_if_absent("lock.json", body.clone())? {
+            etag = Some(written);
+            break;
+        }
+        match read_lock(&remote)? {
             Some((held, _)) if held.is_stale(SystemTime::now()) => {
-                RemoteLockError::Stale(Box::new(held))
+                return Err(RemoteLockError::Stale(Box::new(held)))
             }
-            Some((held, _)) => RemoteLockError::Held(Box::new(held)),
-            // Released between the two calls: the caller may try again.
-            None => RemoteLockError::NotHeld,
-        });
+            Some((held, _)) => return Err(RemoteLockError::Held(Box::new(held))),
+            None => continue,
+        }
+    }
+    let Some(etag) = etag else {
+        return Err(RemoteLockError::NotHeld);
     };
     let info = Arc::new(Mutex::new(info));
     let etag = Arc::new(Mutex::new(etag));

@@ -187,16 +187,22 @@ fn reads_rows(step: &Step) -> bool {
 
 /// The slower of the preflight's read and write samples (MiB/s), if it took them.
 fn sampled_rate(runbook: &Runbook, state: &JournalState) -> Option<f64> {
+    let read: f64 = preflight_output(runbook, state, "read_mib_s")?;
+    let write: f64 = preflight_output(runbook, state, "write_mib_s")?;
+    Some(read.min(write)).filter(|r| *r > 0.0)
+}
+
+/// An output of the runbook's `db.preflight` step, as the journal recorded it.
+fn preflight_output<T: std::str::FromStr>(
+    runbook: &Runbook,
+    state: &JournalState,
+    name: &str,
+) -> Option<T> {
     runbook
         .steps
         .iter()
         .filter(|s| s.action.kind == "db.preflight")
-        .find_map(|s| {
-            let outputs = &state.step(&s.id)?.outputs;
-            let read: f64 = outputs.get("read_mib_s")?.parse().ok()?;
-            let write: f64 = outputs.get("write_mib_s")?.parse().ok()?;
-            Some(read.min(write)).filter(|r| *r > 0.0)
-        })
+        .find_map(|s| state.step(&s.id)?.outputs.get(name)?.parse().ok())
 }
 
 /// A data-bound step's history grown to today's source. The copy in two parts, as its history
@@ -266,11 +272,7 @@ fn grown(
 
 /// The source database's size as the journal's preflight measured it.
 fn source_bytes(runbook: &Runbook, state: &JournalState) -> Option<u64> {
-    runbook
-        .steps
-        .iter()
-        .filter(|s| s.action.kind == "db.preflight")
-        .find_map(|s| state.step(&s.id)?.outputs.get("source_bytes")?.parse().ok())
+    preflight_output(runbook, state, "source_bytes")
 }
 
 /// The TTL resolvers hold when the record changes: what a `dns.ttl` step set it to, else the
@@ -456,18 +458,7 @@ fn between_steps(runbook: &Runbook, window: &Window, state: &JournalState) -> Op
 
 /// The copy's duration from the preflight's measurements, if it took them.
 fn measured_copy(runbook: &Runbook, state: &JournalState) -> Option<f64> {
-    runbook
-        .steps
-        .iter()
-        .filter(|s| s.action.kind == "db.preflight")
-        .find_map(|s| {
-            state
-                .step(&s.id)?
-                .outputs
-                .get("predicted_copy_secs")?
-                .parse()
-                .ok()
-        })
+    preflight_output(runbook, state, "predicted_copy_secs")
 }
 
 /// "1h 02m", "4m 05s", "12.3s".

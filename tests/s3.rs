@@ -137,6 +137,43 @@ impl Machine {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `command` in a 160×40 tmux session `name` in this machine's directory, with its
+    /// environment (the shared S3 state, moto's credentials, its actor).
+    fn in_tmux(&self, tmux: &tmux::TmuxServer, name: &str, command: &str) {
+        let mut args: Vec<String> = [
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "-c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(self.path().display().to_string());
+        let actor = format!("op@{}", self.path().display());
+        for (k, v) in [
+            ("CUTOVER_STATE", self.state.as_str()),
+            ("CUTOVER_ACTOR", actor.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("TERM", "xterm-256color"),
+        ] {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(command.to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tmux.tmux(&args);
+    }
+
     fn state_of(&self, step: &str) -> String {
         self.status()["phases"][0]["steps"]
             .as_array()
@@ -508,35 +545,7 @@ fn another_machine_reads_the_running_steps_log_and_watches_it() {
     let a = Machine::new(&state);
     let b = Machine::new(&state);
     let tmux = tmux::TmuxServer::new("s3-watch");
-    let mut env: Vec<String> = Vec::new();
-    for (k, v) in [
-        ("CUTOVER_STATE", state.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ("TERM", "xterm-256color"),
-    ] {
-        env.push("-e".into());
-        env.push(format!("{k}={v}"));
-    }
-    let mut args: Vec<String> = vec![
-        "new-session".into(),
-        "-d".into(),
-        "-s".into(),
-        "watch".into(),
-        "-x".into(),
-        "160".into(),
-        "-y".into(),
-        "40".into(),
-        "-c".into(),
-        b.path().display().to_string(),
-    ];
-    args.extend(env);
-    args.push(format!("{BIN} watch; sleep 600"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    tmux.tmux(&args);
+    b.in_tmux(&tmux, "watch", &format!("{BIN} watch; sleep 600"));
     tmux.wait_for("watch", "WATCHING", Duration::from_secs(30));
 
     let mut driver = a
@@ -584,37 +593,11 @@ fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
     let a = Machine::new(&state);
     let b = Machine::new(&state);
     let tmux = tmux::TmuxServer::new("s3-tui");
-    let mut args: Vec<String> = [
-        "new-session",
-        "-d",
-        "-s",
+    a.in_tmux(
+        &tmux,
         "drive",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        "-c",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(a.path().display().to_string());
-    for (k, v) in [
-        ("CUTOVER_STATE", state.as_str()),
-        ("CUTOVER_ACTOR", "ana@laptop"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ("TERM", "xterm-256color"),
-    ] {
-        args.push("-e".into());
-        args.push(format!("{k}={v}"));
-    }
-    args.push(format!("{BIN}; echo TUI-EXITED $?; sleep 600"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    tmux.tmux(&args);
+        &format!("{BIN}; echo TUI-EXITED $?; sleep 600"),
+    );
     tmux.wait_for("drive", "Steps 0/4", Duration::from_secs(30));
     tmux.keys("drive", &["Enter"]);
     tmux.wait_for("drive", "✓ build done", Duration::from_secs(30));
@@ -622,7 +605,11 @@ fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
     let status = b.status();
     let build = &status["phases"][0]["steps"][0];
     assert_eq!(build["state"], "done", "{status:#}");
-    assert_eq!(build["actor"], "ana@laptop", "{status:#}");
+    assert_eq!(
+        build["actor"],
+        format!("op@{}", a.path().display()),
+        "{status:#}"
+    );
     let out = b.run(&["run", "hold"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(text(&out).contains("cutover tui"), "{}", text(&out));

@@ -413,11 +413,7 @@ impl Engine {
             .step(id)
             .ok_or_else(|| format!("no step `{id}`"))?
             .clone();
-        Ok(self.preview_step(&step).await)
-    }
-
-    async fn preview_step(&mut self, step: &Step) -> String {
-        self.describe_spec(&step.action).await
+        Ok(self.describe_spec(&step.action).await)
     }
 
     /// An action as it will run: its secrets read, then masked.
@@ -465,7 +461,7 @@ impl Engine {
         // The confirmation names what the step will touch (for a copy: the target's host and
         // database), with its secrets read as the run itself would read them.
         let preview = if step.destructive && request.confirm.is_none() {
-            Some(self.preview_step(&step).await)
+            Some(self.describe_spec(&step.action).await)
         } else {
             None
         };

@@ -257,17 +257,81 @@ fn grown(
         ),
         _ => (1.0, String::new()),
     };
-    let duration = data.mul_f64(ratio * speed) + rest.mul_f64(nlogn);
+    let (rest_now, rest_how) = match (
+        sampled_builds(runbook, history),
+        sampled_builds(runbook, current),
+    ) {
+        // The expensive builds (vector graphs…) as the preflights measured them then and
+        // now; the rest of the tail (sorts, constraints) as n·log n.
+        (Some((then_secs, _)), Some((now_secs, names))) => {
+            let other = rest.saturating_sub(Duration::from_secs_f64(then_secs));
+            (
+                Duration::from_secs_f64(now_secs) + other.mul_f64(nlogn),
+                format!(
+                    "the indexes and the rest {}: the sampled builds {} then, {} now ({names}: \
+                     the preflight's sample), the other {} ×{nlogn:.2} (n·log n from {rows} rows)",
+                    short(rest),
+                    short(Duration::from_secs_f64(then_secs)),
+                    short(Duration::from_secs_f64(now_secs)),
+                    short(other)
+                ),
+            )
+        }
+        // No sample in the history: its builds cannot be told apart from the rest; today's
+        // sampled builds are at least how long the tail takes.
+        (None, Some((now_secs, names)))
+            if Duration::from_secs_f64(now_secs) > rest.mul_f64(nlogn) =>
+        {
+            (
+                Duration::from_secs_f64(now_secs),
+                format!(
+                "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows), but at least \
+                 the sampled builds' {} ({names}: the preflight's sample)",
+                short(rest),
+                short(Duration::from_secs_f64(now_secs))
+            ),
+            )
+        }
+        _ => (
+            rest.mul_f64(nlogn),
+            format!(
+                "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows)",
+                short(rest)
+            ),
+        ),
+    };
+    let duration = data.mul_f64(ratio * speed) + rest_now;
     (
         duration,
         format!(
-            "history {}: the data {} ×{ratio:.2} for the source's size ({size}){speed_how}; \
-             the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows)",
+            "history {}: the data {} ×{ratio:.2} for the source's size ({size}){speed_how}; {rest_how}",
             short(took),
             short(data),
-            short(rest)
         ),
     )
+}
+
+/// The preflight's sampled index builds (`index_builds`): their predicted seconds in all, and
+/// their names with kind and growth, e.g. `public.docs_idx hnsw ×n^1.52`.
+fn sampled_builds(runbook: &Runbook, state: &JournalState) -> Option<(f64, String)> {
+    let text: String = preflight_output(runbook, state, "index_builds")?;
+    let builds: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    let secs = builds
+        .iter()
+        .filter_map(|b| b["predicted_secs"].as_f64())
+        .sum();
+    let names: Vec<String> = builds
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {} ×n^{:.2}",
+                b["index"].as_str().unwrap_or("?"),
+                b["kind"].as_str().unwrap_or("?"),
+                b["exponent"].as_f64().unwrap_or(1.0)
+            )
+        })
+        .collect();
+    Some((secs, names.join(", "))).filter(|_| !builds.is_empty())
 }
 
 /// The source database's size as the journal's preflight measured it.
@@ -896,6 +960,90 @@ needs = ["dns-cutover"]
         // The time between the steps, as the history's window had it.
         assert_eq!(step(BETWEEN_STEPS).duration, Duration::from_secs(68));
         assert_eq!(step(BETWEEN_STEPS).actual, None);
+    }
+
+    #[test]
+    fn the_sampled_index_builds_replace_their_part_of_the_tail() {
+        let rb = runbook();
+        // The rehearsal's copy: 10 s, its data in after 4 s; of the 6 s after, the HNSW build
+        // its preflight sampled took 5 s.
+        let build = |secs: f64, exponent: f64| {
+            format!(
+                r#"[{{"index":"public.docs_idx","table":"public.docs","kind":"hnsw","rows":1000,"sample_rows":[250,500,1000],"sample_secs":[0.1,0.3,1.0],"exponent":{exponent},"predicted_secs":{secs},"index_bytes":1,"memory_bytes":2,"spill_factor":null}}]"#
+            )
+        };
+        let then_builds = build(5.0, 1.5);
+        let history = journal(&[
+            (
+                "preflight",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:02.000Z",
+                &[
+                    ("source_bytes", "104857600"),
+                    ("index_builds", then_builds.as_str()),
+                ],
+            ),
+            (
+                "copy",
+                "2026-11-01T10:01:00.000Z",
+                "2026-11-01T10:01:10.000Z",
+                &[
+                    ("data_secs", "4.0"),
+                    ("checksums", r#"{"docs":{"rows":1000,"sum":1}}"#),
+                ],
+            ),
+        ]);
+        // Today ten times the data, and the preflight's sample says the graph takes 158 s.
+        let now_builds = build(158.0, 1.5);
+        let now = journal(&[(
+            "preflight",
+            "2026-11-20T10:00:00.000Z",
+            "2026-11-20T10:00:03.000Z",
+            &[
+                ("source_bytes", "1048576000"),
+                ("index_builds", now_builds.as_str()),
+            ],
+        )]);
+        let p = predict(&rb, &rb.windows[0], &now, Some(&history));
+        let copy = p.steps.iter().find(|s| s.step == "copy").unwrap();
+        // Data 4 s × 10; the graph 158 s; the other 1 s × 10 × ln(10,000)/ln(1,000).
+        let expected = 40.0 + 158.0 + 10.0 * (10_000f64.ln() / 1_000f64.ln());
+        assert!(
+            (copy.duration.as_secs_f64() - expected).abs() < 0.01,
+            "{:?} {}",
+            copy.duration,
+            copy.how
+        );
+        assert!(
+            copy.how
+                .contains("the sampled builds 5.0s then, 2m 38s now (public.docs_idx hnsw ×n^1.50"),
+            "{}",
+            copy.how
+        );
+
+        // A history without a sample: n·log n, but never less than today's sampled builds.
+        let bare = journal(&[(
+            "preflight",
+            "2026-11-01T10:00:00.000Z",
+            "2026-11-01T10:00:02.000Z",
+            &[("source_bytes", "104857600")],
+        )]);
+        let mut old = history.clone();
+        old.steps
+            .insert("preflight".into(), bare.step("preflight").unwrap().clone());
+        let p = predict(&rb, &rb.windows[0], &now, Some(&old));
+        let copy = p.steps.iter().find(|s| s.step == "copy").unwrap();
+        assert!(
+            (copy.duration.as_secs_f64() - 198.0).abs() < 0.01,
+            "{:?} {}",
+            copy.duration,
+            copy.how
+        );
+        assert!(
+            copy.how.contains("but at least the sampled builds' 2m 38s"),
+            "{}",
+            copy.how
+        );
     }
 
     #[test]

@@ -159,12 +159,96 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
             .unwrap();
     });
     let sql = "[[phase.step]]\nid = \"count\"\ndo = \"db.sql\"\nurl = \"${secret.TARGET}\"\nsql = \"SELECT count(*) AS users FROM public.users\"\n\n";
+    // The same preflight with a smaller sample and less memory for the index builds than the
+    // whole HNSW graph of `documents` needs (but more than its sample's).
+    let spill = "[[phase.step]]\nid = \"preflight-spill\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nindex_sample_rows = 1000\nmaintenance_work_mem = \"16MB\"\n\n";
     let p = Project::new(
         &source,
         &target,
-        &format!("{PREFLIGHT}{EXTENSIONS}{COPY}{VERIFY}{sql}"),
+        &format!("{PREFLIGHT}{spill}{EXTENSIONS}{COPY}{VERIFY}{sql}"),
     );
-    for step in ["preflight", "extensions", "copy", "verify", "count"] {
+    for step in ["preflight", "preflight-spill"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+    // The index sample built pgvector's HNSW index on the target, inside a transaction rolled
+    // back: no scratch schema, and neither the extension nor its schema stayed behind.
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('cutover_probe', 'heroku_ext')) \
+                  + (SELECT count(*) FROM pg_extension WHERE extname = 'vector')"
+        )),
+        "0"
+    );
+    let builds = |step: &str| -> Vec<serde_json::Value> {
+        let log = p.log(step);
+        let line = log
+            .lines()
+            .find(|l| l.contains("output index_builds = "))
+            .unwrap_or_else(|| panic!("no index_builds: {log}"));
+        serde_json::from_str(line.split_once(" = ").unwrap().1).unwrap()
+    };
+    let whole = builds("preflight");
+    assert_eq!(whole.len(), 1, "{whole:?}");
+    let hnsw = &whole[0];
+    assert_eq!(hnsw["index"], "public.documents_embedding_idx");
+    assert_eq!(hnsw["kind"], "hnsw");
+    assert_eq!(hnsw["rows"], 3000);
+    // The whole table is the sample: built on an eighth, a quarter, a half and all of it.
+    assert_eq!(
+        hnsw["sample_rows"],
+        serde_json::json!([375, 750, 1500, 3000])
+    );
+    let secs: Vec<f64> = serde_json::from_value(hnsw["sample_secs"].clone()).unwrap();
+    assert!(secs.iter().all(|s| *s > 0.0), "{secs:?}");
+    assert_eq!(hnsw["predicted_secs"].as_f64(), Some(secs[3]));
+    let exponent = hnsw["exponent"].as_f64().unwrap();
+    assert!((1.0..=2.0).contains(&exponent), "{exponent}");
+    // 3000 embeddings of 1536 dimensions: a graph of megabytes, within 1 GB.
+    let bytes = hnsw["index_bytes"].as_u64().unwrap();
+    assert!(bytes > 3000 * 6144, "{bytes}");
+    assert_eq!(hnsw["memory_bytes"], 1u64 << 30);
+    let log = p.log("preflight");
+    assert!(
+        log.contains("pass  index build")
+            && log.contains("public.documents_embedding_idx (hnsw on public.documents, 3000 rows)")
+            && log.contains("within maintenance_work_mem (1.0 GiB)"),
+        "{log}"
+    );
+    // 1000 rows sampled, 16 MB of memory: the sample's graph fits, the table's does not. The
+    // sample measured the build on disk too, and the prediction carries it.
+    let spilled = &builds("preflight-spill")[0];
+    assert_eq!(
+        spilled["sample_rows"],
+        serde_json::json!([125, 250, 500, 1000])
+    );
+    assert_eq!(spilled["memory_bytes"], 16u64 << 20);
+    let factor = spilled["spill_factor"].as_f64().unwrap();
+    assert!(factor >= 1.0, "{factor}");
+    let secs: Vec<f64> = serde_json::from_value(spilled["sample_secs"].clone()).unwrap();
+    let exponent = spilled["exponent"].as_f64().unwrap();
+    let expected = secs[3] * 3f64.powf(exponent) * factor;
+    assert!(
+        (spilled["predicted_secs"].as_f64().unwrap() - expected).abs() < 1e-6 * expected.max(1.0),
+        "{spilled}"
+    );
+    let log = p.log("preflight-spill");
+    assert!(
+        log.contains("WARN  index build")
+            && log
+                .contains("more than maintenance_work_mem (16.0 MiB): pgvector builds it on disk"),
+        "{log}"
+    );
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('cutover_probe', 'heroku_ext')"
+        )),
+        "0"
+    );
+
+    for step in ["extensions", "copy", "verify", "count"] {
         let out = p.run(&["run", step]);
         assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
     }

@@ -687,6 +687,14 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
             .contains("its certificate valid for gengar.aaaaaaaaaa.us-east-1.rds.amazonaws.com"),
         "{preflight}"
     );
+    // The HNSW build timed on "RDS" through the tunnel, for the freeze's prediction.
+    assert!(
+        preflight.contains("pass  index build")
+            && preflight
+                .contains("public.documents_embedding_idx (hnsw on public.documents, 3000 rows)")
+            && preflight.contains("output index_builds = "),
+        "{preflight}"
+    );
     let rds = &env["REHEARSAL_RDS_URL"];
     // The copy is quick: to catch it mid-way every time, "RDS" stalls the load of one table
     // (an event trigger adds a statement trigger that sleeps to public.events as the schema is

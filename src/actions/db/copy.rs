@@ -214,7 +214,7 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
 }
 
 /// `maintenance_work_mem` goes into PGOPTIONS, so only a plain size is accepted.
-fn memory_setting(value: Option<&str>) -> Result<String, Outcome> {
+pub(super) fn memory_setting(value: Option<&str>) -> Result<String, Outcome> {
     let value = value.unwrap_or("1GB").trim();
     let valid = Regex::new(r"^[0-9]+\s*(kB|MB|GB|TB)?$").is_ok_and(|re| re.is_match(value));
     if valid {

@@ -7,6 +7,7 @@ mod conn;
 mod copy;
 mod extensions;
 mod idle;
+mod index_sample;
 pub mod parallel;
 mod preflight;
 mod sql;
@@ -68,6 +69,16 @@ static PREFLIGHT: ActionSchema = ActionSchema {
             ParamType::Integer,
             "connections the copy will open on the target (1)",
         ),
+        ParamSpec::optional(
+            "maintenance_work_mem",
+            ParamType::String,
+            "the copy's, for the sample index builds (\"1GB\", db.copy's default)",
+        ),
+        ParamSpec::optional(
+            "index_sample_rows",
+            ParamType::Integer,
+            "rows sampled per expensive index (HNSW, IVFFlat, GIN, GiST) to time its build on the target (4000; 0: none)",
+        ),
     ],
     outputs: &[
         "source_version",
@@ -76,6 +87,7 @@ static PREFLIGHT: ActionSchema = ActionSchema {
         "read_mib_s",
         "write_mib_s",
         "predicted_copy_secs",
+        "index_builds",
     ],
     needs_operator_note: false,
 };

@@ -349,11 +349,14 @@ pub(super) async fn copy(
     let mut indexers = tokio::task::JoinSet::new();
     let mut to_index: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut data_secs: Option<f64> = None;
+    // The tables whose indexes are being built, since when: after the data, the copy's tail.
+    let mut building: BTreeMap<usize, Instant> = BTreeMap::new();
     loop {
         while indexers.len() < index_jobs.max(1) && failure.is_none() {
             let Some(table) = to_index.pop_front() else {
                 break;
             };
+            building.insert(table, Instant::now());
             indexers.spawn(index(shared.clone(), table));
         }
         tokio::select! {
@@ -364,6 +367,7 @@ pub(super) async fn copy(
                     Some(Ok(Err(e))) => { failure.get_or_insert(e); workers.abort_all(); }
                     Some(Ok(Ok((table, log, status)))) => {
                         indexed += 1;
+                        building.remove(&table);
                         let name = &shared.tables[table].name;
                         let (refused, tolerated_now) = log.judge(allowed);
                         for t in &tolerated_now {
@@ -416,22 +420,34 @@ pub(super) async fn copy(
                 let secs = data_started.elapsed().as_secs_f64().max(0.001);
                 let rate = done as f64 / secs;
                 let eta = if rate > 0.0 && total_bytes > done { format!(", about {} left", crate::window::short(Duration::from_secs_f64((total_bytes - done) as f64 / rate))) } else { String::new() };
-                ctx.report.progress(
-                    done.min(total_bytes),
-                    Some(total_bytes.max(1)),
-                    "bytes",
-                    Some(format!(
-                        "data: {} of ~{} ({}/s), {} rows, {}/{} tables verified, {}/{} indexed{eta}",
-                        bytes_human(done),
-                        bytes_human(total_bytes),
-                        bytes_human(rate as u64),
-                        shared.rows.load(Ordering::Relaxed),
-                        checksums.len(),
-                        shared.tables.len(),
+                if let (Some(data), false) = (data_secs, building.is_empty()) {
+                    // Every row is in: what is left is index builds, said by table and age.
+                    let running: Vec<String> = building.iter().map(|(t, since)| format!("{} ({})", shared.tables[*t].name, crate::window::short(since.elapsed()))).collect();
+                    ctx.report.progress(indexed as u64, Some(shared.lists.len().max(1) as u64), "tables indexed", Some(format!(
+                        "data in after {}; building the indexes of {}; {}/{} tables indexed",
+                        crate::window::short(Duration::from_secs_f64(data)),
+                        running.join(", "),
                         indexed,
                         shared.lists.len()
-                    )),
-                ).await;
+                    ))).await;
+                } else {
+                    ctx.report.progress(
+                        done.min(total_bytes),
+                        Some(total_bytes.max(1)),
+                        "bytes",
+                        Some(format!(
+                            "data: {} of ~{} ({}/s), {} rows, {}/{} tables verified, {}/{} indexed{eta}",
+                            bytes_human(done),
+                            bytes_human(total_bytes),
+                            bytes_human(rate as u64),
+                            shared.rows.load(Ordering::Relaxed),
+                            checksums.len(),
+                            shared.tables.len(),
+                            indexed,
+                            shared.lists.len()
+                        )),
+                    ).await;
+                }
             }
             () = ctx.cancel.cancelled() => {
                 workers.abort_all();

@@ -42,6 +42,8 @@ struct Params {
     source: String,
     target: String,
     ca_bundle: Option<String>,
+    maintenance_work_mem: Option<String>,
+    index_sample_rows: Option<u64>,
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
@@ -55,6 +57,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     )?;
     let warn_bytes = p.warn_size_gb.unwrap_or(20).saturating_mul(1 << 30);
     let jobs = u64::from(p.jobs.unwrap_or(1).max(1));
+    let memory = super::copy::memory_setting(p.maintenance_work_mem.as_deref())?;
 
     let mut checks = Vec::new();
     let source = connect(&source_url, "source").await?;
@@ -303,6 +306,41 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     };
 
+    // How long the expensive index builds will take at the source's size: they do not grow as
+    // a sort does (see index_sample), so they are measured, on the target.
+    let sample_rows = p
+        .index_sample_rows
+        .unwrap_or(super::index_sample::SAMPLE_ROWS);
+    let builds = if sample_rows == 0 {
+        Vec::new()
+    } else {
+        ctx.report
+            .info(format!(
+                "timing the expensive index builds (HNSW, IVFFlat, GIN, GiST) on up to {sample_rows} sampled rows each, on the target, in a transaction rolled back…"
+            ))
+            .await;
+        match super::index_sample::sample(&source_url, &target_url, &memory, sample_rows).await {
+            Ok(found) => found,
+            Err(why) => vec![Err(why)],
+        }
+    };
+    let mut measured = Vec::new();
+    for build in builds {
+        checks.push(match build {
+            Ok(b) => {
+                let verdict = if b.spills() {
+                    Verdict::Warn
+                } else {
+                    Verdict::Pass
+                };
+                let check = Check::new("index build", verdict, b.describe());
+                measured.push(b);
+                check
+            }
+            Err(why) => Check::new("index build", Verdict::Warn, format!("not sampled: {why}")),
+        });
+    }
+
     for check in &checks {
         let mark = match check.verdict {
             Verdict::Pass => "pass",
@@ -327,6 +365,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         ctx.report
             .output("predicted_copy_secs", format!("{predicted:.1}"))
             .await;
+    }
+    if !measured.is_empty() {
+        let json = serde_json::to_string(&measured)
+            .map_err(|e| Outcome::failed(format!("the index builds' record: {e}")))?;
+        ctx.report.output("index_builds", json).await;
     }
     let failed: Vec<&str> = checks
         .iter()

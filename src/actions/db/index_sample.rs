@@ -10,8 +10,8 @@
 //! row says how much memory its whole build needs: an HNSW graph larger than the setting is
 //! built on disk, and the sample measures that too (once more, with the setting lowered
 //! below the sample's graph). All of it inside one transaction on the target, rolled back:
-//! the scratch schema, the table, and any extension the target did not have yet are gone
-//! afterwards. Read-only on the source.
+//! the scratch schema, the table, and any extension the indexes need that the target did not
+//! have yet are gone afterwards. Read-only on the source.
 
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,8 @@ struct Candidate {
     definition: String,
     columns: String,
     rows: u64,
+    index_oid: u32,
+    table_oid: u32,
 }
 
 /// Samples the expensive index builds. `memory` is the copy's `maintenance_work_mem` (already
@@ -188,11 +190,23 @@ pub async fn sample(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
+    // The extensions those indexes need: the owners of their tables' column types, of their
+    // operator classes and access methods (pgvector's `vector`, `vector_cosine_ops`, `hnsw`).
+    let tables: Vec<u32> = candidates.iter().map(|c| c.table_oid).collect();
+    let indexes: Vec<u32> = candidates.iter().map(|c| c.index_oid).collect();
     let extensions: Vec<(String, String)> = source
         .query(
-            "SELECT e.extname, n.nspname FROM pg_extension e \
-               JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1",
-            &[],
+            "SELECT DISTINCT e.extname::text, n.nspname::text FROM pg_extension e \
+               JOIN pg_namespace n ON n.oid = e.extnamespace \
+               JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e' \
+              WHERE (d.classid = 'pg_type'::regclass AND d.objid IN \
+                       (SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0)) \
+                 OR (d.classid = 'pg_opclass'::regclass AND d.objid IN \
+                       (SELECT unnest(i.indclass::oid[]) FROM pg_index i WHERE i.indexrelid = ANY($2::oid[]))) \
+                 OR (d.classid = 'pg_am'::regclass AND d.objid IN \
+                       (SELECT c.relam FROM pg_class c WHERE c.oid = ANY($2::oid[]))) \
+              ORDER BY 1",
+            &[&tables, &indexes],
         )
         .await
         .map_err(|e| failed("listing the extensions", e))?
@@ -231,7 +245,7 @@ async fn candidates(source: &Client) -> Result<Vec<Candidate>, tokio_postgres::E
                         am.amname::text, pg_get_indexdef(i.indexrelid), \
                         (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum) \
                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), \
-                        c.reltuples::float8 \
+                        c.reltuples::float8, i.indexrelid, c.oid \
                    FROM pg_index i \
                    JOIN pg_class ic ON ic.oid = i.indexrelid \
                    JOIN pg_namespace ns ON ns.oid = ic.relnamespace \
@@ -268,13 +282,15 @@ async fn candidates(source: &Client) -> Result<Vec<Candidate>, tokio_postgres::E
             definition: row.get(3),
             columns: row.get::<_, Option<String>>(4).unwrap_or_default(),
             rows,
+            index_oid: row.get(6),
+            table_oid: row.get(7),
         });
     }
     Ok(found)
 }
 
-/// The scratch schema, the source's extensions the target lacks (in their schemas), the
-/// copy's `maintenance_work_mem`. Returns that setting in bytes.
+/// The scratch schema, the extensions the sampled indexes need that the target lacks (in the
+/// source's schemas), the copy's `maintenance_work_mem`. Returns that setting in bytes.
 async fn prepare(
     tx: &Transaction<'_>,
     extensions: &[(String, String)],

@@ -282,15 +282,14 @@ fn grown(
         (None, Some((now_secs, names)))
             if Duration::from_secs_f64(now_secs) > rest.mul_f64(nlogn) =>
         {
-            (
-                Duration::from_secs_f64(now_secs),
-                format!(
-                "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows), but at least \
-                 the sampled builds' {} ({names}: the preflight's sample)",
+            let sampled = Duration::from_secs_f64(now_secs);
+            let how = format!(
+                "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows), but at \
+                 least the sampled builds' {} ({names}: the preflight's sample)",
                 short(rest),
-                short(Duration::from_secs_f64(now_secs))
-            ),
-            )
+                short(sampled)
+            );
+            (sampled, how)
         }
         _ => (
             rest.mul_f64(nlogn),

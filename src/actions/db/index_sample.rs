@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::{Client, Transaction};
 
-use super::{bytes_human, conn::explain, DbUrl};
+use super::{bytes_human, conn::explain, ident, DbUrl};
 
 /// Rows kept from the source per index by default, and the bytes they may take (text COPY).
 pub const SAMPLE_ROWS: u64 = 4_000;
@@ -310,8 +310,8 @@ async fn prepare(
         let created = tx
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema}",
-                schema = quote_ident(schema),
-                name = quote_ident(name)
+                schema = ident(schema),
+                name = ident(name)
             ))
             .await;
         let end = if created.is_ok() {
@@ -334,11 +334,6 @@ async fn prepare(
         .await?
         .get(0);
     Ok(u64::try_from(bytes).unwrap_or(0))
-}
-
-/// `"name"` as PostgreSQL's `quote_ident` would write it, always quoted.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 async fn sample_one(

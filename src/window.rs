@@ -112,6 +112,74 @@ pub struct Prediction {
     pub total: Duration,
 }
 
+/// Seconds read from a journal as a duration: none for NaN, a negative number or one too
+/// large for a duration (a history journal can be anything; a prediction never panics on it).
+pub fn duration_of(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Seconds as a duration, zero when they are not a duration at all (see [`duration_of`]).
+fn seconds(secs: f64) -> Duration {
+    duration_of(secs).unwrap_or_default()
+}
+
+/// `d` × `factor`, saturating; a factor that is not a finite, non-negative number leaves `d`.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    if !factor.is_finite() || factor < 0.0 {
+        return d;
+    }
+    duration_of(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// A history journal's figures, checked before they predict anything: every output (or field
+/// of a JSON output) named `…_secs` must be a finite, non-negative number of seconds.
+pub fn check_history(history: &JournalState) -> Result<(), String> {
+    fn bad(value: &serde_json::Value, name: &str) -> Option<String> {
+        match value {
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+                if k.ends_with("_secs") {
+                    let numbers: Vec<&serde_json::Value> = match v {
+                        serde_json::Value::Array(items) => items.iter().collect(),
+                        other => vec![other],
+                    };
+                    if let Some(n) = numbers
+                        .iter()
+                        .find(|n| !n.is_null() && n.as_f64().and_then(duration_of).is_none())
+                    {
+                        return Some(format!("{name}: `{k}` = {n} is not a number of seconds"));
+                    }
+                }
+                bad(v, name)
+            }),
+            serde_json::Value::Array(items) => items.iter().find_map(|v| bad(v, name)),
+            _ => None,
+        }
+    }
+    let mut steps: Vec<_> = history.steps.iter().collect();
+    steps.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, record) in steps {
+        for (name, value) in &record.outputs {
+            let what = format!("step `{id}`, output `{name}`");
+            if name.ends_with("_secs")
+                && value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(duration_of)
+                    .is_none()
+            {
+                return Err(format!("{what} = {value:?} is not a number of seconds"));
+            }
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(value) {
+                if let Some(problem) = bad(&json, &what) {
+                    return Err(problem);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The output of a window's `from` step holding what the window was predicted to last when it
 /// opened (JSON: window name → [`prediction_json`]).
 pub const RECORDED_PREDICTION: &str = "window_prediction";
@@ -139,7 +207,7 @@ fn recorded(current: &JournalState, window: &Window) -> Option<Prediction> {
         .clone();
     let all: serde_json::Value = serde_json::from_str(&text).ok()?;
     let p = all.get(&window.name)?;
-    let secs = |v: &serde_json::Value| v.as_f64().map(Duration::from_secs_f64);
+    let secs = |v: &serde_json::Value| v.as_f64().and_then(duration_of);
     Some(Prediction {
         window: window.name.clone(),
         steps: p["steps"]
@@ -228,14 +296,14 @@ fn grown(
         .filter(|_| step.action.kind == "db.copy");
     let Some(data_secs) = data_secs else {
         return (
-            took.mul_f64(ratio),
+            scaled(took, ratio),
             format!(
                 "history {}, ×{ratio:.2} for the source's size ({size})",
                 short(took)
             ),
         );
     };
-    let data = Duration::from_secs_f64(data_secs.clamp(0.0, took.as_secs_f64()));
+    let data = seconds(data_secs.clamp(0.0, took.as_secs_f64()));
     let rest = took.saturating_sub(data);
     let rows: u64 = record
         .and_then(|r| r.outputs.get("checksums"))
@@ -264,25 +332,23 @@ fn grown(
         // The expensive builds (vector graphs…) as the preflights measured them then and
         // now; the rest of the tail (sorts, constraints) as n·log n.
         (Some((then_secs, _)), Some((now_secs, names))) => {
-            let other = rest.saturating_sub(Duration::from_secs_f64(then_secs));
+            let other = rest.saturating_sub(seconds(then_secs));
             (
-                Duration::from_secs_f64(now_secs) + other.mul_f64(nlogn),
+                seconds(now_secs) + scaled(other, nlogn),
                 format!(
                     "the indexes and the rest {}: the sampled builds {} then, {} now ({names}: \
                      the preflight's sample), the other {} ×{nlogn:.2} (n·log n from {rows} rows)",
                     short(rest),
-                    short(Duration::from_secs_f64(then_secs)),
-                    short(Duration::from_secs_f64(now_secs)),
+                    short(seconds(then_secs)),
+                    short(seconds(now_secs)),
                     short(other)
                 ),
             )
         }
         // No sample in the history: its builds cannot be told apart from the rest; today's
         // sampled builds are at least how long the tail takes.
-        (None, Some((now_secs, names)))
-            if Duration::from_secs_f64(now_secs) > rest.mul_f64(nlogn) =>
-        {
-            let sampled = Duration::from_secs_f64(now_secs);
+        (None, Some((now_secs, names))) if seconds(now_secs) > scaled(rest, nlogn) => {
+            let sampled = seconds(now_secs);
             let how = format!(
                 "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows), but at \
                  least the sampled builds' {} ({names}: the preflight's sample)",
@@ -292,14 +358,14 @@ fn grown(
             (sampled, how)
         }
         _ => (
-            rest.mul_f64(nlogn),
+            scaled(rest, nlogn),
             format!(
                 "the indexes and the rest {} ×{nlogn:.2} (n·log n from {rows} rows)",
                 short(rest)
             ),
         ),
     };
-    let duration = data.mul_f64(ratio * speed) + rest_now;
+    let duration = scaled(data, ratio * speed) + rest_now;
     (
         duration,
         format!(
@@ -446,7 +512,7 @@ fn predict_now(
             .flatten()
         {
             (
-                Duration::from_secs_f64(secs),
+                seconds(secs),
                 "the preflight's throughput sample (source size ÷ the slower of read and write)"
                     .to_string(),
             )

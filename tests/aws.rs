@@ -4,6 +4,9 @@
 
 mod common;
 use common::{code, text};
+#[path = "common/proxy.rs"]
+mod proxy;
+use proxy::{Fault, FaultProxy};
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -495,7 +498,8 @@ fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
     assert!(
         err.contains("~ STRIPE_KEY = *** (changed)")
             && err.contains("+ ROLLBAR_TOKEN = ***")
-            && !err.contains("DATABASE_URL"),
+            // Unchanged: not in the diff (the first sync's write stays in `versions`).
+            && !err.contains("DATABASE_URL = "),
         "{err}"
     );
     assert_eq!(code(&p.run(&["run", "verify"])), 0);
@@ -1531,8 +1535,7 @@ fn dns_rollback_puts_the_record_back_exactly_and_only_over_what_the_cutover_set(
     ]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
-        text(&out).contains("no longer holds what the cutover set")
-            && text(&out).contains("someone-else"),
+        text(&out).contains("neither what the cutover set") && text(&out).contains("someone-else"),
         "{}",
         text(&out)
     );
@@ -1631,4 +1634,525 @@ fn ssm_rollback_puts_back_the_replaced_versions() {
         );
         assert!(!p.journal().contains(secret), "no value journaled");
     }
+}
+
+/// The records of one name in a zone, as Route 53 holds them.
+fn name_records(zone: &str, name: &str) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
+    runtime().block_on(async {
+        aws_sdk_route53::Client::new(&sdk().await)
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .send()
+            .await
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name() == name)
+            .cloned()
+            .collect()
+    })
+}
+
+/// Route 53's answer to a call that failed on its side.
+const ROUTE53_FAILURE: &str = "<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>injected by the test's proxy</Message></Error><RequestId>fault</RequestId></ErrorResponse>";
+
+fn is_get_change(r: &proxy::Request) -> bool {
+    r.method == "GET" && r.path.contains("/change/")
+}
+
+/// The record to go back to is the one before the first change: an attempt that changed the
+/// record and then failed, a re-run that finds the ALB, and a reset and run again never replace
+/// it. A rollback cut off after its change went through is retried, finds the record as before,
+/// and ends rolled back.
+#[test]
+fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its_own_interruption()
+{
+    let zone = zone_with_heroku_cname("rerun-test.example.", "api.rerun-test.example.");
+    let name = "api.rerun-test.example.";
+    let proxy = FaultProxy::start(&endpoint());
+    let p = Project::with_account(
+        ACCOUNT,
+        &proxy.url,
+        "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"rerun-test.example\"\nname = \"api.rerun-test.example\"\ntarget = \"gengar-2.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\ntimeout = \"15s\"\nrollback = { do = \"dns.restore\", zone = \"rerun-test.example\", name = \"api.rerun-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n",
+    );
+    let before = name_records(&zone, name);
+    assert_eq!(before[0].r#type().as_str(), "CNAME");
+
+    // Attempt 1 changes the record, then Route 53 fails when asked whether it is in sync.
+    proxy.set(|r| {
+        if is_get_change(r) {
+            Fault::Respond(500, ROUTE53_FAILURE.to_string())
+        } else {
+            Fault::Forward
+        }
+    });
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let alb = name_records(&zone, name);
+    assert_eq!(
+        alb[0].r#type().as_str(),
+        "A",
+        "the first attempt changed it"
+    );
+    proxy.clear();
+
+    // Attempt 2 finds the ALB already there; a reset and a third run find it too.
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["mark", "dns", "pending", "--note", "redo it"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let log = std::fs::read_to_string(p.path().join(".cutover/logs/dns/3.log")).unwrap();
+    assert!(
+        log.contains("output previous kept as an earlier attempt recorded it")
+            && log.contains("herokuapp.com"),
+        "{log}"
+    );
+    let journal = p.journal();
+    let previous: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("\"previous\""))
+        .collect::<Vec<_>>();
+    assert_eq!(previous.len(), 1, "journaled once: {previous:?}");
+    assert!(previous[0].contains("gengar-api.herokuapp.com"));
+
+    // The rollback's change goes through; Route 53 then never answers: the step's time limit
+    // cuts it off. The record is Heroku's, but the rollback is not recorded as done.
+    proxy.set(|r| {
+        if is_get_change(r) {
+            Fault::Hang
+        } else {
+            Fault::Forward
+        }
+    });
+    let undo = [
+        "rollback",
+        "dns",
+        "--note",
+        "5xx on AWS",
+        "--confirm",
+        "roll back dns",
+    ];
+    let out = p.run(&undo);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_eq!(name_records(&zone, name), before, "its change went through");
+    assert!(p.journal().contains("\"rollback_failed\""));
+    proxy.clear();
+
+    // Retried: the name already holds what it held before — done, not refused.
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("dns: rolled back"), "{}", text(&out));
+    assert_eq!(name_records(&zone, name), before);
+    assert!(p.journal().contains("\"rolled_back\""));
+    let status = p.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["phases"][0]["steps"][0]["state"], "rolled back",
+        "{status}"
+    );
+}
+
+/// The same for a deployment: the revision to go back to is the one the service ran before
+/// the first attempt, though that attempt changed it and failed, and the re-run found its own.
+#[test]
+fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
+    let cluster = "redeploy-test";
+    let rt = runtime();
+    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
+    let revision = || {
+        rt.block_on(async {
+            ecs.describe_services()
+                .cluster(cluster)
+                .services(cluster)
+                .send()
+                .await
+                .unwrap()
+                .services()[0]
+                .task_definition()
+                .unwrap()
+                .to_string()
+        })
+    };
+    let first = revision();
+    assert!(first.ends_with(&format!("{cluster}:1")), "{first}");
+    let proxy = FaultProxy::start(&endpoint());
+    let p = Project::with_account(
+        ACCOUNT,
+        &proxy.url,
+        &format!(
+            "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:new\"\ninterval = \"200ms\"\ndeadline = \"30s\"\nrollback = {{ do = \"ecs.deploy\", cluster = \"{cluster}\", service = \"{cluster}\", task_definition = \"${{steps.deploy.outputs.previous_task_definition}}\", interval = \"200ms\", deadline = \"30s\" }}\n"
+        ),
+    );
+    // Once the service is updated, ECS stops answering: attempt 1 fails after its change.
+    let updated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let updated = updated.clone();
+        proxy.set(move |r| {
+            if r.is("UpdateService") {
+                updated.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if r.is("DescribeServices") && updated.load(std::sync::atomic::Ordering::SeqCst) {
+                Fault::Respond(
+                    500,
+                    "{\"__type\":\"ServerException\",\"message\":\"injected by the test's proxy\"}"
+                        .to_string(),
+                )
+            } else {
+                Fault::Forward
+            }
+        });
+    }
+    let out = p.run(&["run", "deploy"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(revision().ends_with(":2"), "the first attempt changed it");
+    proxy.clear();
+    let out = p.run(&["run", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(revision().ends_with(":3"));
+    let out = p.run(&[
+        "rollback",
+        "deploy",
+        "--note",
+        "bad image",
+        "--confirm",
+        "roll back deploy",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        revision(),
+        first,
+        "back on the revision before the first attempt"
+    );
+}
+
+/// What the bundled runbook does with DATABASE_URL: `ssm-sync` sets it from RDS, so the later
+/// `db-database-url` changes nothing — and its rollback says there is nothing to undo instead
+/// of reporting a rollback. A sync that fails after a write keeps what it replaced on record,
+/// and a rollback interrupted after its change is retried to the end.
+#[test]
+fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
+    let prefix = "/bundled-ssm/prod/";
+    let param = |key: &str| {
+        runtime().block_on(async {
+            aws_sdk_ssm::Client::new(&sdk().await)
+                .get_parameter()
+                .name(format!("{prefix}{key}"))
+                .with_decryption(true)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| {
+                    o.parameter()
+                        .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
+                })
+        })
+    };
+    let put = |key: &str, value: &str| {
+        runtime().block_on(async {
+            aws_sdk_ssm::Client::new(&sdk().await)
+                .put_parameter()
+                .name(format!("{prefix}{key}"))
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    put("STRIPE_KEY", "sk-before");
+    let proxy = FaultProxy::start(&endpoint());
+    let restore = format!(
+        "{{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.X.outputs.versions}}\" }}"
+    );
+    let p = Project::with_account(
+        ACCOUNT,
+        &proxy.url,
+        &format!(
+            "[[phase.step]]\nid = \"ssm-sync\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\", STRIPE_KEY = \"sk-after\", NEW_KEY = \"fresh\" }}\ntimeout = \"15s\"\nrollback = {}\n\n[[phase.step]]\nid = \"db-database-url\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\" }}\nrollback = {}\nneeds = [\"ssm-sync\"]\n",
+            restore.replace("X", "ssm-sync"),
+            restore.replace("X", "db-database-url")
+        ),
+    );
+    // The sync writes DATABASE_URL, then SSM fails the next write: the step fails after a
+    // change, and what that change replaced is on record.
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let writes = writes.clone();
+        proxy.set(move |r| {
+            if r.is("PutParameter")
+                && writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1
+            {
+                Fault::Respond(
+                    500,
+                    "{\"__type\":\"InternalServerError\",\"message\":\"injected by the test's proxy\"}"
+                        .to_string(),
+                )
+            } else {
+                Fault::Forward
+            }
+        });
+    }
+    let out = p.run(&["run", "ssm-sync"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(
+        param("DATABASE_URL").map(|p| p.0).as_deref(),
+        Some("postgres://rds-db/x")
+    );
+    proxy.clear();
+    let out = p.run(&["run", "ssm-sync"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        param("STRIPE_KEY").map(|p| p.0).as_deref(),
+        Some("sk-after")
+    );
+
+    // db-database-url finds DATABASE_URL as ssm-sync left it: nothing changes, and its
+    // rollback has nothing to undo — said, run nowhere, recorded nowhere.
+    let out = p.run(&["run", "db-database-url"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let url_before = param("DATABASE_URL");
+    let lines = p.journal().lines().count();
+    let out = p.run(&[
+        "rollback",
+        "db-database-url",
+        "--note",
+        "back",
+        "--confirm",
+        "roll back db-database-url",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("nothing to undo"), "{}", text(&out));
+    assert_eq!(param("DATABASE_URL"), url_before, "SSM untouched");
+    assert_eq!(p.journal().lines().count(), lines, "nothing recorded");
+    let status = p.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["phases"][0]["steps"][1]["state"], "done", "{status}");
+
+    // ssm-sync's rollback covers the key the failed attempt wrote (DATABASE_URL: added) as
+    // well as the re-run's. It is cut off after its first change (SSM stops answering).
+    let puts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let puts = puts.clone();
+        proxy.set(move |r| {
+            let n = if r.is("PutParameter") || r.is("DeleteParameter") {
+                puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            } else {
+                0
+            };
+            if n >= 1 {
+                Fault::Hang
+            } else {
+                Fault::Forward
+            }
+        });
+    }
+    let undo = [
+        "rollback",
+        "ssm-sync",
+        "--only",
+        "--note",
+        "back",
+        "--confirm",
+        "roll back ssm-sync",
+    ];
+    let out = p.run(&undo);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(p.journal().contains("\"rollback_failed\""));
+    assert_eq!(param("DATABASE_URL"), None, "its first change went through");
+    proxy.clear();
+    let out = p.run(&undo);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        param("STRIPE_KEY").map(|p| p.0).as_deref(),
+        Some("sk-before")
+    );
+    assert_eq!(
+        param("DATABASE_URL"),
+        None,
+        "added by the failed attempt: deleted"
+    );
+    assert_eq!(param("NEW_KEY"), None, "added by the re-run: deleted");
+    for secret in ["rds-db", "sk-before", "sk-after", "fresh"] {
+        assert!(!text(&out).contains(secret), "no value shown");
+        assert!(!p.journal().contains(secret), "no value journaled");
+    }
+}
+
+/// The DNS rollback is for when AWS is what failed: with no task to tunnel through, or no
+/// Session Manager plugin, the rows RDS took cannot be counted — that is said as unknown, with
+/// the reason, and the record still goes back to Heroku's.
+#[test]
+fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
+    let cluster = "no-tasks-test";
+    let rt = runtime();
+    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
+    rt.block_on(async {
+        ecs.update_service()
+            .cluster(cluster)
+            .service(cluster)
+            .desired_count(0)
+            .send()
+            .await
+            .unwrap();
+    });
+    let zone = zone_with_heroku_cname("warn-test.example.", "api.warn-test.example.");
+    let name = "api.warn-test.example.";
+    let p = Project::new(&format!(
+        "[[phase.step]]\nid = \"tunnel\"\ndo = \"aws.tunnel\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nhost = \"gengar.internal\"\n\n[[phase.step]]\nid = \"mark\"\ndo = \"shell\"\nrun = \"echo 'counters={{}}' >> \\\"$CUTOVER_OUTPUT\\\"\"\noutputs = [\"counters\"]\n\n[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"warn-test.example\"\nname = \"api.warn-test.example\"\ntarget = \"gengar-3.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\nneeds = [\"mark\"]\nrollback = {{ do = \"dns.restore\", zone = \"warn-test.example\", name = \"api.warn-test.example\", record = \"${{steps.dns.outputs.previous}}\", expect = \"${{steps.dns.outputs.current}}\", warn = {{ do = \"db.writes\", url = \"${{secret.RDS_DATABASE_URL}}\", since = \"${{steps.mark.outputs.counters}}\", via = \"tunnel\" }} }}\n\n[secrets]\nRDS_DATABASE_URL = {{ env = \"RDS_DATABASE_URL\" }}\n"
+    ));
+    let before = name_records(&zone, name);
+    // No plugin on PATH (a directory holding only what the steps run).
+    let bin = p.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path_without_plugin = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !Path::new(d).join("session-manager-plugin").exists())
+        .collect::<Vec<_>>()
+        .join(":");
+    let run = |args: &[&str], path: &str| {
+        p.command(args)
+            .env("PATH", path)
+            .env(
+                "RDS_DATABASE_URL",
+                "postgres://app:secret-pw@gengar.internal:5432/gengar",
+            )
+            .output()
+            .unwrap()
+    };
+    for args in [
+        vec!["run", "mark"],
+        vec!["run", "dns", "--confirm", "cut over"],
+    ] {
+        let out = run(&args, &path_without_plugin);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    assert_ne!(name_records(&zone, name), before);
+    let out = run(
+        &["rollback", "dns", "--note", "5xx on AWS"],
+        &path_without_plugin,
+    );
+    assert_eq!(code(&out), 5, "the phrase first: {}", text(&out));
+    assert!(
+        text(&out).contains("what going back loses is unknown")
+            && text(&out).contains("session-manager-plugin")
+            && text(&out).contains("not on PATH"),
+        "{}",
+        text(&out)
+    );
+    let out = run(
+        &[
+            "rollback",
+            "dns",
+            "--note",
+            "5xx on AWS",
+            "--confirm",
+            "roll back dns",
+        ],
+        &path_without_plugin,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(name_records(&zone, name), before, "back to Heroku's");
+    assert!(!text(&out).contains("secret-pw"));
+
+    // Again with the plugin on PATH, and the service at 0 running tasks.
+    std::fs::write(
+        bin.join("session-manager-plugin"),
+        "#!/bin/sh\necho 1.2.0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        bin.join("session-manager-plugin"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let with_plugin = format!("{}:{path_without_plugin}", bin.display());
+    let out = run(&["run", "dns", "--confirm", "cut over"], &with_plugin);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run(
+        &[
+            "rollback",
+            "dns",
+            "--note",
+            "crash loop",
+            "--confirm",
+            "roll back dns",
+        ],
+        &with_plugin,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("what going back loses is unknown")
+            && text(&out).contains("no running task"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(name_records(&zone, name), before, "back to Heroku's");
+}
+
+/// A private zone of the same name (split-horizon DNS) is not the one the world resolves:
+/// the cutover changes the public zone, whichever was created first; names are compared as
+/// resolvers compare them, without case.
+#[test]
+fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
+    let private = runtime().block_on(async {
+        let config = sdk().await;
+        let vpc = aws_sdk_ec2::Client::new(&config)
+            .describe_vpcs()
+            .send()
+            .await
+            .unwrap()
+            .vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        let r53 = aws_sdk_route53::Client::new(&config);
+        let zone = r53
+            .create_hosted_zone()
+            .name("split-test.example.")
+            .caller_reference("cutover-split-private")
+            .vpc(
+                aws_sdk_route53::types::Vpc::builder()
+                    .vpc_id(vpc)
+                    .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                    .build(),
+            )
+            .hosted_zone_config(
+                aws_sdk_route53::types::HostedZoneConfig::builder()
+                    .private_zone(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        zone.hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string()
+    });
+    let public = zone_with_heroku_cname("split-test.example.", "api.split-test.example.");
+    let p = Project::new(
+        "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"split-test.example\"\nname = \"API.Split-Test.example\"\ntarget = \"gengar-4.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\n",
+    );
+    let out = p.run(&["run", "dns"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let now = name_records(&public, "api.split-test.example.");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        now[0].alias_target().map(|a| a.dns_name()),
+        Some("gengar-4.us-east-1.elb.amazonaws.com")
+    );
+    assert!(
+        p.journal().contains("gengar-api.herokuapp.com"),
+        "the record it replaced, found under another case, is kept for the rollback"
+    );
+    assert!(
+        name_records(&private, "api.split-test.example.").is_empty(),
+        "the private zone untouched"
+    );
 }

@@ -172,3 +172,94 @@ fn the_journal_loader_never_panics() {
     });
     assert!(runs > 10, "the fuzzer ran");
 }
+
+/// A crafted `--history` journal (a rehearsal's, handed around) may hold anything where the
+/// window prediction reads seconds and sizes: NaN, negative figures, numbers too large for a
+/// duration. The check names them; the prediction never panics, checked or not.
+#[test]
+fn the_window_prediction_never_panics_on_a_crafted_history() {
+    use cutover::journal::{Event, FileStore, Journal};
+    use cutover::redact::Redactor;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let (mut journal, _) = Journal::open(
+        Box::new(FileStore::new(&path)),
+        "fuzz@test".into(),
+        "0".into(),
+        Arc::new(Redactor::default()),
+    )
+    .unwrap();
+    let builds = r#"[{"index":"public.docs_idx","table":"public.docs","kind":"hnsw","rows":1000,"sample_rows":[250,500,1000],"sample_secs":[0.1,0.3,1.0],"exponent":1.5,"predicted_secs":NaNx,"index_bytes":1,"memory_bytes":2,"spill_factor":null}]"#;
+    let checksums = r#"{"public.docs":{"rows":1000,"sum":"1"}}"#;
+    let outputs: &[(&str, &[(&str, &str)])] = &[
+        (
+            "db-preflight",
+            &[
+                ("source_bytes", "104857600"),
+                ("read_mib_s", "80.0"),
+                ("write_mib_s", "-40.0"),
+                ("predicted_copy_secs", "NaN"),
+                ("index_builds", builds),
+            ],
+        ),
+        (
+            "db-copy",
+            &[("data_secs", "1e300"), ("checksums", checksums)],
+        ),
+        ("dns-ttl", &[("previous_ttl", "300"), ("ttl", "-60")]),
+    ];
+    for (step, values) in outputs {
+        journal
+            .append(
+                Some((step, "d")),
+                Event::Started {
+                    attempt: 1,
+                    log: "l".into(),
+                },
+            )
+            .unwrap();
+        journal
+            .append(
+                Some((step, "d")),
+                Event::Outputs {
+                    values: values
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.replace("NaNx", "-1e308")))
+                        .collect(),
+                },
+            )
+            .unwrap();
+        journal
+            .append(
+                Some((step, "d")),
+                Event::Succeeded {
+                    attempt: 1,
+                    note: None,
+                },
+            )
+            .unwrap();
+    }
+    let seed = std::fs::read(&path).unwrap();
+    let crafted = cutover::journal::load(&seed).state;
+    assert!(
+        cutover::window::check_history(&crafted).is_err(),
+        "the crafted figures are named"
+    );
+    let registry = Registry::builtin();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/runbook.toml")).unwrap();
+    let runbook = Runbook::from_source(SourceFile::new("runbook.toml", text), &[], &registry)
+        .unwrap_or_else(|e| panic!("the bundled runbook loads: {e:?}"));
+    assert!(!runbook.windows.is_empty());
+    let runs = fuzz("history", &seed, |bytes| {
+        let history = cutover::journal::load(bytes).state;
+        let _ = cutover::window::check_history(&history);
+        for window in &runbook.windows {
+            let _ = cutover::window::predict(&runbook, window, &history, Some(&history));
+            let _ = cutover::window::predict(&runbook, window, &crafted, Some(&history));
+        }
+    });
+    assert!(runs > 10, "the fuzzer ran");
+}

@@ -129,6 +129,7 @@ impl Action for Shell {
                 .map_or_else(|| value.to_string(), str::to_string);
             command.env(key, value);
         }
+        super::process::hand_driver_lock(&mut command);
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => return Outcome::failed(format!("cannot start bash: {e}")),

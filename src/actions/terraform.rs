@@ -176,6 +176,7 @@ impl Tf<'_> {
         for (name, value) in self.vars {
             command.env(format!("TF_VAR_{name}"), value);
         }
+        crate::actions::process::hand_driver_lock(&mut command);
         command
     }
 

@@ -95,7 +95,9 @@ impl From<cutover::engine::EngineError> for Failure {
             EngineError::Journal(j) => j.into(),
             EngineError::Workspace(w) => w.into(),
             EngineError::UnknownStep(..) => Failure::new(INVALID, e.to_string()),
-            EngineError::AllDone => Failure::new(OK, e.to_string()),
+            EngineError::AllDone | EngineError::NothingToUndo { .. } => {
+                Failure::new(OK, e.to_string())
+            }
             other => Failure::new(REFUSED, other.to_string()),
         }
     }

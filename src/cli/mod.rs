@@ -662,7 +662,10 @@ fn tui(
         (Mode::Watch { reason }, None)
     } else {
         match lock::acquire(&lock_path, &actor, "cutover tui") {
-            Ok(guard) => (Mode::Drive, Some(guard)),
+            Ok(guard) => {
+                cutover::actions::process::set_driver_lock_fd(Some(guard.raw_fd()));
+                (Mode::Drive, Some(guard))
+            }
             Err(lock::LockError::Held(info)) => (
                 Mode::Watch {
                     reason: format!(
@@ -854,6 +857,8 @@ fn drive(
         &actor,
         &format!("cutover {command}"),
     )?;
+    // The commands its steps run keep the lock if this driver is killed; nothing else does.
+    cutover::actions::process::set_driver_lock_fd(Some(guard.raw_fd()));
     // The step logs go to S3 as they grow (and before each event), for `cutover log` and
     // `watch` elsewhere.
     let shipper = remote.as_ref().map(|remote| {

@@ -53,7 +53,13 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
                         i + 1,
                         consequence.replace('\n', "\n     ")
                     );
-                    missing.push(phrase);
+                    if typed(step).is_none() {
+                        missing.push(phrase);
+                    }
+                }
+                // Nothing runs for it: it needs no phrase.
+                Err(EngineError::NothingToUndo { why, .. }) => {
+                    println!("  {}. {step}: nothing to undo ({why})", i + 1);
                 }
                 Err(e) => return Err(e.into()),
                 Ok(_) => {
@@ -64,17 +70,19 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
                 }
             }
         }
-        let flags: Vec<String> = missing
-            .iter()
-            .map(|p| format!("--confirm \"{p}\""))
-            .collect();
-        return Err(Failure::new(
-            exit::REFUSED,
-            format!(
-                "each rollback of the chain needs its phrase, typed exactly: {}",
-                flags.join(" ")
-            ),
-        ));
+        if !missing.is_empty() {
+            let flags: Vec<String> = missing
+                .iter()
+                .map(|p| format!("--confirm \"{p}\""))
+                .collect();
+            return Err(Failure::new(
+                exit::REFUSED,
+                format!(
+                    "each rollback of the chain needs its phrase, typed exactly: {}",
+                    flags.join(" ")
+                ),
+            ));
+        }
     }
     let mut code = exit::OK;
     for step in &steps {
@@ -84,9 +92,13 @@ pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
                 .then(|| args.confirm.first().cloned())
                 .flatten()
         });
-        let result = engine.rollback(request(step, confirm)).await;
-        let result = match result {
+        let result = match engine.rollback(request(step, confirm)).await {
             Ok(r) => r,
+            // In a chain, a step with nothing to undo is passed over, said.
+            Err(EngineError::NothingToUndo { why, .. }) if args.chain => {
+                println!("{step}: nothing to undo ({why}); it stays done");
+                continue;
+            }
             Err(e) => {
                 engine.close_tunnels().await;
                 return Err(e.into());

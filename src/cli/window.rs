@@ -26,6 +26,8 @@ pub fn load_history(path: Option<&Path>) -> Result<Option<JournalState>, Failure
     if let Some(w) = loaded.warning() {
         eprintln!("cutover: --history {}: {w}", path.display());
     }
+    cutover::window::check_history(&loaded.state)
+        .map_err(|e| Failure::new(exit::INVALID, format!("--history {}: {e}", path.display())))?;
     Ok(Some(loaded.state))
 }
 
@@ -219,9 +221,8 @@ fn markdown(
             text(&step["finished"]),
             step["took_secs"]
                 .as_f64()
-                .map_or("—".to_string(), |s| window::short(
-                    std::time::Duration::from_secs_f64(s)
-                )),
+                .and_then(window::duration_of)
+                .map_or("—".to_string(), window::short),
             text(&step["attempts"]),
             text(&step["note"]),
         ));

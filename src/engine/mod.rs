@@ -154,6 +154,10 @@ pub enum EngineError {
     },
     #[error("step `{step}` cannot be rolled back: {why}")]
     RollbackRefused { step: String, why: String },
+    #[error(
+        "step `{step}` has nothing to undo: {why}. Nothing was run or recorded; it stays done"
+    )]
+    NothingToUndo { step: String, why: String },
     #[error("steps done after `{step}` rely on it: roll back the chain in this order, each with its own phrase ({}) — or only `{step}` with --only (they will show as needing a re-run)", chain.join(" → "))]
     DependantsDone { step: String, chain: Vec<String> },
     #[error(transparent)]
@@ -421,27 +425,42 @@ impl Engine {
         let Some(action) = self.registry.get(&spec.kind) else {
             return format!("unknown action kind `{}`", spec.kind);
         };
-        let secrets =
-            match secrets::resolve(&self.runbook, &runbook::secrets_used(spec), &self.redactor)
-                .await
-            {
-                Ok(s) => s,
-                Err(reason) => {
-                    return format!(
-                        "(cannot say which target yet: {})",
-                        self.redactor.redact(&reason)
-                    )
-                }
-            };
+        match self.render_spec(spec).await {
+            Ok(params) => self.redactor.redact(&action.describe(&params)).into_owned(),
+            Err(why) => why,
+        }
+    }
+
+    /// An action's parameters as it will get them (secrets read), or why they cannot be yet.
+    async fn render_spec(
+        &mut self,
+        spec: &runbook::ActionSpec,
+    ) -> Result<serde_json::Value, String> {
+        let secrets = secrets::resolve(&self.runbook, &runbook::secrets_used(spec), &self.redactor)
+            .await
+            .map_err(|reason| {
+                format!(
+                    "(cannot say which target yet: {})",
+                    self.redactor.redact(&reason)
+                )
+            })?;
         let scope = RunScope {
             runbook: &self.runbook,
             secrets: &secrets,
             journal: self.journal.state(),
         };
-        match runbook::render_params(spec, &scope) {
-            Ok((params, _)) => self.redactor.redact(&action.describe(&params)).into_owned(),
-            Err(missing) => format!("(cannot say yet: {missing} has no value)"),
-        }
+        runbook::render_params(spec, &scope)
+            .map(|(params, _)| params)
+            .map_err(|missing| format!("(cannot say yet: {missing} has no value)"))
+    }
+
+    /// Why a rollback action would change nothing, when its parameters alone say so.
+    async fn nothing_to_undo(&mut self, spec: &runbook::ActionSpec) -> Option<String> {
+        let action = self.registry.get(&spec.kind)?;
+        let params = self.render_spec(spec).await.ok()?;
+        action
+            .nothing_to_undo(&params)
+            .map(|why| self.redactor.redact(&why).into_owned())
     }
 
     /// Runs a step (or its check) to its end, through its retries; then closes the tunnels
@@ -643,13 +662,31 @@ impl Engine {
             action: described,
         });
 
+        // The step's time limit counts from here: opening its tunnel is part of it.
+        let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
+        let cancel = request.cancel.child_token();
         // A step that goes through a tunnel gets it open and alive, or does not start.
         let mut forwards = Vec::new();
         if let (Some(via), true) = (&step.via, purpose != Purpose::Check) {
-            match self
-                .ensure_tunnel(via, &log_path, &mut log_file, request)
-                .await
-            {
+            let opened = {
+                let opening = self.ensure_tunnel(via, &log_path, &mut log_file, &cancel);
+                tokio::pin!(opening);
+                tokio::select! {
+                    opened = &mut opening => opened,
+                    () = sleep_until(deadline) => {
+                        cancel.cancel();
+                        let limit = step
+                            .timeout
+                            .map(|t| humantime::format_duration(t).to_string())
+                            .unwrap_or_default();
+                        // It stops within the grace; what it opened late is closed with the
+                        // tunnels no step needs.
+                        let _ = tokio::time::timeout(CANCEL_GRACE, &mut opening).await;
+                        Err(format!("timed out after {limit} while it was being opened"))
+                    }
+                }
+            };
+            match opened {
                 Ok(forward) => {
                     let _ = writeln!(
                         log_file,
@@ -670,8 +707,12 @@ impl Engine {
                 }
             }
         }
+        let kept: &[&str] = if record_outputs {
+            action.first_outputs()
+        } else {
+            &[]
+        };
         let (tx, mut rx) = mpsc::channel(1024);
-        let cancel = request.cancel.child_token();
         let context = ActionContext {
             step: step.id.clone(),
             params,
@@ -693,7 +734,6 @@ impl Engine {
             tunnels: self.tunnels.clone(),
         };
         let mut task = tokio::spawn(async move { action.run(context).await });
-        let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
         // Set once cancelled: past it the action is aborted, whether it honours the token or not.
         let mut abort_at: Option<tokio::time::Instant> = None;
@@ -705,7 +745,7 @@ impl Engine {
                 event = rx.recv() => match event {
                     Some(event) => {
                         let delivered =
-                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs);
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs, kept);
                         if rx.is_empty() {
                             let _ = log_file.flush();
                         }
@@ -718,7 +758,7 @@ impl Engine {
                     let mut delivered = Ok(());
                     while let Ok(event) = rx.try_recv() {
                         delivered = delivered.and_then(|()| {
-                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs, kept)
                         });
                     }
                     delivered?;
@@ -792,7 +832,7 @@ impl Engine {
         id: &str,
         log_path: &std::path::Path,
         log_file: &mut impl Write,
-        request: &RunRequest,
+        cancel: &CancellationToken,
     ) -> Result<crate::actions::Forward, String> {
         if let Some(mut open) = self.tunnels.take(id) {
             if open.alive().await {
@@ -834,7 +874,7 @@ impl Engine {
         let context = ActionContext {
             step: id.to_string(),
             params,
-            cancel: request.cancel.child_token(),
+            cancel: cancel.child_token(),
             report: Reporter::new(tx),
             work_dir: self.runbook.base_dir(),
             outputs_file: log_path.with_extension("tunnel"),
@@ -932,6 +972,7 @@ impl Engine {
         log_file: &mut impl Write,
         outputs: &mut BTreeMap<String, String>,
         record_outputs: bool,
+        kept: &[&str],
     ) -> Result<(), EngineError> {
         let event = match event {
             ActionEvent::Log { stream, line } => {
@@ -951,15 +992,35 @@ impl Engine {
                 progress,
             },
             ActionEvent::Output { name, value } => {
-                let value = self.redactor.redact(&value).into_owned();
-                let _ = writeln!(log_file, "» output {name} = {value}");
-                if record_outputs {
-                    self.journal.append(
-                        Some((&step.id, &step.digest)),
-                        Event::Outputs {
-                            values: [(name.clone(), value.clone())].into(),
-                        },
-                    )?;
+                let mut value = self.redactor.redact(&value).into_owned();
+                let first = kept
+                    .contains(&name.as_str())
+                    .then(|| {
+                        self.journal
+                            .state()
+                            .step(&step.id)
+                            .and_then(|r| r.outputs.get(&name))
+                            .cloned()
+                    })
+                    .flatten();
+                if let Some(first) = first {
+                    // What the world was before the first change: a later attempt finds it
+                    // as an earlier one left it, and never replaces it.
+                    let _ = writeln!(
+                        log_file,
+                        "» output {name} kept as an earlier attempt recorded it before its change: {first} (found now: {value})"
+                    );
+                    value = first;
+                } else {
+                    let _ = writeln!(log_file, "» output {name} = {value}");
+                    if record_outputs {
+                        self.journal.append(
+                            Some((&step.id, &step.digest)),
+                            Event::Outputs {
+                                values: [(name.clone(), value.clone())].into(),
+                            },
+                        )?;
+                    }
                 }
                 outputs.insert(name.clone(), value.clone());
                 EngineEvent::Output {

@@ -163,6 +163,9 @@ impl Engine {
         if note.is_empty() {
             return Err(EngineError::EmptyNote);
         }
+        if let Some(why) = self.nothing_to_undo(&action).await {
+            return Err(EngineError::NothingToUndo { step: id, why });
+        }
         let chain = self.rollback_chain(&id);
         let dependants: Vec<String> = chain.iter().filter(|s| **s != id).cloned().collect();
         if !dependants.is_empty() && !request.only {
@@ -171,10 +174,13 @@ impl Engine {
                 chain,
             });
         }
-        // The rollback runs as the step, through the rollback's own tunnel, if any.
+        // The rollback runs as the step, through the rollback action's own tunnel, if any;
+        // the warning through its own: a rollback needs only what it uses.
         let mut undo = step.clone();
         undo.via = rollback.via.clone();
         undo.outputs = Vec::new();
+        let mut warn_as = undo.clone();
+        warn_as.via = rollback.warn_via.clone();
         let n = self.journal.state().lines + 1;
         let run = RunRequest {
             target: Target::Step(id.clone()),
@@ -188,13 +194,14 @@ impl Engine {
             Some(warn) => {
                 let log = format!("logs/{id}/rollback-{n}-warn.log");
                 match self
-                    .attempt(&undo, warn, 0, &log, &run, Purpose::Undo)
+                    .attempt(&warn_as, warn, 0, &log, &run, Purpose::Undo)
                     .await?
                 {
                     Outcome::Succeeded { note } => note,
-                    Outcome::Failed { reason, .. } => {
-                        Some(format!("(what it would lose could not be read: {reason})"))
-                    }
+                    // Unknown is said as unknown; the rollback itself does not need it.
+                    Outcome::Failed { reason, .. } => Some(format!(
+                        "what going back loses is unknown: it could not be read ({reason}). The rollback does not need it and can run"
+                    )),
                     Outcome::Cancelled => return Err(refuse("cancelled".into())),
                 }
             }

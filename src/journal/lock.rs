@@ -2,9 +2,10 @@
 //! driver's life, with the holder's details written in the file for the refusal message.
 //!
 //! The kernel releases the lock when the last descriptor of it closes, so a driver that dies
-//! (even by SIGKILL) leaves no stale lock. Its descriptor is inherited by the commands its
-//! steps start: a command that outlives a killed driver (an orphaned `pg_restore`, a `sleep`)
-//! keeps holding the lock until it exits, so nobody drives while it still writes.
+//! (even by SIGKILL) leaves no stale lock. Its descriptor is handed to the commands its steps
+//! run (and to nothing else it starts): a command that outlives a killed driver (an orphaned
+//! `pg_restore`, a `sleep`) keeps holding the lock until it exits, so nobody drives while it
+//! still writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -82,7 +83,7 @@ pub enum LockError {
 }
 
 /// Held while this process drives; the kernel releases it when the last descriptor closes
-/// (this process's, and those its step commands inherited).
+/// (this process's, and those its step commands were handed).
 #[derive(Debug)]
 pub struct LockGuard {
     _lock: Flock<File>,
@@ -92,6 +93,11 @@ pub struct LockGuard {
 impl LockGuard {
     pub fn info(&self) -> &LockInfo {
         &self.info
+    }
+
+    /// The descriptor holding the lock: the commands a step runs are given it.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self._lock.as_raw_fd()
     }
 }
 
@@ -239,12 +245,8 @@ pub fn acquire(path: &Path, holder: &str, command: &str) -> Result<LockGuard, Lo
         .and_then(|()| locked.write_all(text.as_bytes()))
         .and_then(|()| locked.sync_data())
         .map_err(|e| io("write", path, e))?;
-    // The commands the steps start inherit the descriptor, and with it the lock.
-    nix::fcntl::fcntl(
-        locked.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    )
-    .map_err(|e| io("share", path, e.into()))?;
+    // Close-on-exec (as Rust opens every file): the front end hands the descriptor to step
+    // commands only (`actions::process::hand_driver_lock`), never to a helper that may outlive it.
     Ok(LockGuard {
         _lock: locked,
         info,

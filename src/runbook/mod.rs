@@ -110,8 +110,12 @@ pub struct Rollback {
     /// Read-only, run before the operator confirms: its note is shown with the phrase (for
     /// the DNS: the rows RDS took since the cutover, which a return to Heroku loses).
     pub warn: Option<ActionSpec>,
-    /// The `aws.tunnel` step the rollback's connections go through.
+    /// The `aws.tunnel` step the rollback action's connections go through.
     pub via: Option<String>,
+    /// The `aws.tunnel` step the warning's connections go through (`warn = { ..., via }`).
+    /// Apart from the action's: a warning that cannot reach its database is shown as unknown,
+    /// and the rollback still runs.
+    pub warn_via: Option<String>,
     /// Once this step is done the rollback has nothing to go back to, and is refused.
     pub refuse_after: Option<String>,
 }

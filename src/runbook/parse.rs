@@ -1056,6 +1056,7 @@ impl Parser<'_> {
                 action: None,
                 warn: None,
                 via: None,
+                warn_via: None,
                 refuse_after: None,
             });
         }
@@ -1075,16 +1076,15 @@ impl Parser<'_> {
         let refuse_after = self
             .string(spec, "refuse_after", &what, None)
             .map(|(v, _)| v);
+        let mut warn_via = None;
         let warn = match Self::get(spec, "warn") {
             None => None,
             Some(w) => match w.get_ref().as_table() {
-                Some(warn) => self.action(
-                    warn,
-                    &format!("the warning of {what}"),
-                    w.span(),
-                    index,
-                    &["do"],
-                ),
+                Some(warn) => {
+                    let context = format!("the warning of {what}");
+                    warn_via = self.string(warn, "via", &context, None).map(|(v, _)| v);
+                    self.action(warn, &context, w.span(), index, &["do", "via"])
+                }
                 None => {
                     self.error(
                         w.span(),
@@ -1106,6 +1106,7 @@ impl Parser<'_> {
             action,
             warn,
             via,
+            warn_via,
             refuse_after,
         })
     }
@@ -1428,7 +1429,11 @@ impl Parser<'_> {
                     self.diagnostics.push(d);
                 }
             }
-            if let Some(via) = &rollback.via {
+            for (via, whose) in [
+                (&rollback.via, "rollback"),
+                (&rollback.warn_via, "rollback's warning"),
+            ] {
+                let Some(via) = via else { continue };
                 if !steps
                     .iter()
                     .any(|s| &s.id == via && s.action.kind == "aws.tunnel")
@@ -1436,7 +1441,7 @@ impl Parser<'_> {
                     self.error(
                         span.clone(),
                         format!(
-                            "`via` of the rollback of step `{}` must name an `aws.tunnel` step, not `{via}`",
+                            "`via` of the {whose} of step `{}` must name an `aws.tunnel` step, not `{via}`",
                             step.id
                         ),
                     );

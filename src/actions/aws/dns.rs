@@ -184,12 +184,35 @@ async fn zone_id(r53: &aws_sdk_route53::Client, zone: &str) -> Result<String, Ou
         .send()
         .await
         .map_err(|e| Outcome::failed(explain("route53:ListHostedZonesByName", &e)))?;
-    zones
+    // The name the world resolves is in the public zone: a private zone of the same name
+    // (split-horizon) answers only inside its VPCs. Two public zones of one name are a
+    // choice cutover does not make.
+    let wanted = fqdn(zone);
+    let named: Vec<_> = zones
         .hosted_zones()
         .iter()
-        .find(|z| z.name() == fqdn(zone))
-        .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
-        .ok_or_else(|| Outcome::failed(format!("no hosted zone {zone}")))
+        .filter(|z| z.name().eq_ignore_ascii_case(&wanted))
+        .collect();
+    let public: Vec<_> = named
+        .iter()
+        .filter(|z| !z.config().is_some_and(|c| c.private_zone()))
+        .collect();
+    let id = |z: &aws_sdk_route53::types::HostedZone| {
+        z.id().trim_start_matches("/hostedzone/").to_string()
+    };
+    match public.as_slice() {
+        [one] => Ok(id(one)),
+        [] if named.is_empty() => Err(Outcome::failed(format!("no hosted zone {zone}"))),
+        [] => Err(Outcome::failed(format!(
+            "{zone} has only private hosted zones ({}): the public zone, which the world resolves, is not in this account",
+            named.iter().map(|z| id(z)).collect::<Vec<_>>().join(", ")
+        ))),
+        many => Err(Outcome::failed(format!(
+            "{zone} has {} public hosted zones ({}): give the zone's id instead of its name",
+            many.len(),
+            many.iter().map(|z| id(z)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 /// Waits until a change is INSYNC: `Some(failed)` when the deadline passes first.
@@ -248,9 +271,11 @@ struct Params {
     deadline: Option<String>,
 }
 
+/// A name as Route 53 keeps it: lowercase (DNS names have no case), ending with the root's dot.
 fn fqdn(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
     if name.ends_with('.') {
-        name.to_string()
+        name
     } else {
         format!("{name}.")
     }
@@ -413,17 +438,23 @@ async fn restore(
     ctx.report
         .info(format!("{name} holds: {}", records_text(&live)))
         .await;
-    if !same_records(&live, &expected) {
-        return Err(Outcome::failed(format!(
-            "{name} no longer holds what the cutover set ({}): it holds {}. Someone changed it since; nothing was touched",
-            records_text(&expected),
-            records_text(&live)
-        )));
-    }
+    // Already as before (a rollback interrupted after its change, or put back by hand):
+    // nothing to do, and that is a success. Only a third state is refused.
     if same_records(&live, &wanted) {
         return Ok(Outcome::Succeeded {
-            note: Some(format!("{name} already holds {}", records_text(&wanted))),
+            note: Some(format!(
+                "{name} already holds what it held before the cutover ({}): nothing to change",
+                records_text(&wanted)
+            )),
         });
+    }
+    if !same_records(&live, &expected) {
+        return Err(Outcome::failed(format!(
+            "{name} holds {}: neither what the cutover set ({}) nor what it held before ({}). Someone changed it since; nothing was touched",
+            records_text(&live),
+            records_text(&expected),
+            records_text(&wanted)
+        )));
     }
     ctx.report
         .info(format!("putting back: {}", records_text(&wanted)))
@@ -490,6 +521,22 @@ impl Action for Point {
         };
         point(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }
+
+    /// The record before the first attempt changed it: a re-run finds this step's own target.
+    fn first_outputs(&self) -> &'static [&'static str] {
+        &["previous"]
+    }
+}
+
+/// DNS names are compared without case (and without the root's dot), as resolvers do;
+/// Route 53 returns them as they were created, and escapes some characters (`\052` for `*`).
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.trim_end_matches('.')
+            .replace("\\052", "*")
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
 }
 
 /// The A, AAAA and CNAME records of a name in a zone.
@@ -509,7 +556,8 @@ async fn address_records(
         .resource_record_sets()
         .iter()
         .filter(|r| {
-            r.name() == name && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
+            same_name(r.name(), name)
+                && matches!(r.r#type(), RrType::A | RrType::Aaaa | RrType::Cname)
         })
         .cloned()
         .collect())
@@ -604,6 +652,7 @@ async fn point(
             .join(" ")
     };
     ctx.report.output("previous", before.clone()).await;
+    ctx.report.recorded().await;
     ctx.report.info(format!("replacing: {before}")).await;
     // A record of another type under the name must go in the same batch (CNAME ↔ alias A).
     let mut changes: Vec<(ChangeAction, ResourceRecordSet)> = previous

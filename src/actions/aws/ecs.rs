@@ -464,6 +464,11 @@ impl Action for Deploy {
         };
         deploy(&config, &params, &ctx).await.unwrap_or_else(|o| o)
     }
+
+    /// The revision before the first attempt changed the service: a re-run finds its own.
+    fn first_outputs(&self) -> &'static [&'static str] {
+        &["previous_task_definition"]
+    }
 }
 
 async fn deploy(
@@ -497,6 +502,7 @@ async fn deploy(
     report
         .output("previous_task_definition", previous.clone())
         .await;
+    report.recorded().await;
     let mut task_definition = p.task_definition.clone().unwrap_or(previous);
     if let Some(image) = &p.image {
         task_definition =

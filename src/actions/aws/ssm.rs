@@ -358,8 +358,16 @@ async fn sync(
     let ssm = aws_sdk_ssm::Client::new(config);
     let current = existing(&ssm, &prefix).await?;
     let (mut added, mut changed, mut removed) = (0u32, 0u32, 0u32);
-    // For the rollback: each written key's version before (none when added) and after.
-    let mut versions = serde_json::Map::new();
+    // For the rollback, each written key's version before its first change (none when added)
+    // and the version written. What an earlier attempt recorded is kept: a re-run finds the
+    // key as that attempt left it, and the version to go back to is the one before.
+    let mut versions: BTreeMap<String, Written> = ctx
+        .recorded
+        .get(&ctx.step)
+        .and_then(|o| o.get("versions"))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    let mut writes = Vec::new();
     // Values are secrets: the diff names keys only.
     for (key, (value, origin)) in &wanted {
         let origin = origin
@@ -378,14 +386,34 @@ async fn sync(
                 continue;
             }
         };
-        let written = put_secure(&ssm, &format!("{prefix}{key}"), value).await?;
-        versions.insert(
-            key.clone(),
-            serde_json::json!({
-                "previous": current.get(key).map(|(_, v)| *v),
-                "written": written,
-            }),
-        );
+        let before = current.get(key).map(|(_, v)| *v);
+        versions
+            .entry(key.clone())
+            .and_modify(|w| w.written = None)
+            .or_insert(Written {
+                previous: before,
+                written: None,
+            });
+        writes.push((key, value, verb, origin));
+    }
+    // What each write replaces is on record before the first of them.
+    if !writes.is_empty() {
+        ctx.report
+            .output("versions", versions_text(&versions))
+            .await;
+        ctx.report.recorded().await;
+    }
+    for (key, value, verb, origin) in writes {
+        let written = put_secure(&ssm, &format!("{prefix}{key}"), value).await;
+        if let Some(w) = versions.get_mut(key.as_str()) {
+            w.written = written.as_ref().ok().copied();
+        }
+        if let Err(failed) = written {
+            ctx.report
+                .output("versions", versions_text(&versions))
+                .await;
+            return Err(failed);
+        }
         if verb == "added" {
             added += 1;
             ctx.report.info(format!("+ {key} = ***{origin}")).await;
@@ -426,7 +454,7 @@ async fn sync(
     ctx.report.output("changed", changed.to_string()).await;
     ctx.report.output("removed", removed.to_string()).await;
     ctx.report
-        .output("versions", serde_json::Value::Object(versions).to_string())
+        .output("versions", versions_text(&versions))
         .await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
@@ -457,10 +485,26 @@ struct RestoreParams {
     versions: String,
 }
 
-#[derive(serde::Deserialize)]
+/// One key in a sync's `versions` output: the version before the sync first changed it (none:
+/// the sync added it) and the version it wrote — none while the write is under way, or when
+/// the sync stopped before it could record it (then the one version after `previous` is the
+/// sync's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Written {
     previous: Option<i64>,
-    written: i64,
+    written: Option<i64>,
+}
+
+impl Written {
+    /// The version the sync wrote, or the one it must have written.
+    fn by_the_sync(&self) -> i64 {
+        self.written
+            .unwrap_or_else(|| self.previous.map_or(1, |v| v + 1))
+    }
+}
+
+fn versions_text(versions: &BTreeMap<String, Written>) -> String {
+    serde_json::to_string(versions).unwrap_or_default()
 }
 
 #[async_trait]
@@ -494,6 +538,14 @@ impl Action for Restore {
         };
         restore(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }
+
+    fn nothing_to_undo(&self, params: &serde_json::Value) -> Option<String> {
+        let versions = params.get("versions")?.as_str()?;
+        parse_versions(versions)
+            .ok()
+            .filter(BTreeMap::is_empty)
+            .map(|_| "the sync changed no parameter (each already held the value it would write), so there is no version to put back".to_string())
+    }
 }
 
 /// Writes a SecureString (overwriting); its new version.
@@ -509,60 +561,123 @@ async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) -> Resul
         .map_err(|e| Outcome::failed(explain("ssm:PutParameter", &e)))
 }
 
+/// A parameter's value and version now (none: it does not exist), and the value of one of
+/// its versions. Decrypted in memory only, to compare.
+async fn parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+) -> Result<Option<(String, i64)>, Outcome> {
+    match ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .parameter()
+            .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_parameter_not_found()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Outcome::failed(explain("ssm:GetParameter", &e))),
+    }
+}
+
+async fn value_at(ssm: &aws_sdk_ssm::Client, name: &str, version: i64) -> Result<String, Outcome> {
+    let old = ssm
+        .get_parameter()
+        .name(format!("{name}:{version}"))
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| Outcome::failed(explain("ssm:GetParameter", &e)))?;
+    old.parameter()
+        .and_then(|p| p.value())
+        .map(str::to_string)
+        .ok_or_else(|| Outcome::failed(format!("{name}:{version} has no value")))
+}
+
+/// What one key's rollback does.
+enum Undo {
+    /// It already holds what it held before the sync (a rollback that was interrupted after
+    /// its change, or a change by hand back to it).
+    AlreadyBefore,
+    /// Put this value back (the value of `previous`).
+    Put { previous: i64, value: String },
+    /// Delete it: the sync added it.
+    Delete,
+}
+
 /// Values are secrets: only names and version numbers are ever said.
 async fn restore(
     config: &aws_config::SdkConfig,
     p: &RestoreParams,
     ctx: &ActionContext,
 ) -> Result<Outcome, Outcome> {
-    let versions: BTreeMap<String, Written> = serde_json::from_str(&p.versions).map_err(|e| {
-        Outcome::failed(format!(
-            "`versions` is not what ssm.sync records in its `versions` output: {e}"
-        ))
-    })?;
+    let versions = parse_versions(&p.versions)?;
     let prefix = normalise(&p.prefix);
     let ssm = aws_sdk_ssm::Client::new(config);
-    // First every key must still hold the version the sync wrote: one changed since is
-    // someone else's, and nothing is touched.
+    // First every key is read: each must hold what it held before the sync (nothing to do) or
+    // what the sync wrote (put back). Any other value is someone else's, and nothing is touched.
+    let mut plan = Vec::new();
     for (key, w) in &versions {
         let name = format!("{prefix}{key}");
-        let now = ssm
-            .get_parameter()
-            .name(&name)
-            .send()
-            .await
-            .map_err(|e| Outcome::failed(explain("ssm:GetParameter", &e)))?;
-        let version = now.parameter().map(|p| p.version()).unwrap_or_default();
-        if version != w.written {
-            return Err(Outcome::failed(format!(
-                "{name} is at version {version}, not the {} the sync wrote: it changed since; nothing was touched",
-                w.written
-            )));
-        }
+        let now = parameter(&ssm, &name).await?;
+        let before = match w.previous {
+            Some(v) => Some(value_at(&ssm, &name, v).await?),
+            None => None,
+        };
+        let ours = w.by_the_sync();
+        let undo = match (&now, &before) {
+            (None, None) => Undo::AlreadyBefore,
+            (Some((value, _)), Some(before)) if value == before => Undo::AlreadyBefore,
+            (Some((value, version)), _) => {
+                let wrote = *version == ours || value_at(&ssm, &name, ours).await.ok().as_ref() == Some(value);
+                match (wrote, w.previous, before) {
+                    (true, Some(previous), Some(value)) => Undo::Put { previous, value },
+                    (true, None, _) => Undo::Delete,
+                    _ => {
+                        return Err(Outcome::failed(format!(
+                            "{name} is at version {version}: neither what it held before the sync ({}) nor the version {ours} the sync wrote — it changed since; nothing was touched",
+                            w.previous
+                                .map_or("no parameter".to_string(), |v| format!("version {v}"))
+                        )))
+                    }
+                }
+            }
+            (None, Some(_)) => {
+                return Err(Outcome::failed(format!(
+                    "{name} no longer exists: neither what it held before the sync (version {}) nor the version {ours} the sync wrote — it was deleted since; nothing was touched",
+                    w.previous.unwrap_or_default()
+                )))
+            }
+        };
+        plan.push((key, name, undo));
     }
-    for (key, w) in &versions {
-        let name = format!("{prefix}{key}");
-        match w.previous {
-            Some(previous) => {
-                let old = ssm
-                    .get_parameter()
-                    .name(format!("{name}:{previous}"))
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| Outcome::failed(explain("ssm:GetParameter", &e)))?;
-                let value = old
-                    .parameter()
-                    .and_then(|p| p.value())
-                    .ok_or_else(|| Outcome::failed(format!("{name}:{previous} has no value")))?;
-                let now = put_secure(&ssm, &name, value).await?;
+    let (mut done, mut already) = (0, 0);
+    for (key, name, undo) in plan {
+        match undo {
+            Undo::AlreadyBefore => {
+                already += 1;
+                ctx.report
+                    .info(format!("{key}: already as before the sync"))
+                    .await;
+            }
+            Undo::Put { previous, value } => {
+                done += 1;
+                let now = put_secure(&ssm, &name, &value).await?;
                 ctx.report
                     .info(format!(
                         "{key}: the value of version {previous} put back (now version {now})"
                     ))
                     .await;
             }
-            None => {
+            Undo::Delete => {
+                done += 1;
                 ssm.delete_parameter()
                     .name(&name)
                     .send()
@@ -575,10 +690,21 @@ async fn restore(
         }
     }
     Ok(Outcome::Succeeded {
-        note: Some(format!(
-            "{} parameter(s) under {prefix} as they were before the sync",
-            versions.len()
-        )),
+        note: Some(match (done, already) {
+            (0, n) => format!("{n} parameter(s) under {prefix} were already as before the sync"),
+            (n, 0) => format!("{n} parameter(s) under {prefix} as they were before the sync"),
+            (n, m) => format!(
+                "{n} parameter(s) under {prefix} as they were before the sync ({m} already were)"
+            ),
+        }),
+    })
+}
+
+fn parse_versions(text: &str) -> Result<BTreeMap<String, Written>, Outcome> {
+    serde_json::from_str(text).map_err(|e| {
+        Outcome::failed(format!(
+            "`versions` is not what ssm.sync records in its `versions` output: {e}"
+        ))
     })
 }
 

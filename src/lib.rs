@@ -1,11 +1,12 @@
 //! `cutover`: a terminal runbook that moves a Heroku app to AWS ECS Fargate.
 //!
-//! The library holds everything but the front ends: the runbook model and its
+//! The library holds everything but the command line: the runbook model and its
 //! validation, the journal (the only state), the lock, the engine that runs one
-//! step, and the actions. The CLI (and later the TUI) subscribe to engine events.
+//! step, the actions, and the terminal UI (feature `tui`). ARCHITECTURE.md maps it.
 
 pub mod actions;
 pub mod actor;
+pub mod clock;
 pub mod cost;
 pub mod engine;
 pub mod journal;

@@ -5,7 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use regex::Regex;
 
-use crate::runbook::MASK;
+/// The masked stand-in for a secret wherever text is shown or stored.
+pub const MASK: &str = "***";
 
 /// Secrets shorter than this are not masked by value: masking "1" would garble every line.
 pub const MIN_SECRET_LEN: usize = 4;

@@ -590,17 +590,7 @@ fn measured_copy(runbook: &Runbook, state: &JournalState) -> Option<f64> {
     preflight_output(runbook, state, "predicted_copy_secs")
 }
 
-/// "1h 02m", "4m 05s", "12.3s".
-pub fn short(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 3600 {
-        format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
-    } else if secs >= 60 {
-        format!("{}m {:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
+pub use crate::clock::short;
 
 /// "06:12" (minutes:seconds, hours when needed), for the header.
 pub fn clock(d: Duration) -> String {

@@ -38,7 +38,7 @@ pub async fn prices(
     }
     match fetch(bundled.clone()).await {
         Ok(table) => {
-            let fetched_at = crate::journal::now_rfc3339();
+            let fetched_at = crate::clock::now_rfc3339();
             let cache = Cache {
                 fetched_at: fetched_at.clone(),
                 table,
@@ -99,7 +99,7 @@ async fn fetch(mut table: PriceTable) -> Result<PriceTable, String> {
         .load()
         .await;
     let client = aws_sdk_pricing::Client::new(&config);
-    let today = crate::journal::now_rfc3339()
+    let today = crate::clock::now_rfc3339()
         .get(..10)
         .unwrap_or_default()
         .to_string();

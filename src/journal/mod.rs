@@ -380,15 +380,8 @@ fn redact_strings(value: &mut serde_json::Value, redactor: &Redactor) {
     }
 }
 
-/// Now, as the journal writes times.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// Parses a journal time.
-pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
-    humantime::parse_rfc3339_weak(text).ok()
-}
+/// The journal's times, from the clock module (a leaf every layer may use).
+pub use crate::clock::{now_rfc3339, parse_time};
 
 #[cfg(test)]
 mod tests {

@@ -50,8 +50,7 @@ pub trait Scope {
     fn output(&self, step: &str, name: &str) -> Option<String>;
 }
 
-/// The masked stand-in for a secret wherever text is shown or stored.
-pub const MASK: &str = "***";
+pub use crate::redact::MASK;
 
 /// A rendered string, and the same string with secrets masked for display.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

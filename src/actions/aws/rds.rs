@@ -99,7 +99,7 @@ async fn snapshot(
     let interval = parse_duration(p.interval.as_deref(), Duration::from_secs(10), "interval")?;
     let rds = aws_sdk_rds::Client::new(config);
     let id = p.snapshot_id.clone().unwrap_or_else(|| {
-        let stamp: String = crate::journal::now_rfc3339()
+        let stamp: String = crate::clock::now_rfc3339()
             .chars()
             .filter(char::is_ascii_digit)
             .take(14)

@@ -1,5 +1,6 @@
 //! The command line: every step runs headless from here.
 
+mod completions;
 mod exit;
 mod printer;
 mod rollback;
@@ -228,6 +229,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the shell completion script: `source <(cutover completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Print the manual page (roff): `cutover man > cutover.1; man ./cutover.1`.
+    Man,
     /// Internal: runs a tunnel's Session Manager plugin and stops it when cutover ends.
     #[command(hide = true)]
     TunnelGuard {
@@ -309,6 +317,11 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         );
         return Ok(exit::OK);
     }
+    match command {
+        Command::Completions { shell } => return completions::exec(shell),
+        Command::Man => return completions::man(),
+        _ => {}
+    }
     if let Command::TunnelGuard { program, args } = &command {
         let code = cutover::actions::aws::tunnel::guard(program, args);
         return Ok(u8::try_from(code).unwrap_or(1));
@@ -339,7 +352,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
     let remote = setup.remote.clone();
     let workspace = setup.workspace.clone();
     match command {
-        Command::TunnelGuard { .. } => Ok(exit::OK),
+        Command::TunnelGuard { .. } | Command::Completions { .. } | Command::Man => Ok(exit::OK),
         Command::State { command } => match command {
             StateCommand::Push { from } => state::push(&setup, from.unwrap_or(local.root)),
             StateCommand::Pull { to } => state::pull(&setup, to),

@@ -735,7 +735,9 @@ fn tui(
                 registry,
                 redactor,
             );
-            engine.set_history(window::load_history(cli.history.as_deref())?);
+            engine.observe(Box::new(window::PredictionRecorder(window::load_history(
+                cli.history.as_deref(),
+            )?)));
             Some(engine)
         }
         None => None,
@@ -1081,7 +1083,7 @@ async fn run(
         Target::Next => "run --next".to_string(),
     };
     let (mut engine, _lock) = drive(runbook, workspace, remote, registry, &label)?;
-    engine.set_history(history);
+    engine.observe(Box::new(window::PredictionRecorder(history)));
     tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));
     cancel_on_signals(&request.cancel);

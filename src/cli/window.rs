@@ -283,3 +283,17 @@ fn markdown(
     }
     out
 }
+
+/// The window report's observer of the engine: journals a window's prediction when it opens.
+pub struct PredictionRecorder(pub Option<JournalState>);
+
+impl cutover::engine::Observer for PredictionRecorder {
+    fn on_success(
+        &mut self,
+        runbook: &Runbook,
+        step: &cutover::runbook::Step,
+        journal: &JournalState,
+    ) -> std::collections::BTreeMap<String, String> {
+        cutover::window::predictions_on_success(runbook, step, journal, self.0.as_ref())
+    }
+}

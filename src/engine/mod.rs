@@ -233,8 +233,20 @@ pub struct Engine {
     subscribers: Vec<Box<dyn Subscriber>>,
     /// Tunnels opened by `aws.tunnel` steps, for the steps that go `via` them.
     tunnels: crate::actions::aws::Tunnels,
-    /// An earlier run's journal (`--history`), whose durations predict the windows.
-    history: Option<JournalState>,
+    /// Told of each success; what they return is journaled as the step's outputs.
+    observers: Vec<Box<dyn Observer>>,
+}
+
+/// Sees each step that succeeded, with the journal as it now stands, and returns outputs to
+/// journal for it (the window report's prediction, made when a window opens). The engine runs
+/// steps; what is worth recording about them for a report is an observer's concern.
+pub trait Observer: Send {
+    fn on_success(
+        &mut self,
+        runbook: &Runbook,
+        step: &Step,
+        journal: &JournalState,
+    ) -> BTreeMap<String, String>;
 }
 
 impl Engine {
@@ -253,13 +265,13 @@ impl Engine {
             redactor,
             subscribers: Vec::new(),
             tunnels: Default::default(),
-            history: None,
+            observers: Vec::new(),
         }
     }
 
-    /// The journal of an earlier run (a rehearsal's): the windows' predictions use it.
-    pub fn set_history(&mut self, history: Option<JournalState>) {
-        self.history = history;
+    /// Adds an observer of successes (see [`Observer`]).
+    pub fn observe(&mut self, observer: Box<dyn Observer>) {
+        self.observers.push(observer);
     }
 
     pub fn subscribe(&mut self, subscriber: Box<dyn Subscriber>) {
@@ -526,7 +538,7 @@ impl Engine {
             };
             self.journal.append(Some((&step.id, &step.digest)), event)?;
             if let Outcome::Succeeded { .. } = outcome {
-                self.record_window_predictions(&step)?;
+                self.record_observations(&step)?;
             }
             self.emit(EngineEvent::StepFinished {
                 step: step.id.clone(),
@@ -907,32 +919,17 @@ impl Engine {
         }
     }
 
-    /// When a step that opens a window (the write freeze) is done, what the window is predicted
-    /// to last goes into the journal: afterwards it is shown against what it took.
-    fn record_window_predictions(&mut self, step: &Step) -> Result<(), EngineError> {
-        let mut recorded = serde_json::Map::new();
-        for window in self.runbook.windows.iter().filter(|w| w.from == step.id) {
-            let prediction = crate::window::predict(
-                &self.runbook,
-                window,
-                self.journal.state(),
-                self.history.as_ref(),
-            );
-            recorded.insert(
-                window.name.clone(),
-                crate::window::prediction_json(&prediction),
-            );
+    /// What the observers want journaled about a step that succeeded.
+    fn record_observations(&mut self, step: &Step) -> Result<(), EngineError> {
+        let mut values = BTreeMap::new();
+        for observer in &mut self.observers {
+            values.extend(observer.on_success(&self.runbook, step, self.journal.state()));
         }
-        if recorded.is_empty() {
+        if values.is_empty() {
             return Ok(());
         }
-        let value = serde_json::Value::Object(recorded).to_string();
-        self.journal.append(
-            Some((&step.id, &step.digest)),
-            Event::Outputs {
-                values: [(crate::window::RECORDED_PREDICTION.to_string(), value)].into(),
-            },
-        )?;
+        self.journal
+            .append(Some((&step.id, &step.digest)), Event::Outputs { values })?;
         Ok(())
     }
 

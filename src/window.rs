@@ -752,6 +752,31 @@ pub fn copy_throughput(runbook: &Runbook, state: &JournalState) -> Option<Vec<f6
         })
 }
 
+/// What to journal when `step` succeeds: if it opens a window (the write freeze), what the
+/// window is predicted to last (from this journal and an earlier run's, `--history`), so the
+/// report can show it against what it took. The front ends give it to the engine as an
+/// observer of successes.
+pub fn predictions_on_success(
+    runbook: &Runbook,
+    step: &Step,
+    journal: &JournalState,
+    history: Option<&JournalState>,
+) -> BTreeMap<String, String> {
+    let mut recorded = serde_json::Map::new();
+    for window in runbook.windows.iter().filter(|w| w.from == step.id) {
+        let prediction = predict(runbook, window, journal, history);
+        recorded.insert(window.name.clone(), prediction_json(&prediction));
+    }
+    if recorded.is_empty() {
+        return BTreeMap::new();
+    }
+    [(
+        RECORDED_PREDICTION.to_string(),
+        serde_json::Value::Object(recorded).to_string(),
+    )]
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1200,29 +1225,4 @@ needs = ["dns-cutover"]
         assert_eq!(sparkline(&[0.0, 5.0, 10.0]), "▁▅█");
         assert_eq!(sparkline(&[]), "");
     }
-}
-
-/// What to journal when `step` succeeds: if it opens a window (the write freeze), what the
-/// window is predicted to last (from this journal and an earlier run's, `--history`), so the
-/// report can show it against what it took. The front ends give it to the engine as an
-/// observer of successes.
-pub fn predictions_on_success(
-    runbook: &Runbook,
-    step: &Step,
-    journal: &JournalState,
-    history: Option<&JournalState>,
-) -> BTreeMap<String, String> {
-    let mut recorded = serde_json::Map::new();
-    for window in runbook.windows.iter().filter(|w| w.from == step.id) {
-        let prediction = predict(runbook, window, journal, history);
-        recorded.insert(window.name.clone(), prediction_json(&prediction));
-    }
-    if recorded.is_empty() {
-        return BTreeMap::new();
-    }
-    [(
-        RECORDED_PREDICTION.to_string(),
-        serde_json::Value::Object(recorded).to_string(),
-    )]
-    .into()
 }

@@ -245,6 +245,76 @@ fn guess(step: &Step) -> Duration {
     })
 }
 
+/// AWS's own machinery, whose time a rehearsal only emulates: a rolling deployment reaching
+/// healthy targets, an RDS snapshot, a one-off task, an instance's wait.
+fn machinery(kind: &str) -> Option<&'static str> {
+    match kind {
+        "ecs.deploy" | "elb.health" => Some("deployment"),
+        "rds.snapshot" => Some("snapshot"),
+        "ecs.run-task" => Some("one-off task"),
+        "rds.wait" => Some("instance wait"),
+        _ => None,
+    }
+}
+
+/// The parameters that name what an AWS step acts on.
+const RESOURCE_KEYS: &[&str] = &["cluster", "service", "instance", "target_group"];
+
+/// An AWS step's time from this migration's own measurements on AWS: the step's earlier run,
+/// else the latest step of the same machinery on the same resources (`first-deploy` for the
+/// freeze's deployment, `snapshot-before` for its snapshot). Never the history's: a rehearsal's
+/// AWS is emulated, and its seconds say nothing of AWS's minutes.
+fn on_aws(
+    runbook: &Runbook,
+    step: &Step,
+    class: &str,
+    current: &JournalState,
+    actual: Option<Duration>,
+    from_history: Option<Duration>,
+) -> (Duration, String) {
+    let emulated = from_history
+        .map(|d| format!(" (the history's {}: emulated, not evidence)", short(d)))
+        .unwrap_or_default();
+    if let Some(d) = current
+        .step(&step.id)
+        .and_then(|r| r.last_duration)
+        .filter(|_| actual.is_none())
+    {
+        return (d, format!("an earlier run of this step on AWS{emulated}"));
+    }
+    let same_resources = |other: &Step| {
+        RESOURCE_KEYS.iter().all(|k| {
+            match (step.action.params.get(*k), other.action.params.get(*k)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+        })
+    };
+    let measured = runbook
+        .steps
+        .iter()
+        .filter(|o| o.id != step.id && machinery(&o.action.kind) == Some(class))
+        .filter(|o| same_resources(o))
+        .filter_map(|o| {
+            let r = current.step(&o.id)?;
+            Some((r.done_at.clone()?, r.last_duration?, o))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0));
+    match measured {
+        Some((_, d, other)) => (
+            d,
+            format!(
+                "this migration's own `{}` ({class} on the same resources, measured on AWS){emulated}",
+                other.id
+            ),
+        ),
+        None => (
+            guess(step),
+            format!("no {class} measured on AWS yet: a guess{emulated}"),
+        ),
+    }
+}
+
 /// Whether a step reads every row: `db.verify` given both of the copy's checksum sets reads
 /// none (it compares what the copy recorded), so its time does not grow with the data.
 fn reads_rows(step: &Step) -> bool {
@@ -495,7 +565,9 @@ fn predict_now(
         let from_history = history
             .and_then(|h| h.step(&id))
             .and_then(|r| r.last_duration);
-        let (duration, how) = if let Some(d) = from_history {
+        let (duration, how) = if let Some(class) = machinery(&step.action.kind) {
+            on_aws(runbook, step, class, current, actual, from_history)
+        } else if let Some(d) = from_history {
             match (scales && reads_rows(step), now_bytes, then_bytes, history) {
                 (true, Some(now), Some(then), Some(h)) if then > 0 => {
                     grown(runbook, step, d, h, current, then, now)
@@ -862,6 +934,57 @@ needs = ["dns-cutover"]
 
     fn journal(runs: &[crate::journal::testing::Run<'_>]) -> JournalState {
         crate::journal::testing::timed(runs, |_| "d".to_string())
+    }
+
+    /// The freeze's deployment on the real day is predicted from this migration's own
+    /// deployment on AWS, never from the rehearsal's emulated seconds.
+    #[test]
+    fn aws_machinery_is_predicted_from_this_migrations_own_measurement() {
+        let text = RUNBOOK.replace(
+            "id = \"deploy\"\ndo = \"manual\"",
+            "id = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"c\"\nservice = \"s\"",
+        ) + "\n[[phase.step]]\nid = \"first-deploy\"\ndo = \"elb.health\"\ntarget_group = \"tg\"\n";
+        let rb = Runbook::from_source(
+            SourceFile::new("runbook.toml", text),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let history = journal(&[(
+            "deploy",
+            "2026-11-01T10:00:00.000Z",
+            "2026-11-01T10:00:02.000Z",
+            &[],
+        )]);
+        let deploy = |current: &JournalState| {
+            predict(&rb, &rb.windows[0], current, Some(&history))
+                .steps
+                .into_iter()
+                .find(|s| s.step == "deploy")
+                .unwrap()
+        };
+        // Nothing measured on AWS yet: a guess, the rehearsal's 2 s named as no evidence.
+        let none = deploy(&journal(&[]));
+        assert_eq!(none.duration, Duration::from_secs(180));
+        assert!(
+            none.how.contains("a guess") && none.how.contains("2.0s: emulated, not evidence"),
+            "{}",
+            none.how
+        );
+        // The first deployment took 150 s on AWS: that is the figure.
+        let real = journal(&[(
+            "first-deploy",
+            "2026-11-20T09:00:00.000Z",
+            "2026-11-20T09:02:30.000Z",
+            &[],
+        )]);
+        let measured = deploy(&real);
+        assert_eq!(measured.duration, Duration::from_secs(150));
+        assert!(
+            measured.how.contains("this migration's own `first-deploy`"),
+            "{}",
+            measured.how
+        );
     }
 
     #[test]

@@ -897,7 +897,7 @@ pub fn acquire(
     holder: &str,
     command: &str,
 ) -> Result<RemoteLock, RemoteLockError> {
-    let now = crate::journal::now_rfc3339();
+    let now = lock_now();
     let info = RemoteLockInfo {
         id: crate::journal::lock::new_id(holder),
         holder: holder.to_string(),
@@ -962,7 +962,7 @@ fn heartbeat(
         last = std::time::Instant::now();
         let body = match info.lock() {
             Ok(mut i) => {
-                i.heartbeat = crate::journal::now_rfc3339();
+                i.heartbeat = lock_now();
                 serde_json::to_vec_pretty(&*i).unwrap_or_default()
             }
             Err(_) => return,
@@ -981,6 +981,22 @@ fn heartbeat(
             Err(e) => tracing::warn!(error = %e, "the S3 lock's heartbeat failed; retrying"),
         }
     }
+}
+
+/// "Now" for the lock's times, shifted by `CUTOVER_CLOCK_OFFSET_SECS` (a test knob: a
+/// machine whose clock is off).
+fn lock_now() -> String {
+    let offset = std::env::var("CUTOVER_CLOCK_OFFSET_SECS")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(0);
+    let now = SystemTime::now();
+    let shifted = if offset >= 0 {
+        now + Duration::from_secs(offset.unsigned_abs())
+    } else {
+        now - Duration::from_secs(offset.unsigned_abs())
+    };
+    humantime::format_rfc3339_millis(shifted).to_string()
 }
 
 fn read_lock(remote: &Remote) -> Result<Option<(RemoteLockInfo, String)>, S3Error> {

@@ -248,54 +248,69 @@ impl Lease {
     /// One renewal: the lock rewritten with `If-Match` on its ETag.
     fn renew(&self, deadline: Option<Instant>) -> Renewal {
         let _one = self.renewing.lock();
-        if self.is_lost() {
-            return Renewal::Lost(self.lost_why().unwrap_or_default());
-        }
-        let sent = (Instant::now(), SystemTime::now());
-        let mut info = self.info();
-        info.heartbeat = lock_now();
-        let Ok(body) = serde_json::to_vec_pretty(&info) else {
-            return Renewal::Failed(S3Error::Local("cannot encode the lock".into()));
-        };
-        let etag = self.etag();
-        let accepted = match self.remote.put_conditional(
-            "lock.json",
-            body.clone(),
-            Condition::Match(etag),
-            deadline,
-        ) {
-            Ok(Put::Written(etag)) => Some(etag),
-            Ok(Put::Refused) => {
-                // Our own renewal may have landed with its answer lost (the SDK then tried
-                // again, and that was refused): the lock as it is now says.
-                match self.remote.get_until("lock.json", deadline) {
-                    Ok(Some(object)) if object.bytes == body => Some(object.etag),
+        for _ in 0..2 {
+            if self.is_lost() {
+                return Renewal::Lost(self.lost_why().unwrap_or_default());
+            }
+            let sent = (Instant::now(), SystemTime::now());
+            let mut info = self.info();
+            info.heartbeat = lock_now();
+            let Ok(body) = serde_json::to_vec_pretty(&info) else {
+                return Renewal::Failed(S3Error::Local("cannot encode the lock".into()));
+            };
+            let written = match self.remote.put_conditional(
+                "lock.json",
+                body.clone(),
+                Condition::Match(self.etag()),
+                deadline,
+            ) {
+                Ok(Put::Written(etag)) => etag,
+                // Refused: the lock as it is now says whose it is.
+                Ok(Put::Refused) => match self.remote.get_until("lock.json", deadline) {
+                    // This renewal landed, its answer lost (the SDK's retry was refused).
+                    Ok(Some(object)) if object.bytes == body => object.etag,
                     Ok(current) => {
-                        let now = current
-                            .and_then(|o| {
-                                let mut held: RemoteLockInfo =
-                                    serde_json::from_slice(&o.bytes).ok()?;
-                                held.silent = o.age;
-                                Some(format!("it is now {}", held.describe()))
-                            })
-                            .unwrap_or_else(|| "nobody holds it now".to_string());
-                        let why = format!(
-                            "this driver lost the S3 lock (removed or taken over while it did not renew it: {now}): it stops, and writes nothing more to the journal"
-                        );
-                        self.lose(why.clone());
-                        return Renewal::Lost(why);
+                        let current = current.and_then(|o| {
+                            let mut held: RemoteLockInfo = serde_json::from_slice(&o.bytes).ok()?;
+                            held.silent = o.age;
+                            Some((held, o.etag))
+                        });
+                        match current {
+                            // Still ours: an earlier renewal, given up on, landed after all.
+                            // Its ETag, and once more.
+                            Some((held, etag)) if held.id == info.id => {
+                                if let Ok(mut holding) = self.holding.lock() {
+                                    holding.etag = etag;
+                                }
+                                continue;
+                            }
+                            other => {
+                                let now = other.map_or_else(
+                                    || "nobody holds it now".to_string(),
+                                    |(held, _)| format!("it is now {}", held.describe()),
+                                );
+                                let why = format!(
+                                    "this driver lost the S3 lock (removed or taken over while it did not renew it: {now}): it stops, and writes nothing more to the journal"
+                                );
+                                self.lose(why.clone());
+                                return Renewal::Lost(why);
+                            }
+                        }
                     }
                     Err(e) => return Renewal::Failed(e),
-                }
+                },
+                Err(e) => return Renewal::Failed(e),
+            };
+            if let Ok(mut holding) = self.holding.lock() {
+                holding.etag = written;
+                holding.info = info;
+                holding.sent = sent;
             }
-            Err(e) => return Renewal::Failed(e),
-        };
-        if let (Some(etag), Ok(mut holding)) = (accepted, self.holding.lock()) {
-            holding.etag = etag;
-            holding.info = info;
-            holding.sent = sent;
+            return Renewal::Renewed;
         }
-        Renewal::Renewed
+        Renewal::Failed(S3Error::Local(
+            "the S3 lock changed under each renewal".into(),
+        ))
     }
 }
 

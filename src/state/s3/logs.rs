@@ -73,12 +73,13 @@ fn local_logs(root: &Path) -> Vec<(String, u64)> {
     out
 }
 
-/// The step logs' chunks under `dir` on S3, by file: (offset, key relative to the prefix, size).
-fn chunks_on_s3(
-    remote: &Remote,
-    dir: &str,
-) -> Result<BTreeMap<String, Vec<(u64, String, u64)>>, S3Error> {
-    let mut by_file: BTreeMap<String, Vec<(u64, String, u64)>> = BTreeMap::new();
+/// A chunk of a step log on S3: its offset in the log, its key (relative to the prefix), its
+/// size.
+type Chunk = (u64, String, u64);
+
+/// The step logs' chunks under `dir` on S3, by file, in offset order.
+fn chunks_on_s3(remote: &Remote, dir: &str) -> Result<BTreeMap<String, Vec<Chunk>>, S3Error> {
+    let mut by_file: BTreeMap<String, Vec<Chunk>> = BTreeMap::new();
     let skip = remote.prefix.len();
     for listed in remote.list(dir)? {
         let relative = &listed.key[skip.min(listed.key.len())..];
@@ -116,6 +117,8 @@ pub struct LogShipper {
     lease: Option<Arc<Lease>>,
     /// Failed attempts since the last that went through.
     failing: u32,
+    /// The last failure was S3 not answering (not worth waiting for at the end).
+    silent: bool,
 }
 
 impl LogShipper {
@@ -126,6 +129,7 @@ impl LogShipper {
             sent: None,
             lease,
             failing: 0,
+            silent: false,
         }
     }
 
@@ -194,6 +198,7 @@ impl LogShipper {
                 true
             }
             Err(e) => {
+                self.silent = matches!(e, S3Error::Timeout { .. } | S3Error::Interrupted { .. });
                 if self.failing == 0 {
                     tracing::warn!(
                         "step logs not shipped to S3 ({e}): the journal goes on; the logs follow once S3 takes them"
@@ -274,7 +279,7 @@ fn finish(shipper: &Mutex<LogShipper>) {
         if !s.is_behind() || s.gave_up() {
             return;
         }
-        if Instant::now() >= until {
+        if s.silent || Instant::now() >= until {
             tracing::warn!(
                 "some step logs are not on S3 yet: the next command that drives from this machine ships them"
             );

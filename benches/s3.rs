@@ -106,12 +106,15 @@ fn status_10k_cached(bencher: divan::Bencher) {
     bencher.bench(|| status(dir.path()));
 }
 
-/// One event appended: its conditional PUT, then the head.
+/// One event appended: the lease checked (renewed when half of it is gone), its conditional
+/// PUT, then the head's (`If-Match`).
 #[divan::bench(sample_count = 50)]
 fn append_one_event(bencher: divan::Bencher) {
     let remote = Arc::new(remote(&format!("append-{}/", std::process::id())));
     let dir = tempfile::tempdir().unwrap();
-    let store = s3::S3Store::new(remote, &dir.path().join("journal.jsonl"));
+    // Appends go out under the S3 lock's lease, as a driver's do.
+    let lock = s3::acquire(remote.clone(), "bench@host", "bench").unwrap();
+    let store = s3::S3Store::open(remote, &dir.path().join("journal.jsonl"), lock.lease()).unwrap();
     let (mut journal, _) = Journal::open(
         Box::new(store),
         "bench@host".into(),
@@ -139,8 +142,13 @@ fn watcher_pull_after_an_append(bencher: divan::Bencher) {
     let writer = Arc::new(remote(&prefix));
     s3::push(&writer, &synthetic::synthetic_journal(10_000)).unwrap();
     let write_dir = tempfile::tempdir().unwrap();
-    s3::pull(&writer, &write_dir.path().join("journal.jsonl")).unwrap();
-    let store = s3::S3Store::new(writer.clone(), &write_dir.path().join("journal.jsonl"));
+    let lock = s3::acquire(writer.clone(), "bench@host", "bench").unwrap();
+    let store = s3::S3Store::open(
+        writer.clone(),
+        &write_dir.path().join("journal.jsonl"),
+        lock.lease(),
+    )
+    .unwrap();
     let (mut journal, _) = Journal::open(
         Box::new(store),
         "bench@host".into(),

@@ -3,6 +3,8 @@
 
 mod common;
 use common::{code, text};
+#[path = "common/s3proxy.rs"]
+mod s3proxy;
 #[path = "common/tmux.rs"]
 mod tmux;
 
@@ -89,11 +91,16 @@ impl Machine {
     }
 
     fn with_endpoint(state: &str, endpoint: &str) -> Machine {
+        Self::with_steps(state, endpoint, STEPS)
+    }
+
+    /// A machine whose runbook has these steps (one phase).
+    fn with_steps(state: &str, endpoint: &str, steps: &str) -> Machine {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("runbook.toml"),
             format!(
-                "[runbook]\nname = \"s3\"\napp = \"gengar\"\n\n[vars]\nhold = \"0.4\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n[[phase]]\nid = \"one\"\n{STEPS}"
+                "[runbook]\nname = \"s3\"\napp = \"gengar\"\n\n[vars]\nhold = \"0.4\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n[[phase]]\nid = \"one\"\n{steps}"
             ),
         )
         .unwrap();
@@ -649,4 +656,627 @@ fn a_mirror_of_an_emptied_prefix_is_read_again() {
         }
     });
     assert_eq!(a.state_of("build"), "ready", "S3 decides, not the mirror");
+}
+
+// --- when things go wrong ---------------------------------------------------------------------
+
+/// Every key under `prefix/` in the bucket (read from moto directly), in key order.
+fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    let client = s3_client();
+    runtime().block_on(async {
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for o in page.unwrap().contents() {
+                keys.push(o.key().unwrap().to_string());
+            }
+        }
+        keys.sort();
+        keys
+    })
+}
+
+fn s3_object(bucket: &str, key: &str) -> Vec<u8> {
+    let client = s3_client();
+    runtime().block_on(async {
+        client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    })
+}
+
+/// The events of the S3 journal under `prefix/journal/`, in order (read from moto directly).
+fn s3_events(bucket: &str, prefix: &str) -> Vec<serde_json::Value> {
+    s3_keys(bucket, &format!("{prefix}/journal"))
+        .iter()
+        .map(|key| serde_json::from_slice(&s3_object(bucket, key)).unwrap())
+        .collect()
+}
+
+/// Step `step`'s events of kind `kind` in the S3 journal.
+fn s3_has_event(bucket: &str, prefix: &str, step: &str, kind: &str) -> bool {
+    s3_events(bucket, prefix)
+        .iter()
+        .any(|e| e["step"] == step && e["event"].get(kind).is_some())
+}
+
+/// A step log as shipped: its chunks under `prefix/logs/<file>/`, in offset order, joined.
+fn s3_log(bucket: &str, prefix: &str, file: &str) -> Vec<u8> {
+    s3_keys(bucket, &format!("{prefix}/{file}"))
+        .iter()
+        .flat_map(|key| s3_object(bucket, key))
+        .collect()
+}
+
+/// Waits for a child until `limit`; kills it past that (and says so with `None`).
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// The lock id in a refusal ("… lock id ID)" or "cutover unlock ID").
+fn lock_id_in(said: &str) -> Option<String> {
+    said.split("lock id ")
+        .nth(1)
+        .or_else(|| said.split("cutover unlock ").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .map(str::to_string)
+}
+
+const LONG: &str = r#"
+[[phase.step]]
+id = "long"
+do = "shell"
+run = "for i in $(seq 1 300); do echo tick-$i; sleep 0.1; done"
+
+[[phase.step]]
+id = "other"
+do = "shell"
+run = "echo other; sleep 2"
+"#;
+
+/// Driver A stopped (SIGSTOP) past its 2 s lease; B unlocks the stale lock and drives; A is
+/// woken (SIGCONT) while B drives: A stops its step within 2 s, says why, and writes nothing
+/// more — no event of A's follows B's first in the bucket, and the journal verifies.
+#[test]
+fn a_driver_that_lost_its_lease_stops_without_appending() {
+    let name = bucket("cutover-team-lapsed");
+    let prefix = "gengar/lapsed";
+    let state = format!("s3://{name}/{prefix}");
+    let a = Machine::with_steps(&state, &endpoint(), LONG);
+    let b = Machine::with_steps(&state, &endpoint(), LONG);
+    let lease = [("CUTOVER_S3_LEASE_SECS", "2")];
+    let log_a = a.path().join("a.err");
+    let mut driver = a
+        .command(&["run", "long"])
+        .envs(lease)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_a).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("A's step running", Duration::from_secs(30), || {
+        s3_has_event(&name, prefix, "long", "started")
+    });
+    signal(&driver, nix::sys::signal::Signal::SIGSTOP);
+    // B finds the lock stale once the lease is over, and removes it by its id.
+    let started = Instant::now();
+    loop {
+        let out = b.command(&["run", "other"]).envs(lease).output().unwrap();
+        assert_eq!(
+            code(&out),
+            3,
+            "B must not drive before unlocking: {}",
+            text(&out)
+        );
+        if text(&out).contains("stale") {
+            let id = lock_id_in(&text(&out)).unwrap();
+            let out = b.command(&["unlock", &id]).envs(lease).output().unwrap();
+            assert_eq!(code(&out), 0, "{}", text(&out));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never stale: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let actor_b = format!("op@{}", b.path().display());
+    let second = b
+        .command(&["run", "other"])
+        .envs(lease)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("B's step running", Duration::from_secs(30), || {
+        s3_has_event(&name, prefix, "other", "started")
+    });
+    signal(&driver, nix::sys::signal::Signal::SIGCONT);
+    let woken = Instant::now();
+    let status = wait_within(&mut driver, Duration::from_secs(60));
+    let stopped_after = woken.elapsed();
+    let said_a = std::fs::read_to_string(&log_a).unwrap();
+    assert!(status.is_some(), "A never stopped: {said_a}");
+    eprintln!("A stopped {stopped_after:?} after it was woken");
+    assert!(
+        stopped_after < Duration::from_secs(10),
+        "A went on for {stopped_after:?} after it was woken: {said_a}"
+    );
+    assert_ne!(status.unwrap().code(), Some(0), "{said_a}");
+    assert!(
+        said_a.contains("S3 lock"),
+        "A says why it stopped: {said_a}"
+    );
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "B drives on: {}", text(&out));
+
+    // The bucket: after B's first event, none of A's.
+    let events = s3_events(&name, prefix);
+    let first_b = events
+        .iter()
+        .position(|e| e["actor"] == actor_b.as_str())
+        .unwrap();
+    let after: Vec<&serde_json::Value> = events[first_b..]
+        .iter()
+        .filter(|e| e["actor"] != actor_b.as_str())
+        .collect();
+    assert!(after.is_empty(), "A wrote after B took over: {after:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["step"] == "other" && e["event"].get("succeeded").is_some()),
+        "{events:#?}"
+    );
+    for m in [&a, &b] {
+        let out = m.run(&["audit", "verify"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+}
+
+/// S3 answers 409 ConditionalRequestConflict ("retry") to the heartbeat's PUT and to an
+/// event's PUT (injected by the test's proxy: moto never says it): both are retried, the
+/// heartbeat goes on, and the run succeeds with every event on S3.
+#[test]
+fn a_409_on_the_heartbeat_and_on_an_append_is_retried() {
+    use s3proxy::{Proxy, Verdict};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let name = bucket("cutover-team-conflict");
+    let prefix = "gengar/conflict";
+    let (beat_refused, event_refused) = (AtomicBool::new(false), AtomicBool::new(false));
+    let proxy = Proxy::start(&endpoint(), move |r| {
+        if r.is_put() && r.key().ends_with("/lock.json") && r.header("if-match").is_some() {
+            if !beat_refused.swap(true, Ordering::SeqCst) {
+                return Verdict::Fail {
+                    status: 409,
+                    code: "ConditionalRequestConflict",
+                };
+            }
+        } else if r.is_put()
+            && r.key().contains("/journal/")
+            && !event_refused.swap(true, Ordering::SeqCst)
+        {
+            return Verdict::Fail {
+                status: 409,
+                code: "ConditionalRequestConflict",
+            };
+        }
+        Verdict::Forward
+    });
+    let a = Machine::with_endpoint(&format!("s3://{name}/{prefix}"), &proxy.url);
+    let out = a.command(&["run", "build"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = a
+        .command(&["run", "hold", "--var", "hold=4"])
+        .env("CUTOVER_S3_LEASE_SECS", "4")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let seen = proxy.seen();
+    let conflict = |r: &s3proxy::Request, v: &Verdict, lock: bool| {
+        matches!(v, Verdict::Fail { status: 409, .. }) && r.key().ends_with("/lock.json") == lock
+    };
+    let beat = seen
+        .iter()
+        .position(|(r, v)| conflict(r, v, true))
+        .expect("a heartbeat was refused");
+    let beats_after = seen[beat + 1..]
+        .iter()
+        .filter(|(r, v)| {
+            *v == Verdict::Forward
+                && r.key().ends_with("/lock.json")
+                && r.header("if-match").is_some()
+        })
+        .count();
+    assert!(
+        beats_after >= 1,
+        "the heartbeat went on after the 409: {beats_after}"
+    );
+    let event = seen
+        .iter()
+        .position(|(r, v)| conflict(r, v, false))
+        .expect("an event was refused");
+    let key = seen[event].0.key().to_string();
+    assert!(
+        seen[event + 1..]
+            .iter()
+            .any(|(r, v)| *v == Verdict::Forward && r.key() == key),
+        "{key} written again after the 409"
+    );
+    let events = s3_events(&name, prefix);
+    for (step, kind) in [
+        ("build", "succeeded"),
+        ("hold", "started"),
+        ("hold", "succeeded"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["step"] == step && e["event"].get(kind).is_some()),
+            "{step} {kind} on S3: {events:#?}"
+        );
+    }
+    let out = a.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+/// A's clock two minutes behind (`CUTOVER_CLOCK_OFFSET_SECS`, the lock's "now"): its lock's
+/// times look two minutes old, but staleness is S3's to say, so B neither takes the lock nor
+/// unlocks it, before or after a whole lease, and A's step ends as it should.
+#[test]
+fn a_clock_two_minutes_behind_does_not_make_a_live_lock_stale() {
+    let name = bucket("cutover-team-skew");
+    let prefix = "gengar/skew";
+    let state = format!("s3://{name}/{prefix}");
+    let a = Machine::new(&state);
+    let b = Machine::new(&state);
+    let lease = [("CUTOVER_S3_LEASE_SECS", "3")];
+    assert_eq!(code(&a.run(&["run", "build"])), 0);
+    let driver = a
+        .command(&["run", "hold", "--var", "hold=12"])
+        .envs(lease)
+        .env("CUTOVER_CLOCK_OFFSET_SECS", "-120")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("A's step running", Duration::from_secs(30), || {
+        s3_has_event(&name, prefix, "hold", "started")
+    });
+    for round in 0..2 {
+        let out = b.command(&["run", "build"]).envs(lease).output().unwrap();
+        assert_eq!(code(&out), 3, "round {round}: {}", text(&out));
+        assert!(
+            text(&out).contains("holds the S3 lock") && !text(&out).contains("stale"),
+            "round {round}: {}",
+            text(&out)
+        );
+        let id = lock_id_in(&text(&out)).unwrap();
+        let out = b.command(&["unlock", &id]).envs(lease).output().unwrap();
+        assert_eq!(code(&out), 5, "round {round}: {}", text(&out));
+        assert!(text(&out).contains("held and alive"), "{}", text(&out));
+        // Past a whole lease: still alive.
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let events = s3_events(&name, prefix);
+    let actor_b = format!("op@{}", b.path().display());
+    assert!(
+        events.iter().all(|e| e["actor"] != actor_b.as_str()),
+        "B wrote nothing: {events:#?}"
+    );
+    assert!(s3_has_event(&name, prefix, "hold", "succeeded"));
+    let out = b.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+const TALK: &str = r#"
+[[phase.step]]
+id = "talk"
+do = "shell"
+run = "for i in 1 2 3 4 5 6; do echo talk-$i; sleep 0.4; done"
+
+[[phase.step]]
+id = "fails"
+do = "shell"
+run = "echo 'token=not-for-s3' >> \"$CUTOVER_OUTPUT\"; echo failing; exit 3"
+"#;
+
+/// S3 refuses every log chunk (500, from the test's proxy: moto cannot be told to) while a
+/// step runs: the step's success is in the S3 journal all the same; once S3 takes chunks
+/// again the log arrives whole. Only the step logs are ever shipped: never the `.outputs` a
+/// failed shell step leaves, nor a copy's `.dump` and `.list` (planted here beside the log:
+/// a parallel db.copy leaves them there, and needs PostgreSQL to make them), nor `.tunnel`.
+#[test]
+fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
+    use s3proxy::{Proxy, Verdict};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let name = bucket("cutover-team-logfail");
+    let prefix = "gengar/logfail";
+    let state = format!("s3://{name}/{prefix}");
+    let refuse = Arc::new(AtomicBool::new(true));
+    let proxy = {
+        let refuse = refuse.clone();
+        Proxy::start(&endpoint(), move |r| {
+            if r.is_put() && r.key().contains("/logs/") && refuse.load(Ordering::SeqCst) {
+                Verdict::Fail {
+                    status: 500,
+                    code: "InternalError",
+                }
+            } else {
+                Verdict::Forward
+            }
+        })
+    };
+    let a = Machine::with_steps(&state, &proxy.url, TALK);
+    let b = Machine::with_steps(&state, &endpoint(), TALK);
+    let out = a.run(&["status"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let mirror = a.path().join(".cutover/s3").join(&name).join(prefix);
+    std::fs::create_dir_all(mirror.join("logs/talk")).unwrap();
+    for planted in [
+        "1.schema.dump",
+        "1.schema.rest.list",
+        "1.tunnel",
+        "1.session.log",
+    ] {
+        std::fs::write(mirror.join("logs/talk").join(planted), "not a step log\n").unwrap();
+    }
+    let out = a.run(&["run", "fails"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        mirror.join("logs/fails/1.outputs").is_file(),
+        "the failed step's outputs file"
+    );
+
+    let mut driver = a
+        .command(&["run", "talk"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "talk's success in the S3 journal",
+        Duration::from_secs(60),
+        || s3_has_event(&name, prefix, "talk", "succeeded"),
+    );
+    assert!(
+        s3_keys(&name, &format!("{prefix}/logs/talk")).is_empty(),
+        "no chunk got through while S3 refused them"
+    );
+    refuse.store(false, Ordering::SeqCst);
+    let out = wait_within(&mut driver, Duration::from_secs(90));
+    assert!(out.is_some(), "the driver never ended");
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("not shipped") || text(&out).contains("log"),
+        "a warning says the logs are behind: {}",
+        text(&out)
+    );
+    // The log arrives whole, as written on A.
+    let local = std::fs::read(mirror.join("logs/talk/1.log")).unwrap();
+    wait_until("talk's log on S3", Duration::from_secs(60), || {
+        s3_log(&name, prefix, "logs/talk/1.log") == local
+    });
+    let out = b.run(&["log", "talk"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("talk-6"),
+        "{}",
+        text(&out)
+    );
+
+    let not_logs = |key: &str| {
+        [".dump", ".list", ".outputs", ".tunnel", ".session.log"]
+            .iter()
+            .any(|suffix| key.contains(suffix))
+    };
+    let shipped: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|(r, _)| r.is_put() && not_logs(r.key()))
+        .map(|(r, _)| r.key().to_string())
+        .collect();
+    assert!(shipped.is_empty(), "never sent: {shipped:?}");
+    let held: Vec<String> = s3_keys(&name, prefix)
+        .into_iter()
+        .filter(|k| not_logs(k))
+        .collect();
+    assert!(held.is_empty(), "never in the bucket: {held:?}");
+    assert!(s3_has_event(&name, prefix, "fails", "failed"));
+}
+
+/// An S3 that accepts connections and never answers: a command fails within its timeout
+/// (CUTOVER_S3_TIMEOUT_SECS) naming the call — at start (HeadBucket), and in the middle of a
+/// run (the event's PutObject, held by the test's proxy).
+#[test]
+fn a_silent_s3_fails_the_command_within_its_timeout_naming_the_call() {
+    use s3proxy::{Proxy, Verdict};
+    let name = bucket("cutover-team-silent");
+    let prefix = "gengar/silent";
+    let state = format!("s3://{name}/{prefix}");
+    let silent = Machine::with_endpoint(&state, &s3proxy::silent_endpoint());
+    let mut status = silent
+        .command(&["status"])
+        .env("CUTOVER_S3_TIMEOUT_SECS", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_within(&mut status, Duration::from_secs(60)).is_some(),
+        "status hung on a silent S3"
+    );
+    let out = status.wait_with_output().unwrap();
+    assert_eq!(code(&out), 6, "{}", text(&out));
+    assert!(
+        text(&out).contains("HeadBucket") && text(&out).contains("no answer within 3s"),
+        "{}",
+        text(&out)
+    );
+
+    let proxy = Proxy::start(&endpoint(), |r| {
+        if r.is_put() && r.key().ends_with("/journal/0000000002.jsonl") {
+            Verdict::Hang
+        } else {
+            Verdict::Forward
+        }
+    });
+    let a = Machine::with_endpoint(&state, &proxy.url);
+    let mut run = a
+        .command(&["run", "build"])
+        .env("CUTOVER_S3_TIMEOUT_SECS", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_within(&mut run, Duration::from_secs(60)).is_some(),
+        "run hung on a silent S3"
+    );
+    let out = run.wait_with_output().unwrap();
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("s3:PutObject")
+            && text(&out).contains("journal/0000000002.jsonl")
+            && text(&out).contains("no answer within 3s"),
+        "{}",
+        text(&out)
+    );
+    let events = s3_events(&name, prefix);
+    assert_eq!(events.len(), 1, "only the start is on S3: {events:#?}");
+    assert!(events[0]["event"].get("started").is_some(), "{events:#?}");
+}
+
+/// Ctrl-C while an S3 call hangs (the event's PutObject held by the test's proxy; the S3
+/// timeout left at its default of 30 s): the command ends promptly, as cancelled.
+#[test]
+fn ctrl_c_during_a_silent_s3_call_ends_the_command_promptly() {
+    use s3proxy::{Proxy, Verdict};
+    let name = bucket("cutover-team-ctrlc");
+    let prefix = "gengar/ctrlc";
+    let proxy = Proxy::start(&endpoint(), |r| {
+        if r.is_put() && r.key().ends_with("/journal/0000000002.jsonl") {
+            Verdict::Hang
+        } else {
+            Verdict::Forward
+        }
+    });
+    let a = Machine::with_endpoint(&format!("s3://{name}/{prefix}"), &proxy.url);
+    let mut run = a
+        .command(&["run", "build"])
+        .env_remove("CUTOVER_S3_TIMEOUT_SECS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the event's PUT held", Duration::from_secs(30), || {
+        proxy.seen().iter().any(|(_, v)| *v == Verdict::Hang)
+    });
+    signal(&run, nix::sys::signal::Signal::SIGINT);
+    let interrupted = Instant::now();
+    let ended = wait_within(&mut run, Duration::from_secs(60));
+    let took = interrupted.elapsed();
+    assert!(ended.is_some(), "Ctrl-C did not end the command");
+    eprintln!("ended {took:?} after Ctrl-C");
+    assert!(took < Duration::from_secs(15), "Ctrl-C took {took:?}");
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", text(&out));
+    let events = s3_events(&name, prefix);
+    assert_eq!(events.len(), 1, "{events:#?}");
+}
+
+/// The terminal UI opened where it cannot drive (here: a command a killed driver started
+/// still holds this machine's lock) watches and holds nothing: the S3 lock stays free and
+/// another machine drives.
+#[test]
+fn the_terminal_ui_that_only_watches_holds_no_s3_lock() {
+    let name = bucket("cutover-team-tuiwatch");
+    let prefix = "gengar/tuiwatch";
+    let state = format!("s3://{name}/{prefix}");
+    let a = Machine::new(&state);
+    let b = Machine::new(&state);
+    assert_eq!(code(&a.run(&["status"])), 0);
+    let lock = a
+        .path()
+        .join(".cutover/s3")
+        .join(&name)
+        .join(prefix)
+        .join("lock");
+    let mut leftover = Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["sleep", "600"])
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the leftover holds the lock",
+        Duration::from_secs(10),
+        || {
+            Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(&lock)
+                .arg("true")
+                .status()
+                .is_ok_and(|s| !s.success())
+        },
+    );
+    let tmux = tmux::TmuxServer::new("s3-tui-watch");
+    a.in_tmux(&tmux, "ui", &format!("{BIN}; sleep 600"));
+    tmux.wait_for("ui", "WATCHING", Duration::from_secs(30));
+    let out = b.run(&["run", "build"]);
+    let _ = leftover.kill();
+    let _ = leftover.wait();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let actor_b = format!("op@{}", b.path().display());
+    let events = s3_events(&name, prefix);
+    assert!(
+        events.iter().any(|e| e["step"] == "build"
+            && e["event"].get("succeeded").is_some()
+            && e["actor"] == actor_b.as_str()),
+        "{events:#?}"
+    );
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use cutover::actions::{Outcome, Registry};
 use cutover::engine::{Engine, Mark, RunRequest, Target};
-use cutover::journal::{self, lock, FileStore, Journal};
+use cutover::journal::{self, lock, Journal};
 use cutover::redact::Redactor;
 use cutover::runbook::Runbook;
 use cutover::workspace::Workspace;
@@ -340,14 +340,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             Command::Audit { .. } => Some(Reading::Full),
             _ => Some(Reading::New),
         };
-        if cli.state_url.is_some() || runbook.as_ref().is_some_and(|r| r.state.is_some()) {
-            state::setup(&cli, runbook.as_ref(), local.clone(), reading)?
-        } else {
-            state::Setup {
-                workspace: local.clone(),
-                remote: None,
-            }
-        }
+        state::setup(&cli, runbook.as_ref(), local.clone(), reading)?
     };
     let remote = setup.remote.clone();
     let workspace = setup.workspace.clone();
@@ -415,7 +408,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
             let history = window::load_history(cli.history.as_deref())?;
-            runtime.block_on(run(runbook, workspace, remote, registry, request, history))
+            runtime.block_on(run(runbook, &setup, registry, request, history))
         }
         Command::Rollback {
             step,
@@ -430,13 +423,8 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
-            let (mut engine, _lock) = drive(
-                runbook,
-                workspace,
-                remote,
-                registry,
-                &format!("rollback {step}"),
-            )?;
+            let (mut engine, _lock) =
+                drive(runbook, &setup, registry, &format!("rollback {step}"))?;
             engine.subscribe(Box::new(printer::Printer::new()));
             runtime.block_on(rollback::rollback(
                 &mut engine,
@@ -451,13 +439,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Mark { step, state, note } => {
             let runbook = load(&cli, &registry)?;
-            let (mut engine, _lock) = drive(
-                runbook,
-                workspace,
-                remote,
-                registry,
-                &format!("mark {step}"),
-            )?;
+            let (mut engine, _lock) = drive(runbook, &setup, registry, &format!("mark {step}"))?;
             let mark = match state {
                 MarkState::Done => Mark::Done,
                 MarkState::Pending => Mark::Pending,
@@ -469,7 +451,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         }
         Command::Note { text, step } => {
             let runbook = load(&cli, &registry)?;
-            let (mut engine, _lock) = drive(runbook, workspace, remote, registry, "note")?;
+            let (mut engine, _lock) = drive(runbook, &setup, registry, "note")?;
             engine.note(step.as_deref(), &text)?;
             Ok(exit::OK)
         }
@@ -496,10 +478,8 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
             let runbook = load(&cli, &registry)?;
             cost(&runbook, &workspace, json, live)
         }
-        Command::Watch { mouse } => tui(&cli, workspace, remote, registry, true, mouse, 100_000),
-        Command::Tui { mouse, log_lines } => {
-            tui(&cli, workspace, remote, registry, false, mouse, log_lines)
-        }
+        Command::Watch { mouse } => tui(&cli, setup, registry, true, mouse, 100_000),
+        Command::Tui { mouse, log_lines } => tui(&cli, setup, registry, false, mouse, log_lines),
     }
 }
 
@@ -615,11 +595,11 @@ fn cost(runbook: &Runbook, workspace: &Workspace, json: bool, live: bool) -> Res
     Ok(exit::OK)
 }
 
-/// Opens the terminal UI: driving when the lock is free, watching when another driver holds it.
+/// Opens the terminal UI: driving when it can take the locks, watching (and holding nothing)
+/// when another driver holds one, or with `watch_only`.
 fn tui(
     cli: &Cli,
-    workspace: Workspace,
-    remote: Option<Arc<cutover::state::s3::Remote>>,
+    state: cutover::state::State,
     registry: Registry,
     watch_only: bool,
     mouse: bool,
@@ -633,97 +613,38 @@ fn tui(
             return Err(failure);
         }
     };
+    let workspace = state.workspace.clone();
     workspace.ensure()?;
     // One redactor for the journal, the step logs and tui.log: it learns each secret once read.
     let redactor = Arc::new(Redactor::new());
     init_file_tracing(&workspace, redactor.clone());
     let actor = cutover::actor::current();
-    let lock_path = workspace.lock_path();
-    // With an S3 state: its lock decides whether this instance drives; else it watches, its
-    // mirror following S3 (the journal and the log chunks) every second.
-    let mut remote_lock = None;
-    let mut remote_holder = None;
-    if let (Some(remote), false) = (&remote, watch_only) {
-        match cutover::state::s3::acquire(remote.clone(), &actor, "cutover tui") {
-            Ok(held) => remote_lock = Some(held),
-            Err(
-                cutover::state::s3::RemoteLockError::Held(info)
-                | cutover::state::s3::RemoteLockError::Stale(info),
-            ) => remote_holder = Some(info.describe()),
-            Err(other) => return Err(other.into()),
-        }
-    }
-    let watch_only = watch_only || remote_holder.is_some();
-    let _following = match (&remote, &remote_lock) {
-        (Some(remote), None) => Some(cutover::state::s3::Following::start(
-            remote.clone(),
-            &workspace.root,
-            std::time::Duration::from_secs(1),
-        )),
-        _ => None,
-    };
-    let (mode, guard) = if watch_only {
-        let reason = match (
-            cutover::state::s3::followed_driver(&workspace.root),
-            lock::read(&lock_path).ok().flatten(),
-        ) {
-            (Some((_, Some(holder))), _) => format!("{holder} drives (following S3)"),
-            (Some((_, None)), _) => "nobody drives (following S3)".to_string(),
-            (None, Some(info)) => format!("{} drives", info.describe()),
-            (None, None) => "nobody drives".to_string(),
-        };
-        (Mode::Watch { reason }, None)
-    } else {
-        match lock::acquire(&lock_path, &actor, "cutover tui") {
-            Ok(guard) => {
-                cutover::actions::process::set_driver_lock_fd(Some(guard.raw_fd()));
-                (Mode::Drive, Some(guard))
-            }
-            Err(lock::LockError::Held(info)) => (
-                Mode::Watch {
-                    reason: format!(
-                        "{} drives (pid {}, since {})",
-                        info.holder, info.pid, info.started
-                    ),
-                },
-                None,
-            ),
-            Err(lock::LockError::HeldByLeftover(info)) => (
-                Mode::Watch {
-                    reason: format!(
-                        "a command {}'s driver started still runs and holds the lock",
-                        info.holder
-                    ),
-                },
-                None,
-            ),
-            Err(other) => return Err(other.into()),
-        }
-    };
     let runbook = Arc::new(runbook);
-    let shipper = match (&remote, &remote_lock) {
-        (Some(remote), Some(_)) => Some(Arc::new(std::sync::Mutex::new(
-            cutover::state::s3::LogShipper::new(remote.clone(), &workspace.root),
-        ))),
-        _ => None,
-    };
-    let _shipping = shipper.clone().map(|shipper| {
-        cutover::state::s3::LogShipping::start(shipper, std::time::Duration::from_secs(2))
-    });
-    let engine = match guard {
-        Some(_) => {
-            let store: Box<dyn journal::JournalStore> = match (&remote, &shipper) {
-                (Some(remote), Some(shipper)) => {
-                    cutover::state::s3::pull(remote, &workspace.journal_path())?;
-                    Box::new(
-                        cutover::state::s3::S3Store::new(remote.clone(), &workspace.journal_path())
-                            .with_logs(shipper.clone()),
-                    )
+    // Driving takes every lock (S3's first) or none; refused, the UI watches — an S3 state's
+    // mirror following S3 (the journal and the log chunks) every second.
+    let driving = if watch_only {
+        None
+    } else {
+        match cutover::state::open_for_driving(&state, &actor, "cutover tui") {
+            Ok(driving) => {
+                cutover::actions::process::set_driver_lock_fd(Some(
+                    driving.hold.driver_lock_fd(),
+                ));
+                Some(driving)
+            }
+            Err(refused) => match refused.holder() {
+                Some(holder) => {
+                    tracing::info!(%holder, "the UI watches");
+                    None
                 }
-                _ => Box::new(FileStore::new(workspace.journal_path())),
-            };
+                None => return Err(refused.into()),
+            },
+        }
+    };
+    let (mode, engine, hold, _following) = match driving {
+        Some(driving) => {
             let (journal, _warning) = Journal::open(
-                store,
+                driving.store,
                 actor.clone(),
                 runbook.digest.clone(),
                 redactor.clone(),
@@ -738,10 +659,32 @@ fn tui(
             engine.observe(Box::new(window::PredictionRecorder(window::load_history(
                 cli.history.as_deref(),
             )?)));
-            Some(engine)
+            (Mode::Drive, Some(engine), Some(driving.hold), None)
         }
-        None => None,
+        None => {
+            let following = cutover::state::follow(&state, std::time::Duration::from_secs(1));
+            let reason = match (
+                cutover::state::s3::followed_driver(&workspace.root),
+                lock::read(&workspace.lock_path()).ok().flatten(),
+            ) {
+                (_, Some(info)) if info.driver_gone() => format!(
+                    "a command {}'s driver started still runs and holds the lock",
+                    info.holder
+                ),
+                (_, Some(info)) => format!(
+                    "{} drives (pid {}, since {})",
+                    info.holder, info.pid, info.started
+                ),
+                (Some((_, Some(holder))), None) => format!("{holder} drives (following S3)"),
+                (Some((_, None)), None) => "nobody drives (following S3)".to_string(),
+                (None, None) => "nobody drives".to_string(),
+            };
+            (Mode::Watch { reason }, None, None, following)
+        }
     };
+    // A driver that loses the S3 lock stops its step (the lease says why in tui.log: the
+    // journal may no longer be its to write).
+    let lost = hold.as_ref().and_then(cutover::state::Hold::lost);
     let cost = runbook.cost.as_ref().and_then(|spec| {
         cutover::cost::offline_estimate(spec, &workspace.root.join("prices-live.json")).ok()
     });
@@ -776,6 +719,7 @@ fn tui(
             .get()
             .copied()
             .unwrap_or_else(std::time::Instant::now),
+        lost,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -783,7 +727,7 @@ fn tui(
         .build()
         .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))?;
     let result = runtime.block_on(tui::run(setup));
-    drop(guard);
+    drop(hold);
     result.map_err(|e| Failure::new(exit::STEP_FAILED, format!("terminal error: {e}")))?;
     Ok(exit::OK)
 }
@@ -840,76 +784,96 @@ fn init_file_tracing(workspace: &Workspace, redactor: Arc<Redactor>) {
         .try_init();
 }
 
-/// Takes the lock and opens the journal for writing: what every command that changes state does.
-/// What a driver holds while it drives: the local lock, and the S3 lock with an S3 state.
-pub struct Held {
-    // Dropped first: the logs' last lines shipped while the locks are still held.
-    _logs: Option<cutover::state::s3::LogShipping>,
-    _local: lock::LockGuard,
-    _remote: Option<cutover::state::s3::RemoteLock>,
+/// What the signal handlers of the command that drives need: its S3 lease (lost: the step is
+/// cancelled) and its S3 client (Ctrl-C while S3 does not answer).
+struct Driving {
+    lease: Option<Arc<cutover::state::s3::Lease>>,
+    interrupter: Option<cutover::state::s3::Interrupter>,
 }
 
+static DRIVING: std::sync::OnceLock<Driving> = std::sync::OnceLock::new();
+
+/// How long S3 gets after Ctrl-C to record the cancelled step (the action's own grace, and
+/// then some) before its calls are abandoned; a second Ctrl-C abandons them at once.
+const S3_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the locks and opens the journal for writing, through `cutover::state::open_for_driving`:
+/// what every command that changes state does. Keep the `Hold` until the command ends.
 fn drive(
     runbook: Runbook,
-    workspace: Workspace,
-    remote: Option<Arc<cutover::state::s3::Remote>>,
+    state: &cutover::state::State,
     registry: Registry,
     command: &str,
-) -> Result<(Engine, Held), Failure> {
-    workspace.ensure()?;
+) -> Result<(Engine, cutover::state::Hold), Failure> {
     let actor = cutover::actor::current();
-    // With an S3 state, its lock first (it decides between machines), then the mirror's.
-    let remote_lock = match &remote {
-        Some(remote) => Some(cutover::state::s3::acquire(
-            remote.clone(),
-            &actor,
-            &format!("cutover {command}"),
-        )?),
-        None => None,
-    };
-    let guard = lock::acquire(
-        &workspace.lock_path(),
-        &actor,
-        &format!("cutover {command}"),
-    )?;
+    if state.remote.is_some() {
+        init_stderr_warnings();
+    }
+    let driving = cutover::state::open_for_driving(state, &actor, &format!("cutover {command}"))?;
     // The commands its steps run keep the lock if this driver is killed; nothing else does.
-    cutover::actions::process::set_driver_lock_fd(Some(guard.raw_fd()));
-    // The step logs go to S3 as they grow (and before each event), for `cutover log` and
-    // `watch` elsewhere.
-    let shipper = remote.as_ref().map(|remote| {
-        Arc::new(std::sync::Mutex::new(cutover::state::s3::LogShipper::new(
-            remote.clone(),
-            &workspace.root,
-        )))
+    cutover::actions::process::set_driver_lock_fd(Some(driving.hold.driver_lock_fd()));
+    let _ = DRIVING.set(Driving {
+        lease: driving.hold.lease(),
+        interrupter: driving.hold.interrupter(),
     });
-    let store: Box<dyn journal::JournalStore> = match (&remote, &shipper) {
-        (Some(remote), Some(shipper)) => {
-            // What another machine wrote since this command started.
-            cutover::state::s3::pull(remote, &workspace.journal_path())?;
-            Box::new(
-                cutover::state::s3::S3Store::new(remote.clone(), &workspace.journal_path())
-                    .with_logs(shipper.clone()),
-            )
-        }
-        _ => Box::new(FileStore::new(workspace.journal_path())),
-    };
     let redactor = Arc::new(Redactor::new());
-    let (journal, warning) = Journal::open(store, actor, runbook.digest.clone(), redactor.clone())?;
+    let (journal, warning) = Journal::open(
+        driving.store,
+        actor,
+        runbook.digest.clone(),
+        redactor.clone(),
+    )?;
     if let Some(warning) = warning {
         eprintln!("cutover: warning: {warning}");
     }
-    let logs = shipper.map(|shipper| {
-        cutover::state::s3::LogShipping::start(shipper, std::time::Duration::from_secs(2))
-    });
-    let engine = Engine::new(Arc::new(runbook), workspace, journal, registry, redactor);
-    Ok((
-        engine,
-        Held {
-            _logs: logs,
-            _local: guard,
-            _remote: remote_lock,
-        },
-    ))
+    let engine = Engine::new(
+        Arc::new(runbook),
+        state.workspace.clone(),
+        journal,
+        registry,
+        redactor,
+    );
+    Ok((engine, driving.hold))
+}
+
+/// With an S3 state, what the state's background work has to say (the lease lost, the logs
+/// behind) goes to stderr as warnings.
+fn init_stderr_warnings() {
+    use tracing_subscriber::fmt::{format, FmtContext, FormatEvent, FormatFields};
+    struct Warning;
+    impl<S, N> FormatEvent<S, N> for Warning
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: format::Writer<'_>,
+            event: &tracing::Event<'_>,
+        ) -> std::fmt::Result {
+            write!(writer, "cutover: warning: ")?;
+            ctx.field_format().format_fields(writer.by_ref(), event)?;
+            writeln!(writer)
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .event_format(Warning)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("cutover::state=warn"))
+        .try_init();
+}
+
+/// A command that drove and failed: when it lost the S3 lock, or was interrupted while S3 did
+/// not answer, that is what it says.
+fn stopped(hold: &cutover::state::Hold, failure: Failure) -> Failure {
+    if let Some(why) = hold.lost_why() {
+        return Failure::new(exit::LOCKED, why);
+    }
+    if hold.interrupter().is_some_and(|i| i.is_interrupted()) {
+        return Failure::new(exit::CANCELLED, format!("cancelled: {}", failure.message));
+    }
+    failure
 }
 
 fn workspace_of(cli: &Cli) -> Workspace {
@@ -1072,8 +1036,7 @@ fn ecs_run(
 
 async fn run(
     runbook: Runbook,
-    workspace: Workspace,
-    remote: Option<Arc<cutover::state::s3::Remote>>,
+    state: &cutover::state::State,
     registry: Registry,
     request: RunRequest,
     history: Option<journal::JournalState>,
@@ -1082,7 +1045,7 @@ async fn run(
         Target::Step(id) => format!("run {id}"),
         Target::Next => "run --next".to_string(),
     };
-    let (mut engine, _lock) = drive(runbook, workspace, remote, registry, &label)?;
+    let (mut engine, hold) = drive(runbook, state, registry, &label)?;
     engine.observe(Box::new(window::PredictionRecorder(history)));
     tracing::info!(step = %label, "headless run");
     engine.subscribe(Box::new(printer::Printer::new()));
@@ -1096,7 +1059,7 @@ async fn run(
             println!("every step is done");
             return Ok(exit::OK);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(stopped(&hold, e.into())),
     };
     Ok(match result.outcome {
         Outcome::Succeeded { .. } => exit::OK,
@@ -1107,8 +1070,13 @@ async fn run(
 
 /// Ctrl-C, SIGTERM or a closed terminal (SIGHUP) cancels the running step; the engine
 /// records it and returns, and the lock is released.
+///
+/// With an S3 state: S3 then has [`S3_GRACE`] to record the cancelled step before its calls
+/// are abandoned (a second signal abandons them at once), so a network that stopped answering
+/// does not hold the command; and a lost S3 lease cancels the step too, saying why.
 fn cancel_on_signals(cancel: &tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
+    let driving = DRIVING.get();
     for kind in [
         SignalKind::interrupt(),
         SignalKind::terminate(),
@@ -1116,12 +1084,28 @@ fn cancel_on_signals(cancel: &tokio_util::sync::CancellationToken) {
     ] {
         if let Ok(mut stream) = signal(kind) {
             let cancel = cancel.clone();
+            let interrupter = driving.and_then(|d| d.interrupter.clone());
             tokio::spawn(async move {
                 stream.recv().await;
                 eprintln!("\ncutover: cancelling the running step...");
                 cancel.cancel();
+                if let Some(interrupter) = interrupter {
+                    tokio::select! {
+                        () = tokio::time::sleep(S3_GRACE) => {}
+                        _ = stream.recv() => {}
+                    }
+                    interrupter.interrupt();
+                }
             });
         }
+    }
+    if let Some(lease) = driving.and_then(|d| d.lease.clone()) {
+        let cancel = cancel.clone();
+        // The lease says why (a warning on stderr); the step stops.
+        tokio::spawn(async move {
+            lease.lost().cancelled().await;
+            cancel.cancel();
+        });
     }
 }
 

@@ -3,22 +3,15 @@
 //! push` / `state pull`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use cutover::journal::lock::LockInfo;
 use cutover::runbook::AwsSettings;
 use cutover::state::s3::{self, Remote, RemoteLockError};
-use cutover::state::Backend;
+use cutover::state::{Backend, DriveError, State, StateError};
 use cutover::workspace::Workspace;
 
 use super::exit::{self, Failure};
 use super::Cli;
-
-/// Where this command's state is: the workspace (for S3, the local mirror) and the S3 prefix.
-pub struct Setup {
-    pub workspace: Workspace,
-    pub remote: Option<Arc<Remote>>,
-}
 
 /// The backend: `--state`/`CUTOVER_STATE`, else the runbook's `[state] backend`.
 fn backend(cli: &Cli, runbook: Option<&cutover::runbook::Runbook>) -> Result<Backend, Failure> {
@@ -34,7 +27,11 @@ fn backend(cli: &Cli, runbook: Option<&cutover::runbook::Runbook>) -> Result<Bac
 
 impl From<s3::S3Error> for Failure {
     fn from(e: s3::S3Error) -> Self {
-        Failure::new(exit::STATE_UNAVAILABLE, e.to_string())
+        let code = match e {
+            s3::S3Error::Interrupted { .. } => exit::CANCELLED,
+            _ => exit::STATE_UNAVAILABLE,
+        };
+        Failure::new(code, e.to_string())
     }
 }
 
@@ -49,21 +46,36 @@ impl From<RemoteLockError> for Failure {
     }
 }
 
-/// Connects to the S3 state when there is one (checking the bucket and, at first use, that it
-/// honours conditional writes), and brings the local mirror up to it as `reading` says (not at
-/// all for a push).
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Workspace(e) => e.into(),
+            StateError::S3(e) => e.into(),
+            StateError::Journal(e) => e.into(),
+        }
+    }
+}
+
+impl From<DriveError> for Failure {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::Workspace(e) => e.into(),
+            DriveError::Local(e) => e.into(),
+            DriveError::Remote(e) => e.into(),
+            DriveError::Journal(e) => e.into(),
+        }
+    }
+}
+
+/// Opens this command's state (`cutover::state::open_for_reading`): the local workspace, or
+/// the S3 state with its mirror brought up to it as `reading` says (not at all for a push).
 pub fn setup(
     cli: &Cli,
     runbook: Option<&cutover::runbook::Runbook>,
     local: Workspace,
     reading: Option<s3::Reading>,
-) -> Result<Setup, Failure> {
-    let Backend::S3 { bucket, prefix } = backend(cli, runbook)? else {
-        return Ok(Setup {
-            workspace: local,
-            remote: None,
-        });
-    };
+) -> Result<State, Failure> {
+    let backend = backend(cli, runbook)?;
     let mut aws: AwsSettings = runbook.and_then(|r| r.aws.clone()).unwrap_or_default();
     if cli.endpoint_url.is_some() {
         aws.endpoint_url = cli.endpoint_url.clone();
@@ -74,41 +86,30 @@ pub fn setup(
     if cli.region.is_some() {
         aws.region = cli.region.clone();
     }
-    let workspace = Workspace {
-        root: s3::mirror_dir(&local.root, &bucket, &prefix),
-    };
-    workspace.ensure()?;
-    let remote = Arc::new(Remote::connect(&bucket, &prefix, &aws)?);
-    remote.check_conditional_writes(&workspace.root.join("conditional-writes-ok"))?;
-    if let Some(reading) = reading {
-        s3::pull_checked(&remote, &workspace.journal_path(), reading)?;
+    let state = cutover::state::open_for_reading(local, &backend, &aws, reading)?;
+    if state.remote.is_some() {
+        // Status shows the S3 lock's holder: alive while S3 has seen it renewed within its lease.
+        match &state.driver {
+            Some(holder) => super::show::set_remote_driver(
+                LockInfo {
+                    id: holder.id.clone(),
+                    holder: holder.holder.clone(),
+                    host: holder.host.clone(),
+                    pid: holder.pid,
+                    pid_start: None,
+                    command: holder.command.clone(),
+                    started: holder.started.clone(),
+                },
+                !holder.is_stale(),
+            ),
+            None => super::show::set_no_remote_driver(),
+        }
     }
-    // Status shows the S3 lock's holder: alive while its heartbeat is within the lease.
-    if let Some(holder) = s3::holder(&remote)? {
-        let alive = !holder.is_stale(std::time::SystemTime::now());
-        super::show::set_remote_driver(
-            LockInfo {
-                id: holder.id.clone(),
-                holder: holder.holder.clone(),
-                host: holder.host.clone(),
-                pid: holder.pid,
-                pid_start: None,
-                command: holder.command.clone(),
-                started: holder.started.clone(),
-            },
-            alive,
-        );
-    } else {
-        super::show::set_no_remote_driver();
-    }
-    Ok(Setup {
-        workspace,
-        remote: Some(remote),
-    })
+    Ok(state)
 }
 
 /// `cutover state push [--from DIR]`: a local journal to an empty S3 prefix.
-pub fn push(setup: &Setup, from: PathBuf) -> Result<u8, Failure> {
+pub fn push(setup: &State, from: PathBuf) -> Result<u8, Failure> {
     let Some(remote) = &setup.remote else {
         return Err(Failure::new(
             exit::INVALID,
@@ -135,7 +136,7 @@ pub fn push(setup: &Setup, from: PathBuf) -> Result<u8, Failure> {
 }
 
 /// `cutover state pull [--to DIR]`: the S3 journal copied for reading.
-pub fn pull(setup: &Setup, to: Option<PathBuf>) -> Result<u8, Failure> {
+pub fn pull(setup: &State, to: Option<PathBuf>) -> Result<u8, Failure> {
     let Some(remote) = &setup.remote else {
         return Err(Failure::new(
             exit::INVALID,

@@ -59,6 +59,8 @@ pub struct Setup {
     pub actor: String,
     /// When the process started, to log the time to the first frame.
     pub started: std::time::Instant,
+    /// Fired when this driver loses the S3 lock: the running step is cancelled, and said.
+    pub lost: Option<CancellationToken>,
 }
 
 /// Engine events waiting for the next frame.
@@ -188,7 +190,9 @@ pub async fn run(setup: Setup) -> std::io::Result<()> {
     if setup.mouse {
         execute!(std::io::stdout(), EnableMouseCapture)?;
     }
-    let result = app.event_loop(&mut terminal, setup.started).await;
+    let result = app
+        .event_loop(&mut terminal, setup.started, setup.lost.unwrap_or_default())
+        .await;
     // The operator quits: the tunnels close with the session.
     if let Some(engine) = &app.engine {
         engine.lock().await.close_tunnels().await;
@@ -214,6 +218,7 @@ impl App {
         &mut self,
         terminal: &mut DefaultTerminal,
         started: std::time::Instant,
+        lost: CancellationToken,
     ) -> std::io::Result<()> {
         let mut first_frame = true;
         // crossterm's reader blocks: it gets a thread of its own.
@@ -276,6 +281,16 @@ impl App {
                             tracing::info!(ms = started.elapsed().as_millis() as u64, "first frame");
                         }
                     }
+                }
+                () = lost.cancelled(), if self.engine.is_some() => {
+                    // The S3 lock is gone: the step stops, and nothing more can be written.
+                    self.apply(Effect::Cancel);
+                    self.engine = None;
+                    self.model.say(
+                        "this instance lost the S3 lock: its step is cancelled and it drives no more (tui.log says why)",
+                        model::Level::Error,
+                    );
+                    dirty = true;
                 }
                 () = hangup.cancelled(), if !self.model.quitting => {
                     self.apply(Effect::Cancel);

@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod actor;
+pub mod aws_error;
 pub mod clock;
 pub mod cost;
 pub mod engine;

@@ -28,6 +28,23 @@ const NEVER: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "aws_error",
+        &[
+            "actions",
+            "clock",
+            "cost",
+            "engine",
+            "journal",
+            "redact",
+            "runbook",
+            "state",
+            "status",
+            "tui",
+            "window",
+            "workspace",
+        ],
+    ),
+    (
         "redact",
         &[
             "actions",

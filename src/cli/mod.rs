@@ -627,9 +627,7 @@ fn tui(
     } else {
         match cutover::state::open_for_driving(&state, &actor, "cutover tui") {
             Ok(driving) => {
-                cutover::actions::process::set_driver_lock_fd(Some(
-                    driving.hold.driver_lock_fd(),
-                ));
+                cutover::actions::process::set_driver_lock_fd(Some(driving.hold.driver_lock_fd()));
                 Some(driving)
             }
             Err(refused) => match refused.holder() {

@@ -382,7 +382,7 @@ impl Remote {
                 action,
                 bucket: self.bucket.clone(),
                 key: key.to_string(),
-                detail: crate::actions::aws::explain(action, e)
+                detail: crate::aws_error::explain(action, e)
                     .lines()
                     .next()
                     .unwrap_or_default()

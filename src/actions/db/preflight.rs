@@ -396,11 +396,17 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
 /// side reads (a TABLESAMPLE of the largest table).
 const SAMPLE_FOR: Duration = Duration::from_secs(2);
 const SAMPLE_BYTES: usize = 32 << 20;
+/// The write sample's first COPY, and the most one may carry: each next one twice the last.
+const FIRST_BATCH: usize = 64 << 10;
+const MAX_BATCH: usize = 8 << 20;
 
 /// Bytes per second read from a sample of the source's largest table's pages (`COPY …
 /// TABLESAMPLE … TO STDOUT`, read-only, about [`SAMPLE_BYTES`]) and written to a scratch table
-/// of as many text columns on the target (`COPY … FROM STDIN` in a transaction rolled back, for
-/// up to [`SAMPLE_FOR`]). `None` when the source has no table.
+/// of as many text columns on the target (`COPY … FROM STDIN` in a transaction rolled back).
+/// The write goes in whole rows, as COPY statements of growing size, each finished — so its
+/// bytes reached the server — before the clock is read: the sample stops at the first batch
+/// that ends past [`SAMPLE_FOR`]. On a link too slow for even one batch in that time the
+/// first batch still gives the figure. `None` when the source has no table.
 async fn throughput_sample(
     source_url: &super::DbUrl,
     target_url: &super::DbUrl,
@@ -472,25 +478,27 @@ async fn throughput_sample(
         joined.clear();
     }
     let started = std::time::Instant::now();
-    let sink = tx
-        .copy_in("COPY cutover_write_probe FROM STDIN")
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    futures_util::pin_mut!(sink);
     let mut written = 0usize;
-    for chunk in joined.chunks(1 << 16) {
-        if started.elapsed() >= SAMPLE_FOR {
-            break;
-        }
-        sink.send(bytes::Bytes::copy_from_slice(chunk))
+    let mut batch = FIRST_BATCH;
+    while written < joined.len() && (written == 0 || started.elapsed() < SAMPLE_FOR) {
+        let end = row_end(&joined, written + batch);
+        let sink = tx
+            .copy_in("COPY cutover_write_probe FROM STDIN")
             .await
             .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-        written += chunk.len();
+        futures_util::pin_mut!(sink);
+        for chunk in joined[written..end].chunks(FIRST_BATCH) {
+            sink.send(bytes::Bytes::copy_from_slice(chunk))
+                .await
+                .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+        }
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+        written = end;
+        batch = (batch * 2).min(MAX_BATCH);
     }
-    sink.as_mut()
-        .finish()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
     let write_rate = written as f64 / started.elapsed().as_secs_f64().max(0.001);
     // Nothing of the probe stays on the target.
     tx.rollback()
@@ -505,4 +513,35 @@ async fn throughput_sample(
         ));
     }
     Ok(Some((read_rate, write_rate)))
+}
+
+/// Where the row that holds byte `at` ends (just past its newline), or the end of `data`.
+fn row_end(data: &[u8], at: usize) -> usize {
+    let at = at.saturating_sub(1).min(data.len());
+    match memchr::memchr(b'\n', &data[at..]) {
+        Some(i) => at + i + 1,
+        None => data.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_batch_ends_with_a_whole_row() {
+        let data = b"1\ta\n22\tbb\n333\tccc\n";
+        assert_eq!(row_end(data, 1), 4);
+        assert_eq!(row_end(data, 4), 4);
+        assert_eq!(row_end(data, 5), 10);
+        assert_eq!(row_end(data, 10), 10);
+        assert_eq!(row_end(data, 11), 18);
+        assert_eq!(row_end(data, 100), 18);
+        // Every cut falls after a newline: a COPY ending there ends between rows.
+        for at in 1..=data.len() {
+            let end = row_end(data, at);
+            assert_eq!(data[end - 1], b'\n', "{at}");
+            assert!(end >= at);
+        }
+    }
 }

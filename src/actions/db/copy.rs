@@ -15,10 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
+use super::baseline::{self, Baseline};
 use super::tools::Tool;
 use super::{
     bytes_human, col, connect, db_url, extensions, identity, parallel, query, server_version,
-    tools, user_tables, write_counters, DbUrl, Identity, USER_RELATION,
+    tools, user_tables, DbUrl, Identity, USER_RELATION,
 };
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
@@ -207,10 +208,65 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
             ))
         })?;
     }
+    // Large objects are not in any schema: unlinked one by one, in the same transaction.
+    let unlinked: i64 = tx
+        .query_one(
+            "SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "reset: unlinking the large objects: {} (nothing was dropped)",
+                super::conn::explain(&e)
+            ))
+        })?
+        .get(0);
     tx.commit()
         .await
         .map_err(|e| Outcome::failed(format!("reset: {}", super::conn::explain(&e))))?;
-    Ok(statements.len())
+    Ok(statements.len() + usize::try_from(unlinked).unwrap_or(0))
+}
+
+/// Refuses a source whose tables this role cannot read whole: row-level security applies to it
+/// there (a table it owns with FORCE ROW LEVEL SECURITY, or one it neither owns nor bypasses).
+/// With `row_security = off` PostgreSQL would raise an error mid-copy; with it on, it would
+/// quietly hand over the rows a policy shows, and both sides' checksums would agree.
+async fn refuse_hidden_rows(source: &Client, url: &DbUrl) -> Result<(), Outcome> {
+    let rows = query(
+        source,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relforcerowsecurity, \
+                    pg_has_role(c.relowner, 'USAGE') \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND {USER_RELATION} \
+                AND row_security_active(c.oid) ORDER BY 1"
+        ),
+        "looking for tables under row-level security",
+    )
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut hidden = Vec::new();
+    for row in &rows {
+        let table: String = col(row, 0)?;
+        let forced: bool = col(row, 1)?;
+        let owned: bool = col(row, 2)?;
+        hidden.push(if owned && forced {
+            format!("{table} (FORCE ROW LEVEL SECURITY on a table it owns)")
+        } else {
+            format!("{table} (not its owner, and no BYPASSRLS)")
+        });
+    }
+    Err(Outcome::failed(format!(
+        "the source role {} cannot read every row of {} table(s): {} — their row-level security policies \
+         would hide rows from the copy. Give the role BYPASSRLS, or ALTER TABLE … NO FORCE ROW LEVEL SECURITY \
+         on a table it owns, or copy as a role that bypasses row-level security; nothing was written",
+        url.user,
+        hidden.len(),
+        hidden.join(", ")
+    )))
 }
 
 /// `maintenance_work_mem` goes into PGOPTIONS, so only a plain size is accepted.
@@ -374,7 +430,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     ctx.report
         .output("target_database", target_id.database.clone())
         .await;
+    // Every row or nothing: the copy reads with row-level security off, and a table whose rows
+    // a policy hides from this role is refused here, before anything is written.
+    refuse_hidden_rows(&source, &source_url).await?;
     let existing = user_tables(&target).await?;
+    let objects = parallel::count_large_objects(&target).await?;
     let target_key = target_key(&target_id);
     // An earlier copy (this step's or another's) that stopped mid-restore left this very
     // database half-written: it may hold schemas, functions or types but no table, so
@@ -390,7 +450,13 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     }
     let dirty = dirty.is_some();
-    if !existing.is_empty() || dirty {
+    if existing.is_empty() && objects > 0 && !reset {
+        return Err(Outcome::failed(format!(
+            "the target already holds {objects} large object(s): a previous copy? Set on_existing = \"reset\" \
+             on this step to drop them and copy again"
+        )));
+    }
+    if !existing.is_empty() || dirty || objects > 0 {
         let shown: Vec<&str> = existing.iter().take(5).map(String::as_str).collect();
         if !reset {
             return Err(Outcome::failed(format!(
@@ -429,13 +495,14 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     }
     extensions::ensure(&source, &target, ctx).await?;
     let totals = totals(&source).await?;
-    // The source's write counters just before the dump: any write after this is not in the
-    // copy, and `db.idle` compares against them before the source is deleted.
-    let writes = write_counters(&source).await?;
+    // The source's write counters just before the dump (read before the snapshot: a write in
+    // between looks like a write after it, never the other way round), with when the
+    // statistics began: `db.idle` compares against them before the source is deleted.
+    let counters = baseline::read(&source).await?;
     ctx.report
         .output(
             "source_writes",
-            serde_json::to_string(&writes).unwrap_or_default(),
+            serde_json::to_string(&counters.counters).unwrap_or_default(),
         )
         .await;
     drop(source);
@@ -474,20 +541,40 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         report
             .output("throughput_mib_s", throughput(&done.throughput, TICK))
             .await;
+        // Each figure names the target table it is of: db.verify uses none that does not
+        // describe what the target holds.
+        let server = &target_id.system_identifier;
         report
             .output(
                 "checksums",
-                serde_json::to_string(&done.checksums).unwrap_or_default(),
+                serde_json::to_string(&parallel::recorded(
+                    &done.checksums,
+                    server,
+                    &done.target_oids,
+                ))
+                .unwrap_or_default(),
             )
             .await;
         if !done.target_checksums.is_empty() {
             report
                 .output(
                     "target_checksums",
-                    serde_json::to_string(&done.target_checksums).unwrap_or_default(),
+                    serde_json::to_string(&parallel::recorded(
+                        &done.target_checksums,
+                        server,
+                        &done.target_oids,
+                    ))
+                    .unwrap_or_default(),
                 )
                 .await;
         }
+        let baseline = Baseline::new(&source_id, counters, done.checksums.clone());
+        report
+            .output(
+                "source_baseline",
+                serde_json::to_string(&baseline).unwrap_or_default(),
+            )
+            .await;
         report
             .output(
                 "table_secs",
@@ -501,9 +588,19 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
             .await;
         let rows: u64 = done.checksums.values().map(|c| c.rows).sum();
+        let mut others = String::new();
+        if done.materialized_views > 0 {
+            others.push_str(&format!(
+                ", {} materialized view(s) refreshed",
+                done.materialized_views
+            ));
+        }
+        if done.large_objects > 0 {
+            others.push_str(&format!(", {} large object(s)", done.large_objects));
+        }
         return Ok(Outcome::Succeeded {
             note: Some(format!(
-                "{} tables ({rows} rows, {}), {} indexes and constraints, {} sequences, {} in {:.1}s ({}/s){}",
+                "{} tables ({rows} rows, {}), {} indexes and constraints, {} sequences{others}, {} in {:.1}s ({}/s){}",
                 done.tables,
                 if done.target_checksums.is_empty() {
                     "not read back: run db.verify"
@@ -557,6 +654,14 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     };
     let elapsed = started.elapsed();
     let outcome = finish(ctx, result, &allowed, elapsed).await?;
+    // No content figures from pg_dump: the guard has the counters alone.
+    let baseline = Baseline::new(&source_id, counters, Default::default());
+    ctx.report
+        .output(
+            "source_baseline",
+            serde_json::to_string(&baseline).unwrap_or_default(),
+        )
+        .await;
     // Whole and accepted: clean again.
     ctx.report
         .output(TARGET_STATE, TargetState::now(&target_key, false).encode())
@@ -620,7 +725,7 @@ impl TargetState {
 }
 
 /// How the journal names a target database: its server and OID, which no host alias changes.
-fn target_key(id: &Identity) -> String {
+pub(super) fn target_key(id: &Identity) -> String {
     format!(
         "server {} database oid {} ({})",
         id.system_identifier, id.database_oid, id.database
@@ -721,6 +826,10 @@ async fn report_progress(
 ) {
     let secs = started.elapsed().as_secs_f64().max(0.001);
     let total = totals.tables + totals.indexes;
+    if total == 0 {
+        // Nothing to count in (the large objects' restore): its lines say how it goes.
+        return;
+    }
     let done = (log.tables_loaded + log.indexes + log.constraints).min(total);
     ctx.report
         .progress(

@@ -1,15 +1,26 @@
 //! `db.idle`: the guard before a database is deleted. For a whole window, no client but this
 //! one may be connected to it (`pg_stat_activity`; clients that are going away — a dyno just
 //! scaled down — get until the deadline to leave, and the window starts again after the last
-//! one is seen), and no table may have been written since a baseline of write counters
-//! (`pg_stat_user_tables`, recorded by `db.copy` right before its dump). A client is named by
-//! application, address, user and since when — never by what it is running, which may hold
+//! one is seen), and no table may have been written since the copy read it. A client is named
+//! by application, address, user and since when — never by what it is running, which may hold
 //! data.
+//!
+//! Writes are judged against the copy's `source_baseline` (see `baseline`). Once every other
+//! client has gone their statistics are all published, so the counters read then are whole. A
+//! table whose counter moved past the baseline's, whose file was replaced (TRUNCATE), or that
+//! appeared or went, is a candidate; when the counters cannot be compared at all (a statistics
+//! reset, a restart, a counter gone down) every table is. A candidate's rows are then hashed
+//! and compared with what the copy read from its snapshot: equal, it was not written after the
+//! copy (its counter moved for writes the snapshot holds, published late); different, it fails
+//! the step, named. Without the copy's content figures (a bare `source_writes`, or a copy by
+//! pg_dump), a moved counter fails the step, and counters that cannot be compared fail it too,
+//! saying why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{col, connect, db_url, query, write_counters};
+use super::baseline::{self, Baseline, Given};
+use super::{col, connect, db_url, identity, query};
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -69,16 +80,30 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
     let window = parse_duration(p.window.as_deref(), Duration::from_secs(60), "window")?;
     let deadline = parse_duration(p.deadline.as_deref(), window * 3, "deadline")?.max(window);
-    let baseline: Option<BTreeMap<String, i64>> = match p.baseline.as_deref().map(str::trim) {
+    let baseline: Option<Given> = match p.baseline.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+        Some(text) => Some(baseline::parse(text).map_err(|e| {
             Outcome::failed(format!(
-                "`baseline` is not a table of write counters (as db.copy's `source_writes`): {e}"
+                "`baseline` is neither db.copy's `source_baseline` nor a table of write counters (its `source_writes`): {e}"
             ))
         })?),
     };
     let ignored: BTreeSet<&str> = p.ignore_applications.iter().map(String::as_str).collect();
     let client = connect(&url, "database").await?;
+    if let Some(Given::Full(b)) = &baseline {
+        let id = identity(&client, "database").await?;
+        if id.system_identifier != b.server || id.database_oid != b.database_oid {
+            return Err(Outcome::failed(format!(
+                "the baseline is of database oid {} on server {}; {} is database oid {} on server {}: \
+                 not the database the copy read",
+                b.database_oid,
+                b.server,
+                url.display(),
+                id.database_oid,
+                id.system_identifier
+            )));
+        }
+    }
     ctx.report
         .info(format!(
             "watching {}: no other client may be connected for {} (giving clients until {} to leave)",
@@ -170,34 +195,48 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     }
 
-    let written = match &baseline {
-        Some(before) => {
-            let now = write_counters(&client).await?;
-            let written = written_since(before, &now);
-            for (table, rows) in &written {
-                ctx.report
-                    .info(format!(
-                        "written since the baseline: {table} ({rows} row change(s))"
-                    ))
-                    .await;
+    // Every other client has gone: their statistics are published, the counters whole.
+    let judged = match &baseline {
+        Some(Given::Full(before)) => judge(ctx, &url, &client, before).await?,
+        Some(Given::Counters(before)) => {
+            let now = baseline::read(&client).await?;
+            let untrusted = baseline::went_down(before, &now.counters);
+            Judged {
+                written: written_since(before, &now.counters)
+                    .into_iter()
+                    .map(|(t, n)| (t, format!("{n} row change(s)")))
+                    .collect(),
+                untrusted,
+                compared: now.counters.len(),
+                by_content: false,
             }
-            if written.is_empty() {
-                ctx.report
-                    .info(format!(
-                        "no write since the baseline ({} table(s) compared)",
-                        now.len()
-                    ))
-                    .await;
-            }
-            written
         }
         None => {
             ctx.report
                 .info("no baseline given: writes are not compared")
                 .await;
-            Vec::new()
+            Judged::default()
         }
     };
+    let after = if judged.by_content {
+        "the copy"
+    } else {
+        "the baseline"
+    };
+    for (table, how) in &judged.written {
+        ctx.report
+            .info(format!("written since {after}: {table} ({how})"))
+            .await;
+    }
+    if baseline.is_some() && judged.written.is_empty() && judged.untrusted.is_empty() {
+        ctx.report
+            .info(format!(
+                "no write since {after} ({} table(s) compared)",
+                judged.compared
+            ))
+            .await;
+    }
+    let written = &judged.written;
     ctx.report.output("clients", seen.len().to_string()).await;
     ctx.report
         .output(
@@ -210,14 +249,31 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         )
         .await;
 
+    let untrusted = if judged.untrusted.is_empty() {
+        String::new()
+    } else if judged.by_content {
+        format!(
+            "{}: every table was compared with the copy's snapshot instead; ",
+            judged.untrusted.join("; ")
+        )
+    } else {
+        format!("{}; ", judged.untrusted.join("; "))
+    };
     if !written.is_empty() {
         return Err(Outcome::failed(format!(
-            "the database was written after the baseline (those rows are not in the copy): {}",
+            "{untrusted}the database was written after {after} (those rows are not in the copy): {}",
             written
                 .iter()
-                .map(|(t, n)| format!("{t} ({n} row change(s))"))
+                .map(|(t, how)| format!("{t} ({how})"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        )));
+    }
+    if !judged.untrusted.is_empty() && !judged.by_content {
+        return Err(Outcome::failed(format!(
+            "{untrusted}the counters cannot say whether a table was written since the baseline, and the baseline \
+             holds no content to compare (a parallel db.copy's `source_baseline` does): the database cannot be \
+             proven unused"
         )));
     }
     Ok(Outcome::Succeeded {
@@ -229,12 +285,141 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             } else {
                 format!(" (after {} client(s) left)", seen.len())
             },
-            if baseline.is_some() {
-                ", no write since the baseline"
-            } else {
-                ""
+            match (&baseline, judged.by_content, judged.untrusted.is_empty()) {
+                (None, _, _) => String::new(),
+                (_, true, false) => format!(
+                    ", no write since the copy ({}: every table compared with the copy's snapshot)",
+                    judged.untrusted.join("; ")
+                ),
+                (_, true, true) => ", no write since the copy".to_string(),
+                _ => ", no write since the baseline".to_string(),
             }
         )),
+    })
+}
+
+/// What the guard found about writes.
+#[derive(Debug, Default)]
+struct Judged {
+    /// Tables written after the copy, and how it shows.
+    written: Vec<(String, String)>,
+    /// Why the counters could not be compared, if they could not.
+    untrusted: Vec<String>,
+    compared: usize,
+    /// Whether tables were judged by their content (the copy's figures), not by counters.
+    by_content: bool,
+}
+
+/// Judges writes against the copy's whole baseline (see the module's comment).
+async fn judge(
+    ctx: &ActionContext,
+    url: &super::DbUrl,
+    client: &tokio_postgres::Client,
+    before: &Baseline,
+) -> Result<Judged, Outcome> {
+    let now = baseline::read(client).await?;
+    let untrusted = before.untrusted(&now);
+    let mut candidates: BTreeMap<String, String> = BTreeMap::new();
+    if untrusted.is_empty() {
+        for (table, n) in written_since(&before.counters, &now.counters) {
+            candidates.insert(table, format!("{n} row change(s) counted"));
+        }
+        for (table, node) in &now.filenodes {
+            if before.filenodes.get(table).is_some_and(|was| was != node) {
+                candidates
+                    .entry(table.clone())
+                    .or_insert_with(|| "its file was replaced (a TRUNCATE?)".to_string());
+            }
+        }
+        for table in before.counters.keys() {
+            if !now.counters.contains_key(table) {
+                candidates.insert(table.clone(), "gone".to_string());
+            }
+        }
+    } else {
+        for reason in &untrusted {
+            ctx.report.info(reason.clone()).await;
+        }
+        for table in now.counters.keys().chain(before.content.keys()) {
+            candidates.insert(table.clone(), "every table compared".to_string());
+        }
+    }
+    if before.content.is_empty() {
+        return Ok(Judged {
+            written: if untrusted.is_empty() {
+                candidates.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+            untrusted,
+            compared: now.counters.len(),
+            by_content: false,
+        });
+    }
+    let tables = super::parallel::copied_columns(client).await?;
+    let wanted: Vec<(u64, String)> = candidates
+        .keys()
+        .filter(|t| tables.contains_key(*t) && before.content.contains_key(*t))
+        .map(|t| (0, t.clone()))
+        .collect();
+    if !wanted.is_empty() {
+        ctx.report
+            .info(format!(
+                "comparing {} table(s) with what the copy read from its snapshot: {}",
+                wanted.len(),
+                candidates
+                    .iter()
+                    .filter(|(t, _)| before.content.contains_key(*t))
+                    .take(5)
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await;
+    }
+    let sums = super::verify::hash_tables(ctx, url, wanted, 2).await?;
+    let mut written = Vec::new();
+    for table in candidates.keys() {
+        let copied = before.content.get(table);
+        let now_sum = sums.get(table);
+        match (copied, tables.contains_key(table)) {
+            (Some(copied), true) => match now_sum {
+                Some(sum) if sum == copied => {
+                    ctx.report
+                        .info(format!(
+                            "{table}: as the copy read it ({} rows){}",
+                            sum.rows,
+                            if untrusted.is_empty() {
+                                ": its counter moved for writes the copy's snapshot holds, published after the baseline was read"
+                            } else {
+                                ""
+                            }
+                        ))
+                        .await;
+                }
+                Some(sum) if sum.rows != copied.rows => written.push((
+                    table.clone(),
+                    format!("{} rows now, {} in the copy", sum.rows, copied.rows),
+                )),
+                _ => written.push((
+                    table.clone(),
+                    format!(
+                        "{} rows, as in the copy, but not the same rows",
+                        copied.rows
+                    ),
+                )),
+            },
+            (Some(_), false) => written.push((table.clone(), "dropped since the copy".into())),
+            (None, true) => written.push((table.clone(), "created since the copy".into())),
+            // Not a table (a materialized view: derived data, refreshed on the target).
+            (None, false) => {}
+        }
+    }
+    Ok(Judged {
+        written,
+        untrusted,
+        compared: candidates.len().max(now.counters.len()),
+        by_content: true,
     })
 }
 

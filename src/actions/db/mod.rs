@@ -3,6 +3,7 @@
 //! right before the step runs, so a rotated Heroku credential is picked up); `pg_dump` and
 //! `pg_restore` get theirs through the environment, never on a command line.
 
+mod baseline;
 mod conn;
 mod copy;
 mod extensions;
@@ -159,6 +160,7 @@ static COPY: ActionSchema = ActionSchema {
         "target_system_identifier",
         "target_database",
         "source_writes",
+        "source_baseline",
         "target_state",
         "throughput_mib_s",
         "checksums",
@@ -197,7 +199,13 @@ static VERIFY: ActionSchema = ActionSchema {
             "with source_checksums: the target's, as the copy read each table back (`${steps.db-copy.outputs.target_checksums}`): no table is read again; sequences, extensions, indexes and the vector search are still checked",
         ),
     ],
-    outputs: &["tables", "rows", "report"],
+    outputs: &[
+        "tables",
+        "rows",
+        "report",
+        "materialized_views",
+        "large_objects",
+    ],
     needs_operator_note: false,
 };
 
@@ -223,7 +231,7 @@ static IDLE: ActionSchema = ActionSchema {
         ParamSpec::optional(
             "baseline",
             ParamType::String,
-            "write counters recorded earlier, e.g. ${steps.db-copy.outputs.source_writes}: any table written since fails the step",
+            "what the copy recorded of the source, ${steps.db-copy.outputs.source_baseline} (or its bare counters, source_writes): any table written since fails the step",
         ),
         ParamSpec::optional(
             "ignore_applications",

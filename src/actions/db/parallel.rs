@@ -13,6 +13,14 @@
 //!    (overlapping with the rest of the copy); a table whose rows differ fails the step, named.
 //! 5. `--section=post-data` (indexes, constraints, triggers) with `index_jobs` in parallel, then
 //!    the sequences set to their values in the snapshot.
+//! 6. What is not a table's rows: the materialized views populated on the source refreshed on
+//!    the target (the schema-only dump creates them empty), and the large objects copied by
+//!    `pg_dump --large-objects | pg_restore` on the same snapshot (their comments kept; owners
+//!    and grants left to the target's role, as for every other object of the copy).
+//!
+//! Every source session reads with row-level security off: a table whose rows a policy would
+//! hide from the copy's role is an error, never a smaller table (`db.copy` refuses such tables,
+//! named, before it writes anything).
 //!
 //! The text of a row is the same on both servers: both sessions fix the settings that shape it
 //! (UTC, ISO dates, shortest exact floats, hex bytea) when they connect.
@@ -68,6 +76,52 @@ impl Checksum {
         self.rows += other.rows;
         self.sum = self.sum.wrapping_add(other.sum);
     }
+}
+
+/// A table's figures as the journal keeps them (the copy's `checksums` and `target_checksums`):
+/// the checksum, and the target table it belongs to — `SYSTEM_IDENTIFIER/OID` of the table the
+/// copy created and filled. A later copy or a reset creates new tables, so figures of an
+/// earlier copy are seen not to describe what the target holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    pub rows: u64,
+    pub sum: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl Recorded {
+    pub fn checksum(&self) -> Checksum {
+        Checksum {
+            rows: self.rows,
+            sum: self.sum,
+        }
+    }
+}
+
+/// How the journal names a target table: its server's system identifier and its OID.
+pub fn target_table(server: &str, oid: u32) -> String {
+    format!("{server}/{oid}")
+}
+
+/// Figures tied to the target tables they are of.
+pub fn recorded(
+    sums: &BTreeMap<String, Checksum>,
+    server: &str,
+    oids: &BTreeMap<String, u32>,
+) -> BTreeMap<String, Recorded> {
+    sums.iter()
+        .map(|(name, sum)| {
+            (
+                name.clone(),
+                Recorded {
+                    rows: sum.rows,
+                    sum: sum.sum,
+                    target: oids.get(name).map(|oid| target_table(server, *oid)),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Hashes COPY text rows as they stream by (a row ends at a newline; a newline inside a
@@ -135,6 +189,12 @@ pub struct Done {
     pub data_secs: f64,
     pub sequences: usize,
     pub throughput: Vec<u64>,
+    /// Each copied table's OID on the target: the table the checksums are of.
+    pub target_oids: BTreeMap<String, u32>,
+    /// Materialized views refreshed on the target (those populated on the source).
+    pub materialized_views: usize,
+    /// Large objects copied.
+    pub large_objects: u64,
 }
 
 /// One unit of work.
@@ -215,7 +275,7 @@ pub(super) async fn copy(
 ) -> Result<Done, Outcome> {
     let started = Instant::now();
     // 1. The snapshot, held for the whole copy.
-    let holder = connect(source_url, "source").await?;
+    let holder = connect_all_rows(source_url, "source").await?;
     holder
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -238,6 +298,8 @@ pub(super) async fn copy(
         .await;
     let tables = plan_tables(&holder).await?;
     let sequences = read_sequences(&holder).await?;
+    let views = populated_views(&holder).await?;
+    let large_objects = count_large_objects(&holder).await?;
 
     // 2. The schema, as of the snapshot; pre-data first.
     // Beside the step's log (the private state directory); removed when the copy ends.
@@ -272,6 +334,9 @@ pub(super) async fn copy(
     )
     .await?;
     tolerated.extend(pre.1);
+    // The tables the copy fills, as the target names them: the journal ties its checksums to
+    // these (a later copy, or a reset, makes new ones).
+    let target_oids = table_oids(&connect(target_url, "target").await?).await?;
 
     // Each table's own post-data entries (its indexes, constraints, triggers), built as soon
     // as its data is in, overlapping the rest of the copy; the rest (foreign keys…) after.
@@ -529,11 +594,37 @@ pub(super) async fn copy(
                 ))
             })?;
     }
+    ctx.report
+        .info(format!(
+            "{} sequence(s) set to their values in the snapshot",
+            sequences.len()
+        ))
+        .await;
+
+    // 6. What is not a table's rows.
+    let refreshed = refresh_views(ctx, &target, &views, memory).await?;
+    let copied_objects = if large_objects > 0 {
+        copy_large_objects(
+            ctx, dump, restore, source_url, target_url, &snapshot, allowed,
+        )
+        .await?;
+        let on_target = count_large_objects(&target).await?;
+        if on_target != large_objects {
+            return Err(Outcome::failed(format!(
+                "large objects: {large_objects} in the snapshot, {on_target} on the target after their restore"
+            )));
+        }
+        ctx.report
+            .info(format!("{large_objects} large object(s) copied"))
+            .await;
+        large_objects
+    } else {
+        0
+    };
     drop(holder);
     ctx.report
         .info(format!(
-            "{} sequence(s) set to their values in the snapshot; whole copy in {}",
-            sequences.len(),
+            "whole copy in {}",
             crate::window::short(started.elapsed())
         ))
         .await;
@@ -553,6 +644,9 @@ pub(super) async fn copy(
         data_secs: data_secs.unwrap_or_else(|| data_started.elapsed().as_secs_f64()),
         sequences: sequences.len(),
         throughput: samples,
+        target_oids,
+        materialized_views: refreshed,
+        large_objects: copied_objects,
     })
 }
 
@@ -562,14 +656,272 @@ async fn connect(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
         .map_err(|e| Outcome::failed(format!("{side}: {e}")))
 }
 
+async fn connect_all_rows(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
+    url.connect_all_rows()
+        .await
+        .map_err(|e| Outcome::failed(format!("{side}: {e}")))
+}
+
+/// The app's tables (`schema.table`) by OID.
+pub async fn table_oids(client: &Client) -> Result<BTreeMap<String, u32>, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), c.oid::bigint \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND {USER_RELATION}"
+        ),
+        "listing the tables' OIDs",
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let oid: i64 = col(row, 1)?;
+        out.insert(col(row, 0)?, u32::try_from(oid).unwrap_or(0));
+    }
+    Ok(out)
+}
+
+/// The materialized views populated on the source, in the snapshot.
+async fn populated_views(source: &Client) -> Result<Vec<String>, Outcome> {
+    let rows = query(
+        source,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'm' AND c.relispopulated AND {USER_RELATION} ORDER BY 1"
+        ),
+        "listing the materialized views",
+    )
+    .await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+/// How many large objects a database holds.
+pub async fn count_large_objects(client: &Client) -> Result<u64, Outcome> {
+    let rows = query(
+        client,
+        "SELECT count(*) FROM pg_catalog.pg_largeobject_metadata",
+        "counting the large objects",
+    )
+    .await?;
+    let count: i64 = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => 0,
+    };
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Refreshes on the target the materialized views the source had populated, once their tables
+/// hold the copied rows. A view over another view waits for it: a refresh that finds another
+/// view not yet populated is tried again after the others.
+async fn refresh_views(
+    ctx: &ActionContext,
+    target: &Client,
+    views: &[String],
+    memory: &str,
+) -> Result<usize, Outcome> {
+    if views.is_empty() {
+        return Ok(0);
+    }
+    target
+        .batch_execute(&format!("SET maintenance_work_mem = '{memory}'"))
+        .await
+        .map_err(|e| Outcome::failed(format!("target: {}", super::conn::explain(&e))))?;
+    let mut pending: Vec<&String> = views.iter().collect();
+    let mut refreshed = 0;
+    while !pending.is_empty() {
+        let mut waiting = Vec::new();
+        let mut last = String::new();
+        for view in &pending {
+            let started = Instant::now();
+            let statement = format!("REFRESH MATERIALIZED VIEW {view}");
+            let done = tokio::select! {
+                done = target.batch_execute(&statement) => done,
+                () = ctx.cancel.cancelled() => return Err(Outcome::Cancelled),
+            };
+            match done {
+                Ok(()) => {
+                    refreshed += 1;
+                    ctx.report
+                        .info(format!(
+                            "{view}: materialized view refreshed on the target ({})",
+                            crate::window::short(started.elapsed())
+                        ))
+                        .await;
+                }
+                Err(e)
+                    if e.code()
+                        == Some(
+                            &tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        ) =>
+                {
+                    last = super::conn::explain(&e);
+                    waiting.push(*view);
+                }
+                Err(e) => {
+                    return Err(Outcome::failed(format!(
+                        "{view}: refreshing the materialized view on the target: {}",
+                        super::conn::explain(&e)
+                    )))
+                }
+            }
+        }
+        if waiting.len() == pending.len() {
+            return Err(Outcome::failed(format!(
+                "materialized views {}: cannot be refreshed on the target: {last}",
+                waiting
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        pending = waiting;
+    }
+    ctx.report
+        .info(format!(
+            "{refreshed} materialized view(s) refreshed from the copied tables"
+        ))
+        .await;
+    Ok(refreshed)
+}
+
+/// The large objects, `pg_dump --large-objects --data-only` of no table on the copy's snapshot
+/// streamed into `pg_restore` (their comments come along; owners and grants are the target
+/// role's, as for everything else the copy restores).
+async fn copy_large_objects(
+    ctx: &ActionContext,
+    dump: &Tool,
+    restore: &Tool,
+    source_url: &DbUrl,
+    target_url: &DbUrl,
+    snapshot: &str,
+    allowed: &[regex::Regex],
+) -> Result<(), Outcome> {
+    let mut dump_cmd = tool_command(dump, source_url);
+    dump_cmd
+        .args([
+            "--format=custom",
+            "--data-only",
+            "--large-objects",
+            "--exclude-table-data=*.*",
+            "--no-owner",
+            "--no-acl",
+        ])
+        .arg(format!("--snapshot={snapshot}"))
+        .stdout(std::process::Stdio::piped());
+    let mut dumping = spawn(&mut dump_cmd, dump)?;
+    let Some(archive) = dumping
+        .stdout
+        .take()
+        .and_then(|out| out.into_owned_fd().ok())
+        .map(std::process::Stdio::from)
+    else {
+        stop_group(&mut dumping).await;
+        return Err(Outcome::failed("lost pg_dump's output"));
+    };
+    let dump_said = crate::actions::process::pump(
+        dumping.stderr.take(),
+        crate::actions::Stream::Stderr,
+        ctx.report.clone(),
+    );
+    let mut command = tool_command(restore, target_url);
+    command
+        .args(["--no-owner", "--no-acl", "--verbose", "--dbname"])
+        .arg(&target_url.database)
+        .stdin(archive);
+    let mut restoring = match spawn(&mut command, restore) {
+        Ok(child) => child,
+        Err(o) => {
+            stop_group(&mut dumping).await;
+            return Err(o);
+        }
+    };
+    let Some(stderr) = restoring.stderr.take() else {
+        stop_group(&mut dumping).await;
+        stop_group(&mut restoring).await;
+        return Err(Outcome::failed("lost pg_restore's stderr"));
+    };
+    let totals = Totals {
+        tables: 0,
+        indexes: 0,
+    };
+    let bytes = AtomicU64::new(0);
+    let Some(log) = follow_restore(
+        ctx,
+        stderr,
+        &totals,
+        &bytes,
+        Instant::now(),
+        "large objects",
+    )
+    .await
+    else {
+        stop_group(&mut dumping).await;
+        stop_group(&mut restoring).await;
+        return Err(Outcome::Cancelled);
+    };
+    dump_said.await;
+    let dumped = dumping
+        .wait()
+        .await
+        .map_err(|e| Outcome::failed(format!("lost track of pg_dump: {e}")))?;
+    let restored = restoring
+        .wait()
+        .await
+        .map_err(|e| Outcome::failed(format!("lost track of pg_restore: {e}")))?;
+    if !dumped.success() {
+        return Err(Outcome::failed(format!(
+            "pg_dump of the large objects failed ({dumped}); see its lines above"
+        )));
+    }
+    let (refused, tolerated) = log.judge(allowed);
+    for t in &tolerated {
+        ctx.report
+            .info(format!("tolerated restore error: {}", t.text()))
+            .await;
+    }
+    if let Some(first) = refused.first() {
+        return Err(Outcome::failed(format!(
+            "restoring the large objects: {}",
+            first.text()
+        )));
+    }
+    if !restored.success() && log.ignored != Some(log.errors.len() as u64) {
+        return Err(Outcome::failed(format!(
+            "pg_restore of the large objects failed ({restored}); see its lines above"
+        )));
+    }
+    Ok(())
+}
+
+/// The columns a copy copies and hashes, per table (`schema.table` → quoted, comma-separated;
+/// generated columns are not copied).
+pub async fn copied_columns(client: &Client) -> Result<BTreeMap<String, String>, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), {COLUMNS} \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND {USER_RELATION}"
+        ),
+        "listing the tables' columns",
+    )
+    .await?;
+    rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+}
+
+/// A table's copied columns (over `pg_class c`).
+const COLUMNS: &str = "coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
+     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '')";
+
 /// The source's tables with their copied columns and size, in the snapshot.
 async fn plan_tables(source: &Client) -> Result<Vec<Table>, Outcome> {
     let rows = query(
         source,
         &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname), \
-                    coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
-                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), ''), \
+            "SELECT format('%I.%I', n.nspname, c.relname), {COLUMNS}, \
                     pg_relation_size(c.oid)::bigint, \
                     (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -664,7 +1016,7 @@ async fn worker(
     events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> Result<(), String> {
     let source = source_url
-        .connect()
+        .connect_all_rows()
         .await
         .map_err(|e| format!("source: {e}"))?;
     source

@@ -3,24 +3,20 @@
 //! right before the step runs, so a rotated Heroku credential is picked up); `pg_dump` and
 //! `pg_restore` get theirs through the environment, never on a command line.
 
-mod baseline;
-mod conn;
+mod connection;
 mod copy;
 mod extensions;
-mod idle;
-mod index_sample;
-pub mod parallel;
+mod guards;
 mod preflight;
 mod sql;
 mod tools;
 mod verify;
-pub mod writes;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use conn::{tls_client_config, DbUrl, TlsMode};
+pub use connection::{tls_client_config, DbUrl, TlsMode};
 pub use verify::{TableReport, VerifyReport};
 
 use super::{Action, ActionContext, Outcome};
@@ -425,8 +421,8 @@ impl Action for Db {
                 Kind::Copy => copy::run(&ctx).await,
                 Kind::Verify => verify::run(&ctx).await,
                 Kind::Sql => sql::run(&ctx).await,
-                Kind::Idle => idle::run(&ctx).await,
-                Kind::Writes => writes::run(&ctx).await,
+                Kind::Idle => guards::idle::run(&ctx).await,
+                Kind::Writes => guards::writes::run(&ctx).await,
             }
         };
         let result = match self.0 {
@@ -553,7 +549,7 @@ async fn query(
     client
         .query(sql, &[])
         .await
-        .map_err(|e| Outcome::failed(format!("{what}: {}", conn::explain(&e))))
+        .map_err(|e| Outcome::failed(format!("{what}: {}", connection::explain(&e))))
 }
 
 /// A `row.get` that fails the step instead of panicking when a column has another type.

@@ -44,7 +44,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             return Err(Outcome::Cancelled);
         }
     }
-    .map_err(|e| Outcome::failed(super::conn::explain(&e)))?;
+    .map_err(|e| Outcome::failed(super::connection::explain(&e)))?;
     let mut rows_total = 0usize;
     let mut shown = 0usize;
     for message in messages {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use super::parallel::{Checksum, Recorded};
+use super::copy::parallel::{Checksum, Recorded};
 use super::{col, db_url, extensions, identity, query, DbUrl, USER_RELATION};
 use crate::actions::{ActionContext, Outcome};
 
@@ -305,7 +305,7 @@ async fn run_piece(client: &Client, piece: &Piece) -> Result<Sum, String> {
     let row = client
         .query_one(&piece_sql(piece), &[])
         .await
-        .map_err(|e| format!("{}: {}", piece.table, super::conn::explain(&e)))?;
+        .map_err(|e| format!("{}: {}", piece.table, super::connection::explain(&e)))?;
     let rows: i64 = row.try_get(0).map_err(|e| e.to_string())?;
     let text: String = row.try_get(1).map_err(|e| e.to_string())?;
     let hash = text
@@ -352,7 +352,7 @@ async fn checksums(
                             .batch_execute("SET max_parallel_workers_per_gather = 0")
                             .await
                             .map(|()| c)
-                            .map_err(|e| super::conn::explain(&e)),
+                            .map_err(|e| super::connection::explain(&e)),
                         Err(e) => Err(e),
                     };
                     match connected {
@@ -471,11 +471,11 @@ async fn nearest(
     client
         .batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| super::connection::explain(&e))?;
     let rows = client
         .query(&sql, &[&probe])
         .await
-        .map_err(|e| super::conn::explain(&e));
+        .map_err(|e| super::connection::explain(&e));
     let _ = client
         .batch_execute("RESET enable_indexscan; RESET enable_bitmapscan")
         .await;
@@ -563,7 +563,7 @@ pub async fn hash_tables(
     connections: usize,
 ) -> Result<BTreeMap<String, Checksum>, Outcome> {
     let client = connect(url, "database").await?;
-    let columns = super::parallel::copied_columns(&client).await?;
+    let columns = super::copy::parallel::copied_columns(&client).await?;
     let mut work = Vec::new();
     for (weight, name) in wanted {
         if let Some(cols) = columns.get(&name) {
@@ -583,7 +583,7 @@ pub async fn hash_tables(
                 let Some((_, name, columns)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                     return Ok::<_, String>(out);
                 };
-                let sum = super::parallel::read_back(&client, &name, &columns)
+                let sum = super::copy::parallel::read_back(&client, &name, &columns)
                     .await
                     .map_err(|e| format!("{name}: {e}"))?;
                 out.push((name, sum));
@@ -634,13 +634,13 @@ async fn stale_figures(
             "the target is dirty: step `{step}` stopped while restoring into it ({since}, says the journal) and no whole copy followed"
         ));
     }
-    let now = super::parallel::table_oids(target).await?;
+    let now = super::copy::parallel::table_oids(target).await?;
     let mut other = Vec::new();
     let mut unnamed = 0usize;
     for (name, figure) in figures.iter().flat_map(|f| f.iter()) {
         let here = now
             .get(name)
-            .map(|oid| super::parallel::target_table(&id.system_identifier, *oid));
+            .map(|oid| super::copy::parallel::target_table(&id.system_identifier, *oid));
         match (&figure.target, here) {
             (None, _) => unnamed += 1,
             (Some(of), Some(here)) if *of == here => {}
@@ -857,7 +857,7 @@ async fn compare_views(
 /// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
 /// carried, whatever the objects' sizes.
 async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
-    let count = super::parallel::count_large_objects(client).await?;
+    let count = super::copy::parallel::count_large_objects(client).await?;
     if count == 0 {
         return Ok((0, 0));
     }

@@ -1,9 +1,11 @@
 //! `db.preflight`: what to know before the write freeze starts — versions on both sides and of
 //! the local tools, the source's size and shape, and whether the target can take the copy.
 
+pub mod index_sample;
+
 use std::time::Duration;
 
-use super::{
+use crate::actions::db::{
     bytes_human, col, connect, db_url, query, server_version, tools, user_tables, USER_RELATION,
 };
 use crate::actions::{parse_duration, ActionContext, Outcome};
@@ -57,7 +59,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     )?;
     let warn_bytes = p.warn_size_gb.unwrap_or(20).saturating_mul(1 << 30);
     let jobs = u64::from(p.jobs.unwrap_or(1).max(1));
-    let memory = super::copy::memory_setting(p.maintenance_work_mem.as_deref())?;
+    let memory = crate::actions::db::copy::memory_setting(p.maintenance_work_mem.as_deref())?;
 
     let mut checks = Vec::new();
     let source = connect(&source_url, "source").await?;
@@ -310,7 +312,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     // a sort does (see index_sample), so they are measured, on the target.
     let sample_rows = p
         .index_sample_rows
-        .unwrap_or(super::index_sample::SAMPLE_ROWS);
+        .unwrap_or(crate::actions::db::preflight::index_sample::SAMPLE_ROWS);
     let builds = if sample_rows == 0 {
         Vec::new()
     } else {
@@ -319,7 +321,14 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 "timing the expensive index builds (HNSW, IVFFlat, GIN, GiST) on up to {sample_rows} sampled rows each, on the target, in a transaction rolled back…"
             ))
             .await;
-        match super::index_sample::sample(&source_url, &target_url, &memory, sample_rows).await {
+        match crate::actions::db::preflight::index_sample::sample(
+            &source_url,
+            &target_url,
+            &memory,
+            sample_rows,
+        )
+        .await
+        {
             Ok(found) => found,
             Err(why) => vec![Err(why)],
         }
@@ -408,8 +417,8 @@ const MAX_BATCH: usize = 8 << 20;
 /// that ends past [`SAMPLE_FOR`]. On a link too slow for even one batch in that time the
 /// first batch still gives the figure. `None` when the source has no table.
 async fn throughput_sample(
-    source_url: &super::DbUrl,
-    target_url: &super::DbUrl,
+    source_url: &crate::actions::db::DbUrl,
+    target_url: &crate::actions::db::DbUrl,
 ) -> Result<Option<(f64, f64)>, String> {
     use futures_util::{SinkExt, StreamExt};
 
@@ -427,7 +436,7 @@ async fn throughput_sample(
             &[],
         )
         .await
-        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+        .map_err(|e| format!("no throughput sample: {}", crate::actions::db::connection::explain(&e)))?;
     let Some(row) = largest.first() else {
         return Ok(None);
     };
@@ -444,13 +453,22 @@ async fn throughput_sample(
             "COPY (SELECT * FROM {table} TABLESAMPLE SYSTEM ({percent:.4})) TO STDOUT"
         ))
         .await
-        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "no throughput sample: {}",
+                crate::actions::db::connection::explain(&e)
+            )
+        })?;
     futures_util::pin_mut!(stream);
     let mut sample: Vec<bytes::Bytes> = Vec::new();
     let mut read = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
+        let chunk = chunk.map_err(|e| {
+            format!(
+                "no throughput sample: {}",
+                crate::actions::db::connection::explain(&e)
+            )
+        })?;
         read += chunk.len();
         if read <= SAMPLE_BYTES {
             sample.push(chunk);
@@ -459,17 +477,24 @@ async fn throughput_sample(
     let read_rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
 
     let mut target = target_url.connect().await?;
-    let tx = target
-        .transaction()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    let tx = target.transaction().await.map_err(|e| {
+        format!(
+            "no write sample: {}",
+            crate::actions::db::connection::explain(&e)
+        )
+    })?;
     let columns: Vec<String> = (1..=columns.max(1)).map(|i| format!("c{i} text")).collect();
     tx.batch_execute(&format!(
         "CREATE TABLE cutover_write_probe ({})",
         columns.join(", ")
     ))
     .await
-    .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    .map_err(|e| {
+        format!(
+            "no write sample: {}",
+            crate::actions::db::connection::explain(&e)
+        )
+    })?;
     // Whole lines only: the sample may end inside one. Prepared before the clock starts.
     let mut joined: Vec<u8> = sample.concat();
     if let Some(end) = joined.iter().rposition(|b| *b == b'\n') {
@@ -485,25 +510,40 @@ async fn throughput_sample(
         let sink = tx
             .copy_in("COPY cutover_write_probe FROM STDIN")
             .await
-            .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "no write sample: {}",
+                    crate::actions::db::connection::explain(&e)
+                )
+            })?;
         futures_util::pin_mut!(sink);
         for chunk in joined[written..end].chunks(FIRST_BATCH) {
             sink.send(bytes::Bytes::copy_from_slice(chunk))
                 .await
-                .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "no write sample: {}",
+                        crate::actions::db::connection::explain(&e)
+                    )
+                })?;
         }
-        sink.as_mut()
-            .finish()
-            .await
-            .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+        sink.as_mut().finish().await.map_err(|e| {
+            format!(
+                "no write sample: {}",
+                crate::actions::db::connection::explain(&e)
+            )
+        })?;
         written = end;
         batch = (batch * 2).min(MAX_BATCH);
     }
     let write_rate = written as f64 / started.elapsed().as_secs_f64().max(0.001);
     // Nothing of the probe stays on the target.
-    tx.rollback()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
+    tx.rollback().await.map_err(|e| {
+        format!(
+            "no write sample: {}",
+            crate::actions::db::connection::explain(&e)
+        )
+    })?;
     if read == 0 || written == 0 {
         return Err(format!(
             "no throughput sample: {table} gave {} to read and {} were written in {}",

@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::baseline::{self, Baseline, Given};
-use super::{col, connect, db_url, identity, query};
+use crate::actions::db::copy::baseline::{self, Baseline, Given};
+use crate::actions::db::{col, connect, db_url, identity, query};
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -313,7 +313,7 @@ struct Judged {
 /// Judges writes against the copy's whole baseline (see the module's comment).
 async fn judge(
     ctx: &ActionContext,
-    url: &super::DbUrl,
+    url: &crate::actions::db::DbUrl,
     client: &tokio_postgres::Client,
     before: &Baseline,
 ) -> Result<Judged, Outcome> {
@@ -356,7 +356,7 @@ async fn judge(
             by_content: false,
         });
     }
-    let tables = super::parallel::copied_columns(client).await?;
+    let tables = crate::actions::db::copy::parallel::copied_columns(client).await?;
     let wanted: Vec<(u64, String)> = candidates
         .keys()
         .filter(|t| tables.contains_key(*t) && before.content.contains_key(*t))
@@ -377,7 +377,7 @@ async fn judge(
             ))
             .await;
     }
-    let sums = super::verify::hash_tables(ctx, url, wanted, 2).await?;
+    let sums = crate::actions::db::verify::hash_tables(ctx, url, wanted, 2).await?;
     let mut written = Vec::new();
     for table in candidates.keys() {
         let copied = before.content.get(table);

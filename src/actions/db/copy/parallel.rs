@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
-use super::copy::{follow_restore, restore_command, spawn, tool_command, RestoreLog, Totals};
-use super::tools::Tool;
-use super::{bytes_human, col, query, DbUrl, USER_RELATION};
+use crate::actions::db::copy::{
+    follow_restore, restore_command, spawn, tool_command, RestoreLog, Totals,
+};
+use crate::actions::db::tools::Tool;
+use crate::actions::db::{bytes_human, col, query, DbUrl, USER_RELATION};
 use crate::actions::process::stop_group;
 use crate::actions::{ActionContext, Outcome};
 
@@ -279,7 +281,12 @@ pub(super) async fn copy(
     holder
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
-        .map_err(|e| Outcome::failed(format!("source: {}", super::conn::explain(&e))))?;
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "source: {}",
+                crate::actions::db::connection::explain(&e)
+            ))
+        })?;
     let snapshot: String = col(
         query(
             &holder,
@@ -590,7 +597,7 @@ pub(super) async fn copy(
             .map_err(|e| {
                 Outcome::failed(format!(
                     "setting sequence {name}: {}",
-                    super::conn::explain(&e)
+                    crate::actions::db::connection::explain(&e)
                 ))
             })?;
     }
@@ -727,7 +734,12 @@ async fn refresh_views(
     target
         .batch_execute(&format!("SET maintenance_work_mem = '{memory}'"))
         .await
-        .map_err(|e| Outcome::failed(format!("target: {}", super::conn::explain(&e))))?;
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "target: {}",
+                crate::actions::db::connection::explain(&e)
+            ))
+        })?;
     let mut pending: Vec<&String> = views.iter().collect();
     let mut refreshed = 0;
     while !pending.is_empty() {
@@ -756,13 +768,13 @@ async fn refresh_views(
                             &tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                         ) =>
                 {
-                    last = super::conn::explain(&e);
+                    last = crate::actions::db::connection::explain(&e);
                     waiting.push(*view);
                 }
                 Err(e) => {
                     return Err(Outcome::failed(format!(
                         "{view}: refreshing the materialized view on the target: {}",
-                        super::conn::explain(&e)
+                        crate::actions::db::connection::explain(&e)
                     )))
                 }
             }
@@ -1024,7 +1036,12 @@ async fn worker(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
         ))
         .await
-        .map_err(|e| format!("source: joining the snapshot: {}", super::conn::explain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "source: joining the snapshot: {}",
+                crate::actions::db::connection::explain(&e)
+            )
+        })?;
     let target = shared
         .target_url
         .connect()
@@ -1108,7 +1125,7 @@ async fn copied(
             &[&table.name],
         )
         .await
-        .map_err(|e| format!("{}: {}", table.name, super::conn::explain(&e)))?
+        .map_err(|e| format!("{}: {}", table.name, crate::actions::db::connection::explain(&e)))?
         .get(0);
     let on_target = Table {
         blocks: u64::try_from(blocks).unwrap_or(0),
@@ -1206,20 +1223,20 @@ async fn copy_piece(
     let out = source
         .copy_out(&format!("COPY ({}) TO STDOUT", select_sql(table, range)))
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| crate::actions::db::connection::explain(&e))?;
     let sink = target
         .copy_in::<_, bytes::Bytes>(&format!(
             "COPY {} ({}) FROM STDIN",
             table.name, table.columns
         ))
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| crate::actions::db::connection::explain(&e))?;
     futures_util::pin_mut!(out);
     futures_util::pin_mut!(sink);
     let mut hasher = RowHasher::default();
     let mut batch = bytes::BytesMut::with_capacity(BATCH);
     while let Some(chunk) = out.next().await {
-        let chunk = chunk.map_err(|e| super::conn::explain(&e))?;
+        let chunk = chunk.map_err(|e| crate::actions::db::connection::explain(&e))?;
         hasher.feed(&chunk);
         shared
             .bytes
@@ -1228,18 +1245,18 @@ async fn copy_piece(
         if batch.len() >= BATCH {
             sink.send(batch.split().freeze())
                 .await
-                .map_err(|e| super::conn::explain(&e))?;
+                .map_err(|e| crate::actions::db::connection::explain(&e))?;
         }
     }
     if !batch.is_empty() {
         sink.send(batch.split().freeze())
             .await
-            .map_err(|e| super::conn::explain(&e))?;
+            .map_err(|e| crate::actions::db::connection::explain(&e))?;
     }
     sink.as_mut()
         .finish()
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| crate::actions::db::connection::explain(&e))?;
     let sum = hasher.finish()?;
     shared.rows.fetch_add(sum.rows, Ordering::Relaxed);
     Ok(sum)
@@ -1259,11 +1276,11 @@ async fn hash_rows(client: &Client, select: &str) -> Result<Checksum, String> {
     let out = client
         .copy_out(&format!("COPY ({select}) TO STDOUT"))
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| crate::actions::db::connection::explain(&e))?;
     futures_util::pin_mut!(out);
     let mut hasher = RowHasher::default();
     while let Some(chunk) = out.next().await {
-        hasher.feed(&chunk.map_err(|e| super::conn::explain(&e))?);
+        hasher.feed(&chunk.map_err(|e| crate::actions::db::connection::explain(&e))?);
     }
     hasher.finish()
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::version_parts;
+use crate::actions::db::version_parts;
 use crate::actions::ActionContext;
 
 /// A program found on disk with the major version it reports.

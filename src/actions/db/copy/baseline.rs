@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::parallel::Checksum;
-use super::{col, query, Identity};
+use crate::actions::db::copy::parallel::Checksum;
+use crate::actions::db::{col, query, Identity};
 use crate::actions::Outcome;
 
 /// The copy's statement about its source.

@@ -3,6 +3,9 @@
 //! `--verbose` lines give the progress; its errors are tolerated only when an allow-list
 //! names them, and each tolerated one is shown.
 
+pub mod baseline;
+pub mod parallel;
+
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,14 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
-use super::baseline::{self, Baseline};
-use super::tools::Tool;
-use super::{
-    bytes_human, col, connect, db_url, extensions, identity, parallel, query, server_version,
-    tools, user_tables, DbUrl, Identity, USER_RELATION,
+use crate::actions::db::tools::Tool;
+use crate::actions::db::{
+    bytes_human, col, connect, db_url, extensions, identity, query, server_version, tools,
+    user_tables, DbUrl, Identity, USER_RELATION,
 };
 use crate::actions::process::{pump, stop_group, LineReader};
 use crate::actions::{ActionContext, Outcome, Stream};
+use baseline::Baseline;
 
 /// What Heroku dumps restore with, harmlessly: the extension comment belongs to the extension's
 /// owner, and the heroku_ext schema was created before the restore by `db.extensions`.
@@ -196,15 +199,17 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
         .iter()
         .map(|r| col(r, 1))
         .collect::<Result<_, _>>()?;
-    let tx = target
-        .transaction()
-        .await
-        .map_err(|e| Outcome::failed(format!("reset: {}", super::conn::explain(&e))))?;
+    let tx = target.transaction().await.map_err(|e| {
+        Outcome::failed(format!(
+            "reset: {}",
+            crate::actions::db::connection::explain(&e)
+        ))
+    })?;
     for statement in &statements {
         tx.batch_execute(statement).await.map_err(|e| {
             Outcome::failed(format!(
                 "reset: {statement}: {} (nothing was dropped)",
-                super::conn::explain(&e)
+                crate::actions::db::connection::explain(&e)
             ))
         })?;
     }
@@ -218,13 +223,16 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
         .map_err(|e| {
             Outcome::failed(format!(
                 "reset: unlinking the large objects: {} (nothing was dropped)",
-                super::conn::explain(&e)
+                crate::actions::db::connection::explain(&e)
             ))
         })?
         .get(0);
-    tx.commit()
-        .await
-        .map_err(|e| Outcome::failed(format!("reset: {}", super::conn::explain(&e))))?;
+    tx.commit().await.map_err(|e| {
+        Outcome::failed(format!(
+            "reset: {}",
+            crate::actions::db::connection::explain(&e)
+        ))
+    })?;
     Ok(statements.len() + usize::try_from(unlinked).unwrap_or(0))
 }
 

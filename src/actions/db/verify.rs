@@ -20,8 +20,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use super::copy::parallel::{Checksum, Recorded};
-use super::{col, db_url, extensions, identity, query, DbUrl, USER_RELATION};
+use crate::actions::db::checksum::{hash_tables, target_table, Checksum, Recorded};
+use crate::actions::db::common::{
+    col, count_large_objects, db_url, identity, query, table_oids, USER_RELATION,
+};
+use crate::actions::db::connection::{self, DbUrl};
+use crate::actions::db::copy::target_state::{dirty_since, target_key};
+use crate::actions::db::extensions;
 use crate::actions::{ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
@@ -305,7 +310,7 @@ async fn run_piece(client: &Client, piece: &Piece) -> Result<Sum, String> {
     let row = client
         .query_one(&piece_sql(piece), &[])
         .await
-        .map_err(|e| format!("{}: {}", piece.table, super::connection::explain(&e)))?;
+        .map_err(|e| format!("{}: {}", piece.table, connection::explain(&e)))?;
     let rows: i64 = row.try_get(0).map_err(|e| e.to_string())?;
     let text: String = row.try_get(1).map_err(|e| e.to_string())?;
     let hash = text
@@ -352,7 +357,7 @@ async fn checksums(
                             .batch_execute("SET max_parallel_workers_per_gather = 0")
                             .await
                             .map(|()| c)
-                            .map_err(|e| super::connection::explain(&e)),
+                            .map_err(|e| connection::explain(&e)),
                         Err(e) => Err(e),
                     };
                     match connected {
@@ -471,11 +476,11 @@ async fn nearest(
     client
         .batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
         .await
-        .map_err(|e| super::connection::explain(&e))?;
+        .map_err(|e| connection::explain(&e))?;
     let rows = client
         .query(&sql, &[&probe])
         .await
-        .map_err(|e| super::connection::explain(&e));
+        .map_err(|e| connection::explain(&e));
     let _ = client
         .batch_execute("RESET enable_indexscan; RESET enable_bitmapscan")
         .await;
@@ -553,62 +558,6 @@ async fn against_recorded(
     hash_tables(ctx, target_url, wanted, connections).await
 }
 
-/// Tables (by weight, `schema.table`) of one database hashed row by row as a parallel copy
-/// hashes its stream, over `connections` connections reading every row (row-level security
-/// off). A table the database does not have is left out of the answer.
-pub async fn hash_tables(
-    ctx: &ActionContext,
-    url: &DbUrl,
-    wanted: Vec<(u64, String)>,
-    connections: usize,
-) -> Result<BTreeMap<String, Checksum>, Outcome> {
-    let client = connect(url, "database").await?;
-    let columns = super::copy::parallel::copied_columns(&client).await?;
-    let mut work = Vec::new();
-    for (weight, name) in wanted {
-        if let Some(cols) = columns.get(&name) {
-            work.push((weight, name, cols.clone()));
-        }
-    }
-    work.sort();
-    let queue = Arc::new(Mutex::new(work));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..connections.max(1) {
-        let queue = queue.clone();
-        let url = url.clone();
-        workers.spawn(async move {
-            let client = url.connect_all_rows().await?;
-            let mut out = Vec::new();
-            loop {
-                let Some((_, name, columns)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    return Ok::<_, String>(out);
-                };
-                let sum = super::copy::parallel::read_back(&client, &name, &columns)
-                    .await
-                    .map_err(|e| format!("{name}: {e}"))?;
-                out.push((name, sum));
-            }
-        });
-    }
-    let mut sums = BTreeMap::new();
-    loop {
-        let joined = tokio::select! {
-            j = workers.join_next() => j,
-            () = ctx.cancel.cancelled() => {
-                workers.abort_all();
-                return Err(Outcome::Cancelled);
-            }
-        };
-        match joined {
-            None => break,
-            Some(Ok(Ok(done))) => sums.extend(done),
-            Some(Ok(Err(e))) => return Err(Outcome::failed(format!("reading back: {e}"))),
-            Some(Err(e)) => return Err(Outcome::failed(format!("reading back: {e}"))),
-        }
-    }
-    Ok(sums)
-}
-
 /// Connects reading every row (row-level security off), or fails the step naming the side.
 async fn connect(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
     url.connect_all_rows()
@@ -627,20 +576,18 @@ async fn stale_figures(
 ) -> Result<Vec<String>, Outcome> {
     let id = identity(target, "target").await?;
     let mut why = Vec::new();
-    if let Some((step, since)) =
-        super::copy::dirty_since(&ctx.recorded, &super::copy::target_key(&id))
-    {
+    if let Some((step, since)) = dirty_since(&ctx.recorded, &target_key(&id)) {
         why.push(format!(
             "the target is dirty: step `{step}` stopped while restoring into it ({since}, says the journal) and no whole copy followed"
         ));
     }
-    let now = super::copy::parallel::table_oids(target).await?;
+    let now = table_oids(target).await?;
     let mut other = Vec::new();
     let mut unnamed = 0usize;
     for (name, figure) in figures.iter().flat_map(|f| f.iter()) {
         let here = now
             .get(name)
-            .map(|oid| super::copy::parallel::target_table(&id.system_identifier, *oid));
+            .map(|oid| target_table(&id.system_identifier, *oid));
         match (&figure.target, here) {
             (None, _) => unnamed += 1,
             (Some(of), Some(here)) if *of == here => {}
@@ -857,7 +804,7 @@ async fn compare_views(
 /// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
 /// carried, whatever the objects' sizes.
 async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
-    let count = super::copy::parallel::count_large_objects(client).await?;
+    let count = count_large_objects(client).await?;
     if count == 0 {
         return Ok((0, 0));
     }

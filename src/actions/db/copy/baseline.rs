@@ -9,13 +9,15 @@
 //! when the statistics were last reset, when the server started, each table's file node (a
 //! TRUNCATE, which no counter counts, gives a new one) and — from a parallel copy — each table's
 //! content as read from the copy's snapshot: the proof the guard falls back on.
+//!
+//! Read by the copy (its `source_baseline` output) and by the guards (now, to compare).
 
 use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use crate::actions::db::copy::parallel::Checksum;
-use crate::actions::db::{col, query, Identity};
+use crate::actions::db::checksum::Checksum;
+use crate::actions::db::common::{col, query, Identity};
 use crate::actions::Outcome;
 
 /// The copy's statement about its source.

@@ -1,43 +1,35 @@
-//! `db.copy`: `pg_dump -Fc` streamed into `pg_restore` through cutover (bytes counted, no
-//! temporary file), or a directory-format dump with `-j N` on both sides. The restore's
-//! `--verbose` lines give the progress; its errors are tolerated only when an allow-list
-//! names them, and each tolerated one is shown.
+//! `db.copy`: the step — both servers' identities read first (a target that is the source is
+//! refused), a source whose rows a policy would hide refused, a dirty or non-empty target
+//! refused or reset, the source's baseline read, the target marked dirty on record — then the
+//! data moved by one of three modes, and what the copy did journaled.
+//!
+//! - `parallel`: the default, pgcopydb's way (COPY streams on one snapshot, verified on the
+//!   stream);
+//! - `stream`: `pg_dump` and `pg_restore` alone, streamed or through a work directory;
+//! - `target_state`: the journal's record of a target being written (dirty) or whole;
+//! - `baseline`: what the copy records of its source for the decommission guard.
+//!
+//! May import: `connection`, `tools`, `common`, `checksum`, `extensions`.
 
 pub mod baseline;
 pub mod parallel;
+pub mod stream;
+pub mod target_state;
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
-use crate::actions::db::tools::Tool;
-use crate::actions::db::{
-    bytes_human, col, connect, db_url, extensions, identity, query, server_version, tools,
-    user_tables, DbUrl, Identity, USER_RELATION,
+use crate::actions::db::common::{
+    bytes_human, col, connect, db_url, identity, query, server_version, user_tables, USER_RELATION,
 };
-use crate::actions::process::{pump, stop_group, LineReader};
-use crate::actions::{ActionContext, Outcome, Stream};
+use crate::actions::db::connection::{self, DbUrl};
+use crate::actions::db::tools::restore::{memory_setting, Totals, DEFAULT_ALLOWED_ERRORS, TICK};
+use crate::actions::db::{checksum, common, extensions, tools};
+use crate::actions::{ActionContext, Outcome};
 use baseline::Baseline;
-
-/// What Heroku dumps restore with, harmlessly: the extension comment belongs to the extension's
-/// owner, and the heroku_ext schema was created before the restore by `db.extensions`.
-pub const DEFAULT_ALLOWED_ERRORS: [&str; 2] = [
-    r"must be owner of extension \S+ \| COMMENT ON EXTENSION",
-    r#"schema "heroku_ext" already exists"#,
-];
-
-const TICK: Duration = Duration::from_millis(500);
-
-/// Pipe buffer between pg_dump, cutover and pg_restore (Linux's default is 64 KiB).
-const PIPE_BYTES: i32 = 1 << 20;
+use target_state::{dirty_since, target_key, TargetState, TARGET_STATE};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,86 +46,6 @@ struct Params {
     source: String,
     target: String,
     ca_bundle: Option<String>,
-}
-
-/// One error `pg_restore` reported and carried on after.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreError {
-    pub message: String,
-    pub command: Option<String>,
-}
-
-impl RestoreError {
-    pub fn text(&self) -> String {
-        match &self.command {
-            Some(c) => format!("{} | {c}", self.message),
-            None => self.message.clone(),
-        }
-    }
-}
-
-/// What `pg_restore --verbose` said, read line by line.
-#[derive(Debug, Default)]
-pub struct RestoreLog {
-    pub tables_created: u64,
-    pub tables_loaded: u64,
-    pub indexes: u64,
-    pub constraints: u64,
-    pub errors: Vec<RestoreError>,
-    /// "errors ignored on restore: N", when it said so.
-    pub ignored: Option<u64>,
-    /// Bytes streamed so far at each progress tick: the copy's throughput over time.
-    pub bytes_at_ticks: Vec<u64>,
-}
-
-impl RestoreLog {
-    pub fn read(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("pg_restore: ") else {
-            if let Some(command) = line.strip_prefix("Command was: ") {
-                if let Some(last) = self.errors.last_mut() {
-                    if last.command.is_none() {
-                        last.command = Some(command.trim().to_string());
-                    }
-                }
-            }
-            return;
-        };
-        if let Some(message) = rest.strip_prefix("error: ") {
-            let message = message
-                .trim_start_matches("could not execute query: ")
-                .trim()
-                .to_string();
-            self.errors.push(RestoreError {
-                message,
-                command: None,
-            });
-        } else if let Some(n) = rest.strip_prefix("warning: errors ignored on restore: ") {
-            self.ignored = n.trim().parse().ok();
-        } else if rest.starts_with("creating TABLE ") {
-            self.tables_created += 1;
-        } else if rest.starts_with("processing data for table ") {
-            self.tables_loaded += 1;
-        } else if rest.starts_with("creating INDEX ") {
-            self.indexes += 1;
-        } else if rest.starts_with("creating CONSTRAINT ")
-            || rest.starts_with("creating FK CONSTRAINT ")
-        {
-            self.constraints += 1;
-        }
-    }
-
-    /// The errors no pattern allows, and the ones it does.
-    pub fn judge(&self, allowed: &[Regex]) -> (Vec<&RestoreError>, Vec<&RestoreError>) {
-        self.errors
-            .iter()
-            .partition(|e| !allowed.iter().any(|re| re.is_match(&e.text())))
-    }
-}
-
-/// How much work the restore has: the source's tables, indexes and foreign keys.
-pub(super) struct Totals {
-    pub tables: u64,
-    pub indexes: u64,
 }
 
 async fn totals(source: &Client) -> Result<Totals, Outcome> {
@@ -199,17 +111,15 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
         .iter()
         .map(|r| col(r, 1))
         .collect::<Result<_, _>>()?;
-    let tx = target.transaction().await.map_err(|e| {
-        Outcome::failed(format!(
-            "reset: {}",
-            crate::actions::db::connection::explain(&e)
-        ))
-    })?;
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| Outcome::failed(format!("reset: {}", connection::explain(&e))))?;
     for statement in &statements {
         tx.batch_execute(statement).await.map_err(|e| {
             Outcome::failed(format!(
                 "reset: {statement}: {} (nothing was dropped)",
-                crate::actions::db::connection::explain(&e)
+                connection::explain(&e)
             ))
         })?;
     }
@@ -223,16 +133,13 @@ pub async fn reset_target(target: &mut Client) -> Result<usize, Outcome> {
         .map_err(|e| {
             Outcome::failed(format!(
                 "reset: unlinking the large objects: {} (nothing was dropped)",
-                crate::actions::db::connection::explain(&e)
+                connection::explain(&e)
             ))
         })?
         .get(0);
-    tx.commit().await.map_err(|e| {
-        Outcome::failed(format!(
-            "reset: {}",
-            crate::actions::db::connection::explain(&e)
-        ))
-    })?;
+    tx.commit()
+        .await
+        .map_err(|e| Outcome::failed(format!("reset: {}", connection::explain(&e))))?;
     Ok(statements.len() + usize::try_from(unlinked).unwrap_or(0))
 }
 
@@ -275,68 +182,6 @@ async fn refuse_hidden_rows(source: &Client, url: &DbUrl) -> Result<(), Outcome>
         hidden.len(),
         hidden.join(", ")
     )))
-}
-
-/// `maintenance_work_mem` goes into PGOPTIONS, so only a plain size is accepted.
-pub(super) fn memory_setting(value: Option<&str>) -> Result<String, Outcome> {
-    let value = value.unwrap_or("1GB").trim();
-    let valid = Regex::new(r"^[0-9]+\s*(kB|MB|GB|TB)?$").is_ok_and(|re| re.is_match(value));
-    if valid {
-        Ok(value.replace(' ', ""))
-    } else {
-        Err(Outcome::failed(format!(
-            "maintenance_work_mem = {value:?} is not a size such as \"512MB\" or \"1GB\""
-        )))
-    }
-}
-
-pub(super) fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
-    let mut command = Command::new(&tool.path);
-    // Only this URL's connection: nothing inherited from the operator's shell.
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSERVICE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGOPTIONS",
-        "PGPASSFILE",
-    ] {
-        command.env_remove(var);
-    }
-    for (key, value) in url.libpq_env() {
-        command.env(key, value);
-    }
-    // Their messages are parsed (errors, the allow-list): in English whatever the operator's
-    // locale, as `C` gives them.
-    command
-        .env("LC_ALL", "C")
-        .env("LANG", "C")
-        .env_remove("LANGUAGE");
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    command
-}
-
-pub(super) fn spawn(command: &mut Command, what: &Tool) -> Result<Child, Outcome> {
-    command
-        .spawn()
-        .map_err(|e| Outcome::failed(format!("cannot start {}: {e}", what.path.display())))
-}
-
-struct Run {
-    restore: RestoreLog,
-    dump_status: std::process::ExitStatus,
-    restore_status: std::process::ExitStatus,
-    bytes: u64,
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
@@ -442,7 +287,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     // a policy hides from this role is refused here, before anything is written.
     refuse_hidden_rows(&source, &source_url).await?;
     let existing = user_tables(&target).await?;
-    let objects = parallel::count_large_objects(&target).await?;
+    let objects = common::count_large_objects(&target).await?;
     let target_key = target_key(&target_id);
     // An earlier copy (this step's or another's) that stopped mid-restore left this very
     // database half-written: it may hold schemas, functions or types but no table, so
@@ -555,7 +400,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         report
             .output(
                 "checksums",
-                serde_json::to_string(&parallel::recorded(
+                serde_json::to_string(&checksum::recorded(
                     &done.checksums,
                     server,
                     &done.target_oids,
@@ -567,7 +412,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             report
                 .output(
                     "target_checksums",
-                    serde_json::to_string(&parallel::recorded(
+                    serde_json::to_string(&checksum::recorded(
                         &done.target_checksums,
                         server,
                         &done.target_oids,
@@ -630,7 +475,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     }
     let result = match &mode {
         Mode::Parallel | Mode::Stream => {
-            stream_copy(
+            stream::stream_copy(
                 ctx,
                 &dump,
                 &restore,
@@ -643,7 +488,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
         Mode::Directory(dir) => {
             let dir = ctx.work_dir.join(dir).join(format!("{}.dump", ctx.step));
-            let result = directory_copy(
+            let result = stream::directory_copy(
                 ctx,
                 &dump,
                 &restore,
@@ -661,7 +506,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     };
     let elapsed = started.elapsed();
-    let outcome = finish(ctx, result, &allowed, elapsed).await?;
+    let outcome = stream::finish(ctx, result, &allowed, elapsed).await?;
     // No content figures from pg_dump: the guard has the counters alone.
     let baseline = Baseline::new(&source_id, counters, Default::default());
     ctx.report
@@ -705,505 +550,9 @@ fn throughput(bytes_at_ticks: &[u64], tick: Duration) -> String {
         .join(",")
 }
 
-/// The output recording whether a copy's target is dirty (a restore began and has not
-/// finished) or clean again.
-pub const TARGET_STATE: &str = "target_state";
-
-/// One record of [`TARGET_STATE`]: which database, dirty or not, since when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TargetState {
-    pub target: String,
-    pub dirty: bool,
-    /// RFC 3339 with milliseconds: the latest record for a target, from any step, decides.
-    pub at: String,
-}
-
-impl TargetState {
-    fn now(target: &str, dirty: bool) -> Self {
-        TargetState {
-            target: target.to_string(),
-            dirty,
-            at: crate::journal::now_rfc3339(),
-        }
-    }
-
-    fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// How the journal names a target database: its server and OID, which no host alias changes.
-pub(super) fn target_key(id: &Identity) -> String {
-    format!(
-        "server {} database oid {} ({})",
-        id.system_identifier, id.database_oid, id.database
-    )
-}
-
-/// The step whose unfinished restore left `target` dirty, and since when: the latest record
-/// of that target across every step decides (a later whole copy by another step cleans it).
-pub fn dirty_since(
-    recorded: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    target: &str,
-) -> Option<(String, String)> {
-    recorded
-        .iter()
-        .filter_map(|(step, outputs)| {
-            let state: TargetState = serde_json::from_str(outputs.get(TARGET_STATE)?).ok()?;
-            (state.target == target).then_some((step, state))
-        })
-        .max_by(|a, b| a.1.at.cmp(&b.1.at))
-        .filter(|(_, state)| state.dirty)
-        .map(|(step, state)| (step.clone(), state.at))
-}
-
-async fn finish(
-    ctx: &ActionContext,
-    run: Run,
-    allowed: &[Regex],
-    elapsed: Duration,
-) -> Result<Outcome, Outcome> {
-    if !run.dump_status.success() {
-        return Err(Outcome::failed(format!(
-            "pg_dump failed ({}); see its lines above",
-            run.dump_status
-        )));
-    }
-    let (refused, tolerated) = run.restore.judge(allowed);
-    for error in &tolerated {
-        ctx.report
-            .info(format!("tolerated restore error: {}", error.text()))
-            .await;
-    }
-    let counted = run.restore.errors.len() as u64;
-    if !refused.is_empty() {
-        let first: Vec<String> = refused.iter().take(3).map(|e| e.text()).collect();
-        return Err(Outcome::failed(format!(
-            "pg_restore reported {} error(s) not on the allow-list: {}",
-            refused.len(),
-            first.join("; ")
-        )));
-    }
-    if !run.restore_status.success() && run.restore.ignored != Some(counted) {
-        return Err(Outcome::failed(format!(
-            "pg_restore failed ({}) and its errors could not all be read; see its lines above",
-            run.restore_status
-        )));
-    }
-    let secs = elapsed.as_secs_f64().max(0.001);
-    ctx.report.output("bytes", run.bytes.to_string()).await;
-    ctx.report
-        .output("tables", run.restore.tables_loaded.to_string())
-        .await;
-    ctx.report
-        .output("indexes", run.restore.indexes.to_string())
-        .await;
-    ctx.report
-        .output("tolerated_errors", tolerated.len().to_string())
-        .await;
-    ctx.report
-        .output(
-            "throughput_mib_s",
-            throughput(&run.restore.bytes_at_ticks, TICK),
-        )
-        .await;
-    Ok(Outcome::Succeeded {
-        note: Some(format!(
-            "{} tables, {} indexes, {} in {:.1}s ({}/s){}",
-            run.restore.tables_loaded,
-            run.restore.indexes,
-            bytes_human(run.bytes),
-            secs,
-            bytes_human((run.bytes as f64 / secs) as u64),
-            if tolerated.is_empty() {
-                String::new()
-            } else {
-                format!(", {} tolerated error(s)", tolerated.len())
-            }
-        )),
-    })
-}
-
-async fn report_progress(
-    ctx: &ActionContext,
-    log: &RestoreLog,
-    totals: &Totals,
-    bytes: u64,
-    started: Instant,
-    phase: &str,
-) {
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    let total = totals.tables + totals.indexes;
-    if total == 0 {
-        // Nothing to count in (the large objects' restore): its lines say how it goes.
-        return;
-    }
-    let done = (log.tables_loaded + log.indexes + log.constraints).min(total);
-    ctx.report
-        .progress(
-            done,
-            Some(total),
-            "items",
-            Some(format!(
-                "{phase}: {} streamed ({}/s), tables {}/{}, indexes {}/{}, {:.0}s",
-                bytes_human(bytes),
-                bytes_human((bytes as f64 / secs) as u64),
-                log.tables_loaded.min(totals.tables),
-                totals.tables,
-                (log.indexes + log.constraints).min(totals.indexes),
-                totals.indexes,
-                secs
-            )),
-        )
-        .await;
-}
-
-/// Reads the restore's stderr to its end: every line to the log, the counters updated, progress
-/// every tick. Returns None when cancelled.
-pub(super) async fn follow_restore(
-    ctx: &ActionContext,
-    stderr: tokio::process::ChildStderr,
-    totals: &Totals,
-    bytes: &AtomicU64,
-    started: Instant,
-    phase: &str,
-) -> Option<RestoreLog> {
-    let mut log = RestoreLog::default();
-    let mut lines = LineReader::new(stderr);
-    let mut tick = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            line = lines.next_line() => match line {
-                Some(line) => {
-                    log.read(&line);
-                    ctx.report.line(Stream::Stderr, line).await;
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                let now = bytes.load(Ordering::Relaxed);
-                log.bytes_at_ticks.push(now);
-                report_progress(ctx, &log, totals, now, started, phase).await;
-            }
-            () = ctx.cancel.cancelled() => return None,
-        }
-    }
-    log.bytes_at_ticks.push(bytes.load(Ordering::Relaxed));
-    report_progress(
-        ctx,
-        &log,
-        totals,
-        bytes.load(Ordering::Relaxed),
-        started,
-        phase,
-    )
-    .await;
-    Some(log)
-}
-
-pub(super) fn restore_command(restore: &Tool, target: &DbUrl, memory: &str) -> Command {
-    let mut command = tool_command(restore, target);
-    command
-        .env("PGOPTIONS", format!("-c maintenance_work_mem={memory}"))
-        .args(["--no-owner", "--no-acl", "--verbose", "--dbname"])
-        .arg(&target.database);
-    command
-}
-
-async fn stream_copy(
-    ctx: &ActionContext,
-    dump_tool: &Tool,
-    restore_tool: &Tool,
-    source: &DbUrl,
-    target: &DbUrl,
-    memory: &str,
-    totals: &Totals,
-) -> Result<Run, Outcome> {
-    ctx.report
-        .info(format!(
-            "pg_dump -Fc {} | pg_restore {} (streamed, maintenance_work_mem={memory})",
-            source.display(),
-            target.display()
-        ))
-        .await;
-    let mut dump = spawn(
-        tool_command(dump_tool, source)
-            .args(["--format=custom", "--no-owner", "--no-acl"])
-            .stdout(Stdio::piped()),
-        dump_tool,
-    )?;
-    let mut restore = match spawn(
-        restore_command(restore_tool, target, memory).stdin(Stdio::piped()),
-        restore_tool,
-    ) {
-        Ok(child) => child,
-        Err(o) => {
-            stop_group(&mut dump).await;
-            return Err(o);
-        }
-    };
-    let bytes = Arc::new(AtomicU64::new(0));
-    let (Some(mut from), Some(mut into), Some(restore_err)) = (
-        dump.stdout.take(),
-        restore.stdin.take(),
-        restore.stderr.take(),
-    ) else {
-        stop_group(&mut dump).await;
-        stop_group(&mut restore).await;
-        return Err(Outcome::failed("lost the pipes of pg_dump and pg_restore"));
-    };
-    // Bigger pipes: fewer wake-ups of the three processes sharing two cores with the servers.
-    for fd in [from.as_raw_fd(), into.as_raw_fd()] {
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
-    }
-    let counter = bytes.clone();
-    let carry = tokio::spawn(async move {
-        let mut buf = vec![0u8; PIPE_BYTES as usize];
-        loop {
-            let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if into.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        // Dropping stdin tells pg_restore the archive is complete.
-        let _ = into.shutdown().await;
-    });
-    let dump_err = tokio::spawn(pump(dump.stderr.take(), Stream::Stderr, ctx.report.clone()));
-    let started = Instant::now();
-    let Some(log) = follow_restore(ctx, restore_err, totals, &bytes, started, "copy").await else {
-        stop_group(&mut dump).await;
-        stop_group(&mut restore).await;
-        carry.abort();
-        return Err(Outcome::Cancelled);
-    };
-    let _ = carry.await;
-    let _ = dump_err.await;
-    let dump_status = dump
-        .wait()
-        .await
-        .map_err(|e| Outcome::failed(format!("lost track of pg_dump: {e}")))?;
-    let restore_status = restore
-        .wait()
-        .await
-        .map_err(|e| Outcome::failed(format!("lost track of pg_restore: {e}")))?;
-    Ok(Run {
-        restore: log,
-        dump_status,
-        restore_status,
-        bytes: bytes.load(Ordering::Relaxed),
-    })
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn directory_copy(
-    ctx: &ActionContext,
-    dump_tool: &Tool,
-    restore_tool: &Tool,
-    source: &DbUrl,
-    target: &DbUrl,
-    memory: &str,
-    totals: &Totals,
-    jobs: u32,
-    dir: &PathBuf,
-) -> Result<Run, Outcome> {
-    if dir.exists() {
-        // Left by an interrupted attempt of this step: a dump is only good whole.
-        tokio::fs::remove_dir_all(dir)
-            .await
-            .map_err(|e| Outcome::failed(format!("cannot clear {}: {e}", dir.display())))?;
-    }
-    if let Some(parent) = dir.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Outcome::failed(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    ctx.report
-        .info(format!(
-            "pg_dump -Fd -j {jobs} {} → {} (maintenance_work_mem={memory})",
-            source.display(),
-            dir.display()
-        ))
-        .await;
-    let started = Instant::now();
-    let mut dump = spawn(
-        tool_command(dump_tool, source)
-            .args(["--format=directory", "--no-owner", "--no-acl", "--jobs"])
-            .arg(jobs.to_string())
-            .arg("--file")
-            .arg(dir),
-        dump_tool,
-    )?;
-    let dump_err = tokio::spawn(pump(dump.stderr.take(), Stream::Stderr, ctx.report.clone()));
-    let empty = RestoreLog::default();
-    let mut tick = tokio::time::interval(TICK);
-    let dump_status = loop {
-        tokio::select! {
-            status = dump.wait() => break status.map_err(|e| Outcome::failed(format!("lost track of pg_dump: {e}")))?,
-            _ = tick.tick() => {
-                let size = dir_size(dir);
-                report_progress(ctx, &empty, totals, size, started, "dump").await;
-            }
-            () = ctx.cancel.cancelled() => {
-                stop_group(&mut dump).await;
-                return Err(Outcome::Cancelled);
-            }
-        }
-    };
-    let _ = dump_err.await;
-    let bytes = dir_size(dir);
-    if !dump_status.success() {
-        return Ok(Run {
-            restore: RestoreLog::default(),
-            dump_status,
-            restore_status: dump_status,
-            bytes,
-        });
-    }
-    ctx.report
-        .info(format!(
-            "pg_dump wrote {}; pg_restore -j {jobs} into {}",
-            bytes_human(bytes),
-            target.display()
-        ))
-        .await;
-    let mut restore = spawn(
-        restore_command(restore_tool, target, memory)
-            .arg("--jobs")
-            .arg(jobs.to_string())
-            .arg(dir),
-        restore_tool,
-    )?;
-    let Some(restore_err) = restore.stderr.take() else {
-        stop_group(&mut restore).await;
-        return Err(Outcome::failed("lost pg_restore's output"));
-    };
-    let counter = AtomicU64::new(bytes);
-    let Some(log) = follow_restore(ctx, restore_err, totals, &counter, started, "restore").await
-    else {
-        stop_group(&mut restore).await;
-        return Err(Outcome::Cancelled);
-    };
-    let restore_status = restore
-        .wait()
-        .await
-        .map_err(|e| Outcome::failed(format!("lost track of pg_restore: {e}")))?;
-    Ok(Run {
-        restore: log,
-        dump_status,
-        restore_status,
-        bytes,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn read(lines: &[&str]) -> RestoreLog {
-        let mut log = RestoreLog::default();
-        for line in lines {
-            log.read(line);
-        }
-        log
-    }
-
-    #[test]
-    fn heroku_restore_errors_are_tolerated_and_others_are_not() {
-        // The lines pg_restore 16 prints for a Heroku dump restored by a non-owner.
-        let log = read(&[
-            "pg_restore: creating TABLE \"public.users\"",
-            "pg_restore: from TOC entry 7; 2615 16385 SCHEMA heroku_ext postgres",
-            "pg_restore: error: could not execute query: ERROR:  schema \"heroku_ext\" already exists",
-            "Command was: CREATE SCHEMA heroku_ext;",
-            "pg_restore: from TOC entry 2826; 0 0 COMMENT EXTENSION vector ",
-            "pg_restore: error: could not execute query: ERROR:  must be owner of extension vector",
-            "Command was: COMMENT ON EXTENSION vector IS 'vector data type and ivfflat and hnsw access methods';",
-            "pg_restore: processing data for table \"public.users\"",
-            "pg_restore: creating INDEX \"public.users_email_idx\"",
-            "pg_restore: creating CONSTRAINT \"public.users users_pkey\"",
-            "pg_restore: error: could not execute query: ERROR:  relation \"users\" already exists",
-            "Command was: CREATE TABLE public.users (",
-            "pg_restore: warning: errors ignored on restore: 3",
-        ]);
-        assert_eq!(log.tables_created, 1);
-        assert_eq!(log.tables_loaded, 1);
-        assert_eq!(log.indexes, 1);
-        assert_eq!(log.constraints, 1);
-        assert_eq!(log.ignored, Some(3));
-        let allowed: Vec<Regex> = DEFAULT_ALLOWED_ERRORS
-            .iter()
-            .map(|s| Regex::new(s).unwrap())
-            .collect();
-        let (refused, tolerated) = log.judge(&allowed);
-        assert_eq!(tolerated.len(), 2);
-        assert_eq!(refused.len(), 1);
-        assert!(refused[0]
-            .message
-            .contains("relation \"users\" already exists"));
-    }
-
-    #[test]
-    fn the_latest_record_of_a_target_decides_whether_it_is_dirty() {
-        use std::collections::BTreeMap;
-        let record = |target: &str, dirty: bool, at: &str| {
-            BTreeMap::from([(
-                TARGET_STATE.to_string(),
-                TargetState {
-                    target: target.into(),
-                    dirty,
-                    at: at.into(),
-                }
-                .encode(),
-            )])
-        };
-        let mut recorded = BTreeMap::new();
-        assert_eq!(dirty_since(&recorded, "rds"), None);
-        recorded.insert(
-            "a".to_string(),
-            record("rds", true, "2026-11-30T10:00:00.000Z"),
-        );
-        recorded.insert(
-            "b".to_string(),
-            record("other", false, "2026-11-30T11:00:00.000Z"),
-        );
-        assert_eq!(
-            dirty_since(&recorded, "rds"),
-            Some(("a".into(), "2026-11-30T10:00:00.000Z".into()))
-        );
-        assert_eq!(dirty_since(&recorded, "other"), None);
-        // Another step's later whole copy into the same target cleans it.
-        recorded.insert(
-            "c".to_string(),
-            record("rds", false, "2026-11-30T10:30:00.000Z"),
-        );
-        assert_eq!(dirty_since(&recorded, "rds"), None);
-        // A record that does not parse is not a clean bill: it is ignored, the others decide.
-        recorded.insert(
-            "d".to_string(),
-            BTreeMap::from([(TARGET_STATE.to_string(), "garbage".to_string())]),
-        );
-        recorded.insert(
-            "e".to_string(),
-            record("rds", true, "2026-11-30T12:00:00.000Z"),
-        );
-        assert_eq!(dirty_since(&recorded, "rds").map(|d| d.0), Some("e".into()));
-    }
 
     #[test]
     fn throughput_is_mib_per_second_from_the_ticks() {
@@ -1213,12 +562,5 @@ mod tests {
         assert_eq!(throughput(&ticks, Duration::from_millis(500)), "3.0,7.0");
         assert_eq!(throughput(&[], Duration::from_millis(500)), "");
         assert_eq!(throughput(&[2 * mib], Duration::from_secs(1)), "2.0");
-    }
-
-    #[test]
-    fn memory_setting_accepts_sizes_only() {
-        assert_eq!(memory_setting(None).unwrap(), "1GB");
-        assert_eq!(memory_setting(Some("512 MB")).unwrap(), "512MB");
-        assert!(memory_setting(Some("1GB -c fsync=off")).is_err());
     }
 }

@@ -34,11 +34,15 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
-use crate::actions::db::copy::{
+use crate::actions::db::checksum::{hash_rows, Checksum, RowHasher, COLUMNS};
+use crate::actions::db::common::{
+    bytes_human, col, count_large_objects, query, table_oids, USER_RELATION,
+};
+use crate::actions::db::connection::{self, DbUrl};
+use crate::actions::db::tools::restore::{
     follow_restore, restore_command, spawn, tool_command, RestoreLog, Totals,
 };
 use crate::actions::db::tools::Tool;
-use crate::actions::db::{bytes_human, col, query, DbUrl, USER_RELATION};
 use crate::actions::process::stop_group;
 use crate::actions::{ActionContext, Outcome};
 
@@ -64,116 +68,6 @@ struct Piece {
     table: usize,
     range: Option<(u64, Option<u64>)>,
     bytes: u64,
-}
-
-/// Rows and the order-independent checksum of their text (wrapping sum of xxh3 of each row).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Checksum {
-    pub rows: u64,
-    pub sum: u64,
-}
-
-impl Checksum {
-    fn add(&mut self, other: Checksum) {
-        self.rows += other.rows;
-        self.sum = self.sum.wrapping_add(other.sum);
-    }
-}
-
-/// A table's figures as the journal keeps them (the copy's `checksums` and `target_checksums`):
-/// the checksum, and the target table it belongs to — `SYSTEM_IDENTIFIER/OID` of the table the
-/// copy created and filled. A later copy or a reset creates new tables, so figures of an
-/// earlier copy are seen not to describe what the target holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Recorded {
-    pub rows: u64,
-    pub sum: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-impl Recorded {
-    pub fn checksum(&self) -> Checksum {
-        Checksum {
-            rows: self.rows,
-            sum: self.sum,
-        }
-    }
-}
-
-/// How the journal names a target table: its server's system identifier and its OID.
-pub fn target_table(server: &str, oid: u32) -> String {
-    format!("{server}/{oid}")
-}
-
-/// Figures tied to the target tables they are of.
-pub fn recorded(
-    sums: &BTreeMap<String, Checksum>,
-    server: &str,
-    oids: &BTreeMap<String, u32>,
-) -> BTreeMap<String, Recorded> {
-    sums.iter()
-        .map(|(name, sum)| {
-            (
-                name.clone(),
-                Recorded {
-                    rows: sum.rows,
-                    sum: sum.sum,
-                    target: oids.get(name).map(|oid| target_table(server, *oid)),
-                },
-            )
-        })
-        .collect()
-}
-
-/// Hashes COPY text rows as they stream by (a row ends at a newline; a newline inside a
-/// value is escaped, so a raw one only ends rows), carrying a row cut between chunks.
-#[derive(Default)]
-pub struct RowHasher {
-    carry: Vec<u8>,
-    pub checksum: Checksum,
-}
-
-impl RowHasher {
-    pub fn feed(&mut self, mut chunk: &[u8]) {
-        if !self.carry.is_empty() {
-            match memchr::memchr(b'\n', chunk) {
-                None => {
-                    self.carry.extend_from_slice(chunk);
-                    return;
-                }
-                Some(end) => {
-                    self.carry.extend_from_slice(&chunk[..end]);
-                    let row = std::mem::take(&mut self.carry);
-                    self.row(&row);
-                    chunk = &chunk[end + 1..];
-                }
-            }
-        }
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk) {
-            self.row(&chunk[start..end]);
-            start = end + 1;
-        }
-        self.carry.extend_from_slice(&chunk[start..]);
-    }
-
-    fn row(&mut self, row: &[u8]) {
-        self.checksum.rows += 1;
-        self.checksum.sum = self
-            .checksum
-            .sum
-            .wrapping_add(xxhash_rust::xxh3::xxh3_64(row));
-    }
-
-    /// The checksum, or an error when the stream ended inside a row.
-    pub fn finish(self) -> Result<Checksum, String> {
-        if self.carry.is_empty() {
-            Ok(self.checksum)
-        } else {
-            Err("the stream ended inside a row".into())
-        }
-    }
 }
 
 /// What the parallel copy did, for the step's outputs.
@@ -281,12 +175,7 @@ pub(super) async fn copy(
     holder
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
-        .map_err(|e| {
-            Outcome::failed(format!(
-                "source: {}",
-                crate::actions::db::connection::explain(&e)
-            ))
-        })?;
+        .map_err(|e| Outcome::failed(format!("source: {}", connection::explain(&e))))?;
     let snapshot: String = col(
         query(
             &holder,
@@ -597,7 +486,7 @@ pub(super) async fn copy(
             .map_err(|e| {
                 Outcome::failed(format!(
                     "setting sequence {name}: {}",
-                    crate::actions::db::connection::explain(&e)
+                    connection::explain(&e)
                 ))
             })?;
     }
@@ -669,26 +558,6 @@ async fn connect_all_rows(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
         .map_err(|e| Outcome::failed(format!("{side}: {e}")))
 }
 
-/// The app's tables (`schema.table`) by OID.
-pub async fn table_oids(client: &Client) -> Result<BTreeMap<String, u32>, Outcome> {
-    let rows = query(
-        client,
-        &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname), c.oid::bigint \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind = 'r' AND {USER_RELATION}"
-        ),
-        "listing the tables' OIDs",
-    )
-    .await?;
-    let mut out = BTreeMap::new();
-    for row in &rows {
-        let oid: i64 = col(row, 1)?;
-        out.insert(col(row, 0)?, u32::try_from(oid).unwrap_or(0));
-    }
-    Ok(out)
-}
-
 /// The materialized views populated on the source, in the snapshot.
 async fn populated_views(source: &Client) -> Result<Vec<String>, Outcome> {
     let rows = query(
@@ -702,21 +571,6 @@ async fn populated_views(source: &Client) -> Result<Vec<String>, Outcome> {
     )
     .await?;
     rows.iter().map(|r| col(r, 0)).collect()
-}
-
-/// How many large objects a database holds.
-pub async fn count_large_objects(client: &Client) -> Result<u64, Outcome> {
-    let rows = query(
-        client,
-        "SELECT count(*) FROM pg_catalog.pg_largeobject_metadata",
-        "counting the large objects",
-    )
-    .await?;
-    let count: i64 = match rows.first() {
-        Some(row) => col(row, 0)?,
-        None => 0,
-    };
-    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Refreshes on the target the materialized views the source had populated, once their tables
@@ -734,12 +588,7 @@ async fn refresh_views(
     target
         .batch_execute(&format!("SET maintenance_work_mem = '{memory}'"))
         .await
-        .map_err(|e| {
-            Outcome::failed(format!(
-                "target: {}",
-                crate::actions::db::connection::explain(&e)
-            ))
-        })?;
+        .map_err(|e| Outcome::failed(format!("target: {}", connection::explain(&e))))?;
     let mut pending: Vec<&String> = views.iter().collect();
     let mut refreshed = 0;
     while !pending.is_empty() {
@@ -768,13 +617,13 @@ async fn refresh_views(
                             &tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                         ) =>
                 {
-                    last = crate::actions::db::connection::explain(&e);
+                    last = connection::explain(&e);
                     waiting.push(*view);
                 }
                 Err(e) => {
                     return Err(Outcome::failed(format!(
                         "{view}: refreshing the materialized view on the target: {}",
-                        crate::actions::db::connection::explain(&e)
+                        connection::explain(&e)
                     )))
                 }
             }
@@ -908,26 +757,6 @@ async fn copy_large_objects(
     Ok(())
 }
 
-/// The columns a copy copies and hashes, per table (`schema.table` → quoted, comma-separated;
-/// generated columns are not copied).
-pub async fn copied_columns(client: &Client) -> Result<BTreeMap<String, String>, Outcome> {
-    let rows = query(
-        client,
-        &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname), {COLUMNS} \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind = 'r' AND {USER_RELATION}"
-        ),
-        "listing the tables' columns",
-    )
-    .await?;
-    rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
-}
-
-/// A table's copied columns (over `pg_class c`).
-const COLUMNS: &str = "coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
-     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '')";
-
 /// The source's tables with their copied columns and size, in the snapshot.
 async fn plan_tables(source: &Client) -> Result<Vec<Table>, Outcome> {
     let rows = query(
@@ -1036,12 +865,7 @@ async fn worker(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
         ))
         .await
-        .map_err(|e| {
-            format!(
-                "source: joining the snapshot: {}",
-                crate::actions::db::connection::explain(&e)
-            )
-        })?;
+        .map_err(|e| format!("source: joining the snapshot: {}", connection::explain(&e)))?;
     let target = shared
         .target_url
         .connect()
@@ -1125,7 +949,7 @@ async fn copied(
             &[&table.name],
         )
         .await
-        .map_err(|e| format!("{}: {}", table.name, crate::actions::db::connection::explain(&e)))?
+        .map_err(|e| format!("{}: {}", table.name, connection::explain(&e)))?
         .get(0);
     let on_target = Table {
         blocks: u64::try_from(blocks).unwrap_or(0),
@@ -1223,20 +1047,20 @@ async fn copy_piece(
     let out = source
         .copy_out(&format!("COPY ({}) TO STDOUT", select_sql(table, range)))
         .await
-        .map_err(|e| crate::actions::db::connection::explain(&e))?;
+        .map_err(|e| connection::explain(&e))?;
     let sink = target
         .copy_in::<_, bytes::Bytes>(&format!(
             "COPY {} ({}) FROM STDIN",
             table.name, table.columns
         ))
         .await
-        .map_err(|e| crate::actions::db::connection::explain(&e))?;
+        .map_err(|e| connection::explain(&e))?;
     futures_util::pin_mut!(out);
     futures_util::pin_mut!(sink);
     let mut hasher = RowHasher::default();
     let mut batch = bytes::BytesMut::with_capacity(BATCH);
     while let Some(chunk) = out.next().await {
-        let chunk = chunk.map_err(|e| crate::actions::db::connection::explain(&e))?;
+        let chunk = chunk.map_err(|e| connection::explain(&e))?;
         hasher.feed(&chunk);
         shared
             .bytes
@@ -1245,44 +1069,21 @@ async fn copy_piece(
         if batch.len() >= BATCH {
             sink.send(batch.split().freeze())
                 .await
-                .map_err(|e| crate::actions::db::connection::explain(&e))?;
+                .map_err(|e| connection::explain(&e))?;
         }
     }
     if !batch.is_empty() {
         sink.send(batch.split().freeze())
             .await
-            .map_err(|e| crate::actions::db::connection::explain(&e))?;
+            .map_err(|e| connection::explain(&e))?;
     }
     sink.as_mut()
         .finish()
         .await
-        .map_err(|e| crate::actions::db::connection::explain(&e))?;
+        .map_err(|e| connection::explain(&e))?;
     let sum = hasher.finish()?;
     shared.rows.fetch_add(sum.rows, Ordering::Relaxed);
     Ok(sum)
-}
-
-/// A table's rows as a server holds them (`columns` of `name`, quoted), hashed as the copy
-/// hashes the source's stream.
-pub async fn read_back(client: &Client, name: &str, columns: &str) -> Result<Checksum, String> {
-    if columns.is_empty() {
-        return Ok(Checksum::default());
-    }
-    hash_rows(client, &format!("SELECT {columns} FROM ONLY {name}")).await
-}
-
-/// The rows a query returns, through COPY, hashed.
-async fn hash_rows(client: &Client, select: &str) -> Result<Checksum, String> {
-    let out = client
-        .copy_out(&format!("COPY ({select}) TO STDOUT"))
-        .await
-        .map_err(|e| crate::actions::db::connection::explain(&e))?;
-    futures_util::pin_mut!(out);
-    let mut hasher = RowHasher::default();
-    while let Some(chunk) = out.next().await {
-        hasher.feed(&chunk.map_err(|e| crate::actions::db::connection::explain(&e))?);
-    }
-    hasher.finish()
 }
 
 /// The archive's table of contents (`pg_restore --list`).
@@ -1435,38 +1236,6 @@ async fn restore_section(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rows_are_hashed_whole_however_the_stream_is_cut() {
-        let text = b"1\talice\n2\tbob\\nsmith\n3\t\\N\n";
-        let mut whole = RowHasher::default();
-        whole.feed(text);
-        let whole = whole.finish().unwrap();
-        assert_eq!(whole.rows, 3);
-        for cut in 1..text.len() {
-            let mut parts = RowHasher::default();
-            parts.feed(&text[..cut]);
-            parts.feed(&text[cut..]);
-            assert_eq!(parts.finish().unwrap(), whole, "cut at {cut}");
-        }
-        // Order does not matter; a changed, missing, duplicated or swapped value does.
-        let mut reordered = RowHasher::default();
-        reordered.feed(b"3\t\\N\n1\talice\n2\tbob\\nsmith\n");
-        assert_eq!(reordered.finish().unwrap(), whole);
-        for other in [
-            &b"1\talice\n2\tbob\\nsmith\n3\tx\n"[..],
-            b"1\talice\n2\tbob\\nsmith\n",
-            b"1\talice\n1\talice\n2\tbob\\nsmith\n3\t\\N\n",
-            b"1\tbob\\nsmith\n2\talice\n3\t\\N\n",
-        ] {
-            let mut h = RowHasher::default();
-            h.feed(other);
-            assert_ne!(h.finish().unwrap(), whole);
-        }
-        let mut cut = RowHasher::default();
-        cut.feed(b"1\talice\n2\tbo");
-        assert!(cut.finish().is_err());
-    }
 
     #[test]
     fn each_tables_post_data_is_its_own_and_foreign_keys_wait() {

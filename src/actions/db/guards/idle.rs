@@ -19,8 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::actions::db::checksum::{copied_columns, hash_tables};
+use crate::actions::db::common::{col, connect, db_url, identity, query};
+use crate::actions::db::connection::DbUrl;
 use crate::actions::db::copy::baseline::{self, Baseline, Given};
-use crate::actions::db::{col, connect, db_url, identity, query};
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -313,7 +315,7 @@ struct Judged {
 /// Judges writes against the copy's whole baseline (see the module's comment).
 async fn judge(
     ctx: &ActionContext,
-    url: &crate::actions::db::DbUrl,
+    url: &DbUrl,
     client: &tokio_postgres::Client,
     before: &Baseline,
 ) -> Result<Judged, Outcome> {
@@ -356,7 +358,7 @@ async fn judge(
             by_content: false,
         });
     }
-    let tables = crate::actions::db::copy::parallel::copied_columns(client).await?;
+    let tables = copied_columns(client).await?;
     let wanted: Vec<(u64, String)> = candidates
         .keys()
         .filter(|t| tables.contains_key(*t) && before.content.contains_key(*t))
@@ -377,7 +379,7 @@ async fn judge(
             ))
             .await;
     }
-    let sums = crate::actions::db::verify::hash_tables(ctx, url, wanted, 2).await?;
+    let sums = hash_tables(ctx, url, wanted, 2).await?;
     let mut written = Vec::new();
     for table in candidates.keys() {
         let copied = before.content.get(table);

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::actions::db::guards::idle::written_since;
-use crate::actions::db::{connect, db_url, write_counters};
+use super::idle::written_since;
+use crate::actions::db::common::{connect, db_url, write_counters};
+use crate::actions::db::copy::baseline::went_down;
 use crate::actions::{ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
@@ -62,7 +63,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             let total: i64 = changed.iter().map(|(_, n)| n).sum();
             // After a statistics reset the counters start again from zero: what they say
             // since is a floor, not a count (and "nothing" would be a false comfort).
-            let reset = crate::actions::db::copy::baseline::went_down(&before, &now);
+            let reset = went_down(&before, &now);
             ctx.report
                 .output(
                     "changed_rows",

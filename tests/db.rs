@@ -367,7 +367,7 @@ struct Fault {
     expect: &'static [&'static str],
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 9] = [
     Fault {
         name: "changed",
         sql: "UPDATE users SET display_name = display_name || '.' WHERE id = 17",
@@ -404,6 +404,16 @@ const FAULTS: [Fault; 7] = [
         name: "extension",
         sql: "DROP EXTENSION vector CASCADE",
         expect: &["extension vector 0.8", "missing on the target"],
+    },
+    Fault {
+        name: "large_object",
+        sql: "SELECT lo_put(424242, 1000, '\\x00'::bytea)",
+        expect: &["large objects: content checksum differs"],
+    },
+    Fault {
+        name: "matview",
+        sql: "REFRESH MATERIALIZED VIEW busiest_users WITH NO DATA",
+        expect: &["public.busiest_users: materialized view not populated on the target"],
     },
 ];
 
@@ -1083,5 +1093,542 @@ rollback = { do = \"shell\", run = \"echo heroku > record.txt\", warn = { do = \
     assert_eq!(
         std::fs::read_to_string(p.path().join("record.txt")).unwrap(),
         "heroku\n"
+    );
+}
+
+/// The copy's statement of what the source held when it read it: `source_baseline` (counters,
+/// the statistics' reset time, the server's start, and each table's content from the snapshot).
+const IDLE_ON_BASELINE: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.copy.outputs.source_baseline}\"\nneeds = [\"copy\"]\n\n";
+
+/// One write on the source, from a session that ends at once (its statistics reach the shared
+/// counters when it does).
+fn write_once(url: &str, sql: &str) {
+    runtime().block_on(async {
+        client(url).await.batch_execute(sql).await.unwrap();
+    });
+}
+
+/// Waits (up to a minute) until the shared statistics show `column` of `table` at `value`: a
+/// session's counts reach them when it ends, a moment after its client has gone.
+fn wait_for_counter(url: &str, table: &str, column: &str, value: i64) {
+    let sql = format!(
+        "SELECT coalesce((SELECT {column} FROM pg_stat_user_tables WHERE relname = '{table}'), 0)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: i64 = runtime().block_on(scalar(url, &sql)).parse().unwrap();
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{table}.{column} is {now}, not {value}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The statistics reset after the copy (`pg_stat_reset()`, as a restart without a clean
+/// shutdown or a Heroku failover also does): the counters start below the baseline, and a
+/// later write must still be seen — the step fails naming the reset and the table.
+#[test]
+fn db_idle_after_a_statistics_reset_and_a_write_fails_naming_the_reset() {
+    let (source, target) = databases("idlereset");
+    // The app wrote before the copy: the baseline's counters are above zero.
+    write_once(&source, "UPDATE events SET kind = kind WHERE id <= 100");
+    wait_for_counter(&source, "events", "n_tup_upd", 100);
+    let p = Project::new(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    // Nothing happened yet: passes.
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+
+    write_once(&source, "SELECT pg_stat_reset()");
+    write_once(
+        &source,
+        "INSERT INTO events (user_id, kind, occurred_at) VALUES (1, 'after-reset', now())",
+    );
+    // The world: the counters are below the baseline now (1 against 100), and the row is on
+    // the source only.
+    wait_for_counter(&source, "events", "n_tup_ins", 1);
+    assert_eq!(
+        runtime().block_on(scalar(
+            &source,
+            "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'events'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM events WHERE kind = 'after-reset'"
+        )),
+        "0"
+    );
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("idle"));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("==> idle: failed"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        said.contains("statistics were reset")
+            && said.contains("public.events (250001 rows now, 250000 in the copy)"),
+        "{said}"
+    );
+    // Only the table written is named: the others hold what the copy read.
+    assert!(!said.contains("public.users"), "{said}");
+}
+
+/// A pooled session (one connection kept open, as an app's pool keeps it) writes every 100 ms
+/// until the freeze, then stops — with some of its writes not yet in the shared statistics (a
+/// session flushes them at most once a second, or 10 s after it goes idle). The copy reads the
+/// counters then: the guard must not take those writes for writes after the copy. One write
+/// after the freeze must still fail it, naming the table.
+#[test]
+fn db_idle_after_a_copy_under_steady_writes_passes_and_one_write_after_fails() {
+    use std::sync::mpsc;
+    let (source, target) = databases("idlepool");
+    let p = Project::new(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let (stopped_tx, stopped) = mpsc::channel::<u64>();
+    let (close, close_rx) = mpsc::channel::<()>();
+    let writer = {
+        let source = source.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let pooled = client(&source).await;
+                let insert = |n: u64| format!("INSERT INTO page_views (path, viewed_at) VALUES ('/pooled/{n}', now())");
+                let mut n = 0u64;
+                while stop_rx.try_recv().is_err() {
+                    n += 1;
+                    pooled.batch_execute(&insert(n)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The freeze: no write after this loop. It ends with writes still pending in
+                // the session (the shared counter below what it wrote): one more right after
+                // a flush stays pending, as at most one flush a second is made.
+                loop {
+                    let flushed: i64 = client(&source)
+                        .await
+                        .query_one(
+                            "SELECT coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'page_views'), 0)",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if (flushed as u64) < n {
+                        break;
+                    }
+                    n += 1;
+                    pooled.batch_execute(&insert(n)).await.unwrap();
+                }
+                stopped_tx.send(n).unwrap();
+                // The session stays open, idle, through the copy (the dynos keep their pool).
+                let _ = close_rx.recv();
+                drop(pooled);
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    stop.send(()).unwrap();
+    let written = stopped.recv().unwrap();
+    let out = p.run(&["run", "copy"]);
+    close.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    // Every acknowledged write is in the copy.
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM page_views WHERE path LIKE '/pooled/%'"
+        )),
+        written.to_string()
+    );
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+
+    // One write after the freeze: named.
+    write_once(
+        &source,
+        "INSERT INTO page_views (path, viewed_at) VALUES ('/after-the-freeze', now())",
+    );
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("idle"));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("==> idle: failed"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        said.contains("written after the copy")
+            && said.contains(&format!(
+                "public.page_views ({} rows now, {} in the copy)",
+                50119 + written + 1,
+                50119 + written
+            )),
+        "{said}"
+    );
+    assert!(!said.contains("public.events"), "{said}");
+}
+
+/// What a copy of the tables alone leaves out: materialized views (a schema-only dump creates
+/// them empty) and large objects. Both are on the target after the copy, and db.verify — on the
+/// copy's checksums, as the bundled runbook runs it — compares them.
+#[test]
+fn materialized_views_and_large_objects_are_copied_and_verified() {
+    let (source, target) = databases("mvlo");
+    let verify = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\ntarget_checksums = \"${steps.copy.outputs.target_checksums}\"\nneeds = [\"copy\"]\n\n";
+    let p = Project::new(&source, &target, &format!("{EXTENSIONS}{COPY}{verify}"));
+    for step in ["extensions", "copy", "verify"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+    runtime().block_on(async {
+        for sql in [
+            "SELECT count(*) || ' ' || sum(n) || ' ' || max(last_at) FROM user_activity",
+            "SELECT count(*) || ' ' || sum(n) FROM busiest_users",
+            "SELECT count(*) FROM pg_largeobject_metadata",
+            "SELECT md5(lo_get(424242)) || ' ' || length(lo_get(424242)) || ' ' || length(lo_get(424243))",
+            "SELECT obj_description(424242, 'pg_largeobject')",
+        ] {
+            let want = scalar(&source, sql).await;
+            assert!(!want.is_empty(), "{sql}");
+            assert_eq!(scalar(&target, sql).await, want, "{sql}");
+        }
+    });
+    assert_eq!(
+        runtime().block_on(scalar(&target, "SELECT count(*) FROM busiest_users")),
+        "10000"
+    );
+    let copy = p.log("copy");
+    assert!(
+        copy.contains("2 materialized view(s) refreshed")
+            && copy.contains("2 large object(s) copied"),
+        "{copy}"
+    );
+    let verify = p.log("verify");
+    assert!(
+        verify.contains("» public.user_activity ") && verify.contains("» public.busiest_users "),
+        "{verify}"
+    );
+    assert!(
+        verify.contains("large objects: 2 on each side, content checksums equal"),
+        "{verify}"
+    );
+}
+
+/// A role that owns its database and a table with FORCE ROW LEVEL SECURITY, whose policy shows
+/// it only some rows.
+fn rls_database(role: &str, database: &str, bypass: bool) -> String {
+    let password = "rls-pass-5";
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role} LOGIN PASSWORD '{password}'; END IF; END $$; \
+                 ALTER ROLE {role} {}",
+                if bypass { "BYPASSRLS" } else { "NOBYPASSRLS" }
+            ),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("CREATE DATABASE {database} OWNER {role}"),
+        )
+        .await;
+    });
+    let base = env("CUTOVER_TEST_PG_SOURCE");
+    let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
+    let url = format!("postgres://{role}:{password}@{host}/{database}?sslmode=disable");
+    runtime().block_on(async {
+        client(&url)
+            .await
+            .batch_execute(
+                "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL); \
+                 INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 500) g; \
+                 ALTER TABLE notes ENABLE ROW LEVEL SECURITY; \
+                 ALTER TABLE notes FORCE ROW LEVEL SECURITY; \
+                 CREATE POLICY some_notes ON notes USING (id % 5 = 0)",
+            )
+            .await
+            .unwrap();
+        // What the role sees through its policy: a fifth, unless it bypasses it.
+        assert_eq!(
+            scalar(&url, "SELECT count(*) FROM notes").await,
+            if bypass { "500" } else { "100" }
+        );
+    });
+    url
+}
+
+/// The copy reads with row-level security off. Run as the table's owner, which FORCE ROW LEVEL
+/// SECURITY subjects to its own policy, it cannot read every row: it refuses before writing
+/// anything, naming the table and what the role needs — where it used to copy the fifth the
+/// policy shows and call the copy equal.
+#[test]
+fn a_force_rls_table_its_owner_cannot_read_whole_is_refused_naming_it() {
+    let source = rls_database("rls_owner", "s_rlsforce", false);
+    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_rlsforce");
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            "DROP DATABASE IF EXISTS t_rlsforce WITH (FORCE)",
+        )
+        .await;
+        admin("CUTOVER_TEST_PG_TARGET", "CREATE DATABASE t_rlsforce").await;
+    });
+    let p = Project::new(&source, &target, COPY);
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("copy"));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        said.contains("public.notes") && said.contains("BYPASSRLS") && said.contains("FORCE"),
+        "{said}"
+    );
+    // Nothing was written: no table on the target, and the journal does not call it dirty.
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )),
+        "0"
+    );
+    assert!(
+        !p.journal().contains("\\\"dirty\\\":true"),
+        "{}",
+        p.journal()
+    );
+}
+
+/// The same table read by an owner with BYPASSRLS: every row is copied, the policy and FORCE
+/// come along, and db.verify agrees.
+#[test]
+fn a_force_rls_table_read_by_a_bypassrls_owner_is_copied_whole_and_verified() {
+    let source = rls_database("rls_bypass", "s_rlsbypass", true);
+    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_rlsbypass");
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            "DROP DATABASE IF EXISTS t_rlsbypass WITH (FORCE)",
+        )
+        .await;
+        admin("CUTOVER_TEST_PG_TARGET", "CREATE DATABASE t_rlsbypass").await;
+    });
+    let p = Project::new(&source, &target, &format!("{COPY}{VERIFY}"));
+    for step in ["copy", "verify"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+    runtime().block_on(async {
+        assert_eq!(
+            scalar(&target, "SELECT count(*) || ' ' || sum(id) FROM notes").await,
+            "500 125250"
+        );
+        assert_eq!(
+            scalar(
+                &target,
+                "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'notes'"
+            )
+            .await,
+            "true"
+        );
+        assert_eq!(
+            scalar(&target, "SELECT count(*) FROM pg_policies WHERE tablename = 'notes'").await,
+            "1"
+        );
+    });
+}
+
+/// A TCP forwarder on loopback that passes what the client sends at `rate` bytes a second (the
+/// answers unthrottled): a link slower than the write sample's time budget, as the Session
+/// Manager tunnel of a real run can be. A stand-in: no real part on this machine is that slow.
+fn throttling_forwarder(upstream: String, rate: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_back, mut server_back) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_back, &mut client_back);
+                let _ = client_back.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 8192];
+                let started = Instant::now();
+                let mut sent = 0usize;
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// The preflight's write sample through a link slower than its 2 s budget (1 MiB/s; the sample
+/// holds up to 32 MiB): it stops at a row boundary and still gives a figure — where it used to
+/// end the COPY mid-row and lose the figure ("missing data for column").
+#[test]
+fn the_write_sample_through_a_link_slower_than_its_budget_gives_a_figure() {
+    let (source, target) = databases("slowlink");
+    let upstream = env("CUTOVER_TEST_PG_TARGET")
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let rate = 1 << 20;
+    let port = throttling_forwarder(upstream, rate);
+    let slow_target = target.replacen(
+        &format!(
+            ":{}/",
+            target
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .split_once('/')
+                .unwrap()
+                .0
+        ),
+        &format!(":{port}/"),
+        1,
+    );
+    assert_ne!(slow_target, target);
+    let preflight = "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nindex_sample_rows = 0\n\n";
+    let p = Project::new(&source, &slow_target, preflight);
+    let out = p.run(&["run", "preflight"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("preflight"));
+    let log = p.log("preflight");
+    assert!(
+        log.contains("pass  copy speed") && !log.contains("no write sample"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("output write_mib_s = "))
+        .unwrap_or_else(|| panic!("no write figure: {log}"));
+    let mib_s: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // Measured through the link: above nothing, and not above what the link lets through
+    // (generously: the rate is an average over a few batches).
+    assert!(mib_s > 0.0 && mib_s <= 3.0, "{line}");
+    // The sample's scratch table was rolled back.
+    assert_eq!(
+        runtime().block_on(scalar(
+            &target,
+            "SELECT count(*) FROM pg_class WHERE relname = 'cutover_write_probe'"
+        )),
+        "0"
+    );
+}
+
+/// The checksums a copy journals belong to that copy. A second attempt that reset the target
+/// and failed part-way, then marked done by hand, leaves the first attempt's figures in the
+/// journal: db.verify (on them, as the bundled runbook runs it) must not pass on them — the
+/// target holds the failed attempt's tables, one of them empty.
+#[test]
+fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
+    let source = url_for("CUTOVER_TEST_PG_SOURCE", "s_stale");
+    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_stale");
+    runtime().block_on(async {
+        for (cluster, db) in [
+            ("CUTOVER_TEST_PG_SOURCE", "s_stale"),
+            ("CUTOVER_TEST_PG_TARGET", "t_stale"),
+        ] {
+            admin(
+                cluster,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            )
+            .await;
+            admin(cluster, &format!("CREATE DATABASE {db}")).await;
+        }
+        // No index, sequence or vector: what db.verify checks besides the tables' figures
+        // holds whatever the copy left, so only the figures decide.
+        client(&source)
+            .await
+            .batch_execute(
+                "CREATE TABLE accounts (id int, name text); \
+                 INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 1000) g; \
+                 CREATE TABLE ledger (account int, amount numeric); \
+                 INSERT INTO ledger SELECT g % 1000, g * 1.5 FROM generate_series(1, 500) g",
+            )
+            .await
+            .unwrap();
+    });
+    let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\n\n";
+    let verify = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\ntarget_checksums = \"${steps.copy.outputs.target_checksums}\"\nneeds = [\"copy\"]\n\n";
+    let p = Project::new(&source, &target, &format!("{copy}{verify}"));
+    for step in ["copy", "verify"] {
+        let out = p.run(&["run", step]);
+        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+    }
+    // The second attempt: a constraint the target's rows cannot meet makes `ledger`'s COPY
+    // fail after the reset dropped what the first attempt copied.
+    runtime().block_on(async {
+        client(&source)
+            .await
+            .batch_execute(
+                "ALTER TABLE ledger ADD CONSTRAINT only_on_the_source CHECK (current_database() <> 't_stale')",
+            )
+            .await
+            .unwrap();
+    });
+    let out = p.run(&["run", "copy"]);
+    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("copy"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("public.ledger"),
+        "{}",
+        text(&out)
+    );
+    let out = p.run(&["mark", "copy", "done", "--note", "fixed by hand"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The world: the first attempt's rows are gone from the target; the ledger is empty there.
+    assert_eq!(
+        runtime().block_on(scalar(&target, "SELECT count(*) FROM ledger")),
+        "0"
+    );
+    let out = p.run(&["run", "verify"]);
+    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("verify"));
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log("verify")
+    );
+    assert!(
+        said.contains("public.ledger: 500 rows on the source, 0 on the target"),
+        "{said}"
+    );
+    assert!(
+        said.contains("not of the copy on the target now") && said.contains("dirty"),
+        "{said}"
     );
 }

@@ -3,7 +3,8 @@
 
 use tokio_postgres::Client;
 
-use super::{col, connect, db_url, ident, query, version_parts};
+use crate::actions::db::common::{col, connect, db_url, ident, query, version_parts};
+use crate::actions::db::connection;
 use crate::actions::{ActionContext, Outcome};
 
 /// An installed extension.
@@ -88,7 +89,7 @@ pub async fn ensure(
             .map_err(|e| {
                 Outcome::failed(format!(
                     "listing the target's available extensions: {}",
-                    super::conn::explain(&e)
+                    connection::explain(&e)
                 ))
             })?;
         if available.is_empty() {
@@ -109,7 +110,7 @@ pub async fn ensure(
                     Outcome::failed(format!(
                         "creating schema {} on the target: {}",
                         ext.schema,
-                        super::conn::explain(&e)
+                        connection::explain(&e)
                     ))
                 })?;
         }
@@ -124,7 +125,7 @@ pub async fn ensure(
                 Outcome::failed(format!(
                     "CREATE EXTENSION {} on the target: {} (the target's user needs the right to create it: rds_superuser on RDS)",
                     ext.name,
-                    super::conn::explain(&e)
+                    connection::explain(&e)
                 ))
             })?;
     }
@@ -204,7 +205,7 @@ async fn copy_search_path(source: &Client, target: &Client, ctx: &ActionContext)
             ctx.report
                 .info(format!(
                 "warning: could not set search_path = {value} on the target ({}); set it by hand",
-                super::conn::explain(&e)
+                connection::explain(&e)
             ))
                 .await
         }

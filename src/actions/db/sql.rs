@@ -2,7 +2,8 @@
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{connect, db_url};
+use crate::actions::db::common::{connect, db_url};
+use crate::actions::db::connection;
 use crate::actions::{ActionContext, Outcome};
 
 /// Rows shown per statement; the count is always given.
@@ -44,7 +45,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             return Err(Outcome::Cancelled);
         }
     }
-    .map_err(|e| Outcome::failed(super::conn::explain(&e)))?;
+    .map_err(|e| Outcome::failed(connection::explain(&e)))?;
     let mut rows_total = 0usize;
     let mut shown = 0usize;
     for message in messages {

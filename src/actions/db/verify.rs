@@ -1,7 +1,15 @@
 //! `db.verify`: proves the target holds what the source holds. Per table, the exact row count
 //! and an order-independent checksum (the sum of a 64-bit hash of every row's text, so a
-//! changed, swapped, duplicated or deleted row changes it); then sequences, extensions, index
-//! counts and the same exact nearest-neighbour search on both sides.
+//! changed, swapped, duplicated or deleted row changes it); the same for each materialized
+//! view; the large objects' count and a checksum of their contents; then sequences,
+//! extensions, index counts and the same exact nearest-neighbour search on both sides. Every
+//! read is with row-level security off: a table a policy would filter for this role fails,
+//! named, rather than compare fewer rows.
+//!
+//! The figures a parallel copy recorded (`source_checksums`, `target_checksums`) are used only
+//! when they describe what the target holds now: each names the target table it is of (server
+//! and OID), and the journal must not say a later copy into this database stopped half-way.
+//! Otherwise both databases are read, and the log says why.
 //!
 //! Because the checksum is a sum, a large table is cut into block ranges (each side by its own
 //! layout) whose sums add up: the pieces of all tables are spread over the connections.
@@ -12,7 +20,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use super::{col, connect, db_url, extensions, query, DbUrl, USER_RELATION};
+use crate::actions::db::checksum::{hash_tables, target_table, Checksum, Recorded};
+use crate::actions::db::common::{
+    col, count_large_objects, db_url, identity, query, table_oids, USER_RELATION,
+};
+use crate::actions::db::connection::{self, DbUrl};
+use crate::actions::db::copy::target_state::{dirty_since, target_key};
+use crate::actions::db::extensions;
 use crate::actions::{ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
@@ -70,10 +84,36 @@ impl TableReport {
     }
 }
 
+/// The large objects of both sides: how many, and the checksum of their contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LargeObjects {
+    pub source: u64,
+    pub target: u64,
+    pub checksum_match: bool,
+}
+
+impl LargeObjects {
+    pub fn problem(&self) -> Option<String> {
+        if self.source != self.target {
+            Some(format!(
+                "large objects: {} on the source, {} on the target",
+                self.source, self.target
+            ))
+        } else if !self.checksum_match {
+            Some("large objects: content checksum differs".to_string())
+        } else {
+            None
+        }
+    }
+}
+
 /// Everything `db.verify` found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VerifyReport {
     pub tables: Vec<TableReport>,
+    /// The materialized views populated on the source, compared as tables are.
+    pub views: Vec<TableReport>,
+    pub large_objects: LargeObjects,
     /// Sequences, extensions, tables only on the target, the vector search.
     pub other_problems: Vec<String>,
 }
@@ -82,7 +122,9 @@ impl VerifyReport {
     pub fn problems(&self) -> Vec<String> {
         self.tables
             .iter()
+            .chain(&self.views)
             .filter_map(TableReport::problem)
+            .chain(self.large_objects.problem())
             .chain(self.other_problems.iter().cloned())
             .collect()
     }
@@ -92,6 +134,7 @@ impl VerifyReport {
         let width = self
             .tables
             .iter()
+            .chain(&self.views)
             .map(|t| t.table.chars().count())
             .max()
             .unwrap_or(5)
@@ -100,9 +143,14 @@ impl VerifyReport {
             "{:<width$}  {:>12}  {:>12}  {:>8}  checksum",
             "table", "source rows", "target rows", "indexes"
         )];
-        for t in &self.tables {
+        for (t, kind) in self
+            .tables
+            .iter()
+            .map(|t| (t, ""))
+            .chain(self.views.iter().map(|t| (t, " (materialized view)")))
+        {
             lines.push(format!(
-                "{:<width$}  {:>12}  {:>12}  {:>8}  {}",
+                "{:<width$}  {:>12}  {:>12}  {:>8}  {}{kind}",
                 t.table,
                 t.source_rows,
                 t.target_rows
@@ -150,14 +198,32 @@ struct Sum {
 }
 
 async fn tables(client: &Client) -> Result<BTreeMap<String, TableInfo>, Outcome> {
+    relations(client, "c.relkind = 'r'", "listing tables").await
+}
+
+/// The materialized views with data (a view never refreshed cannot be read).
+async fn views(client: &Client) -> Result<BTreeMap<String, TableInfo>, Outcome> {
+    relations(
+        client,
+        "c.relkind = 'm' AND c.relispopulated",
+        "listing materialized views",
+    )
+    .await
+}
+
+async fn relations(
+    client: &Client,
+    which: &str,
+    what: &str,
+) -> Result<BTreeMap<String, TableInfo>, Outcome> {
     let sql = format!(
         "SELECT format('%I.%I', n.nspname, c.relname), \
                 (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, \
                 (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid) \
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY 1"
+          WHERE {which} AND {USER_RELATION} ORDER BY 1"
     );
-    let rows = query(client, &sql, "listing tables").await?;
+    let rows = query(client, &sql, what).await?;
     let mut out = BTreeMap::new();
     for row in &rows {
         let name: String = col(row, 0)?;
@@ -244,7 +310,7 @@ async fn run_piece(client: &Client, piece: &Piece) -> Result<Sum, String> {
     let row = client
         .query_one(&piece_sql(piece), &[])
         .await
-        .map_err(|e| format!("{}: {}", piece.table, super::conn::explain(&e)))?;
+        .map_err(|e| format!("{}: {}", piece.table, connection::explain(&e)))?;
     let rows: i64 = row.try_get(0).map_err(|e| e.to_string())?;
     let text: String = row.try_get(1).map_err(|e| e.to_string())?;
     let hash = text
@@ -286,12 +352,12 @@ async fn checksums(
                     let url = if slot == 0 { &urls.0 } else { &urls.1 };
                     // `connections` is the whole load put on the databases (the source is
                     // production): no parallel workers behind each query.
-                    let connected = match url.connect().await {
+                    let connected = match url.connect_all_rows().await {
                         Ok(c) => c
                             .batch_execute("SET max_parallel_workers_per_gather = 0")
                             .await
                             .map(|()| c)
-                            .map_err(|e| super::conn::explain(&e)),
+                            .map_err(|e| connection::explain(&e)),
                         Err(e) => Err(e),
                     };
                     match connected {
@@ -410,11 +476,11 @@ async fn nearest(
     client
         .batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
         .await
-        .map_err(|e| super::conn::explain(&e))?;
+        .map_err(|e| connection::explain(&e))?;
     let rows = client
         .query(&sql, &[&probe])
         .await
-        .map_err(|e| super::conn::explain(&e));
+        .map_err(|e| connection::explain(&e));
     let _ = client
         .batch_execute("RESET enable_indexscan; RESET enable_bitmapscan")
         .await;
@@ -470,74 +536,84 @@ async fn vector_spot_check(
 async fn against_recorded(
     ctx: &ActionContext,
     target_url: &DbUrl,
-    recorded: &BTreeMap<String, super::parallel::Checksum>,
+    recorded: &BTreeMap<String, Checksum>,
     target_tables: &BTreeMap<String, TableInfo>,
     connections: usize,
-) -> Result<BTreeMap<String, super::parallel::Checksum>, Outcome> {
-    let target = connect(target_url, "target").await?;
-    let columns = query(
-        &target,
-        &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname), \
-                    coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
-                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '') \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind = 'r' AND {USER_RELATION}"
-        ),
-        "listing the target's columns",
-    )
-    .await?;
-    let mut work = Vec::new();
-    for row in &columns {
-        let name: String = col(row, 0)?;
-        if recorded.contains_key(&name) {
-            let weight = target_tables.get(&name).map_or(0, |t| t.blocks);
-            work.push((weight, name, col::<String>(row, 1)?));
-        }
-    }
-    work.sort();
+) -> Result<BTreeMap<String, Checksum>, Outcome> {
+    let wanted: Vec<(u64, String)> = recorded
+        .keys()
+        .map(|name| {
+            (
+                target_tables.get(name).map_or(0, |t| t.blocks),
+                name.clone(),
+            )
+        })
+        .collect();
     ctx.report
         .info(format!(
             "reading back {} table(s) of the target over {connections} connection(s), against the checksums the copy took from the source's stream",
-            work.len()
+            wanted.len()
         ))
         .await;
-    let queue = Arc::new(Mutex::new(work));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..connections.max(1) {
-        let queue = queue.clone();
-        let url = target_url.clone();
-        workers.spawn(async move {
-            let client = url.connect().await?;
-            let mut out = Vec::new();
-            loop {
-                let Some((_, name, columns)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    return Ok::<_, String>(out);
-                };
-                let sum = super::parallel::read_back(&client, &name, &columns)
-                    .await
-                    .map_err(|e| format!("{name}: {e}"))?;
-                out.push((name, sum));
-            }
-        });
+    hash_tables(ctx, target_url, wanted, connections).await
+}
+
+/// Connects reading every row (row-level security off), or fails the step naming the side.
+async fn connect(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
+    url.connect_all_rows()
+        .await
+        .map_err(|e| Outcome::failed(format!("{side}: {e}")))
+}
+
+/// Why recorded figures do not describe what the target holds now, if they do not: the
+/// journal says a copy into this database stopped half-way after them, or a figure's target
+/// table is not the target's table of that name (a later copy or a reset made a new one;
+/// another server; a figure that names none, from an older cutover).
+async fn stale_figures(
+    ctx: &ActionContext,
+    target: &Client,
+    figures: &[&BTreeMap<String, Recorded>],
+) -> Result<Vec<String>, Outcome> {
+    let id = identity(target, "target").await?;
+    let mut why = Vec::new();
+    if let Some((step, since)) = dirty_since(&ctx.recorded, &target_key(&id)) {
+        why.push(format!(
+            "the target is dirty: step `{step}` stopped while restoring into it ({since}, says the journal) and no whole copy followed"
+        ));
     }
-    let mut sums = BTreeMap::new();
-    loop {
-        let joined = tokio::select! {
-            j = workers.join_next() => j,
-            () = ctx.cancel.cancelled() => {
-                workers.abort_all();
-                return Err(Outcome::Cancelled);
-            }
-        };
-        match joined {
-            None => break,
-            Some(Ok(Ok(done))) => sums.extend(done),
-            Some(Ok(Err(e))) => return Err(Outcome::failed(format!("reading back: {e}"))),
-            Some(Err(e)) => return Err(Outcome::failed(format!("reading back: {e}"))),
+    let now = table_oids(target).await?;
+    let mut other = Vec::new();
+    let mut unnamed = 0usize;
+    for (name, figure) in figures.iter().flat_map(|f| f.iter()) {
+        let here = now
+            .get(name)
+            .map(|oid| target_table(&id.system_identifier, *oid));
+        match (&figure.target, here) {
+            (None, _) => unnamed += 1,
+            (Some(of), Some(here)) if *of == here => {}
+            (Some(of), Some(here)) => other.push(format!(
+                "{name} (the figures are of table {of}, the target's is {here})"
+            )),
+            (Some(of), None) => other.push(format!(
+                "{name} (the figures are of table {of}, the target has none)"
+            )),
         }
     }
-    Ok(sums)
+    other.dedup();
+    if !other.is_empty() {
+        let more = other.len().saturating_sub(3);
+        why.push(format!(
+            "the target's tables are not the ones the copy filled: {}{} — a later copy or a reset made them",
+            other.into_iter().take(3).collect::<Vec<_>>().join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+    }
+    if unnamed > 0 {
+        why.push(format!(
+            "{unnamed} figure(s) do not name the target table they are of (recorded by an older cutover)"
+        ));
+    }
+    Ok(why)
 }
 
 /// Compares two databases. The checks over whole tables run on `connections` connections;
@@ -548,8 +624,8 @@ pub async fn compare(
     target_url: &DbUrl,
     connections: usize,
     chunk_mb: u64,
-    recorded: Option<&BTreeMap<String, super::parallel::Checksum>>,
-    read_back: Option<&BTreeMap<String, super::parallel::Checksum>>,
+    recorded: Option<&BTreeMap<String, Checksum>>,
+    read_back: Option<&BTreeMap<String, Checksum>>,
 ) -> Result<VerifyReport, Outcome> {
     let source = connect(source_url, "source").await?;
     let target = connect(target_url, "target").await?;
@@ -590,10 +666,11 @@ pub async fn compare(
         }
         return finish_compare(
             ctx,
-            &source,
-            &target,
+            (source_url, &source),
+            (target_url, &target),
             &source_tables,
             &target_tables,
+            (connections, chunk_mb),
             report,
         )
         .await;
@@ -641,25 +718,148 @@ pub async fn compare(
     }
     finish_compare(
         ctx,
-        &source,
-        &target,
+        (source_url, &source),
+        (target_url, &target),
         &source_tables,
         &target_tables,
+        (connections, chunk_mb),
         report,
     )
     .await
 }
 
+/// The materialized views populated on the source, read on both sides as tables are (a copy
+/// refreshes them on the target: it records no figures for them).
+async fn compare_views(
+    ctx: &ActionContext,
+    (source_url, source): (&DbUrl, &Client),
+    (target_url, target): (&DbUrl, &Client),
+    connections: usize,
+    chunk_mb: u64,
+) -> Result<(Vec<TableReport>, Vec<String>), Outcome> {
+    let source_views = views(source).await?;
+    if source_views.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let target_views = views(target).await?;
+    let target_all = relations(target, "c.relkind = 'm'", "listing materialized views").await?;
+    let chunk_blocks = (chunk_mb.max(1) * 1024 * 1024) / 8192;
+    let shared: BTreeMap<String, TableInfo> = target_views
+        .iter()
+        .filter(|(name, _)| source_views.contains_key(*name))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut work = pieces(
+        Side::Source,
+        &source_views,
+        supports_tid_ranges(source).await.then_some(chunk_blocks),
+    );
+    work.extend(pieces(
+        Side::Target,
+        &shared,
+        supports_tid_ranges(target).await.then_some(chunk_blocks),
+    ));
+    ctx.report
+        .info(format!(
+            "checksumming {} materialized view(s) on both sides",
+            source_views.len()
+        ))
+        .await;
+    let sums = checksums(ctx, source_url, target_url, work, connections).await?;
+    let mut out = Vec::new();
+    let mut unpopulated = Vec::new();
+    for (name, info) in &source_views {
+        let s = sums
+            .get(&(Side::Source, name.clone()))
+            .copied()
+            .unwrap_or_default();
+        let t = sums.get(&(Side::Target, name.clone())).copied();
+        if target_all.contains_key(name) && !target_views.contains_key(name) {
+            unpopulated.push(format!(
+                "{name}: materialized view not populated on the target (REFRESH MATERIALIZED VIEW {name} there)"
+            ));
+            continue;
+        }
+        if t.is_some_and(|t| t.hash != s.hash || t.rows != s.rows) {
+            ctx.report
+                .info(format!(
+                    "{name}: the copy refreshed it on the target from the copied tables; if the source's was \
+                     refreshed before its tables last changed, REFRESH MATERIALIZED VIEW {name} on the source and verify again"
+                ))
+                .await;
+        }
+        out.push(TableReport {
+            table: name.clone(),
+            source_rows: s.rows,
+            target_rows: target_views.get(name).map(|_| t.unwrap_or_default().rows),
+            checksum_match: t.is_some_and(|t| t.hash == s.hash && t.rows == s.rows),
+            source_indexes: info.indexes,
+            target_indexes: target_views.get(name).map(|t| t.indexes),
+        });
+    }
+    Ok((out, unpopulated))
+}
+
+/// How many large objects a database holds, and the checksum of their contents: per MiB of
+/// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
+/// carried, whatever the objects' sizes.
+async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
+    let count = count_large_objects(client).await?;
+    if count == 0 {
+        return Ok((0, 0));
+    }
+    let rows = query(
+        client,
+        "WITH RECURSIVE chunk(lo, n, len, h) AS (              SELECT m.oid, 0::bigint, length(p), md5(p)                FROM pg_catalog.pg_largeobject_metadata m, LATERAL pg_catalog.lo_get(m.oid, 0, 1048576) p            UNION ALL              SELECT c.lo, c.n + 1, length(p), md5(p)                FROM chunk c, LATERAL pg_catalog.lo_get(c.lo, (c.n + 1) * 1048576, 1048576) p               WHERE c.len = 1048576)          SELECT coalesce(sum(('x' || substr(md5(lo::text || ':' || n || ':' || h), 1, 16))::bit(64)::bigint), 0)::text            FROM chunk",
+        "reading the large objects",
+    )
+    .await?;
+    let text: String = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => "0".to_string(),
+    };
+    let sum = text
+        .parse::<i128>()
+        .map_err(|e| Outcome::failed(format!("large objects: checksum {text:?}: {e}")))?;
+    Ok((count, sum))
+}
+
 /// What both ways of comparing check after the tables' rows: tables on the target only,
-/// sequences, extensions, a vector search.
+/// materialized views, large objects, sequences, extensions, a vector search.
 async fn finish_compare(
     ctx: &ActionContext,
-    source: &Client,
-    target: &Client,
+    (source_url, source): (&DbUrl, &Client),
+    (target_url, target): (&DbUrl, &Client),
     source_tables: &BTreeMap<String, TableInfo>,
     target_tables: &BTreeMap<String, TableInfo>,
+    (connections, chunk_mb): (usize, u64),
     mut report: VerifyReport,
 ) -> Result<VerifyReport, Outcome> {
+    let (views, unpopulated) = compare_views(
+        ctx,
+        (source_url, source),
+        (target_url, target),
+        connections,
+        chunk_mb,
+    )
+    .await?;
+    report.views = views;
+    report.other_problems.extend(unpopulated);
+    let (source_objects, target_objects) =
+        tokio::try_join!(large_objects(source), large_objects(target))?;
+    report.large_objects = LargeObjects {
+        source: source_objects.0,
+        target: target_objects.0,
+        checksum_match: source_objects == target_objects,
+    };
+    if source_objects.0 > 0 && source_objects == target_objects {
+        ctx.report
+            .info(format!(
+                "large objects: {} on each side, content checksums equal",
+                source_objects.0
+            ))
+            .await;
+    }
     for name in target_tables.keys() {
         if !source_tables.contains_key(name) {
             report
@@ -714,7 +914,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
     let connections = usize::try_from(p.connections.unwrap_or(4).clamp(1, 32)).unwrap_or(4);
-    let recorded: Option<BTreeMap<String, super::parallel::Checksum>> = match &p.source_checksums {
+    let recorded: Option<BTreeMap<String, Recorded>> = match &p.source_checksums {
         None => None,
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
             Outcome::failed(format!(
@@ -722,20 +922,52 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             ))
         })?),
     };
-    let read_back: Option<BTreeMap<String, super::parallel::Checksum>> =
-        match (&p.target_checksums, &recorded) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err(Outcome::failed(
-                    "target_checksums goes with source_checksums (both from a parallel db.copy)",
+    let read_back: Option<BTreeMap<String, Recorded>> = match (&p.target_checksums, &recorded) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Outcome::failed(
+                "target_checksums goes with source_checksums (both from a parallel db.copy)",
+            ))
+        }
+        (Some(text), Some(_)) => Some(serde_json::from_str(text).map_err(|e| {
+            Outcome::failed(format!(
+                "target_checksums is not a parallel copy's `target_checksums` output: {e}"
+            ))
+        })?),
+    };
+    // Figures of another copy than the one on the target now are not used: both sides are
+    // read instead.
+    let mut refused = Vec::new();
+    if let Some(recorded) = &recorded {
+        let target = connect(&target_url, "target").await?;
+        let figures: Vec<&BTreeMap<String, Recorded>> = [Some(recorded), read_back.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        refused = stale_figures(ctx, &target, &figures).await?;
+        if !refused.is_empty() {
+            ctx.report
+                .info(format!(
+                    "the recorded checksums are not of the copy on the target now: {}; reading both databases instead",
+                    refused.join("; ")
                 ))
-            }
-            (Some(text), Some(_)) => Some(serde_json::from_str(text).map_err(|e| {
-                Outcome::failed(format!(
-                    "target_checksums is not a parallel copy's `target_checksums` output: {e}"
-                ))
-            })?),
-        };
+                .await;
+        }
+    }
+    let unpack = |figures: &BTreeMap<String, Recorded>| -> BTreeMap<String, Checksum> {
+        figures
+            .iter()
+            .map(|(name, f)| (name.clone(), f.checksum()))
+            .collect()
+    };
+    let (recorded, read_back) = if refused.is_empty() {
+        (
+            recorded.as_ref().map(unpack),
+            read_back.as_ref().map(unpack),
+        )
+    } else {
+        (None, None)
+    };
     let report = compare(
         ctx,
         &source_url,
@@ -760,12 +992,37 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             serde_json::to_string(&report.tables).unwrap_or_default(),
         )
         .await;
+    ctx.report
+        .output("materialized_views", report.views.len().to_string())
+        .await;
+    ctx.report
+        .output("large_objects", report.large_objects.source.to_string())
+        .await;
     let problems = report.problems();
+    // Said with the outcome: the figures the runbook names were not the ones used.
+    let not_used = if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (both databases read: the recorded checksums are not of the copy on the target now — {})",
+            refused.join("; ")
+        )
+    };
     if problems.is_empty() {
+        let mut others = String::new();
+        if !report.views.is_empty() {
+            others.push_str(&format!(", {} materialized view(s)", report.views.len()));
+        }
+        if report.large_objects.source > 0 {
+            others.push_str(&format!(
+                ", {} large object(s)",
+                report.large_objects.source
+            ));
+        }
         Ok(Outcome::Succeeded {
             note: Some(format!(
-                "{} tables, {rows} rows: counts, checksums, sequences, extensions and indexes match",
-                report.tables.len()
+                "{} tables, {rows} rows{others}: counts, checksums, sequences, extensions and indexes match{not_used}",
+                report.tables.len(),
             )),
         })
     } else {
@@ -773,7 +1030,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             ctx.report.info(format!("MISMATCH {problem}")).await;
         }
         Ok(Outcome::failed(format!(
-            "{} difference(s): {}",
+            "{} difference(s): {}{not_used}",
             problems.len(),
             problems.join("; ")
         )))

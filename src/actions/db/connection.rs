@@ -258,6 +258,19 @@ impl DbUrl {
         Ok(client)
     }
 
+    /// A session that reads every row or fails: row-level security off. Where a policy would
+    /// filter what this role reads (a table with FORCE ROW LEVEL SECURITY it owns, or one it
+    /// reads without owning it or BYPASSRLS), PostgreSQL then raises an error instead of
+    /// returning fewer rows — what the copy, the verification and the guards count on.
+    pub async fn connect_all_rows(&self) -> Result<Client, String> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("SET row_security = off")
+            .await
+            .map_err(|e| format!("{}: {}", self.display(), explain(&e)))?;
+        Ok(client)
+    }
+
     fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
         tls_client_config(if self.tls == TlsMode::VerifyFull {
             Some(

@@ -1,11 +1,19 @@
 //! `db.preflight`: what to know before the write freeze starts — versions on both sides and of
-//! the local tools, the source's size and shape, and whether the target can take the copy.
+//! the local tools, the source's size and shape, and whether the target can take the copy —
+//! and the samples the freeze is predicted from: `throughput` (how fast the copy can go) and
+//! `index_sample` (how long the expensive index builds take, on the target).
+//!
+//! May import: `connection`, `tools`, `common`.
 
 use std::time::Duration;
 
-use super::{
-    bytes_human, col, connect, db_url, query, server_version, tools, user_tables, USER_RELATION,
+pub mod index_sample;
+pub mod throughput;
+
+use crate::actions::db::common::{
+    bytes_human, col, connect, db_url, query, server_version, user_tables, USER_RELATION,
 };
+use crate::actions::db::tools::{self, restore::memory_setting};
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +65,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     )?;
     let warn_bytes = p.warn_size_gb.unwrap_or(20).saturating_mul(1 << 30);
     let jobs = u64::from(p.jobs.unwrap_or(1).max(1));
-    let memory = super::copy::memory_setting(p.maintenance_work_mem.as_deref())?;
+    let memory = memory_setting(p.maintenance_work_mem.as_deref())?;
 
     let mut checks = Vec::new();
     let source = connect(&source_url, "source").await?;
@@ -281,7 +289,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
 
     // How fast the copy can go: a few seconds of reading the largest table and of writing
     // the same bytes into a scratch table on the target (rolled back: nothing stays).
-    let sample = throughput_sample(&source_url, &target_url).await;
+    let sample = throughput::throughput_sample(&source_url, &target_url).await;
     let rates = match &sample {
         Ok(Some((read, write))) => {
             let slower = read.min(*write).max(1.0);
@@ -308,9 +316,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
 
     // How long the expensive index builds will take at the source's size: they do not grow as
     // a sort does (see index_sample), so they are measured, on the target.
-    let sample_rows = p
-        .index_sample_rows
-        .unwrap_or(super::index_sample::SAMPLE_ROWS);
+    let sample_rows = p.index_sample_rows.unwrap_or(index_sample::SAMPLE_ROWS);
     let builds = if sample_rows == 0 {
         Vec::new()
     } else {
@@ -319,7 +325,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 "timing the expensive index builds (HNSW, IVFFlat, GIN, GiST) on up to {sample_rows} sampled rows each, on the target, in a transaction rolled back…"
             ))
             .await;
-        match super::index_sample::sample(&source_url, &target_url, &memory, sample_rows).await {
+        match index_sample::sample(&source_url, &target_url, &memory, sample_rows).await {
             Ok(found) => found,
             Err(why) => vec![Err(why)],
         }
@@ -390,119 +396,4 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             failed.join(", ")
         )))
     }
-}
-
-/// How long the write side of the throughput sample may run, and about how much the read
-/// side reads (a TABLESAMPLE of the largest table).
-const SAMPLE_FOR: Duration = Duration::from_secs(2);
-const SAMPLE_BYTES: usize = 32 << 20;
-
-/// Bytes per second read from a sample of the source's largest table's pages (`COPY …
-/// TABLESAMPLE … TO STDOUT`, read-only, about [`SAMPLE_BYTES`]) and written to a scratch table
-/// of as many text columns on the target (`COPY … FROM STDIN` in a transaction rolled back, for
-/// up to [`SAMPLE_FOR`]). `None` when the source has no table.
-async fn throughput_sample(
-    source_url: &super::DbUrl,
-    target_url: &super::DbUrl,
-) -> Result<Option<(f64, f64)>, String> {
-    use futures_util::{SinkExt, StreamExt};
-
-    // A connection of its own for the sample; the client reads the whole (bounded) sample.
-    let source = source_url.connect().await?;
-    let largest = source
-        .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), \
-                    (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::int, \
-                    pg_table_size(c.oid)::float8 \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                AND n.nspname NOT LIKE 'pg_toast%' \
-              ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
-    let Some(row) = largest.first() else {
-        return Ok(None);
-    };
-    let table: String = row.get(0);
-    let columns: i32 = row.get(1);
-    let table_bytes: f64 = row.get(2);
-    // A sample of the table's pages of about SAMPLE_BYTES (its size with TOAST: wide values
-    // such as embeddings live there), read to its end: bounded work on the source, whatever
-    // the table's size. Only the first SAMPLE_BYTES are kept for the write.
-    let percent = (SAMPLE_BYTES as f64 / table_bytes.max(1.0) * 100.0).clamp(0.01, 100.0);
-    let started = std::time::Instant::now();
-    let stream = source
-        .copy_out(&format!(
-            "COPY (SELECT * FROM {table} TABLESAMPLE SYSTEM ({percent:.4})) TO STDOUT"
-        ))
-        .await
-        .map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
-    futures_util::pin_mut!(stream);
-    let mut sample: Vec<bytes::Bytes> = Vec::new();
-    let mut read = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| format!("no throughput sample: {}", super::conn::explain(&e)))?;
-        read += chunk.len();
-        if read <= SAMPLE_BYTES {
-            sample.push(chunk);
-        }
-    }
-    let read_rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
-
-    let mut target = target_url.connect().await?;
-    let tx = target
-        .transaction()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    let columns: Vec<String> = (1..=columns.max(1)).map(|i| format!("c{i} text")).collect();
-    tx.batch_execute(&format!(
-        "CREATE TABLE cutover_write_probe ({})",
-        columns.join(", ")
-    ))
-    .await
-    .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    // Whole lines only: the sample may end inside one. Prepared before the clock starts.
-    let mut joined: Vec<u8> = sample.concat();
-    if let Some(end) = joined.iter().rposition(|b| *b == b'\n') {
-        joined.truncate(end + 1);
-    } else {
-        joined.clear();
-    }
-    let started = std::time::Instant::now();
-    let sink = tx
-        .copy_in("COPY cutover_write_probe FROM STDIN")
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    futures_util::pin_mut!(sink);
-    let mut written = 0usize;
-    for chunk in joined.chunks(1 << 16) {
-        if started.elapsed() >= SAMPLE_FOR {
-            break;
-        }
-        sink.send(bytes::Bytes::copy_from_slice(chunk))
-            .await
-            .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-        written += chunk.len();
-    }
-    sink.as_mut()
-        .finish()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    let write_rate = written as f64 / started.elapsed().as_secs_f64().max(0.001);
-    // Nothing of the probe stays on the target.
-    tx.rollback()
-        .await
-        .map_err(|e| format!("no write sample: {}", super::conn::explain(&e)))?;
-    if read == 0 || written == 0 {
-        return Err(format!(
-            "no throughput sample: {table} gave {} to read and {} were written in {}",
-            bytes_human(read as u64),
-            bytes_human(written as u64),
-            crate::window::short(SAMPLE_FOR)
-        ));
-    }
-    Ok(Some((read_rate, write_rate)))
 }

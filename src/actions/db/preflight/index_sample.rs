@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::{Client, Transaction};
 
-use super::{bytes_human, conn::explain, ident, DbUrl};
+use crate::actions::db::common::{bytes_human, ident, USER_RELATION};
+use crate::actions::db::connection::{explain, DbUrl};
 
 /// Rows kept from the source per index by default, and the bytes they may take (text COPY).
 pub const SAMPLE_ROWS: u64 = 4_000;
@@ -254,7 +255,7 @@ async fn candidates(source: &Client) -> Result<Vec<Candidate>, tokio_postgres::E
                    JOIN pg_namespace n ON n.oid = c.relnamespace \
                   WHERE c.relkind = 'r' AND am.amname NOT IN ('btree', 'hash', 'brin') AND {} \
                   ORDER BY pg_table_size(c.oid) DESC, 1 LIMIT {MAX_INDEXES}",
-                super::USER_RELATION
+                USER_RELATION
             ),
             &[],
         )

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::idle::written_since;
-use super::{connect, db_url, write_counters};
+use crate::actions::db::common::{connect, db_url, write_counters};
+use crate::actions::db::copy::baseline::went_down;
 use crate::actions::{ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
@@ -60,8 +61,27 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             })?;
             let changed = written_since(&before, &now);
             let total: i64 = changed.iter().map(|(_, n)| n).sum();
-            ctx.report.output("changed_rows", total.to_string()).await;
-            let sentence = describe_changes(&changed);
+            // After a statistics reset the counters start again from zero: what they say
+            // since is a floor, not a count (and "nothing" would be a false comfort).
+            let reset = went_down(&before, &now);
+            ctx.report
+                .output(
+                    "changed_rows",
+                    if reset.is_empty() {
+                        total.to_string()
+                    } else {
+                        "unknown".to_string()
+                    },
+                )
+                .await;
+            let sentence = if reset.is_empty() {
+                describe_changes(&changed)
+            } else {
+                format!(
+                    "{}: how many rows changed on this database since the counters were recorded cannot be told (at least {total}); going back may lose rows written here",
+                    reset.join("; ")
+                )
+            };
             ctx.report.info(sentence.clone()).await;
             Ok(Outcome::Succeeded {
                 note: Some(sentence),

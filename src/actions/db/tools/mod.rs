@@ -1,8 +1,12 @@
-//! The local PostgreSQL client programs the copy runs: where they are and which version.
+//! The PostgreSQL tools: the local client programs the copy runs (`pg_dump`, `pg_restore`),
+//! where they are and which version; `restore`: running `pg_restore` and reading what it says.
+//! Imports only `connection` and `common`.
+
+pub mod restore;
 
 use std::path::{Path, PathBuf};
 
-use super::version_parts;
+use crate::actions::db::common::version_parts;
 use crate::actions::ActionContext;
 
 /// A program found on disk with the major version it reports.

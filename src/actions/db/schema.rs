@@ -1,0 +1,255 @@
+//! What each database action kind takes and gives, as `cutover validate`, plans and screens
+//! see it: parameters with their types and help, and outputs. No behaviour lives here.
+
+use crate::runbook::{ActionSchema, ParamSpec, ParamType};
+
+const SOURCE: ParamSpec = ParamSpec::required(
+    "source",
+    ParamType::String,
+    "source database URL (Heroku), usually ${secret.HEROKU_DATABASE_URL}",
+);
+const TARGET: ParamSpec = ParamSpec::required(
+    "target",
+    ParamType::String,
+    "target database URL (RDS), usually ${secret.RDS_DATABASE_URL}",
+);
+const CA_BUNDLE: ParamSpec = ParamSpec::optional(
+    "ca_bundle",
+    ParamType::String,
+    "CA certificates (PEM) for sslmode=verify-full, e.g. the RDS global bundle",
+);
+const BIN_DIR: ParamSpec = ParamSpec::optional(
+    "bin_dir",
+    ParamType::String,
+    "directory holding pg_dump and pg_restore (default, or \"\": PATH)",
+);
+
+pub(super) static PREFLIGHT: ActionSchema = ActionSchema {
+    kind: "db.preflight",
+    summary: "checks both databases and the local pg_dump/pg_restore before the move",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        BIN_DIR,
+        ParamSpec::optional(
+            "warn_size_gb",
+            ParamType::Integer,
+            "warn when the source is larger (20: Heroku backups stop being suitable)",
+        ),
+        ParamSpec::optional(
+            "long_transaction",
+            ParamType::Duration,
+            "a source transaction open longer than this is reported (5m)",
+        ),
+        ParamSpec::optional(
+            "jobs",
+            ParamType::Integer,
+            "connections the copy will open on the target (1)",
+        ),
+        ParamSpec::optional(
+            "maintenance_work_mem",
+            ParamType::String,
+            "the copy's, for the sample index builds (\"1GB\", db.copy's default)",
+        ),
+        ParamSpec::optional(
+            "index_sample_rows",
+            ParamType::Integer,
+            "rows sampled per expensive index (HNSW, IVFFlat, GIN, GiST) to time its build on the target (4000; 0: none)",
+        ),
+    ],
+    outputs: &[
+        "source_version",
+        "target_version",
+        "source_bytes",
+        "read_mib_s",
+        "write_mib_s",
+        "predicted_copy_secs",
+        "index_builds",
+    ],
+    needs_operator_note: false,
+};
+
+pub(super) static EXTENSIONS: ActionSchema = ActionSchema {
+    kind: "db.extensions",
+    summary:
+        "creates on the target every extension the source has (vector first) and compares versions",
+    params: &[SOURCE, TARGET, CA_BUNDLE],
+    outputs: &["extensions"],
+    needs_operator_note: false,
+};
+
+pub(super) static COPY: ActionSchema = ActionSchema {
+    kind: "db.copy",
+    summary: "copies a database: table-parallel COPY on one snapshot with each table read back and compared (default), or pg_dump | pg_restore streamed or through a work directory",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        BIN_DIR,
+        ParamSpec::optional(
+            "mode",
+            ParamType::String,
+            "\"parallel\" (default: schema by pg_dump/pg_restore, data by COPY streams through cutover, verified on the stream), \"stream\" (pg_dump -Fc | pg_restore) or \"directory\" (with work_dir)",
+        ),
+        ParamSpec::optional(
+            "work_dir",
+            ParamType::String,
+            "directory-format dump here and run both sides with `jobs` (mode \"directory\")",
+        ),
+        ParamSpec::optional(
+            "jobs",
+            ParamType::Integer,
+            "parallel COPY streams, or pg_dump/pg_restore jobs with work_dir (2)",
+        ),
+        ParamSpec::optional(
+            "read_back",
+            ParamType::Bool,
+            "mode parallel: read each table back from the target and compare it as it lands (true); false leaves the comparison to db.verify with source_checksums",
+        ),
+        ParamSpec::optional(
+            "index_jobs",
+            ParamType::Integer,
+            "parallel index and constraint builds after the data (mode parallel; default: jobs)",
+        ),
+        ParamSpec::optional(
+            "on_existing",
+            ParamType::String,
+            "\"fail\" (default) or \"reset\": drop what a previous copy left in the target first",
+        ),
+        ParamSpec::optional(
+            "maintenance_work_mem",
+            ParamType::String,
+            "for the restore's index builds (HNSW/IVFFlat), e.g. \"1GB\" (default)",
+        ),
+        ParamSpec::optional(
+            "allow_errors",
+            ParamType::StringList,
+            "regular expressions of restore errors to tolerate (default: Heroku's extension comment and heroku_ext schema errors)",
+        ),
+    ],
+    outputs: &[
+        "bytes",
+        "tables",
+        "indexes",
+        "tolerated_errors",
+        "source_system_identifier",
+        "target_system_identifier",
+        "target_database",
+        "source_writes",
+        "source_baseline",
+        "target_state",
+        "throughput_mib_s",
+        "checksums",
+        "target_checksums",
+        "table_secs",
+        "data_secs",
+    ],
+    needs_operator_note: false,
+};
+
+pub(super) static VERIFY: ActionSchema = ActionSchema {
+    kind: "db.verify",
+    summary: "compares every table's rows and content checksum, sequences, extensions, indexes and a vector search",
+    params: &[
+        SOURCE,
+        TARGET,
+        CA_BUNDLE,
+        ParamSpec::optional(
+            "connections",
+            ParamType::Integer,
+            "queries run at once across both databases (4); 1 checks one table after another",
+        ),
+        ParamSpec::optional(
+            "chunk_mb",
+            ParamType::Integer,
+            "tables larger than this are checked in parallel pieces (64)",
+        ),
+        ParamSpec::optional(
+            "source_checksums",
+            ParamType::String,
+            "the source's per-table checksums a parallel db.copy took from its stream (`${steps.db-copy.outputs.checksums}`): the source's tables are not read again, only the target's",
+        ),
+        ParamSpec::optional(
+            "target_checksums",
+            ParamType::String,
+            "with source_checksums: the target's, as the copy read each table back (`${steps.db-copy.outputs.target_checksums}`): no table is read again; sequences, extensions, indexes and the vector search are still checked",
+        ),
+    ],
+    outputs: &[
+        "tables",
+        "rows",
+        "report",
+        "materialized_views",
+        "large_objects",
+    ],
+    needs_operator_note: false,
+};
+
+pub(super) static IDLE: ActionSchema = ActionSchema {
+    kind: "db.idle",
+    summary: "proves a database unused before it is deleted: no other client over a window, no write since a baseline",
+    params: &[
+        ParamSpec::required(
+            "url",
+            ParamType::String,
+            "the database about to be removed, usually ${secret.HEROKU_DATABASE_URL}",
+        ),
+        ParamSpec::optional(
+            "window",
+            ParamType::Duration,
+            "how long no other client may be connected (60s)",
+        ),
+        ParamSpec::optional(
+            "deadline",
+            ParamType::Duration,
+            "how long clients get to leave before the step fails naming them (3 × window)",
+        ),
+        ParamSpec::optional(
+            "baseline",
+            ParamType::String,
+            "what the copy recorded of the source, ${steps.db-copy.outputs.source_baseline} (or its bare counters, source_writes): any table written since fails the step",
+        ),
+        ParamSpec::optional(
+            "ignore_applications",
+            ParamType::StringList,
+            "application names of clients that do not count (e.g. the provider's monitoring)",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["clients", "written_tables"],
+    needs_operator_note: false,
+};
+
+pub(super) static WRITES: ActionSchema = ActionSchema {
+    kind: "db.writes",
+    summary: "records a database's write counters, or counts the rows changed since recorded ones (what going back would lose)",
+    params: &[
+        ParamSpec::required("url", ParamType::String, "database URL"),
+        ParamSpec::optional(
+            "since",
+            ParamType::String,
+            "counters recorded earlier (this action's `counters`): count the rows changed since",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["counters", "changed_rows"],
+    needs_operator_note: false,
+};
+
+pub(super) static SQL: ActionSchema = ActionSchema {
+    kind: "db.sql",
+    summary: "runs SQL (a statement or a file) against a database and shows what it returns",
+    params: &[
+        ParamSpec::required("url", ParamType::String, "database URL"),
+        ParamSpec::optional("sql", ParamType::String, "the statement(s)"),
+        ParamSpec::optional(
+            "file",
+            ParamType::String,
+            "a .sql file, relative to the runbook",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["rows"],
+    needs_operator_note: false,
+};

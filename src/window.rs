@@ -662,7 +662,7 @@ fn measured_copy(runbook: &Runbook, state: &JournalState) -> Option<f64> {
     preflight_output(runbook, state, "predicted_copy_secs")
 }
 
-pub use crate::clock::short;
+use crate::clock::short;
 
 /// "06:12" (minutes:seconds, hours when needed), for the header.
 pub fn clock(d: Duration) -> String {

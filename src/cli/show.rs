@@ -163,7 +163,7 @@ pub fn status(
                 "window {}: not open yet (opens when {} is done), predicted {}\n",
                 view.window.name,
                 view.window.from,
-                cutover::window::short(predicted)
+                cutover::clock::short(predicted)
             )),
             state => out.push_str(&format!(
                 "window {}: {} {}, predicted {}\n",
@@ -173,8 +173,8 @@ pub fn status(
                 } else {
                     "closed after"
                 },
-                cutover::window::short(state.elapsed(SystemTime::now()).unwrap_or_default()),
-                cutover::window::short(predicted)
+                cutover::clock::short(state.elapsed(SystemTime::now()).unwrap_or_default()),
+                cutover::clock::short(predicted)
             )),
         }
     }

@@ -81,7 +81,7 @@ pub fn plan(
                 } else {
                     "was open for"
                 },
-                window::short(elapsed)
+                cutover::clock::short(elapsed)
             ));
         }
         _ => out.push_str("not open yet\n"),
@@ -102,23 +102,25 @@ pub fn plan(
         out.push_str(&format!(
             "  {:<width$}  {:>9}  {}{}\n",
             p.step,
-            window::short(p.duration),
+            cutover::clock::short(p.duration),
             p.how,
             p.actual
-                .map(|a| format!(" — took {}", window::short(a)))
+                .map(|a| format!(" — took {}", cutover::clock::short(a)))
                 .unwrap_or_default()
         ));
     }
     out.push_str(&format!(
         "  {:<width$}  {:>9}  {}\n",
         "DNS caches",
-        prediction.dns_ttl.map_or("?".to_string(), window::short),
+        prediction
+            .dns_ttl
+            .map_or("?".to_string(), cutover::clock::short),
         prediction.dns_how
     ));
     out.push_str(&format!(
         "  {:<width$}  {:>9}  predicted for `{}`\n",
         "total",
-        window::short(prediction.total),
+        cutover::clock::short(prediction.total),
         w.name
     ));
     print!("{}", Redactor::new().redact(&out));
@@ -222,7 +224,7 @@ fn markdown(
             step["took_secs"]
                 .as_f64()
                 .and_then(window::duration_of)
-                .map_or("—".to_string(), window::short),
+                .map_or("—".to_string(), cutover::clock::short),
             text(&step["attempts"]),
             text(&step["note"]),
         ));
@@ -257,14 +259,16 @@ fn markdown(
                 } else {
                     "Measured"
                 },
-                window::short(measured),
-                window::short(prediction.total),
-                window::short(prediction.total - prediction.dns_ttl.unwrap_or_default()),
-                prediction.dns_ttl.map_or("unknown".into(), window::short)
+                cutover::clock::short(measured),
+                cutover::clock::short(prediction.total),
+                cutover::clock::short(prediction.total - prediction.dns_ttl.unwrap_or_default()),
+                prediction
+                    .dns_ttl
+                    .map_or("unknown".into(), cutover::clock::short)
             )),
             None => out.push_str(&format!(
                 "Not open yet; predicted {}.\n",
-                window::short(prediction.total)
+                cutover::clock::short(prediction.total)
             )),
         }
         out.push_str("\n```\n");

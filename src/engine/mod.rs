@@ -664,7 +664,7 @@ impl Engine {
             "» {} attempt {attempt} by {} at {}: {described}",
             step.id,
             self.journal.actor(),
-            crate::journal::now_rfc3339()
+            crate::clock::now_rfc3339()
         );
         self.emit(EngineEvent::StepStarted {
             step: step.id.clone(),

@@ -228,7 +228,7 @@ pub fn acquire(path: &Path, holder: &str, command: &str) -> Result<LockGuard, Lo
         pid,
         pid_start: process_start(pid),
         command: command.to_string(),
-        started: crate::journal::now_rfc3339(),
+        started: crate::clock::now_rfc3339(),
     };
     let text = serde_json::to_string_pretty(&info).map_err(|e| LockError::Unreadable {
         path: path.to_path_buf(),

@@ -381,7 +381,7 @@ fn redact_strings(value: &mut serde_json::Value, redactor: &Redactor) {
 }
 
 /// The journal's times, from the clock module (a leaf every layer may use).
-pub use crate::clock::{now_rfc3339, parse_time};
+pub(crate) use crate::clock::{now_rfc3339, parse_time};
 
 #[cfg(test)]
 mod tests {

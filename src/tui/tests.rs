@@ -694,7 +694,7 @@ fn freeze_model(runs: &[Run<'_>], now: &str) -> Model {
     let mut model = Model::new(rb, journal, Mode::Drive, false);
     model.overlay = None;
     model.driver = Some("ana@laptop (this terminal)".into());
-    model.now = crate::journal::parse_time(now).unwrap();
+    model.now = crate::clock::parse_time(now).unwrap();
     model
 }
 

@@ -736,11 +736,11 @@ fn windows_lines(model: &Model) -> Vec<Line<'static>> {
             }
             WindowState::Open { .. } => format!(
                 "OPEN for {}",
-                window::short(view.state.elapsed(model.now).unwrap_or_default())
+                crate::clock::short(view.state.elapsed(model.now).unwrap_or_default())
             ),
             WindowState::Closed { .. } => format!(
                 "closed: it lasted {}",
-                window::short(view.state.elapsed(model.now).unwrap_or_default())
+                crate::clock::short(view.state.elapsed(model.now).unwrap_or_default())
             ),
         };
         lines.push(Line::from(vec![
@@ -749,7 +749,7 @@ fn windows_lines(model: &Model) -> Vec<Line<'static>> {
                 "  {} → {}  ·  {state}  ·  predicted {}",
                 view.window.from,
                 view.window.to,
-                window::short(prediction.total)
+                crate::clock::short(prediction.total)
             )),
         ]));
         lines.push(Line::from(""));
@@ -759,7 +759,7 @@ fn windows_lines(model: &Model) -> Vec<Line<'static>> {
         lines.push(Line::from(Span::styled(
             format!(
                 "DNS caches {}: {}",
-                prediction.dns_ttl.map_or("?".into(), window::short),
+                prediction.dns_ttl.map_or("?".into(), crate::clock::short),
                 prediction.dns_how
             ),
             theme::dim(),

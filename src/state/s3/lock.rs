@@ -98,7 +98,7 @@ impl RemoteLockInfo {
 
     pub fn describe(&self) -> String {
         let renewed = match self.silent {
-            Some(s) => format!("last renewed {} ago by S3's clock", crate::window::short(s)),
+            Some(s) => format!("last renewed {} ago by S3's clock", crate::clock::short(s)),
             None => "S3 did not say when it was last renewed".to_string(),
         };
         format!(

@@ -380,13 +380,13 @@ pub(super) async fn copy(
                 samples.push(done);
                 let secs = data_started.elapsed().as_secs_f64().max(0.001);
                 let rate = done as f64 / secs;
-                let eta = if rate > 0.0 && total_bytes > done { format!(", about {} left", crate::window::short(Duration::from_secs_f64((total_bytes - done) as f64 / rate))) } else { String::new() };
+                let eta = if rate > 0.0 && total_bytes > done { format!(", about {} left", crate::clock::short(Duration::from_secs_f64((total_bytes - done) as f64 / rate))) } else { String::new() };
                 if let (Some(data), false) = (data_secs, building.is_empty()) {
                     // Every row is in: what is left is index builds, said by table and age.
-                    let running: Vec<String> = building.iter().map(|(t, since)| format!("{} ({})", shared.tables[*t].name, crate::window::short(since.elapsed()))).collect();
+                    let running: Vec<String> = building.iter().map(|(t, since)| format!("{} ({})", shared.tables[*t].name, crate::clock::short(since.elapsed()))).collect();
                     ctx.report.progress(indexed as u64, Some(shared.lists.len().max(1) as u64), "tables indexed", Some(format!(
                         "data in after {}; building the indexes of {}; {}/{} tables indexed",
-                        crate::window::short(Duration::from_secs_f64(data)),
+                        crate::clock::short(Duration::from_secs_f64(data)),
                         running.join(", "),
                         indexed,
                         shared.lists.len()
@@ -454,7 +454,7 @@ pub(super) async fn copy(
         .info(format!(
             "data: {} in {} ({}/s), every table read back and equal, {} table(s) indexed on the way",
             bytes_human(shared.bytes.load(Ordering::Relaxed)),
-            crate::window::short(data_started.elapsed()),
+            crate::clock::short(data_started.elapsed()),
             bytes_human((shared.bytes.load(Ordering::Relaxed) as f64 / data_started.elapsed().as_secs_f64().max(0.001)) as u64),
             indexed
         ))
@@ -521,7 +521,7 @@ pub(super) async fn copy(
     ctx.report
         .info(format!(
             "whole copy in {}",
-            crate::window::short(started.elapsed())
+            crate::clock::short(started.elapsed())
         ))
         .await;
     let finished = shared
@@ -607,7 +607,7 @@ async fn refresh_views(
                     ctx.report
                         .info(format!(
                             "{view}: materialized view refreshed on the target ({})",
-                            crate::window::short(started.elapsed())
+                            crate::clock::short(started.elapsed())
                         ))
                         .await;
                 }

@@ -23,7 +23,7 @@ impl TargetState {
         TargetState {
             target: target.to_string(),
             dirty,
-            at: crate::journal::now_rfc3339(),
+            at: crate::clock::now_rfc3339(),
         }
     }
 

@@ -81,7 +81,7 @@ impl IndexBuild {
             self.kind,
             self.table,
             self.rows,
-            crate::window::short(Duration::from_secs_f64(self.predicted_secs)),
+            crate::clock::short(Duration::from_secs_f64(self.predicted_secs)),
             rows.join("/"),
             sample(&self.sample_secs),
             self.exponent,

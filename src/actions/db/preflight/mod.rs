@@ -301,7 +301,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                     "read {}/s, write {}/s: about {} for {} (the slower side's rate)",
                     bytes_human(*read as u64),
                     bytes_human(*write as u64),
-                    crate::window::short(Duration::from_secs_f64(predicted)),
+                    crate::clock::short(Duration::from_secs_f64(predicted)),
                     bytes_human(size as u64)
                 ),
             ));

@@ -123,7 +123,7 @@ pub async fn throughput_sample(
             "no throughput sample: {table} gave {} to read and {} were written in {}",
             bytes_human(read as u64),
             bytes_human(written as u64),
-            crate::window::short(SAMPLE_FOR)
+            crate::clock::short(SAMPLE_FOR)
         ));
     }
     Ok(Some((read_rate, write_rate)))

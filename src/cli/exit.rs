@@ -18,7 +18,8 @@ Exit codes:
   2    the runbook is invalid, or the command line is wrong
   3    another driver holds the lock (its holder is named; on S3 also a stale lock,
        with the id `cutover unlock` takes), or a command a killed driver started
-       still runs and holds it
+       still runs and holds it, or this driver lost its S3 lock (its lease lapsed
+       and another took it): it stopped its step and wrote nothing more
   4    the journal is damaged: `cutover audit verify` names the first bad line
   5    refused: needs not done, time gate closed, confirmation phrase missing or
        wrong, a manual step without --note, a rollback without its phrase or of

@@ -10,8 +10,44 @@ use cutover::state::s3::{self, Remote, RemoteLockError};
 use cutover::state::{Backend, DriveError, State, StateError};
 use cutover::workspace::Workspace;
 
+use super::context::Context;
 use super::exit::{self, Failure};
 use super::Cli;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StateCommand {
+    /// Upload a local journal (its chain verified first) to the empty S3 prefix.
+    Push {
+        /// The local state directory (default: .cutover/ beside the runbook).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+    /// Bring the local mirror up to S3; with --to, copy the journal there for reading.
+    Pull {
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+}
+
+pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
+    match args.command {
+        // Push fills an empty prefix: nothing to read first.
+        StateCommand::Push { from } => {
+            let setup = ctx.state(None)?;
+            push(&setup, from.unwrap_or(ctx.workspace().root))
+        }
+        StateCommand::Pull { to } => {
+            let setup = ctx.state(Some(s3::Reading::New))?;
+            pull(&setup, to)
+        }
+    }
+}
 
 /// The backend: `--state`/`CUTOVER_STATE`, else the runbook's `[state] backend`.
 fn backend(cli: &Cli, runbook: Option<&cutover::runbook::Runbook>) -> Result<Backend, Failure> {
@@ -90,7 +126,7 @@ pub fn setup(
     if state.remote.is_some() {
         // Status shows the S3 lock's holder: alive while S3 has seen it renewed within its lease.
         match &state.driver {
-            Some(holder) => super::show::set_remote_driver(
+            Some(holder) => super::context::set_remote_driver(
                 LockInfo {
                     id: holder.id.clone(),
                     holder: holder.holder.clone(),
@@ -102,7 +138,7 @@ pub fn setup(
                 },
                 !holder.is_stale(),
             ),
-            None => super::show::set_no_remote_driver(),
+            None => super::context::set_no_remote_driver(),
         }
     }
     Ok(state)

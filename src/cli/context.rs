@@ -1,21 +1,21 @@
-//! What several commands share: the parsed global options and the actions, loading the runbook
-//! with its overrides, opening the state (to read, or to drive: the locks and the journal), the
-//! signal handlers of the command that drives, and where diagnostics go (tui.log, stderr).
-
-use std::sync::Arc;
+//! What several commands share: the parsed global options and the actions, the runbook loaded
+//! with its overrides, the state opened for reading (`--state s3://BUCKET/PREFIX`, or the
+//! runbook's `[state] backend`: the journal and the lock on S3, mirrored in a state directory
+//! of their own), the journal and `--history` folded. Driving is in driving.rs, where
+//! diagnostics go in logging.rs.
 
 use cutover::actions::Registry;
-use cutover::engine::Engine;
 use std::path::Path;
 
-use cutover::journal::{self, lock, FileStore, Journal, JournalState, JournalStore, Loaded};
-use cutover::redact::Redactor;
-use cutover::runbook::Runbook;
+use cutover::journal::lock::{self, LockInfo};
+use cutover::journal::{self, FileStore, JournalState, JournalStore, Loaded};
+use cutover::runbook::{AwsSettings, Runbook};
 use cutover::state::s3::Reading;
+use cutover::state::{Backend, State};
 use cutover::workspace::Workspace;
 
 use super::exit::{self, Failure};
-use super::{state, Cli};
+use super::Cli;
 
 /// When the command started (the TUI's clock).
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -44,7 +44,7 @@ impl Context {
     pub fn state(&self, reading: Option<Reading>) -> Result<cutover::state::State, Failure> {
         let local = self.workspace();
         let runbook = self.load().ok();
-        state::setup(&self.cli, runbook.as_ref(), local, reading)
+        setup(&self.cli, runbook.as_ref(), local, reading)
     }
 
     /// The journal of `--history`, folded.
@@ -60,150 +60,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(exit::STEP_FAILED, format!("cannot start: {e}")))
-}
-
-/// Diagnostics of the UI go to `.cutover/tui.log`, never to the screen.
-/// tui.log's writer: each write passes the same redactor as the journal and the step logs.
-struct RedactingFile {
-    file: std::sync::Mutex<std::fs::File>,
-    redactor: Arc<Redactor>,
-}
-
-impl std::io::Write for &RedactingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        let masked = self.redactor.redact(&text);
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(masked.as_bytes())?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).flush()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingFile {
-    type Writer = &'a RedactingFile;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self
-    }
-}
-
-pub fn init_file_tracing(workspace: &Workspace, redactor: Arc<Redactor>) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(workspace.root.join("tui.log"))
-    else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(RedactingFile {
-            file: std::sync::Mutex::new(file),
-            redactor,
-        })
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-}
-
-/// What the signal handlers of the command that drives need: its S3 lease (lost: the step is
-/// cancelled) and its S3 client (Ctrl-C while S3 does not answer).
-struct Driving {
-    lease: Option<Arc<cutover::state::s3::Lease>>,
-    interrupter: Option<cutover::state::s3::Interrupter>,
-}
-
-static DRIVING: std::sync::OnceLock<Driving> = std::sync::OnceLock::new();
-
-/// How long S3 gets after Ctrl-C to record the cancelled step (the action's own grace, and
-/// then some) before its calls are abandoned; a second Ctrl-C abandons them at once.
-const S3_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Takes the locks and opens the journal for writing, through `cutover::state::open_for_driving`:
-/// what every command that changes state does. Keep the `Hold` until the command ends.
-pub fn drive(
-    runbook: Runbook,
-    state: &cutover::state::State,
-    registry: Registry,
-    command: &str,
-) -> Result<(Engine, cutover::state::Hold), Failure> {
-    let actor = cutover::actor::current();
-    if state.remote.is_some() {
-        init_stderr_warnings();
-    }
-    let driving = cutover::state::open_for_driving(state, &actor, &format!("cutover {command}"))?;
-    // The commands its steps run keep the lock if this driver is killed; nothing else does.
-    cutover::actions::process::set_driver_lock_fd(Some(driving.hold.driver_lock_fd()));
-    let _ = DRIVING.set(Driving {
-        lease: driving.hold.lease(),
-        interrupter: driving.hold.interrupter(),
-    });
-    let redactor = Arc::new(Redactor::new());
-    let (journal, warning) = Journal::open(
-        driving.store,
-        actor,
-        runbook.digest.clone(),
-        redactor.clone(),
-    )?;
-    if let Some(warning) = warning {
-        eprintln!("cutover: warning: {warning}");
-    }
-    let engine = Engine::new(
-        Arc::new(runbook),
-        state.workspace.clone(),
-        journal,
-        registry,
-        redactor,
-    );
-    Ok((engine, driving.hold))
-}
-
-/// With an S3 state, what the state's background work has to say (the lease lost, the logs
-/// behind) goes to stderr as warnings.
-fn init_stderr_warnings() {
-    use tracing_subscriber::fmt::{format, FmtContext, FormatEvent, FormatFields};
-    struct Warning;
-    impl<S, N> FormatEvent<S, N> for Warning
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            ctx: &FmtContext<'_, S, N>,
-            mut writer: format::Writer<'_>,
-            event: &tracing::Event<'_>,
-        ) -> std::fmt::Result {
-            write!(writer, "cutover: warning: ")?;
-            ctx.field_format().format_fields(writer.by_ref(), event)?;
-            writeln!(writer)
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .event_format(Warning)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("cutover::state=warn"))
-        .try_init();
-}
-
-/// A command that drove and failed: when it lost the S3 lock, or was interrupted while S3 did
-/// not answer, that is what it says.
-pub fn stopped(hold: &cutover::state::Hold, failure: Failure) -> Failure {
-    if let Some(why) = hold.lost_why() {
-        return Failure::new(exit::LOCKED, why);
-    }
-    if hold.interrupter().is_some_and(|i| i.is_interrupted()) {
-        return Failure::new(exit::CANCELLED, format!("cancelled: {}", failure.message));
-    }
-    failure
 }
 
 fn workspace_of(cli: &Cli) -> Workspace {
@@ -273,45 +129,57 @@ fn load(cli: &Cli, registry: &Registry) -> Result<Runbook, Failure> {
     Ok(runbook)
 }
 
-/// Ctrl-C, SIGTERM or a closed terminal (SIGHUP) cancels the running step; the engine
-/// records it and returns, and the lock is released.
-///
-/// With an S3 state: S3 then has [`S3_GRACE`] to record the cancelled step before its calls
-/// are abandoned (a second signal abandons them at once), so a network that stopped answering
-/// does not hold the command; and a lost S3 lease cancels the step too, saying why.
-pub fn cancel_on_signals(cancel: &tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let driving = DRIVING.get();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
-        if let Ok(mut stream) = signal(kind) {
-            let cancel = cancel.clone();
-            let interrupter = driving.and_then(|d| d.interrupter.clone());
-            tokio::spawn(async move {
-                stream.recv().await;
-                eprintln!("\ncutover: cancelling the running step...");
-                cancel.cancel();
-                if let Some(interrupter) = interrupter {
-                    tokio::select! {
-                        () = tokio::time::sleep(S3_GRACE) => {}
-                        _ = stream.recv() => {}
-                    }
-                    interrupter.interrupt();
-                }
-            });
+/// The backend: `--state`/`CUTOVER_STATE`, else the runbook's `[state] backend`.
+fn backend(cli: &Cli, runbook: Option<&cutover::runbook::Runbook>) -> Result<Backend, Failure> {
+    let text = cli
+        .state_url
+        .clone()
+        .or_else(|| runbook.and_then(|r| r.state.clone()));
+    match text {
+        None => Ok(Backend::Local),
+        Some(text) => Backend::parse(&text).map_err(|e| Failure::new(exit::INVALID, e)),
+    }
+}
+
+/// Opens this command's state (`cutover::state::open_for_reading`): the local workspace, or
+/// the S3 state with its mirror brought up to it as `reading` says (not at all for a push).
+pub fn setup(
+    cli: &Cli,
+    runbook: Option<&cutover::runbook::Runbook>,
+    local: Workspace,
+    reading: Option<Reading>,
+) -> Result<State, Failure> {
+    let backend = backend(cli, runbook)?;
+    let mut aws: AwsSettings = runbook.and_then(|r| r.aws.clone()).unwrap_or_default();
+    if cli.endpoint_url.is_some() {
+        aws.endpoint_url = cli.endpoint_url.clone();
+    }
+    if cli.profile.is_some() {
+        aws.profile = cli.profile.clone();
+    }
+    if cli.region.is_some() {
+        aws.region = cli.region.clone();
+    }
+    let state = cutover::state::open_for_reading(local, &backend, &aws, reading)?;
+    if state.remote.is_some() {
+        // Status shows the S3 lock's holder: alive while S3 has seen it renewed within its lease.
+        match &state.driver {
+            Some(holder) => set_remote_driver(
+                LockInfo {
+                    id: holder.id.clone(),
+                    holder: holder.holder.clone(),
+                    host: holder.host.clone(),
+                    pid: holder.pid,
+                    pid_start: None,
+                    command: holder.command.clone(),
+                    started: holder.started.clone(),
+                },
+                !holder.is_stale(),
+            ),
+            None => set_no_remote_driver(),
         }
     }
-    if let Some(lease) = driving.and_then(|d| d.lease.clone()) {
-        let cancel = cancel.clone();
-        // The lease says why (a warning on stderr); the step stops.
-        tokio::spawn(async move {
-            lease.lost().cancelled().await;
-            cancel.cancel();
-        });
-    }
+    Ok(state)
 }
 
 /// The local journal (the mirror, with an S3 state), folded.
@@ -374,32 +242,5 @@ impl cutover::engine::Observer for PredictionRecorder {
         journal: &JournalState,
     ) -> std::collections::BTreeMap<String, String> {
         cutover::window::predictions_on_success(runbook, step, journal, self.0.as_ref())
-    }
-}
-
-#[cfg(test)]
-mod redacting_file_tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn tui_log_lines_pass_the_redactor() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tui.log");
-        let redactor = Arc::new(Redactor::new());
-        let writer = RedactingFile {
-            file: std::sync::Mutex::new(std::fs::File::create(&path).unwrap()),
-            redactor: redactor.clone(),
-        };
-        redactor.add_secret("hunter2-secret");
-        (&writer)
-            .write_all(b"INFO step failed: bad password hunter2-secret at postgres://u:pw@h/db\n")
-            .unwrap();
-        (&writer).flush().unwrap();
-        let written = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            written,
-            "INFO step failed: bad password *** at postgres://u:***@h/db\n"
-        );
     }
 }

@@ -4,7 +4,8 @@ use clap::ValueEnum;
 use cutover::engine::Mark;
 use cutover::state::s3::Reading;
 
-use super::context::{drive, Context};
+use super::context::Context;
+use super::driving::drive;
 use super::exit::{self, Failure};
 
 #[derive(clap::Args, Debug)]

@@ -2,7 +2,8 @@
 
 use cutover::state::s3::Reading;
 
-use super::context::{drive, Context};
+use super::context::Context;
+use super::driving::drive;
 use super::exit::{self, Failure};
 
 #[derive(clap::Args, Debug)]

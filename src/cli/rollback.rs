@@ -4,7 +4,8 @@ use cutover::engine::{rollback_phrase, Engine, EngineError, RollbackRequest};
 use cutover::state::s3::Reading;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{self, drive, Context};
+use super::context::{self, Context};
+use super::driving::{self, drive};
 use super::exit::{self, Failure};
 use super::printer;
 
@@ -45,7 +46,7 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
 /// typed: without them it lists what each rollback will do and the phrases, and exits 5.
 pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
     let cancel = CancellationToken::new();
-    context::cancel_on_signals(&cancel);
+    driving::cancel_on_signals(&cancel);
     let steps = if args.chain {
         engine.rollback_chain(&args.step)
     } else {

@@ -6,7 +6,8 @@ use cutover::journal;
 use cutover::runbook::Runbook;
 use cutover::state::s3::Reading;
 
-use super::context::{self, cancel_on_signals, drive, stopped, Context};
+use super::context::{self, Context};
+use super::driving::{cancel_on_signals, drive, stopped};
 use super::exit::{self, Failure};
 use super::printer;
 

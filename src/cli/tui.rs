@@ -47,7 +47,7 @@ pub fn open(
     workspace.ensure()?;
     // One redactor for the journal, the step logs and tui.log: it learns each secret once read.
     let redactor = Arc::new(Redactor::new());
-    context::init_file_tracing(&workspace, redactor.clone());
+    super::logging::init_file_tracing(&workspace, redactor.clone());
     let actor = cutover::actor::current();
     let runbook = Arc::new(runbook);
     // Driving takes every lock (S3's first) or none; refused, the UI watches — an S3 state's

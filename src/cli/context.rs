@@ -4,9 +4,9 @@
 //! of their own), the journal and `--history` folded. Driving is in driving.rs, where
 //! diagnostics go in logging.rs.
 
-use cutover::actions::Registry;
 use std::path::Path;
 
+use cutover::actions::Registry;
 use cutover::journal::lock::{self, LockInfo};
 use cutover::journal::{self, FileStore, JournalState, JournalStore, Loaded};
 use cutover::runbook::{AwsSettings, Runbook};

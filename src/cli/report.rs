@@ -5,11 +5,10 @@
 use std::time::SystemTime;
 
 use clap::ValueEnum;
-use cutover::state::s3::Reading;
-
 use cutover::journal::{JournalState, Recorded};
 use cutover::redact::Redactor;
 use cutover::runbook::Runbook;
+use cutover::state::s3::Reading;
 use cutover::window::{self, WindowState};
 use cutover::workspace::Workspace;
 use serde_json::json;

@@ -3,8 +3,15 @@
 
 use clap::CommandFactory;
 
+use super::context::Context;
 use super::exit::{self, Failure};
 use super::Cli;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
 
 /// The shells `cutover completions` writes a script for.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -15,7 +22,8 @@ pub enum Shell {
 }
 
 /// Prints the completion script for `shell` on stdout.
-pub fn exec(shell: Shell) -> Result<u8, Failure> {
+pub fn exec(_ctx: &Context, args: Args) -> Result<u8, Failure> {
+    let shell = args.shell;
     let mut command = Cli::command();
     let generator = match shell {
         Shell::Bash => clap_complete::Shell::Bash,

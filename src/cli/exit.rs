@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use cutover::state::s3::{RemoteLockError, S3Error};
+use cutover::state::{DriveError, StateError};
+
 pub const OK: u8 = 0;
 pub const STEP_FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
@@ -100,6 +103,48 @@ impl From<cutover::engine::EngineError> for Failure {
                 Failure::new(OK, e.to_string())
             }
             other => Failure::new(REFUSED, other.to_string()),
+        }
+    }
+}
+
+impl From<S3Error> for Failure {
+    fn from(e: S3Error) -> Self {
+        let code = match e {
+            S3Error::Interrupted { .. } => CANCELLED,
+            _ => STATE_UNAVAILABLE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<RemoteLockError> for Failure {
+    fn from(e: RemoteLockError) -> Self {
+        let code = match e {
+            RemoteLockError::Held(_) | RemoteLockError::Stale(_) => LOCKED,
+            RemoteLockError::S3(_) => STATE_UNAVAILABLE,
+            _ => REFUSED,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Workspace(e) => e.into(),
+            StateError::S3(e) => e.into(),
+            StateError::Journal(e) => e.into(),
+        }
+    }
+}
+
+impl From<DriveError> for Failure {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::Workspace(e) => e.into(),
+            DriveError::Local(e) => e.into(),
+            DriveError::Remote(e) => e.into(),
+            DriveError::Journal(e) => e.into(),
         }
     }
 }

@@ -1,18 +1,44 @@
 //! `cutover rollback STEP`: undo a done step by running its rollback action.
 
 use cutover::engine::{rollback_phrase, Engine, EngineError, RollbackRequest};
+use cutover::state::s3::Reading;
 use tokio_util::sync::CancellationToken;
 
+use super::context::{self, Context};
+use super::driving::{self, drive};
 use super::exit::{self, Failure};
+use super::printer;
 
-/// What the operator asked for.
+// What the operator asked for (the phrases typed: one per step rolled back).
+#[derive(clap::Args, Debug)]
 pub struct Args {
     pub step: String,
+    /// Why (journaled with who).
+    #[arg(long)]
     pub note: String,
-    /// Phrases typed, one per step rolled back.
+    /// `roll back STEP`, typed exactly; once per step of a chain.
+    #[arg(long, value_name = "PHRASE")]
     pub confirm: Vec<String>,
+    /// Only this step, although done steps rely on it.
+    #[arg(long, conflicts_with = "chain")]
     pub only: bool,
+    /// The done steps relying on it first, the last done first.
+    #[arg(long)]
     pub chain: bool,
+}
+
+pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
+    let state = ctx.state(Some(Reading::New))?;
+    let runbook = ctx.load()?;
+    let runtime = context::runtime()?;
+    let (mut engine, _lock) = drive(
+        runbook,
+        &state,
+        ctx.registry.clone(),
+        &format!("rollback {}", args.step),
+    )?;
+    engine.subscribe(Box::new(printer::Printer::new()));
+    runtime.block_on(rollback(&mut engine, args))
 }
 
 /// Rolls back one step, or with `--chain` the done steps relying on it first (last done
@@ -20,7 +46,7 @@ pub struct Args {
 /// typed: without them it lists what each rollback will do and the phrases, and exits 5.
 pub async fn rollback(engine: &mut Engine, args: Args) -> Result<u8, Failure> {
     let cancel = CancellationToken::new();
-    super::cancel_on_signals(&cancel);
+    driving::cancel_on_signals(&cancel);
     let steps = if args.chain {
         engine.rollback_chain(&args.step)
     } else {

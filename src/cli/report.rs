@@ -1,134 +1,42 @@
-//! `cutover plan --window NAME` (a window predicted before it opens) and `cutover report` (the
-//! whole migration as one document for the change ticket).
+//! `cutover report`: the whole migration as one document for the change ticket (Markdown or
+//! JSON): every step with who, when, how long and how it ended, the windows predicted against
+//! actual, the journal's final hash.
 
-use std::path::Path;
 use std::time::SystemTime;
 
-use cutover::journal::{self, JournalState, Recorded};
+use clap::ValueEnum;
+use cutover::journal::{JournalState, Recorded};
 use cutover::redact::Redactor;
 use cutover::runbook::Runbook;
+use cutover::state::s3::Reading;
 use cutover::window::{self, WindowState};
 use cutover::workspace::Workspace;
 use serde_json::json;
 
+use super::context::{load_journal, Context};
 use super::exit::{self, Failure};
-use super::show::load_journal;
-use super::ReportFormat;
 
-/// The journal of an earlier run (`--history`), folded; a damaged one is used up to the damage.
-pub fn load_history(path: Option<&Path>) -> Result<Option<JournalState>, Failure> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::new(exit::INVALID, format!("--history {}: {e}", path.display())))?;
-    let loaded = journal::load(&bytes);
-    if let Some(w) = loaded.warning() {
-        eprintln!("cutover: --history {}: {w}", path.display());
-    }
-    cutover::window::check_history(&loaded.state)
-        .map_err(|e| Failure::new(exit::INVALID, format!("--history {}: {e}", path.display())))?;
-    Ok(Some(loaded.state))
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
 }
 
-/// The window's steps, each with its predicted duration and where the figure comes from.
-pub fn plan(
-    runbook: &Runbook,
-    workspace: &Workspace,
-    history: Option<&JournalState>,
-    name: &str,
-) -> Result<u8, Failure> {
-    let Some(w) = runbook.windows.iter().find(|w| w.name == name) else {
-        let names: Vec<&str> = runbook.windows.iter().map(|w| w.name.as_str()).collect();
-        return Err(Failure::new(
-            exit::INVALID,
-            if names.is_empty() {
-                format!("no window `{name}`: the runbook has no [[window]]")
-            } else {
-                format!("no window `{name}` (the runbook's: {})", names.join(", "))
-            },
-        ));
-    };
-    let loaded = load_journal(workspace)?;
-    let prediction = window::predict(runbook, w, &loaded.state, history);
-    let view = window::views(runbook, &loaded.state)
-        .into_iter()
-        .find(|v| v.window.name == w.name);
-    let mut out = format!(
-        "window `{}`: from the end of `{}` to the end of `{}`{}\n",
-        w.name,
-        w.from,
-        w.to,
-        if w.notes.is_empty() {
-            String::new()
-        } else {
-            format!(" — {}", w.notes)
-        }
-    );
-    match view.as_ref().map(|v| &v.state) {
-        Some(WindowState::Open { .. }) | Some(WindowState::Closed { .. }) => {
-            let elapsed = view
-                .as_ref()
-                .and_then(|v| v.state.elapsed(SystemTime::now()))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{} {}\n",
-                if matches!(
-                    view.as_ref().map(|v| &v.state),
-                    Some(WindowState::Open { .. })
-                ) {
-                    "open for"
-                } else {
-                    "was open for"
-                },
-                cutover::clock::short(elapsed)
-            ));
-        }
-        _ => out.push_str("not open yet\n"),
-    }
-    if history.is_none() {
-        out.push_str(
-            "(no --history: figures from this journal, the preflight's sample, or guesses)\n",
-        );
-    }
-    let width = prediction
-        .steps
-        .iter()
-        .map(|p| p.step.len())
-        .max()
-        .unwrap_or(4);
-    out.push('\n');
-    for p in &prediction.steps {
-        out.push_str(&format!(
-            "  {:<width$}  {:>9}  {}{}\n",
-            p.step,
-            cutover::clock::short(p.duration),
-            p.how,
-            p.actual
-                .map(|a| format!(" — took {}", cutover::clock::short(a)))
-                .unwrap_or_default()
-        ));
-    }
-    out.push_str(&format!(
-        "  {:<width$}  {:>9}  {}\n",
-        "DNS caches",
-        prediction
-            .dns_ttl
-            .map_or("?".to_string(), cutover::clock::short),
-        prediction.dns_how
-    ));
-    out.push_str(&format!(
-        "  {:<width$}  {:>9}  predicted for `{}`\n",
-        "total",
-        cutover::clock::short(prediction.total),
-        w.name
-    ));
-    print!("{}", Redactor::new().redact(&out));
-    Ok(exit::OK)
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
+    let state = ctx.state(Some(Reading::New))?;
+    let runbook = ctx.load()?;
+    let history = ctx.history()?;
+    report(&runbook, &state.workspace, history.as_ref(), args.format)
 }
 
 /// The whole migration as Markdown or JSON.
-pub fn report(
+fn report(
     runbook: &Runbook,
     workspace: &Workspace,
     history: Option<&JournalState>,
@@ -286,18 +194,4 @@ fn markdown(
         ));
     }
     out
-}
-
-/// The window report's observer of the engine: journals a window's prediction when it opens.
-pub struct PredictionRecorder(pub Option<JournalState>);
-
-impl cutover::engine::Observer for PredictionRecorder {
-    fn on_success(
-        &mut self,
-        runbook: &Runbook,
-        step: &cutover::runbook::Step,
-        journal: &JournalState,
-    ) -> std::collections::BTreeMap<String, String> {
-        cutover::window::predictions_on_success(runbook, step, journal, self.0.as_ref())
-    }
 }

@@ -1,48 +1,32 @@
-//! Read-only views: status, plan, a step's log. None of them takes the lock.
+//! `cutover status`: every phase and step with its state, who did it and when. Read-only:
+//! it takes no lock.
 
 use std::time::SystemTime;
 
-use cutover::actions::Registry;
-use cutover::engine::{describe_state, display_scope};
-use cutover::journal::{self, lock, FileStore, Integrity, JournalStore, Loaded};
+use cutover::engine::describe_state;
+use cutover::journal::{self, Integrity};
 use cutover::redact::Redactor;
-use cutover::runbook::{self, Runbook, Template};
+use cutover::runbook::Runbook;
+use cutover::state::s3::Reading;
 use cutover::status::{progress, step_states, StepState, StepView};
 use cutover::workspace::Workspace;
 use serde_json::json;
 
+use super::context::{driver, load_journal, Context};
 use super::exit::{self, Failure};
 
-pub fn load_journal(workspace: &Workspace) -> Result<Loaded, Failure> {
-    let store = FileStore::new(workspace.journal_path());
-    Ok(journal::load(&store.read_all()?))
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// With an S3 state: the S3 lock's holder, alive while its heartbeat is within the lease
-/// (`None` inside: nobody holds it). Set once, before the views are drawn.
-type RemoteDriver = Option<(lock::LockInfo, bool)>;
-static REMOTE_DRIVER: std::sync::OnceLock<RemoteDriver> = std::sync::OnceLock::new();
-
-pub fn set_remote_driver(info: lock::LockInfo, alive: bool) {
-    let _ = REMOTE_DRIVER.set(Some((info, alive)));
-}
-
-pub fn set_no_remote_driver() {
-    let _ = REMOTE_DRIVER.set(None);
-}
-
-/// The lock holder, if any, and whether its process is still alive.
-fn driver(workspace: &Workspace) -> Option<(lock::LockInfo, bool)> {
-    if let Some(remote) = REMOTE_DRIVER.get() {
-        return remote.clone();
-    }
-    lock::read(&workspace.lock_path())
-        .ok()
-        .flatten()
-        .map(|info| {
-            let alive = !info.driver_gone();
-            (info, alive)
-        })
+pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
+    let state = ctx.state(Some(Reading::New))?;
+    let runbook = ctx.load()?;
+    let history = ctx.history()?;
+    status(&runbook, &state.workspace, args.json, history.as_ref())
 }
 
 fn symbol(state: &StepState) -> &'static str {
@@ -227,141 +211,4 @@ fn step_json(view: &StepView<'_>) -> serde_json::Value {
         "note": record.and_then(|r| r.detail.clone()),
         "outputs": record.map(|r| r.outputs.clone()).unwrap_or_default(),
     })
-}
-
-pub fn plan(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Result<u8, Failure> {
-    let loaded = load_journal(workspace)?;
-    let alive = driver(workspace).is_some_and(|(_, alive)| alive);
-    let views = step_states(runbook, &loaded.state, alive, SystemTime::now());
-    let scope = display_scope(runbook, &loaded.state);
-    let estimate = runbook.cost.as_ref().and_then(|spec| {
-        cutover::cost::offline_estimate(spec, &workspace.root.join("prices-live.json")).ok()
-    });
-    let mut out = String::new();
-    let remaining: Vec<&StepView<'_>> = views.iter().filter(|v| !v.state.is_settled()).collect();
-    out.push_str(&format!(
-        "{} steps remain of {} in {}\n",
-        remaining.len(),
-        views.len(),
-        runbook.name
-    ));
-    let render =
-        |text: &str| Template::parse(text).map_or_else(|_| text.to_string(), |t| t.display(&scope));
-    for view in remaining {
-        let step = view.step;
-        out.push_str(&format!(
-            "\n[{}] {} — {} (phase {})\n",
-            view.state.label(),
-            step.id,
-            step.title,
-            runbook
-                .phases
-                .get(step.phase)
-                .map_or("?", |p| p.id.as_str())
-        ));
-        if let StepState::Blocked { .. } | StepState::Gated { .. } | StepState::Failed { .. } =
-            &view.state
-        {
-            out.push_str(&format!("    now: {}\n", describe_state(&view.state)));
-        }
-        let describe = |spec: &runbook::ActionSpec| {
-            let shown = runbook::display_params(spec, &scope);
-            registry.get(&spec.kind).map_or_else(
-                || spec.kind.clone(),
-                |a| format!("{}: {}", spec.kind, a.describe(&shown)),
-            )
-        };
-        out.push_str(&format!("    do: {}\n", describe(&step.action)));
-        if !step.needs.is_empty() {
-            out.push_str(&format!("    needs: {}\n", step.needs.join(", ")));
-        }
-        if let Some(gate) = &step.after {
-            out.push_str(&format!(
-                "    after: `{}` done for at least {}\n",
-                gate.step,
-                humantime::format_duration(gate.at_least)
-            ));
-        }
-        if let Some(check) = &step.check {
-            out.push_str(&format!("    check: {}\n", describe(check)));
-        }
-        let mut limits = Vec::new();
-        if let Some(t) = step.timeout {
-            limits.push(format!("timeout {}", humantime::format_duration(t)));
-        }
-        if step.retries > 0 {
-            limits.push(format!("retries {}", step.retries));
-        }
-        if !step.outputs.is_empty() {
-            limits.push(format!("outputs {}", step.outputs.join(", ")));
-        }
-        if let Some(via) = &step.via {
-            limits.push(format!("through the tunnel `{via}`"));
-        }
-        if !limits.is_empty() {
-            out.push_str(&format!("    {}\n", limits.join(" · ")));
-        }
-        if let Some(monthly) = estimate
-            .as_ref()
-            .and_then(|e| e.monthly_of(&step.starts_billing))
-        {
-            out.push_str(&format!(
-                "    starts billing about {}/month ({})\n",
-                cutover::cost::usd(monthly),
-                step.starts_billing.join(", ")
-            ));
-        }
-        if step.destructive {
-            out.push_str(&format!(
-                "    DESTRUCTIVE — runs only with --confirm \"{}\"\n",
-                step.confirm.as_deref().unwrap_or_default()
-            ));
-        }
-        match &step.rollback {
-            Some(r) => out.push_str(&format!("    rollback: {}\n", render(&r.summary()).trim())),
-            None if step.destructive => out.push_str("    rollback: none — irreversible\n"),
-            None => {}
-        }
-    }
-    // Literal credentials written into the runbook itself are masked too.
-    print!("{}", Redactor::new().redact(&out));
-    Ok(exit::OK)
-}
-
-pub fn log(
-    runbook: &Runbook,
-    workspace: &Workspace,
-    id: &str,
-    attempt: Option<u32>,
-) -> Result<u8, Failure> {
-    if runbook.step(id).is_none() {
-        return Err(Failure::new(
-            exit::INVALID,
-            format!("no step `{id}` in the runbook"),
-        ));
-    }
-    let loaded = load_journal(workspace)?;
-    let last = loaded.state.step(id).map_or(0, |r| r.attempts);
-    let attempt = attempt.unwrap_or(last);
-    if attempt == 0 {
-        return Err(Failure::new(
-            exit::REFUSED,
-            format!("step `{id}` has not run yet"),
-        ));
-    }
-    let path = workspace.resolve(&Workspace::log_relative(id, attempt));
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&bytes);
-            Ok(exit::OK)
-        }
-        Err(e) => Err(Failure::new(
-            exit::REFUSED,
-            format!(
-                "no log for step `{id}` attempt {attempt} ({}: {e}); it has {last} attempt(s)",
-                path.display()
-            ),
-        )),
-    }
 }

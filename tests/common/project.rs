@@ -211,6 +211,13 @@ impl Project {
         std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
+    /// Writes an executable script inside the project (a stand-in put on PATH).
+    pub fn write_script(&self, rel: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(rel, text);
+        std::fs::set_permissions(self.file(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     /// A file inside the project; a missing one fails the test, naming it.
     pub fn read(&self, rel: &str) -> String {
         let path = self.file(rel);

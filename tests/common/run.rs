@@ -54,6 +54,15 @@ pub fn dummy_aws(command: &mut Command) -> &mut Command {
         .env_remove("AWS_ENDPOINT_URL")
 }
 
+/// This process's PATH with `dir` first (stand-ins, or the tools of a version the test needs).
+pub fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// SIGKILL to the process group `pid` leads (a step's shell and all it started); nothing if it
 /// is gone already.
 pub fn kill_group(pid: i32) {

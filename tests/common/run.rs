@@ -41,6 +41,15 @@ pub fn cutover(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// `cutover ARGS` as a shell command line (for a terminal: tmux runs it through a shell), with
+/// [`cutover`]'s actor and none of the operator's settings.
+pub fn shell_line(args: &str) -> String {
+    let unset: String = OPERATOR_VARS.iter().map(|v| format!("-u {v} ")).collect();
+    format!("env {unset}CUTOVER_ACTOR={ACTOR} {BIN} {args}")
+        .trim_end()
+        .to_string()
+}
+
 /// Moto's dummy credentials and nothing of the machine's AWS set-up (profile, config files,
 /// endpoint, instance metadata): a test can never reach a real account.
 pub fn dummy_aws(command: &mut Command) -> &mut Command {

@@ -72,7 +72,11 @@ pub fn steps(status: &Value) -> Vec<&Value> {
         .as_array()
         .unwrap_or_else(|| panic!("no phases: {status}"))
         .iter()
-        .flat_map(|p| p["steps"].as_array().into_iter().flatten())
+        .flat_map(|p| {
+            p["steps"]
+                .as_array()
+                .unwrap_or_else(|| panic!("a phase without steps: {status}"))
+        })
         .collect()
 }
 

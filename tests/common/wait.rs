@@ -13,7 +13,7 @@ pub fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
             start.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

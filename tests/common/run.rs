@@ -109,12 +109,6 @@ pub fn code(out: &Output) -> i32 {
 /// `text(&out)`, `out.stdout` keep working); its checks fail with the whole run shown.
 pub struct Outcome(pub Output);
 
-impl From<Output> for Outcome {
-    fn from(out: Output) -> Outcome {
-        Outcome(out)
-    }
-}
-
 impl Deref for Outcome {
     type Target = Output;
 
@@ -157,44 +151,32 @@ impl Outcome {
     /// Fails unless its stdout holds `needle`.
     #[track_caller]
     pub fn stdout_has(&self, needle: &str) -> &Outcome {
-        assert!(
-            self.stdout().contains(needle),
-            "stdout lacks {needle:?}: {}",
-            self.text()
-        );
-        self
+        self.check(self.stdout().contains(needle), "stdout lacks", needle)
     }
 
     /// Fails unless its stderr holds `needle`.
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Outcome {
-        assert!(
-            self.stderr().contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.text()
-        );
-        self
+        self.check(self.stderr().contains(needle), "stderr lacks", needle)
     }
 
     /// Fails when its stderr holds `needle`.
     #[track_caller]
     pub fn stderr_lacks(&self, needle: &str) -> &Outcome {
-        assert!(
-            !self.stderr().contains(needle),
-            "stderr has {needle:?}: {}",
-            self.text()
-        );
-        self
+        self.check(!self.stderr().contains(needle), "stderr has", needle)
     }
 
     /// Fails unless its stdout or stderr holds `needle`.
     #[track_caller]
     pub fn says(&self, needle: &str) -> &Outcome {
-        assert!(
-            self.text().contains(needle),
-            "neither stdout nor stderr has {needle:?}: {}",
-            self.text()
-        );
+        let holds = self.text().contains(needle);
+        self.check(holds, "neither stdout nor stderr has", needle)
+    }
+
+    /// Fails unless `holds`, saying what is wrong and showing the whole run.
+    #[track_caller]
+    fn check(&self, holds: bool, wrong: &str, needle: &str) -> &Outcome {
+        assert!(holds, "{wrong} {needle:?}: {}", self.text());
         self
     }
 }

@@ -3,186 +3,136 @@
 //! own names. Outcomes moto cannot produce are unit-tested beside the actions.
 
 mod common;
-use common::{code, text};
+use common::moto::{endpoint, Moto, ACCOUNT};
+use common::run::path_with;
+use common::{Project, Runbook};
 #[path = "common/proxy.rs"]
 mod proxy;
 use proxy::{Fault, FaultProxy};
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
-const ACCOUNT: &str = "123456789012";
-
-fn endpoint() -> String {
-    std::env::var("CUTOVER_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("CUTOVER_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts moto")
-    })
+/// A runbook for moto's account in us-east-1 at `endpoint` (moto, or a proxy in front of it),
+/// with the given steps.
+fn runbook(endpoint: &str, steps: &str) -> Runbook {
+    Runbook::new("aws")
+        .aws(endpoint)
+        .account(ACCOUNT)
+        .phase("aws", None)
+        .steps(steps)
 }
 
-async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint())
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await
+/// A project whose runbook reaches moto at `endpoint`.
+fn project_at(endpoint: &str, steps: &str) -> Project {
+    Project::new(&runbook(endpoint, steps))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    /// A runbook with an `[aws]` section for moto's account, and the given steps.
-    fn new(steps: &str) -> Project {
-        Self::with_account(ACCOUNT, &endpoint(), steps)
-    }
-
-    fn with_account(account: &str, endpoint: &str, steps: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[runbook]\nname = \"aws\"\napp = \"gengar\"\n\n[aws]\naccount_id = \"{account}\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n[[phase]]\nid = \"aws\"\n\n{steps}"
-        );
-        std::fs::write(dir.path().join("runbook.toml"), text).unwrap();
-        Project { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.path())
-            .env("CUTOVER_ACTOR", "ana@laptop")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn journal(&self) -> String {
-        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
-    }
+/// A project whose runbook reaches moto.
+fn project(steps: &str) -> Project {
+    project_at(&endpoint(), steps)
 }
 
 #[test]
 fn the_account_guard_passes_the_runbook_account_and_refuses_another() {
     let step = "[[phase.step]]\nid = \"who\"\ndo = \"aws.identity\"\n";
-    let p = Project::new(step);
-    let out = p.run(&["run", "who"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let p = project(step);
+    p.ok(&["run", "who"]);
     assert!(
         p.journal().contains(&format!("\"account\":\"{ACCOUNT}\"")),
         "{}",
         p.journal()
     );
 
-    let wrong = Project::with_account("999999999999", &endpoint(), step);
-    let out = wrong.run(&["run", "who"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("wrong AWS account: the runbook is for 999999999999, the credentials in use are for 123456789012"), "{err}");
+    let wrong = Project::new(&runbook(&endpoint(), step).account("999999999999"));
+    wrong.run(&["run", "who"]).expect(1).stderr_has(
+        "wrong AWS account: the runbook is for 999999999999, the credentials in use are for 123456789012",
+    );
 
     // An endpoint nobody answers: a failed step with a hint; fixed, the same step runs.
-    let down = Project::with_account(ACCOUNT, "http://127.0.0.1:9", step);
-    let out = down.run(&["run", "who"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot reach the AWS endpoint"),
-        "{}",
-        text(&out)
-    );
-    let out = down.run(&["run", "who", "--endpoint-url", &endpoint()]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let down = project_at("http://127.0.0.1:9", step);
+    down.run(&["run", "who"])
+        .expect(1)
+        .stderr_has("cannot reach the AWS endpoint");
+    down.ok(&["run", "who", "--endpoint-url", &endpoint()]);
 }
 
 /// A cluster, a task definition logging to CloudWatch, and a service in the default VPC.
-async fn ecs_fixture(name: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
+fn ecs_fixture(aws: &Moto, name: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs::Client) {
     use aws_sdk_ecs::types::{
-        AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LogConfiguration,
-        LogDriver, NetworkConfiguration, NetworkMode,
+        Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode,
     };
-    let config = sdk().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let ecs = aws_sdk_ecs::Client::new(&config);
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
-    let subnets: Vec<String> = ec2
-        .describe_subnets()
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-        .iter()
-        .filter_map(|s| s.subnet_id().map(str::to_string))
-        .take(2)
-        .collect();
-    let group = ec2
-        .describe_security_groups()
-        .send()
-        .await
-        .unwrap()
-        .security_groups()[0]
-        .group_id()
-        .unwrap()
-        .to_string();
-    ecs.create_cluster()
-        .cluster_name(name)
-        .send()
-        .await
-        .unwrap();
-    let log_group = format!("/ecs/{name}");
-    let _ = logs
-        .create_log_group()
-        .log_group_name(&log_group)
-        .send()
-        .await;
-    ecs.register_task_definition()
-        .family(name)
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu("512")
-        .memory("1024")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("gengar")
-                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:abc")
-                .memory(1024)
-                .log_configuration(
-                    LogConfiguration::builder()
-                        .log_driver(LogDriver::Awslogs)
-                        .options("awslogs-group", &log_group)
-                        .options("awslogs-stream-prefix", "ecs")
-                        .options("awslogs-region", "us-east-1")
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let ec2 = aws_sdk_ec2::Client::new(&aws.config);
+    let ecs = aws_sdk_ecs::Client::new(&aws.config);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&aws.config);
+    aws.block_on(async {
+        let subnets: Vec<String> = ec2
+            .describe_subnets()
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_id().map(str::to_string))
+            .take(2)
+            .collect();
+        let group = ec2
+            .describe_security_groups()
+            .send()
+            .await
+            .unwrap()
+            .security_groups()[0]
+            .group_id()
+            .unwrap()
+            .to_string();
+        ecs.create_cluster()
+            .cluster_name(name)
+            .send()
+            .await
+            .unwrap();
+        let log_group = format!("/ecs/{name}");
+        let _ = logs
+            .create_log_group()
+            .log_group_name(&log_group)
+            .send()
+            .await;
+        ecs.register_task_definition()
+            .family(name)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("512")
+            .memory("1024")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("gengar")
+                    .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:abc")
+                    .memory(1024)
+                    .log_configuration(
+                        LogConfiguration::builder()
+                            .log_driver(LogDriver::Awslogs)
+                            .options("awslogs-group", &log_group)
+                            .options("awslogs-stream-prefix", "ecs")
+                            .options("awslogs-region", "us-east-1")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        create_service(&ecs, name, subnets, &group).await;
+    });
+    (ecs, logs)
+}
+
+/// A Fargate service `name` of one task of the task definition `name`, in the cluster `name`,
+/// in these subnets with this security group and a public IP.
+async fn create_service(ecs: &aws_sdk_ecs::Client, name: &str, subnets: Vec<String>, group: &str) {
+    use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, NetworkConfiguration};
     ecs.create_service()
         .cluster(name)
         .service_name(name)
@@ -204,7 +154,39 @@ async fn ecs_fixture(name: &str) -> (aws_sdk_ecs::Client, aws_sdk_cloudwatchlogs
         .send()
         .await
         .unwrap();
-    (ecs, logs)
+}
+
+/// Writes `lines` to a new stream of the log group, as a container's log driver does.
+async fn put_log_lines(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    lines: &[&str],
+) {
+    logs.create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut put = logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream);
+    for (i, line) in lines.iter().enumerate() {
+        put = put.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(*line)
+                .build()
+                .unwrap(),
+        );
+    }
+    put.send().await.unwrap();
 }
 
 /// Plays the container: once the task exists, writes its log lines to its stream.
@@ -227,41 +209,35 @@ async fn write_task_log(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let id = arn.rsplit('/').next().unwrap().to_string();
-    let stream = format!("ecs/gengar/{id}");
-    let group = format!("/ecs/{cluster}");
-    logs.create_log_stream()
-        .log_group_name(&group)
-        .log_stream_name(&stream)
-        .send()
-        .await
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let mut put = logs
-        .put_log_events()
-        .log_group_name(&group)
-        .log_stream_name(&stream);
-    for (i, line) in lines.iter().enumerate() {
-        put = put.log_events(
-            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                .timestamp(now + i as i64)
-                .message(*line)
-                .build()
-                .unwrap(),
-        );
-    }
-    put.send().await.unwrap();
+    put_log_lines(
+        logs,
+        &format!("/ecs/{cluster}"),
+        &format!("ecs/gengar/{id}"),
+        lines,
+    )
+    .await;
     arn
+}
+
+/// How many tasks the cluster has.
+fn task_count(aws: &Moto, ecs: &aws_sdk_ecs::Client, cluster: &str) -> usize {
+    aws.block_on(async {
+        ecs.list_tasks()
+            .cluster(cluster)
+            .send()
+            .await
+            .unwrap()
+            .task_arns()
+            .len()
+    })
 }
 
 #[test]
 fn run_task_streams_the_container_log_and_reports_the_exit_code() {
     let cluster = "run-task-test";
-    let rt = runtime();
-    let (ecs, logs) = rt.block_on(ecs_fixture(cluster));
-    let p = Project::new(&format!(
+    let aws = Moto::new();
+    let (ecs, logs) = ecs_fixture(&aws, cluster);
+    let p = project(&format!(
         "[[phase.step]]\nid = \"migrate\"\ndo = \"ecs.run-task\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\ncommand = [\"yarn\", \"migration:run\"]\n"
     ));
     let child = p
@@ -270,7 +246,7 @@ fn run_task_streams_the_container_log_and_reports_the_exit_code() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let arn = rt.block_on(write_task_log(
+    let arn = aws.block_on(write_task_log(
         &ecs,
         &logs,
         cluster,
@@ -279,14 +255,10 @@ fn run_task_streams_the_container_log_and_reports_the_exit_code() {
             "migrations done",
         ],
     ));
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("AddVector has been executed") && stdout.contains("migrations done"),
-        "{}",
-        text(&out)
-    );
+    common::Outcome(child.wait_with_output().unwrap())
+        .ok()
+        .stdout_has("AddVector has been executed")
+        .stdout_has("migrations done");
     let journal = p.journal();
     assert!(
         journal.contains(&format!("\"task_arn\":\"{arn}\""))
@@ -294,7 +266,7 @@ fn run_task_streams_the_container_log_and_reports_the_exit_code() {
         "{journal}"
     );
     // The task ran with the service's network and the override.
-    let task = rt.block_on(async {
+    let task = aws.block_on(async {
         ecs.describe_tasks()
             .cluster(cluster)
             .tasks(&arn)
@@ -309,46 +281,22 @@ fn run_task_streams_the_container_log_and_reports_the_exit_code() {
 
     // Too large an override is refused before anything starts.
     let huge = "x".repeat(9000);
-    let p = Project::new(&format!(
+    let p = project(&format!(
         "[[phase.step]]\nid = \"huge\"\ndo = \"ecs.run-task\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\ncommand = [\"echo\", \"{huge}\"]\n"
     ));
-    let before = rt.block_on(async {
-        ecs.list_tasks()
-            .cluster(cluster)
-            .send()
-            .await
-            .unwrap()
-            .task_arns()
-            .len()
-    });
-    let out = p.run(&["run", "huge"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("RunTask accepts at most 8192: nothing was started"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        rt.block_on(async {
-            ecs.list_tasks()
-                .cluster(cluster)
-                .send()
-                .await
-                .unwrap()
-                .task_arns()
-                .len()
-        }),
-        before
-    );
+    let before = task_count(&aws, &ecs, cluster);
+    p.run(&["run", "huge"])
+        .expect(1)
+        .stderr_has("RunTask accepts at most 8192: nothing was started");
+    assert_eq!(task_count(&aws, &ecs, cluster), before);
 }
 
 #[test]
 fn ecs_run_replaces_heroku_run_and_exits_with_the_container_code() {
     let cluster = "ecs-run-test";
-    let rt = runtime();
-    let (ecs, logs) = rt.block_on(ecs_fixture(cluster));
-    let p = Project::new("");
+    let aws = Moto::new();
+    let (ecs, logs) = ecs_fixture(&aws, cluster);
+    let p = project("");
     let child = p
         .command(&[
             "ecs-run",
@@ -365,92 +313,90 @@ fn ecs_run_replaces_heroku_run_and_exits_with_the_container_code() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    rt.block_on(write_task_log(
+    aws.block_on(write_task_log(
         &ecs,
         &logs,
         cluster,
         &["embedded 42 documents"],
     ));
     let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("embedded 42 documents"),
-        "{}",
-        text(&out)
-    );
+    common::Outcome(child.wait_with_output().unwrap())
+        .ok()
+        .stdout_has("embedded 42 documents");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-#[test]
-fn deploy_succeeds_when_the_deployment_it_started_completes() {
-    let cluster = "deploy-test";
-    let rt = runtime();
-    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
-    let p = Project::new(&format!(
-        "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:def\"\ninterval = \"200ms\"\ndeadline = \"30s\"\n"
-    ));
-    let out = p.run(&["run", "deploy"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("registered")
-            && err.contains(":2 with image")
-            && err.contains("completed with 1 running"),
-        "{err}"
-    );
-    let service = rt.block_on(async {
+/// The task definition the service runs now.
+fn service_revision(aws: &Moto, ecs: &aws_sdk_ecs::Client, cluster: &str) -> String {
+    aws.block_on(async {
         ecs.describe_services()
             .cluster(cluster)
             .services(cluster)
             .send()
             .await
             .unwrap()
-    });
-    assert!(service.services()[0]
-        .task_definition()
-        .unwrap()
-        .ends_with(&format!("{cluster}:2")));
+            .services()[0]
+            .task_definition()
+            .unwrap()
+            .to_string()
+    })
+}
+
+#[test]
+fn deploy_succeeds_when_the_deployment_it_started_completes() {
+    let cluster = "deploy-test";
+    let aws = Moto::new();
+    let (ecs, _) = ecs_fixture(&aws, cluster);
+    let p = project(&format!(
+        "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:def\"\ninterval = \"200ms\"\ndeadline = \"30s\"\n"
+    ));
+    p.ok(&["run", "deploy"])
+        .stderr_has("registered")
+        .stderr_has(":2 with image")
+        .stderr_has("completed with 1 running");
+    assert!(service_revision(&aws, &ecs, cluster).ends_with(&format!("{cluster}:2")));
+}
+
+/// An RDS PostgreSQL 16.3 instance `name` as the plan sizes it, to add to and send.
+fn postgres_instance(
+    rds: &aws_sdk_rds::Client,
+    name: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    rds.create_db_instance()
+        .db_instance_identifier(name)
+        .db_instance_class("db.t4g.micro")
+        .engine("postgres")
+        .engine_version("16.3")
+        .allocated_storage(20)
+        .master_username("gengar")
+        .master_user_password("not-a-real-password")
 }
 
 #[test]
 fn rds_wait_checks_the_engine_and_snapshot_records_its_id() {
-    let rt = runtime();
-    rt.block_on(async {
-        let rds = aws_sdk_rds::Client::new(&sdk().await);
-        rds.create_db_instance()
-            .db_instance_identifier("gengar-rds-test")
-            .db_instance_class("db.t4g.micro")
-            .engine("postgres")
-            .engine_version("16.3")
-            .allocated_storage(20)
-            .master_username("gengar")
-            .master_user_password("not-a-real-password")
+    let aws = Moto::new();
+    let rds = aws_sdk_rds::Client::new(&aws.config);
+    aws.block_on(async {
+        postgres_instance(&rds, "gengar-rds-test")
             .send()
             .await
             .unwrap();
     });
-    let p = Project::new(
+    let p = project(
         "[[phase.step]]\nid = \"wait\"\ndo = \"rds.wait\"\ninstance = \"gengar-rds-test\"\nengine_major = \"16\"\ninterval = \"100ms\"\n\n\
          [[phase.step]]\nid = \"wrong\"\ndo = \"rds.wait\"\ninstance = \"gengar-rds-test\"\nengine_major = \"15\"\n\n\
          [[phase.step]]\nid = \"snap\"\ndo = \"rds.snapshot\"\ninstance = \"gengar-rds-test\"\ninterval = \"100ms\"\n",
     );
-    let out = p.run(&["run", "wait"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "wait"]);
     assert!(
         p.journal().contains("\"engine_version\":\"16.3\""),
         "{}",
         p.journal()
     );
-    let out = p.run(&["run", "wrong"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the runbook expects major version 15"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "snap"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.run(&["run", "wrong"])
+        .expect(1)
+        .stderr_has("the runbook expects major version 15");
+    p.ok(&["run", "snap"]);
     assert!(
         p.journal()
             .contains("\"snapshot_id\":\"gengar-rds-test-snap-"),
@@ -459,55 +405,68 @@ fn rds_wait_checks_the_engine_and_snapshot_records_its_id() {
     );
 }
 
+/// The parameter `name` as SSM holds it (decrypted), if it exists.
+fn parameter(aws: &Moto, name: &str) -> Option<aws_sdk_ssm::types::Parameter> {
+    aws.block_on(async {
+        aws_sdk_ssm::Client::new(&aws.config)
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.parameter().cloned())
+    })
+}
+
+/// Writes the parameter `name` (a SecureString), as someone at the console would.
+fn put_parameter(aws: &Moto, name: &str, value: &str) {
+    aws.block_on(async {
+        aws_sdk_ssm::Client::new(&aws.config)
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    })
+}
+
 #[test]
 fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
-    let p = Project::new(
+    let aws = Moto::new();
+    let p = project(
         "[[phase.step]]\nid = \"sync\"\ndo = \"ssm.sync\"\nprefix = \"/gengar-test/prod\"\nenv_file = \"app.env\"\n\n\
          [[phase.step]]\nid = \"verify\"\ndo = \"ssm.verify\"\nprefix = \"/gengar-test/prod/\"\nexample_file = \".env.example\"\n",
     );
-    std::fs::write(
-        p.path().join("app.env"),
+    p.write(
+        "app.env",
         "DATABASE_URL=postgres://gengar:s3cret-pw@db/gengar\nSTRIPE_KEY=sk_live_abcdef123456\n",
-    )
-    .unwrap();
-    std::fs::write(
-        p.path().join(".env.example"),
+    );
+    p.write(
+        ".env.example",
         "DATABASE_URL=\nSTRIPE_KEY=\nROLLBAR_TOKEN=\n",
-    )
-    .unwrap();
-    let out = p.run(&["run", "sync"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("+ DATABASE_URL = ***") && err.contains("+ STRIPE_KEY = ***"),
-        "{err}"
     );
-    let out = p.run(&["run", "verify"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("1 of 3 keys missing under /gengar-test/prod/: ROLLBAR_TOKEN"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "sync"])
+        .stderr_has("+ DATABASE_URL = ***")
+        .stderr_has("+ STRIPE_KEY = ***");
+    p.run(&["run", "verify"])
+        .expect(1)
+        .stderr_has("1 of 3 keys missing under /gengar-test/prod/: ROLLBAR_TOKEN");
 
-    std::fs::write(p.path().join("app.env"), "DATABASE_URL=postgres://gengar:s3cret-pw@db/gengar\nSTRIPE_KEY=sk_live_changed999\nROLLBAR_TOKEN=rb-token-777\n").unwrap();
-    let out = p.run(&["run", "sync"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("~ STRIPE_KEY = *** (changed)")
-            && err.contains("+ ROLLBAR_TOKEN = ***")
-            // Unchanged: not in the diff (the first sync's write stays in `versions`).
-            && !err.contains("DATABASE_URL = "),
-        "{err}"
-    );
-    assert_eq!(code(&p.run(&["run", "verify"])), 0);
+    p.write("app.env", "DATABASE_URL=postgres://gengar:s3cret-pw@db/gengar\nSTRIPE_KEY=sk_live_changed999\nROLLBAR_TOKEN=rb-token-777\n");
+    p.ok(&["run", "sync"])
+        .stderr_has("~ STRIPE_KEY = *** (changed)")
+        .stderr_has("+ ROLLBAR_TOKEN = ***")
+        // Unchanged: not in the diff (the first sync's write stays in `versions`).
+        .stderr_lacks("DATABASE_URL = ");
+    p.ok(&["run", "verify"]);
     // Every attempt's log (both syncs wrote secrets' keys) and the journal.
-    let mut everything = p.journal();
+    let mut everything = p.journal().to_string();
     for attempt in ["1.log", "2.log"] {
-        let log = std::fs::read_to_string(p.path().join(".cutover/logs/sync").join(attempt))
-            .unwrap_or_else(|e| panic!("{attempt}: {e}"));
+        let log = p.read(&format!(".cutover/logs/sync/{attempt}"));
         assert!(log.contains("DATABASE_URL") || attempt == "2.log", "{log}");
         everything.push_str(&log);
     }
@@ -519,16 +478,7 @@ fn ssm_sync_shows_a_masked_diff_and_verify_names_missing_keys() {
     ] {
         assert!(!everything.contains(secret), "{secret} leaked");
     }
-    let stored = runtime().block_on(async {
-        let ssm = aws_sdk_ssm::Client::new(&sdk().await);
-        ssm.get_parameter()
-            .name("/gengar-test/prod/STRIPE_KEY")
-            .with_decryption(true)
-            .send()
-            .await
-            .unwrap()
-    });
-    let param = stored.parameter().unwrap();
+    let param = parameter(&aws, "/gengar-test/prod/STRIPE_KEY").unwrap();
     assert_eq!(param.value(), Some("sk_live_changed999"));
     assert_eq!(
         param.r#type(),
@@ -544,6 +494,7 @@ fn ssm_sync_never_copies_herokus_database_urls() {
     const HEROKU_DB: &str =
         "postgres://u:heroku-db-pass@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d8f";
     const RDS_DB: &str = "postgres://gengar:rds-pass-42@gengar.rds.amazonaws.com:5432/gengar";
+    let aws = Moto::new();
     let config = serde_json::json!({
         "DATABASE_URL": HEROKU_DB,
         "HEROKU_POSTGRESQL_ROSE_URL": HEROKU_DB,
@@ -553,71 +504,39 @@ fn ssm_sync_never_copies_herokus_database_urls() {
     let mapped = "[[phase.step]]\nid = \"mapped\"\ndo = \"ssm.sync\"\nprefix = \"/heroku-map/prod/\"\nheroku_json = \"heroku.json\"\nset = { DATABASE_URL = { value = \"${secret.RDS}\", from = \"RDS\" } }\nskip = [\"HEROKU_POSTGRESQL_ROSE_URL\"]\n\n";
     // The streamed form: `heroku config --json` read straight from the CLI, no file.
     let streamed = "[[phase.step]]\nid = \"streamed\"\ndo = \"ssm.sync\"\nprefix = \"/heroku-stream/prod/\"\nheroku_app = \"gengar-api\"\nset = { DATABASE_URL = { value = \"${secret.RDS}\", from = \"RDS\" } }\nskip = [\"HEROKU_POSTGRESQL_ROSE_URL\"]\n";
-    let p = Project::new(&format!("{unmapped}{mapped}{streamed}"));
     // The secret comes from the environment, as RDS_DATABASE_URL does in the runbook.
-    let runbook = p.path().join("runbook.toml");
-    let with_secret = std::fs::read_to_string(&runbook)
-        .unwrap()
-        .replace("[aws]", "[secrets]\nRDS = { env = \"T_RDS_URL\" }\n\n[aws]");
-    std::fs::write(&runbook, with_secret).unwrap();
-    std::fs::write(p.path().join("heroku.json"), config.to_string()).unwrap();
+    let p = Project::new(
+        &runbook(&endpoint(), &format!("{unmapped}{mapped}{streamed}"))
+            .secret("RDS", r#"{ env = "T_RDS_URL" }"#),
+    )
+    .env("T_RDS_URL", RDS_DB);
+    p.write("heroku.json", config.to_string());
 
-    let out = p
-        .command(&["run", "unmapped"])
-        .env("T_RDS_URL", RDS_DB)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        text(&out).contains("DATABASE_URL, HEROKU_POSTGRESQL_ROSE_URL managed by a Heroku add-on")
-            && text(&out).contains("nothing was written"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "unmapped"])
+        .expect(1)
+        .says("DATABASE_URL, HEROKU_POSTGRESQL_ROSE_URL managed by a Heroku add-on")
+        .says("nothing was written");
 
-    let out = p
-        .command(&["run", "mapped"])
-        .env("T_RDS_URL", RDS_DB)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("+ DATABASE_URL = *** (set from RDS, not Heroku's value)")
-            && err.contains("HEROKU_POSTGRESQL_ROSE_URL skipped")
-            && err.contains("+ JWT_SECRET = ***"),
-        "{err}"
-    );
+    p.ok(&["run", "mapped"])
+        .stderr_has("+ DATABASE_URL = *** (set from RDS, not Heroku's value)")
+        .stderr_has("HEROKU_POSTGRESQL_ROSE_URL skipped")
+        .stderr_has("+ JWT_SECRET = ***");
 
     // A stand-in `heroku` on PATH (a test double: Heroku cannot be reached from here) prints the
     // config; nothing of it may be left on disk.
-    let bin = p.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let stub = bin.join("heroku");
-    std::fs::write(
-        &stub,
-        format!("#!/bin/sh\ntest \"$*\" = \"config --json -a gengar-api\" || exit 9\ncat <<'JSON'\n{config}\nJSON\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    p.write_script(
+        "bin/heroku",
+        &format!("#!/bin/sh\ntest \"$*\" = \"config --json -a gengar-api\" || exit 9\ncat <<'JSON'\n{config}\nJSON\n"),
     );
-    let out = p
-        .command(&["run", "streamed"])
-        .env("T_RDS_URL", RDS_DB)
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let bin = p.file("bin");
+    p.run_with(&["run", "streamed"], &[("PATH", &path_with(&bin))])
+        .ok();
 
-    let read = |name: &str| {
-        runtime().block_on(async {
-            aws_sdk_ssm::Client::new(&sdk().await)
+    let read = |path: &str| {
+        aws.block_on(async {
+            aws_sdk_ssm::Client::new(&aws.config)
                 .get_parameters_by_path()
-                .path(name)
+                .path(path)
                 .with_decryption(true)
                 .send()
                 .await
@@ -650,15 +569,8 @@ fn ssm_sync_never_copies_herokus_database_urls() {
     }
     // Heroku's URL and the secrets reach neither the journal nor the logs; the streamed config
     // left no file behind (the only config file is the one this test wrote).
-    let mut files = vec![p.path().join(".cutover/journal.jsonl")];
-    for entry in std::fs::read_dir(p.path().join(".cutover/logs"))
-        .unwrap()
-        .flatten()
-    {
-        for log in std::fs::read_dir(entry.path()).unwrap().flatten() {
-            files.push(log.path());
-        }
-    }
+    let mut files = vec![p.file(".cutover/journal.jsonl")];
+    files.extend(walk(&p.file(".cutover/logs")));
     for file in &files {
         let content = std::fs::read_to_string(file).unwrap();
         for secret in ["heroku-db-pass", "rds-pass-42", "jwt-secret-value-9"] {
@@ -670,7 +582,7 @@ fn ssm_sync_never_copies_herokus_database_urls() {
         .filter(|f| !f.starts_with(&bin))
         .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("jwt-secret-value-9")))
         .collect();
-    assert_eq!(holding, vec![p.path().join("heroku.json")], "{holding:?}");
+    assert_eq!(holding, vec![p.file("heroku.json")], "{holding:?}");
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -688,69 +600,37 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn logs_search_finds_the_cron_line_or_fails() {
-    let rt = runtime();
-    rt.block_on(async {
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk().await);
+    let aws = Moto::new();
+    aws.block_on(async {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&aws.config);
         logs.create_log_group()
             .log_group_name("/ecs/search-test")
             .send()
             .await
             .unwrap();
-        logs.create_log_stream()
-            .log_group_name("/ecs/search-test")
-            .log_stream_name("ecs/gengar/1")
-            .send()
-            .await
-            .unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        logs.put_log_events()
-            .log_group_name("/ecs/search-test")
-            .log_stream_name("ecs/gengar/1")
-            .log_events(
-                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                    .timestamp(now)
-                    .message("[Nest] UsageService monthly usage reset ran")
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+        put_log_lines(
+            &logs,
+            "/ecs/search-test",
+            "ecs/gengar/1",
+            &["[Nest] UsageService monthly usage reset ran"],
+        )
+        .await;
     });
-    let p = Project::new(
+    let p = project(
         "[[phase.step]]\nid = \"cron\"\ndo = \"logs.search\"\nlog_group = \"/ecs/search-test\"\npattern = \"usage\"\nsince = \"1h\"\n\n\
          [[phase.step]]\nid = \"absent\"\ndo = \"logs.search\"\nlog_group = \"/ecs/search-test\"\npattern = \"nonexistentword\"\n",
     );
-    let out = p.run(&["run", "cron"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("monthly usage reset ran"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "absent"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("0 line(s) match"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "cron"]).stdout_has("monthly usage reset ran");
+    p.run(&["run", "absent"])
+        .expect(1)
+        .stderr_has("0 line(s) match");
 
     // logs.tail shows what the group received, for as long as asked.
-    let p = Project::new(
+    let p = project(
         "[[phase.step]]\nid = \"tail\"\ndo = \"logs.tail\"\nlog_group = \"/ecs/search-test\"\nfor = \"1s\"\nsince = \"10m\"\n",
     );
     let started = Instant::now();
-    let out = p.run(&["run", "tail"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("monthly usage reset ran"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "tail"]).stdout_has("monthly usage reset ran");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "it follows for the time asked"
@@ -759,12 +639,11 @@ fn logs_search_finds_the_cron_line_or_fails() {
 
 /// The plan's network built in moto: a VPC with 2 public subnets (routed to an internet
 /// gateway) and 2 private ones, the three security groups, the service and the RDS instance.
-async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
+async fn plan_network(config: &aws_config::SdkConfig, name: &str) -> (aws_sdk_ec2::Client, String) {
     use aws_sdk_ec2::types::{
         IpPermission, IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair,
     };
-    let config = sdk().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(config);
     let vpc = ec2
         .create_vpc()
         .cidr_block("10.42.0.0/16")
@@ -910,7 +789,7 @@ async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
         .await
         .unwrap();
 
-    let ecs = aws_sdk_ecs::Client::new(&config);
+    let ecs = aws_sdk_ecs::Client::new(config);
     ecs.create_cluster()
         .cluster_name(name)
         .send()
@@ -929,28 +808,8 @@ async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
         .send()
         .await
         .unwrap();
-    ecs.create_service()
-        .cluster(name)
-        .service_name(name)
-        .task_definition(name)
-        .desired_count(1)
-        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-        .network_configuration(
-            aws_sdk_ecs::types::NetworkConfiguration::builder()
-                .awsvpc_configuration(
-                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
-                        .set_subnets(Some(public.clone()))
-                        .security_groups(&fargate)
-                        .assign_public_ip(aws_sdk_ecs::types::AssignPublicIp::Enabled)
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let rds = aws_sdk_rds::Client::new(&config);
+    create_service(&ecs, name, public.clone(), &fargate).await;
+    let rds = aws_sdk_rds::Client::new(config);
     rds.create_db_subnet_group()
         .db_subnet_group_name(name)
         .db_subnet_group_description("private")
@@ -958,14 +817,7 @@ async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
         .send()
         .await
         .unwrap();
-    rds.create_db_instance()
-        .db_instance_identifier(name)
-        .db_instance_class("db.t4g.micro")
-        .engine("postgres")
-        .engine_version("16.3")
-        .allocated_storage(20)
-        .master_username("gengar")
-        .master_user_password("not-a-real-password")
+    postgres_instance(&rds, name)
         .db_subnet_group_name(name)
         .vpc_security_group_ids(&db)
         .publicly_accessible(false)
@@ -978,14 +830,12 @@ async fn plan_network(name: &str) -> (aws_sdk_ec2::Client, String) {
 #[test]
 fn network_verify_passes_the_plans_shape_and_names_each_broken_rule() {
     let name = "netcheck";
-    let rt = runtime();
-    let (ec2, public_subnet) = rt.block_on(plan_network(name));
-    let p = Project::new(&format!(
+    let aws = Moto::new();
+    let (ec2, public_subnet) = aws.block_on(plan_network(&aws.config, name));
+    let p = project(&format!(
         "[[phase.step]]\nid = \"network\"\ndo = \"network.verify\"\nvpc = \"{name}\"\nalb_security_group = \"{name}-alb\"\ncluster = \"{name}\"\nservice = \"{name}\"\nrds_instance = \"{name}\"\n"
     ));
-    let out = p.run(&["run", "network"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = p.ok(&["run", "network"]);
     for rule in [
         "pass 2 public subnets across 2 AZs",
         "pass 2 private subnets across 2 AZs",
@@ -997,10 +847,10 @@ fn network_verify_passes_the_plans_shape_and_names_each_broken_rule() {
         "allows 5432 only from the Fargate group",
         "pass the service's tasks get a public IP",
     ] {
-        assert!(err.contains(rule), "missing {rule:?}:\n{err}");
+        out.stderr_has(rule);
     }
     // A NAT gateway appears: that rule fails, by name.
-    rt.block_on(async {
+    aws.block_on(async {
         let eip = ec2
             .allocate_address()
             .send()
@@ -1016,22 +866,17 @@ fn network_verify_passes_the_plans_shape_and_names_each_broken_rule() {
             .await
             .unwrap();
     });
-    let out = p.run(&["run", "network"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("FAIL no NAT gateway (found 1)"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "network"])
+        .expect(1)
+        .stderr_has("FAIL no NAT gateway (found 1)");
 }
 
 #[test]
 fn elb_health_waits_for_healthy_targets_and_names_an_empty_group() {
-    let rt = runtime();
-    rt.block_on(async {
-        let config = sdk().await;
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let aws = Moto::new();
+    aws.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&aws.config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
         let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
             .vpc_id()
             .unwrap()
@@ -1067,24 +912,14 @@ fn elb_health_waits_for_healthy_targets_and_names_an_empty_group() {
             }
         }
     });
-    let p = Project::new(
+    let p = project(
         "[[phase.step]]\nid = \"healthy\"\ndo = \"elb.health\"\ntarget_group = \"health-test\"\n\n\
          [[phase.step]]\nid = \"empty\"\ndo = \"elb.health\"\ntarget_group = \"health-empty\"\ndeadline = \"1s\"\ninterval = \"200ms\"\n",
     );
-    let out = p.run(&["run", "healthy"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("1/1 healthy"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "empty"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no targets are registered"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "healthy"]).stderr_has("1/1 healthy");
+    p.run(&["run", "empty"])
+        .expect(1)
+        .stderr_has("no targets are registered");
 }
 
 #[test]
@@ -1095,8 +930,9 @@ fn ecr_image_needs_the_tag_and_a_linux_arm64_image() {
              "platform": {"os": "linux", "architecture": arch}}]})
         .to_string()
     };
-    runtime().block_on(async {
-        let ecr = aws_sdk_ecr::Client::new(&sdk().await);
+    let aws = Moto::new();
+    aws.block_on(async {
+        let ecr = aws_sdk_ecr::Client::new(&aws.config);
         ecr.create_repository()
             .repository_name("mentionai/gengar-test")
             .send()
@@ -1116,35 +952,26 @@ fn ecr_image_needs_the_tag_and_a_linux_arm64_image() {
     let step = |id: &str, tag: &str| {
         format!("[[phase.step]]\nid = \"{id}\"\ndo = \"ecr.image\"\nrepository = \"mentionai/gengar-test\"\ntag = \"{tag}\"\n\n")
     };
-    let p = Project::new(&format!(
+    let p = project(&format!(
         "{}{}{}",
         step("arm", "arm"),
         step("amd", "amd"),
         step("missing", "nope")
     ));
-    let out = p.run(&["run", "arm"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&["run", "amd"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("has no linux/arm64 image (it has: linux/amd64)"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "missing"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is not in ECR"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "arm"]);
+    p.run(&["run", "amd"])
+        .expect(1)
+        .stderr_has("has no linux/arm64 image (it has: linux/amd64)");
+    p.run(&["run", "missing"])
+        .expect(1)
+        .stderr_has("is not in ECR");
 }
 
 /// A hosted zone holding `record` as a CNAME to Heroku (TTL 300), as before a cutover; its id.
-fn zone_with_heroku_cname(zone: &str, record: &str) -> String {
-    runtime().block_on(async {
-        let r53 = aws_sdk_route53::Client::new(&sdk().await);
+fn zone_with_heroku_cname(aws: &Moto, zone: &str, record: &str) -> String {
+    use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
+    let r53 = aws_sdk_route53::Client::new(&aws.config);
+    aws.block_on(async {
         let zone = r53
             .create_hosted_zone()
             .name(zone)
@@ -1157,81 +984,90 @@ fn zone_with_heroku_cname(zone: &str, record: &str) -> String {
             .id()
             .trim_start_matches("/hostedzone/")
             .to_string();
-        use aws_sdk_route53::types::*;
-        r53.change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Create)
-                            .resource_record_set(
-                                ResourceRecordSet::builder()
-                                    .name(record)
-                                    .r#type(RrType::Cname)
-                                    .ttl(300)
-                                    .resource_records(
-                                        ResourceRecord::builder()
-                                            .value("gengar-api.herokuapp.com")
-                                            .build()
-                                            .unwrap(),
-                                    )
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
+        let record = ResourceRecordSet::builder()
+            .name(record)
+            .r#type(RrType::Cname)
+            .ttl(300)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value("gengar-api.herokuapp.com")
                     .build()
                     .unwrap(),
             )
+            .build()
+            .unwrap();
+        change_record(&r53, &zone, ChangeAction::Create, record).await;
+        zone
+    })
+}
+
+/// One change to one record of the zone, as its own batch.
+async fn change_record(
+    r53: &aws_sdk_route53::Client,
+    zone: &str,
+    action: aws_sdk_route53::types::ChangeAction,
+    record: aws_sdk_route53::types::ResourceRecordSet,
+) {
+    use aws_sdk_route53::types::{Change, ChangeBatch};
+    r53.change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(action)
+                        .resource_record_set(record)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The records of one name in a zone, as Route 53 holds them.
+fn name_records(
+    aws: &Moto,
+    zone: &str,
+    name: &str,
+) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
+    aws.block_on(async {
+        aws_sdk_route53::Client::new(&aws.config)
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
             .send()
             .await
-            .unwrap();
-        zone
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name() == name)
+            .cloned()
+            .collect()
     })
 }
 
 #[test]
 fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
-    let zone = zone_with_heroku_cname("gengar-test.example.", "api.gengar-test.example.");
-    let p = Project::new(
+    let aws = Moto::new();
+    let zone = zone_with_heroku_cname(&aws, "gengar-test.example.", "api.gengar-test.example.");
+    let p = project(
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"gengar-test.example\"\nname = \"api.gengar-test.example\"\ntarget = \"gengar-alb-123.us-east-1.elb.amazonaws.com\"\nttl = 60\ndestructive = true\nconfirm = \"point api at aws\"\nrollback = \"point it back: ${steps.dns.outputs.previous}\"\n",
     );
-    let out = p.run(&["run", "dns"]);
-    assert_eq!(
-        code(&out),
-        5,
-        "destructive: needs the phrase: {}",
-        text(&out)
-    );
-    let out = p.run(&["run", "dns", "--confirm", "point api at aws"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("in sync; CNAME, TTL 60s"),
-        "{}",
-        text(&out)
-    );
+    // Destructive: needs the phrase.
+    p.run(&["run", "dns"]).expect(5);
+    p.ok(&["run", "dns", "--confirm", "point api at aws"])
+        .stderr_has("in sync; CNAME, TTL 60s");
     assert!(
         p.journal().contains("gengar-api.herokuapp.com"),
         "the replaced record is journaled: {}",
         p.journal()
     );
-    let records = runtime().block_on(async {
-        let r53 = aws_sdk_route53::Client::new(&sdk().await);
-        r53.list_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .send()
-            .await
-            .unwrap()
-    });
-    let api = records
-        .resource_record_sets()
-        .iter()
-        .find(|r| r.name() == "api.gengar-test.example.")
-        .unwrap();
+    let api = name_records(&aws, &zone, "api.gengar-test.example.");
     assert_eq!(
-        api.resource_records()[0].value(),
+        api[0].resource_records()[0].value(),
         "gengar-alb-123.us-east-1.elb.amazonaws.com"
     );
 }
@@ -1240,35 +1076,21 @@ fn dns_point_is_confirmed_keeps_the_previous_record_and_waits_for_insync() {
 /// batch, and read back from the zone (not only "INSYNC").
 #[test]
 fn dns_point_replaces_a_cname_with_an_alias_and_reads_it_back() {
-    let zone = zone_with_heroku_cname("alias-test.example.", "api.alias-test.example.");
-    let p = Project::new(
+    let aws = Moto::new();
+    let zone = zone_with_heroku_cname(&aws, "alias-test.example.", "api.alias-test.example.");
+    let p = project(
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"alias-test.example\"\nname = \"api.alias-test.example\"\ntarget = \"gengar-1.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\n",
     );
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.ok(&["run", "dns", "--confirm", "cut over"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .any(|l| l.contains("read back:")
-                && l.contains("\"type\":\"A\"")
-                && l.contains("gengar-1.us-east-1.elb.amazonaws.com")
-                && !l.contains("CNAME")),
+        out.stderr().lines().any(|l| l.contains("read back:")
+            && l.contains("\"type\":\"A\"")
+            && l.contains("gengar-1.us-east-1.elb.amazonaws.com")
+            && !l.contains("CNAME")),
         "{}",
-        text(&out)
+        out.text()
     );
-    let records = runtime().block_on(async {
-        aws_sdk_route53::Client::new(&sdk().await)
-            .list_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .send()
-            .await
-            .unwrap()
-    });
-    let api: Vec<_> = records
-        .resource_record_sets()
-        .iter()
-        .filter(|r| r.name() == "api.alias-test.example.")
-        .collect();
+    let api = name_records(&aws, &zone, "api.alias-test.example.");
     assert_eq!(api.len(), 1, "the CNAME went in the same batch: {api:?}");
     assert_eq!(api[0].r#type(), &aws_sdk_route53::types::RrType::A);
     assert_eq!(
@@ -1285,23 +1107,16 @@ fn dns_point_replaces_a_cname_with_an_alias_and_reads_it_back() {
 
 #[test]
 fn budget_ensure_creates_the_monthly_budget_once() {
-    let p = Project::new(
+    let aws = Moto::new();
+    let p = project(
         "[[phase.step]]\nid = \"budget\"\ndo = \"budget.ensure\"\nname = \"gengar-test-monthly\"\namount = \"60\"\nemail = \"ops@example.com\"\n",
     );
-    let out = p.run(&["run", "budget"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("created budget gengar-test-monthly: $60.00/month, alert to ops@example.com at 80% of actual spend"), "{}", text(&out));
-    let out = p.run(&["run", "budget"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("budget gengar-test-monthly is already $60.00/month"),
-        "idempotent: {}",
-        text(&out)
-    );
-    let limit = runtime().block_on(async {
-        let budgets = aws_sdk_budgets::Client::new(&sdk().await);
-        budgets
+    p.ok(&["run", "budget"]).stderr_has("created budget gengar-test-monthly: $60.00/month, alert to ops@example.com at 80% of actual spend");
+    // Idempotent.
+    p.ok(&["run", "budget"])
+        .stderr_has("budget gengar-test-monthly is already $60.00/month");
+    let limit = aws.block_on(async {
+        aws_sdk_budgets::Client::new(&aws.config)
             .describe_budget()
             .account_id(ACCOUNT)
             .budget_name("gengar-test-monthly")
@@ -1322,9 +1137,9 @@ fn budget_ensure_creates_the_monthly_budget_once() {
 
 #[test]
 fn what_terraform_created_is_checked_repository_and_log_group_retention() {
-    runtime().block_on(async {
-        let config = sdk().await;
-        aws_sdk_ecr::Client::new(&config)
+    let aws = Moto::new();
+    aws.block_on(async {
+        aws_sdk_ecr::Client::new(&aws.config)
             .create_repository()
             .repository_name("mentionai/created-test")
             .image_scanning_configuration(
@@ -1335,7 +1150,7 @@ fn what_terraform_created_is_checked_repository_and_log_group_retention() {
             .send()
             .await
             .unwrap();
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&aws.config);
         for (group, days) in [("/ecs/kept-30", Some(30)), ("/ecs/kept-forever", None)] {
             logs.create_log_group()
                 .log_group_name(group)
@@ -1352,77 +1167,39 @@ fn what_terraform_created_is_checked_repository_and_log_group_retention() {
             }
         }
     });
-    let p = Project::new(
+    let p = project(
         "[[phase.step]]\nid = \"repo\"\ndo = \"ecr.repository\"\nrepository = \"mentionai/created-test\"\n\n\
          [[phase.step]]\nid = \"no-repo\"\ndo = \"ecr.repository\"\nrepository = \"mentionai/never-created\"\n\n\
          [[phase.step]]\nid = \"kept\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept-30\"\nretention_days = 30\n\n\
          [[phase.step]]\nid = \"forever\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept-forever\"\nretention_days = 30\n\n\
          [[phase.step]]\nid = \"prefix-only\"\ndo = \"logs.group\"\nlog_group = \"/ecs/kept\"\n",
     );
-    let out = p.run(&["run", "repo"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("dkr.ecr.us-east-1.amazonaws.com/mentionai/created-test: scan on push on"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "no-repo"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("the ECR repository mentionai/never-created does not exist"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "kept"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&["run", "forever"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("/ecs/kept-forever keeps its lines forever, not the 30 days expected"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "repo"])
+        .stderr_has("dkr.ecr.us-east-1.amazonaws.com/mentionai/created-test: scan on push on");
+    p.run(&["run", "no-repo"])
+        .expect(1)
+        .stderr_has("the ECR repository mentionai/never-created does not exist");
+    p.ok(&["run", "kept"]);
+    p.run(&["run", "forever"])
+        .expect(1)
+        .stderr_has("/ecs/kept-forever keeps its lines forever, not the 30 days expected");
     // A name that only prefixes existing groups is not a group.
-    let out = p.run(&["run", "prefix-only"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the log group /ecs/kept does not exist"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "prefix-only"])
+        .expect(1)
+        .stderr_has("the log group /ecs/kept does not exist");
 }
 
 /// The TTL lowered ahead of the cutover: the same CNAME with 60 s, read back; the old TTL is
 /// an output (the cutover's time gate waits at least that long); a second run changes nothing.
 #[test]
 fn dns_ttl_lowers_the_record_and_says_the_old_ttl() {
-    let zone = zone_with_heroku_cname("ttl-test.example.", "api.ttl-test.example.");
-    let p = Project::new(
+    let aws = Moto::new();
+    let zone = zone_with_heroku_cname(&aws, "ttl-test.example.", "api.ttl-test.example.");
+    let p = project(
         "[[phase.step]]\nid = \"ttl\"\ndo = \"dns.ttl\"\nzone = \"ttl-test.example\"\nname = \"api.ttl-test.example\"\nttl = 60\n",
     );
-    let out = p.run(&["run", "ttl"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("TTL 300s → 60s"),
-        "{}",
-        text(&out)
-    );
-    let records = runtime().block_on(async {
-        aws_sdk_route53::Client::new(&sdk().await)
-            .list_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .send()
-            .await
-            .unwrap()
-    });
-    let api: Vec<_> = records
-        .resource_record_sets()
-        .iter()
-        .filter(|r| r.name() == "api.ttl-test.example.")
-        .collect();
+    p.ok(&["run", "ttl"]).stderr_has("TTL 300s → 60s");
+    let api = name_records(&aws, &zone, "api.ttl-test.example.");
     assert_eq!(api.len(), 1, "{api:?}");
     assert_eq!(api[0].ttl(), Some(60));
     assert_eq!(
@@ -1430,18 +1207,30 @@ fn dns_ttl_lowers_the_record_and_says_the_old_ttl() {
         "gengar-api.herokuapp.com",
         "the same record, only its TTL lower"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
-    let outputs = &status["phases"][0]["steps"][0]["outputs"];
+    let outputs = &p.step("ttl")["outputs"];
     assert_eq!(outputs["previous_ttl"], "300");
     assert_eq!(outputs["ttl"], "60");
-    let again = p.run(&["run", "ttl"]);
-    assert_eq!(code(&again), 0, "{}", text(&again));
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains("nothing to change"),
-        "{}",
-        text(&again)
-    );
+    p.ok(&["run", "ttl"]).stderr_has("nothing to change");
+}
+
+/// Someone repoints `name` by hand, to another load balancer.
+fn repoint_by_hand(aws: &Moto, zone: &str, name: &str) {
+    use aws_sdk_route53::types::{AliasTarget, ChangeAction, ResourceRecordSet, RrType};
+    let record = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::A)
+        .alias_target(
+            AliasTarget::builder()
+                .dns_name("someone-else.elb.amazonaws.com")
+                .hosted_zone_id("Z35SXDOTRQ7X7K")
+                .evaluate_target_health(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r53 = aws_sdk_route53::Client::new(&aws.config);
+    aws.block_on(change_record(&r53, zone, ChangeAction::Upsert, record));
 }
 
 /// The DNS rollback: the record put back exactly as the cutover found it (a CNAME with its
@@ -1449,30 +1238,17 @@ fn dns_ttl_lowers_the_record_and_says_the_old_ttl() {
 /// when the name no longer holds what the cutover set.
 #[test]
 fn dns_rollback_puts_the_record_back_exactly_and_only_over_what_the_cutover_set() {
-    let zone = zone_with_heroku_cname("undo-test.example.", "api.undo-test.example.");
+    let aws = Moto::new();
+    let name = "api.undo-test.example.";
+    let zone = zone_with_heroku_cname(&aws, "undo-test.example.", name);
     let step = "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"undo-test.example\"\nname = \"api.undo-test.example\"\ntarget = \"gengar-1.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\nrollback = { do = \"dns.restore\", zone = \"undo-test.example\", name = \"api.undo-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n";
-    let p = Project::new(step);
-    let records = || {
-        runtime().block_on(async {
-            aws_sdk_route53::Client::new(&sdk().await)
-                .list_resource_record_sets()
-                .hosted_zone_id(&zone)
-                .send()
-                .await
-                .unwrap()
-                .resource_record_sets()
-                .iter()
-                .filter(|r| r.name() == "api.undo-test.example.")
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-    };
+    let p = project(step);
+    let records = || name_records(&aws, &zone, name);
     let before = records();
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "dns", "--confirm", "cut over"]);
     assert_ne!(records(), before);
 
-    let out = p.run(&[
+    p.ok(&[
         "rollback",
         "dns",
         "--note",
@@ -1480,65 +1256,26 @@ fn dns_rollback_puts_the_record_back_exactly_and_only_over_what_the_cutover_set(
         "--confirm",
         "roll back dns",
     ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
     let after = records();
     assert_eq!(after, before, "exactly as it was: type, value, TTL");
     assert_eq!(after[0].ttl(), Some(300));
 
     // Cut over again; then someone repoints the name by hand: the rollback is refused and
     // the record stays as they left it.
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    runtime().block_on(async {
-        use aws_sdk_route53::types::*;
-        aws_sdk_route53::Client::new(&sdk().await)
-            .change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Upsert)
-                            .resource_record_set(
-                                ResourceRecordSet::builder()
-                                    .name("api.undo-test.example.")
-                                    .r#type(RrType::A)
-                                    .alias_target(
-                                        AliasTarget::builder()
-                                            .dns_name("someone-else.elb.amazonaws.com")
-                                            .hosted_zone_id("Z35SXDOTRQ7X7K")
-                                            .evaluate_target_health(false)
-                                            .build()
-                                            .unwrap(),
-                                    )
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-    });
+    p.ok(&["run", "dns", "--confirm", "cut over"]);
+    repoint_by_hand(&aws, &zone, name);
     let theirs = records();
-    let out = p.run(&[
+    p.run(&[
         "rollback",
         "dns",
         "--note",
         "again",
         "--confirm",
         "roll back dns",
-    ]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        text(&out).contains("neither what the cutover set") && text(&out).contains("someone-else"),
-        "{}",
-        text(&out)
-    );
+    ])
+    .expect(1)
+    .says("neither what the cutover set")
+    .says("someone-else");
     assert_eq!(records(), theirs, "nothing touched");
     assert!(p.journal().contains("\"rollback_failed\""));
 }
@@ -1547,42 +1284,18 @@ fn dns_rollback_puts_the_record_back_exactly_and_only_over_what_the_cutover_set(
 /// deleted); refused while a key holds another version than the one the sync wrote.
 #[test]
 fn ssm_rollback_puts_back_the_replaced_versions() {
+    let aws = Moto::new();
     let prefix = "/undo-ssm/prod/";
-    let put = |name: &str, value: &str| {
-        runtime().block_on(async {
-            aws_sdk_ssm::Client::new(&sdk().await)
-                .put_parameter()
-                .name(name)
-                .value(value)
-                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                .overwrite(true)
-                .send()
-                .await
-                .unwrap();
-        })
+    let put = |key: &str, value: &str| put_parameter(&aws, &format!("{prefix}{key}"), value);
+    let get = |key: &str| {
+        parameter(&aws, &format!("{prefix}{key}")).and_then(|p| p.value().map(str::to_string))
     };
-    let get = |name: &str| {
-        runtime().block_on(async {
-            aws_sdk_ssm::Client::new(&sdk().await)
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .ok()
-                .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
-        })
-    };
-    put(&format!("{prefix}DATABASE_URL"), "postgres://heroku-db/x");
-    let p = Project::new(&format!(
+    put("DATABASE_URL", "postgres://heroku-db/x");
+    let p = project(&format!(
         "[[phase.step]]\nid = \"sync\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\", NEW_KEY = \"fresh\" }}\nrollback = {{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.sync.outputs.versions}}\" }}\n"
     ));
-    let out = p.run(&["run", "sync"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(
-        get(&format!("{prefix}DATABASE_URL")).as_deref(),
-        Some("postgres://rds-db/x")
-    );
+    p.ok(&["run", "sync"]);
+    assert_eq!(get("DATABASE_URL").as_deref(), Some("postgres://rds-db/x"));
     let undo = [
         "rollback",
         "sync",
@@ -1593,64 +1306,35 @@ fn ssm_rollback_puts_back_the_replaced_versions() {
     ];
 
     // Someone wrote it since: refused, nothing touched.
-    put(&format!("{prefix}DATABASE_URL"), "postgres://by-hand/x");
-    let out = p.run(&undo);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(text(&out).contains("it changed since"), "{}", text(&out));
-    assert_eq!(
-        get(&format!("{prefix}NEW_KEY")).as_deref(),
-        Some("fresh"),
-        "nothing touched"
-    );
+    put("DATABASE_URL", "postgres://by-hand/x");
+    p.run(&undo).expect(1).says("it changed since");
+    assert_eq!(get("NEW_KEY").as_deref(), Some("fresh"), "nothing touched");
 
     // As before the sync, then the sync again (new versions), then the rollback.
-    put(&format!("{prefix}DATABASE_URL"), "postgres://heroku-db/x");
-    runtime().block_on(async {
-        aws_sdk_ssm::Client::new(&sdk().await)
+    put("DATABASE_URL", "postgres://heroku-db/x");
+    aws.block_on(async {
+        aws_sdk_ssm::Client::new(&aws.config)
             .delete_parameter()
             .name(format!("{prefix}NEW_KEY"))
             .send()
             .await
             .unwrap();
     });
-    let out = p.run(&["run", "sync"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&undo);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "sync"]);
+    let out = p.ok(&undo);
     assert_eq!(
-        get(&format!("{prefix}DATABASE_URL")).as_deref(),
+        get("DATABASE_URL").as_deref(),
         Some("postgres://heroku-db/x")
     );
-    assert_eq!(
-        get(&format!("{prefix}NEW_KEY")),
-        None,
-        "added by the sync: deleted"
-    );
+    assert_eq!(get("NEW_KEY"), None, "added by the sync: deleted");
     for secret in ["heroku-db", "rds-db", "fresh"] {
         assert!(
-            !text(&out).contains(secret),
+            !out.text().contains(secret),
             "no value shown: {}",
-            text(&out)
+            out.text()
         );
         assert!(!p.journal().contains(secret), "no value journaled");
     }
-}
-
-/// The records of one name in a zone, as Route 53 holds them.
-fn name_records(zone: &str, name: &str) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
-    runtime().block_on(async {
-        aws_sdk_route53::Client::new(&sdk().await)
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .send()
-            .await
-            .unwrap()
-            .resource_record_sets()
-            .iter()
-            .filter(|r| r.name() == name)
-            .cloned()
-            .collect()
-    })
 }
 
 /// Route 53's answer to a call that failed on its side.
@@ -1667,15 +1351,15 @@ fn is_get_change(r: &proxy::Request) -> bool {
 #[test]
 fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its_own_interruption()
 {
-    let zone = zone_with_heroku_cname("rerun-test.example.", "api.rerun-test.example.");
+    let aws = Moto::new();
     let name = "api.rerun-test.example.";
-    let proxy = FaultProxy::start(&endpoint());
-    let p = Project::with_account(
-        ACCOUNT,
+    let zone = zone_with_heroku_cname(&aws, "rerun-test.example.", name);
+    let proxy = FaultProxy::start(&aws.endpoint);
+    let p = project_at(
         &proxy.url,
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"rerun-test.example\"\nname = \"api.rerun-test.example\"\ntarget = \"gengar-2.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\ntimeout = \"15s\"\nrollback = { do = \"dns.restore\", zone = \"rerun-test.example\", name = \"api.rerun-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n",
     );
-    let before = name_records(&zone, name);
+    let before = name_records(&aws, &zone, name);
     assert_eq!(before[0].r#type().as_str(), "CNAME");
 
     // Attempt 1 changes the record, then Route 53 fails when asked whether it is in sync.
@@ -1686,9 +1370,8 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
             Fault::Forward
         }
     });
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    let alb = name_records(&zone, name);
+    p.run(&["run", "dns", "--confirm", "cut over"]).expect(1);
+    let alb = name_records(&aws, &zone, name);
     assert_eq!(
         alb[0].r#type().as_str(),
         "A",
@@ -1697,13 +1380,10 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
     proxy.clear();
 
     // Attempt 2 finds the ALB already there; a reset and a third run find it too.
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&["mark", "dns", "pending", "--note", "redo it"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&["run", "dns", "--confirm", "cut over"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let log = std::fs::read_to_string(p.path().join(".cutover/logs/dns/3.log")).unwrap();
+    p.ok(&["run", "dns", "--confirm", "cut over"]);
+    p.ok(&["mark", "dns", "pending", "--note", "redo it"]);
+    p.ok(&["run", "dns", "--confirm", "cut over"]);
+    let log = p.read(".cutover/logs/dns/3.log");
     assert!(
         log.contains("output previous kept as an earlier attempt recorded it")
             && log.contains("herokuapp.com"),
@@ -1735,19 +1415,20 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
         "roll back dns",
     ];
     let out = p.run(&undo);
-    assert_ne!(code(&out), 0, "{}", text(&out));
-    assert_eq!(name_records(&zone, name), before, "its change went through");
+    assert_ne!(out.code(), 0, "{}", out.text());
+    assert_eq!(
+        name_records(&aws, &zone, name),
+        before,
+        "its change went through"
+    );
     assert!(p.journal().contains("\"rollback_failed\""));
     proxy.clear();
 
     // Retried: the name already holds what it held before — done, not refused.
-    let out = p.run(&undo);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("dns: rolled back"), "{}", text(&out));
-    assert_eq!(name_records(&zone, name), before);
+    p.ok(&undo).says("dns: rolled back");
+    assert_eq!(name_records(&aws, &zone, name), before);
     assert!(p.journal().contains("\"rolled_back\""));
-    let status = p.run(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = p.status();
     assert_eq!(
         status["phases"][0]["steps"][0]["state"], "rolled back",
         "{status}"
@@ -1759,41 +1440,27 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
 #[test]
 fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
     let cluster = "redeploy-test";
-    let rt = runtime();
-    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
-    let revision = || {
-        rt.block_on(async {
-            ecs.describe_services()
-                .cluster(cluster)
-                .services(cluster)
-                .send()
-                .await
-                .unwrap()
-                .services()[0]
-                .task_definition()
-                .unwrap()
-                .to_string()
-        })
-    };
+    let aws = Moto::new();
+    let (ecs, _) = ecs_fixture(&aws, cluster);
+    let revision = || service_revision(&aws, &ecs, cluster);
     let first = revision();
     assert!(first.ends_with(&format!("{cluster}:1")), "{first}");
-    let proxy = FaultProxy::start(&endpoint());
-    let p = Project::with_account(
-        ACCOUNT,
+    let proxy = FaultProxy::start(&aws.endpoint);
+    let p = project_at(
         &proxy.url,
         &format!(
             "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:new\"\ninterval = \"200ms\"\ndeadline = \"30s\"\nrollback = {{ do = \"ecs.deploy\", cluster = \"{cluster}\", service = \"{cluster}\", task_definition = \"${{steps.deploy.outputs.previous_task_definition}}\", interval = \"200ms\", deadline = \"30s\" }}\n"
         ),
     );
     // Once the service is updated, ECS stops answering: attempt 1 fails after its change.
-    let updated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let updated = Arc::new(AtomicBool::new(false));
     {
         let updated = updated.clone();
         proxy.set(move |r| {
             if r.is("UpdateService") {
-                updated.store(true, std::sync::atomic::Ordering::SeqCst);
+                updated.store(true, SeqCst);
             }
-            if r.is("DescribeServices") && updated.load(std::sync::atomic::Ordering::SeqCst) {
+            if r.is("DescribeServices") && updated.load(SeqCst) {
                 Fault::Respond(
                     500,
                     "{\"__type\":\"ServerException\",\"message\":\"injected by the test's proxy\"}"
@@ -1804,14 +1471,12 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
             }
         });
     }
-    let out = p.run(&["run", "deploy"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    p.run(&["run", "deploy"]).expect(1);
     assert!(revision().ends_with(":2"), "the first attempt changed it");
     proxy.clear();
-    let out = p.run(&["run", "deploy"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "deploy"]);
     assert!(revision().ends_with(":3"));
-    let out = p.run(&[
+    p.ok(&[
         "rollback",
         "deploy",
         "--note",
@@ -1819,7 +1484,6 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
         "--confirm",
         "roll back deploy",
     ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(
         revision(),
         first,
@@ -1833,42 +1497,18 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
 /// and a rollback interrupted after its change is retried to the end.
 #[test]
 fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
+    let aws = Moto::new();
     let prefix = "/bundled-ssm/prod/";
     let param = |key: &str| {
-        runtime().block_on(async {
-            aws_sdk_ssm::Client::new(&sdk().await)
-                .get_parameter()
-                .name(format!("{prefix}{key}"))
-                .with_decryption(true)
-                .send()
-                .await
-                .ok()
-                .and_then(|o| {
-                    o.parameter()
-                        .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
-                })
-        })
+        parameter(&aws, &format!("{prefix}{key}"))
+            .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
     };
-    let put = |key: &str, value: &str| {
-        runtime().block_on(async {
-            aws_sdk_ssm::Client::new(&sdk().await)
-                .put_parameter()
-                .name(format!("{prefix}{key}"))
-                .value(value)
-                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                .overwrite(true)
-                .send()
-                .await
-                .unwrap();
-        })
-    };
-    put("STRIPE_KEY", "sk-before");
-    let proxy = FaultProxy::start(&endpoint());
+    put_parameter(&aws, &format!("{prefix}STRIPE_KEY"), "sk-before");
+    let proxy = FaultProxy::start(&aws.endpoint);
     let restore = format!(
         "{{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.X.outputs.versions}}\" }}"
     );
-    let p = Project::with_account(
-        ACCOUNT,
+    let p = project_at(
         &proxy.url,
         &format!(
             "[[phase.step]]\nid = \"ssm-sync\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\", STRIPE_KEY = \"sk-after\", NEW_KEY = \"fresh\" }}\ntimeout = \"15s\"\nrollback = {}\n\n[[phase.step]]\nid = \"db-database-url\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ DATABASE_URL = \"postgres://rds-db/x\" }}\nrollback = {}\nneeds = [\"ssm-sync\"]\n",
@@ -1878,13 +1518,11 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
     );
     // The sync writes DATABASE_URL, then SSM fails the next write: the step fails after a
     // change, and what that change replaced is on record.
-    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
     {
         let writes = writes.clone();
         proxy.set(move |r| {
-            if r.is("PutParameter")
-                && writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1
-            {
+            if r.is("PutParameter") && writes.fetch_add(1, SeqCst) >= 1 {
                 Fault::Respond(
                     500,
                     "{\"__type\":\"InternalServerError\",\"message\":\"injected by the test's proxy\"}"
@@ -1895,15 +1533,13 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
             }
         });
     }
-    let out = p.run(&["run", "ssm-sync"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    p.run(&["run", "ssm-sync"]).expect(1);
     assert_eq!(
         param("DATABASE_URL").map(|p| p.0).as_deref(),
         Some("postgres://rds-db/x")
     );
     proxy.clear();
-    let out = p.run(&["run", "ssm-sync"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "ssm-sync"]);
     assert_eq!(
         param("STRIPE_KEY").map(|p| p.0).as_deref(),
         Some("sk-after")
@@ -1911,34 +1547,31 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
 
     // db-database-url finds DATABASE_URL as ssm-sync left it: nothing changes, and its
     // rollback has nothing to undo — said, run nowhere, recorded nowhere.
-    let out = p.run(&["run", "db-database-url"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "db-database-url"]);
     let url_before = param("DATABASE_URL");
     let lines = p.journal().lines().count();
-    let out = p.run(&[
+    p.ok(&[
         "rollback",
         "db-database-url",
         "--note",
         "back",
         "--confirm",
         "roll back db-database-url",
-    ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("nothing to undo"), "{}", text(&out));
+    ])
+    .says("nothing to undo");
     assert_eq!(param("DATABASE_URL"), url_before, "SSM untouched");
     assert_eq!(p.journal().lines().count(), lines, "nothing recorded");
-    let status = p.run(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = p.status();
     assert_eq!(status["phases"][0]["steps"][1]["state"], "done", "{status}");
 
     // ssm-sync's rollback covers the key the failed attempt wrote (DATABASE_URL: added) as
     // well as the re-run's. It is cut off after its first change (SSM stops answering).
-    let puts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let puts = Arc::new(AtomicUsize::new(0));
     {
         let puts = puts.clone();
         proxy.set(move |r| {
             let n = if r.is("PutParameter") || r.is("DeleteParameter") {
-                puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                puts.fetch_add(1, SeqCst)
             } else {
                 0
             };
@@ -1959,12 +1592,11 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
         "roll back ssm-sync",
     ];
     let out = p.run(&undo);
-    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_ne!(out.code(), 0, "{}", out.text());
     assert!(p.journal().contains("\"rollback_failed\""));
     assert_eq!(param("DATABASE_URL"), None, "its first change went through");
     proxy.clear();
-    let out = p.run(&undo);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.ok(&undo);
     assert_eq!(
         param("STRIPE_KEY").map(|p| p.0).as_deref(),
         Some("sk-before")
@@ -1976,7 +1608,7 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
     );
     assert_eq!(param("NEW_KEY"), None, "added by the re-run: deleted");
     for secret in ["rds-db", "sk-before", "sk-after", "fresh"] {
-        assert!(!text(&out).contains(secret), "no value shown");
+        assert!(!out.text().contains(secret), "no value shown");
         assert!(!p.journal().contains(secret), "no value journaled");
     }
 }
@@ -1987,9 +1619,9 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
 #[test]
 fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
     let cluster = "no-tasks-test";
-    let rt = runtime();
-    let (ecs, _) = rt.block_on(ecs_fixture(cluster));
-    rt.block_on(async {
+    let aws = Moto::new();
+    let (ecs, _) = ecs_fixture(&aws, cluster);
+    aws.block_on(async {
         ecs.update_service()
             .cluster(cluster)
             .service(cluster)
@@ -1998,51 +1630,40 @@ fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
             .await
             .unwrap();
     });
-    let zone = zone_with_heroku_cname("warn-test.example.", "api.warn-test.example.");
     let name = "api.warn-test.example.";
-    let p = Project::new(&format!(
+    let zone = zone_with_heroku_cname(&aws, "warn-test.example.", name);
+    let p = project(&format!(
         "[[phase.step]]\nid = \"tunnel\"\ndo = \"aws.tunnel\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nhost = \"gengar.internal\"\n\n[[phase.step]]\nid = \"mark\"\ndo = \"shell\"\nrun = \"echo 'counters={{}}' >> \\\"$CUTOVER_OUTPUT\\\"\"\noutputs = [\"counters\"]\n\n[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"warn-test.example\"\nname = \"api.warn-test.example\"\ntarget = \"gengar-3.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\nneeds = [\"mark\"]\nrollback = {{ do = \"dns.restore\", zone = \"warn-test.example\", name = \"api.warn-test.example\", record = \"${{steps.dns.outputs.previous}}\", expect = \"${{steps.dns.outputs.current}}\", warn = {{ do = \"db.writes\", url = \"${{secret.RDS_DATABASE_URL}}\", since = \"${{steps.mark.outputs.counters}}\", via = \"tunnel\" }} }}\n\n[secrets]\nRDS_DATABASE_URL = {{ env = \"RDS_DATABASE_URL\" }}\n"
-    ));
-    let before = name_records(&zone, name);
+    ))
+    .env(
+        "RDS_DATABASE_URL",
+        "postgres://app:secret-pw@gengar.internal:5432/gengar",
+    );
+    let before = name_records(&aws, &zone, name);
     // No plugin on PATH (a directory holding only what the steps run).
-    let bin = p.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
     let path_without_plugin = std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
         .filter(|d| !Path::new(d).join("session-manager-plugin").exists())
         .collect::<Vec<_>>()
         .join(":");
-    let run = |args: &[&str], path: &str| {
-        p.command(args)
-            .env("PATH", path)
-            .env(
-                "RDS_DATABASE_URL",
-                "postgres://app:secret-pw@gengar.internal:5432/gengar",
-            )
-            .output()
-            .unwrap()
-    };
-    for args in [
-        vec!["run", "mark"],
-        vec!["run", "dns", "--confirm", "cut over"],
-    ] {
-        let out = run(&args, &path_without_plugin);
-        assert_eq!(code(&out), 0, "{}", text(&out));
-    }
-    assert_ne!(name_records(&zone, name), before);
-    let out = run(
+    let run = |args: &[&str], path: &str| p.run_with(args, &[("PATH", path)]);
+    run(&["run", "mark"], &path_without_plugin).ok();
+    run(
+        &["run", "dns", "--confirm", "cut over"],
+        &path_without_plugin,
+    )
+    .ok();
+    assert_ne!(name_records(&aws, &zone, name), before);
+    // The phrase first.
+    run(
         &["rollback", "dns", "--note", "5xx on AWS"],
         &path_without_plugin,
-    );
-    assert_eq!(code(&out), 5, "the phrase first: {}", text(&out));
-    assert!(
-        text(&out).contains("what going back loses is unknown")
-            && text(&out).contains("session-manager-plugin")
-            && text(&out).contains("not on PATH"),
-        "{}",
-        text(&out)
-    );
+    )
+    .expect(5)
+    .says("what going back loses is unknown")
+    .says("session-manager-plugin")
+    .says("not on PATH");
     let out = run(
         &[
             "rollback",
@@ -2053,27 +1674,16 @@ fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
             "roll back dns",
         ],
         &path_without_plugin,
-    );
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(name_records(&zone, name), before, "back to Heroku's");
-    assert!(!text(&out).contains("secret-pw"));
+    )
+    .ok();
+    assert_eq!(name_records(&aws, &zone, name), before, "back to Heroku's");
+    assert!(!out.text().contains("secret-pw"));
 
     // Again with the plugin on PATH, and the service at 0 running tasks.
-    std::fs::write(
-        bin.join("session-manager-plugin"),
-        "#!/bin/sh\necho 1.2.0\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        bin.join("session-manager-plugin"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let with_plugin = format!("{}:{path_without_plugin}", bin.display());
-    let out = run(&["run", "dns", "--confirm", "cut over"], &with_plugin);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = run(
+    p.write_script("bin/session-manager-plugin", "#!/bin/sh\necho 1.2.0\n");
+    let with_plugin = format!("{}:{path_without_plugin}", p.file("bin").display());
+    run(&["run", "dns", "--confirm", "cut over"], &with_plugin).ok();
+    run(
         &[
             "rollback",
             "dns",
@@ -2083,15 +1693,11 @@ fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
             "roll back dns",
         ],
         &with_plugin,
-    );
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        text(&out).contains("what going back loses is unknown")
-            && text(&out).contains("no running task"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(name_records(&zone, name), before, "back to Heroku's");
+    )
+    .ok()
+    .says("what going back loses is unknown")
+    .says("no running task");
+    assert_eq!(name_records(&aws, &zone, name), before, "back to Heroku's");
 }
 
 /// A private zone of the same name (split-horizon DNS) is not the one the world resolves:
@@ -2099,9 +1705,9 @@ fn dns_rollback_runs_when_its_warning_cannot_reach_rds() {
 /// resolvers compare them, without case.
 #[test]
 fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
-    let private = runtime().block_on(async {
-        let config = sdk().await;
-        let vpc = aws_sdk_ec2::Client::new(&config)
+    let aws = Moto::new();
+    let private = aws.block_on(async {
+        let vpc = aws_sdk_ec2::Client::new(&aws.config)
             .describe_vpcs()
             .send()
             .await
@@ -2110,8 +1716,7 @@ fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
             .vpc_id()
             .unwrap()
             .to_string();
-        let r53 = aws_sdk_route53::Client::new(&config);
-        let zone = r53
+        let zone = aws_sdk_route53::Client::new(&aws.config)
             .create_hosted_zone()
             .name("split-test.example.")
             .caller_reference("cutover-split-private")
@@ -2135,13 +1740,12 @@ fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
             .trim_start_matches("/hostedzone/")
             .to_string()
     });
-    let public = zone_with_heroku_cname("split-test.example.", "api.split-test.example.");
-    let p = Project::new(
+    let public = zone_with_heroku_cname(&aws, "split-test.example.", "api.split-test.example.");
+    let p = project(
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"split-test.example\"\nname = \"API.Split-Test.example\"\ntarget = \"gengar-4.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\n",
     );
-    let out = p.run(&["run", "dns"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let now = name_records(&public, "api.split-test.example.");
+    p.ok(&["run", "dns"]);
+    let now = name_records(&aws, &public, "api.split-test.example.");
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(
         now[0].alias_target().map(|a| a.dns_name()),
@@ -2152,7 +1756,7 @@ fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
         "the record it replaced, found under another case, is kept for the rollback"
     );
     assert!(
-        name_records(&private, "api.split-test.example.").is_empty(),
+        name_records(&aws, &private, "api.split-test.example.").is_empty(),
         "the private zone untouched"
     );
 }

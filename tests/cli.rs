@@ -1,118 +1,38 @@
 //! The headless CLI end to end: the real binary, real processes, a real journal on disk.
 
 mod common;
-use common::{code, text};
+use common::run::{interrupt, kill_group};
+use common::wait::{self, pid_alive, pid_in};
+use common::{Project, Runbook, ACTOR, BIN};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
-
-struct Project {
-    dir: tempfile::TempDir,
+/// The head of most runbooks here: a variable, a secret from the environment and one from a
+/// command, one phase.
+fn head() -> Runbook {
+    Runbook::new("test")
+        .var("soak", "1h")
+        .secret("TOKEN", r#"{ env = "TEST_TOKEN" }"#)
+        .secret(
+            "DB",
+            r#"{ command = "echo postgres://app:cmd-pa55@db.internal:5432/gengar" }"#,
+        )
+        .phase("one", Some("Phase one"))
 }
-
-impl Project {
-    fn new(runbook: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
-        Project { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.path())
-            .env("CUTOVER_ACTOR", "ana@laptop")
-            .env_remove("CUTOVER_RUNBOOK")
-            .env_remove("CUTOVER_VARS_FILE")
-            .env_remove("CUTOVER_STATE_DIR")
-            .env_remove("CUTOVER_AWS_ENDPOINT_URL")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn journal(&self) -> String {
-        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
-    }
-
-    fn state_of(&self, step: &str) -> String {
-        let status = self.status();
-        status["phases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|p| p["steps"].as_array().unwrap().iter())
-            .find(|s| s["id"] == step)
-            .map(|s| s["state"].as_str().unwrap().to_string())
-            .unwrap()
-    }
-
-    fn wait_for_file_containing(&self, rel: &str, needle: &str) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if std::fs::read_to_string(self.path().join(rel))
-                .unwrap_or_default()
-                .contains(needle)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{rel} never contained {needle:?}");
-    }
-}
-
-const HEAD: &str = r#"
-[runbook]
-name = "test"
-app = "gengar"
-
-[vars]
-soak = "1h"
-
-[secrets]
-TOKEN = { env = "TEST_TOKEN" }
-DB = { command = "echo postgres://app:cmd-pa55@db.internal:5432/gengar" }
-
-[[phase]]
-id = "one"
-title = "Phase one"
-"#;
 
 fn project(steps: &str) -> Project {
-    Project::new(&format!("{HEAD}\n{steps}"))
-}
-
-fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+    Project::new(&head().steps(steps))
 }
 
 #[test]
 fn validate_reports_every_error_with_file_line_and_column() {
-    let p = Project::new(&format!(
-        "{HEAD}\n[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"echo ${{undefined_var}}\"\n\n[[phase.step]]\nid = \"b\"\ndo = \"teleport\"\nneeds = [\"a\", \"ghost\"]\n"
-    ));
-    let out = p.run(&["validate"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let p = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"echo ${undefined_var}\"\n\n[[phase.step]]\nid = \"b\"\ndo = \"teleport\"\nneeds = [\"a\", \"ghost\"]\n",
+    );
+    let out = p.run(&["validate"]).expect(2);
+    let err = out.stderr();
     assert!(
         err.contains("runbook.toml:20:7: error: undefined variable `${undefined_var}`"),
         "{err}"
@@ -128,39 +48,22 @@ fn validate_reports_every_error_with_file_line_and_column() {
     assert!(err.contains("25 | needs = [\"a\", \"ghost\"]"), "{err}");
     assert!(err.contains("3 errors"), "{err}");
 
-    let bad = Project::new("[runbook\nname = 1\n");
-    let out = bad.run(&["validate"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("runbook.toml:1:"),
-        "{}",
-        text(&out)
-    );
+    let bad = Project::with_text("[runbook\nname = 1\n");
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("runbook.toml:1:");
 
-    let ok = Project::new(&format!(
-        "{HEAD}\n[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n"
-    ));
-    let out = ok.run(&["validate"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid — 1 phases, 1 steps"));
+    let ok = project("[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n");
+    ok.ok(&["validate"]).stdout_has("valid — 1 phases, 1 steps");
 }
 
 #[test]
 fn bundled_runbook_validates_plans_and_shows_status() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(root.join("runbook.toml"), dir.path().join("runbook.toml")).unwrap();
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
-    assert_eq!(code(&run(&["validate"])), 0);
-    let out = run(&["plan"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let plan = String::from_utf8_lossy(&out.stdout);
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbook.toml");
+    let p = Project::with_text(&std::fs::read_to_string(bundled).unwrap());
+    p.ok(&["validate"]);
+    let out = p.ok(&["plan"]);
+    let plan = out.stdout();
     assert!(
         plan.contains("DESTRUCTIVE — runs only with --confirm \"freeze gengar-api\""),
         "{plan}"
@@ -171,14 +74,13 @@ fn bundled_runbook_validates_plans_and_shows_status() {
         ),
         "secrets must be masked in plans: {plan}"
     );
-    let out = run(&[]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = p.ok(&[]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("gengar: Heroku → AWS ECS Fargate")
-            && String::from_utf8_lossy(&out.stdout).contains(" steps done"),
+        out.stdout().starts_with("gengar: Heroku → AWS ECS Fargate"),
         "{}",
-        text(&out)
+        out.text()
     );
+    out.stdout_has(" steps done");
 }
 
 #[test]
@@ -198,47 +100,30 @@ run = "echo restoring ${steps.make.outputs.snapshot}"
 needs = ["make"]
 "#,
     );
-    let out = p.run(&["run", "use"]);
-    assert_eq!(code(&out), 5, "needs are enforced: {}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("waiting for: make"),
-        "{}",
-        text(&out)
-    );
+    // Needs are enforced.
+    p.run(&["run", "use"])
+        .expect(5)
+        .stderr_has("waiting for: make");
 
-    let out = p.run(&["run", "--next"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("building"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warn"));
-    let out = p.run(&["run", "--next"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("restoring snap-123"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "--next"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("every step is done"));
+    p.ok(&["run", "--next"])
+        .stdout_has("building")
+        .stderr_has("warn");
+    p.ok(&["run", "--next"]).stdout_has("restoring snap-123");
+    p.ok(&["run", "--next"]).stdout_has("every step is done");
 
     let status = p.status();
     assert_eq!(status["progress"]["done"], 2);
     let make = &status["phases"][0]["steps"][0];
     assert_eq!(make["state"], "done");
-    assert_eq!(make["actor"], "ana@laptop");
+    assert_eq!(make["actor"], ACTOR);
     assert_eq!(make["outputs"]["snapshot"], "snap-123");
 
-    let log = p.run(&["log", "make"]);
-    assert_eq!(code(&log), 0);
-    let log = String::from_utf8_lossy(&log.stdout);
-    assert!(
-        log.contains("building")
-            && log.contains("warn")
-            && log.contains("output snapshot = snap-123"),
-        "{log}"
-    );
-    assert_eq!(code(&p.run(&["log", "make", "--attempt", "7"])), 5);
-    let mode = std::fs::metadata(p.path().join(".cutover")).unwrap();
+    p.ok(&["log", "make"])
+        .stdout_has("building")
+        .stdout_has("warn")
+        .stdout_has("output snapshot = snap-123");
+    p.run(&["log", "make", "--attempt", "7"]).expect(5);
+    let mode = std::fs::metadata(p.file(".cutover")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o700);
 }
@@ -260,28 +145,16 @@ do = "shell"
 run = "definitely-not-a-command-xyz --version"
 "#,
     );
-    let out = p.run(&["run", "flaky"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(p.path().join("tries.txt"))
-            .unwrap()
-            .lines()
-            .count(),
-        3
-    );
-    let status = p.status();
-    let flaky = &status["phases"][0]["steps"][0];
+    p.run(&["run", "flaky"]).expect(1);
+    assert_eq!(p.read("tries.txt").lines().count(), 3);
+    let flaky = p.step("flaky");
     assert_eq!(flaky["state"], "failed");
     assert_eq!(flaky["attempts"], 3);
     assert_eq!(flaky["note"], "exit code 3");
 
-    let out = p.run(&["run", "missing"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("command not found"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "missing"])
+        .expect(1)
+        .stderr_has("command not found");
 }
 
 #[test]
@@ -294,20 +167,11 @@ do = "shell"
 run = "echo $$ > child.pid; echo started; sleep 30; echo finished"
 "#,
     );
-    let mut child = p
-        .command(&["run", "slow"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.wait_for_file_containing(".cutover/logs/slow/1.log", "started");
+    let mut child = p.spawn(&["run", "slow"]);
+    p.wait_for(".cutover/logs/slow/1.log", "started");
     child.kill().unwrap(); // SIGKILL: no cleanup at all
     child.wait().unwrap();
-    let shell_pid: i32 = std::fs::read_to_string(p.path().join("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shell_pid = pid_in(&p.file("child.pid"));
 
     assert_eq!(p.state_of("slow"), "interrupted");
     let status = p.status();
@@ -315,43 +179,29 @@ run = "echo $$ > child.pid; echo started; sleep 30; echo finished"
         status["driver"]["driver_gone"], true,
         "the killed driver's command still holds the lock: {status}"
     );
-    let out = p.run(&["audit", "verify"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("verified — 1 lines"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["audit", "verify"]).stdout_has("verified — 1 lines");
 
     // The killed driver's shell (still sleeping) inherited the kernel lock: nobody drives
     // while it runs, and no `unlock` can take the lock from it.
-    let out = p.run(&["run", "slow"]);
-    assert_eq!(code(&out), 3, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("driver started and that still runs"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "slow"])
+        .expect(3)
+        .stderr_has("driver started and that still runs");
     let lock_id = status["driver"]["lock_id"].as_str().unwrap().to_string();
-    assert_eq!(code(&p.run(&["unlock", &lock_id])), 3);
+    p.run(&["unlock", &lock_id]).expect(3);
     // Once it ends, the next driver starts at once: no unlock.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(shell_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill_group(shell_pid);
     wait_for_no_driver(&p);
 
     // The operator can mark it done with a note instead of re-running it.
-    let out = p.run(&[
+    p.ok(&[
         "mark",
         "slow",
         "done",
         "--note",
         "checked by hand: it had finished",
     ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(p.state_of("slow"), "done");
-    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+    p.ok(&["audit", "verify"]);
 }
 
 #[test]
@@ -369,36 +219,19 @@ do = "shell"
 run = "echo other"
 "#,
     );
-    let mut first = p
-        .command(&["run", "hold"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.wait_for_file_containing(".cutover/logs/hold/1.log", "holding");
-    let out = p
-        .command(&["run", "other"])
-        .env("CUTOVER_ACTOR", "bo@desk")
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 3, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("another driver holds the lock: ana@laptop"),
-        "{err}"
-    );
-    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
-    assert!(err.contains("cutover run hold"), "{err}");
+    let mut first = p.spawn(&["run", "hold"]);
+    p.wait_for(".cutover/logs/hold/1.log", "holding");
+    p.run_with(&["run", "other"], &[("CUTOVER_ACTOR", "bo@desk")])
+        .expect(3)
+        .stderr_has("another driver holds the lock: ana@laptop")
+        .stderr_has(&format!("pid {}", first.id()))
+        .stderr_has("cutover run hold");
     // Read-only commands still work and show who drives.
     assert_eq!(p.state_of("hold"), "running");
-    assert_eq!(p.status()["driver"]["holder"], "ana@laptop");
+    assert_eq!(p.status()["driver"]["holder"], ACTOR);
 
     // Ctrl-C cancels the running step, kills its process group and records it.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    interrupt(first.id());
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(p.state_of("hold"), "failed");
@@ -407,16 +240,16 @@ run = "echo other"
         p.status()["driver"].is_null(),
         "the lock is released on exit"
     );
-    assert_eq!(code(&p.run(&["run", "other"])), 0);
+    p.ok(&["run", "other"]);
 }
 
 /// Waits until nobody holds the lock (a killed driver's shell, once killed, lets go of it).
 fn wait_for_no_driver(p: &Project) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.status()["driver"].is_null() {
-        assert!(Instant::now() < deadline, "the lock outlived the shell");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until(
+        "the lock to be released (it outlived the shell)",
+        Duration::from_secs(10),
+        || p.status()["driver"].is_null(),
+    );
 }
 
 /// Two drivers started at once, a hundred times: the kernel lock lets exactly one drive each
@@ -464,24 +297,20 @@ run = "while [ ! -f release ]; do sleep 0.01; done; rm -f release"
             Some(3),
             "round {round}: the second driver was not refused"
         );
-        std::fs::write(p.path().join("release"), "").unwrap();
+        p.write("release", "");
         assert_eq!(winner.wait().unwrap().code(), Some(0), "round {round}");
     }
-    let out = p.run(&["audit", "verify"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let journal = p.journal();
-    let mut seqs: Vec<u64> = journal
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
+    p.ok(&["audit", "verify"]);
+    let mut seqs: Vec<u64> = p
+        .journal()
+        .values()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
         .collect();
     let count = seqs.len();
     seqs.dedup();
     assert_eq!(seqs.len(), count, "no sequence number twice");
-    assert_eq!(p.status()["phases"][0]["steps"][0]["attempts"], 100);
+    assert_eq!(p.step("gate")["attempts"], 100);
 }
 
 #[test]
@@ -495,24 +324,12 @@ run = "sleep 60 & echo $! > bg.pid; echo waiting; wait"
 timeout = "1s"
 "#,
     );
-    let out = p.run(&["run", "hang"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    p.run(&["run", "hang"])
+        .expect(1)
+        .stderr_has("timed out after 1s");
+    let bg = pid_in(&p.file("bg.pid"));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"),
-        "{}",
-        text(&out)
-    );
-    let bg: i32 = std::fs::read_to_string(p.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let start = Instant::now();
-    while pid_alive(bg) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !pid_alive(bg),
+        wait::gone(bg, Duration::from_secs(5)),
         "the background child of the step must be killed"
     );
 }
@@ -533,21 +350,12 @@ timeout = "1s"
     let start = Instant::now();
     let out = p.run(&["run", "stubborn"]);
     let took = start.elapsed();
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"),
-        "{}",
-        text(&out)
-    );
+    out.expect(1).stderr_has("timed out after 1s");
     assert!(
         took < Duration::from_secs(5),
         "1 s timeout + 2 s to stop, took {took:?}"
     );
-    let bg: i32 = std::fs::read_to_string(p.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let bg = pid_in(&p.file("bg.pid"));
     assert!(!pid_alive(bg), "the TERM-ignoring child must be killed");
 }
 
@@ -563,18 +371,15 @@ outputs = ["out"]
 "#,
     );
     let out = p
-        .command(&["run", "leaky"])
-        .env("TEST_TOKEN", "tok-XYZZY-987")
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 1, "{}", text(&out));
+        .run_with(&["run", "leaky"], &[("TEST_TOKEN", "tok-XYZZY-987")])
+        .expect(1);
     let all = format!(
         "{}{}{}{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        out.stdout(),
+        out.stderr(),
         p.journal(),
-        std::fs::read_to_string(p.path().join(".cutover/logs/leaky/1.log")).unwrap(),
-        String::from_utf8_lossy(&p.run(&["plan"]).stdout),
+        p.read(".cutover/logs/leaky/1.log"),
+        p.run(&["plan"]).stdout(),
     );
     for secret in ["tok-XYZZY-987", "inline-pa55", "cmd-pa55"] {
         assert!(!all.contains(secret), "{secret} leaked:\n{all}");
@@ -582,13 +387,9 @@ outputs = ["out"]
     assert!(all.contains("postgres://admin:***@host/db"), "{all}");
     assert!(all.contains("token=***"), "{all}");
 
-    let out = p.run(&["run", "leaky"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("environment variable TEST_TOKEN is not set"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "leaky"])
+        .expect(1)
+        .stderr_has("environment variable TEST_TOKEN is not set");
 }
 
 #[test]
@@ -604,24 +405,17 @@ confirm = "drop ${soak} database"
 rollback = "restore the snapshot"
 "#,
     );
-    let out = p.run(&["run", "drop"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--confirm \"drop 1h database\"")
-            && err.contains("Rollback: restore the snapshot"),
-        "{err}"
-    );
-    let out = p.run(&["run", "drop", "--confirm", "yes"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Only 'drop 1h database' will be accepted.")
-    );
-    assert!(!p.path().join("dropped.txt").exists(), "nothing ran");
+    p.run(&["run", "drop"])
+        .expect(5)
+        .stderr_has("--confirm \"drop 1h database\"")
+        .stderr_has("Rollback: restore the snapshot");
+    p.run(&["run", "drop", "--confirm", "yes"])
+        .expect(5)
+        .stderr_has("Only 'drop 1h database' will be accepted.");
+    assert!(!p.file("dropped.txt").exists(), "nothing ran");
     assert!(!p.journal().contains("confirmed"));
-    let out = p.run(&["run", "--next", "--confirm", "drop 1h database"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(p.path().join("dropped.txt").exists());
+    p.ok(&["run", "--next", "--confirm", "drop 1h database"]);
+    assert!(p.file("dropped.txt").exists());
     let journal = p.journal();
     let confirmed = journal
         .find("\"confirmed\"")
@@ -650,47 +444,33 @@ needs = ["by-hand"]
 after = { step = "by-hand", at_least = "${soak}" }
 "#;
     let p = project(steps);
-    let out = p.run(&["run", "by-hand"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Update the Stripe webhook") && err.contains("[ ] OAuth"),
-        "{err}"
-    );
-    assert_eq!(
-        code(&p.run(&["run", "by-hand", "--note", "done in the dashboard"])),
-        0
-    );
+    p.run(&["run", "by-hand"])
+        .expect(5)
+        .stderr_has("Update the Stripe webhook")
+        .stderr_has("[ ] OAuth");
+    p.ok(&["run", "by-hand", "--note", "done in the dashboard"]);
     assert_eq!(p.state_of("later"), "gated");
-    let out = p.run(&["run", "later"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("left of the wait after `by-hand`"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "later", "--var", "soak=0s"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.run(&["run", "later"])
+        .expect(5)
+        .stderr_has("left of the wait after `by-hand`");
+    p.ok(&["run", "later", "--var", "soak=0s"]);
 
     // Editing what a done step does makes it `changed`; --next will not pass over it silently.
-    let edited = std::fs::read_to_string(p.path().join("runbook.toml"))
-        .unwrap()
+    let edited = p
+        .read("runbook.toml")
         .replace("echo decommissioned", "echo other");
-    std::fs::write(p.path().join("runbook.toml"), edited).unwrap();
+    p.write("runbook.toml", edited);
     assert_eq!(p.state_of("later"), "changed");
     assert_eq!(p.state_of("by-hand"), "done");
-    assert_eq!(
-        code(&p.run(&[
-            "mark",
-            "later",
-            "pending",
-            "--note",
-            "redo with the new command"
-        ])),
-        0
-    );
+    p.ok(&[
+        "mark",
+        "later",
+        "pending",
+        "--note",
+        "redo with the new command",
+    ]);
     assert_eq!(p.state_of("later"), "gated");
-    assert_eq!(code(&p.run(&["mark", "later", "skipped", "--note", ""])), 5);
+    p.run(&["mark", "later", "skipped", "--note", ""]).expect(5);
 }
 
 #[test]
@@ -729,21 +509,13 @@ deadline = "200ms"
 interval = "50ms"
 "#
     ));
-    let out = p.run(&["run", "health"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("attempt 1: got 503, expected 200") && err.contains("attempt 3: 200"),
-        "{err}"
-    );
+    p.ok(&["run", "health"])
+        .stderr_has("attempt 1: got 503, expected 200")
+        .stderr_has("attempt 3: 200");
     server.join().unwrap();
-    let out = p.run(&["run", "down"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("request failed"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["run", "down"])
+        .expect(1)
+        .stderr_has("request failed");
 }
 
 #[test]
@@ -761,61 +533,36 @@ do = "shell"
 run = "true"
 "#,
     );
-    assert_eq!(code(&p.run(&["run", "a"])), 0);
-    let journal_path = p.path().join(".cutover/journal.jsonl");
+    p.ok(&["run", "a"]);
+    let journal = ".cutover/journal.jsonl";
     let good = p.journal();
-    std::fs::write(&journal_path, format!("{good}{{\"seq\":3,\"time\":\"2026")).unwrap();
-    let out = p.run(&["status"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.write(journal, format!("{good}{{\"seq\":3,\"time\":\"2026"));
+    p.ok(&["status"]).stdout_has("cut short by a crash");
+    p.ok(&["run", "b"]).stderr_has("cut short");
+    p.ok(&["audit", "verify"]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("cut short by a crash"),
-        "{}",
-        text(&out)
+        p.journal().starts_with(good.as_str()),
+        "earlier lines are kept"
     );
-    let out = p.run(&["run", "b"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cut short"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
-    assert!(p.journal().starts_with(&good), "earlier lines are kept");
 
     // Edit line 2: verification names line 3, and nothing is driven.
     let tampered = p.journal().replacen("\"attempt\":1", "\"attempt\":5", 1);
-    std::fs::write(&journal_path, tampered).unwrap();
-    let out = p.run(&["audit", "verify"]);
-    assert_eq!(code(&out), 4, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("line 2 is bad"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&["run", "b"]);
-    assert_eq!(code(&out), 4, "{}", text(&out));
-    assert_eq!(code(&p.run(&["status"])), 4);
+    p.write(journal, tampered);
+    p.run(&["audit", "verify"])
+        .expect(4)
+        .stderr_has("line 2 is bad");
+    p.run(&["run", "b"]).expect(4);
+    p.run(&["status"]).expect(4);
 }
 
 #[test]
 fn an_unusable_state_directory_is_a_clear_error() {
     let p = project("[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\n");
-    std::fs::write(p.path().join(".cutover"), "not a directory").unwrap();
-    let out = p.run(&["run", "a"]);
-    assert_eq!(code(&out), 6, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(".cutover"),
-        "{}",
-        text(&out)
-    );
-    let missing = PathBuf::from("/nonexistent/runbook.toml");
-    let out = p.run(&["--runbook", missing.to_str().unwrap(), "status"]);
-    assert_eq!(code(&out), 6, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot read runbook"),
-        "{}",
-        text(&out)
-    );
+    p.write(".cutover", "not a directory");
+    p.run(&["run", "a"]).expect(6).stderr_has(".cutover");
+    p.run(&["--runbook", "/nonexistent/runbook.toml", "status"])
+        .expect(6)
+        .stderr_has("cannot read runbook");
 }
 
 /// A stand-in for the AWS Price List API on loopback: it answers GetProducts with a recorded
@@ -891,19 +638,9 @@ impl PricingStandIn {
         PricingStandIn { port, requests }
     }
 
-    fn env(&self, command: &mut Command) {
-        command
-            .env(
-                "AWS_ENDPOINT_URL_PRICING",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
+    /// Its URL, for `AWS_ENDPOINT_URL_PRICING`.
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
@@ -947,52 +684,39 @@ fn fargate_of(json: &serde_json::Value) -> f64 {
 
 #[test]
 fn cost_prices_the_plan_and_says_what_a_step_starts_billing() {
-    let p = Project::new(COST_RUNBOOK);
-    let out = p.run(&["cost"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("AWS total                              $61.71"),
-        "{report}"
-    );
-    assert!(report.contains("3 public IPv4 addresses"), "{report}");
-    assert!(report.contains("bundled list prices"), "{report}");
-    let plan = String::from_utf8_lossy(&p.run(&["plan"]).stdout).into_owned();
-    assert!(
-        plan.contains("starts billing about $13.98/month (rds_instance, rds_storage)"),
-        "{plan}"
-    );
+    let p = Project::with_text(COST_RUNBOOK);
+    p.ok(&["cost"])
+        .stdout_has("AWS total                              $61.71")
+        .stdout_has("3 public IPv4 addresses")
+        .stdout_has("bundled list prices");
+    p.run(&["plan"])
+        .stdout_has("starts billing about $13.98/month (rds_instance, rds_storage)");
 
-    let bad =
-        Project::new(&COST_RUNBOOK.replace("region = \"us-east-1\"", "region = \"eu-mars-1\""));
-    let out = bad.run(&["cost"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("no price table for region `eu-mars-1` (known: us-east-1)"));
-    let bad = Project::new(
+    let bad = Project::with_text(
+        &COST_RUNBOOK.replace("region = \"us-east-1\"", "region = \"eu-mars-1\""),
+    );
+    bad.run(&["cost"])
+        .expect(2)
+        .stderr_has("no price table for region `eu-mars-1` (known: us-east-1)");
+    let bad = Project::with_text(
         &COST_RUNBOOK
             .replace("ecr_gb = 1", "ecr_gb = 1\nrds_clas = \"x\"")
             .replace("\"rds_storage\"]", "\"rds_storge\"]"),
     );
-    let out = bad.run(&["validate"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown key `rds_clas` in [cost.aws]")
-            && err.contains("did you mean `rds_class`?"),
-        "{err}"
-    );
-    assert!(err.contains("unknown cost line item `rds_storge`"), "{err}");
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("unknown key `rds_clas` in [cost.aws]")
+        .stderr_has("did you mean `rds_class`?")
+        .stderr_has("unknown cost line item `rds_storge`");
 }
 
 #[test]
 fn live_prices_come_from_the_price_list_api_are_cached_and_fall_back_to_bundled() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let live = ["cost", "--json", "--live"];
     let stand_in = PricingStandIn::start(false);
-    let p = Project::new(COST_RUNBOOK);
-    let mut command = p.command(&["cost", "--json", "--live"]);
-    stand_in.env(&mut command);
-    let out = command.output().unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let p = Project::with_text(COST_RUNBOOK).env("AWS_ENDPOINT_URL_PRICING", stand_in.url());
+    let out = p.ok(&live);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["source"]["kind"], "live", "{json}");
     assert_eq!(json["source"]["cached"], false);
@@ -1001,39 +725,27 @@ fn live_prices_come_from_the_price_list_api_are_cached_and_fall_back_to_bundled(
         (fargate_of(&json) - (0.5 * 0.04 + 0.00356) * 730.0).abs() < 1e-9,
         "{json}"
     );
-    assert!(stand_in.requests.load(std::sync::atomic::Ordering::SeqCst) >= 10);
-    assert!(p.path().join(".cutover/prices-live.json").exists());
+    assert!(stand_in.requests.load(SeqCst) >= 10);
+    assert!(p.file(".cutover/prices-live.json").exists());
 
     // Within a day the cache answers, with no call.
-    let before = stand_in.requests.load(std::sync::atomic::Ordering::SeqCst);
-    let mut command = p.command(&["cost", "--json", "--live"]);
-    stand_in.env(&mut command);
-    let json: serde_json::Value =
-        serde_json::from_slice(&command.output().unwrap().stdout).unwrap();
+    let before = stand_in.requests.load(SeqCst);
+    let json: serde_json::Value = serde_json::from_slice(&p.run(&live).stdout).unwrap();
     assert_eq!(json["source"]["cached"], true, "{json}");
-    assert_eq!(
-        stand_in.requests.load(std::sync::atomic::Ordering::SeqCst),
-        before
-    );
+    assert_eq!(stand_in.requests.load(SeqCst), before);
 
     // A failing API: the bundled table, and a warning that says why.
     let failing = PricingStandIn::start(true);
-    let p = Project::new(COST_RUNBOOK);
-    let mut command = p.command(&["cost", "--json", "--live"]);
-    failing.env(&mut command);
-    let out = command.output().unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let p = Project::with_text(COST_RUNBOOK).env("AWS_ENDPOINT_URL_PRICING", failing.url());
+    let out = p.ok(&live);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         json["source"]["kind"], "bundled_after_live_failed",
         "{json}"
     );
     assert!((fargate_of(&json) - (0.5 * 0.03238 + 0.00356) * 730.0).abs() < 1e-9);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("live prices failed") && err.contains("GetProducts"),
-        "{err}"
-    );
+    out.stderr_has("live prices failed")
+        .stderr_has("GetProducts");
 }
 
 #[test]
@@ -1047,38 +759,23 @@ run = "echo $$ > child.pid; echo started; sleep 30"
 check = { do = "shell", run = "test -f marker.txt" }
 "#,
     );
-    let mut child = p
-        .command(&["run", "write"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.wait_for_file_containing(".cutover/logs/write/1.log", "started");
+    let mut child = p.spawn(&["run", "write"]);
+    p.wait_for(".cutover/logs/write/1.log", "started");
     child.kill().unwrap();
     child.wait().unwrap();
     // Its orphaned shell holds the lock until it ends; ended, nothing is left to unlock.
-    let shell: i32 = std::fs::read_to_string(p.path().join("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(shell),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill_group(pid_in(&p.file("child.pid")));
     wait_for_no_driver(&p);
     assert_eq!(p.state_of("write"), "interrupted");
     // The effect does not hold: the check says so and the step stays interrupted.
-    let out = p.run(&["run", "write", "--check"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    p.run(&["run", "write", "--check"]).expect(1);
     assert_eq!(p.state_of("write"), "interrupted");
     // It holds: the step is done, by its check, without running again.
-    std::fs::write(p.path().join("marker.txt"), "").unwrap();
-    let out = p.run(&["run", "write", "--check"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.write("marker.txt", "");
+    p.ok(&["run", "write", "--check"]);
     assert_eq!(p.state_of("write"), "done");
     assert_eq!(
-        p.status()["phases"][0]["steps"][0]["attempts"],
+        p.step("write")["attempts"],
         1,
         "the action did not run again"
     );
@@ -1087,12 +784,9 @@ check = { do = "shell", run = "test -f marker.txt" }
         "{}",
         p.journal()
     );
-    assert_eq!(
-        code(&p.run(&["note", "checked the marker by hand", "--step", "write"])),
-        0
-    );
+    p.ok(&["note", "checked the marker by hand", "--step", "write"]);
     assert!(p.journal().contains("checked the marker by hand"));
-    assert_eq!(code(&p.run(&["audit", "verify"])), 0);
+    p.ok(&["audit", "verify"]);
 }
 
 #[test]
@@ -1105,31 +799,23 @@ do = "shell"
 run = "echo soak is ${soak}"
 "#,
     );
-    std::fs::write(
-        p.path().join("rehearsal.toml"),
-        "# the rehearsal's\nsoak = \"3s\"\n",
-    )
-    .unwrap();
-    let state = p.path().join("elsewhere");
+    p.write("rehearsal.toml", "# the rehearsal's\nsoak = \"3s\"\n");
+    let state = p.file("elsewhere");
     let state_arg = state.to_str().unwrap();
-    let out = p.run(&[
+    p.ok(&[
         "--vars-file",
         "rehearsal.toml",
         "--state-dir",
         state_arg,
         "run",
         "say",
-    ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("soak is 3s"));
+    ])
+    .stdout_has("soak is 3s");
     assert!(state.join("journal.jsonl").is_file());
-    assert!(
-        !p.path().join(".cutover").exists(),
-        "nothing beside the runbook"
-    );
+    assert!(!p.file(".cutover").exists(), "nothing beside the runbook");
 
     // --var wins over the file.
-    let out = p.run(&[
+    p.run(&[
         "--vars-file",
         "rehearsal.toml",
         "--var",
@@ -1138,40 +824,30 @@ run = "echo soak is ${soak}"
         state_arg,
         "run",
         "say",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("soak is 9s"),
-        "{}",
-        text(&out)
-    );
+    ])
+    .stdout_has("soak is 9s");
 
     // The environment does the same (what scripts/rehearse sets).
-    let out = p
-        .command(&["status", "--json"])
-        .env("CUTOVER_VARS_FILE", p.path().join("rehearsal.toml"))
-        .env("CUTOVER_STATE_DIR", &state)
-        .output()
-        .unwrap();
+    let vars_file = p.file("rehearsal.toml");
+    let out = p.run_with(
+        &["status", "--json"],
+        &[
+            ("CUTOVER_VARS_FILE", vars_file.to_str().unwrap()),
+            ("CUTOVER_STATE_DIR", state_arg),
+        ],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["phases"][0]["steps"][0]["attempts"], 2, "{json}");
 
     // A variable the runbook does not have, or a value that is not a string, is refused.
-    std::fs::write(p.path().join("bad.toml"), "sok = \"3s\"\n").unwrap();
-    let out = p.run(&["--vars-file", "bad.toml", "status"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("sok"),
-        "{}",
-        text(&out)
-    );
-    std::fs::write(p.path().join("bad.toml"), "soak = [3]\n").unwrap();
-    let out = p.run(&["--vars-file", "bad.toml", "status"]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`soak` must be a string, number or boolean"),
-        "{}",
-        text(&out)
-    );
+    p.write("bad.toml", "sok = \"3s\"\n");
+    p.run(&["--vars-file", "bad.toml", "status"])
+        .expect(2)
+        .stderr_has("sok");
+    p.write("bad.toml", "soak = [3]\n");
+    p.run(&["--vars-file", "bad.toml", "status"])
+        .expect(2)
+        .stderr_has("`soak` must be a string, number or boolean");
 }
 
 /// Values are data: a variable, a step output and a value with quotes and a newline reach the
@@ -1179,12 +855,12 @@ run = "echo soak is ${soak}"
 /// single quotes); none of them is run.
 #[test]
 fn interpolated_values_reach_bash_as_data_never_as_code() {
-    let head = HEAD.replace(
-        "soak = \"1h\"",
-        "soak = \"1h\"\nevil = \"$(touch PWNED-var)\"\nquoted = \"it's \\\"quoted\\\"\\nsecond line\"",
-    );
-    let p = Project::new(&format!(
-        r#"{head}
+    let p = Project::new(
+        &head()
+            .var("evil", "$(touch PWNED-var)")
+            .var("quoted", "it's \"quoted\"\nsecond line")
+            .steps(
+                r#"
 [[phase.step]]
 id = "produce"
 do = "shell"
@@ -1194,21 +870,17 @@ outputs = ["value"]
 [[phase.step]]
 id = "use"
 do = "shell"
-run = "printf '%s|' ${{evil}} \"${{quoted}}\" '${{steps.produce.outputs.value}}' ${{steps.produce.outputs.value}} > got.txt"
+run = "printf '%s|' ${evil} \"${quoted}\" '${steps.produce.outputs.value}' ${steps.produce.outputs.value} > got.txt"
 needs = ["produce"]
-"#
-    ));
-    assert_eq!(code(&p.run(&["run", "produce"])), 0);
-    let plan = p.run(&["plan"]);
-    let shown = String::from_utf8_lossy(&plan.stdout).into_owned();
-    assert!(
-        shown.contains(r#"$ printf '%s|' "${CUTOVER_VAR_evil}" "${CUTOVER_VAR_quoted}" ''"${CUTOVER_OUT_produce_value}"'' "${CUTOVER_OUT_produce_value}" > got.txt"#),
-        "the plan shows the command as it runs: {shown}"
+"#,
+            ),
     );
-    let out = p.run(&["run", "use"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "produce"]);
+    // The plan shows the command as it runs.
+    p.run(&["plan"]).stdout_has(r#"$ printf '%s|' "${CUTOVER_VAR_evil}" "${CUTOVER_VAR_quoted}" ''"${CUTOVER_OUT_produce_value}"'' "${CUTOVER_OUT_produce_value}" > got.txt"#);
+    p.ok(&["run", "use"]);
     assert_eq!(
-        std::fs::read_to_string(p.path().join("got.txt")).unwrap(),
+        p.read("got.txt"),
         "$(touch PWNED-var)|it's \"quoted\"\nsecond line|x; touch PWNED-output|x; touch PWNED-output|"
     );
     let pwned: Vec<_> = std::fs::read_dir(p.path())
@@ -1222,6 +894,7 @@ needs = ["produce"]
 /// A secret reaches a shell step through its environment: no process's command line holds it.
 #[test]
 fn a_secret_is_never_on_a_command_line() {
+    let secret = "tok-on-no-argv-4471";
     let p = project(
         r#"
 [[phase.step]]
@@ -1229,16 +902,10 @@ id = "uses"
 do = "shell"
 run = "echo started; sleep 2; test -n ${secret.TOKEN} && echo has-it"
 "#,
-    );
-    let secret = "tok-on-no-argv-4471";
-    let mut child = p
-        .command(&["run", "uses"])
-        .env("TEST_TOKEN", secret)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.wait_for_file_containing(".cutover/logs/uses/1.log", "started");
+    )
+    .env("TEST_TOKEN", secret);
+    let mut child = p.spawn(&["run", "uses"]);
+    p.wait_for(".cutover/logs/uses/1.log", "started");
     let mut seen = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
@@ -1252,12 +919,7 @@ run = "echo started; sleep 2; test -n ${secret.TOKEN} && echo has-it"
     }
     assert!(seen > 3, "processes were read");
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let log = p.run(&["log", "uses"]);
-    assert!(
-        String::from_utf8_lossy(&log.stdout).contains("has-it"),
-        "{}",
-        text(&log)
-    );
+    p.run(&["log", "uses"]).stdout_has("has-it");
 }
 
 /// Masks apply to values before they are encoded: a note ending in `token=…` is masked inside
@@ -1272,22 +934,18 @@ do = "shell"
 run = "echo ok"
 "#,
     );
-    let out = p.run(&["note", "rotated the key, old token=abc"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = p.run(&["note", "--step", "one", "password=hunter2&next=1 done"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(code(&p.run(&["run", "one"])), 0);
+    p.ok(&["note", "rotated the key, old token=abc"]);
+    p.ok(&["note", "--step", "one", "password=hunter2&next=1 done"]);
+    p.ok(&["run", "one"]);
     let journal = p.journal();
     assert!(
         !journal.contains("abc\"") && !journal.contains("hunter2"),
         "{journal}"
     );
     assert!(journal.contains("token=***"), "{journal}");
-    for line in journal.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    }
-    let out = p.run(&["audit", "verify"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Every line parses.
+    journal.values();
+    p.ok(&["audit", "verify"]);
 }
 
 /// Cancellation lands at once: `db.preflight` against a server that accepts and never answers
@@ -1308,20 +966,11 @@ fn ctrl_c_lands_even_on_an_action_stuck_on_a_stalled_server() {
     let p = project(&format!(
         "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"{url}\"\ntarget = \"{url}\"\n"
     ));
-    let mut child = p
-        .command(&["run", "preflight"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.wait_for_file_containing(".cutover/journal.jsonl", "\"started\"");
+    let mut child = p.spawn(&["run", "preflight"]);
+    p.wait_for(".cutover/journal.jsonl", "\"started\"");
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    interrupt(child.id());
     let status = child.wait().unwrap();
     let took = sent.elapsed();
     eprintln!("Ctrl-C to exit: {took:?}");
@@ -1358,31 +1007,30 @@ fn a_tunnel_guard_stops_its_program_when_its_parent_dies() {
     .unwrap();
     let guard: i32 = line.trim().parse().unwrap();
     // The guard's child: the program it runs.
-    let start = Instant::now();
-    let program = loop {
-        let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
-            .unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
-            break pid.parse::<i32>().unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the guard started nothing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut program = 0;
+    wait::until(
+        "the guard to start its program",
+        Duration::from_secs(10),
+        || {
+            let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                program = pid.parse::<i32>().unwrap();
+            }
+            program != 0
+        },
+    );
     assert!(pid_alive(program));
     parent.kill().unwrap();
     let _ = parent.wait();
-    let start = Instant::now();
-    while (pid_alive(program) || pid_alive(guard)) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        !pid_alive(program),
+        wait::gone(program, Duration::from_secs(5)),
         "the program outlived its guard's parent"
     );
-    assert!(!pid_alive(guard), "the guard outlived its parent");
+    assert!(
+        wait::gone(guard, Duration::from_secs(5)),
+        "the guard outlived its parent"
+    );
 }
 
 /// A window (the write freeze) opens when its first step is done and stays open across a
@@ -1390,9 +1038,11 @@ fn a_tunnel_guard_stops_its_program_when_its_parent_dies() {
 /// migration down with the journal's final hash.
 #[test]
 fn a_window_survives_a_killed_driver_and_the_report_records_it() {
-    let p = Project::new(&format!(
-        "{HEAD}\n[[window]]\nname = \"freeze\"\nfrom = \"freeze-on\"\nto = \"open-up\"\n\n{}",
-        r#"
+    let p = Project::new(
+        &head()
+            .table("[[window]]\nname = \"freeze\"\nfrom = \"freeze-on\"\nto = \"open-up\"")
+            .steps(
+                r#"
 [[phase.step]]
 id = "freeze-on"
 do = "shell"
@@ -1409,65 +1059,48 @@ id = "open-up"
 do = "shell"
 run = "true"
 needs = ["work"]
-"#
-    ));
+"#,
+            ),
+    );
     let window = |p: &Project| p.status()["windows"][0].clone();
     assert_eq!(window(&p)["state"], "pending");
-    assert_eq!(code(&p.run(&["run", "freeze-on"])), 0);
+    p.ok(&["run", "freeze-on"]);
     let opened = window(&p)["opened"].as_str().unwrap().to_string();
     assert_eq!(window(&p)["state"], "open");
     // The prediction made as it opened is in the journal.
     assert!(p.journal().contains("window_prediction"), "{}", p.journal());
 
-    let mut driver = p
-        .command(&["run", "work"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while p.state_of("work") != "running" {
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut driver = p.spawn(&["run", "work"]);
+    wait::until("work to run", Duration::from_secs(20), || {
+        p.state_of("work") == "running"
+    });
     driver.kill().unwrap();
     let _ = driver.wait();
     // Resumed: still open, since the same moment.
     let w = window(&p);
     assert_eq!(w["state"], "open", "{w:#}");
     assert_eq!(w["opened"], opened.as_str());
-    let plan = p.run(&["plan", "--window", "freeze"]);
-    assert_eq!(code(&plan), 0, "{}", text(&plan));
-    let said = String::from_utf8_lossy(&plan.stdout).to_string();
-    assert!(
-        said.contains("window `freeze`: from the end of `freeze-on` to the end of `open-up`"),
-        "{said}"
-    );
-    assert!(said.contains("open for"), "{said}");
-    assert!(
-        said.contains("  work ") && said.contains("  open-up "),
-        "{said}"
-    );
-    let unknown = p.run(&["plan", "--window", "nope"]);
-    assert_eq!(code(&unknown), 2, "{}", text(&unknown));
-    assert!(
-        text(&unknown).contains("the runbook's: freeze"),
-        "{}",
-        text(&unknown)
-    );
+    p.ok(&["plan", "--window", "freeze"])
+        .stdout_has("window `freeze`: from the end of `freeze-on` to the end of `open-up`")
+        .stdout_has("open for")
+        .stdout_has("  work ")
+        .stdout_has("  open-up ");
+    p.run(&["plan", "--window", "nope"])
+        .expect(2)
+        .says("the runbook's: freeze");
 
-    std::fs::write(p.path().join("go"), "").unwrap();
+    p.write("go", "");
     // Wait for the killed driver's `sleep` (it holds the lock until it ends).
     let start = Instant::now();
     loop {
         let out = p.run(&["run", "work"]);
-        if code(&out) == 0 {
+        if out.code() == 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(40), "{}", text(&out));
+        assert!(start.elapsed() < Duration::from_secs(40), "{}", out.text());
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(code(&p.run(&["run", "open-up"])), 0);
+    p.ok(&["run", "open-up"]);
     let w = window(&p);
     assert_eq!(w["state"], "closed", "{w:#}");
     assert!(w["measured_secs"].as_f64().unwrap() > 0.0, "{w:#}");
@@ -1476,31 +1109,23 @@ needs = ["work"]
         "{w:#}"
     );
 
-    let report = p.run(&["report", "--format", "json"]);
-    assert_eq!(code(&report), 0, "{}", text(&report));
+    let report = p.ok(&["report", "--format", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3);
     for step in steps {
         assert_eq!(step["state"], "done", "{step:#}");
-        assert_eq!(step["actor"], "ana@laptop", "{step:#}");
+        assert_eq!(step["actor"], ACTOR, "{step:#}");
         assert!(step["took_secs"].as_f64().is_some(), "{step:#}");
     }
-    let verified = p.run(&["audit", "verify"]);
     let hash = report["journal"]["final_hash"].as_str().unwrap();
-    assert!(
-        String::from_utf8_lossy(&verified.stdout).contains(&format!("last hash {hash}")),
-        "{}",
-        text(&verified)
-    );
+    p.run(&["audit", "verify"])
+        .stdout_has(&format!("last hash {hash}"));
     assert_eq!(report["windows"][0]["state"], "closed");
-    let md = p.run(&["report"]);
-    let md = String::from_utf8_lossy(&md.stdout).to_string();
-    assert!(md.contains(&format!("final hash `{hash}`")), "{md}");
-    assert!(
-        md.contains("## Window: freeze") && md.contains("| work | done | ana@laptop |"),
-        "{md}"
-    );
+    p.run(&["report"])
+        .stdout_has(&format!("final hash `{hash}`"))
+        .stdout_has("## Window: freeze")
+        .stdout_has("| work | done | ana@laptop |");
 }
 
 #[test]
@@ -1537,75 +1162,57 @@ run = "true"
 rollback = "call the vendor"
 "#,
     );
-    let out = p.run(&["run", "freeze", "--confirm", "freeze it"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "freeze", "--confirm", "freeze it"]);
     for step in ["point", "smoke", "by-hand"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+        assert_eq!(out.code(), 0, "{step}: {}", out.text());
     }
 
     // Not without a reason, not while steps done after it rely on it.
-    let out = p.run(&["rollback", "freeze", "--note", " "]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(text(&out).contains("a note is required"), "{}", text(&out));
-    let out = p.run(&["rollback", "freeze", "--note", "the app fails on AWS"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("point → freeze") && text(&out).contains("--only"),
-        "the chain, last done first (smoke has nothing to undo): {}",
-        text(&out)
-    );
+    p.run(&["rollback", "freeze", "--note", " "])
+        .expect(5)
+        .says("a note is required");
+    // The chain, last done first (smoke has nothing to undo).
+    p.run(&["rollback", "freeze", "--note", "the app fails on AWS"])
+        .expect(5)
+        .says("point → freeze")
+        .says("--only");
     // A rollback by hand is said, not run.
-    let out = p.run(&["rollback", "by-hand", "--note", "x"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("by hand: call the vendor"),
-        "{}",
-        text(&out)
-    );
+    p.run(&["rollback", "by-hand", "--note", "x"])
+        .expect(5)
+        .says("by hand: call the vendor");
 
     // One step: its phrase missing (exit 5, what it will do), wrong (exit 5), then right.
-    let out = p.run(&["rollback", "point", "--note", "back to heroku"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("--confirm \"roll back point\"")
-            && text(&out).contains("The rollback will: $ echo point >> undone.txt"),
-        "{}",
-        text(&out)
-    );
-    let out = p.run(&[
+    p.run(&["rollback", "point", "--note", "back to heroku"])
+        .expect(5)
+        .says("--confirm \"roll back point\"")
+        .says("The rollback will: $ echo point >> undone.txt");
+    p.run(&[
         "rollback",
         "point",
         "--note",
         "back to heroku",
         "--confirm",
         "roll back freeze",
-    ]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("Only 'roll back point' will be accepted"),
-        "{}",
-        text(&out)
-    );
-    assert!(!p.path().join("undone.txt").exists(), "nothing ran");
+    ])
+    .expect(5)
+    .says("Only 'roll back point' will be accepted");
+    assert!(!p.file("undone.txt").exists(), "nothing ran");
     assert!(!p.journal().contains("rollback"));
 
     // The chain: without every phrase nothing runs; with them, in order.
-    let out = p.run(&[
+    p.run(&[
         "rollback",
         "freeze",
         "--chain",
         "--note",
         "the app fails on AWS",
-    ]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("1. point") && text(&out).contains("2. freeze"),
-        "{}",
-        text(&out)
-    );
-    assert!(!p.path().join("undone.txt").exists(), "nothing ran");
-    let out = p.run(&[
+    ])
+    .expect(5)
+    .says("1. point")
+    .says("2. freeze");
+    assert!(!p.file("undone.txt").exists(), "nothing ran");
+    p.ok(&[
         "rollback",
         "freeze",
         "--chain",
@@ -1616,31 +1223,23 @@ rollback = "call the vendor"
         "--confirm",
         "roll back freeze",
     ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(p.path().join("undone.txt")).unwrap(),
-        "point\nfreeze\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(p.path().join("record.txt")).unwrap(),
-        "heroku\n"
-    );
-    assert!(!p.path().join("freeze.txt").exists());
+    assert_eq!(p.read("undone.txt"), "point\nfreeze\n");
+    assert_eq!(p.read("record.txt"), "heroku\n");
+    assert!(!p.file("freeze.txt").exists());
     assert_eq!(p.state_of("freeze"), "rolled back");
     assert_eq!(p.state_of("point"), "rolled back");
     // Done before what it relied on was undone: never silently "done".
     assert_eq!(p.state_of("smoke"), "needs re-run");
     assert_eq!(p.state_of("by-hand"), "done");
     let journal = p.journal();
-    let lines: Vec<serde_json::Value> = journal
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rolled: Vec<(&str, &str)> = lines
+    let rolled_back = journal.lines_of("rolled_back");
+    let rolled: Vec<(&str, &str)> = rolled_back
         .iter()
-        .filter_map(|l| {
-            let note = l["event"]["rolled_back"]["note"].as_str()?;
-            Some((l["step"].as_str().unwrap(), note))
+        .map(|l| {
+            (
+                l["step"].as_str().unwrap(),
+                l["event"]["rolled_back"]["note"].as_str().unwrap(),
+            )
         })
         .collect();
     assert_eq!(
@@ -1650,30 +1249,28 @@ rollback = "call the vendor"
             ("freeze", "the app fails on AWS")
         ]
     );
-    assert!(lines
+    assert!(journal
+        .lines_of("rollback_started")
         .iter()
-        .filter(|l| l["event"].get("rollback_started").is_some())
-        .all(|l| l["actor"] == "ana@laptop"));
-    let out = p.run(&["audit", "verify"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+        .all(|l| l["actor"] == ACTOR));
+    p.ok(&["audit", "verify"]);
 
     // Again, as fresh attempts; the dependant runs again too.
-    let out = p.run(&["run", "freeze", "--confirm", "freeze it"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "freeze", "--confirm", "freeze it"]);
     assert_eq!(p.state_of("point"), "rolled back");
     assert_eq!(p.state_of("smoke"), "needs re-run");
-    let out = p.run(&["run", "smoke"]);
-    assert_eq!(code(&out), 5, "after what it needs: {}", text(&out));
+    // After what it needs.
+    p.run(&["run", "smoke"]).expect(5);
     for step in ["point", "smoke"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+        assert_eq!(out.code(), 0, "{step}: {}", out.text());
     }
     assert_eq!(p.state_of("smoke"), "done");
     assert!(p
         .journal()
         .contains("\"attempt\":2,\"log\":\"logs/freeze/2.log\""));
     // Only this step, although a done step relies on it: said, and allowed with --only.
-    let out = p.run(&[
+    p.ok(&[
         "rollback",
         "freeze",
         "--only",
@@ -1682,6 +1279,5 @@ rollback = "call the vendor"
         "--confirm",
         "roll back freeze",
     ]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(p.state_of("point"), "needs re-run");
 }

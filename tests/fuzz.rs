@@ -9,6 +9,9 @@
 //! `CUTOVER_FUZZ_SECS=600 cargo test --test fuzz -- --nocapture` for ten minutes. A panic
 //! prints the iteration and writes the input to the temporary directory (`fuzz-crash-*`).
 
+mod common;
+use common::Project;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -150,22 +153,14 @@ fn the_runbook_parser_never_panics() {
 #[test]
 fn the_journal_loader_never_panics() {
     // A real journal: the binary runs a small runbook (a step with outputs, a note, a failure).
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.toml"),
+    let p = Project::with_text(
         "[runbook]\nname = \"f\"\napp = \"f\"\n[[phase]]\nid = \"p\"\n[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"echo x=1 >> \\\"$CUTOVER_OUTPUT\\\"\"\noutputs = [\"x\"]\n[[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"exit 3\"\nneeds = [\"a\"]\n",
     )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_cutover");
+    .env("CUTOVER_ACTOR", "fuzz@test");
     for args in [vec!["run", "a"], vec!["note", "a note"], vec!["run", "b"]] {
-        let _ = std::process::Command::new(bin)
-            .args(&args)
-            .current_dir(dir.path())
-            .env("CUTOVER_ACTOR", "fuzz@test")
-            .output()
-            .unwrap();
+        let _ = p.run(&args);
     }
-    let seed = std::fs::read(dir.path().join(".cutover/journal.jsonl")).unwrap();
+    let seed = std::fs::read(p.file(".cutover/journal.jsonl")).unwrap();
     assert!(seed.len() > 200, "the binary wrote a journal");
     let runs = fuzz("journal", &seed, |bytes| {
         let _ = cutover::journal::load(bytes);

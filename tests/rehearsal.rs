@@ -10,7 +10,8 @@
 //! PostgreSQL 16 + pgvector clusters, HTTP, the journal; twin.py runs what AWS would run.
 
 mod common;
-use common::{code, text};
+use common::pg::{run_sql, scalar};
+use common::{code, journal, text, wait};
 #[path = "common/tmux.rs"]
 mod tmux;
 use tmux::TmuxServer;
@@ -56,14 +57,6 @@ fn rehearse(dir: &Path, args: &[&str]) -> Command {
         .env("CUTOVER_REHEARSAL_SOAK", "3s")
         .env("CUTOVER_ACTOR", ACTOR);
     command
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn alive(pid: &str) -> bool {
@@ -135,12 +128,7 @@ fn status(env: &BTreeMap<String, String>) -> Vec<serde_json::Value> {
     let out = cutover(env, &["status", "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["steps"].as_array().unwrap().clone())
-        .collect()
+    journal::steps(&json).into_iter().cloned().collect()
 }
 
 /// A temporary directory for one rehearsal, and the rehearsal's directory inside it.
@@ -222,7 +210,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     // Quitting the UI stops every stand-in.
     tmux.keys(pane, &["q"]);
     tmux.wait_for(pane, "REHEARSE-EXITED 0", Duration::from_secs(60));
-    wait_until("the stand-ins to stop", Duration::from_secs(30), || {
+    wait::until("the stand-ins to stop", Duration::from_secs(30), || {
         !alive(&moto_pid) && std::net::TcpStream::connect(("127.0.0.1", edge)).is_err()
     });
     assert!(!dir.join("env.list").exists());
@@ -377,7 +365,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     // Ctrl-C on --serve stops everything it started.
     let moto_pid = std::fs::read_to_string(dir.join("pids/moto")).unwrap();
     assert_eq!(served.stop(), Some(143));
-    wait_until("moto to stop", Duration::from_secs(30), || {
+    wait::until("moto to stop", Duration::from_secs(30), || {
         !alive(&moto_pid)
     });
     assert!(!dir.join("pg/source/data/postmaster.pid").exists());
@@ -413,7 +401,7 @@ fn serve(dir: &Path, extra: &[(&str, &str)], log: &Path) -> Served {
             .spawn()
             .unwrap(),
     };
-    wait_until(
+    wait::until(
         "the rehearsal to be ready",
         Duration::from_secs(600),
         || {
@@ -534,44 +522,6 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A client of a database of the rehearsal (the test's own way in, past the "VPC"), for `f`.
-fn with_client<T>(url: &str, f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let handle = tokio::spawn(conn);
-            let out = f(&client).await;
-            drop(client);
-            let _ = handle.await;
-            out
-        })
-}
-
-/// Statements on a database of the rehearsal.
-fn run_sql(url: &str, sql: &str) {
-    with_client(url, async |c| {
-        c.batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-    });
-}
-
-/// A query's first column, as text, on a database of the rehearsal.
-fn scalar(url: &str, sql: &str) -> String {
-    with_client(url, async |c| {
-        c.query_one(&format!("SELECT ({sql})::text"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-            .get::<_, Option<String>>(0)
-            .unwrap_or_default()
-    })
-}
-
 /// The emulated account changed behind cutover's back (an operator in the console), through
 /// boto3 (installed with moto). Values go in through the environment (`os.environ`), never into
 /// the code or onto the command line.
@@ -588,7 +538,7 @@ fn aws_python(env: &BTreeMap<String, String>, code: &str, values: &[(&str, &str)
 /// Waits until the service's target group has `count` targets registered (the twin registers
 /// a deployment's new task within about a second).
 fn wait_for_targets(env: &BTreeMap<String, String>, count: usize) {
-    wait_until("the new task's target", Duration::from_secs(60), || {
+    wait::until("the new task's target", Duration::from_secs(60), || {
         aws_python(
             env,
             "tg = elb.describe_target_groups(Names=['gengar-tg'])['TargetGroups'][0]['TargetGroupArn']\nprint(len(elb.describe_target_health(TargetGroupArn=tg)['TargetHealthDescriptions']))",
@@ -633,7 +583,7 @@ fn set_exec(env: &BTreeMap<String, String>, enabled: bool) {
         &format!("ecs.update_service(cluster='gengar', service='gengar', enableExecuteCommand={}, forceNewDeployment=True)", if enabled { "True" } else { "False" }),
         &[],
     );
-    wait_until(
+    wait::until(
         "the service's tasks replaced",
         Duration::from_secs(90),
         || tasks_exec(env, enabled),
@@ -723,7 +673,7 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     // The tunnel dropped mid-copy (its forwarder killed): the copy fails, never succeeds on a
     // broken stream.
     let mut child = copy(env);
-    wait_until(
+    wait::until(
         "the copy to load public.events",
         Duration::from_secs(120),
         || {
@@ -774,7 +724,7 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     });
     locked.recv().unwrap();
     let mut child = copy(env);
-    wait_until(
+    wait::until(
         "the copy to wait in pg_dump",
         Duration::from_secs(120),
         || {
@@ -787,7 +737,7 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     assert_eq!(session_processes(dir).len(), 1, "the tunnel is open");
     child.kill().unwrap();
     let _ = child.wait();
-    wait_until(
+    wait::until(
         "the session to end with cutover",
         Duration::from_secs(10),
         || session_processes(dir).is_empty(),
@@ -796,7 +746,7 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     holder.join().unwrap();
     // What the killed copy started ends once its connection through the gone tunnel breaks;
     // then the lock is free again.
-    wait_until(
+    wait::until(
         "the killed copy's children to end",
         Duration::from_secs(60),
         || {
@@ -824,7 +774,7 @@ fn dns_round_trip(dir: &Path, env: &BTreeMap<String, String>) {
     // Before the phrase: what it will do, and what RDS took since the cutover (the app's
     // pooled session publishes its counts within PostgreSQL's 10 s statistics interval).
     let mut said = String::new();
-    wait_until("the write counts to show", Duration::from_secs(30), || {
+    wait::until("the write counts to show", Duration::from_secs(30), || {
         let out = cutover(env, &undo);
         assert_eq!(code(&out), 5, "{}", text(&out));
         said = text(&out);

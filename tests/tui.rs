@@ -1,14 +1,13 @@
 //! The real binary in a real terminal: tmux drives it (send-keys) and reads it (capture-pane).
 
+mod common;
+use common::run::shell_line;
+use common::Project;
 #[path = "common/tmux.rs"]
 mod tmux;
 use tmux::TmuxServer;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
 
 const RUNBOOK: &str = r#"
 [runbook]
@@ -41,19 +40,17 @@ do = "shell"
 run = "for i in $(seq 1 40); do echo tick $i; sleep 0.2; done"
 "#;
 
-/// A project directory with the runbook, and a tmux server to run `cutover` in.
+/// A project with the runbook, and a tmux server to run `cutover` in.
 struct Tmux {
     server: TmuxServer,
-    dir: tempfile::TempDir,
+    project: Project,
 }
 
 impl Tmux {
     fn new(name: &str) -> Tmux {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("runbook.toml"), RUNBOOK).unwrap();
         Tmux {
             server: TmuxServer::new(name),
-            dir,
+            project: Project::with_text(RUNBOOK),
         }
     }
 
@@ -63,8 +60,8 @@ impl Tmux {
 
     /// Starts `cutover` in a new window named `name`.
     fn start(&self, name: &str, first: bool) {
-        let command = format!("{BIN}; echo CUTOVER-EXITED $?; sleep 600");
-        let dir = self.dir.path().to_str().unwrap();
+        let command = format!("{}; echo CUTOVER-EXITED $?; sleep 600", shell_line(""));
+        let dir = self.project.path().to_str().unwrap();
         let mut args = vec![];
         if first {
             args.extend(["new-session", "-d", "-s", "main", "-x", "120", "-y", "40"]);
@@ -96,10 +93,6 @@ impl Tmux {
     fn wait_for(&self, window: &str, needle: &str) -> String {
         self.server
             .wait_for(&format!("main:{window}"), needle, Duration::from_secs(20))
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -137,14 +130,14 @@ fn operator_walks_steps_confirms_resumes_and_a_second_instance_watches() {
     t.text("drive", "destroy everything");
     t.keys("drive", &["Enter"]);
     t.wait_for("drive", "Only 'destroy it' will be accepted.");
-    assert!(!t.path().join("destroyed.txt").exists());
+    assert!(!t.project.file("destroyed.txt").exists());
     t.keys("drive", &["Escape", "Enter"]);
     t.wait_for("drive", "Type destroy it to run it");
     std::thread::sleep(Duration::from_millis(300));
     t.text("drive", "destroy it");
     t.keys("drive", &["Enter"]);
     t.wait_for("drive", "danger ⚠ done");
-    assert!(t.path().join("destroyed.txt").exists());
+    assert!(t.project.file("destroyed.txt").exists());
 
     // Quit, start again: the resume summary.
     t.keys("drive", &["q"]);
@@ -175,13 +168,8 @@ fn operator_walks_steps_confirms_resumes_and_a_second_instance_watches() {
     t.wait_for("watch", "read-only: ");
     t.keys("watch", &["Enter"]);
     t.wait_for("again", "slow done");
-    let journal = std::fs::read_to_string(t.path().join(".cutover/journal.jsonl")).unwrap();
-    let starts = |step: &str| {
-        journal
-            .lines()
-            .filter(|l| l.contains("\"started\"") && l.contains(&format!("\"step\":\"{step}\"")))
-            .count()
-    };
+    let journal = t.project.journal();
+    let starts = |step: &str| journal.events(step, "started").len();
     assert_eq!(
         starts("hello"),
         1,
@@ -192,24 +180,15 @@ fn operator_walks_steps_confirms_resumes_and_a_second_instance_watches() {
     t.wait_for("again", "CUTOVER-EXITED 0");
     t.keys("watch", &["q"]);
     t.wait_for("watch", "CUTOVER-EXITED 0");
-    let journal = std::fs::read_to_string(t.path().join(".cutover/journal.jsonl")).unwrap();
+    let journal = t.project.journal();
     assert!(journal.contains("\"confirmed\""), "{journal}");
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .current_dir(t.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.project.ok(&["audit", "verify"]);
 }
 
 #[test]
 fn a_runbook_with_errors_shows_an_error_screen_and_exits_non_zero() {
     let t = Tmux::new("invalid");
-    std::fs::write(t.path().join("runbook.toml"), "[runbook]\nname = \"x\"\napp = \"y\"\n[[phase]]\nid = \"p\"\n[[phase.step]]\nid = \"a\"\ndo = \"teleport\"\n").unwrap();
+    t.project.write("runbook.toml", "[runbook]\nname = \"x\"\napp = \"y\"\n[[phase]]\nid = \"p\"\n[[phase.step]]\nid = \"a\"\ndo = \"teleport\"\n");
     t.start("bad", true);
     let screen = t.wait_for("bad", "invalid runbook");
     assert!(

@@ -1,18 +1,46 @@
-//! Helpers the end-to-end test binaries share.
+//! The harness the end-to-end test binaries share, one module a concern:
+//!
+//! - [`project`]: a runbook built from the parts a test chooses (`[runbook]`, `[vars]`,
+//!   `[secrets]`, `[aws]`, raw tables, one phase and its steps), written into a temporary
+//!   directory, and the `cutover` binary run there;
+//! - [`run`]: the binary's command with the environment every test gives it (its actor, moto's
+//!   dummy credentials, none of the operator's `CUTOVER_*` settings), and what it ended with;
+//! - [`journal`]: the journal's lines as JSON values, events by step and name, the steps of
+//!   `status --json`;
+//! - [`wait`]: waiting for a condition, a file holding a needle, a process to be gone;
+//! - [`moto`]: the AWS endpoint scripts/test starts, an SDK config for it, a runtime;
+//! - [`pg`]: the two PostgreSQL clusters scripts/test starts, and a few queries.
+//!
+//! `proxy.rs` (a fault-injecting proxy in front of moto) and `tmux.rs` (a terminal) are
+//! included by path by the binaries that use them (`#[path = "common/tmux.rs"] mod tmux;`).
+//!
+//! Each test binary is a crate of its own and uses a part of this harness; what one binary
+//! does not use would be dead code in it. Rather than a `#[path]` include per module and
+//! binary (which still warns for the unused half of each module, and would make each binary
+//! list the modules it needs), the harness allows dead code as a whole: the lint cannot tell
+//! "unused by this binary" from "unused by all". Every item is used by some binary but
+//! [`pg::Clusters`], [`pg::client`] and [`pg::url_for`], which are tests/db.rs's own helpers
+//! moved here for it to adopt. `cargo clippy --all-targets` still checks everything else.
+#![allow(dead_code)]
 
-use std::process::Output;
+pub mod journal;
+pub mod moto;
+pub mod pg;
+pub mod project;
+pub mod run;
+pub mod wait;
 
-/// A finished command as a failure message shows it.
-pub fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+// What most binaries use, at the top (a binary that uses only a part leaves the rest unused).
+#[allow(unused_imports)]
+pub use project::{Project, Runbook};
+#[allow(unused_imports)]
+pub use run::{code, text, Outcome, ACTOR, BIN};
 
-/// The exit code, or -1 when a signal ended it.
-pub fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
+/// A variable scripts/test exports (where the services it started are); unset, the test
+/// fails saying so.
+#[track_caller]
+pub fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/test, which starts the services the tests need")
+    })
 }

@@ -1760,3 +1760,34 @@ fn dns_point_changes_the_public_zone_of_a_split_horizon_name() {
         "the private zone untouched"
     );
 }
+
+/// Opening a step's tunnel is part of the step's time limit: a Session Manager plugin that
+/// never answers cannot hold the step past its `timeout`.
+#[test]
+fn a_tunnel_that_never_opens_fails_its_step_within_the_time_limit() {
+    let p = project(
+        "[[phase.step]]\nid = \"tunnel\"\ndo = \"aws.tunnel\"\ncluster = \"c\"\nservice = \"s\"\nhost = \"gengar.internal\"\n\n[[phase.step]]\nid = \"count\"\ndo = \"db.writes\"\nurl = \"postgres://app:pw-1234@gengar.internal:5432/gengar\"\nvia = \"tunnel\"\nneeds = [\"tunnel\"]\ntimeout = \"3s\"\n",
+    );
+    // A plugin that hangs when asked its version: a stand-in for one stuck on a dead network.
+    p.write_script("bin/session-manager-plugin", "#!/bin/sh\nexec sleep 60\n");
+    p.ok(&[
+        "mark",
+        "tunnel",
+        "done",
+        "--note",
+        "opened earlier; the step re-opens it",
+    ]);
+    let started = Instant::now();
+    let path = path_with(&p.file("bin"));
+    p.run_with(&["run", "count"], &[("PATH", path.as_str())])
+        .expect(1)
+        .says("could not be opened")
+        .says("timed out after 3s");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the step ended with its time limit (and the grace), not the plugin: {:?}",
+        started.elapsed()
+    );
+    let journal = p.journal();
+    assert!(journal.contains("\"failed\""), "{journal}");
+}

@@ -8,7 +8,7 @@ use common::run::path_with;
 use common::{Project, Runbook};
 #[path = "common/proxy.rs"]
 mod proxy;
-use proxy::{Fault, FaultProxy};
+use proxy::{Proxy, Verdict};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -1337,9 +1337,6 @@ fn ssm_rollback_puts_back_the_replaced_versions() {
     }
 }
 
-/// Route 53's answer to a call that failed on its side.
-const ROUTE53_FAILURE: &str = "<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>injected by the test's proxy</Message></Error><RequestId>fault</RequestId></ErrorResponse>";
-
 fn is_get_change(r: &proxy::Request) -> bool {
     r.method == "GET" && r.path.contains("/change/")
 }
@@ -1354,7 +1351,7 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
     let aws = Moto::new();
     let name = "api.rerun-test.example.";
     let zone = zone_with_heroku_cname(&aws, "rerun-test.example.", name);
-    let proxy = FaultProxy::start(&aws.endpoint);
+    let proxy = Proxy::start(&aws.endpoint, |_| Verdict::Forward);
     let p = project_at(
         &proxy.url,
         "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"rerun-test.example\"\nname = \"api.rerun-test.example\"\ntarget = \"gengar-2.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\ndestructive = true\nconfirm = \"cut over\"\ntimeout = \"15s\"\nrollback = { do = \"dns.restore\", zone = \"rerun-test.example\", name = \"api.rerun-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n",
@@ -1365,9 +1362,12 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
     // Attempt 1 changes the record, then Route 53 fails when asked whether it is in sync.
     proxy.set(|r| {
         if is_get_change(r) {
-            Fault::Respond(500, ROUTE53_FAILURE.to_string())
+            Verdict::Fail {
+                status: 500,
+                code: "InternalFailure",
+            }
         } else {
-            Fault::Forward
+            Verdict::Forward
         }
     });
     p.run(&["run", "dns", "--confirm", "cut over"]).expect(1);
@@ -1401,9 +1401,9 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
     // cuts it off. The record is Heroku's, but the rollback is not recorded as done.
     proxy.set(|r| {
         if is_get_change(r) {
-            Fault::Hang
+            Verdict::Hang
         } else {
-            Fault::Forward
+            Verdict::Forward
         }
     });
     let undo = [
@@ -1445,7 +1445,7 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
     let revision = || service_revision(&aws, &ecs, cluster);
     let first = revision();
     assert!(first.ends_with(&format!("{cluster}:1")), "{first}");
-    let proxy = FaultProxy::start(&aws.endpoint);
+    let proxy = Proxy::start(&aws.endpoint, |_| Verdict::Forward);
     let p = project_at(
         &proxy.url,
         &format!(
@@ -1461,13 +1461,12 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
                 updated.store(true, SeqCst);
             }
             if r.is("DescribeServices") && updated.load(SeqCst) {
-                Fault::Respond(
-                    500,
-                    "{\"__type\":\"ServerException\",\"message\":\"injected by the test's proxy\"}"
-                        .to_string(),
-                )
+                Verdict::Fail {
+                    status: 500,
+                    code: "ServerException",
+                }
             } else {
-                Fault::Forward
+                Verdict::Forward
             }
         });
     }
@@ -1504,7 +1503,7 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
             .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
     };
     put_parameter(&aws, &format!("{prefix}STRIPE_KEY"), "sk-before");
-    let proxy = FaultProxy::start(&aws.endpoint);
+    let proxy = Proxy::start(&aws.endpoint, |_| Verdict::Forward);
     let restore = format!(
         "{{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.X.outputs.versions}}\" }}"
     );
@@ -1523,13 +1522,12 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
         let writes = writes.clone();
         proxy.set(move |r| {
             if r.is("PutParameter") && writes.fetch_add(1, SeqCst) >= 1 {
-                Fault::Respond(
-                    500,
-                    "{\"__type\":\"InternalServerError\",\"message\":\"injected by the test's proxy\"}"
-                        .to_string(),
-                )
+                Verdict::Fail {
+                    status: 500,
+                    code: "InternalServerError",
+                }
             } else {
-                Fault::Forward
+                Verdict::Forward
             }
         });
     }
@@ -1576,9 +1574,9 @@ fn ssm_rollbacks_do_what_they_say_and_finish_after_a_failure() {
                 0
             };
             if n >= 1 {
-                Fault::Hang
+                Verdict::Hang
             } else {
-                Fault::Forward
+                Verdict::Forward
             }
         });
     }

@@ -3,8 +3,8 @@
 
 mod common;
 use common::{code, text};
-#[path = "common/s3proxy.rs"]
-mod s3proxy;
+#[path = "common/proxy.rs"]
+mod proxy;
 #[path = "common/tmux.rs"]
 mod tmux;
 
@@ -879,7 +879,7 @@ fn a_driver_that_lost_its_lease_stops_without_appending() {
 /// heartbeat goes on, and the run succeeds with every event on S3.
 #[test]
 fn a_409_on_the_heartbeat_and_on_an_append_is_retried() {
-    use s3proxy::{Proxy, Verdict};
+    use proxy::{Proxy, Verdict};
     use std::sync::atomic::{AtomicBool, Ordering};
     let name = bucket("cutover-team-conflict");
     let prefix = "gengar/conflict";
@@ -914,7 +914,7 @@ fn a_409_on_the_heartbeat_and_on_an_append_is_retried() {
     assert_eq!(code(&out), 0, "{}", text(&out));
 
     let seen = proxy.seen();
-    let conflict = |r: &s3proxy::Request, v: &Verdict, lock: bool| {
+    let conflict = |r: &proxy::Request, v: &Verdict, lock: bool| {
         matches!(v, Verdict::Fail { status: 409, .. }) && r.key().ends_with("/lock.json") == lock
     };
     let beat = seen
@@ -1031,7 +1031,7 @@ run = "echo 'token=not-for-s3' >> \"$CUTOVER_OUTPUT\"; echo failing; exit 3"
 /// a parallel db.copy leaves them there, and needs PostgreSQL to make them), nor `.tunnel`.
 #[test]
 fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
-    use s3proxy::{Proxy, Verdict};
+    use proxy::{Proxy, Verdict};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let name = bucket("cutover-team-logfail");
@@ -1134,11 +1134,11 @@ fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
 /// run (the event's PutObject, held by the test's proxy).
 #[test]
 fn a_silent_s3_fails_the_command_within_its_timeout_naming_the_call() {
-    use s3proxy::{Proxy, Verdict};
+    use proxy::{Proxy, Verdict};
     let name = bucket("cutover-team-silent");
     let prefix = "gengar/silent";
     let state = format!("s3://{name}/{prefix}");
-    let silent = Machine::with_endpoint(&state, &s3proxy::silent_endpoint());
+    let silent = Machine::with_endpoint(&state, &proxy::silent_endpoint());
     let mut status = silent
         .command(&["status"])
         .env("CUTOVER_S3_TIMEOUT_SECS", "3")
@@ -1195,7 +1195,7 @@ fn a_silent_s3_fails_the_command_within_its_timeout_naming_the_call() {
 /// timeout left at its default of 30 s): the command ends promptly, as cancelled.
 #[test]
 fn ctrl_c_during_a_silent_s3_call_ends_the_command_promptly() {
-    use s3proxy::{Proxy, Verdict};
+    use proxy::{Proxy, Verdict};
     let name = bucket("cutover-team-ctrlc");
     let prefix = "gengar/ctrlc";
     let proxy = Proxy::start(&endpoint(), |r| {

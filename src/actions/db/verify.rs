@@ -13,6 +13,9 @@
 //!
 //! Because the checksum is a sum, a large table is cut into block ranges (each side by its own
 //! layout) whose sums add up: the pieces of all tables are spread over the connections.
+//!
+//! May import: `connection`, `common`, `checksum`, `extensions`, and the copy's journal records
+//! (`copy::target_state`); later, `capture`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};

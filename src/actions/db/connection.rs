@@ -1,5 +1,6 @@
 //! Database URLs: parsed once, then used to connect (with TLS as `sslmode` says) and to give
 //! `pg_dump`/`pg_restore` their connection through the environment, never on a command line.
+//! The first stage of the database move: imports nothing of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! `db.extensions`: the target gets the source's extensions, in the same schemas, before the
-//! restore needs them (pgvector on RDS is `CREATE EXTENSION`, not a preloaded library).
+//! restore needs them (pgvector on RDS is `CREATE EXTENSION`, not a preloaded library). The
+//! copy ensures them too, and `db.verify` compares them. May import: `connection`, `common`.
 
 use tokio_postgres::Client;
 

@@ -1,4 +1,5 @@
 //! `db.sql`: a statement or a file run against a database; what it returns goes to the log.
+//! May import: `connection`, `common`.
 
 use tokio_postgres::SimpleQueryMessage;
 

@@ -13,8 +13,11 @@
 //!
 //! Because the checksum is a sum, a large table is cut into block ranges (each side by its own
 //! layout) whose sums add up: the pieces of all tables are spread over the connections.
+//!
+//! May import: `connection`, `common`, `checksum`, `extensions`, and the copy's journal records
+//! (`copy::target_state`); later, `capture`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -582,24 +585,34 @@ async fn stale_figures(
         ));
     }
     let now = table_oids(target).await?;
-    let mut other = Vec::new();
-    let mut unnamed = 0usize;
+    // By table: the source's and the target's figures of one table say the same.
+    let mut other: BTreeMap<&String, String> = BTreeMap::new();
+    let mut unnamed: BTreeSet<&String> = BTreeSet::new();
     for (name, figure) in figures.iter().flat_map(|f| f.iter()) {
         let here = now
             .get(name)
             .map(|oid| target_table(&id.system_identifier, *oid));
         match (&figure.target, here) {
-            (None, _) => unnamed += 1,
+            (None, _) => {
+                unnamed.insert(name);
+            }
             (Some(of), Some(here)) if *of == here => {}
-            (Some(of), Some(here)) => other.push(format!(
-                "{name} (the figures are of table {of}, the target's is {here})"
-            )),
-            (Some(of), None) => other.push(format!(
-                "{name} (the figures are of table {of}, the target has none)"
-            )),
+            (Some(of), Some(here)) => {
+                other.insert(
+                    name,
+                    format!("{name} (the figures are of table {of}, the target's is {here})"),
+                );
+            }
+            (Some(of), None) => {
+                other.insert(
+                    name,
+                    format!("{name} (the figures are of table {of}, the target has none)"),
+                );
+            }
         }
     }
-    other.dedup();
+    let other: Vec<String> = other.into_values().collect();
+    let unnamed = unnamed.len();
     if !other.is_empty() {
         let more = other.len().saturating_sub(3);
         why.push(format!(

@@ -152,6 +152,9 @@ pub fn tool_command(tool: &Tool, url: &DbUrl) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // The copy's dump and restore are the step's work: one left running by a killed driver
+    // keeps the driver lock while it still writes.
+    crate::actions::process::hand_driver_lock(&mut command);
     command
 }
 

@@ -1385,7 +1385,7 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
     p.ok(&["run", "dns", "--confirm", "cut over"]);
     let log = p.read(".cutover/logs/dns/3.log");
     assert!(
-        log.contains("output previous kept as an earlier attempt recorded it")
+        log.contains("the record to go back to stays the one that attempt found")
             && log.contains("herokuapp.com"),
         "{log}"
     );
@@ -1394,8 +1394,13 @@ fn dns_rollback_goes_back_to_the_record_before_the_first_change_and_survives_its
         .lines()
         .filter(|l| l.contains("\"previous\""))
         .collect::<Vec<_>>();
-    assert_eq!(previous.len(), 1, "journaled once: {previous:?}");
-    assert!(previous[0].contains("gengar-api.herokuapp.com"));
+    assert_eq!(previous.len(), 3, "one per attempt: {previous:?}");
+    assert!(
+        previous
+            .iter()
+            .all(|l| l.contains("gengar-api.herokuapp.com") && !l.contains("gengar-2")),
+        "every attempt journaled Heroku's record, never the ALB: {previous:?}"
+    );
 
     // The rollback's change goes through; Route 53 then never answers: the step's time limit
     // cuts it off. The record is Heroku's, but the rollback is not recorded as done.
@@ -1449,7 +1454,7 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
     let p = project_at(
         &proxy.url,
         &format!(
-            "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:new\"\ninterval = \"200ms\"\ndeadline = \"30s\"\nrollback = {{ do = \"ecs.deploy\", cluster = \"{cluster}\", service = \"{cluster}\", task_definition = \"${{steps.deploy.outputs.previous_task_definition}}\", interval = \"200ms\", deadline = \"30s\" }}\n"
+            "[[phase.step]]\nid = \"deploy\"\ndo = \"ecs.deploy\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/mentionai/gengar:new\"\ninterval = \"200ms\"\ndeadline = \"30s\"\nrollback = {{ do = \"ecs.deploy\", cluster = \"{cluster}\", service = \"{cluster}\", task_definition = \"${{steps.deploy.outputs.previous_task_definition}}\", expect = \"${{steps.deploy.outputs.task_definition}}\", interval = \"200ms\", deadline = \"30s\" }}\n"
         ),
     );
     // Once the service is updated, ECS stops answering: attempt 1 fails after its change.
@@ -1475,19 +1480,58 @@ fn ecs_deploy_rollback_goes_back_to_the_revision_before_the_first_attempt() {
     proxy.clear();
     p.ok(&["run", "deploy"]);
     assert!(revision().ends_with(":3"));
-    p.ok(&[
+    let undo = [
         "rollback",
         "deploy",
         "--note",
         "bad image",
         "--confirm",
         "roll back deploy",
-    ]);
+    ];
+    // CI deploys revision :2 by hand in between: not the deployment's, refused untouched.
+    let ci = format!("{}:2", first.trim_end_matches(":1"));
+    aws.block_on(async {
+        ecs.update_service()
+            .cluster(cluster)
+            .service(cluster)
+            .task_definition(&ci)
+            .send()
+            .await
+            .unwrap();
+    });
+    p.run(&undo)
+        .expect(1)
+        .says("neither the revision the deployment set");
+    assert_eq!(revision(), ci, "nothing touched");
+    // Back on the deployment's revision: the rollback goes back to the one before attempt 1.
+    aws.block_on(async {
+        ecs.update_service()
+            .cluster(cluster)
+            .service(cluster)
+            .task_definition(format!("{}:3", first.trim_end_matches(":1")))
+            .send()
+            .await
+            .unwrap();
+    });
+    p.ok(&undo);
     assert_eq!(
         revision(),
         first,
         "back on the revision before the first attempt"
     );
+    // Deployed again, then put back by hand: the rollback finds it already done.
+    p.ok(&["run", "deploy"]);
+    aws.block_on(async {
+        ecs.update_service()
+            .cluster(cluster)
+            .service(cluster)
+            .task_definition(&first)
+            .send()
+            .await
+            .unwrap();
+    });
+    p.ok(&undo).says("already runs");
+    assert_eq!(revision(), first);
 }
 
 /// What the bundled runbook does with DATABASE_URL: `ssm-sync` sets it from RDS, so the later
@@ -1788,4 +1832,85 @@ fn a_tunnel_that_never_opens_fails_its_step_within_the_time_limit() {
     );
     let journal = p.journal();
     assert!(journal.contains("\"failed\""), "{journal}");
+}
+
+/// What a rollback goes back to is what the name held before this step's own change: an attempt
+/// that recorded it and was refused before changing anything, then a change by hand, then a
+/// re-run — the rollback goes back to the hand-made record, not the older one.
+#[test]
+fn dns_point_records_a_change_by_hand_made_before_its_own() {
+    let aws = Moto::new();
+    let name = "api.hand-test.example.";
+    let zone = zone_with_heroku_cname(&aws, "hand-test.example.", name);
+    let proxy = Proxy::start(&aws.endpoint, |_| Verdict::Forward);
+    let p = project_at(
+        &proxy.url,
+        "[[phase.step]]\nid = \"dns\"\ndo = \"dns.point\"\nzone = \"hand-test.example\"\nname = \"api.hand-test.example\"\ntarget = \"gengar-5.us-east-1.elb.amazonaws.com\"\nalias_zone_id = \"Z35SXDOTRQ7X7K\"\nrollback = { do = \"dns.restore\", zone = \"hand-test.example\", name = \"api.hand-test.example\", record = \"${steps.dns.outputs.previous}\", expect = \"${steps.dns.outputs.current}\" }\n",
+    );
+    // Route 53 refuses the change: the attempt recorded the Heroku CNAME and changed nothing.
+    proxy.set(|r| {
+        if r.method == "POST" && r.path.ends_with("/rrset") {
+            Verdict::Fail {
+                status: 500,
+                code: "InternalFailure",
+            }
+        } else {
+            Verdict::Forward
+        }
+    });
+    p.run(&["run", "dns"]).expect(1);
+    proxy.clear();
+    // Someone points the name elsewhere by hand; the re-run replaces that.
+    repoint_by_hand(&aws, &zone, name);
+    let by_hand = name_records(&aws, &zone, name);
+    p.ok(&["run", "dns"]);
+    p.ok(&[
+        "rollback",
+        "dns",
+        "--note",
+        "back",
+        "--confirm",
+        "roll back dns",
+    ]);
+    assert_eq!(
+        name_records(&aws, &zone, name),
+        by_hand,
+        "back to what the name held right before this step's change"
+    );
+}
+
+/// A key rolled back and then rotated by hand is the world as it is: a re-run's rollback
+/// goes back to the rotated value, not to the value before the first sync.
+#[test]
+fn ssm_rollback_after_a_rotation_by_hand_keeps_the_rotation() {
+    let aws = Moto::new();
+    let prefix = "/rotate-ssm/prod/";
+    let value = |key: &str| {
+        parameter(&aws, &format!("{prefix}{key}")).and_then(|p| p.value().map(str::to_string))
+    };
+    put_parameter(&aws, &format!("{prefix}API_KEY"), "key-v1");
+    let p = project(&format!(
+        "[[phase.step]]\nid = \"sync\"\ndo = \"ssm.sync\"\nprefix = \"{prefix}\"\nset = {{ API_KEY = \"key-from-sync\" }}\nrollback = {{ do = \"ssm.restore\", prefix = \"{prefix}\", versions = \"${{steps.sync.outputs.versions}}\" }}\n"
+    ));
+    let undo = [
+        "rollback",
+        "sync",
+        "--note",
+        "back",
+        "--confirm",
+        "roll back sync",
+    ];
+    p.ok(&["run", "sync"]);
+    p.ok(&undo);
+    assert_eq!(value("API_KEY").as_deref(), Some("key-v1"));
+    // Rotated on purpose after the rollback; the sync runs again and is rolled back again.
+    put_parameter(&aws, &format!("{prefix}API_KEY"), "key-v2-rotated");
+    p.ok(&["run", "sync"]);
+    assert_eq!(value("API_KEY").as_deref(), Some("key-from-sync"));
+    p.ok(&undo);
+    assert_eq!(
+        value("API_KEY").as_deref(),
+        Some("key-v2-rotated"),
+        "the rotation is kept"
+    );
 }

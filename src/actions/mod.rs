@@ -231,13 +231,6 @@ pub trait Action: Send + Sync {
     /// One line saying what it would do, from parameters with secrets masked.
     fn describe(&self, params: &serde_json::Value) -> String;
     async fn run(&self, ctx: ActionContext) -> Outcome;
-    /// Outputs that record the world as it was before the step's first change — what its
-    /// rollback goes back to. The engine journals each one once, the first time an attempt
-    /// reports it, and keeps it across later attempts, resets and rollbacks: a re-run (which
-    /// finds the world as an earlier attempt left it) never replaces it.
-    fn first_outputs(&self) -> &'static [&'static str] {
-        &[]
-    }
     /// As a rollback: why these parameters would change nothing, if they say so by themselves
     /// (the step it undoes changed nothing). Then there is nothing to undo, and nothing runs.
     fn nothing_to_undo(&self, _params: &serde_json::Value) -> Option<String> {

@@ -719,11 +719,6 @@ impl Engine {
                 }
             }
         }
-        let kept: &[&str] = if record_outputs {
-            action.first_outputs()
-        } else {
-            &[]
-        };
         let (tx, mut rx) = mpsc::channel(1024);
         let context = ActionContext {
             step: step.id.clone(),
@@ -757,7 +752,7 @@ impl Engine {
                 event = rx.recv() => match event {
                     Some(event) => {
                         let delivered =
-                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs, kept);
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs);
                         if rx.is_empty() {
                             let _ = log_file.flush();
                         }
@@ -770,7 +765,7 @@ impl Engine {
                     let mut delivered = Ok(());
                     while let Ok(event) = rx.try_recv() {
                         delivered = delivered.and_then(|()| {
-                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs, kept)
+                            self.deliver(step, event, &mut log_file, &mut outputs, record_outputs)
                         });
                     }
                     delivered?;
@@ -969,7 +964,6 @@ impl Engine {
         log_file: &mut impl Write,
         outputs: &mut BTreeMap<String, String>,
         record_outputs: bool,
-        kept: &[&str],
     ) -> Result<(), EngineError> {
         let event = match event {
             ActionEvent::Log { stream, line } => {
@@ -989,35 +983,15 @@ impl Engine {
                 progress,
             },
             ActionEvent::Output { name, value } => {
-                let mut value = self.redactor.redact(&value).into_owned();
-                let first = kept
-                    .contains(&name.as_str())
-                    .then(|| {
-                        self.journal
-                            .state()
-                            .step(&step.id)
-                            .and_then(|r| r.outputs.get(&name))
-                            .cloned()
-                    })
-                    .flatten();
-                if let Some(first) = first {
-                    // What the world was before the first change: a later attempt finds it
-                    // as an earlier one left it, and never replaces it.
-                    let _ = writeln!(
-                        log_file,
-                        "» output {name} kept as an earlier attempt recorded it before its change: {first} (found now: {value})"
-                    );
-                    value = first;
-                } else {
-                    let _ = writeln!(log_file, "» output {name} = {value}");
-                    if record_outputs {
-                        self.journal.append(
-                            Some((&step.id, &step.digest)),
-                            Event::Outputs {
-                                values: [(name.clone(), value.clone())].into(),
-                            },
-                        )?;
-                    }
+                let value = self.redactor.redact(&value).into_owned();
+                let _ = writeln!(log_file, "» output {name} = {value}");
+                if record_outputs {
+                    self.journal.append(
+                        Some((&step.id, &step.digest)),
+                        Event::Outputs {
+                            values: [(name.clone(), value.clone())].into(),
+                        },
+                    )?;
                 }
                 outputs.insert(name.clone(), value.clone());
                 EngineEvent::Output {

@@ -35,6 +35,9 @@ impl RollbackRequest {
     }
 }
 
+/// How long a rollback's warning may take (its tunnel included) before it is shown as unknown.
+const WARN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The phrase that confirms a rollback: the same for every step, naming it.
 pub fn rollback_phrase(step: &str) -> String {
     format!("roll back {step}")
@@ -181,6 +184,9 @@ impl Engine {
         undo.outputs = Vec::new();
         let mut warn_as = undo.clone();
         warn_as.via = rollback.warn_via.clone();
+        // The warning is read-only and optional: an AWS that does not answer cannot hold the
+        // rollback; past its limit it is unknown, like any other failure to read it.
+        warn_as.timeout = Some(step.timeout.map_or(WARN_LIMIT, |t| t.min(WARN_LIMIT)));
         let n = self.journal.state().lines + 1;
         let run = RunRequest {
             target: Target::Step(id.clone()),

@@ -502,6 +502,9 @@ impl App {
                                     .trim_start_matches("The rollback will: ")
                                     .replace('\n', " · "),
                             ),
+                        Err(EngineError::NothingToUndo { why, .. }) => {
+                            text.push_str(&format!("nothing to undo: {why}"))
+                        }
                         Err(other) => text.push_str(&format!("refused: {other}")),
                         Ok(_) => text.push_str("(it ran without its phrase)"),
                     }

@@ -393,6 +393,20 @@ impl Action for Restore {
         &RESTORE_SCHEMA
     }
 
+    /// What the name held before is what the cutover set: there is nothing known to go back to
+    /// (the name already held that record when the step first ran).
+    fn nothing_to_undo(&self, params: &serde_json::Value) -> Option<String> {
+        let get = |k: &str| params.get(k).and_then(|v| v.as_str());
+        let wanted = parse_records(get("record")?).ok()?;
+        let expected = parse_records(get("expect")?).ok()?;
+        same_records(&wanted, &expected).then(|| {
+            format!(
+                "the record journaled as before the cutover is the one the cutover set ({}): what the name held before it is not known to cutover — put it back by hand",
+                records_text(&expected)
+            )
+        })
+    }
+
     fn describe(&self, params: &serde_json::Value) -> String {
         let get = |k: &str| params.get(k).and_then(|v| v.as_str()).unwrap_or("?");
         format!(
@@ -521,11 +535,6 @@ impl Action for Point {
         };
         point(&config, &p, &ctx).await.unwrap_or_else(|o| o)
     }
-
-    /// The record before the first attempt changed it: a re-run finds this step's own target.
-    fn first_outputs(&self) -> &'static [&'static str] {
-        &["previous"]
-    }
 }
 
 /// DNS names are compared without case (and without the root's dot), as resolvers do;
@@ -561,6 +570,12 @@ async fn address_records(
         })
         .cloned()
         .collect())
+}
+
+/// Whether a name's address records are exactly `record` (its type and target, as the
+/// read-back judges them: Route 53 answers an alias with a TTL of its own).
+fn holds_record(records: &[ResourceRecordSet], record: &ResourceRecordSet) -> bool {
+    read_back_matches(&records.iter().collect::<Vec<_>>(), record).is_ok()
 }
 
 /// The name's address records after the change must be exactly the one written: same type,
@@ -641,16 +656,33 @@ async fn point(
             .build(),
     }
     .map_err(|e| Outcome::failed(e.to_string()))?;
-    // What is replaced goes into the journal first: the rollback restores it.
-    let before = if previous.is_empty() {
-        "none".to_string()
-    } else {
-        previous
-            .iter()
-            .map(describe_record)
-            .collect::<Vec<_>>()
-            .join(" ")
+    // What is replaced goes into the journal first: the rollback restores it. A re-run that
+    // finds this step's own record (an earlier attempt changed it, then failed or was reset)
+    // keeps what that attempt recorded as before; any other record is the world as it is now
+    // (changed by hand, or put back by a rollback and changed since), and is recorded anew.
+    let earlier = ctx
+        .recorded
+        .get(&ctx.step)
+        .and_then(|o| o.get("previous"))
+        .filter(|_| holds_record(&previous, &record));
+    let before = match earlier {
+        Some(earlier) => {
+            ctx.report
+                .info(format!(
+                    "{name} already holds this step's record (an earlier attempt's change): the record to go back to stays the one that attempt found"
+                ))
+                .await;
+            earlier.clone()
+        }
+        None => records_text(&previous),
     };
+    if earlier.is_none() && holds_record(&previous, &record) {
+        ctx.report
+            .info(format!(
+                "{name} already held this record before the step ran: a rollback will have nothing to go back to"
+            ))
+            .await;
+    }
     ctx.report.output("previous", before.clone()).await;
     ctx.report.recorded().await;
     ctx.report.info(format!("replacing: {before}")).await;

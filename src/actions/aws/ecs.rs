@@ -56,6 +56,11 @@ static DEPLOY: ActionSchema = ActionSchema {
             "deploy this revision instead of the service's (a rollback: the `previous_task_definition` of the deploy)",
         ),
         ParamSpec::optional(
+            "expect",
+            ParamType::String,
+            "as a rollback: the revision the service must run now (the deploy's `task_definition` output); a service already on `task_definition` needs nothing, any other revision is refused",
+        ),
+        ParamSpec::optional(
             "container",
             ParamType::String,
             "container whose image changes (default: the first)",
@@ -88,6 +93,7 @@ struct DeployParams {
     service: String,
     image: Option<String>,
     task_definition: Option<String>,
+    expect: Option<String>,
     container: Option<String>,
     deadline: Option<String>,
     interval: Option<String>,
@@ -465,9 +471,16 @@ impl Action for Deploy {
         deploy(&config, &params, &ctx).await.unwrap_or_else(|o| o)
     }
 
-    /// The revision before the first attempt changed the service: a re-run finds its own.
-    fn first_outputs(&self) -> &'static [&'static str] {
-        &["previous_task_definition"]
+    /// As a rollback: the deployment restarted the revision it found — there is no other
+    /// revision to go back to.
+    fn nothing_to_undo(&self, params: &serde_json::Value) -> Option<String> {
+        let get = |k: &str| params.get(k).and_then(|v| v.as_str());
+        let (wanted, expect) = (get("task_definition")?, get("expect")?);
+        (wanted == expect).then(|| {
+            format!(
+                "the deployment restarted the revision the service already ran ({wanted}): there is no other revision to go back to (re-run the step to restart the tasks again)"
+            )
+        })
     }
 }
 
@@ -498,11 +511,47 @@ async fn deploy(
         .iter()
         .filter_map(|e| e.id().map(str::to_string))
         .collect();
-    let previous = service.task_definition().unwrap_or_default().to_string();
+    let live = service.task_definition().unwrap_or_default().to_string();
+    // As a rollback: already back is done; only the revision the step deployed is undone.
+    if let (Some(expect), Some(wanted)) = (&p.expect, &p.task_definition) {
+        if &live == wanted {
+            return Ok(Outcome::Succeeded {
+                note: Some(format!(
+                    "{}/{} already runs {wanted}, the revision before the deployment: nothing to change",
+                    p.cluster, p.service
+                )),
+            });
+        }
+        if &live != expect {
+            return Err(Outcome::failed(format!(
+                "{}/{} runs {live}: neither the revision the deployment set ({expect}) nor the one before it ({wanted}). Deployed since by someone else; nothing was touched",
+                p.cluster, p.service
+            )));
+        }
+    }
+    // A re-run that finds the revision an earlier attempt deployed keeps the revision that
+    // attempt found before it (what a rollback goes back to); anything else — a deployment by
+    // CI since, a rollback — is the service as it is now.
+    let recorded = ctx.recorded.get(&ctx.step);
+    let earlier = recorded
+        .filter(|o| o.get("task_definition") == Some(&live))
+        .and_then(|o| o.get("previous_task_definition"))
+        .cloned();
+    if let Some(earlier) = &earlier {
+        report
+            .info(format!(
+                "the service runs {live}, an earlier attempt's deployment: the revision to go back to stays {earlier}"
+            ))
+            .await;
+    }
     report
-        .output("previous_task_definition", previous.clone())
+        .output(
+            "previous_task_definition",
+            earlier.clone().unwrap_or_else(|| live.clone()),
+        )
         .await;
     report.recorded().await;
+    let previous = live;
     let mut task_definition = p.task_definition.clone().unwrap_or(previous);
     if let Some(image) = &p.image {
         task_definition =

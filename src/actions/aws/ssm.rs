@@ -361,12 +361,15 @@ async fn sync(
     // For the rollback, each written key's version before its first change (none when added)
     // and the version written. What an earlier attempt recorded is kept: a re-run finds the
     // key as that attempt left it, and the version to go back to is the one before.
-    let mut versions: BTreeMap<String, Written> = ctx
-        .recorded
-        .get(&ctx.step)
-        .and_then(|o| o.get("versions"))
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
+    let mut versions: BTreeMap<String, Written> =
+        match ctx.recorded.get(&ctx.step).and_then(|o| o.get("versions")) {
+            None => BTreeMap::new(),
+            Some(text) => parse_versions(text)?,
+        };
+    // An earlier attempt's entry stays only while the key still holds what that attempt
+    // wrote: a key changed since (by hand, or put back by a rollback) is the world as it is
+    // now, and what a rollback would go back to is read anew below.
+    versions.retain(|key, w| current.get(key).map(|(_, v)| *v) == Some(w.by_the_sync()));
     let mut writes = Vec::new();
     // Values are secrets: the diff names keys only.
     for (key, (value, origin)) in &wanted {
@@ -408,12 +411,11 @@ async fn sync(
         if let Some(w) = versions.get_mut(key.as_str()) {
             w.written = written.as_ref().ok().copied();
         }
-        if let Err(failed) = written {
-            ctx.report
-                .output("versions", versions_text(&versions))
-                .await;
-            return Err(failed);
-        }
+        // Each write on record as it lands: a sync cut off after it keeps it.
+        ctx.report
+            .output("versions", versions_text(&versions))
+            .await;
+        written?;
         if verb == "added" {
             added += 1;
             ctx.report.info(format!("+ {key} = ***{origin}")).await;

@@ -7,139 +7,25 @@ mod common;
 use common::{code, text};
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+use common::moto::runtime;
+use common::pg::{self, client, Clusters};
+use common::{Project, Runbook};
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run scripts/test, which starts the PostgreSQL clusters")
-    })
-}
-
-/// The cluster's superuser URL with another database name.
-fn url_for(cluster: &str, database: &str) -> String {
-    let base = env(cluster);
-    let (prefix, rest) = base.rsplit_once('/').unwrap();
-    let query = rest
-        .split_once('?')
-        .map_or(String::new(), |(_, q)| format!("?{q}"));
-    format!("{prefix}/{database}{query}")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(conn);
-    client
-}
-
-async fn admin(cluster: &str, sql: &str) {
-    let c = client(&env(cluster)).await;
-    c.batch_execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-}
-
-/// A source database cloned from the fixture and an empty target database, both dropped first.
-fn databases(name: &str) -> (String, String) {
-    let src = format!("s_{name}");
-    let tgt = format!("t_{name}");
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("CREATE DATABASE {src} TEMPLATE app_fixture"),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
-        )
-        .await;
-        admin("CUTOVER_TEST_PG_TARGET", &format!("CREATE DATABASE {tgt}")).await;
-    });
-    (
-        url_for("CUTOVER_TEST_PG_SOURCE", &src),
-        url_for("CUTOVER_TEST_PG_TARGET", &tgt),
-    )
-}
-
-async fn scalar(url: &str, sql: &str) -> String {
-    let c = client(url).await;
-    let row = c
-        .query_one(&format!("SELECT ({sql})::text"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    row.get::<_, Option<String>>(0).unwrap_or_default()
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-    source: String,
-    target: String,
-}
-
-impl Project {
-    fn new(source: &str, target: &str, steps: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[runbook]\nname = \"db\"\napp = \"gengar\"\n\n[secrets]\nSOURCE = {{ env = \"T_SOURCE_URL\" }}\nTARGET = {{ env = \"T_TARGET_URL\" }}\n\n[[phase]]\nid = \"db\"\n\n{steps}"
-        );
-        std::fs::write(dir.path().join("runbook.toml"), text).unwrap();
-        Project {
-            dir,
-            source: source.to_string(),
-            target: target.to_string(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let path = format!(
-            "{}:{}",
-            env("CUTOVER_TEST_PG_BIN"),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.path())
-            .env("CUTOVER_ACTOR", "ana@laptop")
-            .env("T_SOURCE_URL", &self.source)
-            .env("T_TARGET_URL", &self.target)
-            .env("PATH", path)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn log(&self, step: &str) -> String {
-        let out = self.run(&["log", step]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn journal(&self) -> String {
-        std::fs::read_to_string(self.path().join(".cutover/journal.jsonl")).unwrap_or_default()
-    }
+/// A project whose runbook has these steps in one phase `db`, its secrets SOURCE and TARGET
+/// from the environment, given these URLs, and the clusters' PostgreSQL 16 tools first on PATH.
+fn project(source: &str, target: &str, steps: &str) -> Project {
+    let runbook = Runbook::new("db")
+        .secret("SOURCE", r#"{ env = "T_SOURCE_URL" }"#)
+        .secret("TARGET", r#"{ env = "T_TARGET_URL" }"#)
+        .phase("db", None)
+        .steps(steps);
+    Project::new(&runbook)
+        .env("T_SOURCE_URL", source)
+        .env("T_TARGET_URL", target)
+        .env("PATH", Clusters::from_env().path())
 }
 
 const PREFLIGHT: &str = "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
@@ -149,7 +35,8 @@ const VERIFY: &str = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsourc
 
 #[test]
 fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
-    let (source, target) = databases("flow");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("flow");
     runtime().block_on(async {
         // Older Heroku databases reach heroku_ext through the database's search_path.
         client(&source)
@@ -162,27 +49,33 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
     // The same preflight with a smaller sample and less memory for the index builds than the
     // whole HNSW graph of `documents` needs (but more than its sample's).
     let spill = "[[phase.step]]\nid = \"preflight-spill\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nindex_sample_rows = 1000\nmaintenance_work_mem = \"16MB\"\n\n";
-    let p = Project::new(
+    let p = project(
         &source,
         &target,
         &format!("{PREFLIGHT}{spill}{EXTENSIONS}{COPY}{VERIFY}{sql}"),
     );
     for step in ["preflight", "preflight-spill"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
     // The index sample built pgvector's HNSW index on the target, inside a transaction rolled
     // back: no scratch schema, and neither the extension nor its schema stayed behind.
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('cutover_probe', 'heroku_ext')) \
                   + (SELECT count(*) FROM pg_extension WHERE extname = 'vector')"
-        )),
+        ),
         "0"
     );
     let builds = |step: &str| -> Vec<serde_json::Value> {
-        let log = p.log(step);
+        let log = p.run(&["log", step]).stdout();
         let line = log
             .lines()
             .find(|l| l.contains("output index_builds = "))
@@ -209,7 +102,7 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
     let bytes = hnsw["index_bytes"].as_u64().unwrap();
     assert!(bytes > 3000 * 6144, "{bytes}");
     assert_eq!(hnsw["memory_bytes"], 1u64 << 30);
-    let log = p.log("preflight");
+    let log = p.run(&["log", "preflight"]).stdout();
     assert!(
         log.contains("pass  index build")
             && log.contains("public.documents_embedding_idx (hnsw on public.documents, 3000 rows)")
@@ -233,7 +126,7 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         (spilled["predicted_secs"].as_f64().unwrap() - expected).abs() < 1e-6 * expected.max(1.0),
         "{spilled}"
     );
-    let log = p.log("preflight-spill");
+    let log = p.run(&["log", "preflight-spill"]).stdout();
     assert!(
         log.contains("WARN  index build")
             && log
@@ -241,19 +134,25 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         "{log}"
     );
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM pg_namespace WHERE nspname IN ('cutover_probe', 'heroku_ext')"
-        )),
+        ),
         "0"
     );
 
     for step in ["extensions", "copy", "verify", "count"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
 
-    let preflight = p.log("preflight");
+    let preflight = p.run(&["log", "preflight"]).stdout();
     assert!(preflight.contains("pass  source server"), "{preflight}");
     assert!(preflight.contains("PostgreSQL 16."), "{preflight}");
     assert!(
@@ -280,21 +179,21 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         assert!(value > 0.0, "{line}");
     }
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM pg_class WHERE relname = 'cutover_write_probe'"
-        )),
+        ),
         "0"
     );
 
-    let extensions = p.log("extensions");
+    let extensions = p.run(&["log", "extensions"]).stdout();
     assert!(extensions.contains("schema heroku_ext"), "{extensions}");
     assert!(
         extensions.contains("search_path = public, heroku_ext set on the target"),
         "{extensions}"
     );
 
-    let copy = p.log("copy");
+    let copy = p.run(&["log", "copy"]).stdout();
     assert!(
         copy.contains("tolerated restore error: ERROR:  schema \"heroku_ext\" already exists"),
         "{copy}"
@@ -322,7 +221,7 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         "{copy}"
     );
 
-    let verify = p.log("verify");
+    let verify = p.run(&["log", "verify"]).stdout();
     for table in [
         "public.documents",
         "public.events",
@@ -339,25 +238,23 @@ fn preflight_extensions_copy_and_verify_pass_on_the_app_database() {
         }
     }
     assert!(verify.contains("same 10 ids in the same order"), "{verify}");
-    assert!(p.log("count").contains("20000"));
+    assert!(p.run(&["log", "count"]).stdout().contains("20000"));
 
     // What the journal keeps: the outputs, never a URL's password.
-    let journal = p.journal();
+    let journal = p.read(".cutover/journal.jsonl");
     assert!(journal.contains("\"rows\""), "{journal}");
-    let password = env("CUTOVER_TEST_PG_PASSWORD");
+    let password = common::var("CUTOVER_TEST_PG_PASSWORD");
     assert!(!journal.contains(&password));
     assert!(!copy.contains(&password) && !verify.contains(&password));
 
-    runtime().block_on(async {
-        assert_eq!(
-            scalar(&target, "SELECT count(*) FROM public.events").await,
-            "250000"
-        );
-        assert_eq!(
-            scalar(&target, "SELECT last_value FROM public.invoice_number_seq").await,
-            "4242"
-        );
-    });
+    assert_eq!(
+        pg::scalar(&target, "SELECT count(*) FROM public.events"),
+        "250000"
+    );
+    assert_eq!(
+        pg::scalar(&target, "SELECT last_value FROM public.invoice_number_seq"),
+        "4242"
+    );
 }
 
 /// One fault, injected into a fresh copy of a verified target; verify must fail naming it.
@@ -419,11 +316,18 @@ const FAULTS: [Fault; 9] = [
 
 #[test]
 fn verify_catches_every_injected_fault_and_names_the_table() {
-    let (source, base) = databases("faultbase");
-    let p = Project::new(&source, &base, &format!("{EXTENSIONS}{COPY}{VERIFY}"));
+    let pg = Clusters::from_env();
+    let (source, base) = pg.databases("faultbase");
+    let p = project(&source, &base, &format!("{EXTENSIONS}{COPY}{VERIFY}"));
     for step in ["extensions", "copy", "verify"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
     let status: serde_json::Value =
         serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
@@ -437,24 +341,16 @@ fn verify_catches_every_injected_fault_and_names_the_table() {
     );
     for fault in &FAULTS {
         let db = format!("t_fault_{}", fault.name);
-        let target = url_for("CUTOVER_TEST_PG_TARGET", &db);
-        runtime().block_on(async {
-            admin(
-                "CUTOVER_TEST_PG_TARGET",
-                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            )
-            .await;
-            admin(
-                "CUTOVER_TEST_PG_TARGET",
-                &format!("CREATE DATABASE {db} TEMPLATE t_faultbase"),
-            )
-            .await;
-            client(&target)
-                .await
-                .batch_execute(fault.sql)
-                .await
-                .unwrap();
-        });
+        let target = pg::url_for(&pg.target, &db);
+        pg::run_sql(
+            &pg.target,
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        );
+        pg::run_sql(
+            &pg.target,
+            &format!("CREATE DATABASE {db} TEMPLATE t_faultbase"),
+        );
+        pg::run_sql(&target, fault.sql);
         // Both ways: reading the source again, and against the checksums the parallel copy
         // took from the source's stream (only the target is read).
         let recorded_verify = format!(
@@ -464,13 +360,13 @@ fn verify_catches_every_injected_fault_and_names_the_table() {
             ("rescan", VERIFY.to_string()),
             ("recorded", recorded_verify),
         ] {
-            let f = Project::new(&source, &target, &runbook);
+            let f = project(&source, &target, &runbook);
             let out = f.run(&["run", "verify"]);
             assert_eq!(code(&out), 1, "{} ({how}): {}", fault.name, text(&out));
             let said = format!(
                 "{}\n{}",
                 String::from_utf8_lossy(&out.stderr),
-                f.log("verify")
+                f.run(&["log", "verify"]).stdout()
             );
             if how == "recorded" {
                 assert!(
@@ -491,10 +387,11 @@ fn verify_catches_every_injected_fault_and_names_the_table() {
 
 #[test]
 fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result() {
-    let (source, target) = databases("killed");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("killed");
     let reset_copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\ndestructive = true\nconfirm = \"reset t_killed\"\n\n";
     let plain_copy = "[[phase.step]]\nid = \"copy-again\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
-    let p = Project::new(
+    let p = project(
         &source,
         &target,
         &format!("{reset_copy}{plain_copy}{VERIFY}"),
@@ -510,10 +407,10 @@ fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result()
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the copy never started loading");
-        let loaded = runtime().block_on(scalar(
+        let loaded = pg::scalar(
             &target,
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 't_killed' AND query LIKE 'COPY %'",
-        ));
+        );
         if loaded != "0" {
             break;
         }
@@ -526,13 +423,9 @@ fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result()
     let _ = child.kill();
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(300));
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 't_killed' AND pid <> pg_backend_pid()",
-        )
-        .await;
-    });
+    pg::run_sql(&pg.target,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 't_killed' AND pid <> pg_backend_pid()",
+    );
 
     // The driver and its children are gone: the kernel released the lock, nothing to unlock.
     // A copy without a reset policy refuses to restore over what the killed one left, naming
@@ -577,11 +470,23 @@ fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result()
 
     // The interrupted step runs again (its phrase typed again), resets and copies.
     let out = p.run(&["run", "copy", "--confirm", "reset t_killed"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
-    let log = p.log("copy");
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
+    let log = p.run(&["log", "copy"]).stdout();
     assert!(log.contains("an earlier attempt left"), "{log}");
     let out = p.run(&["run", "verify"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "verify"]).stdout()
+    );
     // Whole again: the other copy step now refuses for the tables, not for dirt.
     let out = p.run(&["run", "copy-again"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -592,35 +497,47 @@ fn a_copy_killed_halfway_is_refused_then_reset_and_copied_to_a_verified_result()
 
 #[test]
 fn directory_mode_copies_in_parallel_and_verifies() {
-    let (source, target) = databases("dirmode");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("dirmode");
     let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nwork_dir = \"dump\"\njobs = 2\n\n";
-    let p = Project::new(&source, &target, &format!("{copy}{VERIFY}"));
+    let p = project(&source, &target, &format!("{copy}{VERIFY}"));
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
-    assert!(p.log("copy").contains("pg_dump -Fd -j 2"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
+    assert!(p
+        .run(&["log", "copy"])
+        .stdout()
+        .contains("pg_dump -Fd -j 2"));
     // The dump held the data: it is gone once restored.
     assert!(!p.path().join("dump/copy.dump").exists());
     let out = p.run(&["run", "verify"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "verify"]).stdout()
+    );
 }
 
 #[test]
 fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
-    let (source, _) = databases("nonowner");
+    let pg = Clusters::from_env();
+    let (source, _) = pg.databases("nonowner");
     // As on RDS: the extension is created by a more privileged role, the app's role restores.
+    pg::run_sql(
+        &pg.target,
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gengar_app') THEN \
+         CREATE ROLE gengar_app LOGIN PASSWORD 'app-pass-7'; END IF; END $$",
+    );
+    pg::run_sql(&pg.target, "ALTER DATABASE t_nonowner OWNER TO gengar_app");
     runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gengar_app') THEN \
-             CREATE ROLE gengar_app LOGIN PASSWORD 'app-pass-7'; END IF; END $$",
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            "ALTER DATABASE t_nonowner OWNER TO gengar_app",
-        )
-        .await;
-        let t = client(&url_for("CUTOVER_TEST_PG_TARGET", "t_nonowner")).await;
+        let t = client(&pg::url_for(&pg.target, "t_nonowner")).await;
         t.batch_execute(
             "CREATE SCHEMA heroku_ext AUTHORIZATION gengar_app; CREATE EXTENSION vector WITH SCHEMA heroku_ext; \
              ALTER SCHEMA public OWNER TO gengar_app",
@@ -628,13 +545,13 @@ fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
         .await
         .unwrap();
     });
-    let base = env("CUTOVER_TEST_PG_TARGET");
+    let base = pg.target.clone();
     let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
     let target = format!("postgres://gengar_app:app-pass-7@{host}/t_nonowner?sslmode=disable");
     let strict = "[[phase.step]]\nid = \"strict\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nallow_errors = []\n\n";
     // The pg_dump | pg_restore path, still selectable.
     let reset = "[[phase.step]]\nid = \"copy-reset\"\ndo = \"db.copy\"\nmode = \"stream\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\n\n";
-    let p = Project::new(&source, &target, &format!("{strict}{COPY}{reset}{VERIFY}"));
+    let p = project(&source, &target, &format!("{strict}{COPY}{reset}{VERIFY}"));
     let out = p.run(&["run", "strict"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
@@ -652,25 +569,41 @@ fn a_non_owner_restore_tolerates_only_the_allowed_errors_and_shows_them() {
         text(&out)
     );
     let out = p.run(&["run", "copy-reset"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy-reset"));
-    assert!(p.log("copy-reset").contains("processing data for table"));
-    let log = p.log("copy-reset");
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy-reset"]).stdout()
+    );
+    assert!(p
+        .run(&["log", "copy-reset"])
+        .stdout()
+        .contains("processing data for table"));
+    let log = p.run(&["log", "copy-reset"]).stdout();
     assert!(
         log.contains("tolerated restore error: ERROR:  must be owner of extension vector | COMMENT ON EXTENSION vector"),
         "{log}"
     );
     let out = p.run(&["run", "verify"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("verify"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "verify"]).stdout()
+    );
 }
 
 #[test]
 fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
-    let (source, target) = databases("bad");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("bad");
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let p = Project::new(
+    let p = project(
         &format!("postgres://postgres:x@127.0.0.1:{closed}/app"),
         &target,
         PREFLIGHT,
@@ -684,8 +617,12 @@ fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
     );
     assert!(err.contains("nothing listens there"), "{err}");
 
-    let wrong = source.replacen(&env("CUTOVER_TEST_PG_PASSWORD"), "not-the-password", 1);
-    let p = Project::new(&wrong, &target, PREFLIGHT);
+    let wrong = source.replacen(
+        &common::var("CUTOVER_TEST_PG_PASSWORD"),
+        "not-the-password",
+        1,
+    );
+    let p = project(&wrong, &target, PREFLIGHT);
     let out = p.run(&["run", "preflight"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -694,7 +631,7 @@ fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
     assert!(!err.contains("not-the-password"), "{err}");
 
     let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbin_dir = \"empty\"\n\n";
-    let p = Project::new(&source, &target, copy);
+    let p = project(&source, &target, copy);
     std::fs::create_dir(p.path().join("empty")).unwrap();
     let out = p.run(&["run", "copy"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -702,7 +639,7 @@ fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
     assert!(err.contains("pg_dump is not in"), "{err}");
 
     // Not on PATH at all: the message says what to install.
-    let p = Project::new(&source, &target, COPY);
+    let p = project(&source, &target, COPY);
     let out = p
         .command(&["run", "copy"])
         .env("PATH", p.path().join("nothing-here"))
@@ -718,12 +655,19 @@ fn unreachable_wrong_password_and_missing_pg_dump_fail_clearly() {
 /// (application, address — never its query); a write after the copy's counters fails it.
 #[test]
 fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
-    let (source, target) = databases("idle");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("idle");
     let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
     let idle = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"4s\"\nbaseline = \"${steps.copy.outputs.source_writes}\"\nneeds = [\"copy\"]\n\n";
-    let p = Project::new(&source, &target, &format!("{copy}{idle}"));
+    let p = project(&source, &target, &format!("{copy}{idle}"));
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     let status = p.run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let outputs = &json["phases"][0]["steps"][0]["outputs"];
@@ -737,7 +681,13 @@ fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
 
     // Quiet: passes.
     let out = p.run(&["run", "idle"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
 
     // A client that stays connected (an app still pointed at the old database) is named.
     let rt = runtime();
@@ -757,7 +707,10 @@ fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
         said.contains("still in use") && said.contains("forgotten-worker from 127.0.0.1"),
         "{said}"
     );
-    assert!(!p.log("idle").contains("secret query text"));
+    assert!(!p
+        .run(&["log", "idle"])
+        .stdout()
+        .contains("secret query text"));
     drop(stayer);
     handle.abort();
     drop(rt);
@@ -788,12 +741,13 @@ fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
 /// or the same database through another host name — is refused before anything is written.
 #[test]
 fn a_copy_onto_its_own_source_is_refused_by_identity() {
-    let (source, _) = databases("selfcopy");
+    let pg = Clusters::from_env();
+    let (source, _) = pg.databases("selfcopy");
     let other_name = source.replace("127.0.0.1", "localhost");
     assert_ne!(other_name, source);
     for target in [source.clone(), other_name] {
         let reset_copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\ndestructive = true\nconfirm = \"reset\"\n\n";
-        let p = Project::new(&source, &target, reset_copy);
+        let p = project(&source, &target, reset_copy);
         let out = p.run(&["run", "copy", "--confirm", "reset"]);
         assert_eq!(code(&out), 1, "{}", text(&out));
         assert!(
@@ -803,7 +757,7 @@ fn a_copy_onto_its_own_source_is_refused_by_identity() {
         );
     }
     // Untouched: every table of the fixture is still there with its rows.
-    let rows = runtime().block_on(scalar(&source, "SELECT count(*) FROM events"));
+    let rows = pg::scalar(&source, "SELECT count(*) FROM events");
     assert_eq!(rows, "250000");
 }
 
@@ -829,7 +783,8 @@ fn tls_through_a_forwarded_port_is_verified_for_the_real_host_name() {
         .local_addr()
         .unwrap()
         .port();
-    let target = env("CUTOVER_TEST_PG_TARGET");
+    let pg = Clusters::from_env();
+    let target = pg.target.clone();
     let upstream = target
         .rsplit_once('@')
         .unwrap()
@@ -866,7 +821,7 @@ fn tls_through_a_forwarded_port_is_verified_for_the_real_host_name() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let password = env("CUTOVER_TEST_PG_PASSWORD");
+    let password = common::var("CUTOVER_TEST_PG_PASSWORD");
     let forwarded: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let url_for_name = |name: &str| {
         let mut url = cutover::actions::db::DbUrl::parse(
@@ -931,7 +886,8 @@ fn tls_through_a_forwarded_port_is_verified_for_the_real_host_name() {
 /// reports nothing as copied that was not.
 #[test]
 fn a_table_whose_copy_fails_fails_the_step_naming_it() {
-    let (source, target) = databases("badtable");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("badtable");
     runtime().block_on(async {
         client(&target)
             .await
@@ -945,7 +901,7 @@ fn a_table_whose_copy_fails_fails_the_step_naming_it() {
             .await
             .unwrap();
     });
-    let p = Project::new(&source, &target, &format!("{EXTENSIONS}{COPY}"));
+    let p = project(&source, &target, &format!("{EXTENSIONS}{COPY}"));
     assert_eq!(code(&p.run(&["run", "extensions"])), 0);
     let out = p.run(&["run", "copy"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -954,7 +910,7 @@ fn a_table_whose_copy_fails_fails_the_step_naming_it() {
         said.contains("public.events: ") && said.contains("invalid input syntax for type integer"),
         "{said}"
     );
-    let log = p.log("copy");
+    let log = p.run(&["log", "copy"]).stdout();
     assert!(
         !log.contains("public.events: 250000 rows copied"),
         "nothing reported copied that was not: {log}"
@@ -975,8 +931,9 @@ fn a_table_whose_copy_fails_fails_the_step_naming_it() {
 /// each transaction; on the target every such pair is whole or absent.
 #[test]
 fn the_copy_is_of_one_snapshot_while_the_source_takes_writes() {
-    let (source, target) = databases("snapshot");
-    let p = Project::new(&source, &target, &format!("{EXTENSIONS}{COPY}"));
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("snapshot");
+    let p = project(&source, &target, &format!("{EXTENSIONS}{COPY}"));
     assert_eq!(code(&p.run(&["run", "extensions"])), 0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -1006,7 +963,13 @@ fn the_copy_is_of_one_snapshot_while_the_source_takes_writes() {
     let out = p.run(&["run", "copy"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().unwrap();
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     runtime().block_on(async {
         let markers = |sql: &'static str| {
             let target = target.clone();
@@ -1045,13 +1008,14 @@ fn the_copy_is_of_one_snapshot_while_the_source_takes_writes() {
 /// phrase is asked — and said plainly as what going back loses.
 #[test]
 fn a_dns_rollback_counts_the_rows_changed_since_the_cutover_before_its_phrase() {
-    let (source, target) = databases("writes");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("writes");
     // "target" is the new database here: the counters at the cutover, then the rollback of
     // the cutover (a harmless shell action) warned by the rows changed since.
     let steps = "[[phase.step]]\nid = \"mark\"\ndo = \"db.writes\"\nurl = \"${secret.SOURCE}\"\n\n\
 [[phase.step]]\nid = \"cutover\"\ndo = \"shell\"\nrun = \"echo aws > record.txt\"\ndestructive = true\nconfirm = \"cut over\"\nneeds = [\"mark\"]\n\
 rollback = { do = \"shell\", run = \"echo heroku > record.txt\", warn = { do = \"db.writes\", url = \"${secret.SOURCE}\", since = \"${steps.mark.outputs.counters}\" } }\n";
-    let p = Project::new(&source, &target, steps);
+    let p = project(&source, &target, steps);
     let out = p.run(&["run", "mark"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let out = p.run(&["run", "cutover", "--confirm", "cut over"]);
@@ -1116,7 +1080,7 @@ fn wait_for_counter(url: &str, table: &str, column: &str, value: i64) {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now: i64 = runtime().block_on(scalar(url, &sql)).parse().unwrap();
+        let now: i64 = pg::scalar(url, &sql).parse().unwrap();
         if now == value {
             return;
         }
@@ -1133,16 +1097,29 @@ fn wait_for_counter(url: &str, table: &str, column: &str, value: i64) {
 /// later write must still be seen — the step fails naming the reset and the table.
 #[test]
 fn db_idle_after_a_statistics_reset_and_a_write_fails_naming_the_reset() {
-    let (source, target) = databases("idlereset");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("idlereset");
     // The app wrote before the copy: the baseline's counters are above zero.
     write_once(&source, "UPDATE events SET kind = kind WHERE id <= 100");
     wait_for_counter(&source, "events", "n_tup_upd", 100);
-    let p = Project::new(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
+    let p = project(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     // Nothing happened yet: passes.
     let out = p.run(&["run", "idle"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
 
     write_once(&source, "SELECT pg_stat_reset()");
     write_once(
@@ -1153,21 +1130,27 @@ fn db_idle_after_a_statistics_reset_and_a_write_fails_naming_the_reset() {
     // the source only.
     wait_for_counter(&source, "events", "n_tup_ins", 1);
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &source,
             "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'events'"
-        )),
+        ),
         "1"
     );
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM events WHERE kind = 'after-reset'"
-        )),
+        ),
         "0"
     );
     let out = p.run(&["run", "idle"]);
-    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("idle"));
+    assert_eq!(
+        code(&out),
+        1,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let said = stderr
         .lines()
@@ -1190,8 +1173,9 @@ fn db_idle_after_a_statistics_reset_and_a_write_fails_naming_the_reset() {
 #[test]
 fn db_idle_after_a_copy_under_steady_writes_passes_and_one_write_after_fails() {
     use std::sync::mpsc;
-    let (source, target) = databases("idlepool");
-    let p = Project::new(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("idlepool");
+    let p = project(&source, &target, &format!("{COPY}{IDLE_ON_BASELINE}"));
     let (stop, stop_rx) = mpsc::channel::<()>();
     let (stopped_tx, stopped) = mpsc::channel::<u64>();
     let (close, close_rx) = mpsc::channel::<()>();
@@ -1240,17 +1224,29 @@ fn db_idle_after_a_copy_under_steady_writes_passes_and_one_write_after_fails() {
     let out = p.run(&["run", "copy"]);
     close.send(()).unwrap();
     writer.join().unwrap();
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     // Every acknowledged write is in the copy.
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM page_views WHERE path LIKE '/pooled/%'"
-        )),
+        ),
         written.to_string()
     );
     let out = p.run(&["run", "idle"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("idle"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
 
     // One write after the freeze: named.
     write_once(
@@ -1258,7 +1254,13 @@ fn db_idle_after_a_copy_under_steady_writes_passes_and_one_write_after_fails() {
         "INSERT INTO page_views (path, viewed_at) VALUES ('/after-the-freeze', now())",
     );
     let out = p.run(&["run", "idle"]);
-    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("idle"));
+    assert_eq!(
+        code(&out),
+        1,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let said = stderr
         .lines()
@@ -1281,37 +1283,42 @@ fn db_idle_after_a_copy_under_steady_writes_passes_and_one_write_after_fails() {
 /// copy's checksums, as the bundled runbook runs it — compares them.
 #[test]
 fn materialized_views_and_large_objects_are_copied_and_verified() {
-    let (source, target) = databases("mvlo");
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("mvlo");
     let verify = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\ntarget_checksums = \"${steps.copy.outputs.target_checksums}\"\nneeds = [\"copy\"]\n\n";
-    let p = Project::new(&source, &target, &format!("{EXTENSIONS}{COPY}{verify}"));
+    let p = project(&source, &target, &format!("{EXTENSIONS}{COPY}{verify}"));
     for step in ["extensions", "copy", "verify"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
-    runtime().block_on(async {
-        for sql in [
+    for sql in [
             "SELECT count(*) || ' ' || sum(n) || ' ' || max(last_at) FROM user_activity",
             "SELECT count(*) || ' ' || sum(n) FROM busiest_users",
             "SELECT count(*) FROM pg_largeobject_metadata",
             "SELECT md5(lo_get(424242)) || ' ' || length(lo_get(424242)) || ' ' || length(lo_get(424243))",
             "SELECT obj_description(424242, 'pg_largeobject')",
         ] {
-            let want = scalar(&source, sql).await;
-            assert!(!want.is_empty(), "{sql}");
-            assert_eq!(scalar(&target, sql).await, want, "{sql}");
-        }
-    });
+        let want = pg::scalar(&source, sql);
+        assert!(!want.is_empty(), "{sql}");
+        assert_eq!(pg::scalar(&target, sql), want, "{sql}");
+    }
     assert_eq!(
-        runtime().block_on(scalar(&target, "SELECT count(*) FROM busiest_users")),
+        pg::scalar(&target, "SELECT count(*) FROM busiest_users"),
         "10000"
     );
-    let copy = p.log("copy");
+    let copy = p.run(&["log", "copy"]).stdout();
     assert!(
         copy.contains("2 materialized view(s) refreshed")
             && copy.contains("2 large object(s) copied"),
         "{copy}"
     );
-    let verify = p.log("verify");
+    let verify = p.run(&["log", "verify"]).stdout();
     assert!(
         verify.contains("» public.user_activity ") && verify.contains("» public.busiest_users "),
         "{verify}"
@@ -1325,30 +1332,26 @@ fn materialized_views_and_large_objects_are_copied_and_verified() {
 /// A role that owns its database and a table with FORCE ROW LEVEL SECURITY, whose policy shows
 /// it only some rows.
 fn rls_database(role: &str, database: &str, bypass: bool) -> String {
+    let pg = Clusters::from_env();
     let password = "rls-pass-5";
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
-                 CREATE ROLE {role} LOGIN PASSWORD '{password}'; END IF; END $$; \
-                 ALTER ROLE {role} {}",
-                if bypass { "BYPASSRLS" } else { "NOBYPASSRLS" }
-            ),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("CREATE DATABASE {database} OWNER {role}"),
-        )
-        .await;
-    });
-    let base = env("CUTOVER_TEST_PG_SOURCE");
+    pg::run_sql(
+        &pg.source,
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+             CREATE ROLE {role} LOGIN PASSWORD '{password}'; END IF; END $$; \
+             ALTER ROLE {role} {}",
+            if bypass { "BYPASSRLS" } else { "NOBYPASSRLS" }
+        ),
+    );
+    pg::run_sql(
+        &pg.source,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+    pg::run_sql(
+        &pg.source,
+        &format!("CREATE DATABASE {database} OWNER {role}"),
+    );
+    let base = pg.source.clone();
     let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
     let url = format!("postgres://{role}:{password}@{host}/{database}?sslmode=disable");
     runtime().block_on(async {
@@ -1363,12 +1366,12 @@ fn rls_database(role: &str, database: &str, bypass: bool) -> String {
             )
             .await
             .unwrap();
-        // What the role sees through its policy: a fifth, unless it bypasses it.
-        assert_eq!(
-            scalar(&url, "SELECT count(*) FROM notes").await,
-            if bypass { "500" } else { "100" }
-        );
     });
+    // What the role sees through its policy: a fifth, unless it bypasses it.
+    assert_eq!(
+        pg::scalar(&url, "SELECT count(*) FROM notes"),
+        if bypass { "500" } else { "100" }
+    );
     url
 }
 
@@ -1378,19 +1381,23 @@ fn rls_database(role: &str, database: &str, bypass: bool) -> String {
 /// policy shows and call the copy equal.
 #[test]
 fn a_force_rls_table_its_owner_cannot_read_whole_is_refused_naming_it() {
+    let pg = Clusters::from_env();
     let source = rls_database("rls_owner", "s_rlsforce", false);
-    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_rlsforce");
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            "DROP DATABASE IF EXISTS t_rlsforce WITH (FORCE)",
-        )
-        .await;
-        admin("CUTOVER_TEST_PG_TARGET", "CREATE DATABASE t_rlsforce").await;
-    });
-    let p = Project::new(&source, &target, COPY);
+    let target = pg::url_for(&pg.target, "t_rlsforce");
+    pg::run_sql(
+        &pg.target,
+        "DROP DATABASE IF EXISTS t_rlsforce WITH (FORCE)",
+    );
+    pg::run_sql(&pg.target, "CREATE DATABASE t_rlsforce");
+    let p = project(&source, &target, COPY);
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        1,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         said.contains("public.notes") && said.contains("BYPASSRLS") && said.contains("FORCE"),
@@ -1398,16 +1405,17 @@ fn a_force_rls_table_its_owner_cannot_read_whole_is_refused_naming_it() {
     );
     // Nothing was written: no table on the target, and the journal does not call it dirty.
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        )),
+        ),
         "0"
     );
     assert!(
-        !p.journal().contains("\\\"dirty\\\":true"),
+        !p.read(".cutover/journal.jsonl")
+            .contains("\\\"dirty\\\":true"),
         "{}",
-        p.journal()
+        p.read(".cutover/journal.jsonl")
     );
 }
 
@@ -1415,39 +1423,43 @@ fn a_force_rls_table_its_owner_cannot_read_whole_is_refused_naming_it() {
 /// come along, and db.verify agrees.
 #[test]
 fn a_force_rls_table_read_by_a_bypassrls_owner_is_copied_whole_and_verified() {
+    let pg = Clusters::from_env();
     let source = rls_database("rls_bypass", "s_rlsbypass", true);
-    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_rlsbypass");
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            "DROP DATABASE IF EXISTS t_rlsbypass WITH (FORCE)",
-        )
-        .await;
-        admin("CUTOVER_TEST_PG_TARGET", "CREATE DATABASE t_rlsbypass").await;
-    });
-    let p = Project::new(&source, &target, &format!("{COPY}{VERIFY}"));
+    let target = pg::url_for(&pg.target, "t_rlsbypass");
+    pg::run_sql(
+        &pg.target,
+        "DROP DATABASE IF EXISTS t_rlsbypass WITH (FORCE)",
+    );
+    pg::run_sql(&pg.target, "CREATE DATABASE t_rlsbypass");
+    let p = project(&source, &target, &format!("{COPY}{VERIFY}"));
     for step in ["copy", "verify"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
-    runtime().block_on(async {
-        assert_eq!(
-            scalar(&target, "SELECT count(*) || ' ' || sum(id) FROM notes").await,
-            "500 125250"
-        );
-        assert_eq!(
-            scalar(
-                &target,
-                "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'notes'"
-            )
-            .await,
-            "true"
-        );
-        assert_eq!(
-            scalar(&target, "SELECT count(*) FROM pg_policies WHERE tablename = 'notes'").await,
-            "1"
-        );
-    });
+    assert_eq!(
+        pg::scalar(&target, "SELECT count(*) || ' ' || sum(id) FROM notes"),
+        "500 125250"
+    );
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'notes'"
+        ),
+        "true"
+    );
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM pg_policies WHERE tablename = 'notes'"
+        ),
+        "1"
+    );
 }
 
 /// A TCP forwarder on loopback that passes what the client sends at `rate` bytes a second (the
@@ -1499,8 +1511,10 @@ fn throttling_forwarder(upstream: String, rate: usize) -> u16 {
 /// end the COPY mid-row and lose the figure ("missing data for column").
 #[test]
 fn the_write_sample_through_a_link_slower_than_its_budget_gives_a_figure() {
-    let (source, target) = databases("slowlink");
-    let upstream = env("CUTOVER_TEST_PG_TARGET")
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("slowlink");
+    let upstream = pg
+        .target
         .rsplit_once('@')
         .unwrap()
         .1
@@ -1526,10 +1540,16 @@ fn the_write_sample_through_a_link_slower_than_its_budget_gives_a_figure() {
     );
     assert_ne!(slow_target, target);
     let preflight = "[[phase.step]]\nid = \"preflight\"\ndo = \"db.preflight\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nindex_sample_rows = 0\n\n";
-    let p = Project::new(&source, &slow_target, preflight);
+    let p = project(&source, &slow_target, preflight);
     let out = p.run(&["run", "preflight"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("preflight"));
-    let log = p.log("preflight");
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "preflight"]).stdout()
+    );
+    let log = p.run(&["log", "preflight"]).stdout();
     assert!(
         log.contains("pass  copy speed") && !log.contains("no write sample"),
         "{log}"
@@ -1544,10 +1564,10 @@ fn the_write_sample_through_a_link_slower_than_its_budget_gives_a_figure() {
     assert!(mib_s > 0.0 && mib_s <= 3.0, "{line}");
     // The sample's scratch table was rolled back.
     assert_eq!(
-        runtime().block_on(scalar(
+        pg::scalar(
             &target,
             "SELECT count(*) FROM pg_class WHERE relname = 'cutover_write_probe'"
-        )),
+        ),
         "0"
     );
 }
@@ -1558,20 +1578,17 @@ fn the_write_sample_through_a_link_slower_than_its_budget_gives_a_figure() {
 /// target holds the failed attempt's tables, one of them empty.
 #[test]
 fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
-    let source = url_for("CUTOVER_TEST_PG_SOURCE", "s_stale");
-    let target = url_for("CUTOVER_TEST_PG_TARGET", "t_stale");
+    let pg = Clusters::from_env();
+    let source = pg::url_for(&pg.source, "s_stale");
+    let target = pg::url_for(&pg.target, "t_stale");
+    for (cluster, db) in [(&pg.source, "s_stale"), (&pg.target, "t_stale")] {
+        pg::run_sql(
+            cluster,
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        );
+        pg::run_sql(cluster, &format!("CREATE DATABASE {db}"));
+    }
     runtime().block_on(async {
-        for (cluster, db) in [
-            ("CUTOVER_TEST_PG_SOURCE", "s_stale"),
-            ("CUTOVER_TEST_PG_TARGET", "t_stale"),
-        ] {
-            admin(
-                cluster,
-                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            )
-            .await;
-            admin(cluster, &format!("CREATE DATABASE {db}")).await;
-        }
         // No index, sequence or vector: what db.verify checks besides the tables' figures
         // holds whatever the copy left, so only the figures decide.
         client(&source)
@@ -1587,10 +1604,16 @@ fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
     });
     let copy = "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\non_existing = \"reset\"\n\n";
     let verify = "[[phase.step]]\nid = \"verify\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\ntarget_checksums = \"${steps.copy.outputs.target_checksums}\"\nneeds = [\"copy\"]\n\n";
-    let p = Project::new(&source, &target, &format!("{copy}{verify}"));
+    let p = project(&source, &target, &format!("{copy}{verify}"));
     for step in ["copy", "verify"] {
         let out = p.run(&["run", step]);
-        assert_eq!(code(&out), 0, "{step}: {}\n{}", text(&out), p.log(step));
+        assert_eq!(
+            code(&out),
+            0,
+            "{step}: {}\n{}",
+            text(&out),
+            p.run(&["log", step]).stdout()
+        );
     }
     // The second attempt: a constraint the target's rows cannot meet makes `ledger`'s COPY
     // fail after the reset dropped what the first attempt copied.
@@ -1604,7 +1627,13 @@ fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
             .unwrap();
     });
     let out = p.run(&["run", "copy"]);
-    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("copy"));
+    assert_eq!(
+        code(&out),
+        1,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "copy"]).stdout()
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("public.ledger"),
         "{}",
@@ -1613,16 +1642,19 @@ fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
     let out = p.run(&["mark", "copy", "done", "--note", "fixed by hand"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The world: the first attempt's rows are gone from the target; the ledger is empty there.
-    assert_eq!(
-        runtime().block_on(scalar(&target, "SELECT count(*) FROM ledger")),
-        "0"
-    );
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM ledger"), "0");
     let out = p.run(&["run", "verify"]);
-    assert_eq!(code(&out), 1, "{}\n{}", text(&out), p.log("verify"));
+    assert_eq!(
+        code(&out),
+        1,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "verify"]).stdout()
+    );
     let said = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        p.log("verify")
+        p.run(&["log", "verify"]).stdout()
     );
     assert!(
         said.contains("public.ledger: 500 rows on the source, 0 on the target"),

@@ -9,41 +9,21 @@ mod proxy;
 mod tmux;
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+use common::moto::{endpoint, runtime, Moto};
+use common::wait;
+use common::{journal, Project, Runbook, BIN};
 
-fn endpoint() -> String {
-    std::env::var("CUTOVER_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("CUTOVER_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts moto")
-    })
-}
-
+/// A client of moto's S3 (path-style: moto's buckets are not DNS names).
 fn s3_client() -> aws_sdk_s3::Client {
-    runtime().block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(endpoint())
-            .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .load()
-            .await;
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        )
-    })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    let config = Moto::new().config;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
 }
 
 fn bucket(name: &str) -> String {
@@ -78,118 +58,80 @@ do = "shell"
 run = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.5; done"
 "#;
 
-/// One "machine": its own directory (runbook, state mirror), the shared S3 state.
-struct Machine {
-    dir: tempfile::TempDir,
-    state: String,
-    endpoint: String,
+/// One "machine" on the shared S3 `state`: a project of its own (runbook, state mirror) whose
+/// runbook has `STEPS` and reaches moto directly.
+fn machine(state: &str) -> Project {
+    machine_at(state, &endpoint())
 }
 
-impl Machine {
-    fn new(state: &str) -> Machine {
-        Self::with_endpoint(state, &endpoint())
-    }
+/// A machine that reaches S3 at `endpoint` (moto, or a proxy in front of it).
+fn machine_at(state: &str, endpoint: &str) -> Project {
+    machine_with(state, endpoint, STEPS)
+}
 
-    fn with_endpoint(state: &str, endpoint: &str) -> Machine {
-        Self::with_steps(state, endpoint, STEPS)
-    }
+/// A machine whose runbook has these steps (one phase), its actor named after its directory.
+/// The project's environment is applied after the runner removes the operator's settings, so
+/// its `CUTOVER_STATE` and endpoint win.
+fn machine_with(state: &str, endpoint: &str, steps: &str) -> Project {
+    let runbook = Runbook::new("s3")
+        .var("hold", "0.4")
+        .aws(endpoint)
+        .steps(steps);
+    let p = Project::new(&runbook);
+    let actor = format!("op@{}", p.path().display());
+    p.env("CUTOVER_STATE", state)
+        .env("CUTOVER_ACTOR", actor)
+        .env("CUTOVER_AWS_ENDPOINT_URL", endpoint)
+}
 
-    /// A machine whose runbook has these steps (one phase).
-    fn with_steps(state: &str, endpoint: &str, steps: &str) -> Machine {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("runbook.toml"),
-            format!(
-                "[runbook]\nname = \"s3\"\napp = \"gengar\"\n\n[vars]\nhold = \"0.4\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n[[phase]]\nid = \"one\"\n{steps}"
-            ),
-        )
-        .unwrap();
-        Machine {
-            dir,
-            state: state.to_string(),
-            endpoint: endpoint.to_string(),
-        }
-    }
+/// `status --json` on this machine, which must exit 0.
+#[track_caller]
+fn status(m: &Project) -> serde_json::Value {
+    let out = m.ok(&["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.text()))
+}
 
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
+/// One step's state, as this machine's `status --json` says it.
+#[track_caller]
+fn state_of(m: &Project, step: &str) -> String {
+    journal::state_of(&status(m), step)
+}
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.path())
-            .env("CUTOVER_STATE", &self.state)
-            .env("CUTOVER_ACTOR", format!("op@{}", self.path().display()))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env("CUTOVER_AWS_ENDPOINT_URL", &self.endpoint)
-            .env_remove("AWS_PROFILE")
-            .env_remove("CUTOVER_STATE_DIR")
-            .env_remove("CUTOVER_RUNBOOK")
-            .stdin(Stdio::null());
-        c
+/// `command` in a 160×40 tmux session `name` in this machine's directory, with its
+/// environment (the shared S3 `state`, moto's credentials, its actor).
+fn in_tmux(m: &Project, state: &str, tmux: &tmux::TmuxServer, name: &str, command: &str) {
+    let mut args: Vec<String> = [
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        "-c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(m.path().display().to_string());
+    let actor = format!("op@{}", m.path().display());
+    for (k, v) in [
+        ("CUTOVER_STATE", state),
+        ("CUTOVER_ACTOR", actor.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("TERM", "xterm-256color"),
+    ] {
+        args.push("-e".into());
+        args.push(format!("{k}={v}"));
     }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"]);
-        assert_eq!(code(&out), 0, "{}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// `command` in a 160×40 tmux session `name` in this machine's directory, with its
-    /// environment (the shared S3 state, moto's credentials, its actor).
-    fn in_tmux(&self, tmux: &tmux::TmuxServer, name: &str, command: &str) {
-        let mut args: Vec<String> = [
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            "-c",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(self.path().display().to_string());
-        let actor = format!("op@{}", self.path().display());
-        for (k, v) in [
-            ("CUTOVER_STATE", self.state.as_str()),
-            ("CUTOVER_ACTOR", actor.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-            ("TERM", "xterm-256color"),
-        ] {
-            args.push("-e".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.push(command.to_string());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tmux.tmux(&args);
-    }
-
-    fn state_of(&self, step: &str) -> String {
-        self.status()["phases"][0]["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == step)
-            .map(|s| s["state"].as_str().unwrap().to_string())
-            .unwrap()
-    }
+    args.push(command.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tmux.tmux(&args);
 }
 
 fn steps_of(status: &serde_json::Value) -> Vec<(String, String, String)> {
@@ -210,12 +152,12 @@ fn steps_of(status: &serde_json::Value) -> Vec<(String, String, String)> {
 #[test]
 fn two_machines_share_one_journal_and_only_one_drives_at_a_time() {
     let state = format!("s3://{}/gengar/race", bucket("cutover-team-race"));
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     let out = a.run(&["run", "build"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The other machine sees it.
-    assert_eq!(b.state_of("build"), "done");
+    assert_eq!(state_of(&b, "build"), "done");
     let rounds: usize = std::env::var("CUTOVER_TEST_S3_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -259,14 +201,14 @@ fn two_machines_share_one_journal_and_only_one_drives_at_a_time() {
         let out = verify.run(&["audit", "verify"]);
         assert_eq!(code(&out), 0, "round {round}: {}", text(&out));
     }
-    assert_eq!(steps_of(&a.status()), steps_of(&b.status()));
+    assert_eq!(steps_of(&status(&a)), steps_of(&status(&b)));
 }
 
 #[test]
 fn a_killed_driver_leaves_its_step_interrupted_and_a_stale_lock_that_unlock_frees() {
     let state = format!("s3://{}/gengar/killed", bucket("cutover-team-killed"));
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     assert_eq!(code(&a.run(&["run", "build"])), 0);
     let mut driver = a
         .command(&["run", "hold", "--var", "hold=30"])
@@ -276,7 +218,7 @@ fn a_killed_driver_leaves_its_step_interrupted_and_a_stale_lock_that_unlock_free
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while b.state_of("hold") != "running" {
+    while state_of(&b, "hold") != "running" {
         assert!(started.elapsed() < Duration::from_secs(20), "never running");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -315,14 +257,14 @@ fn a_killed_driver_leaves_its_step_interrupted_and_a_stale_lock_that_unlock_free
     assert_eq!(code(&out), 0, "{}", text(&out));
     let out = b.run(&["run", "hold"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(a.state_of("hold"), "done");
+    assert_eq!(state_of(&a, "hold"), "done");
 }
 
 #[test]
 fn a_live_lock_is_not_unlocked() {
     let state = format!("s3://{}/gengar/live", bucket("cutover-team-live"));
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     let mut driver = a
         .command(&["run", "build", "--var", "hold=1"])
         .spawn()
@@ -363,13 +305,13 @@ fn a_live_lock_is_not_unlocked() {
 fn a_local_journal_pushed_to_s3_reads_the_same_from_a_fresh_machine() {
     let state = format!("s3://{}/gengar/pushed", bucket("cutover-team-push"));
     // Driven locally first (no S3 state).
-    let local = Machine::new("local");
+    let local = machine("local");
     for step in ["build", "hold"] {
         let out = local.run(&["run", step]);
         assert_eq!(code(&out), 0, "{}", text(&out));
     }
-    let before = steps_of(&local.status());
-    let push = |m: &Machine| {
+    let before = steps_of(&status(&local));
+    let push = |m: &Project| {
         m.command(&["state", "push"])
             .env("CUTOVER_STATE", &state)
             .output()
@@ -387,8 +329,8 @@ fn a_local_journal_pushed_to_s3_reads_the_same_from_a_fresh_machine() {
         text(&out)
     );
 
-    let fresh = Machine::new(&state);
-    assert_eq!(steps_of(&fresh.status()), before);
+    let fresh = machine(&state);
+    assert_eq!(steps_of(&status(&fresh)), before);
     let out = fresh.run(&["audit", "verify"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // And it drives on from there.
@@ -405,7 +347,7 @@ fn a_deleted_middle_event_and_a_cut_off_tail_are_reported() {
     let client = s3_client();
     for (prefix, damage) in [("gengar/middle", "middle"), ("gengar/tail", "tail")] {
         let state = format!("s3://{name}/{prefix}");
-        let a = Machine::new(&state);
+        let a = machine(&state);
         for step in ["build", "hold", "after"] {
             let out = a.run(&["run", step]);
             assert_eq!(code(&out), 0, "{}", text(&out));
@@ -442,7 +384,7 @@ fn a_deleted_middle_event_and_a_cut_off_tail_are_reported() {
             }
         });
         // From a fresh machine (nothing cached) and from the one that wrote it (cached).
-        for m in [&Machine::new(&state), &a] {
+        for m in [&machine(&state), &a] {
             let out = m.run(&["audit", "verify"]);
             assert_eq!(code(&out), 4, "{damage}: {}", text(&out));
             let said = text(&out);
@@ -518,7 +460,7 @@ fn proxy_connection(mut client: std::net::TcpStream, upstream: &str) -> std::io:
 fn a_store_that_ignores_conditional_writes_is_refused() {
     let name = bucket("cutover-team-unconditional");
     let proxy = header_dropping_proxy();
-    let m = Machine::with_endpoint(&format!("s3://{name}/gengar"), &proxy);
+    let m = machine_at(&format!("s3://{name}/gengar"), &proxy);
     let out = m.run(&["status"]);
     assert_eq!(code(&out), 6, "{}", text(&out));
     assert!(
@@ -527,14 +469,14 @@ fn a_store_that_ignores_conditional_writes_is_refused() {
         text(&out)
     );
     // Through moto itself, the same prefix is accepted.
-    let direct = Machine::new(&format!("s3://{name}/gengar"));
+    let direct = machine(&format!("s3://{name}/gengar"));
     let out = direct.run(&["status"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
 
 #[test]
 fn a_missing_bucket_is_named() {
-    let m = Machine::new("s3://cutover-no-such-bucket/gengar");
+    let m = machine("s3://cutover-no-such-bucket/gengar");
     let out = m.run(&["status"]);
     assert_eq!(code(&out), 6, "{}", text(&out));
     assert!(
@@ -549,10 +491,16 @@ fn a_missing_bucket_is_named() {
 #[test]
 fn another_machine_reads_the_running_steps_log_and_watches_it() {
     let state = format!("s3://{}/gengar/logs", bucket("cutover-team-logs"));
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     let tmux = tmux::TmuxServer::new("s3-watch");
-    b.in_tmux(&tmux, "watch", &format!("{BIN} watch; sleep 600"));
+    in_tmux(
+        &b,
+        &state,
+        &tmux,
+        "watch",
+        &format!("{BIN} watch; sleep 600"),
+    );
     tmux.wait_for("watch", "WATCHING", Duration::from_secs(30));
 
     let mut driver = a
@@ -597,10 +545,12 @@ fn another_machine_reads_the_running_steps_log_and_watches_it() {
 #[test]
 fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
     let state = format!("s3://{}/gengar/tui", bucket("cutover-team-tui"));
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     let tmux = tmux::TmuxServer::new("s3-tui");
-    a.in_tmux(
+    in_tmux(
+        &a,
+        &state,
         &tmux,
         "drive",
         &format!("{BIN}; echo TUI-EXITED $?; sleep 600"),
@@ -609,7 +559,7 @@ fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
     tmux.keys("drive", &["Enter"]);
     tmux.wait_for("drive", "✓ build done", Duration::from_secs(30));
     // The other machine sees the step, by its actor; it cannot drive while the UI is open.
-    let status = b.status();
+    let status = status(&b);
     let build = &status["phases"][0]["steps"][0];
     assert_eq!(build["state"], "done", "{status:#}");
     assert_eq!(
@@ -632,10 +582,10 @@ fn the_terminal_ui_drives_an_s3_state_and_holds_its_lock() {
 fn a_mirror_of_an_emptied_prefix_is_read_again() {
     let name = bucket("cutover-team-emptied");
     let state = format!("s3://{name}/gengar");
-    let a = Machine::new(&state);
+    let a = machine(&state);
     let out = a.run(&["run", "build"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(a.state_of("build"), "done");
+    assert_eq!(state_of(&a, "build"), "done");
     let client = s3_client();
     runtime().block_on(async {
         let listed = client
@@ -655,7 +605,7 @@ fn a_mirror_of_an_emptied_prefix_is_read_again() {
                 .unwrap();
         }
     });
-    assert_eq!(a.state_of("build"), "ready", "S3 decides, not the mirror");
+    assert_eq!(state_of(&a, "build"), "ready", "S3 decides, not the mirror");
 }
 
 // --- when things go wrong ---------------------------------------------------------------------
@@ -742,14 +692,6 @@ fn wait_within(
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
@@ -783,8 +725,8 @@ fn a_driver_that_lost_its_lease_stops_without_appending() {
     let name = bucket("cutover-team-lapsed");
     let prefix = "gengar/lapsed";
     let state = format!("s3://{name}/{prefix}");
-    let a = Machine::with_steps(&state, &endpoint(), LONG);
-    let b = Machine::with_steps(&state, &endpoint(), LONG);
+    let a = machine_with(&state, &endpoint(), LONG);
+    let b = machine_with(&state, &endpoint(), LONG);
     let lease = [("CUTOVER_S3_LEASE_SECS", "2")];
     let log_a = a.path().join("a.err");
     let mut driver = a
@@ -794,7 +736,7 @@ fn a_driver_that_lost_its_lease_stops_without_appending() {
         .stderr(std::fs::File::create(&log_a).unwrap())
         .spawn()
         .unwrap();
-    wait_until("A's step running", Duration::from_secs(30), || {
+    wait::until("A's step running", Duration::from_secs(30), || {
         s3_has_event(&name, prefix, "long", "started")
     });
     signal(&driver, nix::sys::signal::Signal::SIGSTOP);
@@ -829,7 +771,7 @@ fn a_driver_that_lost_its_lease_stops_without_appending() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("B's step running", Duration::from_secs(30), || {
+    wait::until("B's step running", Duration::from_secs(30), || {
         s3_has_event(&name, prefix, "other", "started")
     });
     signal(&driver, nix::sys::signal::Signal::SIGCONT);
@@ -903,7 +845,7 @@ fn a_409_on_the_heartbeat_and_on_an_append_is_retried() {
         }
         Verdict::Forward
     });
-    let a = Machine::with_endpoint(&format!("s3://{name}/{prefix}"), &proxy.url);
+    let a = machine_at(&format!("s3://{name}/{prefix}"), &proxy.url);
     let out = a.command(&["run", "build"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
     let out = a
@@ -969,8 +911,8 @@ fn a_clock_two_minutes_behind_does_not_make_a_live_lock_stale() {
     let name = bucket("cutover-team-skew");
     let prefix = "gengar/skew";
     let state = format!("s3://{name}/{prefix}");
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     let lease = [("CUTOVER_S3_LEASE_SECS", "3")];
     assert_eq!(code(&a.run(&["run", "build"])), 0);
     let driver = a
@@ -981,7 +923,7 @@ fn a_clock_two_minutes_behind_does_not_make_a_live_lock_stale() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("A's step running", Duration::from_secs(30), || {
+    wait::until("A's step running", Duration::from_secs(30), || {
         s3_has_event(&name, prefix, "hold", "started")
     });
     for round in 0..2 {
@@ -1051,8 +993,8 @@ fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
             }
         })
     };
-    let a = Machine::with_steps(&state, &proxy.url, TALK);
-    let b = Machine::with_steps(&state, &endpoint(), TALK);
+    let a = machine_with(&state, &proxy.url, TALK);
+    let b = machine_with(&state, &endpoint(), TALK);
     let out = a.run(&["status"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let mirror = a.path().join(".cutover/s3").join(&name).join(prefix);
@@ -1078,7 +1020,7 @@ fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(
+    wait::until(
         "talk's success in the S3 journal",
         Duration::from_secs(60),
         || s3_has_event(&name, prefix, "talk", "succeeded"),
@@ -1099,7 +1041,7 @@ fn failed_log_chunks_never_fail_an_event_and_the_log_catches_up() {
     );
     // The log arrives whole, as written on A.
     let local = std::fs::read(mirror.join("logs/talk/1.log")).unwrap();
-    wait_until("talk's log on S3", Duration::from_secs(60), || {
+    wait::until("talk's log on S3", Duration::from_secs(60), || {
         s3_log(&name, prefix, "logs/talk/1.log") == local
     });
     let out = b.run(&["log", "talk"]);
@@ -1138,7 +1080,7 @@ fn a_silent_s3_fails_the_command_within_its_timeout_naming_the_call() {
     let name = bucket("cutover-team-silent");
     let prefix = "gengar/silent";
     let state = format!("s3://{name}/{prefix}");
-    let silent = Machine::with_endpoint(&state, &proxy::silent_endpoint());
+    let silent = machine_at(&state, &proxy::silent_endpoint());
     let mut status = silent
         .command(&["status"])
         .env("CUTOVER_S3_TIMEOUT_SECS", "3")
@@ -1165,7 +1107,7 @@ fn a_silent_s3_fails_the_command_within_its_timeout_naming_the_call() {
             Verdict::Forward
         }
     });
-    let a = Machine::with_endpoint(&state, &proxy.url);
+    let a = machine_at(&state, &proxy.url);
     let mut run = a
         .command(&["run", "build"])
         .env("CUTOVER_S3_TIMEOUT_SECS", "3")
@@ -1205,7 +1147,7 @@ fn ctrl_c_during_a_silent_s3_call_ends_the_command_promptly() {
             Verdict::Forward
         }
     });
-    let a = Machine::with_endpoint(&format!("s3://{name}/{prefix}"), &proxy.url);
+    let a = machine_at(&format!("s3://{name}/{prefix}"), &proxy.url);
     let mut run = a
         .command(&["run", "build"])
         .env_remove("CUTOVER_S3_TIMEOUT_SECS")
@@ -1213,7 +1155,7 @@ fn ctrl_c_during_a_silent_s3_call_ends_the_command_promptly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the event's PUT held", Duration::from_secs(30), || {
+    wait::until("the event's PUT held", Duration::from_secs(30), || {
         proxy.seen().iter().any(|(_, v)| *v == Verdict::Hang)
     });
     signal(&run, nix::sys::signal::Signal::SIGINT);
@@ -1237,8 +1179,8 @@ fn the_terminal_ui_that_only_watches_holds_no_s3_lock() {
     let name = bucket("cutover-team-tuiwatch");
     let prefix = "gengar/tuiwatch";
     let state = format!("s3://{name}/{prefix}");
-    let a = Machine::new(&state);
-    let b = Machine::new(&state);
+    let a = machine(&state);
+    let b = machine(&state);
     assert_eq!(code(&a.run(&["status"])), 0);
     let lock = a
         .path()
@@ -1252,7 +1194,7 @@ fn the_terminal_ui_that_only_watches_holds_no_s3_lock() {
         .args(["sleep", "600"])
         .spawn()
         .unwrap();
-    wait_until(
+    wait::until(
         "the leftover holds the lock",
         Duration::from_secs(10),
         || {
@@ -1265,7 +1207,7 @@ fn the_terminal_ui_that_only_watches_holds_no_s3_lock() {
         },
     );
     let tmux = tmux::TmuxServer::new("s3-tui-watch");
-    a.in_tmux(&tmux, "ui", &format!("{BIN}; sleep 600"));
+    in_tmux(&a, &state, &tmux, "ui", &format!("{BIN}; sleep 600"));
     tmux.wait_for("ui", "WATCHING", Duration::from_secs(30));
     let out = b.run(&["run", "build"]);
     let _ = leftover.kill();

@@ -1847,7 +1847,7 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
 /// `without_key = "freeze"` it is listed in `whole_tables` and the others are followed.
 #[test]
 fn a_table_without_a_key_is_refused_before_anything_is_installed_or_listed_whole() {
-    let (source, target) = owned_databases("capture_nokey", "capture_owner");
+    let (source, target) = owned_databases("capture_nokey", "capture_owner_nokey");
     runtime().block_on(async {
         client(&source)
             .await
@@ -1891,7 +1891,7 @@ fn a_table_without_a_key_is_refused_before_anything_is_installed_or_listed_whole
 /// nothing is lost, and the journal shows both attempts.
 #[test]
 fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
-    let (source, target) = owned_databases("capture_kill", "capture_owner");
+    let (source, target) = owned_databases("capture_kill", "capture_owner_kill");
     let ddl = "CREATE TABLE big (id int PRIMARY KEY, payload text, doc jsonb)";
     runtime().block_on(async {
         client(&source).await.batch_execute(ddl).await.unwrap();

@@ -1665,3 +1665,333 @@ fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
         "{said}"
     );
 }
+
+/// A source database owned by `role`, a login role with no other right (as Heroku's default
+/// credential: it owns the database and its tables, and is no superuser), the `vector`
+/// extension created by the cluster's superuser as Heroku does; and an empty target. Returns
+/// the role's source URL and the target's URL.
+fn owned_databases(name: &str, role: &str) -> (String, String) {
+    let password = "capture-pass-7";
+    let src = format!("s_{name}");
+    let tgt = format!("t_{name}");
+    runtime().block_on(async {
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
+            ),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
+        )
+        .await;
+        admin(
+            "CUTOVER_TEST_PG_SOURCE",
+            &format!("CREATE DATABASE {src} OWNER {role}"),
+        )
+        .await;
+        client(&url_for("CUTOVER_TEST_PG_SOURCE", &src))
+            .await
+            .batch_execute("CREATE EXTENSION vector")
+            .await
+            .unwrap();
+        admin(
+            "CUTOVER_TEST_PG_TARGET",
+            &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
+        )
+        .await;
+        admin("CUTOVER_TEST_PG_TARGET", &format!("CREATE DATABASE {tgt}")).await;
+        client(&url_for("CUTOVER_TEST_PG_TARGET", &tgt))
+            .await
+            .batch_execute("CREATE EXTENSION vector")
+            .await
+            .unwrap();
+    });
+    let base = env("CUTOVER_TEST_PG_SOURCE");
+    let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
+    (
+        format!("postgres://{role}:{password}@{host}/{src}?sslmode=disable"),
+        url_for("CUTOVER_TEST_PG_TARGET", &tgt),
+    )
+}
+
+/// The same tables and rows on both sides, as a copy would have left them.
+const CAPTURED_TABLES: &str = "\
+    CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, \
+        doc jsonb, embedding vector(3), name_len int GENERATED ALWAYS AS (length(name)) STORED); \
+    CREATE TABLE tags (code text PRIMARY KEY, label text); \
+    CREATE TABLE scratch (id int PRIMARY KEY, v text); \
+    CREATE TABLE by_email (email text NOT NULL UNIQUE, n int); \
+    INSERT INTO items (name, doc, embedding) SELECT 'item ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)), \
+        ARRAY[g, g / 2.0, -g]::real[]::vector FROM generate_series(1, 200) g; \
+    INSERT INTO tags SELECT 'tag-' || g, 'label ' || g FROM generate_series(1, 10) g; \
+    INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 30) g; \
+    INSERT INTO by_email SELECT 'u' || g || '@example.com', g FROM generate_series(1, 20) g;";
+
+/// A table's content as one value (every column, generated ones included), for comparing sides.
+fn table_sum(url: &str, table: &str) -> String {
+    runtime().block_on(scalar(
+        url,
+        &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
+    ))
+}
+
+const CAPTURE: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\n\n";
+const CAPTURE_FREEZE: &str = "[[phase.step]]\nid = \"capture-freeze\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n";
+const UNCAPTURE: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"remove\"\n\n";
+const CAPTURE_AGAIN: &str = "[[phase.step]]\nid = \"capture-again\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\n\n";
+const CATCHUP_AGAIN: &str = "[[phase.step]]\nid = \"catchup-again\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\n\n";
+const CATCHUP: &str = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbatch = 40\n\n";
+
+/// What the catalogs hold of the capture: its schema, its triggers, its function.
+fn capture_leftovers(url: &str) -> String {
+    runtime().block_on(scalar(
+        url,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover_capture') || '/' || \
+                (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cutover_capture%') || '/' || \
+                (SELECT count(*) FROM pg_proc WHERE proname = 'record_change')",
+    ))
+}
+
+/// Installed by the table owner (no superuser), the capture follows inserts, updates (one
+/// changing a primary key), deletes and a TRUNCATE on tables with jsonb, vector, generated and
+/// identity columns; catch-up leaves every table equal to the source's; removal leaves nothing
+/// in the catalogs.
+#[test]
+fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_nothing() {
+    let (source, target) = owned_databases("capture", "capture_owner");
+    runtime().block_on(async {
+        client(&source)
+            .await
+            .batch_execute(CAPTURED_TABLES)
+            .await
+            .unwrap();
+        client(&target)
+            .await
+            .batch_execute(CAPTURED_TABLES)
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        runtime().block_on(scalar(
+            &source,
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )),
+        "false"
+    );
+    let p = Project::new(
+        &source,
+        &target,
+        &format!("{CAPTURE}{CAPTURE_AGAIN}{CATCHUP}{CATCHUP_AGAIN}{UNCAPTURE}"),
+    );
+    let out = p.run(&["run", "capture"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture"));
+    // Installing again is harmless: one trigger of each kind per table, one log.
+    let out = p.run(&["run", "capture-again"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture-again"));
+    assert_eq!(capture_leftovers(&source), "1/8/1");
+    let log = p.log("capture");
+    assert!(log.contains("public.tags: followed by (code)"), "{log}");
+    assert!(log.contains("lock waited"), "{log}");
+
+    runtime().block_on(async {
+        client(&source)
+            .await
+            .batch_execute(
+                "INSERT INTO items (name, doc, embedding) SELECT 'new ' || g, jsonb_build_object('new', g), \
+                     ARRAY[g, g, g]::real[]::vector FROM generate_series(1, 50) g; \
+                 UPDATE items SET doc = doc || '{\"updated\": true}', name = name || '!' WHERE id % 7 = 0; \
+                 UPDATE items SET embedding = '[0.5, 0.25, 0.125]' WHERE id = 3; \
+                 DELETE FROM items WHERE id % 11 = 0; \
+                 UPDATE tags SET code = 'tag-3-renamed' WHERE code = 'tag-3'; \
+                 DELETE FROM tags WHERE code = 'tag-5'; \
+                 INSERT INTO tags VALUES ('tag-new', NULL); \
+                 TRUNCATE scratch; \
+                 INSERT INTO scratch VALUES (1000, 'after the truncate'); \
+                 UPDATE by_email SET n = n + 100 WHERE n < 5; \
+                 UPDATE by_email SET email = 'moved@example.com' WHERE n = 10;",
+            )
+            .await
+            .unwrap();
+    });
+    // The log holds keys, never row contents.
+    assert_eq!(
+        runtime().block_on(scalar(
+            &source,
+            "SELECT count(*) FROM cutover_capture.changes WHERE key::text LIKE '%new %' OR key::text LIKE '%label%'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        runtime().block_on(scalar(
+            &source,
+            "SELECT count(*) FROM cutover_capture.changes WHERE tbl = 'public.tags' AND key->>'code' IN ('tag-3', 'tag-3-renamed')"
+        )),
+        "2"
+    );
+    for table in ["items", "tags", "scratch", "by_email"] {
+        assert_ne!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    let out = p.run(&["run", "catchup"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup"));
+    for table in ["items", "tags", "scratch", "by_email"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    assert_eq!(
+        runtime().block_on(scalar(&target, "SELECT v FROM scratch")),
+        "after the truncate"
+    );
+    // Applying again is harmless.
+    let out = p.run(&["run", "catchup-again"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup-again"));
+    for table in ["items", "tags", "scratch", "by_email"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+
+    let out = p.run(&["run", "uncapture"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("uncapture"));
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+    // The app writes as before.
+    runtime().block_on(async {
+        client(&source)
+            .await
+            .batch_execute("INSERT INTO tags VALUES ('after-remove', 'x')")
+            .await
+            .unwrap();
+    });
+}
+
+/// A table with no key is named before anything is installed (no schema, no trigger); with
+/// `without_key = "freeze"` it is listed in `whole_tables` and the others are followed.
+#[test]
+fn a_table_without_a_key_is_refused_before_anything_is_installed_or_listed_whole() {
+    let (source, target) = owned_databases("capture_nokey", "capture_owner_nokey");
+    runtime().block_on(async {
+        client(&source)
+            .await
+            .batch_execute(&format!(
+                "{CAPTURED_TABLES} CREATE TABLE loose (a int, b text); \
+                 CREATE TABLE nullable_unique (email text UNIQUE)"
+            ))
+            .await
+            .unwrap();
+    });
+    let p = Project::new(&source, &target, &format!("{CAPTURE}{CAPTURE_FREEZE}"));
+    let out = p.run(&["run", "capture"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let said = format!("{}{}", text(&out), p.log("capture"));
+    assert!(said.contains("public.loose"), "{said}");
+    assert!(said.contains("public.nullable_unique"), "{said}");
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+
+    let out = p.run(&["run", "capture-freeze"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture-freeze"));
+    assert_eq!(capture_leftovers(&source), "1/8/1");
+    let journal = p.journal();
+    let whole = journal
+        .lines()
+        .find(|l| l.contains("whole_tables"))
+        .unwrap_or_default();
+    assert!(
+        whole.contains("public.loose") && whole.contains("public.nullable_unique"),
+        "{journal}"
+    );
+    assert_eq!(
+        runtime().block_on(scalar(
+            &source,
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('loose'::regclass, 'nullable_unique'::regclass)"
+        )),
+        "0"
+    );
+}
+
+/// Catch-up killed (SIGKILL) while a large backlog applies, then run again: it completes,
+/// nothing is lost, and the journal shows both attempts.
+#[test]
+fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
+    let (source, target) = owned_databases("capture_kill", "capture_owner_kill");
+    let ddl = "CREATE TABLE big (id int PRIMARY KEY, payload text, doc jsonb)";
+    runtime().block_on(async {
+        client(&source).await.batch_execute(ddl).await.unwrap();
+        client(&target).await.batch_execute(ddl).await.unwrap();
+    });
+    let catchup = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbatch = 200\n\n";
+    let p = Project::new(&source, &target, &format!("{CAPTURE}{catchup}"));
+    let out = p.run(&["run", "capture"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture"));
+    runtime().block_on(async {
+        let c = client(&source).await;
+        for part in 0..10 {
+            c.batch_execute(&format!(
+                "INSERT INTO big SELECT g, repeat('x', 50) || g, jsonb_build_object('g', g) \
+                   FROM generate_series({} + 1, {} + 6000) g",
+                part * 6000,
+                part * 6000
+            ))
+            .await
+            .unwrap();
+        }
+        c.batch_execute("UPDATE big SET payload = 'changed' WHERE id % 3 = 0; DELETE FROM big WHERE id % 10 = 0")
+            .await
+            .unwrap();
+    });
+    let mut child = p
+        .command(&["run", "catchup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the catch-up never started applying"
+        );
+        let landed: i64 = runtime()
+            .block_on(scalar(&target, "SELECT count(*) FROM big"))
+            .parse()
+            .unwrap();
+        if landed > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the catch-up ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    // Killed before the end: the target does not hold the source's rows yet.
+    assert_ne!(table_sum(&source, "big"), table_sum(&target, "big"));
+
+    let out = p.run(&["run", "catchup"]);
+    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup"));
+    assert_eq!(table_sum(&source, "big"), table_sum(&target, "big"));
+    let journal = p.journal();
+    let attempts = journal
+        .lines()
+        .filter(|l| l.contains("\"catchup\"") && l.contains("\"started\""))
+        .count();
+    assert!(attempts >= 2, "{journal}");
+    let log = p.log("catchup");
+    assert!(
+        log.contains("an earlier attempt applied the log up to change"),
+        "{log}"
+    );
+}

@@ -11,7 +11,7 @@
 //! | preflight and sampling | `preflight/` | `db.preflight`: the checks, the throughput sample, the index-build sample |
 //! | extensions | `extensions` | `db.extensions`: the source's extensions on the target |
 //! | copy, streamed and parallel | `copy/` | `db.copy`: the step, `parallel` (COPY streams on one snapshot), `stream` (pg_dump \| pg_restore), what it journals (`target_state`, `baseline`) |
-//! | change capture and catch-up | `capture/` | nothing yet: where the online move's change capture and catch-up land |
+//! | change capture and catch-up | `capture/` | `db.capture` (the change log and its triggers on the source), `db.catchup` (the log applied to the target in batches) |
 //! | verify | `verify` | `db.verify` |
 //! | the guards | `guards/` | `db.idle` (before the source is deleted) and `db.writes` (what a rollback would lose) |
 //! | SQL | `sql` | `db.sql` |
@@ -45,7 +45,7 @@ pub use verify::{TableReport, VerifyReport};
 
 use super::{Action, ActionContext, Outcome};
 use crate::runbook::ActionSchema;
-use schema::{COPY, EXTENSIONS, IDLE, PREFLIGHT, SQL, VERIFY, WRITES};
+use schema::{CAPTURE, CATCHUP, COPY, EXTENSIONS, IDLE, PREFLIGHT, SQL, VERIFY, WRITES};
 
 /// All database action kinds.
 pub fn actions() -> Vec<Arc<dyn Action>> {
@@ -57,6 +57,8 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         Arc::new(Db(Kind::Sql)),
         Arc::new(Db(Kind::Idle)),
         Arc::new(Db(Kind::Writes)),
+        Arc::new(Db(Kind::Capture)),
+        Arc::new(Db(Kind::Catchup)),
     ]
 }
 
@@ -69,6 +71,8 @@ enum Kind {
     Sql,
     Idle,
     Writes,
+    Capture,
+    Catchup,
 }
 
 struct Db(Kind);
@@ -116,6 +120,8 @@ impl Action for Db {
             Kind::Sql => &SQL,
             Kind::Idle => &IDLE,
             Kind::Writes => &WRITES,
+            Kind::Capture => &CAPTURE,
+            Kind::Catchup => &CATCHUP,
         }
     }
 
@@ -154,6 +160,17 @@ impl Action for Db {
                 ),
                 None => format!("record the write counters of {}", shown_url(params, "url")),
             },
+            Kind::Capture => match params.get("mode").and_then(|v| v.as_str()) {
+                Some("remove") => format!(
+                    "remove the change capture (log, triggers, function) from {}",
+                    shown_url(params, "url")
+                ),
+                _ => format!(
+                    "install change capture (a change log and row triggers) on {}",
+                    shown_url(params, "url")
+                ),
+            },
+            Kind::Catchup => format!("apply {source}'s captured changes to {target}"),
             Kind::Idle => format!(
                 "prove {} unused: no other client for {}, no write since the baseline",
                 shown_url(params, "url"),
@@ -178,6 +195,8 @@ impl Action for Db {
                 Kind::Sql => sql::run(&ctx).await,
                 Kind::Idle => guards::idle::run(&ctx).await,
                 Kind::Writes => guards::writes::run(&ctx).await,
+                Kind::Capture => capture::install::run(&ctx).await,
+                Kind::Catchup => capture::catchup::run(&ctx).await,
             }
         };
         let result = match self.0 {

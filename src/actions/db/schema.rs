@@ -253,3 +253,70 @@ pub(super) static SQL: ActionSchema = ActionSchema {
     outputs: &["rows"],
     needs_operator_note: false,
 };
+
+pub(super) static CAPTURE: ActionSchema = ActionSchema {
+    kind: "db.capture",
+    summary: "installs change capture on the source (a change log and triggers that record which rows changed, with the table owner's rights only), or removes it",
+    params: &[
+        ParamSpec::required(
+            "url",
+            ParamType::String,
+            "the source database URL (Heroku), usually ${secret.HEROKU_DATABASE_URL}",
+        ),
+        ParamSpec::required(
+            "mode",
+            ParamType::String,
+            "\"install\" (the log and the triggers; installing twice is harmless) or \"remove\" (all of it, checked gone in the catalogs)",
+        ),
+        ParamSpec::optional(
+            "schema",
+            ParamType::String,
+            "the capture's own schema on the source (\"cutover_capture\")",
+        ),
+        ParamSpec::optional(
+            "lock_timeout",
+            ParamType::Duration,
+            "how long each table's trigger creation may wait for its lock before it is tried again (2s)",
+        ),
+        ParamSpec::optional(
+            "retries",
+            ParamType::Integer,
+            "tries again after a lock timeout, per table (5)",
+        ),
+        ParamSpec::optional(
+            "without_key",
+            ParamType::String,
+            "a table with no primary key nor NOT NULL unique key: \"refuse\" (default: nothing is installed) or \"freeze\" (listed in whole_tables, to be copied whole inside the freeze)",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["schema", "tables", "whole_tables", "installed_at"],
+    needs_operator_note: false,
+};
+
+pub(super) static CATCHUP: ActionSchema = ActionSchema {
+    kind: "db.catchup",
+    summary: "applies the captured changes to the target: the changed keys in batches, each re-read from the source and written in one target transaction; resumable",
+    params: &[
+        SOURCE,
+        TARGET,
+        ParamSpec::optional(
+            "schema",
+            ParamType::String,
+            "the capture's schema on the source (\"cutover_capture\")",
+        ),
+        ParamSpec::optional(
+            "batch",
+            ParamType::Integer,
+            "changes read and applied per target transaction (1000)",
+        ),
+        ParamSpec::optional(
+            "until",
+            ParamType::Any,
+            "\"empty\" (default: the log read to its end) or a number: stop once the backlog is that small",
+        ),
+        CA_BUNDLE,
+    ],
+    outputs: &["position", "horizon", "applied", "backlog"],
+    needs_operator_note: false,
+};

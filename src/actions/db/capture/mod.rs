@@ -1,14 +1,67 @@
-//! Change capture and catch-up: where the online move and the lossless rollback will live.
-//! Nothing is built here yet.
+//! Change capture and catch-up: the first capability of the online move (issue 27, items 1
+//! and 3), on the model of Bucardo: triggers record only *which rows* changed (table, key,
+//! transaction id), never their contents; applying re-reads each changed row's current version
+//! from the source, so applying is idempotent and needs no commit order.
 //!
-//! What lands here: capturing the source's changes from the copy's snapshot on (logical
-//! decoding from a slot created with the snapshot the parallel copy exports, or triggers into
-//! a change table where the provider allows no replication slot), applying them to the target
-//! until it has caught up (so the write freeze shrinks to the catch-up's tail), and the same in
-//! the other direction after the cutover (RDS's changes carried back to Heroku, so a DNS
-//! rollback loses nothing). The guards would then take their proof from the captured change
-//! log instead of the statistics.
+//! - `install` — `db.capture`: `mode = "install"` puts a change log and one trigger function in
+//!   a schema of its own on the source, and on every table the copy copies a row trigger
+//!   (insert, update, delete) and a TRUNCATE trigger, with the table owner's rights only (no
+//!   superuser, no `session_replication_role`, no event trigger); the tables it cannot follow
+//!   are decided and named before anything is installed. `mode = "remove"` takes it all away
+//!   and proves from the catalogs that nothing is left.
+//! - `catchup` — `db.catchup`: applies the change log to the target in batches, one target
+//!   transaction per batch, its position journaled after each batch so a re-run (after a kill)
+//!   starts where the last one stopped.
+//!
+//! Still to land here: the copy's snapshot linked to the log, the freeze, the reverse direction
+//! after the cutover (RDS's changes carried back to Heroku).
 //!
 //! May import: `connection`, `tools`, `common`, `checksum`, `extensions` and `copy` (its
 //! snapshot, its figures and its journal records). `verify` and `guards` may import it; it
 //! imports neither.
+
+pub mod catchup;
+pub mod install;
+
+/// The schema the capture lives in unless the step names another.
+pub const DEFAULT_SCHEMA: &str = "cutover_capture";
+/// The change log's table, inside the capture's schema.
+const LOG: &str = "changes";
+/// The trigger function, inside the capture's schema.
+const FUNCTION: &str = "record_change";
+/// The triggers' names on each followed table.
+const ROW_TRIGGER: &str = "cutover_capture_row";
+const TRUNCATE_TRIGGER: &str = "cutover_capture_truncate";
+
+/// A capture schema name as the step gives it: a plain lower-case identifier, so that it
+/// reads the same quoted or not and never needs escaping in the trigger function's body.
+fn schema_name(given: Option<&str>) -> Result<String, crate::actions::Outcome> {
+    let name = given.unwrap_or(DEFAULT_SCHEMA);
+    let plain = !name.is_empty()
+        && name.len() < 60
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(name.to_string())
+    } else {
+        Err(crate::actions::Outcome::failed(format!(
+            "`schema` = {name:?}: give a plain lower-case identifier (letters, digits, _)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert_eq!(schema_name(None).ok().as_deref(), Some(DEFAULT_SCHEMA));
+        assert_eq!(schema_name(Some("cap_2")).ok().as_deref(), Some("cap_2"));
+        assert!(schema_name(Some("Cap")).is_err());
+        assert!(schema_name(Some("a\"; DROP")).is_err());
+        assert!(schema_name(Some("")).is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! `db.capture`: the change log and its triggers on the source (`mode = "install"`), or all of
+//! it taken away again (`mode = "remove"`).
+//!
+//! Install decides first, before it creates anything, which tables it can follow: a table
+//! needs a primary key or a unique index over NOT NULL columns (the key the log records);
+//! one without is refused, or with `without_key = "freeze"` listed in `whole_tables` (to be
+//! copied whole inside the freeze). Large objects are refused: no trigger sees them. Then the
+//! schema, the log and the trigger function (SECURITY DEFINER, so any role writing to a table
+//! can log its change), then each table's triggers in a transaction of their own under a short
+//! `lock_timeout`, retried: a busy table waits at most that long at a time, never the app
+//! behind it. Everything is created `IF NOT EXISTS` or replaced: installing twice is harmless.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::{schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
+use crate::actions::db::common::{
+    col, connect, count_large_objects, db_url, ident, query, USER_RELATION,
+};
+use crate::actions::db::connection;
+use crate::actions::{parse_duration, ActionContext, Outcome};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    url: String,
+    mode: String,
+    schema: Option<String>,
+    lock_timeout: Option<String>,
+    retries: Option<u32>,
+    without_key: Option<String>,
+    ca_bundle: Option<String>,
+}
+
+/// A table the capture would follow, with its key columns (none: no usable key).
+struct Followed {
+    name: String,
+    key: Vec<String>,
+}
+
+pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
+    let p: Params = ctx.params()?;
+    let schema = schema_name(p.schema.as_deref())?;
+    let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
+    let client = connect(&url, "source").await?;
+    let lock_timeout = parse_duration(
+        p.lock_timeout.as_deref(),
+        Duration::from_secs(2),
+        "lock_timeout",
+    )?;
+    let retries = p.retries.unwrap_or(5);
+    match p.mode.as_str() {
+        "install" => {
+            let freeze = match p.without_key.as_deref().unwrap_or("refuse") {
+                "refuse" => false,
+                "freeze" => true,
+                other => {
+                    return Err(Outcome::failed(format!(
+                        "`without_key` = {other:?}: give \"refuse\" or \"freeze\""
+                    )))
+                }
+            };
+            install(ctx, &client, &schema, lock_timeout, retries, freeze).await
+        }
+        "remove" => remove(ctx, &client, &schema, lock_timeout, retries).await,
+        other => Err(Outcome::failed(format!(
+            "`mode` = {other:?}: give \"install\" or \"remove\""
+        ))),
+    }
+}
+
+/// The app's tables (the ones the copy copies, less the capture's own) with the key the log
+/// would record: the primary key, else the first valid unique index whose columns are all
+/// NOT NULL (no expression, no predicate).
+async fn tables(client: &Client, schema: &str) -> Result<Vec<Followed>, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                       FROM pg_index i \
+                       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                      WHERE k.ord <= i.indnkeyatts AND i.indexrelid = ( \
+                            SELECT j.indexrelid FROM pg_index j \
+                             WHERE j.indrelid = c.oid AND j.indisunique AND j.indisvalid \
+                               AND j.indpred IS NULL AND j.indexprs IS NULL \
+                               AND NOT EXISTS (SELECT 1 FROM pg_attribute b \
+                                    WHERE b.attrelid = c.oid AND b.attnum = ANY (j.indkey::int2[]) \
+                                      AND NOT b.attnotnull) \
+                             ORDER BY j.indisprimary DESC, j.indexrelid LIMIT 1)), '{{}}') \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'r' AND {USER_RELATION} AND n.nspname <> '{schema}' ORDER BY 1"
+        ),
+        "listing the tables to follow",
+    )
+    .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        out.push(Followed {
+            name: col(row, 0)?,
+            key: col(row, 1)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The change log and the trigger function. The function keys each row by the columns its
+/// trigger names (`TG_ARGV`); an UPDATE that changes the key logs both keys.
+fn log_sql(schema: &str) -> String {
+    let s = ident(schema);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {s}; \
+         CREATE TABLE IF NOT EXISTS {s}.{LOG} ( \
+             id bigserial PRIMARY KEY, \
+             tbl text NOT NULL, \
+             key jsonb, \
+             op text NOT NULL, \
+             xid bigint NOT NULL DEFAULT txid_current(), \
+             at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+         CREATE INDEX IF NOT EXISTS {LOG}_xid ON {s}.{LOG} (xid); \
+         CREATE OR REPLACE FUNCTION {s}.{FUNCTION}() RETURNS trigger \
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
+         DECLARE \
+             t text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME); \
+             new_key jsonb; \
+             old_key jsonb; \
+         BEGIN \
+             IF TG_OP = 'TRUNCATE' THEN \
+                 INSERT INTO {s}.{LOG} (tbl, op) VALUES (t, 'T'); \
+                 RETURN NULL; \
+             END IF; \
+             IF TG_OP <> 'DELETE' THEN \
+                 SELECT jsonb_object_agg(k, r -> k) INTO new_key \
+                   FROM (SELECT to_jsonb(NEW) AS r) x, unnest(TG_ARGV) k; \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES (t, new_key, left(TG_OP, 1)); \
+             END IF; \
+             IF TG_OP <> 'INSERT' THEN \
+                 SELECT jsonb_object_agg(k, r -> k) INTO old_key \
+                   FROM (SELECT to_jsonb(OLD) AS r) x, unnest(TG_ARGV) k; \
+                 IF old_key IS DISTINCT FROM new_key THEN \
+                     INSERT INTO {s}.{LOG} (tbl, key, op) VALUES (t, old_key, 'D'); \
+                 END IF; \
+             END IF; \
+             RETURN NULL; \
+         END $cutover$; \
+         REVOKE ALL ON FUNCTION {s}.{FUNCTION}() FROM PUBLIC;"
+    )
+}
+
+/// The literal of a column name, for a trigger's argument.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Runs `sql` in a transaction of its own under `lock_timeout`, retried when a lock was not
+/// granted in time; returns how long it waited in all and how many attempts it took.
+async fn under_lock_timeout(
+    ctx: &ActionContext,
+    client: &Client,
+    sql: &str,
+    lock_timeout: Duration,
+    retries: u32,
+    table: &str,
+) -> Result<(Duration, u32), Outcome> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let text = format!(
+            "BEGIN; SET LOCAL lock_timeout = '{}ms'; {sql} COMMIT;",
+            lock_timeout.as_millis().max(1)
+        );
+        match client.batch_execute(&text).await {
+            Ok(()) => return Ok((started.elapsed(), attempt)),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                let timed_out = e.as_db_error().is_some_and(|d| d.code().code() == "55P03");
+                if !timed_out || attempt > retries {
+                    return Err(Outcome::failed(format!(
+                        "{table}: {} (after {attempt} attempt(s), {} ms waiting)",
+                        connection::explain(&e),
+                        started.elapsed().as_millis()
+                    )));
+                }
+                ctx.report
+                    .info(format!(
+                        "{table}: its lock was not granted within {} ms (attempt {attempt}); trying again",
+                        lock_timeout.as_millis()
+                    ))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    }
+}
+
+async fn install(
+    ctx: &ActionContext,
+    client: &Client,
+    schema: &str,
+    lock_timeout: Duration,
+    retries: u32,
+    freeze: bool,
+) -> Result<Outcome, Outcome> {
+    // What the capture cannot follow, decided before anything is created.
+    let large_objects = count_large_objects(client).await?;
+    if large_objects > 0 {
+        return Err(Outcome::failed(format!(
+            "the source holds {large_objects} large object(s): no trigger sees a large object change, so the capture cannot follow them (nothing was installed)"
+        )));
+    }
+    let all = tables(client, schema).await?;
+    let (followed, keyless): (Vec<Followed>, Vec<Followed>) =
+        all.into_iter().partition(|t| !t.key.is_empty());
+    let keyless: Vec<String> = keyless.into_iter().map(|t| t.name).collect();
+    if !keyless.is_empty() && !freeze {
+        return Err(Outcome::failed(format!(
+            "{} table(s) have no primary key nor a unique key over NOT NULL columns, so no change of theirs can be named: {} (nothing was installed; add a key, or set without_key = \"freeze\" to copy them whole inside the freeze)",
+            keyless.len(),
+            keyless.join(", ")
+        )));
+    }
+    if !keyless.is_empty() {
+        ctx.report
+            .info(format!(
+                "not followed, to be copied whole inside the freeze (no key): {}",
+                keyless.join(", ")
+            ))
+            .await;
+    }
+
+    client.batch_execute(&log_sql(schema)).await.map_err(|e| {
+        Outcome::failed(format!(
+            "creating the change log in schema {schema}: {}",
+            connection::explain(&e)
+        ))
+    })?;
+    let s = ident(schema);
+    let total = followed.len() as u64;
+    let mut slowest = (String::new(), Duration::ZERO);
+    for (done, table) in followed.iter().enumerate() {
+        let args: Vec<String> = table.key.iter().map(|k| literal(k)).collect();
+        let sql = format!(
+            "DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {t}; \
+             DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {t}; \
+             CREATE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {t} \
+                 FOR EACH ROW EXECUTE FUNCTION {s}.{FUNCTION}({args}); \
+             CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {t} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION {s}.{FUNCTION}();",
+            t = table.name,
+            args = args.join(", ")
+        );
+        let (waited, attempts) =
+            under_lock_timeout(ctx, client, &sql, lock_timeout, retries, &table.name).await?;
+        ctx.report
+            .info(format!(
+                "{}: followed by ({}), its lock waited {} ms ({attempts} attempt(s))",
+                table.name,
+                table.key.join(", "),
+                waited.as_millis()
+            ))
+            .await;
+        if waited > slowest.1 {
+            slowest = (table.name.clone(), waited);
+        }
+        ctx.report
+            .progress(done as u64 + 1, Some(total), "tables", None)
+            .await;
+    }
+    let rows = query(
+        client,
+        &format!("SELECT coalesce(max(id), 0)::bigint FROM {s}.{LOG}"),
+        "reading the change log's position",
+    )
+    .await?;
+    let installed_at: i64 = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => 0,
+    };
+    ctx.report.output("schema", schema).await;
+    ctx.report
+        .output("tables", followed.len().to_string())
+        .await;
+    ctx.report
+        .output(
+            "whole_tables",
+            serde_json::to_string(&keyless).unwrap_or_default(),
+        )
+        .await;
+    ctx.report
+        .output("installed_at", installed_at.to_string())
+        .await;
+    Ok(Outcome::Succeeded {
+        note: Some(format!(
+            "{} table(s) followed into {schema}.{LOG}{}; the longest lock wait {} ms ({})",
+            followed.len(),
+            if keyless.is_empty() {
+                String::new()
+            } else {
+                format!(", {} to be copied whole in the freeze", keyless.len())
+            },
+            slowest.1.as_millis(),
+            if slowest.0.is_empty() {
+                "none"
+            } else {
+                &slowest.0
+            }
+        )),
+    })
+}
+
+/// What of the capture the catalogs still hold: its schema, triggers calling its function or
+/// carrying its names, and its function.
+async fn leftovers(client: &Client, schema: &str) -> Result<Vec<String>, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = '{schema}' \
+             UNION ALL \
+             SELECT format('trigger %I on %s', t.tgname, t.tgrelid::regclass) FROM pg_trigger t \
+              WHERE NOT t.tgisinternal AND (t.tgname IN ('{ROW_TRIGGER}', '{TRUNCATE_TRIGGER}') \
+                 OR t.tgfoid IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                                  WHERE n.nspname = '{schema}')) \
+             UNION ALL \
+             SELECT 'function ' || p.oid::regprocedure FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '{schema}'"
+        ),
+        "looking for what the capture left",
+    )
+    .await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+async fn remove(
+    ctx: &ActionContext,
+    client: &Client,
+    schema: &str,
+    lock_timeout: Duration,
+    retries: u32,
+) -> Result<Outcome, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT DISTINCT t.tgrelid::regclass::text FROM pg_trigger t \
+              WHERE NOT t.tgisinternal AND t.tgname IN ('{ROW_TRIGGER}', '{TRUNCATE_TRIGGER}') ORDER BY 1"
+        ),
+        "listing the capture's triggers",
+    )
+    .await?;
+    let tables: Vec<String> = rows.iter().map(|r| col(r, 0)).collect::<Result<_, _>>()?;
+    for table in &tables {
+        let sql = format!(
+            "DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {table}; \
+             DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {table};"
+        );
+        let (waited, attempts) =
+            under_lock_timeout(ctx, client, &sql, lock_timeout, retries, table).await?;
+        ctx.report
+            .info(format!(
+                "{table}: triggers dropped, its lock waited {} ms ({attempts} attempt(s))",
+                waited.as_millis()
+            ))
+            .await;
+    }
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema)))
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "dropping schema {schema}: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    let left = leftovers(client, schema).await?;
+    if !left.is_empty() {
+        return Err(Outcome::failed(format!(
+            "the capture is not all gone: {}",
+            left.join(", ")
+        )));
+    }
+    Ok(Outcome::Succeeded {
+        note: Some(format!(
+            "capture removed from {} table(s); the catalogs hold no schema {schema}, no trigger of its and no function of its",
+            tables.len()
+        )),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trigger_function_logs_keys_never_rows() {
+        let sql = log_sql("cutover_capture");
+        assert!(sql.contains("INSERT INTO \"cutover_capture\".changes (tbl, key, op)"));
+        assert!(sql.contains("SECURITY DEFINER"));
+        // Only the key columns the trigger names are kept of the row.
+        assert!(sql.contains("jsonb_object_agg(k, r -> k)"));
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

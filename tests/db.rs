@@ -1674,47 +1674,38 @@ fn owned_databases(name: &str, role: &str) -> (String, String) {
     let password = "capture-pass-7";
     let src = format!("s_{name}");
     let tgt = format!("t_{name}");
-    runtime().block_on(async {
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
-                 CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
-            ),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
-        )
-        .await;
-        admin(
-            "CUTOVER_TEST_PG_SOURCE",
-            &format!("CREATE DATABASE {src} OWNER {role}"),
-        )
-        .await;
-        client(&url_for("CUTOVER_TEST_PG_SOURCE", &src))
-            .await
-            .batch_execute("CREATE EXTENSION vector")
-            .await
-            .unwrap();
-        admin(
-            "CUTOVER_TEST_PG_TARGET",
-            &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
-        )
-        .await;
-        admin("CUTOVER_TEST_PG_TARGET", &format!("CREATE DATABASE {tgt}")).await;
-        client(&url_for("CUTOVER_TEST_PG_TARGET", &tgt))
-            .await
-            .batch_execute("CREATE EXTENSION vector")
-            .await
-            .unwrap();
-    });
-    let base = env("CUTOVER_TEST_PG_SOURCE");
-    let host = base.rsplit_once('@').unwrap().1.rsplit_once('/').unwrap().0;
+    let pg = Clusters::from_env();
+    pg::run_sql(
+        &pg.source,
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+             CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
+        ),
+    );
+    pg::run_sql(
+        &pg.source,
+        &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
+    );
+    pg::run_sql(&pg.source, &format!("CREATE DATABASE {src} OWNER {role}"));
+    pg::run_sql(&pg::url_for(&pg.source, &src), "CREATE EXTENSION vector");
+    pg::run_sql(
+        &pg.target,
+        &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
+    );
+    pg::run_sql(&pg.target, &format!("CREATE DATABASE {tgt}"));
+    pg::run_sql(&pg::url_for(&pg.target, &tgt), "CREATE EXTENSION vector");
+    let host = pg
+        .source
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
     (
         format!("postgres://{role}:{password}@{host}/{src}?sslmode=disable"),
-        url_for("CUTOVER_TEST_PG_TARGET", &tgt),
+        pg::url_for(&pg.target, &tgt),
     )
 }
 
@@ -1733,10 +1724,8 @@ const CAPTURED_TABLES: &str = "\
 
 /// A table's content as one value (every column, generated ones included), for comparing sides.
 fn table_sum(url: &str, table: &str) -> String {
-    runtime().block_on(scalar(
-        url,
-        &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
-    ))
+    pg::scalar(url, &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
+    )
 }
 
 const CAPTURE: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\n\n";
@@ -1748,12 +1737,12 @@ const CATCHUP: &str = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nso
 
 /// What the catalogs hold of the capture: its schema, its triggers, its function.
 fn capture_leftovers(url: &str) -> String {
-    runtime().block_on(scalar(
+    pg::scalar(
         url,
         "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover_capture') || '/' || \
                 (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cutover_capture%') || '/' || \
                 (SELECT count(*) FROM pg_proc WHERE proname = 'record_change')",
-    ))
+    )
 }
 
 /// Installed by the table owner (no superuser), the capture follows inserts, updates (one
@@ -1776,24 +1765,36 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
             .unwrap();
     });
     assert_eq!(
-        runtime().block_on(scalar(
+        (pg::scalar(
             &source,
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
         )),
         "false"
     );
-    let p = Project::new(
+    let p = project(
         &source,
         &target,
         &format!("{CAPTURE}{CAPTURE_AGAIN}{CATCHUP}{CATCHUP_AGAIN}{UNCAPTURE}"),
     );
     let out = p.run(&["run", "capture"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "capture"]).stdout()
+    );
     // Installing again is harmless: one trigger of each kind per table, one log.
     let out = p.run(&["run", "capture-again"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture-again"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "capture-again"]).stdout()
+    );
     assert_eq!(capture_leftovers(&source), "1/8/1");
-    let log = p.log("capture");
+    let log = p.run(&["log", "capture"]).stdout();
     assert!(log.contains("public.tags: followed by (code)"), "{log}");
     assert!(log.contains("lock waited"), "{log}");
 
@@ -1819,16 +1820,12 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
     });
     // The log holds keys, never row contents.
     assert_eq!(
-        runtime().block_on(scalar(
-            &source,
-            "SELECT count(*) FROM cutover_capture.changes WHERE key::text LIKE '%new %' OR key::text LIKE '%label%'"
+        (pg::scalar(&source, "SELECT count(*) FROM cutover_capture.changes WHERE key::text LIKE '%new %' OR key::text LIKE '%label%'"
         )),
         "0"
     );
     assert_eq!(
-        runtime().block_on(scalar(
-            &source,
-            "SELECT count(*) FROM cutover_capture.changes WHERE tbl = 'public.tags' AND key->>'code' IN ('tag-3', 'tag-3-renamed')"
+        (pg::scalar(&source, "SELECT count(*) FROM cutover_capture.changes WHERE tbl = 'public.tags' AND key->>'code' IN ('tag-3', 'tag-3-renamed')"
         )),
         "2"
     );
@@ -1840,7 +1837,13 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
         );
     }
     let out = p.run(&["run", "catchup"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "catchup"]).stdout()
+    );
     for table in ["items", "tags", "scratch", "by_email"] {
         assert_eq!(
             table_sum(&source, table),
@@ -1849,12 +1852,18 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
         );
     }
     assert_eq!(
-        runtime().block_on(scalar(&target, "SELECT v FROM scratch")),
+        (pg::scalar(&target, "SELECT v FROM scratch")),
         "after the truncate"
     );
     // Applying again is harmless.
     let out = p.run(&["run", "catchup-again"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup-again"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "catchup-again"]).stdout()
+    );
     for table in ["items", "tags", "scratch", "by_email"] {
         assert_eq!(
             table_sum(&source, table),
@@ -1864,7 +1873,13 @@ fn capture_as_the_owner_then_catchup_makes_every_table_equal_and_remove_leaves_n
     }
 
     let out = p.run(&["run", "uncapture"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("uncapture"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "uncapture"]).stdout()
+    );
     assert_eq!(capture_leftovers(&source), "0/0/0");
     // The app writes as before.
     runtime().block_on(async {
@@ -1891,16 +1906,22 @@ fn a_table_without_a_key_is_refused_before_anything_is_installed_or_listed_whole
             .await
             .unwrap();
     });
-    let p = Project::new(&source, &target, &format!("{CAPTURE}{CAPTURE_FREEZE}"));
+    let p = project(&source, &target, &format!("{CAPTURE}{CAPTURE_FREEZE}"));
     let out = p.run(&["run", "capture"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
-    let said = format!("{}{}", text(&out), p.log("capture"));
+    let said = format!("{}{}", text(&out), p.run(&["log", "capture"]).stdout());
     assert!(said.contains("public.loose"), "{said}");
     assert!(said.contains("public.nullable_unique"), "{said}");
     assert_eq!(capture_leftovers(&source), "0/0/0");
 
     let out = p.run(&["run", "capture-freeze"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture-freeze"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "capture-freeze"]).stdout()
+    );
     assert_eq!(capture_leftovers(&source), "1/8/1");
     let journal = p.journal();
     let whole = journal
@@ -1912,9 +1933,7 @@ fn a_table_without_a_key_is_refused_before_anything_is_installed_or_listed_whole
         "{journal}"
     );
     assert_eq!(
-        runtime().block_on(scalar(
-            &source,
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('loose'::regclass, 'nullable_unique'::regclass)"
+        (pg::scalar(&source, "SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('loose'::regclass, 'nullable_unique'::regclass)"
         )),
         "0"
     );
@@ -1931,9 +1950,15 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
         client(&target).await.batch_execute(ddl).await.unwrap();
     });
     let catchup = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbatch = 200\n\n";
-    let p = Project::new(&source, &target, &format!("{CAPTURE}{catchup}"));
+    let p = project(&source, &target, &format!("{CAPTURE}{catchup}"));
     let out = p.run(&["run", "capture"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("capture"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "capture"]).stdout()
+    );
     runtime().block_on(async {
         let c = client(&source).await;
         for part in 0..10 {
@@ -1962,8 +1987,7 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
             Instant::now() < deadline,
             "the catch-up never started applying"
         );
-        let landed: i64 = runtime()
-            .block_on(scalar(&target, "SELECT count(*) FROM big"))
+        let landed: i64 = pg::scalar(&target, "SELECT count(*) FROM big")
             .parse()
             .unwrap();
         if landed > 0 {
@@ -1981,7 +2005,13 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
     assert_ne!(table_sum(&source, "big"), table_sum(&target, "big"));
 
     let out = p.run(&["run", "catchup"]);
-    assert_eq!(code(&out), 0, "{}\n{}", text(&out), p.log("catchup"));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "catchup"]).stdout()
+    );
     assert_eq!(table_sum(&source, "big"), table_sum(&target, "big"));
     let journal = p.journal();
     let attempts = journal
@@ -1989,7 +2019,7 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
         .filter(|l| l.contains("\"catchup\"") && l.contains("\"started\""))
         .count();
     assert!(attempts >= 2, "{journal}");
-    let log = p.log("catchup");
+    let log = p.run(&["log", "catchup"]).stdout();
     assert!(
         log.contains("an earlier attempt applied the log up to change"),
         "{log}"

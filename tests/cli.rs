@@ -1281,3 +1281,83 @@ rollback = "call the vendor"
     ]);
     assert_eq!(p.state_of("point"), "needs re-run");
 }
+
+/// `only_if`: a step whose condition is false when its turn comes is journaled skipped with
+/// the value and the condition, runs nothing, and the steps that need it proceed; true, it
+/// runs. `plan` shows the condition; validate refuses one that reads no step output.
+#[test]
+fn a_step_with_only_if_runs_only_when_its_value_says_so() {
+    let steps = |code: &str| {
+        format!(
+            r#"
+[[phase.step]]
+id = "pending"
+do = "shell"
+run = "echo exit_code={code} >> $CUTOVER_OUTPUT"
+outputs = ["exit_code"]
+
+[[phase.step]]
+id = "migrate"
+do = "shell"
+run = "echo migrated > migrated.txt"
+needs = ["pending"]
+only_if = {{ value = "${{steps.pending.outputs.exit_code}}", equals = "1", why = "a migration is pending" }}
+
+[[phase.step]]
+id = "after"
+do = "shell"
+run = "echo after > after.txt"
+needs = ["migrate"]
+"#
+        )
+    };
+    let p = project(&steps("0"));
+    p.ok(&["plan"]).stdout_has(
+        "only if: runs only when pending's exit_code is 1 (a migration is pending) — not known yet",
+    );
+    // Its needs still come first.
+    p.run(&["run", "migrate"])
+        .expect(5)
+        .stderr_has("waiting for: pending");
+    p.ok(&["run", "--next"]);
+    p.ok(&["plan"])
+        .stdout_has("(a migration is pending) — now 0: it will be skipped");
+    p.ok(&["run", "--next"]).stderr_has(
+        "not needed: pending's exit_code is 0; runs only when 1 (a migration is pending)",
+    );
+    assert!(!p.file("migrated.txt").exists(), "the skipped step ran");
+    assert_eq!(p.state_of("migrate"), "skipped");
+    let skipped = p.journal().events("migrate", "skipped");
+    assert_eq!(skipped.len(), 1, "{}", p.journal().as_str());
+    assert_eq!(
+        skipped[0]["note"],
+        "not needed: pending's exit_code is 0; runs only when 1 (a migration is pending)"
+    );
+    assert!(p.journal().events("migrate", "started").is_empty());
+    // What needs it proceeds.
+    p.ok(&["run", "--next"]);
+    assert_eq!(p.read("after.txt").trim(), "after");
+    assert_eq!(p.state_of("after"), "done");
+
+    // The value says so: it runs, by id as by --next.
+    let p = project(&steps("1"));
+    p.ok(&["run", "pending"]);
+    p.ok(&["run", "migrate"]);
+    assert_eq!(p.read("migrated.txt").trim(), "migrated");
+    assert_eq!(p.state_of("migrate"), "done");
+
+    // A condition must read an output of a step it needs.
+    let bad = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\nonly_if = { value = \"${soak}\", equals = \"1h\" }\n",
+    );
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("`only_if` of step `a` reads no step output");
+    let unneeded = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\noutputs = [\"x\"]\n\n[[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"true\"\nonly_if = { value = \"${steps.a.outputs.x}\", equals = \"1\" }\n",
+    );
+    unneeded
+        .run(&["validate"])
+        .expect(2)
+        .stderr_has("step `b` uses an output of `a` but does not need it");
+}

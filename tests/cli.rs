@@ -1301,6 +1301,8 @@ id = "migrate"
 do = "shell"
 run = "echo migrated > migrated.txt"
 needs = ["pending"]
+destructive = true
+confirm = "migrate now"
 only_if = {{ value = "${{steps.pending.outputs.exit_code}}", equals = "1", why = "a migration is pending" }}
 
 [[phase.step]]
@@ -1322,6 +1324,7 @@ needs = ["migrate"]
     p.ok(&["run", "--next"]);
     p.ok(&["plan"])
         .stdout_has("(a migration is pending) — now 0: it will be skipped");
+    // Skipped before anything is asked: no phrase needed for what will not run.
     p.ok(&["run", "--next"]).stderr_has(
         "not needed: pending's exit_code is 0; runs only when 1 (a migration is pending)",
     );
@@ -1342,7 +1345,11 @@ needs = ["migrate"]
     // The value says so: it runs, by id as by --next.
     let p = project(&steps("1"));
     p.ok(&["run", "pending"]);
-    p.ok(&["run", "migrate"]);
+    p.run(&["run", "migrate"])
+        .expect(5)
+        .stderr_has("--confirm \"migrate now\"");
+    assert!(!p.file("migrated.txt").exists(), "nothing ran unconfirmed");
+    p.ok(&["run", "migrate", "--confirm", "migrate now"]);
     assert_eq!(p.read("migrated.txt").trim(), "migrated");
     assert_eq!(p.state_of("migrate"), "done");
 

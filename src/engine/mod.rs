@@ -529,13 +529,6 @@ impl Engine {
         if request.check_only {
             return self.check(&step, &request).await;
         }
-        // The confirmation names what the step will touch (for a copy: the target's host and
-        // database), with its secrets read as the run itself would read them.
-        let preview = if step.destructive && request.confirm.is_none() {
-            Some(self.describe_spec(&step.action).await)
-        } else {
-            None
-        };
         if let Some(condition) = &step.only_if {
             // Its turn has come (needs met, gate passed): the condition decides before the
             // operator is asked for anything.
@@ -567,6 +560,13 @@ impl Engine {
                 });
             }
         }
+        // The confirmation names what the step will touch (for a copy: the target's host and
+        // database), with its secrets read as the run itself would read them.
+        let preview = if step.destructive && request.confirm.is_none() {
+            Some(self.describe_spec(&step.action).await)
+        } else {
+            None
+        };
         self.admit(&step, &state, &request, preview)?;
         let attempts = step.retries + 1;
         let mut n = 0;

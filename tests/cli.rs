@@ -1330,6 +1330,8 @@ needs = ["migrate"]
     );
     assert!(!p.file("migrated.txt").exists(), "the skipped step ran");
     assert_eq!(p.state_of("migrate"), "skipped");
+    p.ok(&[])
+        .stdout_has("(not needed: pending's exit_code is 0; runs only when 1");
     let skipped = p.journal().events("migrate", "skipped");
     assert_eq!(skipped.len(), 1, "{}", p.journal().as_str());
     assert_eq!(

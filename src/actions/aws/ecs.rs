@@ -245,8 +245,16 @@ impl Action for RunTask {
             .and_then(|c| c.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
+        let accepted = params
+            .get("exit_codes")
+            .and_then(|c| c.as_array())
+            .map(|codes| {
+                let codes: Vec<String> = codes.iter().map(ToString::to_string).collect();
+                format!(" (exit codes {} count as success)", codes.join(", "))
+            })
+            .unwrap_or_default();
         format!(
-            "ECS RunTask on {} (network of service {}): {}",
+            "ECS RunTask on {} (network of service {}): {}{accepted}",
             params
                 .get("cluster")
                 .and_then(|v| v.as_str())

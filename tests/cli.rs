@@ -1370,3 +1370,119 @@ needs = ["migrate"]
         .expect(2)
         .stderr_has("step `b` uses an output of `a` but does not need it");
 }
+
+/// A journal as cutover writes it (each line chained to the one before by its sha256), of
+/// runs that each started and succeeded at the given times: the durations a test needs
+/// without waiting them out.
+fn journal_of(runs: &[(&str, &str, &str)]) -> String {
+    use sha2::Digest;
+    let mut out = String::new();
+    let mut prev = "0".repeat(64);
+    let mut seq = 0;
+    for (step, start, end) in runs {
+        for (time, event) in [
+            (
+                start,
+                serde_json::json!({"started": {"attempt": 1, "log": format!("logs/{step}/1.log")}}),
+            ),
+            (end, serde_json::json!({"succeeded": {"attempt": 1}})),
+        ] {
+            seq += 1;
+            let line = serde_json::json!({
+                "seq": seq,
+                "time": time,
+                "actor": ACTOR,
+                "runbook": "0000000000000000",
+                "step": step,
+                "step_digest": "0000000000000000",
+                "event": event,
+                "prev": prev,
+            })
+            .to_string();
+            prev = format!("{:x}", sha2::Sha256::digest(line.as_bytes()));
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The prediction on the real day: this migration's own first deployment (150 s on AWS)
+/// predicts the freeze's deployment, not the rehearsal's 2 s, which is shown as no evidence.
+#[test]
+fn the_freeze_is_predicted_from_this_migrations_aws_not_the_rehearsals() {
+    let p = Project::new(
+        &head()
+            .table("[[window]]\nname = \"freeze\"\nfrom = \"maintenance-on\"\nto = \"dns-cutover\"")
+            .steps(
+                r#"
+[[phase.step]]
+id = "first-deploy"
+do = "elb.health"
+target_group = "tg"
+
+[[phase.step]]
+id = "maintenance-on"
+do = "shell"
+run = "true"
+needs = ["first-deploy"]
+
+[[phase.step]]
+id = "deploy"
+do = "ecs.deploy"
+cluster = "c"
+service = "s"
+needs = ["maintenance-on"]
+
+[[phase.step]]
+id = "dns-cutover"
+do = "shell"
+run = "true"
+needs = ["deploy"]
+"#,
+            ),
+    );
+    p.write(
+        "rehearsal.jsonl",
+        journal_of(&[
+            (
+                "first-deploy",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:01.000Z",
+            ),
+            (
+                "deploy",
+                "2026-11-01T10:02:00.000Z",
+                "2026-11-01T10:02:02.000Z",
+            ),
+        ]),
+    );
+    let plan = |p: &Project| {
+        p.ok(&["plan", "--window", "freeze", "--history", "rehearsal.jsonl"])
+            .stdout()
+    };
+    // Nothing measured on AWS yet: the rehearsal's figure, labelled.
+    let before = plan(&p);
+    assert!(
+        before.contains(
+            "  2.0s  the rehearsal's 2.0s: emulated, not evidence — no deployment measured on AWS yet"
+        ),
+        "{before}"
+    );
+    // The first deployment on AWS took 150 s.
+    p.write(
+        ".cutover/journal.jsonl",
+        journal_of(&[(
+            "first-deploy",
+            "2026-11-20T09:00:00.000Z",
+            "2026-11-20T09:02:30.000Z",
+        )]),
+    );
+    let after = plan(&p);
+    assert!(
+        after.contains(
+            "2m 30s  this migration's own `first-deploy` (deployment: the same machinery on the same resources, measured on AWS) (the rehearsal's 2.0s: emulated, not evidence)"
+        ),
+        "{after}"
+    );
+}

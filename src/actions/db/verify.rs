@@ -23,9 +23,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::actions::db::checksum::{hash_tables, target_table, Checksum, Recorded};
+use crate::actions::db::checksum::{
+    hash_tables, large_objects, target_table, Checksum, Recorded,
+};
 use crate::actions::db::common::{
-    col, count_large_objects, db_url, identity, query, table_oids, USER_RELATION,
+    col, db_url, identity, query, table_oids, USER_RELATION,
 };
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::copy::target_state::{dirty_since, target_key};
@@ -420,7 +422,7 @@ async fn checksums(
 async fn sequences(client: &Client) -> Result<BTreeMap<String, Option<i64>>, Outcome> {
     let rows = query(
         client,
-        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1",
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname <> 'cutover_capture' ORDER BY 1",
         "reading sequences",
     )
     .await?;
@@ -811,30 +813,6 @@ async fn compare_views(
         });
     }
     Ok((out, unpopulated))
-}
-
-/// How many large objects a database holds, and the checksum of their contents: per MiB of
-/// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
-/// carried, whatever the objects' sizes.
-async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
-    let count = count_large_objects(client).await?;
-    if count == 0 {
-        return Ok((0, 0));
-    }
-    let rows = query(
-        client,
-        "WITH RECURSIVE chunk(lo, n, len, h) AS (              SELECT m.oid, 0::bigint, length(p), md5(p)                FROM pg_catalog.pg_largeobject_metadata m, LATERAL pg_catalog.lo_get(m.oid, 0, 1048576) p            UNION ALL              SELECT c.lo, c.n + 1, length(p), md5(p)                FROM chunk c, LATERAL pg_catalog.lo_get(c.lo, (c.n + 1) * 1048576, 1048576) p               WHERE c.len = 1048576)          SELECT coalesce(sum(('x' || substr(md5(lo::text || ':' || n || ':' || h), 1, 16))::bit(64)::bigint), 0)::text            FROM chunk",
-        "reading the large objects",
-    )
-    .await?;
-    let text: String = match rows.first() {
-        Some(row) => col(row, 0)?,
-        None => "0".to_string(),
-    };
-    let sum = text
-        .parse::<i128>()
-        .map_err(|e| Outcome::failed(format!("large objects: checksum {text:?}: {e}")))?;
-    Ok((count, sum))
 }
 
 /// What both ways of comparing check after the tables' rows: tables on the target only,

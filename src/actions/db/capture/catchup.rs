@@ -23,10 +23,13 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, IsolationLevel};
 
-use super::{schema_name, LOG};
+use super::{catalog, freeze, guard, schema_name, CATALOG, LOG};
 use crate::actions::db::common::{col, connect, db_url, ident, query};
 use crate::actions::db::connection;
-use crate::actions::{ActionContext, Outcome};
+use crate::actions::{parse_duration, ActionContext, Outcome};
+
+/// Marks a target transaction as the catch-up's: the target's guard records nothing of it.
+pub(super) const APPLYING: &str = "SET LOCAL cutover.applying = 'on'";
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,12 +39,16 @@ struct Params {
     schema: Option<String>,
     batch: Option<i64>,
     until: Option<serde_json::Value>,
+    #[serde(rename = "final")]
+    final_: Option<bool>,
+    lock_timeout: Option<String>,
+    retries: Option<u32>,
     ca_bundle: Option<String>,
 }
 
 /// When the step stops: the log read to its end, or the backlog down to a number.
-#[derive(Debug, PartialEq, Eq)]
-enum Until {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Until {
     Empty,
     Backlog(i64),
 }
@@ -77,7 +84,7 @@ struct Work {
 }
 
 /// A target table's columns: name, generated, identity.
-struct Columns {
+pub(super) struct Columns {
     all: Vec<(String, bool, bool)>,
 }
 
@@ -90,7 +97,7 @@ impl Columns {
     }
 }
 
-fn err(what: &str) -> impl Fn(tokio_postgres::Error) -> Outcome + '_ {
+pub(super) fn err(what: &str) -> impl Fn(tokio_postgres::Error) -> Outcome + '_ {
     move |e| Outcome::failed(format!("{what}: {}", connection::explain(&e)))
 }
 
@@ -120,7 +127,7 @@ fn key_columns(key: &str) -> Result<Vec<String>, Outcome> {
 
 /// `(t.a, t.b) IN (SELECT a, b FROM jsonb_populate_recordset(NULL::tbl, $1))`: the rows of
 /// `table` whose key is among the JSON array `$1`, each key typed as the table types it.
-fn key_match(table: &str, key: &[String]) -> String {
+pub(super) fn key_match(table: &str, key: &[String]) -> String {
     let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
     let qualified: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
     format!(
@@ -137,12 +144,50 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     if batch < 1 {
         return Err(Outcome::failed("`batch` must be at least 1"));
     }
+    let final_ = p.final_.unwrap_or(false);
     let until = until(p.until.as_ref())?;
+    if final_ && until != Until::Empty {
+        return Err(Outcome::failed(
+            "`final = true` drains the log to zero: leave `until` out",
+        ));
+    }
+    let lock_timeout = parse_duration(
+        p.lock_timeout.as_deref(),
+        Duration::from_secs(5),
+        "lock_timeout",
+    )?;
+    let retries = p.retries.unwrap_or(5);
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
-    let mut source = connect(&source_url, "source").await?;
-    let mut target = connect(&target_url, "target").await?;
+    let source = connect(&source_url, "source").await?;
+    let target = connect(&target_url, "target").await?;
     let log = format!("{}.{LOG}", ident(&schema));
+
+    // The final catch-up's freeze point comes first: a snapshot of the source as the step
+    // starts (every write after it is one the freeze should have stopped).
+    let freeze_point = if final_ {
+        Some(freeze::freeze_point(&source).await?)
+    } else {
+        None
+    };
+
+    // Writes on the target by anyone but the catch-up are recorded from here on.
+    let recorded = catalog::recorded(&source, &schema).await?;
+    match &recorded {
+        Some(catalog) => {
+            guard::install(ctx, &target, &schema, catalog, lock_timeout, retries).await?;
+        }
+        None if final_ => {
+            return Err(Outcome::failed(format!(
+                "the source holds no catalog of what the capture follows ({schema}.{CATALOG}): install it again with db.capture (mode = \"install\") before the final catch-up"
+            )))
+        }
+        None => {
+            ctx.report
+                .info("no recorded catalog on the source: the target is not guarded")
+                .await
+        }
+    }
 
     // Rows land as the source has them: the target's own triggers and foreign-key checks
     // are off for this session where its role may say so (RDS's master user may).
@@ -161,241 +206,301 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     }
 
-    let recorded = ctx.recorded.get(&ctx.step);
+    let earlier = ctx.recorded.get(&ctx.step);
     let number = |name: &str| -> i64 {
-        recorded
+        earlier
             .and_then(|r| r.get(name))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let mut position = number("position");
-    let mut horizon = number("horizon");
-    if position > 0 {
+    let mut applier = Applier {
+        ctx,
+        source,
+        target,
+        log,
+        batch,
+        position: number("position"),
+        horizon: number("horizon"),
+        applied: 0,
+        started: Instant::now(),
+        tables_cache: BTreeMap::new(),
+    };
+    if applier.position > 0 {
         ctx.report
             .info(format!(
-                "an earlier attempt applied the log up to change {position}: starting after it"
+                "an earlier attempt applied the log up to change {}: starting after it",
+                applier.position
             ))
             .await;
     }
-
-    let started = Instant::now();
-    let mut applied: u64 = 0;
-    let mut tables_cache: BTreeMap<String, Columns> = BTreeMap::new();
-    loop {
-        let (backlog, oldest) = backlog(&source, &log, position).await?;
-        let rate = applied as f64 / started.elapsed().as_secs_f64().max(0.001);
-        ctx.report
-            .progress(
-                applied,
-                Some(applied + u64::try_from(backlog).unwrap_or(0)),
-                "changes",
-                Some(format!(
-                    "backlog {backlog} change(s), oldest {} old, {rate:.0} changes/s",
-                    humantime::format_duration(Duration::from_secs(oldest))
-                )),
-            )
-            .await;
-        if let Until::Backlog(n) = until {
-            if backlog <= n {
-                break;
-            }
-        }
-
-        // The batch and the rows it names, of one source snapshot.
-        let tx = source
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err("opening the source's snapshot"))?;
-        let xmin: i64 = match tx
-            .query(
-                "SELECT txid_snapshot_xmin(txid_current_snapshot())::bigint",
-                &[],
-            )
-            .await
-            .map_err(err("reading the source's snapshot"))?
-            .first()
-        {
-            Some(row) => col(row, 0)?,
-            None => 0,
-        };
-        let fresh = tx
-            .query(
-                &format!("SELECT id, tbl, key::text FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"),
-                &[&position, &batch],
-            )
-            .await
-            .map_err(err("reading the change log"))?;
-        let late = tx
-            .query(
-                &format!(
-                    "SELECT id, tbl, key::text FROM {log} WHERE id <= $1 AND xid >= $2 ORDER BY id"
-                ),
-                &[&position, &horizon],
-            )
-            .await
-            .map_err(err("reading the change log"))?;
-        if fresh.is_empty() && late.is_empty() {
-            tx.commit()
-                .await
-                .map_err(err("closing the source's snapshot"))?;
-            break;
-        }
-        let mut changes = Vec::new();
-        for row in late.iter().chain(fresh.iter()) {
-            changes.push(Change {
-                table: col(row, 1)?,
-                key: col(row, 2)?,
-            });
-        }
-        let mut work: BTreeMap<String, Work> = BTreeMap::new();
-        for change in &changes {
-            let entry = work.entry(change.table.clone()).or_default();
-            match &change.key {
-                None => entry.truncate = true,
-                Some(key) => {
-                    entry
-                        .keys
-                        .entry(key_columns(key)?)
-                        .or_default()
-                        .insert(key.clone());
-                }
-            }
-        }
-        // The source's current rows for each table's keys, as the target's row type reads
-        // them (generated columns sent as NULL: the target computes its own).
-        let mut rows: Vec<(String, Vec<String>, String, Vec<String>)> = Vec::new();
-        for (table, w) in &work {
-            if !tables_cache.contains_key(table) {
-                tables_cache.insert(table.clone(), columns(&target, table).await?);
-            }
-            let Some(cols) = tables_cache.get(table) else {
-                continue;
-            };
-            let exprs: Vec<String> = cols
-                .all
-                .iter()
-                .map(|(name, generated, _)| {
-                    if *generated {
-                        "NULL::text".to_string()
-                    } else {
-                        format!("t.{}", ident(name))
-                    }
-                })
-                .collect();
-            for (key, keys) in &w.keys {
-                let array = format!(
-                    "[{}]",
-                    keys.iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-                let found = tx
-                    .query(
-                        &format!(
-                            "SELECT ROW({})::text FROM {table} t WHERE {}",
-                            exprs.join(", "),
-                            key_match(table, key)
-                        ),
-                        &[&array],
-                    )
-                    .await
-                    .map_err(err(&format!("reading the changed rows of {table}")))?;
-                let texts: Vec<String> = found
-                    .iter()
-                    .map(|r| col::<String>(r, 0))
-                    .collect::<Result<_, _>>()?;
-                rows.push((table.clone(), key.clone(), array, texts));
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(err("closing the source's snapshot"))?;
-
-        // One target transaction for the whole batch.
-        let ttx = target
-            .transaction()
-            .await
-            .map_err(err("opening the target's transaction"))?;
-        let truncated: Vec<&str> = work
-            .iter()
-            .filter(|(_, w)| w.truncate)
-            .map(|(t, _)| t.as_str())
-            .collect();
-        if !truncated.is_empty() {
-            ttx.batch_execute(&format!("TRUNCATE {}", truncated.join(", ")))
-                .await
-                .map_err(err(&format!("truncating {}", truncated.join(", "))))?;
-        }
-        for (table, key, array, texts) in &rows {
-            ttx.execute(
-                &format!("DELETE FROM {table} t WHERE {}", key_match(table, key)),
-                &[array],
-            )
-            .await
-            .map_err(err(&format!("deleting the changed rows of {table}")))?;
-            if texts.is_empty() {
-                continue;
-            }
-            let Some(cols) = tables_cache.get(table) else {
-                continue;
-            };
-            let written: Vec<String> = cols.written().map(|c| ident(c)).collect();
-            let picked: Vec<String> = written.iter().map(|c| format!("(v).{c}")).collect();
-            ttx.execute(
-                &format!(
-                    "INSERT INTO {table} ({}) {} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s",
-                    written.join(", "),
-                    if cols.identity() { "OVERRIDING SYSTEM VALUE" } else { "" },
-                    picked.join(", ")
-                ),
-                &[texts],
-            )
-            .await
-            .map_err(err(&format!("writing the changed rows of {table}")))?;
-        }
-        ttx.commit()
-            .await
-            .map_err(err("committing the batch on the target"))?;
-
-        let last = fresh
-            .last()
-            .map(|r| col::<i64>(r, 0))
-            .transpose()?
-            .unwrap_or(position);
-        applied += fresh.len() as u64;
-        position = position.max(last);
-        horizon = xmin;
-        ctx.report.output("position", position.to_string()).await;
-        ctx.report.output("horizon", horizon.to_string()).await;
-        ctx.report.output("applied", applied.to_string()).await;
-        // On record before the next batch: a kill from here on re-applies at most this one.
-        ctx.report.recorded().await;
-        if fresh.is_empty() {
-            break;
-        }
+    if let (Some(point), Some(catalog)) = (freeze_point, recorded) {
+        return freeze::run(
+            &mut applier,
+            &source_url,
+            &target_url,
+            &schema,
+            point,
+            &catalog,
+            lock_timeout,
+            retries,
+        )
+        .await;
     }
+    applier.drain(until).await?;
 
-    let (backlog, _) = backlog(&source, &log, position).await?;
-    let secs = started.elapsed().as_secs_f64();
-    ctx.report.output("position", position.to_string()).await;
-    ctx.report.output("horizon", horizon.to_string()).await;
-    ctx.report.output("applied", applied.to_string()).await;
+    let (backlog, _) = backlog(&applier.source, &applier.log, applier.position).await?;
+    let secs = applier.started.elapsed().as_secs_f64();
+    applier.outputs().await;
     ctx.report.output("backlog", backlog.to_string()).await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
-            "{applied} change(s) applied in {secs:.1} s ({:.0}/s), up to change {position}; backlog {backlog}",
-            applied as f64 / secs.max(0.001)
+            "{} change(s) applied in {secs:.1} s ({:.0}/s), up to change {}; backlog {backlog}",
+            applier.applied,
+            applier.applied as f64 / secs.max(0.001),
+            applier.position
         )),
     })
 }
 
+/// The catch-up's state: both connections, and how far the log is applied.
+pub(super) struct Applier<'a> {
+    pub ctx: &'a ActionContext,
+    pub source: Client,
+    pub target: Client,
+    /// The log's table, quoted.
+    pub log: String,
+    pub batch: i64,
+    pub position: i64,
+    pub horizon: i64,
+    /// Changes applied by this run.
+    pub applied: u64,
+    pub started: Instant,
+    tables_cache: BTreeMap<String, Columns>,
+}
+
+impl Applier<'_> {
+    pub async fn outputs(&self) {
+        let report = &self.ctx.report;
+        report.output("position", self.position.to_string()).await;
+        report.output("horizon", self.horizon.to_string()).await;
+        report.output("applied", self.applied.to_string()).await;
+    }
+
+    /// Applies the log in batches until it is read to its end or the backlog is `until`.
+    pub async fn drain(&mut self, until: Until) -> Result<(), Outcome> {
+        let ctx = self.ctx;
+        let batch = self.batch;
+        let log = self.log.clone();
+        loop {
+            let (backlog, oldest) = backlog(&self.source, &log, self.position).await?;
+            let rate = self.applied as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            ctx.report
+                .progress(
+                    self.applied,
+                    Some(self.applied + u64::try_from(backlog).unwrap_or(0)),
+                    "changes",
+                    Some(format!(
+                        "backlog {backlog} change(s), oldest {} old, {rate:.0} changes/s",
+                        humantime::format_duration(Duration::from_secs(oldest))
+                    )),
+                )
+                .await;
+            if let Until::Backlog(n) = until {
+                if backlog <= n {
+                    break;
+                }
+            }
+            let position = self.position;
+            let horizon = self.horizon;
+            let source = &mut self.source;
+            let target = &mut self.target;
+            let tables_cache = &mut self.tables_cache;
+            // The batch and the rows it names, of one source snapshot.
+            let tx = source
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(err("opening the source's snapshot"))?;
+            let xmin: i64 = match tx
+                .query(
+                    "SELECT txid_snapshot_xmin(txid_current_snapshot())::bigint",
+                    &[],
+                )
+                .await
+                .map_err(err("reading the source's snapshot"))?
+                .first()
+            {
+                Some(row) => col(row, 0)?,
+                None => 0,
+            };
+            let fresh = tx
+                .query(
+                    &format!("SELECT id, tbl, key::text FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"),
+                    &[&position, &batch],
+                )
+                .await
+                .map_err(err("reading the change log"))?;
+            let late = tx
+                .query(
+                    &format!(
+                        "SELECT id, tbl, key::text FROM {log} WHERE id <= $1 AND xid >= $2 ORDER BY id"
+                    ),
+                    &[&position, &horizon],
+                )
+                .await
+                .map_err(err("reading the change log"))?;
+            if fresh.is_empty() && late.is_empty() {
+                tx.commit()
+                    .await
+                    .map_err(err("closing the source's snapshot"))?;
+                break;
+            }
+            let mut changes = Vec::new();
+            for row in late.iter().chain(fresh.iter()) {
+                changes.push(Change {
+                    table: col(row, 1)?,
+                    key: col(row, 2)?,
+                });
+            }
+            let mut work: BTreeMap<String, Work> = BTreeMap::new();
+            for change in &changes {
+                let entry = work.entry(change.table.clone()).or_default();
+                match &change.key {
+                    None => entry.truncate = true,
+                    Some(key) => {
+                        entry
+                            .keys
+                            .entry(key_columns(key)?)
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                }
+            }
+            // The source's current rows for each table's keys, as the target's row type reads
+            // them (generated columns sent as NULL: the target computes its own).
+            let mut rows: Vec<(String, Vec<String>, String, Vec<String>)> = Vec::new();
+            for (table, w) in &work {
+                if !tables_cache.contains_key(table) {
+                    tables_cache.insert(table.clone(), columns(&target, table).await?);
+                }
+                let Some(cols) = tables_cache.get(table) else {
+                    continue;
+                };
+                let exprs: Vec<String> = cols
+                    .all
+                    .iter()
+                    .map(|(name, generated, _)| {
+                        if *generated {
+                            "NULL::text".to_string()
+                        } else {
+                            format!("t.{}", ident(name))
+                        }
+                    })
+                    .collect();
+                for (key, keys) in &w.keys {
+                    let array = format!(
+                        "[{}]",
+                        keys.iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    let found = tx
+                        .query(
+                            &format!(
+                                "SELECT ROW({})::text FROM {table} t WHERE {}",
+                                exprs.join(", "),
+                                key_match(table, key)
+                            ),
+                            &[&array],
+                        )
+                        .await
+                        .map_err(err(&format!("reading the changed rows of {table}")))?;
+                    let texts: Vec<String> = found
+                        .iter()
+                        .map(|r| col::<String>(r, 0))
+                        .collect::<Result<_, _>>()?;
+                    rows.push((table.clone(), key.clone(), array, texts));
+                }
+            }
+            tx.commit()
+                .await
+                .map_err(err("closing the source's snapshot"))?;
+
+            // One target transaction for the whole batch.
+            let ttx = target
+                .transaction()
+                .await
+                .map_err(err("opening the target's transaction"))?;
+            // The target's guard does not record the catch-up's own writes.
+            ttx.batch_execute(APPLYING)
+                .await
+                .map_err(err("marking the target's transaction as the catch-up's"))?;
+            let truncated: Vec<&str> = work
+                .iter()
+                .filter(|(_, w)| w.truncate)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            if !truncated.is_empty() {
+                ttx.batch_execute(&format!("TRUNCATE {}", truncated.join(", ")))
+                    .await
+                    .map_err(err(&format!("truncating {}", truncated.join(", "))))?;
+            }
+            for (table, key, array, texts) in &rows {
+                ttx.execute(
+                    &format!("DELETE FROM {table} t WHERE {}", key_match(table, key)),
+                    &[array],
+                )
+                .await
+                .map_err(err(&format!("deleting the changed rows of {table}")))?;
+                if texts.is_empty() {
+                    continue;
+                }
+                let Some(cols) = tables_cache.get(table) else {
+                    continue;
+                };
+                let written: Vec<String> = cols.written().map(|c| ident(c)).collect();
+                let picked: Vec<String> = written.iter().map(|c| format!("(v).{c}")).collect();
+                ttx.execute(
+                    &format!(
+                        "INSERT INTO {table} ({}) {} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s",
+                        written.join(", "),
+                        if cols.identity() { "OVERRIDING SYSTEM VALUE" } else { "" },
+                        picked.join(", ")
+                    ),
+                    &[texts],
+                )
+                .await
+                .map_err(err(&format!("writing the changed rows of {table}")))?;
+            }
+            ttx.commit()
+                .await
+                .map_err(err("committing the batch on the target"))?;
+
+            let last = fresh
+                .last()
+                .map(|r| col::<i64>(r, 0))
+                .transpose()?
+                .unwrap_or(position);
+            self.applied += fresh.len() as u64;
+            self.position = position.max(last);
+            self.horizon = xmin;
+            self.outputs().await;
+            // On record before the next batch: a kill from here on re-applies at most this one.
+            ctx.report.recorded().await;
+            if fresh.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The changes logged after `position` (the log's ids, so rolled-back ids count too: an upper
 /// bound, read without a scan) and the age in seconds of the oldest of them.
-async fn backlog(source: &Client, log: &str, position: i64) -> Result<(i64, u64), Outcome> {
+pub(super) async fn backlog(source: &Client, log: &str, position: i64) -> Result<(i64, u64), Outcome> {
     let rows = query(
         source,
         &format!(

@@ -2025,3 +2025,266 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
         "{log}"
     );
 }
+
+/// The tables of the online move, on the source only (the copy makes them on the target): the
+/// captured ones, a partitioned table, a table without a key (copied whole in the freeze), a
+/// sequence, a materialized view and a large object.
+const MOVED_TABLES: &str = "\
+    CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, \
+        doc jsonb, embedding vector(3), name_len int GENERATED ALWAYS AS (length(name)) STORED); \
+    CREATE TABLE tags (code text PRIMARY KEY, label text); \
+    CREATE TABLE scratch (id int PRIMARY KEY, v text); \
+    CREATE TABLE by_email (email text NOT NULL UNIQUE, n int); \
+    CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+    CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+    CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); \
+    CREATE TABLE loose (a int, b text); \
+    CREATE SEQUENCE invoice_seq; \
+    INSERT INTO items (name, doc, embedding) SELECT 'item ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)), \
+        ARRAY[g, g / 2.0, -g]::real[]::vector FROM generate_series(1, 200) g; \
+    INSERT INTO tags SELECT 'tag-' || g, 'label ' || g FROM generate_series(1, 10) g; \
+    INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 30) g; \
+    INSERT INTO by_email SELECT 'u' || g || '@example.com', g FROM generate_series(1, 20) g; \
+    INSERT INTO events SELECT g, date '2024-03-01' + (g % 200), 'e' || g FROM generate_series(1, 300) g; \
+    INSERT INTO loose SELECT g, 'l' || g FROM generate_series(1, 20) g; \
+    SELECT setval('invoice_seq', 100); \
+    CREATE MATERIALIZED VIEW tag_count AS SELECT count(*) AS n, max(label) AS last FROM tags; \
+    SELECT lo_from_bytea(4242, 'a large object');";
+
+const MOVED: [&str; 8] = [
+    "items",
+    "tags",
+    "scratch",
+    "by_email",
+    "events",
+    "events_2024",
+    "events_2025",
+    "loose",
+];
+
+const CAPTURE_ALL: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\nlarge_objects = \"freeze\"\n\n";
+const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\n\n";
+const UNCAPTURE_BOTH: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"remove\"\n\n";
+const IDLE_ON_DRAIN: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.drain.outputs.source_baseline}\"\nneeds = [\"drain\"]\n\n";
+
+/// What the target's catalogs hold of the capture or its guard: schema, triggers, functions.
+fn guard_leftovers(url: &str) -> String {
+    pg::scalar(
+        url,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover_capture') || '/' || \
+                (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cutover_capture%') || '/' || \
+                (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'cutover_capture')",
+    )
+}
+
+/// Runs a step, asserting it succeeded (its log shown if not).
+fn run_ok(p: &Project, step: &str) {
+    let out = p.run(&["run", step]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{step}: {}\n{}",
+        text(&out),
+        p.run(&["log", step]).stdout()
+    );
+}
+
+/// Runs a step, asserting it failed; what it said (stderr and its log).
+fn run_failing(p: &Project, step: &str) -> String {
+    let out = p.run(&["run", step]);
+    let said = format!("{}\n{}", text(&out), p.run(&["log", step]).stdout());
+    assert_eq!(code(&out), 1, "{step}: {said}");
+    said
+}
+
+/// The source's writes of the app, one round `n`: inserts, updates (one moving a row to another
+/// partition), deletes, a TRUNCATE every 25th round, in tables with jsonb, vector, identity and
+/// generated columns, a partitioned table, a table without a key, and a sequence.
+fn app_writes(n: u64) -> String {
+    let mut sql = format!(
+        "INSERT INTO items (name, doc, embedding) VALUES ('w {n}', jsonb_build_object('w', {n}), '[{n}, 0.5, -1]'); \
+         UPDATE items SET doc = doc || jsonb_build_object('u', {n}), name = name || '.' WHERE id = {u}; \
+         DELETE FROM items WHERE id = {d}; \
+         UPDATE tags SET label = 'w {n}' WHERE code = 'tag-{t}'; \
+         INSERT INTO by_email VALUES ('w{n}@example.com', {n}) ON CONFLICT (email) DO UPDATE SET n = excluded.n + 1; \
+         INSERT INTO events VALUES (1000 + {n}, date '2025-01-01' + {p}, 'w'); \
+         UPDATE events SET at = date '2025-06-01' + {p}, v = 'moved' WHERE id = {n}; \
+         INSERT INTO loose VALUES ({n}, 'w'); \
+         SELECT nextval('invoice_seq'); REFRESH MATERIALIZED VIEW tag_count;",
+        u = n % 200 + 1,
+        d = n % 97 + 150,
+        t = n % 10 + 1,
+        p = n % 150
+    );
+    if n % 25 == 0 {
+        sql.push_str(&format!(
+            " TRUNCATE scratch; INSERT INTO scratch VALUES ({n}, 'after a truncate');"
+        ));
+    } else {
+        sql.push_str(&format!(
+            " INSERT INTO scratch VALUES (100000 + {n}, 'w') ON CONFLICT DO NOTHING;"
+        ));
+    }
+    sql
+}
+
+/// A writer of `app_writes` on the source until told to stop; returns how many rounds it made.
+struct Writer {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl Writer {
+    fn start(url: &str, from: u64) -> Writer {
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let url = url.to_string();
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async {
+                let c = client(&url).await;
+                let mut n = from;
+                while stop_rx.try_recv().is_err() {
+                    n += 1;
+                    c.batch_execute(&app_writes(n)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                n - from
+            })
+        });
+        Writer { stop, handle }
+    }
+
+    fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap()
+    }
+}
+
+/// Every moved table, the sequence, the view and the large object the same on both sides.
+fn assert_moved_equal(source: &str, target: &str) {
+    for table in MOVED {
+        assert_eq!(
+            table_sum(source, table),
+            table_sum(target, table),
+            "{table}"
+        );
+    }
+    for sql in [
+        "SELECT last_value || '/' || is_called FROM invoice_seq",
+        "SELECT last_value || '/' || is_called FROM items_id_seq",
+        "SELECT n || '/' || last FROM tag_count",
+        "SELECT md5(lo_get(4242))",
+    ] {
+        assert_eq!(pg::scalar(source, sql), pg::scalar(target, sql), "{sql}");
+    }
+}
+
+/// Item 1 of issue 27: a copy made after the capture went in carries neither its log, its
+/// catalog, its function nor its triggers to the target (parallel and streamed), and
+/// db.verify and db.preflight do not count its schema among the app's.
+#[test]
+fn a_copy_after_the_capture_carries_none_of_it_to_the_target() {
+    let (source, target) = owned_databases("capture_copy", "capture_owner_copy");
+    pg::run_sql(&source, MOVED_TABLES);
+    let stream_target = {
+        let pg = Clusters::from_env();
+        pg::run_sql(
+            &pg.target,
+            "DROP DATABASE IF EXISTS t_capture_copy_stream WITH (FORCE)",
+        );
+        pg::run_sql(&pg.target, "CREATE DATABASE t_capture_copy_stream");
+        pg::run_sql(
+            &pg::url_for(&pg.target, "t_capture_copy_stream"),
+            "CREATE EXTENSION vector",
+        );
+        pg::url_for(&pg.target, "t_capture_copy_stream")
+    };
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{PREFLIGHT}{COPY}{VERIFY}"),
+    );
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE tags SET label = 'logged' WHERE code = 'tag-1'; REFRESH MATERIALIZED VIEW tag_count",
+    );
+    assert_eq!(
+        pg::scalar(&source, "SELECT count(*) FROM cutover_capture.changes"),
+        "1"
+    );
+    run_ok(&p, "preflight");
+    run_ok(&p, "copy");
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+    assert_moved_equal(&source, &target);
+    run_ok(&p, "verify");
+    let said = p.run(&["log", "verify"]).stdout();
+    assert!(!said.contains("cutover_capture"), "{said}");
+
+    let streamed = project(
+        &source,
+        &stream_target,
+        "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"stream\"\n\n",
+    );
+    run_ok(&streamed, "copy");
+    assert_eq!(guard_leftovers(&stream_target), "0/0/0");
+    assert_eq!(table_sum(&source, "items"), table_sum(&stream_target, "items"));
+}
+
+/// Issue 27 items 2 to 4, the whole online move as the owner: capture, a copy while the app
+/// writes, a catch-up while it writes, the final catch-up once it stopped; then every table,
+/// sequence, view and large object equals the source's, db.verify passes, removing the capture
+/// leaves nothing on either side, and db.idle on the final catch-up's baseline passes — and
+/// names a write made after it.
+#[test]
+fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
+    let (source, target) = owned_databases("capture_move", "capture_owner_move");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}{VERIFY}{UNCAPTURE_BOTH}{IDLE_ON_DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    let log = p.run(&["log", "capture"]).stdout();
+    assert!(log.contains("public.loose"), "{log}");
+    assert!(log.contains("large object"), "{log}");
+
+    let writer = Writer::start(&source, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    run_ok(&p, "copy");
+    run_ok(&p, "catchup");
+    // The catch-up guards the target: every table the capture knows (the partitions, not
+    // their parent; the table without a key too).
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'cutover_capture_guard'"
+        ),
+        "7"
+    );
+    let rounds = writer.stop();
+    assert!(rounds > 10, "{rounds}");
+    assert_ne!(table_sum(&source, "items"), table_sum(&target, "items"));
+
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
+    let outputs = &status["phases"][0]["steps"][3]["outputs"];
+    assert!(outputs["drained"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{outputs}");
+    assert!(outputs["checked_keys"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{outputs}");
+    assert!(outputs["freeze_point"].as_str().unwrap().contains(':'), "{outputs}");
+    assert!(outputs["source_baseline"].as_str().unwrap().contains("\"counters\""), "{outputs}");
+    // The final catch-up took its guard off the target once it passed.
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+    run_ok(&p, "verify");
+
+    run_ok(&p, "uncapture");
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+
+    run_ok(&p, "idle");
+    write_once(&source, "INSERT INTO tags VALUES ('after-the-freeze', 'x')");
+    let said = run_failing(&p, "idle");
+    assert!(said.contains("public.tags"), "{said}");
+}

@@ -2063,6 +2063,7 @@ const MOVED: [&str; 8] = [
 ];
 
 const CAPTURE_ALL: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\nlarge_objects = \"freeze\"\n\n";
+const CAPTURE_REFUSING: &str = "[[phase.step]]\nid = \"capture-refusing\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n";
 const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\n\n";
 const UNCAPTURE_BOTH: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"remove\"\n\n";
 const IDLE_ON_DRAIN: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.drain.outputs.source_baseline}\"\nneeds = [\"drain\"]\n\n";
@@ -2287,4 +2288,157 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
     write_once(&source, "INSERT INTO tags VALUES ('after-the-freeze', 'x')");
     let said = run_failing(&p, "idle");
     assert!(said.contains("public.tags"), "{said}");
+}
+
+/// Large objects are refused by default (named, nothing installed); a schema change on the
+/// source during the move fails the final catch-up naming it, before anything is applied.
+#[test]
+fn a_schema_change_during_the_move_fails_the_final_catchup_naming_it() {
+    let (source, target) = owned_databases("capture_alter", "capture_owner_alter");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_REFUSING}{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    let said = run_failing(&p, "capture-refusing");
+    assert!(said.contains("1 large object(s)"), "{said}");
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    pg::run_sql(&source, &app_writes(1));
+    run_ok(&p, "catchup");
+    pg::run_sql(
+        &source,
+        "UPDATE tags SET label = 'pending' WHERE code = 'tag-2'; \
+         ALTER TABLE tags ADD COLUMN extra int; \
+         ALTER TABLE by_email ALTER COLUMN n TYPE bigint; \
+         CREATE TABLE t2 (id int PRIMARY KEY)",
+    );
+    let said = run_failing(&p, "drain");
+    for expected in [
+        "public.tags: column extra added (integer)",
+        "public.by_email: column n type changed (integer → bigint)",
+        "table public.t2 created",
+        "nothing was applied",
+    ] {
+        assert!(said.contains(expected), "{expected:?} not in {said}");
+    }
+    // Nothing applied: the change logged before the ALTER is not on the target (it holds
+    // what the catch-up before applied).
+    assert_eq!(
+        pg::scalar(&target, "SELECT label FROM tags WHERE code = 'tag-2'"),
+        "w 1"
+    );
+}
+
+/// A transaction open on the source at the freeze point, committing once the final catch-up
+/// has begun (a worker the freeze did not stop): the step fails naming the table and how many
+/// changes; a re-run, with the writers stopped, takes a new freeze point and passes.
+#[test]
+fn a_write_after_the_freeze_point_is_named_and_fails_the_final_catchup() {
+    let (source, target) = owned_databases("capture_late", "capture_owner_late");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    run_ok(&p, "catchup");
+    let source_db = source.clone();
+    let (began_tx, began) = std::sync::mpsc::channel::<()>();
+    let (commit_tx, commit) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let c = client(&source_db).await;
+            c.batch_execute(
+                "BEGIN; UPDATE events SET v = 'late' WHERE id IN (5, 6, 7); \
+                 INSERT INTO tags VALUES ('late', 'x')",
+            )
+            .await
+            .unwrap();
+            began_tx.send(()).unwrap();
+            commit.recv().unwrap();
+            c.batch_execute("COMMIT").await.unwrap();
+        })
+    });
+    began.recv().unwrap();
+    let child = p
+        .command(&["run", "drain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The final catch-up waits for the open writer to end before it checks: then it commits.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg::scalar(
+        &source,
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'cutover_capture.changes'::regclass",
+    ) == "0"
+    {
+        assert!(Instant::now() < deadline, "the final catch-up never waited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    commit_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}\n{}", text(&out), p.run(&["log", "drain"]).stdout());
+    assert_eq!(code(&out), 1, "{said}");
+    assert!(
+        said.contains("writes after the freeze point: public.events_2024 (3 changes), public.tags (1 change)"),
+        "{said}"
+    );
+    // The writers stopped, a re-run passes on a new freeze point.
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+}
+
+/// Rows changed on the target during the catch-up (the verify faults that apply: a changed, a
+/// deleted, a swapped row, a vector changed; a sequence set back, a view emptied, a large
+/// object changed) — the final catch-up names every table written and fails; the sequence,
+/// the view and the large object it has set again from the source.
+#[test]
+fn writes_on_the_target_during_the_catchup_are_named_by_the_final_catchup() {
+    let (source, target) = owned_databases("capture_guard", "capture_owner_guard");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    pg::run_sql(&source, &app_writes(1));
+    run_ok(&p, "catchup");
+    pg::run_sql(
+        &target,
+        "UPDATE tags SET label = label || '.' WHERE code = 'tag-7'; \
+         DELETE FROM scratch WHERE id = 17; \
+         UPDATE by_email b SET n = o.n FROM by_email o \
+          WHERE (b.email, o.email) IN (('u5@example.com', 'u6@example.com'), ('u6@example.com', 'u5@example.com')); \
+         UPDATE items SET embedding = '[0.5, 0.5, 0.5]' WHERE id = 42; \
+         SELECT setval('invoice_seq', 3); \
+         REFRESH MATERIALIZED VIEW tag_count WITH NO DATA; \
+         SELECT lo_put(4242, 0, '\\x00'::bytea);",
+    );
+    let said = run_failing(&p, "drain");
+    assert!(
+        said.contains("writes on the target by someone other than the catch-up: public.by_email (2 changes), public.items (1 change), public.scratch (1 change), public.tags (1 change)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("public.scratch: 31 rows on the source, 30 on the target"),
+        "{said}"
+    );
+    // Set again from the source before the check.
+    for sql in [
+        "SELECT last_value || '/' || is_called FROM invoice_seq",
+        "SELECT n || '/' || last FROM tag_count",
+        "SELECT md5(lo_get(4242))",
+    ] {
+        assert_eq!(pg::scalar(&source, sql), pg::scalar(&target, sql), "{sql}");
+    }
 }

@@ -59,7 +59,8 @@ async fn guarded(target: &Client) -> Result<Vec<String>, Outcome> {
     let rows = query(
         target,
         &format!(
-            "SELECT DISTINCT t.tgrelid::regclass::text FROM pg_trigger t \
+            "SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_trigger t \
+               JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE NOT t.tgisinternal AND t.tgname = '{GUARD_ROW}' ORDER BY 1"
         ),
         "listing the target's guarded tables",

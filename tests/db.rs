@@ -2228,7 +2228,10 @@ fn a_copy_after_the_capture_carries_none_of_it_to_the_target() {
     );
     run_ok(&streamed, "copy");
     assert_eq!(guard_leftovers(&stream_target), "0/0/0");
-    assert_eq!(table_sum(&source, "items"), table_sum(&stream_target, "items"));
+    assert_eq!(
+        table_sum(&source, "items"),
+        table_sum(&stream_target, "items")
+    );
 }
 
 /// Issue 27 items 2 to 4, the whole online move as the owner: capture, a copy while the app
@@ -2272,10 +2275,30 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
     let status: serde_json::Value =
         serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
     let outputs = &status["phases"][0]["steps"][3]["outputs"];
-    assert!(outputs["drained"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{outputs}");
-    assert!(outputs["checked_keys"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{outputs}");
-    assert!(outputs["freeze_point"].as_str().unwrap().contains(':'), "{outputs}");
-    assert!(outputs["source_baseline"].as_str().unwrap().contains("\"counters\""), "{outputs}");
+    assert!(
+        outputs["drained"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{outputs}"
+    );
+    assert!(
+        outputs["checked_keys"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{outputs}"
+    );
+    assert!(
+        outputs["freeze_point"].as_str().unwrap().contains(':'),
+        "{outputs}"
+    );
+    assert!(
+        outputs["source_baseline"]
+            .as_str()
+            .unwrap()
+            .contains("\"counters\""),
+        "{outputs}"
+    );
     // The final catch-up took its guard off the target once it passed.
     assert_eq!(guard_leftovers(&target), "0/0/0");
     run_ok(&p, "verify");
@@ -2388,7 +2411,9 @@ fn a_write_after_the_freeze_point_is_named_and_fails_the_final_catchup() {
     let said = format!("{}\n{}", text(&out), p.run(&["log", "drain"]).stdout());
     assert_eq!(code(&out), 1, "{said}");
     assert!(
-        said.contains("writes after the freeze point: public.events_2024 (3 changes), public.tags (1 change)"),
+        said.contains(
+            "writes after the freeze point: public.events_2024 (3 changes), public.tags (1 change)"
+        ),
         "{said}"
     );
     // The writers stopped, a re-run passes on a new freeze point.
@@ -2398,7 +2423,8 @@ fn a_write_after_the_freeze_point_is_named_and_fails_the_final_catchup() {
 
 /// Rows changed on the target during the catch-up (the verify faults that apply: a changed, a
 /// deleted, a swapped row, a vector changed; a sequence set back, a view emptied, a large
-/// object changed) — the final catch-up names every table written and fails; the sequence,
+/// object changed, the vector extension dropped) — the final catch-up names every table
+/// written, and the columns the extension took away, and fails; the sequence,
 /// the view and the large object it has set again from the source.
 #[test]
 fn writes_on_the_target_during_the_catchup_are_named_by_the_final_catchup() {
@@ -2422,9 +2448,14 @@ fn writes_on_the_target_during_the_catchup_are_named_by_the_final_catchup() {
          UPDATE items SET embedding = '[0.5, 0.5, 0.5]' WHERE id = 42; \
          SELECT setval('invoice_seq', 3); \
          REFRESH MATERIALIZED VIEW tag_count WITH NO DATA; \
-         SELECT lo_put(4242, 0, '\\x00'::bytea);",
+         SELECT lo_put(4242, 0, '\\x00'::bytea); \
+         DROP EXTENSION vector CASCADE;",
     );
     let said = run_failing(&p, "drain");
+    assert!(
+        said.contains("public.items: columns differ (id, name, doc, embedding on the source; id, name, doc on the target)"),
+        "{said}"
+    );
     assert!(
         said.contains("writes on the target by someone other than the catch-up: public.by_email (2 changes), public.items (1 change), public.scratch (1 change), public.tags (1 change)"),
         "{said}"

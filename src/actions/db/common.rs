@@ -109,7 +109,8 @@ pub const CAPTURE_SCHEMA: &str = "cutover_capture";
 
 /// The condition (over `pg_class c` joined to `pg_namespace n`) for a relation the app owns:
 /// not in a system schema, not a member of an extension, not the change capture's.
-pub const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover_capture') \
+pub const USER_RELATION: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover_capture') \
     AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                      AND d.objid = c.oid AND d.deptype = 'e')";

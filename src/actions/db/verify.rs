@@ -23,12 +23,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::actions::db::checksum::{
-    hash_tables, large_objects, target_table, Checksum, Recorded,
-};
-use crate::actions::db::common::{
-    col, db_url, identity, query, table_oids, USER_RELATION,
-};
+use crate::actions::db::checksum::{hash_tables, large_objects, target_table, Checksum, Recorded};
+use crate::actions::db::common::{col, db_url, identity, query, table_oids, USER_RELATION};
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::copy::target_state::{dirty_since, target_key};
 use crate::actions::db::extensions;

@@ -337,7 +337,9 @@ impl Applier<'_> {
             };
             let fresh = tx
                 .query(
-                    &format!("SELECT id, tbl, key::text FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"),
+                    &format!(
+                        "SELECT id, tbl, key::text FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"
+                    ),
                     &[&position, &batch],
                 )
                 .await
@@ -383,7 +385,7 @@ impl Applier<'_> {
             let mut rows: Vec<(String, Vec<String>, String, Vec<String>)> = Vec::new();
             for (table, w) in &work {
                 if !tables_cache.contains_key(table) {
-                    tables_cache.insert(table.clone(), columns(&target, table).await?);
+                    tables_cache.insert(table.clone(), columns(target, table).await?);
                 }
                 let Some(cols) = tables_cache.get(table) else {
                     continue;
@@ -500,7 +502,11 @@ impl Applier<'_> {
 
 /// The changes logged after `position` (the log's ids, so rolled-back ids count too: an upper
 /// bound, read without a scan) and the age in seconds of the oldest of them.
-pub(super) async fn backlog(source: &Client, log: &str, position: i64) -> Result<(i64, u64), Outcome> {
+pub(super) async fn backlog(
+    source: &Client,
+    log: &str,
+    position: i64,
+) -> Result<(i64, u64), Outcome> {
     let rows = query(
         source,
         &format!(

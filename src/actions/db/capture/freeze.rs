@@ -130,7 +130,9 @@ pub async fn run(
                 connection::explain(&e)
             )));
         }
-        let open = open_writers(&holder, &applier.log).await.unwrap_or_default();
+        let open = open_writers(&holder, &applier.log)
+            .await
+            .unwrap_or_default();
         return Err(Outcome::failed(format!(
             "a transaction that wrote to the source is still open after {} ms{}: stop the writers and re-run (a re-run takes a new freeze point)",
             lock_started.elapsed().as_millis(),
@@ -211,10 +213,7 @@ pub async fn run(
     }
     let objects = if recorded.large_objects == "freeze" {
         let n = copy_large_objects(&reader, &target).await?;
-        let (s, t) = (
-            large_objects(&reader).await?,
-            large_objects(&target).await?,
-        );
+        let (s, t) = (large_objects(&reader).await?, large_objects(&target).await?);
         if s != t {
             return Err(Outcome::failed(format!(
                 "large objects: {} on the source, {} on the target after the copy, or their content differs",
@@ -244,7 +243,15 @@ pub async fn run(
         &mut problems,
     )
     .await?;
-    check_tables(ctx, &reader, &target, recorded, &mut problems).await?;
+    check_tables(
+        ctx,
+        &reader,
+        &target,
+        recorded,
+        (&source_columns, &target_columns),
+        &mut problems,
+    )
+    .await?;
     let writes = guard::writes(&target, schema).await?;
     if !writes.is_empty() {
         problems.push(format!(
@@ -284,7 +291,9 @@ pub async fn run(
         )
         .await;
     report.output("drained", drained.to_string()).await;
-    report.output("checked_keys", checked_keys.to_string()).await;
+    report
+        .output("checked_keys", checked_keys.to_string())
+        .await;
     report.output("freeze_point", point.clone()).await;
     report.output("backlog", "0").await;
     Ok(Outcome::Succeeded {
@@ -410,10 +419,7 @@ async fn copy_large_objects(source: &Client, tx: &Client) -> Result<u64, Outcome
     for row in &oids {
         let oid: i64 = col(row, 0)?;
         let data = source
-            .query_one(
-                "SELECT pg_catalog.lo_get($1::bigint::oid)",
-                &[&oid],
-            )
+            .query_one("SELECT pg_catalog.lo_get($1::bigint::oid)", &[&oid])
             .await
             .map_err(err(&format!("reading large object {oid}")))?;
         let bytes: Vec<u8> = col(&data, 0)?;
@@ -528,7 +534,10 @@ async fn refresh_views(
 fn key_match_literal(table: &str, key: &[String], keys: &[&String]) -> String {
     let array = format!(
         "[{}]",
-        keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
+        keys.iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     key_match(table, key).replace(
         "$1::text::jsonb",
@@ -577,12 +586,7 @@ async fn check_keys(
             continue;
         };
         if target_columns.get(table) != Some(columns) {
-            problems.push(format!(
-                "{table}: columns differ ({columns} on the source; {} on the target)",
-                target_columns
-                    .get(table)
-                    .map_or("missing", String::as_str)
-            ));
+            // Named by the tables' check.
             continue;
         }
         if columns.is_empty() {
@@ -590,7 +594,9 @@ async fn check_keys(
         }
         if truncated.contains(table) {
             ctx.report
-                .info(format!("{table}: truncated since the capture went in, compared whole"))
+                .info(format!(
+                    "{table}: truncated since the capture went in, compared whole"
+                ))
                 .await;
             let select = format!("SELECT {columns} FROM ONLY {table}");
             let (s, t) = tokio::join!(hash_rows(source, &select), hash_rows(target, &select));
@@ -605,9 +611,7 @@ async fn check_keys(
         let keys: Vec<String> = applier
             .source
             .query(
-                &format!(
-                    "SELECT DISTINCT key::text FROM {log} WHERE tbl = $1 AND key IS NOT NULL"
-                ),
+                &format!("SELECT DISTINCT key::text FROM {log} WHERE tbl = $1 AND key IS NOT NULL"),
                 &[table],
             )
             .await
@@ -662,12 +666,14 @@ async fn check_keys(
     Ok(checked)
 }
 
-/// Exact row counts, index counts and presence of every table the capture knows.
+/// Presence, copied columns, exact row counts and index counts of every table the capture
+/// knows.
 async fn check_tables(
     ctx: &crate::actions::ActionContext,
     source: &Client,
     target: &Client,
     recorded: &Catalog,
+    columns: (&BTreeMap<String, String>, &BTreeMap<String, String>),
     problems: &mut Vec<String>,
 ) -> Result<(), Outcome> {
     let total = recorded.tables.len() as u64;
@@ -688,6 +694,16 @@ async fn check_tables(
         if !exists {
             problems.push(format!("{table}: missing on the target"));
             continue;
+        }
+        if columns.0.get(table) != columns.1.get(table) {
+            let named = format!(
+                "{table}: columns differ ({} on the source; {} on the target)",
+                columns.0.get(table).map_or("none", String::as_str),
+                columns.1.get(table).map_or("none", String::as_str)
+            );
+            if !problems.contains(&named) {
+                problems.push(named);
+            }
         }
         let sql = format!(
             "SELECT (SELECT count(*) FROM ONLY {table}), \

@@ -132,7 +132,12 @@ pub async fn writes(target: &Client, schema: &str) -> Result<Vec<(String, i64)>,
         "looking for the target's guard",
     )
     .await?;
-    if !exists.first().map(|r| col::<bool>(r, 0)).transpose()?.unwrap_or(false) {
+    if !exists
+        .first()
+        .map(|r| col::<bool>(r, 0))
+        .transpose()?
+        .unwrap_or(false)
+    {
         return Ok(Vec::new());
     }
     let rows = query(

@@ -16,9 +16,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, Catalog};
 use super::{guard, schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
-use crate::actions::db::common::{
-    col, connect, count_large_objects, db_url, ident, query,
-};
+use crate::actions::db::common::{col, connect, count_large_objects, db_url, ident, query};
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
@@ -154,6 +152,54 @@ fn log_sql(schema: &str) -> String {
     )
 }
 
+/// A table's own row trigger function: it builds the key from the key columns alone
+/// (`jsonb_build_object('id', NEW."id")`), never the whole row — a row's other columns (a
+/// 1536-dimension vector, a large jsonb) cost nothing to log. An UPDATE that changes the key
+/// logs the old key as deleted. Returns its name and its `CREATE OR REPLACE`.
+fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
+    let name = format!(
+        "{FUNCTION}_{:016x}",
+        xxhash_rust::xxh3::xxh3_64(table.as_bytes())
+    );
+    let s = ident(schema);
+    let pairs = |row: &str| -> String {
+        key.iter()
+            .map(|k| format!("{}, {row}.{}", literal(k), ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cols = |row: &str| -> String {
+        key.iter()
+            .map(|k| format!("{row}.{}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let t = literal(table);
+    let body = format!(
+        "CREATE OR REPLACE FUNCTION {s}.{name}() RETURNS trigger \
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
+         BEGIN \
+             IF TG_OP = 'INSERT' THEN \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({new}), 'I'); \
+             ELSIF TG_OP = 'UPDATE' THEN \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({new}), 'U'); \
+                 IF ROW({old_cols}) IS DISTINCT FROM ROW({new_cols}) THEN \
+                     INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({old}), 'D'); \
+                 END IF; \
+             ELSE \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({old}), 'D'); \
+             END IF; \
+             RETURN NULL; \
+         END $cutover$; \
+         REVOKE ALL ON FUNCTION {s}.{name}() FROM PUBLIC;",
+        new = pairs("NEW"),
+        old = pairs("OLD"),
+        new_cols = cols("NEW"),
+        old_cols = cols("OLD"),
+    );
+    (name, body)
+}
+
 /// The literal of a column name, for a trigger's argument.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -226,7 +272,12 @@ async fn install(
     }
     let mut recorded = Catalog {
         tables: catalog::read(client, schema).await?,
-        large_objects: if large_objects_freeze { "freeze" } else { "refuse" }.to_string(),
+        large_objects: if large_objects_freeze {
+            "freeze"
+        } else {
+            "refuse"
+        }
+        .to_string(),
     };
     let (followed, keyless): (Vec<Followed>, Vec<Followed>) = recorded
         .tables
@@ -270,16 +321,16 @@ async fn install(
     let total = followed.len() as u64;
     let mut slowest = (String::new(), Duration::ZERO);
     for (done, table) in followed.iter().enumerate() {
-        let args: Vec<String> = table.key.iter().map(|k| literal(k)).collect();
+        let (function, body) = row_function(schema, &table.name, &table.key);
         let sql = format!(
-            "DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {t}; \
+            "{body} \
+             DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {t}; \
              DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {t}; \
              CREATE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {t} \
-                 FOR EACH ROW EXECUTE FUNCTION {s}.{FUNCTION}({args}); \
+                 FOR EACH ROW EXECUTE FUNCTION {s}.{function}(); \
              CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {t} \
                  FOR EACH STATEMENT EXECUTE FUNCTION {s}.{FUNCTION}();",
             t = table.name,
-            args = args.join(", ")
         );
         let (waited, attempts) =
             under_lock_timeout(ctx, client, &sql, lock_timeout, retries, &table.name).await?;

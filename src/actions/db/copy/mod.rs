@@ -22,7 +22,8 @@ use regex::Regex;
 use tokio_postgres::Client;
 
 use crate::actions::db::common::{
-    bytes_human, col, connect, db_url, identity, query, server_version, user_tables, CAPTURE_SCHEMA, USER_RELATION,
+    bytes_human, col, connect, db_url, identity, query, server_version, user_tables,
+    CAPTURE_SCHEMA, USER_RELATION,
 };
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::tools::restore::{memory_setting, Totals, DEFAULT_ALLOWED_ERRORS, TICK};

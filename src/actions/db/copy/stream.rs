@@ -234,8 +234,9 @@ pub(super) async fn directory_copy(
     let started = Instant::now();
     let mut dump = spawn(
         tool_command(dump_tool, source)
-            .args(["--format=directory", "--no-owner", "--no-acl", "--jobs"])
+            .args(["--format=directory", "--no-owner", "--no-acl"])
             .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}.*"))
+            .arg("--jobs")
             .arg(jobs.to_string())
             .arg("--file")
             .arg(dir),

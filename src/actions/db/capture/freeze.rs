@@ -149,6 +149,14 @@ pub async fn run(
             lock_started.elapsed().as_millis()
         ))
         .await;
+    // A schema change made while the log drained.
+    let changed = catalog::differences(recorded, &catalog::read(&applier.source, schema).await?);
+    if !changed.is_empty() {
+        return Err(Outcome::failed(format!(
+            "the source's schema changed during the drain: {}",
+            changed.join("; ")
+        )));
+    }
     applier.drain(Until::Empty).await?;
     let drained = applier.applied;
     let drain_secs = started.elapsed().as_secs_f64();
@@ -254,13 +262,25 @@ pub async fn run(
     .await?;
     let writes = guard::writes(&target, schema).await?;
     if !writes.is_empty() {
+        // The rows written there are queued on the source's log, to be set again from the
+        // source by the next catch-up (and compared by key); a TRUNCATE there cannot be.
+        let whole: BTreeSet<String> = recorded.whole().cloned().collect();
+        let truncated = requeue(&holder, &target, &applier.log, schema, &whole).await?;
         problems.push(format!(
-            "writes on the target by someone other than the catch-up: {} (the app's tasks on the target, or a hand edit: stop them, then copy again or mend the rows)",
+            "writes on the target by someone other than the catch-up: {} (the app's tasks on the target, or a hand edit: stop them; {})",
             writes
                 .iter()
                 .map(|(t, n)| format!("{t} ({})", plural(*n, "change")))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if truncated.is_empty() {
+                "the rows they wrote are queued to be set again from the source: a re-run sets them and checks them".to_string()
+            } else {
+                format!(
+                    "the rows they wrote are queued to be set again from the source, but a TRUNCATE on the target ({}) cannot be: copy again",
+                    truncated.join(", ")
+                )
+            }
         ));
     }
     let check_secs = check_started.elapsed().as_secs_f64();
@@ -309,6 +329,61 @@ pub async fn run(
             started.elapsed().as_secs_f64()
         )),
     })
+}
+
+/// The target's recorded writes with a key queued on the source's log (in the transaction that
+/// holds its lock, committed here) and taken off the target's record, as are those of tables
+/// copied whole; returns the tables truncated on the target (left on its record: no key names
+/// what they lost).
+async fn requeue(
+    holder: &Client,
+    target: &Client,
+    log: &str,
+    schema: &str,
+    whole: &BTreeSet<String>,
+) -> Result<Vec<String>, Outcome> {
+    let entries = guard::entries(target, schema).await?;
+    // A table copied whole was copied again above: its writes are mended already.
+    let mended: Vec<i64> = entries
+        .iter()
+        .filter(|(_, t, _)| whole.contains(t))
+        .map(|(id, _, _)| *id)
+        .collect();
+    guard::forget(target, schema, &mended).await?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|(_, t, _)| !whole.contains(t))
+        .collect();
+    let (ids, tables, keys): (Vec<i64>, Vec<String>, Vec<String>) = entries
+        .iter()
+        .filter_map(|(id, t, k)| k.as_ref().map(|k| (*id, t.clone(), k.clone())))
+        .fold((vec![], vec![], vec![]), |mut acc, (id, t, k)| {
+            acc.0.push(id);
+            acc.1.push(t);
+            acc.2.push(k);
+            acc
+        });
+    let truncated: BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, _, k)| k.is_none())
+        .map(|(_, t, _)| t.clone())
+        .collect();
+    holder
+        .execute(
+            &format!(
+                "INSERT INTO {log} (tbl, key, op) \
+                 SELECT t, k::jsonb, 'G' FROM unnest($1::text[], $2::text[]) AS x(t, k)"
+            ),
+            &[&tables, &keys],
+        )
+        .await
+        .map_err(err("queueing the target's writes on the source's log"))?;
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .map_err(err("queueing the target's writes on the source's log"))?;
+    guard::forget(target, schema, &ids).await?;
+    Ok(truncated.into_iter().collect())
 }
 
 async fn connect_plain(url: &DbUrl) -> Result<Client, Outcome> {

@@ -152,6 +152,45 @@ pub async fn writes(target: &Client, schema: &str) -> Result<Vec<(String, i64)>,
     rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
 }
 
+/// The writes the guard recorded on the target: (id, table, key; none for a TRUNCATE).
+pub async fn entries(
+    target: &Client,
+    schema: &str,
+) -> Result<Vec<(i64, String, Option<String>)>, Outcome> {
+    let rows = query(
+        target,
+        &format!(
+            "SELECT id, tbl, key::text FROM {}.{GUARD_LOG} ORDER BY id",
+            ident(schema)
+        ),
+        "reading the target's guard",
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
+        .collect()
+}
+
+/// Takes recorded writes off the target's record.
+pub async fn forget(target: &Client, schema: &str, ids: &[i64]) -> Result<(), Outcome> {
+    target
+        .execute(
+            &format!(
+                "DELETE FROM {}.{GUARD_LOG} WHERE id = ANY($1)",
+                ident(schema)
+            ),
+            &[&ids],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "clearing the target's guard: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    Ok(())
+}
+
 /// What of the guard the target's catalogs still hold.
 pub async fn leftovers(target: &Client, schema: &str) -> Result<Vec<String>, Outcome> {
     let rows = query(

@@ -2065,6 +2065,7 @@ const MOVED: [&str; 8] = [
 const CAPTURE_ALL: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\nlarge_objects = \"freeze\"\n\n";
 const CAPTURE_REFUSING: &str = "[[phase.step]]\nid = \"capture-refusing\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n";
 const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\n\n";
+const VERIFY_COPY: &str = "[[phase.step]]\nid = \"verify-copy\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\nneeds = [\"copy\"]\n\n";
 const UNCAPTURE_BOTH: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"remove\"\n\n";
 const IDLE_ON_DRAIN: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.drain.outputs.source_baseline}\"\nneeds = [\"drain\"]\n\n";
 
@@ -2246,7 +2247,7 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
     let p = project(
         &source,
         &target,
-        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}{VERIFY}{UNCAPTURE_BOTH}{IDLE_ON_DRAIN}"),
+        &format!("{CAPTURE_ALL}{COPY}{VERIFY_COPY}{CATCHUP}{DRAIN}{VERIFY}{UNCAPTURE_BOTH}{IDLE_ON_DRAIN}"),
     );
     run_ok(&p, "capture");
     let log = p.run(&["log", "capture"]).stdout();
@@ -2256,6 +2257,9 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
     let writer = Writer::start(&source, 0);
     std::thread::sleep(Duration::from_millis(300));
     run_ok(&p, "copy");
+    // As the bundled runbook's db-verify: on the copy's checksums (of its snapshot), while the
+    // source takes writes.
+    run_ok(&p, "verify-copy");
     run_ok(&p, "catchup");
     // The catch-up guards the target: every table the capture knows (the partitions, not
     // their parent; the table without a key too).
@@ -2268,13 +2272,15 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
     );
     let rounds = writer.stop();
     assert!(rounds > 10, "{rounds}");
+    // The last writes before the freeze, after the catch-up: the drain applies them.
+    pg::run_sql(&source, &app_writes(1_000_000));
     assert_ne!(table_sum(&source, "items"), table_sum(&target, "items"));
 
     run_ok(&p, "drain");
     assert_moved_equal(&source, &target);
     let status: serde_json::Value =
         serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
-    let outputs = &status["phases"][0]["steps"][3]["outputs"];
+    let outputs = &status["phases"][0]["steps"][4]["outputs"];
     assert!(
         outputs["drained"].as_str().unwrap().parse::<u64>().unwrap() > 0,
         "{outputs}"

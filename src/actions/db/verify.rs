@@ -822,6 +822,11 @@ async fn finish_compare(
     (connections, chunk_mb): (usize, u64),
     mut report: VerifyReport,
 ) -> Result<VerifyReport, Outcome> {
+    // With the change capture installed the source takes writes after the copy's snapshot:
+    // what only the source's present can be compared with (sequences, views, large objects,
+    // a nearest-neighbour search) is left to the final catch-up, which sets and checks it in
+    // the freeze. The tables are compared with the copy's figures (`source_checksums`).
+    let live = capture_installed(source).await?;
     let (views, unpopulated) = compare_views(
         ctx,
         (source_url, source),
@@ -830,15 +835,39 @@ async fn finish_compare(
         chunk_mb,
     )
     .await?;
-    report.views = views;
-    report.other_problems.extend(unpopulated);
+    if live {
+        let differ: Vec<String> = views
+            .iter()
+            .filter_map(|v| v.problem())
+            .chain(unpopulated)
+            .collect();
+        if !differ.is_empty() {
+            ctx.report
+                .info(format!(
+                    "materialized views (the source takes writes; the final catch-up refreshes them): {}",
+                    differ.join("; ")
+                ))
+                .await;
+        }
+    } else {
+        report.views = views;
+        report.other_problems.extend(unpopulated);
+    }
     let (source_objects, target_objects) =
         tokio::try_join!(large_objects(source), large_objects(target))?;
     report.large_objects = LargeObjects {
         source: source_objects.0,
         target: target_objects.0,
-        checksum_match: source_objects == target_objects,
+        checksum_match: source_objects == target_objects || live,
     };
+    if live && source_objects != target_objects {
+        ctx.report
+            .info(format!(
+                "large objects: {} on the source, {} on the target, or their content differs (the source takes writes; the final catch-up copies them)",
+                source_objects.0, target_objects.0
+            ))
+            .await;
+    }
     if source_objects.0 > 0 && source_objects == target_objects {
         ctx.report
             .info(format!(
@@ -861,6 +890,14 @@ async fn finish_compare(
             (_, None) => report
                 .other_problems
                 .push(format!("sequence {name}: missing on the target")),
+            (Some(s), Some(t)) if live && t.is_none_or(|t| t < *s) => {
+                ctx.report
+                    .info(format!(
+                        "sequence {name}: {} on the target, {s} on the source (the source takes writes; the final catch-up sets it)",
+                        t.map_or_else(|| "never used".to_string(), |t| t.to_string())
+                    ))
+                    .await
+            }
             (Some(s), Some(t)) if t.is_none_or(|t| t < *s) => report.other_problems.push(format!(
                 "sequence {name}: behind on the target ({} < {s}): new rows would reuse ids",
                 t.map_or_else(|| "never used".to_string(), |t| t.to_string())
@@ -888,12 +925,30 @@ async fn finish_compare(
             Some(_) => {}
         }
     }
-    if target_ext.iter().any(|e| e.name == "vector") {
+    if live {
+        ctx.report
+            .info("nearest-neighbour search not compared: the source takes writes (the final catch-up compares every changed row)")
+            .await;
+    } else if target_ext.iter().any(|e| e.name == "vector") {
         report
             .other_problems
             .extend(vector_spot_check(source, target, ctx).await?);
     }
     Ok(report)
+}
+
+/// Whether the source holds the change capture's log (`db.capture` installed).
+async fn capture_installed(source: &Client) -> Result<bool, Outcome> {
+    let rows = query(
+        source,
+        "SELECT to_regclass('cutover_capture.changes') IS NOT NULL",
+        "looking for the change capture",
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None => Ok(false),
+    }
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {

@@ -2021,7 +2021,7 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
     assert!(attempts >= 2, "{journal}");
     let log = p.run(&["log", "catchup"]).stdout();
     assert!(
-        log.contains("an earlier attempt applied the log up to change"),
+        log.contains("(an earlier attempt, or `resume`): starting after it"),
         "{log}"
     );
 }
@@ -2064,7 +2064,7 @@ const MOVED: [&str; 8] = [
 
 const CAPTURE_ALL: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\nlarge_objects = \"freeze\"\n\n";
 const CAPTURE_REFUSING: &str = "[[phase.step]]\nid = \"capture-refusing\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n";
-const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\n\n";
+const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\nresume = \"${steps.catchup.outputs.resume}\"\nneeds = [\"catchup\"]\n\n";
 const VERIFY_COPY: &str = "[[phase.step]]\nid = \"verify-copy\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\nneeds = [\"copy\"]\n\n";
 const UNCAPTURE_BOTH: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"remove\"\n\n";
 const IDLE_ON_DRAIN: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.drain.outputs.source_baseline}\"\nneeds = [\"drain\"]\n\n";
@@ -2278,6 +2278,9 @@ fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
 
     run_ok(&p, "drain");
     assert_moved_equal(&source, &target);
+    // The drain started where the catch-up stopped (its `resume`).
+    let log = p.run(&["log", "drain"]).stdout();
+    assert!(log.contains("starting after it"), "{log}");
     let status: serde_json::Value =
         serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
     let outputs = &status["phases"][0]["steps"][4]["outputs"];

@@ -340,6 +340,11 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
             ParamType::Integer,
             "tries again after a lock timeout installing the target's guard, per table (5)",
         ),
+        ParamSpec::optional(
+            "resume",
+            ParamType::String,
+            "start where an earlier catch-up step stopped: its `resume` output, e.g. ${steps.db-catchup.outputs.resume} (without it a step starts at the beginning of the log; applying again is harmless, only slower)",
+        ),
         CA_BUNDLE,
     ],
     outputs: &[
@@ -347,6 +352,7 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
         "horizon",
         "applied",
         "backlog",
+        "resume",
         "source_baseline",
         "drained",
         "checked_keys",

@@ -43,7 +43,23 @@ struct Params {
     final_: Option<bool>,
     lock_timeout: Option<String>,
     retries: Option<u32>,
+    /// Where an earlier catch-up step stopped: its `resume` output.
+    resume: Option<String>,
     ca_bundle: Option<String>,
+}
+
+/// A `resume` value, `POSITION:HORIZON`.
+fn parse_resume(text: &str) -> Result<(i64, i64), Outcome> {
+    let bad = || {
+        Outcome::failed(format!(
+            "`resume` = {text:?}: give an earlier catch-up's `resume` output (POSITION:HORIZON)"
+        ))
+    };
+    let (p, h) = text.trim().split_once(':').ok_or_else(bad)?;
+    Ok((
+        p.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 /// When the step stops: the log read to its end, or the backlog down to a number.
@@ -213,14 +229,22 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
+    // This step's own position (a re-run after a kill), or an earlier step's, the further on.
+    let (mut position, mut horizon) = (number("position"), number("horizon"));
+    if let Some(given) = p.resume.as_deref() {
+        let (p, h) = parse_resume(given)?;
+        if p > position {
+            (position, horizon) = (p, h);
+        }
+    }
     let mut applier = Applier {
         ctx,
         source,
         target,
         log,
         batch,
-        position: number("position"),
-        horizon: number("horizon"),
+        position,
+        horizon,
         applied: 0,
         started: Instant::now(),
         tables_cache: BTreeMap::new(),
@@ -228,7 +252,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     if applier.position > 0 {
         ctx.report
             .info(format!(
-                "an earlier attempt applied the log up to change {}: starting after it",
+                "the log is applied up to change {} (an earlier attempt, or `resume`): starting after it",
                 applier.position
             ))
             .await;
@@ -284,6 +308,9 @@ impl Applier<'_> {
         report.output("position", self.position.to_string()).await;
         report.output("horizon", self.horizon.to_string()).await;
         report.output("applied", self.applied.to_string()).await;
+        report
+            .output("resume", format!("{}:{}", self.position, self.horizon))
+            .await;
     }
 
     /// Applies the log in batches until it is read to its end or the backlog is `until`.
@@ -545,6 +572,13 @@ mod tests {
         );
         assert!(until(Some(&serde_json::json!("soon"))).is_err());
         assert!(until(Some(&serde_json::json!(-1))).is_err());
+    }
+
+    #[test]
+    fn resume_is_a_position_and_a_horizon() {
+        assert_eq!(parse_resume("120:4711").ok(), Some((120, 4711)));
+        assert!(parse_resume("120").is_err());
+        assert!(parse_resume("a:b").is_err());
     }
 
     #[test]

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
+use super::apply::{err, key_match, Applier, Until, APPLYING};
 use super::catalog::{self, Catalog};
-use super::catchup::{err, key_match, Applier, Until, APPLYING};
 use super::guard;
 use crate::actions::db::checksum::{copied_columns, hash_rows, large_objects, Checksum, RowHasher};
 use crate::actions::db::common::{col, count_large_objects, identity, query};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::catalog::Catalog;
-use super::install::under_lock_timeout;
+use super::locks::under_lock_timeout;
 use super::{GUARD_FUNCTION, GUARD_LOG, GUARD_ROW, GUARD_TRUNCATE};
 use crate::actions::db::common::{col, ident, query};
 use crate::actions::db::connection;

@@ -10,11 +10,12 @@
 //! `lock_timeout`, retried: a busy table waits at most that long at a time, never the app
 //! behind it. Everything is created `IF NOT EXISTS` or replaced: installing twice is harmless.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::catalog::{self, Catalog};
+use super::locks::under_lock_timeout;
 use super::{guard, schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
 use crate::actions::db::common::{col, connect, count_large_objects, db_url, ident, query};
 use crate::actions::db::connection;
@@ -203,48 +204,6 @@ fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
 /// The literal of a column name, for a trigger's argument.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-/// Runs `sql` in a transaction of its own under `lock_timeout`, retried when a lock was not
-/// granted in time; returns how long it waited in all and how many attempts it took.
-pub(super) async fn under_lock_timeout(
-    ctx: &ActionContext,
-    client: &Client,
-    sql: &str,
-    lock_timeout: Duration,
-    retries: u32,
-    table: &str,
-) -> Result<(Duration, u32), Outcome> {
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let text = format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'; {sql} COMMIT;",
-            lock_timeout.as_millis().max(1)
-        );
-        match client.batch_execute(&text).await {
-            Ok(()) => return Ok((started.elapsed(), attempt)),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                let timed_out = e.as_db_error().is_some_and(|d| d.code().code() == "55P03");
-                if !timed_out || attempt > retries {
-                    return Err(Outcome::failed(format!(
-                        "{table}: {} (after {attempt} attempt(s), {} ms waiting)",
-                        connection::explain(&e),
-                        started.elapsed().as_millis()
-                    )));
-                }
-                ctx.report
-                    .info(format!(
-                        "{table}: its lock was not granted within {} ms (attempt {attempt}); trying again",
-                        lock_timeout.as_millis()
-                    ))
-                    .await;
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-        }
-    }
 }
 
 async fn install(
@@ -480,5 +439,26 @@ mod tests {
         // Only the key columns the trigger names are kept of the row.
         assert!(sql.contains("jsonb_object_agg(k, r -> k)"));
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn a_tables_row_function_builds_the_key_alone() {
+        let (name, body) = row_function(
+            "cutover_capture",
+            "public.orders",
+            &["tenant".to_string(), "id".to_string()],
+        );
+        assert!(name.starts_with("record_change_"), "{name}");
+        assert_eq!(
+            row_function("cutover_capture", "public.orders", &[]).0,
+            name
+        );
+        assert_ne!(row_function("cutover_capture", "public.other", &[]).0, name);
+        assert!(body.contains("jsonb_build_object('tenant', NEW.\"tenant\", 'id', NEW.\"id\")"));
+        assert!(body.contains(
+            "IF ROW(OLD.\"tenant\", OLD.\"id\") IS DISTINCT FROM ROW(NEW.\"tenant\", NEW.\"id\")"
+        ));
+        assert!(!body.contains("to_jsonb(NEW)"));
+        assert!(body.contains("VALUES ('public.orders', "));
     }
 }

@@ -13,6 +13,8 @@
 //!   transaction per batch, its position journaled after each batch so a re-run (after a kill)
 //!   starts where the last one stopped.
 //!
+//! - `apply` — the batches `db.catchup` applies the log in (and the final catch-up drains it
+//!   with); `locks` — a catalog change under a short `lock_timeout`, retried.
 //! - `catalog` — what install follows, recorded in the capture's schema, compared at the freeze.
 //! - `guard` — on the target, a record of writes by anyone but the catch-up.
 //! - `freeze` — `db.catchup` with `final = true`: the freeze's database part (the freeze point,
@@ -25,11 +27,13 @@
 //! snapshot, its figures and its journal records). `verify` and `guards` may import it; it
 //! imports neither.
 
+mod apply;
 pub mod catalog;
 pub mod catchup;
 mod freeze;
 pub mod guard;
 pub mod install;
+mod locks;
 
 /// The schema the capture lives in unless the step names another (the copy, the checks and the
 /// guards leave this one out of the app's tables).

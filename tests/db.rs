@@ -2021,7 +2021,540 @@ fn a_catchup_killed_mid_run_resumes_and_loses_nothing() {
     assert!(attempts >= 2, "{journal}");
     let log = p.run(&["log", "catchup"]).stdout();
     assert!(
-        log.contains("an earlier attempt applied the log up to change"),
+        log.contains("(an earlier attempt, or `resume`): starting after it"),
         "{log}"
+    );
+}
+
+/// The tables of the online move, on the source only (the copy makes them on the target): the
+/// captured ones, a partitioned table, a table without a key (copied whole in the freeze), a
+/// sequence, a materialized view and a large object.
+const MOVED_TABLES: &str = "\
+    CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, \
+        doc jsonb, embedding vector(3), name_len int GENERATED ALWAYS AS (length(name)) STORED); \
+    CREATE TABLE tags (code text PRIMARY KEY, label text); \
+    CREATE TABLE scratch (id int PRIMARY KEY, v text); \
+    CREATE TABLE by_email (email text NOT NULL UNIQUE, n int); \
+    CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+    CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+    CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); \
+    CREATE TABLE loose (a int, b text); \
+    CREATE SEQUENCE invoice_seq; \
+    INSERT INTO items (name, doc, embedding) SELECT 'item ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)), \
+        ARRAY[g, g / 2.0, -g]::real[]::vector FROM generate_series(1, 200) g; \
+    INSERT INTO tags SELECT 'tag-' || g, 'label ' || g FROM generate_series(1, 10) g; \
+    INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 30) g; \
+    INSERT INTO by_email SELECT 'u' || g || '@example.com', g FROM generate_series(1, 20) g; \
+    INSERT INTO events SELECT g, date '2024-03-01' + (g % 200), 'e' || g FROM generate_series(1, 300) g; \
+    INSERT INTO loose SELECT g, 'l' || g FROM generate_series(1, 20) g; \
+    SELECT setval('invoice_seq', 100); \
+    CREATE MATERIALIZED VIEW tag_count AS SELECT count(*) AS n, max(label) AS last FROM tags; \
+    SELECT lo_from_bytea(4242, 'a large object');";
+
+const MOVED: [&str; 8] = [
+    "items",
+    "tags",
+    "scratch",
+    "by_email",
+    "events",
+    "events_2024",
+    "events_2025",
+    "loose",
+];
+
+const CAPTURE_ALL: &str = "[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\nlarge_objects = \"freeze\"\n\n";
+const CAPTURE_REFUSING: &str = "[[phase.step]]\nid = \"capture-refusing\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n";
+const DRAIN: &str = "[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nbatch = 40\nlock_timeout = \"60s\"\nresume = \"${steps.catchup.outputs.resume}\"\nneeds = [\"catchup\"]\n\n";
+const VERIFY_COPY: &str = "[[phase.step]]\nid = \"verify-copy\"\ndo = \"db.verify\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nsource_checksums = \"${steps.copy.outputs.checksums}\"\nneeds = [\"copy\"]\n\n";
+const UNCAPTURE_BOTH: &str = "[[phase.step]]\nid = \"uncapture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"remove\"\n\n";
+const IDLE_ON_DRAIN: &str = "[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.SOURCE}\"\nwindow = \"2s\"\ndeadline = \"6s\"\nbaseline = \"${steps.drain.outputs.source_baseline}\"\nneeds = [\"drain\"]\n\n";
+
+/// What the target's catalogs hold of the capture or its guard: schema, triggers, functions.
+fn guard_leftovers(url: &str) -> String {
+    pg::scalar(
+        url,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover_capture') || '/' || \
+                (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cutover_capture%') || '/' || \
+                (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'cutover_capture')",
+    )
+}
+
+/// Runs a step, asserting it succeeded (its log shown if not).
+fn run_ok(p: &Project, step: &str) {
+    let out = p.run(&["run", step]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{step}: {}\n{}",
+        text(&out),
+        p.run(&["log", step]).stdout()
+    );
+}
+
+/// Runs a step, asserting it failed; what it said (stderr and its log).
+fn run_failing(p: &Project, step: &str) -> String {
+    let out = p.run(&["run", step]);
+    let said = format!("{}\n{}", text(&out), p.run(&["log", step]).stdout());
+    assert_eq!(code(&out), 1, "{step}: {said}");
+    said
+}
+
+/// The source's writes of the app, one round `n`: inserts, updates (one moving a row to another
+/// partition), deletes, a TRUNCATE every 25th round, in tables with jsonb, vector, identity and
+/// generated columns, a partitioned table, a table without a key, and a sequence.
+fn app_writes(n: u64) -> String {
+    let mut sql = format!(
+        "INSERT INTO items (name, doc, embedding) VALUES ('w {n}', jsonb_build_object('w', {n}), '[{n}, 0.5, -1]'); \
+         UPDATE items SET doc = doc || jsonb_build_object('u', {n}), name = name || '.' WHERE id = {u}; \
+         DELETE FROM items WHERE id = {d}; \
+         UPDATE tags SET label = 'w {n}' WHERE code = 'tag-{t}'; \
+         INSERT INTO by_email VALUES ('w{n}@example.com', {n}) ON CONFLICT (email) DO UPDATE SET n = excluded.n + 1; \
+         INSERT INTO events VALUES (1000 + {n}, date '2025-01-01' + {p}, 'w'); \
+         UPDATE events SET at = date '2025-06-01' + {p}, v = 'moved' WHERE id = {n}; \
+         INSERT INTO loose VALUES ({n}, 'w'); \
+         SELECT nextval('invoice_seq'); REFRESH MATERIALIZED VIEW tag_count;",
+        u = n % 200 + 1,
+        d = n % 97 + 150,
+        t = n % 10 + 1,
+        p = n % 150
+    );
+    if n % 25 == 0 {
+        sql.push_str(&format!(
+            " TRUNCATE scratch; INSERT INTO scratch VALUES ({n}, 'after a truncate');"
+        ));
+    } else {
+        sql.push_str(&format!(
+            " INSERT INTO scratch VALUES (100000 + {n}, 'w') ON CONFLICT DO NOTHING;"
+        ));
+    }
+    sql
+}
+
+/// A writer of `app_writes` on the source until told to stop; returns how many rounds it made.
+struct Writer {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl Writer {
+    fn start(url: &str, from: u64) -> Writer {
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let url = url.to_string();
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async {
+                let c = client(&url).await;
+                let mut n = from;
+                while stop_rx.try_recv().is_err() {
+                    n += 1;
+                    c.batch_execute(&app_writes(n)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                n - from
+            })
+        });
+        Writer { stop, handle }
+    }
+
+    fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap()
+    }
+}
+
+/// Every moved table, the sequence, the view and the large object the same on both sides.
+fn assert_moved_equal(source: &str, target: &str) {
+    for table in MOVED {
+        assert_eq!(
+            table_sum(source, table),
+            table_sum(target, table),
+            "{table}"
+        );
+    }
+    for sql in [
+        "SELECT last_value || '/' || is_called FROM invoice_seq",
+        "SELECT last_value || '/' || is_called FROM items_id_seq",
+        "SELECT n || '/' || last FROM tag_count",
+        "SELECT md5(lo_get(4242))",
+    ] {
+        assert_eq!(pg::scalar(source, sql), pg::scalar(target, sql), "{sql}");
+    }
+}
+
+/// Item 1 of issue 27: a copy made after the capture went in carries neither its log, its
+/// catalog, its function nor its triggers to the target (parallel and streamed), and
+/// db.verify and db.preflight do not count its schema among the app's.
+#[test]
+fn a_copy_after_the_capture_carries_none_of_it_to_the_target() {
+    let (source, target) = owned_databases("capture_copy", "capture_owner_copy");
+    pg::run_sql(&source, MOVED_TABLES);
+    let stream_target = {
+        let pg = Clusters::from_env();
+        pg::run_sql(
+            &pg.target,
+            "DROP DATABASE IF EXISTS t_capture_copy_stream WITH (FORCE)",
+        );
+        pg::run_sql(&pg.target, "CREATE DATABASE t_capture_copy_stream");
+        pg::run_sql(
+            &pg::url_for(&pg.target, "t_capture_copy_stream"),
+            "CREATE EXTENSION vector",
+        );
+        pg::url_for(&pg.target, "t_capture_copy_stream")
+    };
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{PREFLIGHT}{COPY}{VERIFY}"),
+    );
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE tags SET label = 'logged' WHERE code = 'tag-1'; REFRESH MATERIALIZED VIEW tag_count",
+    );
+    assert_eq!(
+        pg::scalar(&source, "SELECT count(*) FROM cutover_capture.changes"),
+        "1"
+    );
+    run_ok(&p, "preflight");
+    run_ok(&p, "copy");
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+    assert_moved_equal(&source, &target);
+    run_ok(&p, "verify");
+    let said = p.run(&["log", "verify"]).stdout();
+    assert!(!said.contains("cutover_capture"), "{said}");
+
+    let streamed = project(
+        &source,
+        &stream_target,
+        "[[phase.step]]\nid = \"copy\"\ndo = \"db.copy\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nmode = \"stream\"\n\n",
+    );
+    run_ok(&streamed, "copy");
+    assert_eq!(guard_leftovers(&stream_target), "0/0/0");
+    assert_eq!(
+        table_sum(&source, "items"),
+        table_sum(&stream_target, "items")
+    );
+}
+
+/// Issue 27 items 2 to 4, the whole online move as the owner: capture, a copy while the app
+/// writes, a catch-up while it writes, the final catch-up once it stopped; then every table,
+/// sequence, view and large object equals the source's, db.verify passes, removing the capture
+/// leaves nothing on either side, and db.idle on the final catch-up's baseline passes — and
+/// names a write made after it.
+#[test]
+fn the_online_move_under_writes_ends_equal_and_leaves_nothing_behind() {
+    let (source, target) = owned_databases("capture_move", "capture_owner_move");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{VERIFY_COPY}{CATCHUP}{DRAIN}{VERIFY}{UNCAPTURE_BOTH}{IDLE_ON_DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    let log = p.run(&["log", "capture"]).stdout();
+    assert!(log.contains("public.loose"), "{log}");
+    assert!(log.contains("large object"), "{log}");
+
+    let writer = Writer::start(&source, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    run_ok(&p, "copy");
+    // As the bundled runbook's db-verify: on the copy's checksums (of its snapshot), while the
+    // source takes writes.
+    run_ok(&p, "verify-copy");
+    run_ok(&p, "catchup");
+    // The catch-up guards the target: every table the capture knows (the partitions, not
+    // their parent; the table without a key too).
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'cutover_capture_guard'"
+        ),
+        "7"
+    );
+    let rounds = writer.stop();
+    assert!(rounds > 10, "{rounds}");
+    // The last writes before the freeze, after the catch-up: the drain applies them.
+    pg::run_sql(&source, &app_writes(1_000_000));
+    assert_ne!(table_sum(&source, "items"), table_sum(&target, "items"));
+
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+    // The drain started where the catch-up stopped (its `resume`).
+    let log = p.run(&["log", "drain"]).stdout();
+    assert!(log.contains("starting after it"), "{log}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.run(&["status", "--json"]).stdout).unwrap();
+    let outputs = &status["phases"][0]["steps"][4]["outputs"];
+    assert!(
+        outputs["drained"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{outputs}"
+    );
+    assert!(
+        outputs["checked_keys"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{outputs}"
+    );
+    assert!(
+        outputs["freeze_point"].as_str().unwrap().contains(':'),
+        "{outputs}"
+    );
+    assert!(
+        outputs["source_baseline"]
+            .as_str()
+            .unwrap()
+            .contains("\"counters\""),
+        "{outputs}"
+    );
+    // The final catch-up took its guard off the target once it passed.
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+    run_ok(&p, "verify");
+
+    run_ok(&p, "uncapture");
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+    assert_eq!(guard_leftovers(&target), "0/0/0");
+
+    run_ok(&p, "idle");
+    write_once(&source, "INSERT INTO tags VALUES ('after-the-freeze', 'x')");
+    let said = run_failing(&p, "idle");
+    assert!(said.contains("public.tags"), "{said}");
+}
+
+/// Large objects are refused by default (named, nothing installed); a schema change on the
+/// source during the move fails the final catch-up naming it, before anything is applied.
+#[test]
+fn a_schema_change_during_the_move_fails_the_final_catchup_naming_it() {
+    let (source, target) = owned_databases("capture_alter", "capture_owner_alter");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_REFUSING}{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    let said = run_failing(&p, "capture-refusing");
+    assert!(said.contains("1 large object(s)"), "{said}");
+    assert_eq!(capture_leftovers(&source), "0/0/0");
+
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    pg::run_sql(&source, &app_writes(1));
+    run_ok(&p, "catchup");
+    pg::run_sql(
+        &source,
+        "UPDATE tags SET label = 'pending' WHERE code = 'tag-2'; \
+         ALTER TABLE tags ADD COLUMN extra int; \
+         ALTER TABLE by_email ALTER COLUMN n TYPE bigint; \
+         CREATE TABLE t2 (id int PRIMARY KEY)",
+    );
+    let said = run_failing(&p, "drain");
+    for expected in [
+        "public.tags: column extra added (integer)",
+        "public.by_email: column n type changed (integer → bigint)",
+        "table public.t2 created",
+        "nothing was applied",
+    ] {
+        assert!(said.contains(expected), "{expected:?} not in {said}");
+    }
+    // Nothing applied: the change logged before the ALTER is not on the target (it holds
+    // what the catch-up before applied).
+    assert_eq!(
+        pg::scalar(&target, "SELECT label FROM tags WHERE code = 'tag-2'"),
+        "w 1"
+    );
+}
+
+/// A transaction open on the source at the freeze point, committing once the final catch-up
+/// has begun (a worker the freeze did not stop): the step fails naming the table and how many
+/// changes; a re-run, with the writers stopped, takes a new freeze point and passes.
+#[test]
+fn a_write_after_the_freeze_point_is_named_and_fails_the_final_catchup() {
+    let (source, target) = owned_databases("capture_late", "capture_owner_late");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    run_ok(&p, "catchup");
+    let source_db = source.clone();
+    let (began_tx, began) = std::sync::mpsc::channel::<()>();
+    let (commit_tx, commit) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let c = client(&source_db).await;
+            c.batch_execute(
+                "BEGIN; UPDATE events SET v = 'late' WHERE id IN (5, 6, 7); \
+                 INSERT INTO tags VALUES ('late', 'x')",
+            )
+            .await
+            .unwrap();
+            began_tx.send(()).unwrap();
+            commit.recv().unwrap();
+            c.batch_execute("COMMIT").await.unwrap();
+        })
+    });
+    began.recv().unwrap();
+    let child = p
+        .command(&["run", "drain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The final catch-up waits for the open writer to end before it checks: then it commits.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg::scalar(
+        &source,
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'cutover_capture.changes'::regclass",
+    ) == "0"
+    {
+        assert!(Instant::now() < deadline, "the final catch-up never waited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    commit_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}\n{}", text(&out), p.run(&["log", "drain"]).stdout());
+    assert_eq!(code(&out), 1, "{said}");
+    assert!(
+        said.contains(
+            "writes after the freeze point: public.events_2024 (3 changes), public.tags (1 change)"
+        ),
+        "{said}"
+    );
+    // The writers stopped, a re-run passes on a new freeze point.
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+}
+
+/// Rows changed on the target during the catch-up (the verify faults that apply: a changed, a
+/// deleted, a swapped row, a vector changed; a sequence set back, a view emptied, a large
+/// object changed; a row added to a table copied whole) — the final catch-up names every table
+/// written and fails; the sequence, the view, the large object and the whole table it has set
+/// again from the source, the rows written are queued for the next catch-up: a re-run (nothing
+/// writing the target) passes and every table equals.
+#[test]
+fn writes_on_the_target_during_the_catchup_are_named_by_the_final_catchup() {
+    let (source, target) = owned_databases("capture_guard", "capture_owner_guard");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    pg::run_sql(&source, &app_writes(1));
+    run_ok(&p, "catchup");
+    pg::run_sql(
+        &target,
+        "UPDATE tags SET label = label || '.' WHERE code = 'tag-7'; \
+         DELETE FROM scratch WHERE id = 17; \
+         UPDATE by_email b SET n = o.n FROM by_email o \
+          WHERE (b.email, o.email) IN (('u5@example.com', 'u6@example.com'), ('u6@example.com', 'u5@example.com')); \
+         UPDATE items SET embedding = '[0.5, 0.5, 0.5]' WHERE id = 42; \
+         SELECT setval('invoice_seq', 3); \
+         REFRESH MATERIALIZED VIEW tag_count WITH NO DATA; \
+         SELECT lo_put(4242, 0, '\\x00'::bytea); \
+         INSERT INTO loose VALUES (-1, 'on the target');",
+    );
+    let said = run_failing(&p, "drain");
+    assert!(
+        said.contains("writes on the target by someone other than the catch-up: public.by_email (2 changes), public.items (1 change), public.loose (1 change), public.scratch (1 change), public.tags (1 change)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("queued to be set again from the source"),
+        "{said}"
+    );
+    assert!(
+        said.contains("public.scratch: 31 rows on the source, 30 on the target"),
+        "{said}"
+    );
+    // Set again from the source before the check.
+    for sql in [
+        "SELECT last_value || '/' || is_called FROM invoice_seq",
+        "SELECT n || '/' || last FROM tag_count",
+        "SELECT md5(lo_get(4242))",
+    ] {
+        assert_eq!(pg::scalar(&source, sql), pg::scalar(&target, sql), "{sql}");
+    }
+    assert_eq!(table_sum(&source, "loose"), table_sum(&target, "loose"));
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+}
+
+/// The vector extension dropped on the target (verify's `extension` fault) takes the vector
+/// column with it: the final catch-up names the table and its columns.
+#[test]
+fn an_extension_dropped_on_the_target_is_named_by_the_final_catchup() {
+    let (source, target) = owned_databases("capture_ext", "capture_owner_ext");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    run_ok(&p, "catchup");
+    pg::run_sql(&target, "DROP EXTENSION vector CASCADE");
+    let said = run_failing(&p, "drain");
+    assert!(
+        said.contains("public.items: columns differ (id, name, doc, embedding on the source; id, name, doc on the target)"),
+        "{said}"
+    );
+}
+
+/// The final catch-up on the app-like fixture (250,000 events, 3,000 documents with
+/// 1536-dimension vectors, a table without a key of 50,119 rows copied whole, two large
+/// objects, two materialized views), after writes in several tables: it passes, db.verify
+/// reading both sides passes, and its note gives the figures (printed).
+#[test]
+fn the_final_catchup_on_the_app_fixture_passes_and_verifies() {
+    let pg = Clusters::from_env();
+    let (source, target) = pg.databases("capture_fixture");
+    let p = project(
+        &source,
+        &target,
+        &format!("{EXTENSIONS}{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}{VERIFY}"),
+    );
+    for step in ["extensions", "capture", "copy"] {
+        run_ok(&p, step);
+    }
+    pg::run_sql(
+        &source,
+        "UPDATE users SET settings = settings || '{\"moved\": true}' WHERE id % 10 = 0; \
+         INSERT INTO events (user_id, kind, payload, occurred_at) \
+             SELECT g, 'login', '{}', now() FROM generate_series(1, 1000) g; \
+         DELETE FROM events WHERE id % 500 = 0; \
+         UPDATE documents SET embedding = NULL WHERE id % 300 = 0; \
+         INSERT INTO page_views VALUES ('/new', now(), NULL); \
+         SELECT nextval('invoice_number_seq'); \
+         REFRESH MATERIALIZED VIEW user_activity; REFRESH MATERIALIZED VIEW busiest_users;",
+    );
+    run_ok(&p, "catchup");
+    pg::run_sql(
+        &source,
+        "UPDATE events SET kind = 'export' WHERE id BETWEEN 1000 AND 1500",
+    );
+    run_ok(&p, "drain");
+    run_ok(&p, "verify");
+    let log = p.run(&["log", "drain"]).stdout();
+    let note = log
+        .lines()
+        .find(|l| l.contains("drained ") && l.contains(" in all"))
+        .unwrap_or_else(|| panic!("{log}"));
+    eprintln!("the final catch-up on the fixture: {note}");
+    assert!(
+        note.contains("1 whole table(s) and 2 large object(s)"),
+        "{note}"
+    );
+    assert_eq!(
+        pg::scalar(&target, "SELECT count(*) FROM page_views"),
+        pg::scalar(&source, "SELECT count(*) FROM page_views")
     );
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
-use crate::actions::db::common::{col, query, USER_RELATION};
+use crate::actions::db::common::{col, count_large_objects, query, USER_RELATION};
 use crate::actions::db::connection::{explain, DbUrl};
 use crate::actions::{ActionContext, Outcome};
 
@@ -223,6 +223,30 @@ pub async fn hash_tables(
         }
     }
     Ok(sums)
+}
+
+/// How many large objects a database holds, and the checksum of their contents: per MiB of
+/// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
+/// carried, whatever the objects' sizes.
+pub async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
+    let count = count_large_objects(client).await?;
+    if count == 0 {
+        return Ok((0, 0));
+    }
+    let rows = query(
+        client,
+        "WITH RECURSIVE chunk(lo, n, len, h) AS (              SELECT m.oid, 0::bigint, length(p), md5(p)                FROM pg_catalog.pg_largeobject_metadata m, LATERAL pg_catalog.lo_get(m.oid, 0, 1048576) p            UNION ALL              SELECT c.lo, c.n + 1, length(p), md5(p)                FROM chunk c, LATERAL pg_catalog.lo_get(c.lo, (c.n + 1) * 1048576, 1048576) p               WHERE c.len = 1048576)          SELECT coalesce(sum(('x' || substr(md5(lo::text || ':' || n || ':' || h), 1, 16))::bit(64)::bigint), 0)::text            FROM chunk",
+        "reading the large objects",
+    )
+    .await?;
+    let text: String = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => "0".to_string(),
+    };
+    let sum = text
+        .parse::<i128>()
+        .map_err(|e| Outcome::failed(format!("large objects: checksum {text:?}: {e}")))?;
+    Ok((count, sum))
 }
 
 #[cfg(test)]

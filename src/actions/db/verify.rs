@@ -23,10 +23,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::actions::db::checksum::{hash_tables, target_table, Checksum, Recorded};
-use crate::actions::db::common::{
-    col, count_large_objects, db_url, identity, query, table_oids, USER_RELATION,
-};
+use crate::actions::db::checksum::{hash_tables, large_objects, target_table, Checksum, Recorded};
+use crate::actions::db::common::{col, db_url, identity, query, table_oids, USER_RELATION};
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::copy::target_state::{dirty_since, target_key};
 use crate::actions::db::extensions;
@@ -420,7 +418,7 @@ async fn checksums(
 async fn sequences(client: &Client) -> Result<BTreeMap<String, Option<i64>>, Outcome> {
     let rows = query(
         client,
-        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1",
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname <> 'cutover_capture' ORDER BY 1",
         "reading sequences",
     )
     .await?;
@@ -813,30 +811,6 @@ async fn compare_views(
     Ok((out, unpopulated))
 }
 
-/// How many large objects a database holds, and the checksum of their contents: per MiB of
-/// each, a 64-bit hash of (object, chunk number, the chunk's MD5), summed — only digests are
-/// carried, whatever the objects' sizes.
-async fn large_objects(client: &Client) -> Result<(u64, i128), Outcome> {
-    let count = count_large_objects(client).await?;
-    if count == 0 {
-        return Ok((0, 0));
-    }
-    let rows = query(
-        client,
-        "WITH RECURSIVE chunk(lo, n, len, h) AS (              SELECT m.oid, 0::bigint, length(p), md5(p)                FROM pg_catalog.pg_largeobject_metadata m, LATERAL pg_catalog.lo_get(m.oid, 0, 1048576) p            UNION ALL              SELECT c.lo, c.n + 1, length(p), md5(p)                FROM chunk c, LATERAL pg_catalog.lo_get(c.lo, (c.n + 1) * 1048576, 1048576) p               WHERE c.len = 1048576)          SELECT coalesce(sum(('x' || substr(md5(lo::text || ':' || n || ':' || h), 1, 16))::bit(64)::bigint), 0)::text            FROM chunk",
-        "reading the large objects",
-    )
-    .await?;
-    let text: String = match rows.first() {
-        Some(row) => col(row, 0)?,
-        None => "0".to_string(),
-    };
-    let sum = text
-        .parse::<i128>()
-        .map_err(|e| Outcome::failed(format!("large objects: checksum {text:?}: {e}")))?;
-    Ok((count, sum))
-}
-
 /// What both ways of comparing check after the tables' rows: tables on the target only,
 /// materialized views, large objects, sequences, extensions, a vector search.
 async fn finish_compare(
@@ -848,6 +822,11 @@ async fn finish_compare(
     (connections, chunk_mb): (usize, u64),
     mut report: VerifyReport,
 ) -> Result<VerifyReport, Outcome> {
+    // With the change capture installed the source takes writes after the copy's snapshot:
+    // what only the source's present can be compared with (sequences, views, large objects,
+    // a nearest-neighbour search) is left to the final catch-up, which sets and checks it in
+    // the freeze. The tables are compared with the copy's figures (`source_checksums`).
+    let live = capture_installed(source).await?;
     let (views, unpopulated) = compare_views(
         ctx,
         (source_url, source),
@@ -856,15 +835,39 @@ async fn finish_compare(
         chunk_mb,
     )
     .await?;
-    report.views = views;
-    report.other_problems.extend(unpopulated);
+    if live {
+        let differ: Vec<String> = views
+            .iter()
+            .filter_map(|v| v.problem())
+            .chain(unpopulated)
+            .collect();
+        if !differ.is_empty() {
+            ctx.report
+                .info(format!(
+                    "materialized views (the source takes writes; the final catch-up refreshes them): {}",
+                    differ.join("; ")
+                ))
+                .await;
+        }
+    } else {
+        report.views = views;
+        report.other_problems.extend(unpopulated);
+    }
     let (source_objects, target_objects) =
         tokio::try_join!(large_objects(source), large_objects(target))?;
     report.large_objects = LargeObjects {
         source: source_objects.0,
         target: target_objects.0,
-        checksum_match: source_objects == target_objects,
+        checksum_match: source_objects == target_objects || live,
     };
+    if live && source_objects != target_objects {
+        ctx.report
+            .info(format!(
+                "large objects: {} on the source, {} on the target, or their content differs (the source takes writes; the final catch-up copies them)",
+                source_objects.0, target_objects.0
+            ))
+            .await;
+    }
     if source_objects.0 > 0 && source_objects == target_objects {
         ctx.report
             .info(format!(
@@ -887,6 +890,14 @@ async fn finish_compare(
             (_, None) => report
                 .other_problems
                 .push(format!("sequence {name}: missing on the target")),
+            (Some(s), Some(t)) if live && t.is_none_or(|t| t < *s) => {
+                ctx.report
+                    .info(format!(
+                        "sequence {name}: {} on the target, {s} on the source (the source takes writes; the final catch-up sets it)",
+                        t.map_or_else(|| "never used".to_string(), |t| t.to_string())
+                    ))
+                    .await
+            }
             (Some(s), Some(t)) if t.is_none_or(|t| t < *s) => report.other_problems.push(format!(
                 "sequence {name}: behind on the target ({} < {s}): new rows would reuse ids",
                 t.map_or_else(|| "never used".to_string(), |t| t.to_string())
@@ -914,12 +925,30 @@ async fn finish_compare(
             Some(_) => {}
         }
     }
-    if target_ext.iter().any(|e| e.name == "vector") {
+    if live {
+        ctx.report
+            .info("nearest-neighbour search not compared: the source takes writes (the final catch-up compares every changed row)")
+            .await;
+    } else if target_ext.iter().any(|e| e.name == "vector") {
         report
             .other_problems
             .extend(vector_spot_check(source, target, ctx).await?);
     }
     Ok(report)
+}
+
+/// Whether the source holds the change capture's log (`db.capture` installed).
+async fn capture_installed(source: &Client) -> Result<bool, Outcome> {
+    let rows = query(
+        source,
+        "SELECT to_regclass('cutover_capture.changes') IS NOT NULL",
+        "looking for the change capture",
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None => Ok(false),
+    }
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {

@@ -1,32 +1,13 @@
-//! `db.catchup`: applies the change log `db.capture` keeps on the source to the target.
-//!
-//! It reads the log in id order, `batch` changes at a time. For each batch and each table it
-//! takes the distinct keys, reads the source's current rows for them (one repeatable-read
-//! snapshot for the whole batch, taken after the log was read, so each row is at least as new
-//! as its change), and in ONE target transaction deletes those keys and inserts the rows read
-//! (generated columns left to the target, identity columns written with `OVERRIDING SYSTEM
-//! VALUE`). A TRUNCATE truncates the target's table first; rows inserted after it come as
-//! their own changes. Applying a change twice is harmless: it always lands the row as the
-//! source has it now.
-//!
-//! Ids are handed out before commit, so a transaction still open when a batch is read can
-//! commit a change with an id below the position later. The position is therefore two numbers:
-//! the last id applied and the oldest transaction still open when it was read (the snapshot's
-//! xmin, `horizon`): every change with an id up to the position from a transaction older than
-//! the horizon has been applied. Each batch also re-reads the changes at or below the
-//! position from transactions at or after the horizon (applying them again is harmless).
-//! Both are journaled after every batch, before the next one starts, so a re-run after a kill
-//! starts there.
+//! `db.catchup`: applies the change log `db.capture` keeps on the source to the target, in
+//! batches (see `apply`); with `final = true`, the freeze's database part (see `freeze`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio_postgres::{Client, IsolationLevel};
-
-use super::{schema_name, LOG};
-use crate::actions::db::common::{col, connect, db_url, ident, query};
+use super::apply::{backlog, Applier, Until};
+use super::{catalog, freeze, guard, schema_name, CATALOG, LOG};
+use crate::actions::db::common::{connect, db_url, ident};
 use crate::actions::db::connection;
-use crate::actions::{ActionContext, Outcome};
+use crate::actions::{parse_duration, ActionContext, Outcome};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,14 +17,27 @@ struct Params {
     schema: Option<String>,
     batch: Option<i64>,
     until: Option<serde_json::Value>,
+    #[serde(rename = "final")]
+    final_: Option<bool>,
+    lock_timeout: Option<String>,
+    retries: Option<u32>,
+    /// Where an earlier catch-up step stopped: its `resume` output.
+    resume: Option<String>,
     ca_bundle: Option<String>,
 }
 
-/// When the step stops: the log read to its end, or the backlog down to a number.
-#[derive(Debug, PartialEq, Eq)]
-enum Until {
-    Empty,
-    Backlog(i64),
+/// A `resume` value, `POSITION:HORIZON`.
+fn parse_resume(text: &str) -> Result<(i64, i64), Outcome> {
+    let bad = || {
+        Outcome::failed(format!(
+            "`resume` = {text:?}: give an earlier catch-up's `resume` output (POSITION:HORIZON)"
+        ))
+    };
+    let (p, h) = text.trim().split_once(':').ok_or_else(bad)?;
+    Ok((
+        p.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn until(value: Option<&serde_json::Value>) -> Result<Until, Outcome> {
@@ -62,74 +56,6 @@ fn until(value: Option<&serde_json::Value>) -> Result<Until, Outcome> {
     }
 }
 
-/// One change of the log.
-struct Change {
-    table: String,
-    key: Option<String>,
-}
-
-/// What one batch does to one table: truncate it first, and the keys to land again.
-#[derive(Default)]
-struct Work {
-    truncate: bool,
-    /// Keys by their column names (an unchanged table has one set).
-    keys: BTreeMap<Vec<String>, BTreeSet<String>>,
-}
-
-/// A target table's columns: name, generated, identity.
-struct Columns {
-    all: Vec<(String, bool, bool)>,
-}
-
-impl Columns {
-    fn written(&self) -> impl Iterator<Item = &String> {
-        self.all.iter().filter(|c| !c.1).map(|c| &c.0)
-    }
-    fn identity(&self) -> bool {
-        self.all.iter().any(|c| c.2)
-    }
-}
-
-fn err(what: &str) -> impl Fn(tokio_postgres::Error) -> Outcome + '_ {
-    move |e| Outcome::failed(format!("{what}: {}", connection::explain(&e)))
-}
-
-async fn columns(target: &Client, table: &str) -> Result<Columns, Outcome> {
-    let rows = target
-        .query(
-            "SELECT a.attname::text, a.attgenerated <> '', a.attidentity <> '' \
-               FROM pg_attribute a WHERE a.attrelid = $1::text::regclass \
-                AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&table],
-        )
-        .await
-        .map_err(err(&format!("reading the target's columns of {table}")))?;
-    let mut all = Vec::new();
-    for row in &rows {
-        all.push((col(row, 0)?, col(row, 1)?, col(row, 2)?));
-    }
-    Ok(Columns { all })
-}
-
-/// The key column names a logged key holds.
-fn key_columns(key: &str) -> Result<Vec<String>, Outcome> {
-    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key)
-        .map_err(|e| Outcome::failed(format!("a logged key is not a JSON object: {e}")))?;
-    Ok(value.keys().cloned().collect())
-}
-
-/// `(t.a, t.b) IN (SELECT a, b FROM jsonb_populate_recordset(NULL::tbl, $1))`: the rows of
-/// `table` whose key is among the JSON array `$1`, each key typed as the table types it.
-fn key_match(table: &str, key: &[String]) -> String {
-    let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
-    let qualified: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
-    format!(
-        "({}) IN (SELECT {} FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb))",
-        qualified.join(", "),
-        cols.join(", ")
-    )
-}
-
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
     let schema = schema_name(p.schema.as_deref())?;
@@ -137,12 +63,50 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     if batch < 1 {
         return Err(Outcome::failed("`batch` must be at least 1"));
     }
+    let final_ = p.final_.unwrap_or(false);
     let until = until(p.until.as_ref())?;
+    if final_ && until != Until::Empty {
+        return Err(Outcome::failed(
+            "`final = true` drains the log to zero: leave `until` out",
+        ));
+    }
+    let lock_timeout = parse_duration(
+        p.lock_timeout.as_deref(),
+        Duration::from_secs(5),
+        "lock_timeout",
+    )?;
+    let retries = p.retries.unwrap_or(5);
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
-    let mut source = connect(&source_url, "source").await?;
-    let mut target = connect(&target_url, "target").await?;
+    let source = connect(&source_url, "source").await?;
+    let target = connect(&target_url, "target").await?;
     let log = format!("{}.{LOG}", ident(&schema));
+
+    // The final catch-up's freeze point comes first: a snapshot of the source as the step
+    // starts (every write after it is one the freeze should have stopped).
+    let freeze_point = if final_ {
+        Some(freeze::freeze_point(&source).await?)
+    } else {
+        None
+    };
+
+    // Writes on the target by anyone but the catch-up are recorded from here on.
+    let recorded = catalog::recorded(&source, &schema).await?;
+    match &recorded {
+        Some(catalog) => {
+            guard::install(ctx, &target, &schema, catalog, lock_timeout, retries).await?;
+        }
+        None if final_ => {
+            return Err(Outcome::failed(format!(
+                "the source holds no catalog of what the capture follows ({schema}.{CATALOG}): install it again with db.capture (mode = \"install\") before the final catch-up"
+            )))
+        }
+        None => {
+            ctx.report
+                .info("no recorded catalog on the source: the target is not guarded")
+                .await
+        }
+    }
 
     // Rows land as the source has them: the target's own triggers and foreign-key checks
     // are off for this session where its role may say so (RDS's master user may).
@@ -161,256 +125,57 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     }
 
-    let recorded = ctx.recorded.get(&ctx.step);
+    let earlier = ctx.recorded.get(&ctx.step);
     let number = |name: &str| -> i64 {
-        recorded
+        earlier
             .and_then(|r| r.get(name))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let mut position = number("position");
-    let mut horizon = number("horizon");
-    if position > 0 {
+    // This step's own position (a re-run after a kill), or an earlier step's, the further on.
+    let (mut position, mut horizon) = (number("position"), number("horizon"));
+    if let Some(given) = p.resume.as_deref() {
+        let (p, h) = parse_resume(given)?;
+        if p > position {
+            (position, horizon) = (p, h);
+        }
+    }
+    let mut applier = Applier::new(ctx, source, target, log, batch, (position, horizon));
+    if applier.position > 0 {
         ctx.report
             .info(format!(
-                "an earlier attempt applied the log up to change {position}: starting after it"
+                "the log is applied up to change {} (an earlier attempt, or `resume`): starting after it",
+                applier.position
             ))
             .await;
     }
-
-    let started = Instant::now();
-    let mut applied: u64 = 0;
-    let mut tables_cache: BTreeMap<String, Columns> = BTreeMap::new();
-    loop {
-        let (backlog, oldest) = backlog(&source, &log, position).await?;
-        let rate = applied as f64 / started.elapsed().as_secs_f64().max(0.001);
-        ctx.report
-            .progress(
-                applied,
-                Some(applied + u64::try_from(backlog).unwrap_or(0)),
-                "changes",
-                Some(format!(
-                    "backlog {backlog} change(s), oldest {} old, {rate:.0} changes/s",
-                    humantime::format_duration(Duration::from_secs(oldest))
-                )),
-            )
-            .await;
-        if let Until::Backlog(n) = until {
-            if backlog <= n {
-                break;
-            }
-        }
-
-        // The batch and the rows it names, of one source snapshot.
-        let tx = source
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err("opening the source's snapshot"))?;
-        let xmin: i64 = match tx
-            .query(
-                "SELECT txid_snapshot_xmin(txid_current_snapshot())::bigint",
-                &[],
-            )
-            .await
-            .map_err(err("reading the source's snapshot"))?
-            .first()
-        {
-            Some(row) => col(row, 0)?,
-            None => 0,
-        };
-        let fresh = tx
-            .query(
-                &format!("SELECT id, tbl, key::text FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"),
-                &[&position, &batch],
-            )
-            .await
-            .map_err(err("reading the change log"))?;
-        let late = tx
-            .query(
-                &format!(
-                    "SELECT id, tbl, key::text FROM {log} WHERE id <= $1 AND xid >= $2 ORDER BY id"
-                ),
-                &[&position, &horizon],
-            )
-            .await
-            .map_err(err("reading the change log"))?;
-        if fresh.is_empty() && late.is_empty() {
-            tx.commit()
-                .await
-                .map_err(err("closing the source's snapshot"))?;
-            break;
-        }
-        let mut changes = Vec::new();
-        for row in late.iter().chain(fresh.iter()) {
-            changes.push(Change {
-                table: col(row, 1)?,
-                key: col(row, 2)?,
-            });
-        }
-        let mut work: BTreeMap<String, Work> = BTreeMap::new();
-        for change in &changes {
-            let entry = work.entry(change.table.clone()).or_default();
-            match &change.key {
-                None => entry.truncate = true,
-                Some(key) => {
-                    entry
-                        .keys
-                        .entry(key_columns(key)?)
-                        .or_default()
-                        .insert(key.clone());
-                }
-            }
-        }
-        // The source's current rows for each table's keys, as the target's row type reads
-        // them (generated columns sent as NULL: the target computes its own).
-        let mut rows: Vec<(String, Vec<String>, String, Vec<String>)> = Vec::new();
-        for (table, w) in &work {
-            if !tables_cache.contains_key(table) {
-                tables_cache.insert(table.clone(), columns(&target, table).await?);
-            }
-            let Some(cols) = tables_cache.get(table) else {
-                continue;
-            };
-            let exprs: Vec<String> = cols
-                .all
-                .iter()
-                .map(|(name, generated, _)| {
-                    if *generated {
-                        "NULL::text".to_string()
-                    } else {
-                        format!("t.{}", ident(name))
-                    }
-                })
-                .collect();
-            for (key, keys) in &w.keys {
-                let array = format!(
-                    "[{}]",
-                    keys.iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-                let found = tx
-                    .query(
-                        &format!(
-                            "SELECT ROW({})::text FROM {table} t WHERE {}",
-                            exprs.join(", "),
-                            key_match(table, key)
-                        ),
-                        &[&array],
-                    )
-                    .await
-                    .map_err(err(&format!("reading the changed rows of {table}")))?;
-                let texts: Vec<String> = found
-                    .iter()
-                    .map(|r| col::<String>(r, 0))
-                    .collect::<Result<_, _>>()?;
-                rows.push((table.clone(), key.clone(), array, texts));
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(err("closing the source's snapshot"))?;
-
-        // One target transaction for the whole batch.
-        let ttx = target
-            .transaction()
-            .await
-            .map_err(err("opening the target's transaction"))?;
-        let truncated: Vec<&str> = work
-            .iter()
-            .filter(|(_, w)| w.truncate)
-            .map(|(t, _)| t.as_str())
-            .collect();
-        if !truncated.is_empty() {
-            ttx.batch_execute(&format!("TRUNCATE {}", truncated.join(", ")))
-                .await
-                .map_err(err(&format!("truncating {}", truncated.join(", "))))?;
-        }
-        for (table, key, array, texts) in &rows {
-            ttx.execute(
-                &format!("DELETE FROM {table} t WHERE {}", key_match(table, key)),
-                &[array],
-            )
-            .await
-            .map_err(err(&format!("deleting the changed rows of {table}")))?;
-            if texts.is_empty() {
-                continue;
-            }
-            let Some(cols) = tables_cache.get(table) else {
-                continue;
-            };
-            let written: Vec<String> = cols.written().map(|c| ident(c)).collect();
-            let picked: Vec<String> = written.iter().map(|c| format!("(v).{c}")).collect();
-            ttx.execute(
-                &format!(
-                    "INSERT INTO {table} ({}) {} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s",
-                    written.join(", "),
-                    if cols.identity() { "OVERRIDING SYSTEM VALUE" } else { "" },
-                    picked.join(", ")
-                ),
-                &[texts],
-            )
-            .await
-            .map_err(err(&format!("writing the changed rows of {table}")))?;
-        }
-        ttx.commit()
-            .await
-            .map_err(err("committing the batch on the target"))?;
-
-        let last = fresh
-            .last()
-            .map(|r| col::<i64>(r, 0))
-            .transpose()?
-            .unwrap_or(position);
-        applied += fresh.len() as u64;
-        position = position.max(last);
-        horizon = xmin;
-        ctx.report.output("position", position.to_string()).await;
-        ctx.report.output("horizon", horizon.to_string()).await;
-        ctx.report.output("applied", applied.to_string()).await;
-        // On record before the next batch: a kill from here on re-applies at most this one.
-        ctx.report.recorded().await;
-        if fresh.is_empty() {
-            break;
-        }
+    if let (Some(point), Some(catalog)) = (freeze_point, recorded) {
+        return freeze::run(
+            &mut applier,
+            &source_url,
+            &target_url,
+            &schema,
+            point,
+            &catalog,
+            lock_timeout,
+            retries,
+        )
+        .await;
     }
+    applier.drain(until).await?;
 
-    let (backlog, _) = backlog(&source, &log, position).await?;
-    let secs = started.elapsed().as_secs_f64();
-    ctx.report.output("position", position.to_string()).await;
-    ctx.report.output("horizon", horizon.to_string()).await;
-    ctx.report.output("applied", applied.to_string()).await;
+    let (backlog, _) = backlog(&applier.source, &applier.log, applier.position).await?;
+    let secs = applier.started.elapsed().as_secs_f64();
+    applier.outputs().await;
     ctx.report.output("backlog", backlog.to_string()).await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
-            "{applied} change(s) applied in {secs:.1} s ({:.0}/s), up to change {position}; backlog {backlog}",
-            applied as f64 / secs.max(0.001)
+            "{} change(s) applied in {secs:.1} s ({:.0}/s), up to change {}; backlog {backlog}",
+            applier.applied,
+            applier.applied as f64 / secs.max(0.001),
+            applier.position
         )),
     })
-}
-
-/// The changes logged after `position` (the log's ids, so rolled-back ids count too: an upper
-/// bound, read without a scan) and the age in seconds of the oldest of them.
-async fn backlog(source: &Client, log: &str, position: i64) -> Result<(i64, u64), Outcome> {
-    let rows = query(
-        source,
-        &format!(
-            "SELECT coalesce((SELECT max(id) FROM {log}), 0)::bigint, \
-                    coalesce(extract(epoch FROM now() - (SELECT at FROM {log} WHERE id > {position} ORDER BY id LIMIT 1)), 0)::bigint"
-        ),
-        "reading the backlog",
-    )
-    .await?;
-    let Some(row) = rows.first() else {
-        return Ok((0, 0));
-    };
-    let last: i64 = col(row, 0)?;
-    let age: i64 = col(row, 1)?;
-    Ok(((last - position).max(0), u64::try_from(age).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -437,14 +202,9 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_matched_by_their_columns() {
-        assert_eq!(
-            key_columns(r#"{"id": 1, "tenant": "a"}"#).ok(),
-            Some(vec!["id".to_string(), "tenant".to_string()])
-        );
-        assert_eq!(
-            key_match("public.t", &["id".to_string()]),
-            "(t.\"id\") IN (SELECT \"id\" FROM jsonb_populate_recordset(NULL::public.t, $1::text::jsonb))"
-        );
+    fn resume_is_a_position_and_a_horizon() {
+        assert_eq!(parse_resume("120:4711").ok(), Some((120, 4711)));
+        assert!(parse_resume("120").is_err());
+        assert!(parse_resume("a:b").is_err());
     }
 }

@@ -10,14 +10,14 @@
 //! `lock_timeout`, retried: a busy table waits at most that long at a time, never the app
 //! behind it. Everything is created `IF NOT EXISTS` or replaced: installing twice is harmless.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
-use crate::actions::db::common::{
-    col, connect, count_large_objects, db_url, ident, query, USER_RELATION,
-};
+use super::catalog::{self, Catalog};
+use super::locks::under_lock_timeout;
+use super::{guard, schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
+use crate::actions::db::common::{col, connect, count_large_objects, db_url, ident, query};
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
@@ -30,6 +30,9 @@ struct Params {
     lock_timeout: Option<String>,
     retries: Option<u32>,
     without_key: Option<String>,
+    large_objects: Option<String>,
+    /// `mode = "remove"`: the target too (the guard `db.catchup` installed there).
+    target: Option<String>,
     ca_bundle: Option<String>,
 }
 
@@ -37,6 +40,17 @@ struct Params {
 struct Followed {
     name: String,
     key: Vec<String>,
+}
+
+/// "refuse" (false) or "freeze" (true), for the parameter `name`.
+fn refuse_or_freeze(value: Option<&str>, name: &str) -> Result<bool, Outcome> {
+    match value.unwrap_or("refuse") {
+        "refuse" => Ok(false),
+        "freeze" => Ok(true),
+        other => Err(Outcome::failed(format!(
+            "`{name}` = {other:?}: give \"refuse\" or \"freeze\""
+        ))),
+    }
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
@@ -52,64 +66,53 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let retries = p.retries.unwrap_or(5);
     match p.mode.as_str() {
         "install" => {
-            let freeze = match p.without_key.as_deref().unwrap_or("refuse") {
-                "refuse" => false,
-                "freeze" => true,
-                other => {
-                    return Err(Outcome::failed(format!(
-                        "`without_key` = {other:?}: give \"refuse\" or \"freeze\""
-                    )))
-                }
-            };
-            install(ctx, &client, &schema, lock_timeout, retries, freeze).await
+            let freeze = refuse_or_freeze(p.without_key.as_deref(), "without_key")?;
+            let large_objects = refuse_or_freeze(p.large_objects.as_deref(), "large_objects")?;
+            install(
+                ctx,
+                &client,
+                &schema,
+                lock_timeout,
+                retries,
+                freeze,
+                large_objects,
+            )
+            .await
         }
-        "remove" => remove(ctx, &client, &schema, lock_timeout, retries).await,
+        "remove" => {
+            let target = match p.target.as_deref() {
+                Some(t) => {
+                    let url = db_url(t, "target", p.ca_bundle.as_deref(), ctx)?;
+                    Some(connect(&url, "target").await?)
+                }
+                None => None,
+            };
+            let removed = remove(ctx, &client, &schema, lock_timeout, retries).await?;
+            let Some(target) = target else {
+                return Ok(removed);
+            };
+            let guarded = guard::remove(ctx, &target, &schema, lock_timeout, retries).await?;
+            Ok(Outcome::Succeeded {
+                note: Some(format!(
+                    "{}; on the target, {guarded}",
+                    match removed {
+                        Outcome::Succeeded { note } => note.unwrap_or_default(),
+                        _ => String::new(),
+                    }
+                )),
+            })
+        }
         other => Err(Outcome::failed(format!(
             "`mode` = {other:?}: give \"install\" or \"remove\""
         ))),
     }
 }
 
-/// The app's tables (the ones the copy copies, less the capture's own) with the key the log
-/// would record: the primary key, else the first valid unique index whose columns are all
-/// NOT NULL (no expression, no predicate).
-async fn tables(client: &Client, schema: &str) -> Result<Vec<Followed>, Outcome> {
-    let rows = query(
-        client,
-        &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname), \
-                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) \
-                       FROM pg_index i \
-                       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                      WHERE k.ord <= i.indnkeyatts AND i.indexrelid = ( \
-                            SELECT j.indexrelid FROM pg_index j \
-                             WHERE j.indrelid = c.oid AND j.indisunique AND j.indisvalid \
-                               AND j.indpred IS NULL AND j.indexprs IS NULL \
-                               AND NOT EXISTS (SELECT 1 FROM pg_attribute b \
-                                    WHERE b.attrelid = c.oid AND b.attnum = ANY (j.indkey::int2[]) \
-                                      AND NOT b.attnotnull) \
-                             ORDER BY j.indisprimary DESC, j.indexrelid LIMIT 1)), '{{}}') \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind = 'r' AND {USER_RELATION} AND n.nspname <> '{schema}' ORDER BY 1"
-        ),
-        "listing the tables to follow",
-    )
-    .await?;
-    let mut out = Vec::new();
-    for row in &rows {
-        out.push(Followed {
-            name: col(row, 0)?,
-            key: col(row, 1)?,
-        });
-    }
-    Ok(out)
-}
-
 /// The change log and the trigger function. The function keys each row by the columns its
 /// trigger names (`TG_ARGV`); an UPDATE that changes the key logs both keys.
 fn log_sql(schema: &str) -> String {
     let s = ident(schema);
+    let catalog = catalog::table_sql(schema);
     format!(
         "CREATE SCHEMA IF NOT EXISTS {s}; \
          CREATE TABLE IF NOT EXISTS {s}.{LOG} ( \
@@ -120,6 +123,7 @@ fn log_sql(schema: &str) -> String {
              xid bigint NOT NULL DEFAULT txid_current(), \
              at timestamptz NOT NULL DEFAULT clock_timestamp()); \
          CREATE INDEX IF NOT EXISTS {LOG}_xid ON {s}.{LOG} (xid); \
+         {catalog} \
          CREATE OR REPLACE FUNCTION {s}.{FUNCTION}() RETURNS trigger \
          LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
          DECLARE \
@@ -149,51 +153,57 @@ fn log_sql(schema: &str) -> String {
     )
 }
 
+/// A table's own row trigger function: it builds the key from the key columns alone
+/// (`jsonb_build_object('id', NEW."id")`), never the whole row — a row's other columns (a
+/// 1536-dimension vector, a large jsonb) cost nothing to log. An UPDATE that changes the key
+/// logs the old key as deleted. Returns its name and its `CREATE OR REPLACE`.
+fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
+    let name = format!(
+        "{FUNCTION}_{:016x}",
+        xxhash_rust::xxh3::xxh3_64(table.as_bytes())
+    );
+    let s = ident(schema);
+    let pairs = |row: &str| -> String {
+        key.iter()
+            .map(|k| format!("{}, {row}.{}", literal(k), ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cols = |row: &str| -> String {
+        key.iter()
+            .map(|k| format!("{row}.{}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let t = literal(table);
+    let body = format!(
+        "CREATE OR REPLACE FUNCTION {s}.{name}() RETURNS trigger \
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
+         BEGIN \
+             IF TG_OP = 'INSERT' THEN \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({new}), 'I'); \
+             ELSIF TG_OP = 'UPDATE' THEN \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({new}), 'U'); \
+                 IF ROW({old_cols}) IS DISTINCT FROM ROW({new_cols}) THEN \
+                     INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({old}), 'D'); \
+                 END IF; \
+             ELSE \
+                 INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({old}), 'D'); \
+             END IF; \
+             RETURN NULL; \
+         END $cutover$; \
+         REVOKE ALL ON FUNCTION {s}.{name}() FROM PUBLIC;",
+        new = pairs("NEW"),
+        old = pairs("OLD"),
+        new_cols = cols("NEW"),
+        old_cols = cols("OLD"),
+    );
+    (name, body)
+}
+
 /// The literal of a column name, for a trigger's argument.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-/// Runs `sql` in a transaction of its own under `lock_timeout`, retried when a lock was not
-/// granted in time; returns how long it waited in all and how many attempts it took.
-async fn under_lock_timeout(
-    ctx: &ActionContext,
-    client: &Client,
-    sql: &str,
-    lock_timeout: Duration,
-    retries: u32,
-    table: &str,
-) -> Result<(Duration, u32), Outcome> {
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let text = format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'; {sql} COMMIT;",
-            lock_timeout.as_millis().max(1)
-        );
-        match client.batch_execute(&text).await {
-            Ok(()) => return Ok((started.elapsed(), attempt)),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                let timed_out = e.as_db_error().is_some_and(|d| d.code().code() == "55P03");
-                if !timed_out || attempt > retries {
-                    return Err(Outcome::failed(format!(
-                        "{table}: {} (after {attempt} attempt(s), {} ms waiting)",
-                        connection::explain(&e),
-                        started.elapsed().as_millis()
-                    )));
-                }
-                ctx.report
-                    .info(format!(
-                        "{table}: its lock was not granted within {} ms (attempt {attempt}); trying again",
-                        lock_timeout.as_millis()
-                    ))
-                    .await;
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-        }
-    }
 }
 
 async fn install(
@@ -203,17 +213,39 @@ async fn install(
     lock_timeout: Duration,
     retries: u32,
     freeze: bool,
+    large_objects_freeze: bool,
 ) -> Result<Outcome, Outcome> {
     // What the capture cannot follow, decided before anything is created.
     let large_objects = count_large_objects(client).await?;
-    if large_objects > 0 {
+    if large_objects > 0 && !large_objects_freeze {
         return Err(Outcome::failed(format!(
-            "the source holds {large_objects} large object(s): no trigger sees a large object change, so the capture cannot follow them (nothing was installed)"
+            "the source holds {large_objects} large object(s): no trigger sees a large object change, so the capture cannot follow them (nothing was installed; set large_objects = \"freeze\" to copy them whole inside the freeze)"
         )));
     }
-    let all = tables(client, schema).await?;
-    let (followed, keyless): (Vec<Followed>, Vec<Followed>) =
-        all.into_iter().partition(|t| !t.key.is_empty());
+    if large_objects > 0 {
+        ctx.report
+            .info(format!(
+                "{large_objects} large object(s): not followed, to be copied whole inside the freeze"
+            ))
+            .await;
+    }
+    let mut recorded = Catalog {
+        tables: catalog::read(client, schema).await?,
+        large_objects: if large_objects_freeze {
+            "freeze"
+        } else {
+            "refuse"
+        }
+        .to_string(),
+    };
+    let (followed, keyless): (Vec<Followed>, Vec<Followed>) = recorded
+        .tables
+        .iter()
+        .map(|(name, t)| Followed {
+            name: name.clone(),
+            key: t.key.clone(),
+        })
+        .partition(|t| !t.key.is_empty());
     let keyless: Vec<String> = keyless.into_iter().map(|t| t.name).collect();
     if !keyless.is_empty() && !freeze {
         return Err(Outcome::failed(format!(
@@ -237,20 +269,27 @@ async fn install(
             connection::explain(&e)
         ))
     })?;
+    for name in &keyless {
+        if let Some(t) = recorded.tables.get_mut(name) {
+            t.whole = true;
+        }
+    }
+    // What is followed, for the final catch-up to compare the catalogs with.
+    catalog::record(client, schema, &recorded).await?;
     let s = ident(schema);
     let total = followed.len() as u64;
     let mut slowest = (String::new(), Duration::ZERO);
     for (done, table) in followed.iter().enumerate() {
-        let args: Vec<String> = table.key.iter().map(|k| literal(k)).collect();
+        let (function, body) = row_function(schema, &table.name, &table.key);
         let sql = format!(
-            "DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {t}; \
+            "{body} \
+             DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {t}; \
              DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {t}; \
              CREATE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {t} \
-                 FOR EACH ROW EXECUTE FUNCTION {s}.{FUNCTION}({args}); \
+                 FOR EACH ROW EXECUTE FUNCTION {s}.{function}(); \
              CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {t} \
                  FOR EACH STATEMENT EXECUTE FUNCTION {s}.{FUNCTION}();",
             t = table.name,
-            args = args.join(", ")
         );
         let (waited, attempts) =
             under_lock_timeout(ctx, client, &sql, lock_timeout, retries, &table.name).await?;
@@ -400,5 +439,26 @@ mod tests {
         // Only the key columns the trigger names are kept of the row.
         assert!(sql.contains("jsonb_object_agg(k, r -> k)"));
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn a_tables_row_function_builds_the_key_alone() {
+        let (name, body) = row_function(
+            "cutover_capture",
+            "public.orders",
+            &["tenant".to_string(), "id".to_string()],
+        );
+        assert!(name.starts_with("record_change_"), "{name}");
+        assert_eq!(
+            row_function("cutover_capture", "public.orders", &[]).0,
+            name
+        );
+        assert_ne!(row_function("cutover_capture", "public.other", &[]).0, name);
+        assert!(body.contains("jsonb_build_object('tenant', NEW.\"tenant\", 'id', NEW.\"id\")"));
+        assert!(body.contains(
+            "IF ROW(OLD.\"tenant\", OLD.\"id\") IS DISTINCT FROM ROW(NEW.\"tenant\", NEW.\"id\")"
+        ));
+        assert!(!body.contains("to_jsonb(NEW)"));
+        assert!(body.contains("VALUES ('public.orders', "));
     }
 }

@@ -13,20 +13,40 @@
 //!   transaction per batch, its position journaled after each batch so a re-run (after a kill)
 //!   starts where the last one stopped.
 //!
-//! Still to land here: the copy's snapshot linked to the log, the freeze, the reverse direction
-//! after the cutover (RDS's changes carried back to Heroku).
+//! - `apply` — the batches `db.catchup` applies the log in (and the final catch-up drains it
+//!   with); `locks` — a catalog change under a short `lock_timeout`, retried.
+//! - `catalog` — what install follows, recorded in the capture's schema, compared at the freeze.
+//! - `guard` — on the target, a record of writes by anyone but the catch-up.
+//! - `freeze` — `db.catchup` with `final = true`: the freeze's database part (the freeze point,
+//!   the drain, what is copied whole, sequences, materialized views, the check by key).
+//!
+//! Still to land here: the reverse direction after the cutover (RDS's changes carried back to
+//! Heroku).
 //!
 //! May import: `connection`, `tools`, `common`, `checksum`, `extensions` and `copy` (its
 //! snapshot, its figures and its journal records). `verify` and `guards` may import it; it
 //! imports neither.
 
+mod apply;
+pub mod catalog;
 pub mod catchup;
+mod freeze;
+pub mod guard;
 pub mod install;
+mod locks;
 
-/// The schema the capture lives in unless the step names another.
-pub const DEFAULT_SCHEMA: &str = "cutover_capture";
+/// The schema the capture lives in unless the step names another (the copy, the checks and the
+/// guards leave this one out of the app's tables).
+pub const DEFAULT_SCHEMA: &str = crate::actions::db::common::CAPTURE_SCHEMA;
 /// The change log's table, inside the capture's schema.
 const LOG: &str = "changes";
+/// What the capture follows, recorded at install (see `catalog`).
+const CATALOG: &str = "catalog";
+/// On the target: the log of writes by anyone but the catch-up, its function, its triggers.
+const GUARD_LOG: &str = "target_writes";
+const GUARD_FUNCTION: &str = "guard";
+const GUARD_ROW: &str = "cutover_capture_guard";
+const GUARD_TRUNCATE: &str = "cutover_capture_guard_truncate";
 /// The trigger function, inside the capture's schema.
 const FUNCTION: &str = "record_change";
 /// The triggers' names on each followed table.

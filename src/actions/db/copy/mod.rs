@@ -22,7 +22,8 @@ use regex::Regex;
 use tokio_postgres::Client;
 
 use crate::actions::db::common::{
-    bytes_human, col, connect, db_url, identity, query, server_version, user_tables, USER_RELATION,
+    bytes_human, col, connect, db_url, identity, query, server_version, user_tables,
+    CAPTURE_SCHEMA, USER_RELATION,
 };
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::tools::restore::{memory_setting, Totals, DEFAULT_ALLOWED_ERRORS, TICK};
@@ -507,6 +508,18 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     };
     let elapsed = started.elapsed();
     let outcome = stream::finish(ctx, result, &allowed, elapsed).await?;
+    // pg_restore alone cannot leave out the change capture's triggers on the app's tables: its
+    // schema (empty: its rows were not dumped) goes from the target with them.
+    connect(&target_url, "target")
+        .await?
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {CAPTURE_SCHEMA} CASCADE"))
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "removing the change capture's schema the dump carried: {}",
+                connection::explain(&e)
+            ))
+        })?;
     // No content figures from pg_dump: the guard has the counters alone.
     let baseline = Baseline::new(&source_id, counters, Default::default());
     ctx.report

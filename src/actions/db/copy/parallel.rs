@@ -36,7 +36,7 @@ use tokio_postgres::Client;
 
 use crate::actions::db::checksum::{hash_rows, Checksum, RowHasher, COLUMNS};
 use crate::actions::db::common::{
-    bytes_human, col, count_large_objects, query, table_oids, USER_RELATION,
+    bytes_human, col, count_large_objects, query, table_oids, CAPTURE_SCHEMA, USER_RELATION,
 };
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::tools::restore::{
@@ -204,6 +204,8 @@ pub(super) async fn copy(
     let mut dump_cmd = tool_command(dump, source_url);
     dump_cmd
         .args(["--format=custom", "--schema-only", "--no-owner", "--no-acl"])
+        // The change capture's log, catalog and function stay on the source.
+        .arg(format!("--exclude-schema={CAPTURE_SCHEMA}"))
         .arg(format!("--snapshot={snapshot}"))
         .arg("--file")
         .arg(schema);
@@ -236,7 +238,12 @@ pub(super) async fn copy(
 
     // Each table's own post-data entries (its indexes, constraints, triggers), built as soon
     // as its data is in, overlapping the rest of the copy; the rest (foreign keys…) after.
-    let toc = list_archive(restore, schema).await?;
+    // …and so do its triggers on the app's tables (they belong to the tables, not its schema).
+    let toc: Vec<String> = list_archive(restore, schema)
+        .await?
+        .into_iter()
+        .filter(|line| !capture_trigger(line))
+        .collect();
     let owners = index_owners(&holder).await?;
     let (per_table, rest) = split_post_data(&toc, &tables, &owners);
     let mut lists = HashMap::new();
@@ -559,7 +566,7 @@ async fn connect_all_rows(url: &DbUrl, side: &str) -> Result<Client, Outcome> {
 }
 
 /// The materialized views populated on the source, in the snapshot.
-async fn populated_views(source: &Client) -> Result<Vec<String>, Outcome> {
+pub(crate) async fn populated_views(source: &Client) -> Result<Vec<String>, Outcome> {
     let rows = query(
         source,
         &format!(
@@ -786,7 +793,7 @@ async fn plan_tables(source: &Client) -> Result<Vec<Table>, Outcome> {
 }
 
 /// Each sequence's value in the snapshot: `(name, last_value, is_called)`.
-async fn read_sequences(source: &Client) -> Result<Vec<(String, i64, bool)>, Outcome> {
+pub(crate) async fn read_sequences(source: &Client) -> Result<Vec<(String, i64, bool)>, Outcome> {
     let rows = query(
         source,
         &format!(
@@ -1127,6 +1134,13 @@ async fn index_owners(source: &Client) -> Result<HashMap<String, String>, Outcom
         out.insert(col(row, 0)?, col(row, 1)?);
     }
     Ok(out)
+}
+
+/// Whether a line of the archive's list is one of the change capture's triggers
+/// (`ID; CATALOG OID TRIGGER SCHEMA TABLE NAME OWNER`, its name `cutover_capture_…`).
+fn capture_trigger(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    matches!(words.get(3..), Some(["TRIGGER", _, _, name, ..]) if name.starts_with(CAPTURE_SCHEMA))
 }
 
 /// Post-data entries of the archive's list that belong to one table (its indexes, its

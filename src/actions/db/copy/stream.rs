@@ -14,7 +14,7 @@ use regex::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::throughput;
-use crate::actions::db::common::bytes_human;
+use crate::actions::db::common::{bytes_human, CAPTURE_SCHEMA};
 use crate::actions::db::connection::DbUrl;
 use crate::actions::db::tools::restore::{
     follow_restore, report_progress, restore_command, spawn, tool_command, RestoreLog, Totals, TICK,
@@ -119,6 +119,7 @@ pub(super) async fn stream_copy(
     let mut dump = spawn(
         tool_command(dump_tool, source)
             .args(["--format=custom", "--no-owner", "--no-acl"])
+            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}.*"))
             .stdout(Stdio::piped()),
         dump_tool,
     )?;
@@ -233,7 +234,9 @@ pub(super) async fn directory_copy(
     let started = Instant::now();
     let mut dump = spawn(
         tool_command(dump_tool, source)
-            .args(["--format=directory", "--no-owner", "--no-acl", "--jobs"])
+            .args(["--format=directory", "--no-owner", "--no-acl"])
+            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}.*"))
+            .arg("--jobs")
             .arg(jobs.to_string())
             .arg("--file")
             .arg(dir),

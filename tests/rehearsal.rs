@@ -246,9 +246,14 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
-    // The database verified: every row of the app-like dataset, checksums equal.
-    assert_eq!(step("db-verify")["outputs"]["rows"], "323119");
-    assert_eq!(step("db-verify")["outputs"]["tables"], "4");
+    // The database verified: every row of the app-like dataset (323,119) and what the users
+    // wrote before the copy (notes, page views), checksums equal.
+    let verified: u64 = step("db-verify")["outputs"]["rows"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap();
+    assert!(verified > 323_119, "{verified}");
+    assert_eq!(step("db-verify")["outputs"]["tables"], "5");
     assert!(step("dns-cutover")["outputs"]["previous"]
         .as_str()
         .is_some_and(|p| p.contains("gengar-api.herokuapp.com")));
@@ -318,6 +323,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "{report:#}"
     );
     eprintln!("write freeze (no history): {freeze:#}");
+    users_lost_nothing(&dir, &env, freeze);
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
@@ -337,10 +343,15 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert!(!package.contains("heroku-postbuild") && package.contains("\"build\""));
     assert!(!dir.join("gengar-repo/gengar/Procfile").exists());
 
-    // The databases' password never reached the journal or a log.
+    // The databases' passwords (the superuser's, Heroku's credential's, RDS's master user's)
+    // never reached the journal or a log.
     let secrets = std::fs::read_to_string(dir.join("secrets.env")).unwrap();
-    let password = secrets.trim().trim_start_matches("PG_PASSWORD=");
-    assert!(password.len() > 10);
+    let passwords: Vec<&str> = secrets
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim()))
+        .collect();
+    assert_eq!(passwords.len(), 3, "{}", secrets.lines().count());
+    assert!(passwords.iter().all(|p| p.len() > 10));
     let mut files = vec![dir.join("state/journal.jsonl")];
     let mut stack = vec![dir.join("state/logs")];
     while let Some(d) = stack.pop() {
@@ -355,11 +366,13 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     }
     for file in &files {
         let content = std::fs::read_to_string(file).unwrap_or_default();
-        assert!(
-            !content.contains(password),
-            "{} holds the password",
-            file.display()
-        );
+        for password in &passwords {
+            assert!(
+                !content.contains(password),
+                "{} holds a password",
+                file.display()
+            );
+        }
     }
 
     // Ctrl-C on --serve stops everything it started.
@@ -878,6 +891,130 @@ fn status_of(env: &BTreeMap<String, String>, id: &str) -> serde_json::Value {
         .into_iter()
         .find(|s| s["id"] == id)
         .unwrap_or_default()
+}
+
+/// One request of the rehearsal's users (scripts/rehearsal/load.py, a line of
+/// `load/requests.jsonl`).
+#[derive(serde::Deserialize, Debug)]
+struct Request {
+    /// When it was sent (unix time).
+    t: f64,
+    kind: String,
+    outcome: String,
+    /// "heroku" or "aws": who answered (the edge's X-Rehearsal-Via).
+    side: Option<String>,
+    id: Option<i64>,
+    token: Option<String>,
+}
+
+/// The users' requests recorded so far (a line being written is left out).
+fn requests(dir: &Path) -> Vec<Request> {
+    std::fs::read_to_string(dir.join("load/requests.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn unix(rfc3339: &serde_json::Value) -> f64 {
+    let time = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The users' load went on through the whole rehearsal, through the domain: every write the
+/// app acknowledged with an id — on Heroku before the freeze, on AWS after the cutover — is on
+/// RDS now, with its own content, once; no read of an acknowledged note came back empty; what
+/// the freeze refused was refused by Heroku's maintenance mode (503), inside the freeze as the
+/// journal measured it. Prints the freeze beside the refused span the users saw.
+fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde_json::Value) {
+    let seen = requests(dir);
+    let acked: Vec<&Request> = seen.iter().filter(|r| r.outcome == "acked").collect();
+    let on = |side: &str| {
+        acked
+            .iter()
+            .filter(|r| r.side.as_deref() == Some(side))
+            .count()
+    };
+    assert!(
+        on("heroku") > 0 && on("aws") > 0,
+        "writes acknowledged on both sides: {} on Heroku, {} on AWS",
+        on("heroku"),
+        on("aws")
+    );
+    // RDS as it holds the notes now: id -> body.
+    let rds = &env["REHEARSAL_RDS_URL"];
+    let notes: BTreeMap<i64, String> = serde_json::from_str::<BTreeMap<String, String>>(&scalar(
+        rds,
+        "SELECT coalesce(json_object_agg(id, body), '{}') FROM notes",
+    ))
+    .unwrap()
+    .into_iter()
+    .map(|(id, body)| (id.parse().unwrap(), body))
+    .collect();
+    let mut lost = Vec::new();
+    for r in &acked {
+        let (id, token) = (r.id.unwrap(), r.token.as_deref().unwrap());
+        match notes.get(&id) {
+            Some(body) if body.ends_with(token) => {}
+            other => lost.push(format!("{id} ({token}, {:?}): {other:?}", r.side)),
+        }
+        let copies = notes.values().filter(|b| b.ends_with(token)).count();
+        assert_eq!(copies, 1, "the write {token} is on RDS {copies} times");
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged write(s) not on RDS as acknowledged: {lost:#?}",
+        lost.len()
+    );
+    let missing: Vec<&Request> = seen.iter().filter(|r| r.outcome == "missing").collect();
+    assert!(
+        missing.is_empty(),
+        "reads of acknowledged notes: {missing:#?}"
+    );
+    let refused: Vec<&Request> = seen.iter().filter(|r| r.outcome == "refused").collect();
+    assert!(!refused.is_empty(), "the freeze refused the users' requests");
+    assert!(
+        refused.iter().all(|r| r.side.as_deref() == Some("heroku")),
+        "only Heroku's maintenance mode refuses"
+    );
+    // The freeze as the journal measured it (maintenance-on started → dns-cutover done), and
+    // the span of refused requests the users saw inside it (a request sent up to a second
+    // before maintenance mode went on may be answered by it).
+    let (opened, closed) = (unix(&freeze["opened"]), unix(&freeze["closed"]));
+    let inside: Vec<f64> = refused
+        .iter()
+        .map(|r| r.t)
+        .filter(|t| *t >= opened - 1.0 && *t <= closed)
+        .collect();
+    assert!(!inside.is_empty(), "no request was refused inside the freeze");
+    let first = inside.iter().copied().fold(f64::MAX, f64::min);
+    let last = inside.iter().copied().fold(f64::MIN, f64::max);
+    // No write was acknowledged by Heroku once the freeze was on.
+    assert!(
+        acked
+            .iter()
+            .filter(|r| r.side.as_deref() == Some("heroku"))
+            .all(|r| r.t < first + 1.0),
+        "Heroku acknowledged a write during the freeze"
+    );
+    let failed = seen.iter().filter(|r| r.outcome == "failed").count();
+    eprintln!(
+        "users: {} requests ({} writes acknowledged: {} on Heroku, {} on AWS; {} refused, {} failed); \
+         write freeze measured from the journal {:.1} s (maintenance-on start to dns-cutover done), \
+         refused span seen by the users {:.1} s ({} requests refused in it)",
+        seen.len(),
+        acked.len(),
+        on("heroku"),
+        on("aws"),
+        refused.len(),
+        failed,
+        freeze["measured_secs"].as_f64().unwrap_or_default(),
+        last - first,
+        inside.len()
+    );
+    assert!(seen.iter().any(|r| r.kind == "read" && r.outcome == "read"));
 }
 
 /// What the world looks like after the rehearsal: the app moved, not only the data.

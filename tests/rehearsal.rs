@@ -265,15 +265,69 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     // pg_dump/pg_restore) made to "RDS" came from the task's address through the session's
     // forwarder, none from this machine directly; and no session is left.
     let rds_log = std::fs::read_to_string(dir.join("pg/target/server.log")).unwrap();
-    let cutover_hosts: Vec<&str> = rds_log
+    let cutover_lines: Vec<&str> = rds_log
         .lines()
         .filter(|l| l.contains("connection authorized") && l.contains("application_name=cutover"))
+        .collect();
+    let cutover_hosts: Vec<&str> = cutover_lines
+        .iter()
         .filter_map(|l| l.split_whitespace().nth(4))
         .collect();
     assert!(cutover_hosts.len() >= 4, "{cutover_hosts:?}");
     assert!(
         cutover_hosts.iter().all(|h| h.starts_with("127.0.1.")),
         "cutover reached RDS only through the tunnel: {cutover_hosts:?}"
+    );
+    // With the credentials the real services give, never a superuser's: RDS's master user
+    // (a member of rds_superuser) on "RDS", Heroku's default credential (the database's
+    // owner) on "Heroku" — cutover's connections, pg_dump's and pg_restore's, and the app's.
+    assert!(
+        cutover_lines
+            .iter()
+            .all(|l| l.contains("user=gengar_admin ")),
+        "{cutover_lines:#?}"
+    );
+    let heroku_log = std::fs::read_to_string(dir.join("pg/source/server.log")).unwrap();
+    let heroku_users: std::collections::BTreeSet<&str> = heroku_log
+        .lines()
+        .filter(|l| l.contains("connection authorized"))
+        .filter(|l| l.contains("application_name=cutover") || l.contains("application_name=gengar"))
+        .filter_map(|l| l.split("user=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        heroku_users,
+        ["u7rehearsal0heroku"].into_iter().collect(),
+        "cutover and the app reach Heroku's database as its default credential"
+    );
+    let rds_users: std::collections::BTreeSet<&str> = rds_log
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains("application_name=gengar"))
+        .filter_map(|l| l.split("user=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        rds_users,
+        ["gengar_admin"].into_iter().collect(),
+        "the app's tasks reach RDS as the master user"
+    );
+    for (url, role) in [
+        (&env["REHEARSAL_SOURCE_URL"], "u7rehearsal0heroku"),
+        (&env["REHEARSAL_RDS_URL"], "gengar_admin"),
+    ] {
+        assert_eq!(
+            scalar(
+                url,
+                &format!("SELECT rolsuper::text FROM pg_roles WHERE rolname = '{role}'")
+            ),
+            "false",
+            "{role}"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &env["REHEARSAL_RDS_URL"],
+            "SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles b ON b.oid = m.roleid WHERE r.rolname = 'gengar_admin'"
+        ),
+        "rds_superuser"
     );
     assert!(
         session_processes(&dir).is_empty(),
@@ -974,7 +1028,10 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
         "reads of acknowledged notes: {missing:#?}"
     );
     let refused: Vec<&Request> = seen.iter().filter(|r| r.outcome == "refused").collect();
-    assert!(!refused.is_empty(), "the freeze refused the users' requests");
+    assert!(
+        !refused.is_empty(),
+        "the freeze refused the users' requests"
+    );
     assert!(
         refused.iter().all(|r| r.side.as_deref() == Some("heroku")),
         "only Heroku's maintenance mode refuses"
@@ -988,7 +1045,10 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
         .map(|r| r.t)
         .filter(|t| *t >= opened - 1.0 && *t <= closed)
         .collect();
-    assert!(!inside.is_empty(), "no request was refused inside the freeze");
+    assert!(
+        !inside.is_empty(),
+        "no request was refused inside the freeze"
+    );
     let first = inside.iter().copied().fold(f64::MAX, f64::min);
     let last = inside.iter().copied().fold(f64::MIN, f64::max);
     // No write was acknowledged by Heroku once the freeze was on.

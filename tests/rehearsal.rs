@@ -1351,6 +1351,26 @@ fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
         scalar(heroku, "to_regclass('public.migrations')"),
         "migrations"
     );
+    // The users' writes the app acknowledged on AWS after the cutover are in Heroku's
+    // database, not on RDS.
+    let on_aws: Vec<i64> = requests(&dir)
+        .iter()
+        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws"))
+        .filter_map(|r| r.id)
+        .collect();
+    assert!(!on_aws.is_empty());
+    let ids = on_aws
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        scalar(
+            heroku,
+            &format!("SELECT count(*) FROM notes WHERE id IN ({ids})")
+        ),
+        on_aws.len().to_string()
+    );
     let steps = status(&env);
     let state = |id: &str| {
         steps.iter().find(|s| s["id"] == id).unwrap()["state"]

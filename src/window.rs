@@ -260,12 +260,67 @@ fn machinery(kind: &str) -> Option<&'static str> {
 /// The parameters that name what an AWS step acts on.
 const RESOURCE_KEYS: &[&str] = &["cluster", "service", "instance", "target_group"];
 
-/// An AWS step's time from this migration's own measurements on AWS: the step's earlier run,
-/// else the latest step of the same machinery on the same resources (`first-deploy` for the
-/// freeze's deployment, `snapshot-before` for its snapshot). Never the history's: a rehearsal's
-/// AWS is emulated, and its seconds say nothing of AWS's minutes.
+/// Values as the journal knows them: the runbook's variables and the recorded outputs (no
+/// secret: a prediction reads what it compares and shows, nothing more).
+struct Known<'a> {
+    runbook: &'a Runbook,
+    journal: &'a JournalState,
+}
+
+impl crate::runbook::Scope for Known<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.runbook.vars.get(name).cloned()
+    }
+    fn secret(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn output(&self, step: &str, name: &str) -> Option<String> {
+        self.journal.step(step)?.outputs.get(name).cloned()
+    }
+}
+
+/// A step's parameter as it renders today (`${cluster}` → `gengar`), else as written.
+fn param(runbook: &Runbook, current: &JournalState, step: &Step, key: &str) -> Option<String> {
+    let raw = step.action.params.get(key)?;
+    let Some(text) = raw.as_str() else {
+        return Some(raw.to_string());
+    };
+    let scope = Known {
+        runbook,
+        journal: current,
+    };
+    Some(
+        crate::runbook::Template::parse(text)
+            .ok()
+            .and_then(|t| t.render(&scope).ok())
+            .map_or_else(|| text.to_string(), |r| r.value),
+    )
+}
+
+/// What a step's `only_if` reads now, if the journal already knows it.
+fn condition_value(runbook: &Runbook, current: &JournalState, step: &Step) -> Option<String> {
+    let condition = step.only_if.as_ref()?;
+    let scope = Known {
+        runbook,
+        journal: current,
+    };
+    crate::runbook::Template::parse(&condition.value)
+        .ok()?
+        .render(&scope)
+        .ok()
+        .map(|r| r.value.trim().to_string())
+}
+
+/// An AWS step's time from this migration's own measurements on AWS, in this order: the
+/// step's earlier run; a health wait after a rollout that completed before the window (one
+/// look); the latest step of the same kind, else of the same machinery, on the same resources
+/// (`first-deploy` for a deployment, `snapshot-before` for a snapshot; for a one-off task the
+/// quickest one on the same cluster, its command's own work being on top). Only when this
+/// migration has measured nothing of the kind: the history's figure, labelled as a rehearsal's
+/// AWS is — emulated, not evidence; else a guess.
 fn on_aws(
     runbook: &Runbook,
+    window: &Window,
     step: &Step,
     class: &str,
     current: &JournalState,
@@ -273,7 +328,7 @@ fn on_aws(
     from_history: Option<Duration>,
 ) -> (Duration, String) {
     let emulated = from_history
-        .map(|d| format!(" (the history's {}: emulated, not evidence)", short(d)))
+        .map(|d| format!(" (the rehearsal's {}: emulated, not evidence)", short(d)))
         .unwrap_or_default();
     if let Some(d) = current
         .step(&step.id)
@@ -282,37 +337,182 @@ fn on_aws(
     {
         return (d, format!("an earlier run of this step on AWS{emulated}"));
     }
+    let in_window = inside(runbook, window);
+    if step.action.kind == "elb.health" {
+        // The rollout waited for these targets to be healthy before the window opened: when
+        // nothing rolls out in between, the wait is one look.
+        let needs = crate::runbook::transitive_needs(&runbook.steps, &step.id);
+        let rollout_inside = runbook.steps.iter().any(|s| {
+            s.action.kind == "ecs.deploy" && in_window.contains(&s.id) && needs.contains(&s.id)
+        });
+        let before = runbook.steps.iter().rev().find(|s| {
+            s.action.kind == "ecs.deploy" && needs.contains(&s.id) && !in_window.contains(&s.id)
+        });
+        if let (Some(deploy), false) = (before, rollout_inside) {
+            return (
+                LOOK,
+                format!(
+                    "one look: `{}` completed its rollout before the window opened (the targets were healthy then) and nothing rolls out in between{emulated}",
+                    deploy.id
+                ),
+            );
+        }
+    }
     let same_resources = |other: &Step| {
         RESOURCE_KEYS.iter().all(|k| {
-            match (step.action.params.get(*k), other.action.params.get(*k)) {
+            match (
+                param(runbook, current, step, k),
+                param(runbook, current, other, k),
+            ) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             }
         })
     };
-    let measured = runbook
+    let measured: Vec<(String, Duration, &Step)> = runbook
         .steps
         .iter()
         .filter(|o| o.id != step.id && machinery(&o.action.kind) == Some(class))
         .filter(|o| same_resources(o))
         .filter_map(|o| {
-            let r = current.step(&o.id)?;
+            let r = current.step(&o.id).filter(|r| r.status == Recorded::Done)?;
             Some((r.done_at.clone()?, r.last_duration?, o))
         })
-        .max_by(|a, b| a.0.cmp(&b.0));
-    match measured {
-        Some((_, d, other)) => (
+        .collect();
+    let same_kind = |o: &Step| o.action.kind == step.action.kind;
+    let chosen = if step.action.kind == "ecs.run-task" {
+        measured
+            .iter()
+            .min_by(|a, b| same_kind(b.2).cmp(&same_kind(a.2)).then(a.1.cmp(&b.1)))
+    } else {
+        measured
+            .iter()
+            .max_by(|a, b| same_kind(a.2).cmp(&same_kind(b.2)).then(a.0.cmp(&b.0)))
+    };
+    match (chosen, from_history) {
+        (Some((_, d, other)), _) => {
+            let which = if step.action.kind == "ecs.run-task" {
+                "the quickest one-off task on the same cluster, measured on AWS; the command's own work comes on top"
+            } else if same_kind(other) {
+                "the same kind on the same resources, measured on AWS"
+            } else {
+                "the same machinery on the same resources, measured on AWS"
+            };
+            (
+                *d,
+                format!(
+                    "this migration's own `{}` ({class}: {which}){emulated}",
+                    other.id
+                ),
+            )
+        }
+        (None, Some(d)) => (
             d,
             format!(
-                "this migration's own `{}` ({class} on the same resources, measured on AWS){emulated}",
-                other.id
+                "the rehearsal's {}: emulated, not evidence — no {class} measured on AWS yet",
+                short(d)
             ),
         ),
-        None => (
+        (None, None) => (
             guess(step),
-            format!("no {class} measured on AWS yet: a guess{emulated}"),
+            format!("no {class} measured on AWS yet: a guess"),
         ),
     }
+}
+
+/// One look of a wait whose condition already holds.
+const LOOK: Duration = Duration::from_secs(5);
+
+/// One `db.catchup` run as the journal recorded it.
+struct CatchupRun<'a> {
+    id: &'a str,
+    done_at: SystemTime,
+    took: Duration,
+    applied: u64,
+    backlog: u64,
+    /// The log's last change when it ended: its position plus the backlog.
+    logged: u64,
+}
+
+/// The catch-up inside the window (the drain): its backlog when the window opens ÷ the apply
+/// rate, both from this migration's latest catch-up; the backlog grown by the changes written
+/// between that catch-up's end and the window's opening, at the rate the log grew between the
+/// two latest catch-ups.
+fn drain(
+    runbook: &Runbook,
+    window: &Window,
+    step: &Step,
+    current: &JournalState,
+) -> Option<(Duration, String)> {
+    let number = |r: &crate::journal::StepRecord, name: &str| -> Option<u64> {
+        r.outputs.get(name)?.trim().parse().ok()
+    };
+    let mut runs: Vec<CatchupRun<'_>> = runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.catchup" && s.id != step.id)
+        .filter_map(|s| {
+            let r = current.step(&s.id).filter(|r| r.status == Recorded::Done)?;
+            let position = number(r, "position").unwrap_or(0);
+            let backlog = number(r, "backlog")?;
+            Some(CatchupRun {
+                id: &s.id,
+                done_at: parse_time(r.done_at.as_deref()?)?,
+                took: r.last_duration?,
+                applied: number(r, "applied")?,
+                backlog,
+                logged: position + backlog,
+            })
+        })
+        .collect();
+    runs.sort_by_key(|r| r.done_at);
+    let latest = runs.last()?;
+    let rated = runs
+        .iter()
+        .rev()
+        .find(|r| r.applied > 0 && !r.took.is_zero())?;
+    let rate = rated.applied as f64 / rated.took.as_secs_f64();
+    let rate_how = format!(
+        "{rate:.0} changes/s (`{}` applied {} in {})",
+        rated.id,
+        rated.applied,
+        short(rated.took)
+    );
+    let mut backlog = latest.backlog as f64;
+    let mut how = format!(
+        "the drain: a backlog of {} change(s) (`{}`'s when it ended)",
+        latest.backlog, latest.id
+    );
+    let opened = done_at(current, &window.from);
+    let earlier = runs.iter().rev().nth(1);
+    match (opened, earlier) {
+        (Some(opened), Some(earlier)) if latest.logged >= earlier.logged => {
+            let between = latest
+                .done_at
+                .duration_since(earlier.done_at)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let since = opened
+                .duration_since(latest.done_at)
+                .unwrap_or_default()
+                .as_secs_f64();
+            if between > 0.0 {
+                let writes = (latest.logged - earlier.logged) as f64 / between;
+                backlog += writes * since;
+                how.push_str(&format!(
+                    " + {:.0} written before the window opened ({writes:.1} changes/s, the log's growth between `{}` and `{}`, for {})",
+                    writes * since,
+                    earlier.id,
+                    latest.id,
+                    short(seconds(since))
+                ));
+            }
+        }
+        (None, _) => how.push_str(" (plus what is written between it and the window's opening)"),
+        _ => {}
+    }
+    how.push_str(&format!(" ÷ {rate_how}"));
+    Some((seconds(backlog / rate), how))
 }
 
 /// Whether a step reads every row: `db.verify` given both of the copy's checksum sets reads
@@ -565,8 +765,25 @@ fn predict_now(
         let from_history = history
             .and_then(|h| h.step(&id))
             .and_then(|r| r.last_duration);
-        let (duration, how) = if let Some(class) = machinery(&step.action.kind) {
-            on_aws(runbook, step, class, current, actual, from_history)
+        let condition = step
+            .only_if
+            .as_ref()
+            .map(|c| (c, condition_value(runbook, current, step)));
+        let drained = (step.action.kind == "db.catchup")
+            .then(|| drain(runbook, window, step, current))
+            .flatten();
+        let (duration, how) = if let Some((c, Some(value))) = condition
+            .clone()
+            .filter(|(c, v)| v.as_deref().is_some_and(|v| v != c.equals.trim()))
+        {
+            (
+                Duration::ZERO,
+                format!("skipped: {}", c.skip_reason(&value)),
+            )
+        } else if let Some(drained) = drained {
+            drained
+        } else if let Some(class) = machinery(&step.action.kind) {
+            on_aws(runbook, window, step, class, current, actual, from_history)
         } else if let Some(d) = from_history {
             match (scales && reads_rows(step), now_bytes, then_bytes, history) {
                 (true, Some(now), Some(then), Some(h)) if then > 0 => {
@@ -590,6 +807,12 @@ fn predict_now(
             )
         } else {
             (guess(step), "no history: a guess".to_string())
+        };
+        let how = match condition {
+            Some((c, None)) if !duration.is_zero() => {
+                format!("{how}; if it runs: it {} (not known yet)", c.describe())
+            }
+            _ => how,
         };
         steps.push(Predicted {
             step: id,
@@ -963,13 +1186,12 @@ needs = ["dns-cutover"]
                 .find(|s| s.step == "deploy")
                 .unwrap()
         };
-        // Nothing measured on AWS yet: a guess, the rehearsal's 2 s named as no evidence.
+        // Nothing measured on AWS yet: the rehearsal's 2 s, named as no evidence.
         let none = deploy(&journal(&[]));
-        assert_eq!(none.duration, Duration::from_secs(180));
-        assert!(
-            none.how.contains("a guess") && none.how.contains("2.0s: emulated, not evidence"),
-            "{}",
-            none.how
+        assert_eq!(none.duration, Duration::from_secs(2));
+        assert_eq!(
+            none.how,
+            "the rehearsal's 2.0s: emulated, not evidence — no deployment measured on AWS yet"
         );
         // The first deployment took 150 s on AWS: that is the figure.
         let real = journal(&[(
@@ -980,10 +1202,351 @@ needs = ["dns-cutover"]
         )]);
         let measured = deploy(&real);
         assert_eq!(measured.duration, Duration::from_secs(150));
+        assert_eq!(
+            measured.how,
+            "this migration's own `first-deploy` (deployment: the same machinery on the same \
+             resources, measured on AWS) (the rehearsal's 2.0s: emulated, not evidence)"
+        );
+    }
+
+    /// The freeze of the bundled runbook's shape: the snapshot, the drain, the pending
+    /// migrations and the health wait, with what ran before it.
+    const FREEZE: &str = r#"
+[runbook]
+name = "freeze"
+app = "a"
+
+[vars]
+rds = "gengar-db"
+cluster = "gengar"
+
+[[window]]
+name = "write freeze"
+from = "maintenance-on"
+to = "dns-cutover"
+
+[[phase]]
+id = "p"
+
+[[phase.step]]
+id = "snapshot-before"
+do = "rds.snapshot"
+instance = "${rds}"
+
+[[phase.step]]
+id = "snapshot-other"
+do = "rds.snapshot"
+instance = "another-db"
+
+[[phase.step]]
+id = "db-catchup"
+do = "db.catchup"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+until = 1000
+
+[[phase.step]]
+id = "db-catchup-2"
+do = "db.catchup"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+until = 1000
+needs = ["db-catchup"]
+
+[[phase.step]]
+id = "deploy-rds"
+do = "ecs.deploy"
+cluster = "${cluster}"
+service = "gengar"
+
+[[phase.step]]
+id = "migrations-pending"
+do = "ecs.run-task"
+cluster = "gengar"
+service = "gengar"
+command = ["yarn", "migration:show"]
+exit_codes = [0, 1]
+needs = ["deploy-rds"]
+
+[[phase.step]]
+id = "maintenance-on"
+do = "shell"
+run = "true"
+needs = ["db-catchup-2", "migrations-pending", "snapshot-before"]
+
+[[phase.step]]
+id = "snapshot-after"
+do = "rds.snapshot"
+instance = "gengar-db"
+needs = ["maintenance-on"]
+
+[[phase.step]]
+id = "db-drain"
+do = "db.catchup"
+source = "postgres://u:p@h/d"
+target = "postgres://u:p@h2/d"
+needs = ["snapshot-after"]
+
+[[phase.step]]
+id = "migrations"
+do = "ecs.run-task"
+cluster = "${cluster}"
+service = "gengar"
+command = ["yarn", "migration:run"]
+needs = ["db-drain", "migrations-pending"]
+only_if = { value = "${steps.migrations-pending.outputs.exit_code}", equals = "1", why = "a migration is pending" }
+
+[[phase.step]]
+id = "targets-healthy"
+do = "elb.health"
+target_group = "tg"
+needs = ["migrations"]
+
+[[phase.step]]
+id = "dns-cutover"
+do = "shell"
+run = "true"
+needs = ["targets-healthy"]
+"#;
+
+    fn freeze() -> Runbook {
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", FREEZE.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The real day's journal before the freeze: a snapshot of 4 min, another instance's of
+    /// 20 min after it, two catch-ups, a rollout, the pending-migration check (46 s, exit 1 or 0).
+    fn real_day(pending: Option<&str>, opened: bool) -> JournalState {
+        let code = pending.map(|c| [("exit_code", c)]);
+        let mut runs: Vec<crate::journal::testing::Run<'_>> = vec![
+            // The latest snapshot, but of another instance.
+            (
+                "snapshot-other",
+                "2026-11-20T09:20:00.000Z",
+                "2026-11-20T09:40:00.000Z",
+                &[],
+            ),
+            (
+                "snapshot-before",
+                "2026-11-20T09:00:00.000Z",
+                "2026-11-20T09:04:00.000Z",
+                &[],
+            ),
+            // 40,000 applied in 80 s; the log at 41,000 when it ended.
+            (
+                "db-catchup",
+                "2026-11-20T09:10:00.000Z",
+                "2026-11-20T09:11:20.000Z",
+                &[
+                    ("position", "40000"),
+                    ("horizon", "900"),
+                    ("applied", "40000"),
+                    ("backlog", "1000"),
+                ],
+            ),
+            // 100 s later: 2,000 applied in 4 s (500/s); the log at 41,200, 200 behind.
+            (
+                "db-catchup-2",
+                "2026-11-20T09:12:56.000Z",
+                "2026-11-20T09:13:00.000Z",
+                &[
+                    ("position", "41000"),
+                    ("horizon", "950"),
+                    ("applied", "2000"),
+                    ("backlog", "200"),
+                ],
+            ),
+            (
+                "deploy-rds",
+                "2026-11-20T09:14:00.000Z",
+                "2026-11-20T09:17:10.000Z",
+                &[],
+            ),
+        ];
+        if let Some(code) = &code {
+            runs.push((
+                "migrations-pending",
+                "2026-11-20T09:18:00.000Z",
+                "2026-11-20T09:18:46.000Z",
+                code,
+            ));
+        }
+        if opened {
+            // 50 s after the last catch-up ended.
+            runs.push((
+                "maintenance-on",
+                "2026-11-20T09:13:49.000Z",
+                "2026-11-20T09:13:50.000Z",
+                &[],
+            ));
+        }
+        journal(&runs)
+    }
+
+    /// A rehearsal where the AWS work took the twin's seconds.
+    fn rehearsal() -> JournalState {
+        journal(&[
+            (
+                "snapshot-after",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:01.000Z",
+                &[],
+            ),
+            (
+                "migrations",
+                "2026-11-01T10:01:00.000Z",
+                "2026-11-01T10:01:02.000Z",
+                &[],
+            ),
+            (
+                "targets-healthy",
+                "2026-11-01T10:02:00.000Z",
+                "2026-11-01T10:02:02.000Z",
+                &[],
+            ),
+            (
+                "db-drain",
+                "2026-11-01T10:03:00.000Z",
+                "2026-11-01T10:03:01.000Z",
+                &[],
+            ),
+        ])
+    }
+
+    fn step_of(p: &Prediction, id: &str) -> Predicted {
+        p.steps
+            .iter()
+            .find(|s| s.step == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} in {p:?}"))
+    }
+
+    #[test]
+    fn the_snapshot_is_predicted_from_this_migrations_snapshot_of_the_same_instance() {
+        let rb = freeze();
+        let p = predict(
+            &rb,
+            &rb.windows[0],
+            &real_day(None, false),
+            Some(&rehearsal()),
+        );
+        let snapshot = step_of(&p, "snapshot-after");
+        // snapshot-before's 4 min (its instance `${rds}` is gengar-db, as snapshot-after's);
+        // never the other instance's 20 min, never the rehearsal's 1 s.
+        assert_eq!(snapshot.duration, Duration::from_secs(240));
+        assert_eq!(
+            snapshot.how,
+            "this migration's own `snapshot-before` (snapshot: the same kind on the same \
+             resources, measured on AWS) (the rehearsal's 1.0s: emulated, not evidence)"
+        );
+        // Nothing measured on AWS: the rehearsal's figure, said to be no evidence.
+        let p = predict(&rb, &rb.windows[0], &journal(&[]), Some(&rehearsal()));
+        let snapshot = step_of(&p, "snapshot-after");
+        assert_eq!(snapshot.duration, Duration::from_secs(1));
         assert!(
-            measured.how.contains("this migration's own `first-deploy`"),
+            snapshot
+                .how
+                .starts_with("the rehearsal's 1.0s: emulated, not evidence"),
             "{}",
-            measured.how
+            snapshot.how
+        );
+    }
+
+    #[test]
+    fn the_drain_is_predicted_from_the_measured_backlog_and_apply_rate() {
+        let rb = freeze();
+        // Before the freeze: 200 pending ÷ 500/s.
+        let p = predict(
+            &rb,
+            &rb.windows[0],
+            &real_day(None, false),
+            Some(&rehearsal()),
+        );
+        let drain = step_of(&p, "db-drain");
+        assert_eq!(drain.duration, Duration::from_millis(400));
+        assert_eq!(
+            drain.how,
+            "the drain: a backlog of 200 change(s) (`db-catchup-2`'s when it ended) (plus what \
+             is written between it and the window's opening) ÷ 500 changes/s (`db-catchup-2` \
+             applied 2000 in 4.0s)"
+        );
+        // The freeze opened 50 s after it: the log grew 200 in 100 s between the catch-ups'
+        // ends (2/s), so 100 more: 300 ÷ 500/s.
+        let p = predict(&rb, &rb.windows[0], &real_day(None, true), None);
+        let drain = step_of(&p, "db-drain");
+        assert_eq!(drain.duration, Duration::from_millis(600));
+        assert!(
+            drain.how.contains(
+                "+ 100 written before the window opened (2.0 changes/s, the log's growth \
+                 between `db-catchup` and `db-catchup-2`, for 50.0s)"
+            ),
+            "{}",
+            drain.how
+        );
+    }
+
+    #[test]
+    fn a_step_its_condition_skips_is_zero_and_one_that_runs_is_predicted_from_aws() {
+        let rb = freeze();
+        let predicted = |pending| {
+            let p = predict(
+                &rb,
+                &rb.windows[0],
+                &real_day(pending, false),
+                Some(&rehearsal()),
+            );
+            step_of(&p, "migrations")
+        };
+        // No migration pending: skipped, 0 s.
+        let skipped = predicted(Some("0"));
+        assert_eq!(skipped.duration, Duration::ZERO);
+        assert_eq!(
+            skipped.how,
+            "skipped: not needed: migrations-pending's exit_code is 0; runs only when 1 (a \
+             migration is pending)"
+        );
+        // One pending: a one-off task on the same cluster, as long as the check's took on AWS.
+        let runs = predicted(Some("1"));
+        assert_eq!(runs.duration, Duration::from_secs(46));
+        assert!(
+            runs.how.starts_with("this migration's own `migrations-pending` (one-off task: the quickest one-off task on the same cluster"),
+            "{}",
+            runs.how
+        );
+        // Not known yet: predicted as if it ran, the condition said.
+        let unknown = predicted(None);
+        assert_eq!(unknown.duration, Duration::from_secs(2));
+        assert!(
+            unknown.how.ends_with(
+                "; if it runs: it runs only when migrations-pending's exit_code is 1 (a \
+                 migration is pending) (not known yet)"
+            ),
+            "{}",
+            unknown.how
+        );
+    }
+
+    #[test]
+    fn a_health_wait_after_a_rollout_done_before_the_window_is_one_look() {
+        let rb = freeze();
+        let p = predict(
+            &rb,
+            &rb.windows[0],
+            &real_day(Some("0"), false),
+            Some(&rehearsal()),
+        );
+        let wait = step_of(&p, "targets-healthy");
+        assert_eq!(wait.duration, LOOK);
+        assert!(
+            wait.how.starts_with(
+                "one look: `deploy-rds` completed its rollout before the window opened"
+            ),
+            "{}",
+            wait.how
         );
     }
 

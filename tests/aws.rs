@@ -291,6 +291,46 @@ fn run_task_streams_the_container_log_and_reports_the_exit_code() {
     assert_eq!(task_count(&aws, &ecs, cluster), before);
 }
 
+/// `exit_codes`: the codes that count as success. moto's containers always exit 0, so the
+/// accepted 1 of `migration:show` is judged in the unit tests beside the action (over SDK
+/// values); here a real task: 0 within [0, 1] succeeds and 0 outside [1] fails, and both
+/// record the container's code as `exit_code`.
+#[test]
+fn run_task_accepts_the_listed_exit_codes_and_records_the_code() {
+    let cluster = "run-task-codes";
+    let aws = Moto::new();
+    let (ecs, _) = ecs_fixture(&aws, cluster);
+    let step = |id: &str, codes: &str| {
+        format!(
+            "[[phase.step]]\nid = \"{id}\"\ndo = \"ecs.run-task\"\ncluster = \"{cluster}\"\nservice = \"{cluster}\"\ncommand = [\"yarn\", \"migration:show\"]\nexit_codes = {codes}\n"
+        )
+    };
+    let p = project(&(step("pending", "[0, 1]") + &step("only-one", "[1]") + &step("none", "[]")));
+    p.ok(&["run", "pending"])
+        .stderr_has("exit code 0 (accepted: 0, 1)");
+    let journal = p.journal();
+    assert!(journal.contains("\"exit_code\":\"0\""), "{journal}");
+    assert_eq!(task_count(&aws, &ecs, cluster), 1);
+
+    p.run(&["run", "only-one"])
+        .expect(1)
+        .stderr_has("exit code 0, not one of the accepted 1");
+    // The failure is on record, and so is the code the container exited with.
+    let journal = p.journal();
+    assert!(
+        journal.contains("exit code 0, not one of the accepted 1")
+            && journal.matches("\"exit_code\":\"0\"").count() == 2,
+        "{journal}"
+    );
+    assert_eq!(task_count(&aws, &ecs, cluster), 2);
+
+    // An empty list could never succeed: refused before a task starts.
+    p.run(&["run", "none"])
+        .expect(1)
+        .stderr_has("`exit_codes` is empty");
+    assert_eq!(task_count(&aws, &ecs, cluster), 2);
+}
+
 #[test]
 fn ecs_run_replaces_heroku_run_and_exits_with_the_container_code() {
     let cluster = "ecs-run-test";

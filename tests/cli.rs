@@ -1281,3 +1281,208 @@ rollback = "call the vendor"
     ]);
     assert_eq!(p.state_of("point"), "needs re-run");
 }
+
+/// `only_if`: a step whose condition is false when its turn comes is journaled skipped with
+/// the value and the condition, runs nothing, and the steps that need it proceed; true, it
+/// runs. `plan` shows the condition; validate refuses one that reads no step output.
+#[test]
+fn a_step_with_only_if_runs_only_when_its_value_says_so() {
+    let steps = |code: &str| {
+        format!(
+            r#"
+[[phase.step]]
+id = "pending"
+do = "shell"
+run = "echo exit_code={code} >> $CUTOVER_OUTPUT"
+outputs = ["exit_code"]
+
+[[phase.step]]
+id = "migrate"
+do = "shell"
+run = "echo migrated > migrated.txt"
+needs = ["pending"]
+destructive = true
+confirm = "migrate now"
+only_if = {{ value = "${{steps.pending.outputs.exit_code}}", equals = "1", why = "a migration is pending" }}
+
+[[phase.step]]
+id = "after"
+do = "shell"
+run = "echo after > after.txt"
+needs = ["migrate"]
+"#
+        )
+    };
+    let p = project(&steps("0"));
+    p.ok(&["plan"]).stdout_has(
+        "only if: runs only when pending's exit_code is 1 (a migration is pending) — not known yet",
+    );
+    // Its needs still come first.
+    p.run(&["run", "migrate"])
+        .expect(5)
+        .stderr_has("waiting for: pending");
+    p.ok(&["run", "--next"]);
+    p.ok(&["plan"])
+        .stdout_has("(a migration is pending) — now 0: it will be skipped");
+    // Skipped before anything is asked: no phrase needed for what will not run.
+    p.ok(&["run", "--next"]).stderr_has(
+        "not needed: pending's exit_code is 0; runs only when 1 (a migration is pending)",
+    );
+    assert!(!p.file("migrated.txt").exists(), "the skipped step ran");
+    assert_eq!(p.state_of("migrate"), "skipped");
+    p.ok(&[])
+        .stdout_has("(not needed: pending's exit_code is 0; runs only when 1");
+    let skipped = p.journal().events("migrate", "skipped");
+    assert_eq!(skipped.len(), 1, "{}", p.journal().as_str());
+    assert_eq!(
+        skipped[0]["note"],
+        "not needed: pending's exit_code is 0; runs only when 1 (a migration is pending)"
+    );
+    assert!(p.journal().events("migrate", "started").is_empty());
+    // What needs it proceeds.
+    p.ok(&["run", "--next"]);
+    assert_eq!(p.read("after.txt").trim(), "after");
+    assert_eq!(p.state_of("after"), "done");
+
+    // The value says so: it runs, by id as by --next.
+    let p = project(&steps("1"));
+    p.ok(&["run", "pending"]);
+    p.run(&["run", "migrate"])
+        .expect(5)
+        .stderr_has("--confirm \"migrate now\"");
+    assert!(!p.file("migrated.txt").exists(), "nothing ran unconfirmed");
+    p.ok(&["run", "migrate", "--confirm", "migrate now"]);
+    assert_eq!(p.read("migrated.txt").trim(), "migrated");
+    assert_eq!(p.state_of("migrate"), "done");
+
+    // A condition must read an output of a step it needs.
+    let bad = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\nonly_if = { value = \"${soak}\", equals = \"1h\" }\n",
+    );
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("`only_if` of step `a` reads no step output");
+    let unneeded = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\noutputs = [\"x\"]\n\n[[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"true\"\nonly_if = { value = \"${steps.a.outputs.x}\", equals = \"1\" }\n",
+    );
+    unneeded
+        .run(&["validate"])
+        .expect(2)
+        .stderr_has("step `b` uses an output of `a` but does not need it");
+}
+
+/// A journal as cutover writes it (each line chained to the one before by its sha256), of
+/// runs that each started and succeeded at the given times: the durations a test needs
+/// without waiting them out.
+fn journal_of(runs: &[(&str, &str, &str)]) -> String {
+    use sha2::Digest;
+    let mut out = String::new();
+    let mut prev = "0".repeat(64);
+    let mut seq = 0;
+    for (step, start, end) in runs {
+        for (time, event) in [
+            (
+                start,
+                serde_json::json!({"started": {"attempt": 1, "log": format!("logs/{step}/1.log")}}),
+            ),
+            (end, serde_json::json!({"succeeded": {"attempt": 1}})),
+        ] {
+            seq += 1;
+            let line = serde_json::json!({
+                "seq": seq,
+                "time": time,
+                "actor": ACTOR,
+                "runbook": "0000000000000000",
+                "step": step,
+                "step_digest": "0000000000000000",
+                "event": event,
+                "prev": prev,
+            })
+            .to_string();
+            prev = format!("{:x}", sha2::Sha256::digest(line.as_bytes()));
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The prediction on the real day: this migration's own first deployment (150 s on AWS)
+/// predicts the freeze's deployment, not the rehearsal's 2 s, which is shown as no evidence.
+#[test]
+fn the_freeze_is_predicted_from_this_migrations_aws_not_the_rehearsals() {
+    let p = Project::new(
+        &head()
+            .table("[[window]]\nname = \"freeze\"\nfrom = \"maintenance-on\"\nto = \"dns-cutover\"")
+            .steps(
+                r#"
+[[phase.step]]
+id = "first-deploy"
+do = "elb.health"
+target_group = "tg"
+
+[[phase.step]]
+id = "maintenance-on"
+do = "shell"
+run = "true"
+needs = ["first-deploy"]
+
+[[phase.step]]
+id = "deploy"
+do = "ecs.deploy"
+cluster = "c"
+service = "s"
+needs = ["maintenance-on"]
+
+[[phase.step]]
+id = "dns-cutover"
+do = "shell"
+run = "true"
+needs = ["deploy"]
+"#,
+            ),
+    );
+    p.write(
+        "rehearsal.jsonl",
+        journal_of(&[
+            (
+                "first-deploy",
+                "2026-11-01T10:00:00.000Z",
+                "2026-11-01T10:00:01.000Z",
+            ),
+            (
+                "deploy",
+                "2026-11-01T10:02:00.000Z",
+                "2026-11-01T10:02:02.000Z",
+            ),
+        ]),
+    );
+    let plan = |p: &Project| {
+        p.ok(&["plan", "--window", "freeze", "--history", "rehearsal.jsonl"])
+            .stdout()
+    };
+    // Nothing measured on AWS yet: the rehearsal's figure, labelled.
+    let before = plan(&p);
+    assert!(
+        before.contains(
+            "  2.0s  the rehearsal's 2.0s: emulated, not evidence — no deployment measured on AWS yet"
+        ),
+        "{before}"
+    );
+    // The first deployment on AWS took 150 s.
+    p.write(
+        ".cutover/journal.jsonl",
+        journal_of(&[(
+            "first-deploy",
+            "2026-11-20T09:00:00.000Z",
+            "2026-11-20T09:02:30.000Z",
+        )]),
+    );
+    let after = plan(&p);
+    assert!(
+        after.contains(
+            "2m 30s  this migration's own `first-deploy` (deployment: the same machinery on the same resources, measured on AWS) (the rehearsal's 2.0s: emulated, not evidence)"
+        ),
+        "{after}"
+    );
+}

@@ -93,6 +93,17 @@ fn steps(runbook: &Runbook, workspace: &Workspace, registry: &Registry) -> Resul
                 humantime::format_duration(gate.at_least)
             ));
         }
+        if let Some(condition) = &step.only_if {
+            let now = Template::parse(&condition.value)
+                .ok()
+                .and_then(|t| t.render(&scope).ok())
+                .map(|v| match v.value.trim() == condition.equals.trim() {
+                    true => format!(" — now {}: it will run", v.value.trim()),
+                    false => format!(" — now {}: it will be skipped", v.value.trim()),
+                })
+                .unwrap_or_else(|| " — not known yet".to_string());
+            out.push_str(&format!("    only if: {}{now}\n", condition.describe()));
+        }
         if let Some(check) = &step.check {
             out.push_str(&format!("    check: {}\n", describe(check)));
         }

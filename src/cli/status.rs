@@ -175,6 +175,12 @@ pub fn status(
                 StepState::Blocked { .. } | StepState::Gated { .. } | StepState::Failed { .. } => {
                     format!("  ({})", describe_state(&view.state))
                 }
+                // Why it was skipped (an `only_if` says what it read).
+                StepState::Skipped => view
+                    .record
+                    .and_then(|r| r.detail.as_deref())
+                    .map(|note| format!("  ({note})"))
+                    .unwrap_or_default(),
                 _ => String::new(),
             };
             out.push_str(&format!(

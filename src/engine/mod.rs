@@ -142,6 +142,12 @@ pub enum EngineError {
     ConfirmationMismatch { step: String, phrase: String },
     #[error("step `{step}` is done by hand. {instructions}\nWhen it is done, record it: cutover run {step} --note \"what was done\"")]
     OperatorNoteRequired { step: String, instructions: String },
+    #[error("step `{step}` {condition}, and {missing} has no value yet: run the step that produces it first, or settle this one by hand (`cutover mark {step} skipped --note ...`)")]
+    ConditionUnknown {
+        step: String,
+        condition: String,
+        missing: String,
+    },
     #[error("step `{0}` has no `check`")]
     NoCheck(String),
     #[error("a note is required")]
@@ -332,13 +338,35 @@ impl Engine {
         }
     }
 
-    /// Checks everything that must hold before the step may start.
-    fn admit(
-        &mut self,
+    /// Why a step with `only_if` is not needed now (its value rendered from the journal and
+    /// compared), or `None` when it runs. A value that has no value yet is an error: the step
+    /// cannot be judged, so it neither runs nor is skipped.
+    fn not_needed(
+        &self,
+        step: &Step,
+        condition: &runbook::OnlyIf,
+    ) -> Result<Option<String>, EngineError> {
+        let scope = display_scope(&self.runbook, self.journal.state());
+        let rendered = runbook::Template::parse(&condition.value)
+            .map_err(|e| e.message)
+            .and_then(|t| t.render(&scope).map_err(|missing| missing.to_string()));
+        match rendered {
+            Ok(value) if value.value.trim() == condition.equals.trim() => Ok(None),
+            Ok(value) => Ok(Some(condition.skip_reason(value.value.trim()))),
+            Err(missing) => Err(EngineError::ConditionUnknown {
+                step: step.id.clone(),
+                condition: condition.describe(),
+                missing,
+            }),
+        }
+    }
+
+    /// Whether the step's turn has come: its needs met, its gate passed.
+    fn admissible(
+        &self,
         step: &Step,
         state: &StepState,
         request: &RunRequest,
-        preview: Option<String>,
     ) -> Result<(), EngineError> {
         match state {
             StepState::Blocked { waiting_for } | StepState::Stale { waiting_for, .. }
@@ -362,6 +390,18 @@ impl Engine {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Checks everything that must hold before the step may start.
+    fn admit(
+        &mut self,
+        step: &Step,
+        state: &StepState,
+        request: &RunRequest,
+        preview: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.admissible(step, state, request)?;
         let needs_note = self
             .registry
             .schema(&step.action.kind)
@@ -488,6 +528,37 @@ impl Engine {
         let (step, state) = self.choose(&request.target)?;
         if request.check_only {
             return self.check(&step, &request).await;
+        }
+        if let Some(condition) = &step.only_if {
+            // Its turn has come (needs met, gate passed): the condition decides before the
+            // operator is asked for anything.
+            self.admissible(&step, &state, &request)?;
+            if let Some(reason) = self.not_needed(&step, condition)? {
+                self.journal.append(
+                    Some((&step.id, &step.digest)),
+                    Event::Skipped {
+                        note: reason.as_str().into(),
+                    },
+                )?;
+                self.emit(EngineEvent::Log {
+                    step: step.id.clone(),
+                    stream: crate::actions::Stream::Info,
+                    line: reason.clone(),
+                });
+                let outcome = Outcome::Succeeded {
+                    note: Some(format!("{SKIPPED}{reason}")),
+                };
+                self.emit(EngineEvent::StepFinished {
+                    step: step.id.clone(),
+                    attempt: 0,
+                    outcome: outcome.clone(),
+                });
+                return Ok(RunResult {
+                    step: step.id.clone(),
+                    attempt: 0,
+                    outcome,
+                });
+            }
         }
         // The confirmation names what the step will touch (for a copy: the target's host and
         // database), with its secrets read as the run itself would read them.
@@ -1051,8 +1122,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// One line on an outcome, as logs and the terminal show it.
+/// How the note of a step skipped by its `only_if` begins (the outcome a run reports for it).
+pub const SKIPPED: &str = "skipped — ";
+
 pub fn describe_outcome(outcome: &Outcome) -> String {
     match outcome {
+        Outcome::Succeeded { note: Some(note) } if note.starts_with(SKIPPED) => note.clone(),
         Outcome::Succeeded { note: Some(note) } => format!("succeeded: {note}"),
         Outcome::Succeeded { note: None } => "succeeded".to_string(),
         Outcome::Failed { reason, .. } => format!("failed: {reason}"),

@@ -138,6 +138,68 @@ pub struct TimeGate {
     pub at_least: Duration,
 }
 
+/// `only_if = { value = "${steps.X.outputs.Y}", equals = "1", why = "..." }`: the step runs
+/// only when `value`, rendered when its turn comes, equals `equals`; otherwise it is skipped,
+/// the journal saying why, and the steps that need it proceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlyIf {
+    /// A template holding at least one output of a step this one needs.
+    pub value: String,
+    pub equals: String,
+    /// What the condition means, in the operator's words.
+    pub why: Option<String>,
+}
+
+impl OnlyIf {
+    /// What `value` names: "migrations-pending's exit_code" for a lone step output, else the
+    /// template as written.
+    pub fn subject(&self) -> String {
+        let lone = Template::parse(&self.value).ok().and_then(|t| {
+            let refs: Vec<Reference> = t.references().cloned().collect();
+            match refs.as_slice() {
+                [Reference::StepOutput { step, name }]
+                    if self.value.trim() == format!("${{steps.{step}.outputs.{name}}}") =>
+                {
+                    Some(format!("{step}'s {name}"))
+                }
+                _ => None,
+            }
+        });
+        lone.unwrap_or_else(|| format!("`{}`", self.value))
+    }
+
+    /// "runs only when migrations-pending's exit_code is 1 (a migration is pending)".
+    pub fn describe(&self) -> String {
+        format!(
+            "runs only when {} is {}{}",
+            self.subject(),
+            self.equals,
+            self.why_suffix()
+        )
+    }
+
+    /// Why a step with this condition is not run, `value` being what it rendered to:
+    /// "not needed: migrations-pending's exit_code is 0; runs only when 1 (a migration is
+    /// pending)".
+    pub fn skip_reason(&self, value: &str) -> String {
+        format!(
+            "not needed: {} is {value}; runs only when {}{}",
+            self.subject(),
+            self.equals,
+            self.why_suffix()
+        )
+    }
+
+    fn why_suffix(&self) -> String {
+        self.why
+            .as_deref()
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
@@ -162,6 +224,8 @@ pub struct Step {
     /// opens it (or re-opens it) before each attempt and closes it after the last step that
     /// names it.
     pub via: Option<String>,
+    /// Runs only when a value known by then equals this (see [`OnlyIf`]).
+    pub only_if: Option<OnlyIf>,
     /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.

@@ -12,7 +12,7 @@ use super::graph;
 use super::schema::{ActionCatalog, ParamType};
 use super::template::{Reference, Scope, Template};
 use super::{
-    ActionSpec, Diagnostic, Diagnostics, LoadError, Phase, Rollback, Runbook, SecretSource,
+    ActionSpec, Diagnostic, Diagnostics, LoadError, OnlyIf, Phase, Rollback, Runbook, SecretSource,
     SourceFile, Step, TimeGate,
 };
 
@@ -72,7 +72,9 @@ const STEP_KEYS: &[&str] = &[
     "after",
     "starts_billing",
     "via",
+    "only_if",
 ];
+const ONLY_IF_KEYS: &[&str] = &["value", "equals", "why"];
 const AFTER_KEYS: &[&str] = &["step", "at_least"];
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -192,6 +194,15 @@ fn step_digest(step: &Step, vars: &VarScope<'_>) -> String {
         "after": step.after.as_ref().map(|a| serde_json::json!({"step": a.step, "at_least": a.at_least.as_millis() as u64})),
         "via": step.via,
     });
+    let mut definition = definition;
+    // Only when present: the digests of steps without a condition stay what they were, so
+    // journals written before `only_if` existed still match their steps.
+    if let (Some(c), Some(map)) = (&step.only_if, definition.as_object_mut()) {
+        map.insert(
+            "only_if".into(),
+            serde_json::json!({"value": expand_vars(&serde_json::Value::String(c.value.clone()), vars), "equals": c.equals}),
+        );
+    }
     short_digest(definition.to_string().as_bytes())
 }
 
@@ -995,6 +1006,7 @@ impl Parser<'_> {
             })
             .collect();
         let via = self.string(table, "via", &context, None).map(|(v, _)| v);
+        let only_if = self.only_if(table, &context, index);
         let action = self.action(table, &context, value.span(), index, STEP_KEYS);
         let check = match Self::get(table, "check") {
             None => None,
@@ -1039,6 +1051,7 @@ impl Parser<'_> {
             after,
             starts_billing,
             via,
+            only_if,
             digest: String::new(),
             line: source.locate(id_span.start).line,
         })
@@ -1108,6 +1121,63 @@ impl Parser<'_> {
             via,
             warn_via,
             refuse_after,
+        })
+    }
+
+    /// `only_if = { value = "${steps.X.outputs.Y}", equals = "1", why = "..." }`. The value
+    /// must read an output of a step this one needs (checked with the other references), and
+    /// no secret: a condition is shown and journaled.
+    fn only_if(&mut self, table: &DeTable<'_>, context: &str, index: usize) -> Option<OnlyIf> {
+        let v = Self::get(table, "only_if")?;
+        let Some(spec) = v.get_ref().as_table() else {
+            self.error(
+                v.span(),
+                "`only_if` must be a table such as { value = \"${steps.check.outputs.exit_code}\", equals = \"1\", why = \"...\" }",
+            );
+            return None;
+        };
+        let what = format!("`only_if` of {context}");
+        self.check_keys(spec, ONLY_IF_KEYS, &what);
+        let value = self.string(spec, "value", &what, Some(v.span()));
+        // `equals = 1` reads as the text "1": outputs are text.
+        let equals = match Self::get(spec, "equals").map(|e| integer(e.get_ref())) {
+            Some(Some(n)) => Some(n.to_string()),
+            _ => self
+                .string(spec, "equals", &what, Some(v.span()))
+                .and_then(|(e, span)| self.vars_only(&e, span, "`equals`")),
+        };
+        let why = self
+            .string(spec, "why", &what, None)
+            .and_then(|(w, span)| self.vars_only(&w, span, "`why`"));
+        let (value, span) = value?;
+        match Template::parse(&value) {
+            Ok(t) => {
+                let refs: Vec<&Reference> = t.references().collect();
+                if refs.iter().any(|r| matches!(r, Reference::Secret(_))) {
+                    self.error(
+                        span.clone(),
+                        format!("{what} reads a secret: a condition is shown and journaled, so it may read step outputs and variables only"),
+                    );
+                } else if !refs
+                    .iter()
+                    .any(|r| matches!(r, Reference::StepOutput { .. }))
+                {
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            span.clone(),
+                            format!("{what} reads no step output: its value would be known before anything ran"),
+                        )
+                        .with_help("refer to an output of a step it needs, e.g. value = \"${steps.migrations-pending.outputs.exit_code}\""),
+                    );
+                }
+                self.collect_references(&value, span, index);
+            }
+            Err(e) => self.error(span, e.message),
+        }
+        Some(OnlyIf {
+            value,
+            equals: equals?,
+            why,
         })
     }
 

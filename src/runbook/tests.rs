@@ -272,3 +272,57 @@ fn windows_name_existing_steps_and_close_after_they_open() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn only_if_reads_an_output_of_a_step_it_needs_and_never_a_secret() {
+    let steps = |only_if: &str| {
+        format!(
+            "{HEAD}[secrets]\nS = {{ env = \"S\" }}\n[[phase.step]]\nid = \"check\"\ndo = \"shell\"\nrun = \"true\"\noutputs = [\"code\"]\n\
+             [[phase.step]]\nid = \"run\"\ndo = \"shell\"\nrun = \"true\"\nneeds = [\"check\"]\n{only_if}\n"
+        )
+    };
+    let rb = load(&steps(
+        "only_if = { value = \"${steps.check.outputs.code}\", equals = 1, why = \"it said so\" }",
+    ))
+    .unwrap();
+    let condition = rb.steps[1].only_if.clone().unwrap();
+    // `equals = 1` is the text "1": outputs are text.
+    assert_eq!(condition.equals, "1");
+    assert_eq!(
+        condition.describe(),
+        "runs only when check's code is 1 (it said so)"
+    );
+    assert_eq!(
+        condition.skip_reason("0"),
+        "not needed: check's code is 0; runs only when 1 (it said so)"
+    );
+    // The condition is part of what the step does; a step without one keeps its digest.
+    let plain = load(&steps("")).unwrap();
+    assert_ne!(plain.steps[1].digest, rb.steps[1].digest);
+    assert_eq!(plain.steps[0].digest, rb.steps[0].digest);
+
+    let e = errors(&steps(
+        "only_if = { value = \"${x}-${secret.S}\", equals = \"1\" }",
+    ));
+    assert!(e.iter().any(|m| m.contains("reads a secret")), "{e:?}");
+    let e = errors(&steps("only_if = { value = \"${x}\", equals = \"1\" }"));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("`only_if` of step `run` reads no step output")),
+        "{e:?}"
+    );
+    let e = errors(&steps(
+        "only_if = { value = \"${steps.check.outputs.nope}\", equals = \"1\", when = \"x\" }",
+    ));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("step `check` has no output `nope`")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|m| m.contains("`when`")), "{e:?}");
+    let e = errors(&steps("only_if = \"yes\""));
+    assert!(
+        e.iter().any(|m| m.contains("`only_if` must be a table")),
+        "{e:?}"
+    );
+}

@@ -34,6 +34,7 @@ static RUN_TASK: ActionSchema = ActionSchema {
         ParamSpec::required("command", ParamType::StringList, "the container command, e.g. [\"yarn\", \"migration:run\"]"),
         ParamSpec::optional("container", ParamType::String, "container to override (default: the first)"),
         ParamSpec::optional("task_definition", ParamType::String, "task definition (default: the service's)"),
+        ParamSpec::optional("exit_codes", ParamType::Any, "the container's exit codes that count as success, e.g. [0, 1] (default [0]); any other fails the step"),
     ],
     outputs: &["task_arn", "exit_code"],
     needs_operator_note: false,
@@ -84,6 +85,8 @@ struct RunTaskParams {
     command: Vec<String>,
     container: Option<String>,
     task_definition: Option<String>,
+    /// The exit codes that count as success (`[0]` when not given).
+    exit_codes: Option<Vec<i32>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -102,6 +105,13 @@ struct DeployParams {
 /// What a stopped task's outcome is. Exit code 0 of the container is the only success: a task
 /// that never started, or a container with no exit code, is a failure whatever else it says.
 pub fn judge_task(task: &Task, container: &str) -> Outcome {
+    judge_task_accepting(task, container, &[0])
+}
+
+/// [`judge_task`] with the exit codes that count as success (`exit_codes` of `ecs.run-task`:
+/// `yarn migration:show` exits 1 when a migration is pending, an answer and not a failure).
+/// A task that never started, or a container with no exit code, fails whatever the list says.
+pub fn judge_task_accepting(task: &Task, container: &str, accepted: &[i32]) -> Outcome {
     let stopped = task.stopped_reason().unwrap_or("no reason given");
     if task.stop_code() == Some(&TaskStopCode::TaskFailedToStart) {
         return Outcome::failed(format!("the task failed to start: {stopped}"));
@@ -122,13 +132,29 @@ pub fn judge_task(task: &Task, container: &str) -> Outcome {
             found.name().unwrap_or(container),
             found.reason().unwrap_or(stopped)
         )),
-        Some(0) => Outcome::Succeeded { note: Some("exit code 0".into()) },
+        Some(0) if accepted == [0] => Outcome::Succeeded { note: Some("exit code 0".into()) },
+        Some(code) if accepted.contains(&code) => Outcome::Succeeded {
+            note: Some(format!("exit code {code} (accepted: {})", list(accepted))),
+        },
         Some(137) => Outcome::Failed {
             reason: format!("exit code 137: the container was killed, usually for running out of memory (raise the task's memory); {stopped}"),
             exit_code: Some(137),
         },
+        Some(code) if accepted != [0] => Outcome::Failed {
+            reason: format!("exit code {code}, not one of the accepted {}: {stopped}", list(accepted)),
+            exit_code: Some(code),
+        },
         Some(code) => Outcome::Failed { reason: format!("exit code {code}: {stopped}"), exit_code: Some(code) },
     }
+}
+
+/// `0, 1` for the messages.
+fn list(codes: &[i32]) -> String {
+    codes
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where a rollout stands.
@@ -219,8 +245,16 @@ impl Action for RunTask {
             .and_then(|c| c.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
+        let accepted = params
+            .get("exit_codes")
+            .and_then(|c| c.as_array())
+            .map(|codes| {
+                let codes: Vec<String> = codes.iter().map(ToString::to_string).collect();
+                format!(" (exit codes {} count as success)", codes.join(", "))
+            })
+            .unwrap_or_default();
         format!(
-            "ECS RunTask on {} (network of service {}): {}",
+            "ECS RunTask on {} (network of service {}): {}{accepted}",
             params
                 .get("cluster")
                 .and_then(|v| v.as_str())
@@ -247,6 +281,11 @@ async fn run_task(
     p: &RunTaskParams,
     ctx: &ActionContext,
 ) -> Result<Outcome, Outcome> {
+    if p.exit_codes.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Outcome::failed(
+            "`exit_codes` is empty: no exit code could succeed; give e.g. [0] or [0, 1]. Nothing was started",
+        ));
+    }
     let ecs = aws_sdk_ecs::Client::new(config);
     let report = &ctx.report;
     let services = ecs
@@ -416,7 +455,8 @@ async fn run_task(
         let _ = pause(&ctx.cancel, POLL).await;
         f.poll(report).await;
     }
-    let outcome = judge_task(&task, &container_name);
+    let accepted = p.exit_codes.clone().unwrap_or_else(|| vec![0]);
+    let outcome = judge_task_accepting(&task, &container_name, &accepted);
     if let Some(code) = task
         .containers()
         .iter()
@@ -835,6 +875,56 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `exit_codes = [0, 1]`: `migration:show`'s 1 ("a migration is pending") is an answer; a
+    /// code outside the list fails as before, naming the list; no exit code never succeeds.
+    #[test]
+    fn accepted_exit_codes_succeed_and_others_fail_naming_the_list() {
+        let exited = |code| {
+            task(
+                Some(TaskStopCode::EssentialContainerExited),
+                Some(code),
+                "Essential container in task exited",
+            )
+        };
+        for code in [0, 1] {
+            match judge_task_accepting(&exited(code), "gengar", &[0, 1]) {
+                Outcome::Succeeded { note } => {
+                    assert_eq!(note, Some(format!("exit code {code} (accepted: 0, 1)")))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match judge_task_accepting(&exited(2), "gengar", &[0, 1]) {
+            Outcome::Failed { reason, exit_code } => {
+                assert_eq!(exit_code, Some(2));
+                assert!(
+                    reason.contains("exit code 2, not one of the accepted 0, 1"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // 0 itself fails when the list leaves it out.
+        assert!(matches!(
+            judge_task_accepting(&exited(0), "gengar", &[1]),
+            Outcome::Failed {
+                exit_code: Some(0),
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge_task_accepting(
+                &task(Some(TaskStopCode::UserInitiated), None, "stopped"),
+                "gengar",
+                &[0, 1]
+            ),
+            Outcome::Failed {
+                exit_code: None,
+                ..
+            }
+        ));
     }
 
     #[test]

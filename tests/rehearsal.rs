@@ -959,6 +959,11 @@ struct Request {
     side: Option<String>,
     id: Option<i64>,
     token: Option<String>,
+    /// Shown when a check fails: the HTTP status and how long the answer took.
+    #[allow(dead_code)]
+    status: Option<u16>,
+    #[allow(dead_code)]
+    took: Option<f64>,
 }
 
 /// The users' requests recorded so far (a line being written is left out).
@@ -1029,10 +1034,6 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
     );
     let refused: Vec<&Request> = seen.iter().filter(|r| r.outcome == "refused").collect();
     assert!(
-        !refused.is_empty(),
-        "the freeze refused the users' requests"
-    );
-    assert!(
         refused.iter().all(|r| r.side.as_deref() == Some("heroku")),
         "only Heroku's maintenance mode refuses"
     );
@@ -1040,24 +1041,34 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
     // the span of refused requests the users saw inside it (a request sent up to a second
     // before maintenance mode went on may be answered by it).
     let (opened, closed) = (unix(&freeze["opened"]), unix(&freeze["closed"]));
+    let measured = freeze["measured_secs"].as_f64().unwrap_or_default();
     let inside: Vec<f64> = refused
         .iter()
         .map(|r| r.t)
         .filter(|t| *t >= opened - 1.0 && *t <= closed)
         .collect();
+    // At 4 requests a second, a freeze of more than 2 s refuses some.
     assert!(
-        !inside.is_empty(),
-        "no request was refused inside the freeze"
+        measured < 2.0 || !inside.is_empty(),
+        "no request was refused inside a freeze of {measured} s"
     );
     let first = inside.iter().copied().fold(f64::MAX, f64::min);
     let last = inside.iter().copied().fold(f64::MIN, f64::max);
-    // No write was acknowledged by Heroku once the freeze was on.
+    // No write was acknowledged by Heroku once maintenance mode was on.
+    let journal = common::journal::Journal::read(&dir.join("state/journal.jsonl"));
+    let maintenance_on = journal
+        .values()
+        .into_iter()
+        .find(|l| l["step"] == "maintenance-on" && l["event"].get("succeeded").is_some())
+        .map(|l| unix(&l["time"]))
+        .unwrap();
+    let late: Vec<&&Request> = acked
+        .iter()
+        .filter(|r| r.side.as_deref() == Some("heroku") && r.t > maintenance_on)
+        .collect();
     assert!(
-        acked
-            .iter()
-            .filter(|r| r.side.as_deref() == Some("heroku"))
-            .all(|r| r.t < first + 1.0),
-        "Heroku acknowledged a write during the freeze"
+        late.is_empty(),
+        "Heroku acknowledged writes sent after maintenance mode went on: {late:#?}"
     );
     let failed = seen.iter().filter(|r| r.outcome == "failed").count();
     eprintln!(
@@ -1070,8 +1081,8 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
         on("aws"),
         refused.len(),
         failed,
-        freeze["measured_secs"].as_f64().unwrap_or_default(),
-        last - first,
+        measured,
+        if inside.is_empty() { 0.0 } else { last - first },
         inside.len()
     );
     assert!(seen.iter().any(|r| r.kind == "read" && r.outcome == "read"));
@@ -1140,9 +1151,20 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
         "SELECT json_object_agg(format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables",
     ))
     .unwrap();
+    let heroku_notes = scalar(
+        heroku,
+        "SELECT coalesce(json_agg(json_build_array(id, body, created_at) ORDER BY id DESC), '[]') FROM (SELECT * FROM notes ORDER BY id DESC LIMIT 3) n",
+    );
+    let answered_by_heroku: Vec<String> = requests(dir)
+        .iter()
+        .filter(|r| r.side.as_deref() == Some("heroku") && r.outcome != "refused")
+        .rev()
+        .take(3)
+        .map(|r| format!("{r:?}"))
+        .collect();
     assert_eq!(
         now, baseline,
-        "Heroku's database was written after the copy"
+        "Heroku's database was written after the copy (the copy's outputs: {copy_outputs:#}; Heroku's last notes: {heroku_notes}; the users' last requests Heroku answered: {answered_by_heroku:#?})"
     );
 
     // The decommission guard passed before the add-on was removed.

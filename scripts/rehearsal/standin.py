@@ -307,8 +307,12 @@ def load_json(path: Path, default):
 
 
 def save_json(path: Path, value) -> None:
+    """Written whole or not at all: the twin reads Heroku's state on every request through the
+    domain, and a half-written file must never read as "not in maintenance mode"."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
 
 
 def build_infrastructure(report) -> dict:

@@ -617,11 +617,19 @@ def health_for(self, target, ec2_backend):
 HEROKU = {"process": None, "port": None}
 
 
+_HEROKU_STATE = [{}]
+
+
 def heroku_state() -> dict:
+    """Heroku's app as the heroku stand-in left it; the last one read when the file is being
+    replaced (never "no maintenance mode" because of a read at the wrong moment)."""
     try:
-        return json.loads((DIR.parent / "standins" / "heroku.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+        _HEROKU_STATE[0] = json.loads((DIR.parent / "standins" / "heroku.json").read_text())
+    except FileNotFoundError:
+        _HEROKU_STATE[0] = {}
+    except ValueError:
+        pass
+    return _HEROKU_STATE[0]
 
 
 def heroku_dynos() -> None:

@@ -301,13 +301,16 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     );
     let rds_users: std::collections::BTreeSet<&str> = rds_log
         .lines()
-        .filter(|l| l.contains("connection authorized") && l.contains("application_name=gengar"))
+        .filter(|l| {
+            l.contains("connection authorized")
+                && l.contains("database=gengar application_name=gengar")
+        })
         .filter_map(|l| l.split("user=").nth(1)?.split_whitespace().next())
         .collect();
     assert_eq!(
         rds_users,
         ["gengar_admin"].into_iter().collect(),
-        "the app's tasks reach RDS as the master user"
+        "the app's tasks reach RDS's gengar as the master user"
     );
     for (url, role) in [
         (&env["REHEARSAL_SOURCE_URL"], "u7rehearsal0heroku"),

@@ -8,6 +8,9 @@
 //! the runbook that never moves the app's DATABASE_URL: it must stop before the decommission.
 //! Real parts throughout: Terraform (the scaffolded infra/*.tf applied to moto), moto, two
 //! PostgreSQL 16 + pgvector clusters, HTTP, the journal; twin.py runs what AWS would run.
+//! Users write through the domain the whole time (scripts/rehearsal/load.py): every write the
+//! app acknowledged is on RDS at the end, once. Heroku's and RDS's databases are reached as the
+//! real services' roles (Heroku's default credential, RDS's master user), never a superuser.
 
 mod common;
 use common::pg::{run_sql, scalar};

@@ -1189,7 +1189,8 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
 
     // A task reads its secrets when it starts: with a DATABASE_URL nothing answers on, the
     // migrations task fails and so does the step; put back, it passes again.
-    let good = rds.clone();
+    // (put back as db-database-url set it: RDS's master user, by its private host name)
+    let good = env["RDS_DATABASE_URL"].clone();
     aws_python(
         env,
         "ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value='postgres://nobody:x@127.0.0.1:9/none?sslmode=disable', Type='SecureString', Overwrite=True)",

@@ -8,6 +8,9 @@
 //! the runbook that never moves the app's DATABASE_URL: it must stop before the decommission.
 //! Real parts throughout: Terraform (the scaffolded infra/*.tf applied to moto), moto, two
 //! PostgreSQL 16 + pgvector clusters, HTTP, the journal; twin.py runs what AWS would run.
+//! Users write through the domain the whole time (scripts/rehearsal/load.py): every write the
+//! app acknowledged is on RDS at the end, once. Heroku's and RDS's databases are reached as the
+//! real services' roles (Heroku's default credential, RDS's master user), never a superuser.
 
 mod common;
 use common::pg::{run_sql, scalar};
@@ -246,9 +249,14 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
-    // The database verified: every row of the app-like dataset, checksums equal.
-    assert_eq!(step("db-verify")["outputs"]["rows"], "323119");
-    assert_eq!(step("db-verify")["outputs"]["tables"], "4");
+    // The database verified: every row of the app-like dataset (323,119) and what the users
+    // wrote before the copy (notes, page views), checksums equal.
+    let verified: u64 = step("db-verify")["outputs"]["rows"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap();
+    assert!(verified > 323_119, "{verified}");
+    assert_eq!(step("db-verify")["outputs"]["tables"], "5");
     assert!(step("dns-cutover")["outputs"]["previous"]
         .as_str()
         .is_some_and(|p| p.contains("gengar-api.herokuapp.com")));
@@ -260,15 +268,72 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     // pg_dump/pg_restore) made to "RDS" came from the task's address through the session's
     // forwarder, none from this machine directly; and no session is left.
     let rds_log = std::fs::read_to_string(dir.join("pg/target/server.log")).unwrap();
-    let cutover_hosts: Vec<&str> = rds_log
+    let cutover_lines: Vec<&str> = rds_log
         .lines()
         .filter(|l| l.contains("connection authorized") && l.contains("application_name=cutover"))
+        .collect();
+    let cutover_hosts: Vec<&str> = cutover_lines
+        .iter()
         .filter_map(|l| l.split_whitespace().nth(4))
         .collect();
     assert!(cutover_hosts.len() >= 4, "{cutover_hosts:?}");
     assert!(
         cutover_hosts.iter().all(|h| h.starts_with("127.0.1.")),
         "cutover reached RDS only through the tunnel: {cutover_hosts:?}"
+    );
+    // With the credentials the real services give, never a superuser's: RDS's master user
+    // (a member of rds_superuser) on "RDS", Heroku's default credential (the database's
+    // owner) on "Heroku" — cutover's connections, pg_dump's and pg_restore's, and the app's.
+    assert!(
+        cutover_lines
+            .iter()
+            .all(|l| l.contains("user=gengar_admin ")),
+        "{cutover_lines:#?}"
+    );
+    let heroku_log = std::fs::read_to_string(dir.join("pg/source/server.log")).unwrap();
+    let heroku_users: std::collections::BTreeSet<&str> = heroku_log
+        .lines()
+        .filter(|l| l.contains("connection authorized"))
+        .filter(|l| l.contains("application_name=cutover") || l.contains("application_name=gengar"))
+        .filter_map(|l| l.split("user=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        heroku_users,
+        ["u7rehearsal0heroku"].into_iter().collect(),
+        "cutover and the app reach Heroku's database as its default credential"
+    );
+    let rds_users: std::collections::BTreeSet<&str> = rds_log
+        .lines()
+        .filter(|l| {
+            l.contains("connection authorized")
+                && l.contains("database=gengar application_name=gengar")
+        })
+        .filter_map(|l| l.split("user=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        rds_users,
+        ["gengar_admin"].into_iter().collect(),
+        "the app's tasks reach RDS's gengar as the master user"
+    );
+    for (url, role) in [
+        (&env["REHEARSAL_SOURCE_URL"], "u7rehearsal0heroku"),
+        (&env["REHEARSAL_RDS_URL"], "gengar_admin"),
+    ] {
+        assert_eq!(
+            scalar(
+                url,
+                &format!("SELECT rolsuper::text FROM pg_roles WHERE rolname = '{role}'")
+            ),
+            "false",
+            "{role}"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &env["REHEARSAL_RDS_URL"],
+            "SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles b ON b.oid = m.roleid WHERE r.rolname = 'gengar_admin'"
+        ),
+        "rds_superuser"
     );
     assert!(
         session_processes(&dir).is_empty(),
@@ -318,6 +383,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "{report:#}"
     );
     eprintln!("write freeze (no history): {freeze:#}");
+    users_lost_nothing(&dir, &env, freeze);
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
@@ -337,10 +403,15 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert!(!package.contains("heroku-postbuild") && package.contains("\"build\""));
     assert!(!dir.join("gengar-repo/gengar/Procfile").exists());
 
-    // The databases' password never reached the journal or a log.
+    // The databases' passwords (the superuser's, Heroku's credential's, RDS's master user's)
+    // never reached the journal or a log.
     let secrets = std::fs::read_to_string(dir.join("secrets.env")).unwrap();
-    let password = secrets.trim().trim_start_matches("PG_PASSWORD=");
-    assert!(password.len() > 10);
+    let passwords: Vec<&str> = secrets
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim()))
+        .collect();
+    assert_eq!(passwords.len(), 3, "{}", secrets.lines().count());
+    assert!(passwords.iter().all(|p| p.len() > 10));
     let mut files = vec![dir.join("state/journal.jsonl")];
     let mut stack = vec![dir.join("state/logs")];
     while let Some(d) = stack.pop() {
@@ -355,11 +426,13 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     }
     for file in &files {
         let content = std::fs::read_to_string(file).unwrap_or_default();
-        assert!(
-            !content.contains(password),
-            "{} holds the password",
-            file.display()
-        );
+        for password in &passwords {
+            assert!(
+                !content.contains(password),
+                "{} holds a password",
+                file.display()
+            );
+        }
     }
 
     // Ctrl-C on --serve stops everything it started.
@@ -880,6 +953,147 @@ fn status_of(env: &BTreeMap<String, String>, id: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// One request of the rehearsal's users (scripts/rehearsal/load.py, a line of
+/// `load/requests.jsonl`).
+#[derive(serde::Deserialize, Debug)]
+struct Request {
+    /// When it was sent (unix time).
+    t: f64,
+    kind: String,
+    outcome: String,
+    /// "heroku" or "aws": who answered (the edge's X-Rehearsal-Via).
+    side: Option<String>,
+    id: Option<i64>,
+    token: Option<String>,
+    /// Shown when a check fails: the HTTP status and how long the answer took.
+    #[allow(dead_code)]
+    status: Option<u16>,
+    #[allow(dead_code)]
+    took: Option<f64>,
+}
+
+/// The users' requests recorded so far (a line being written is left out).
+fn requests(dir: &Path) -> Vec<Request> {
+    std::fs::read_to_string(dir.join("load/requests.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn unix(rfc3339: &serde_json::Value) -> f64 {
+    let time = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The users' load went on through the whole rehearsal, through the domain: every write the
+/// app acknowledged with an id — on Heroku before the freeze, on AWS after the cutover — is on
+/// RDS now, with its own content, once; no read of an acknowledged note came back empty; what
+/// the freeze refused was refused by Heroku's maintenance mode (503), inside the freeze as the
+/// journal measured it. Prints the freeze beside the refused span the users saw.
+fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde_json::Value) {
+    let seen = requests(dir);
+    let acked: Vec<&Request> = seen.iter().filter(|r| r.outcome == "acked").collect();
+    let on = |side: &str| {
+        acked
+            .iter()
+            .filter(|r| r.side.as_deref() == Some(side))
+            .count()
+    };
+    assert!(
+        on("heroku") > 0 && on("aws") > 0,
+        "writes acknowledged on both sides: {} on Heroku, {} on AWS",
+        on("heroku"),
+        on("aws")
+    );
+    // RDS as it holds the notes now: id -> body.
+    let rds = &env["REHEARSAL_RDS_URL"];
+    let notes: BTreeMap<i64, String> = serde_json::from_str::<BTreeMap<String, String>>(&scalar(
+        rds,
+        "SELECT coalesce(json_object_agg(id, body), '{}') FROM notes",
+    ))
+    .unwrap()
+    .into_iter()
+    .map(|(id, body)| (id.parse().unwrap(), body))
+    .collect();
+    let mut lost = Vec::new();
+    for r in &acked {
+        let (id, token) = (r.id.unwrap(), r.token.as_deref().unwrap());
+        match notes.get(&id) {
+            Some(body) if body.ends_with(token) => {}
+            other => lost.push(format!("{id} ({token}, {:?}): {other:?}", r.side)),
+        }
+        let copies = notes.values().filter(|b| b.ends_with(token)).count();
+        assert_eq!(copies, 1, "the write {token} is on RDS {copies} times");
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged write(s) not on RDS as acknowledged: {lost:#?}",
+        lost.len()
+    );
+    let missing: Vec<&Request> = seen.iter().filter(|r| r.outcome == "missing").collect();
+    assert!(
+        missing.is_empty(),
+        "reads of acknowledged notes: {missing:#?}"
+    );
+    let refused: Vec<&Request> = seen.iter().filter(|r| r.outcome == "refused").collect();
+    assert!(
+        refused.iter().all(|r| r.side.as_deref() == Some("heroku")),
+        "only Heroku's maintenance mode refuses"
+    );
+    // The freeze as the journal measured it (maintenance-on started → dns-cutover done), and
+    // the span of refused requests the users saw inside it (a request sent up to a second
+    // before maintenance mode went on may be answered by it).
+    let (opened, closed) = (unix(&freeze["opened"]), unix(&freeze["closed"]));
+    let measured = freeze["measured_secs"].as_f64().unwrap_or_default();
+    let inside: Vec<f64> = refused
+        .iter()
+        .map(|r| r.t)
+        .filter(|t| *t >= opened - 1.0 && *t <= closed)
+        .collect();
+    // At 4 requests a second, a freeze of more than 2 s refuses some.
+    assert!(
+        measured < 2.0 || !inside.is_empty(),
+        "no request was refused inside a freeze of {measured} s"
+    );
+    let first = inside.iter().copied().fold(f64::MAX, f64::min);
+    let last = inside.iter().copied().fold(f64::MIN, f64::max);
+    // No write was acknowledged by Heroku once maintenance mode was on.
+    let journal = common::journal::Journal::read(&dir.join("state/journal.jsonl"));
+    let maintenance_on = journal
+        .values()
+        .into_iter()
+        .find(|l| l["step"] == "maintenance-on" && l["event"].get("succeeded").is_some())
+        .map(|l| unix(&l["time"]))
+        .unwrap();
+    let late: Vec<&&Request> = acked
+        .iter()
+        .filter(|r| r.side.as_deref() == Some("heroku") && r.t > maintenance_on)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "Heroku acknowledged writes sent after maintenance mode went on: {late:#?}"
+    );
+    let failed = seen.iter().filter(|r| r.outcome == "failed").count();
+    eprintln!(
+        "users: {} requests ({} writes acknowledged: {} on Heroku, {} on AWS; {} refused, {} failed); \
+         write freeze measured from the journal {:.1} s (maintenance-on start to dns-cutover done), \
+         refused span seen by the users {:.1} s ({} requests refused in it)",
+        seen.len(),
+        acked.len(),
+        on("heroku"),
+        on("aws"),
+        refused.len(),
+        failed,
+        measured,
+        if inside.is_empty() { 0.0 } else { last - first },
+        inside.len()
+    );
+    assert!(seen.iter().any(|r| r.kind == "read" && r.outcome == "read"));
+}
+
 /// What the world looks like after the rehearsal: the app moved, not only the data.
 fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_json::Value) {
     let rds = &env["REHEARSAL_RDS_URL"];
@@ -935,18 +1149,26 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
     );
     assert_eq!(scalar(heroku, "to_regclass('public.migrations')"), "");
 
-    // Heroku's database got no write after the copy's snapshot (its counters then, now).
-    let baseline: BTreeMap<String, i64> =
-        serde_json::from_str(copy_outputs["source_writes"].as_str().unwrap()).unwrap();
-    let now: BTreeMap<String, i64> = serde_json::from_str(&scalar(
-        heroku,
-        "SELECT json_object_agg(format('%I.%I', schemaname, relname), n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables",
-    ))
-    .unwrap();
-    assert_eq!(
-        now, baseline,
-        "Heroku's database was written after the copy"
-    );
+    // Heroku's database got no write after the copy's snapshot: every table holds the rows the
+    // copy read from it. (Not its write counters against the copy's: the dynos' sessions stay
+    // open through maintenance mode, and PostgreSQL publishes a session's counts up to 10 s
+    // after its writes, so writes made just before maintenance-on — which the copy has — can
+    // show in the counters only after the copy took them.)
+    let copied: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(copy_outputs["checksums"].as_str().unwrap()).unwrap();
+    assert!(copied.contains_key("public.notes"), "{copied:?}");
+    let now: BTreeMap<String, i64> = copied
+        .keys()
+        .map(|table| {
+            let count = scalar(heroku, &format!("SELECT count(*) FROM {table}"));
+            (table.clone(), count.parse().unwrap())
+        })
+        .collect();
+    let then: BTreeMap<String, i64> = copied
+        .iter()
+        .map(|(table, figures)| (table.clone(), figures["rows"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(now, then, "Heroku's database was written after the copy");
 
     // The decommission guard passed before the add-on was removed.
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
@@ -967,7 +1189,8 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
 
     // A task reads its secrets when it starts: with a DATABASE_URL nothing answers on, the
     // migrations task fails and so does the step; put back, it passes again.
-    let good = rds.clone();
+    // (put back as db-database-url set it: RDS's master user, by its private host name)
+    let good = env["RDS_DATABASE_URL"].clone();
     aws_python(
         env,
         "ssm.put_parameter(Name='/gengar/prod/DATABASE_URL', Value='postgres://nobody:x@127.0.0.1:9/none?sslmode=disable', Type='SecureString', Overwrite=True)",
@@ -1153,6 +1376,26 @@ fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
     assert_eq!(
         scalar(heroku, "to_regclass('public.migrations')"),
         "migrations"
+    );
+    // The users' writes the app acknowledged on AWS after the cutover are in Heroku's
+    // database, not on RDS.
+    let on_aws: Vec<i64> = requests(&dir)
+        .iter()
+        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws"))
+        .filter_map(|r| r.id)
+        .collect();
+    assert!(!on_aws.is_empty());
+    let ids = on_aws
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        scalar(
+            heroku,
+            &format!("SELECT count(*) FROM notes WHERE id IN ({ids})")
+        ),
+        on_aws.len().to_string()
     );
     let steps = status(&env);
     let state = |id: &str| {

@@ -115,6 +115,12 @@ psql_on() {
   PGPASSWORD=$password "$PG_BIN/psql" -q -X -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"
 }
 
+# psql_as PORT USER PASSWORD DB ARGS...: the same, as another role.
+psql_as() {
+  local port=$1 user=$2 password=$3 db=$4; shift 4
+  PGPASSWORD=$password "$PG_BIN/psql" -q -X -h 127.0.0.1 -p "$port" -U "$user" -d "$db" -v ON_ERROR_STOP=1 "$@"
+}
+
 # start_pg DIR PORT PASSWORD: a PostgreSQL 16 + pgvector cluster, stopped at exit.
 start_pg() {
   "$SCRIPTS_DIR/pg-cluster" start "$1" "$2" "$3"

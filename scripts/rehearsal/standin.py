@@ -307,8 +307,12 @@ def load_json(path: Path, default):
 
 
 def save_json(path: Path, value) -> None:
+    """Written whole or not at all: the twin reads Heroku's state on every request through the
+    domain, and a half-written file must never read as "not in maintenance mode"."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
 
 
 def build_infrastructure(report) -> dict:
@@ -543,17 +547,45 @@ def heroku(args):
         state["maintenance"] = command.endswith(":on")
         save_json(state_file("heroku.json"), state)
         say(tool, f"{'Enabling' if state['maintenance'] else 'Disabling'} maintenance mode for ⬢ {app}... done")
-        say(tool, "(the real command freezes writes on Heroku; here the source database stays as it is)")
+        if state["maintenance"]:
+            say(tool, "(as on Heroku: the router answers 503 to every request; the dynos keep running, and keep their database connections, until scaled down)")
         return 0
+    formation = heroku_formation(state)
     if command == "ps:scale":
-        for pair in args[1:]:
-            if "=" in pair and not pair.startswith("-"):
-                kind, count = pair.split("=", 1)
-                if kind != "web" or not count.isdigit():
-                    fail(tool, f"the stand-in scales web dynos only, not {pair}")
-                state["dynos"] = int(count)
+        pairs = [a for a in args[1:] if "=" in a and not a.startswith("-")]
+        if not pairs:
+            # Without arguments Heroku prints the formation: what a rollback scales back to.
+            print(" ".join(f"{kind}={count}:Standard-1X" for kind, count in formation.items()), flush=True)
+            return 0
+        for pair in pairs:
+            kind, count = pair.split("=", 1)
+            if not count.isdigit():
+                fail(tool, f"Invalid quantity for {kind}: {count}")
+            if kind not in formation:
+                # As Heroku answers for a process type the app's Procfile does not declare.
+                fail(tool, f"Couldn't find that process type ({kind}).")
+        for pair in pairs:
+            kind, count = pair.split("=", 1)
+            formation[kind] = int(count)
+        state["formation"] = formation
+        state.pop("dynos", None)
         save_json(state_file("heroku.json"), state)
-        say(tool, f"Scaling dynos... done, now running web at {state.get('dynos', 1)}:Standard-1X")
+        print(f"Scaling dynos... done, now running {', '.join(f'{k} at {v}:Standard-1X' for k, v in formation.items())}", flush=True)
+        say(tool, "(the rehearsal's twin starts or stops Heroku's dynos, and the in-process cron with the web dyno, within a second)")
+        return 0
+    if command == "ps":
+        dynos = [
+            {"type": kind, "name": f"{kind}.{i}", "state": "up", "size": "Standard-1X", "command": command_of(kind), "app": {"name": app}}
+            for kind, count in formation.items()
+            for i in range(1, count + 1)
+        ]
+        if "--json" in args:
+            print(json.dumps(dynos, indent=2), flush=True)
+        else:
+            for dyno in dynos:
+                print(f"=== {dyno['type']} ({dyno['size']}): {dyno['command']} (1)\n{dyno['name']}: up", flush=True)
+            if not dynos:
+                print(f"No dynos on ⬢ {app}", flush=True)
         return 0
     if command == "addons:destroy":
         if "--confirm" not in args:
@@ -574,6 +606,33 @@ def heroku(args):
         return 0
     say(tool, f"would run: heroku {' '.join(args)}")
     return 0
+
+
+def procfile_types() -> dict:
+    """The process types of the rehearsal app's Procfile (type -> command), as Heroku reads it."""
+    procfile = rehearsal_dir() / "gengar-repo" / "gengar" / "Procfile"
+    if not procfile.is_file():
+        procfile = HERE / "gengar-repo" / "gengar" / "Procfile"
+    types = {}
+    for line in procfile.read_text().splitlines():
+        if ":" in line and not line.lstrip().startswith("#"):
+            kind, command = line.split(":", 1)
+            types[kind.strip()] = command.strip()
+    return types or {"web": "node dist/src/main.js"}
+
+
+def command_of(kind: str) -> str:
+    return procfile_types().get(kind, "?")
+
+
+def heroku_formation(state) -> dict:
+    """How many dynos of each process type run: the web one at 1 until scaled (the Procfile's
+    other types at 0), as the rehearsal's Heroku app starts."""
+    formation = {kind: (1 if kind == "web" else 0) for kind in procfile_types()}
+    if "dynos" in state:  # a rehearsal from before the formation was kept
+        formation["web"] = int(state["dynos"])
+    formation.update(state.get("formation") or {})
+    return formation
 
 
 # --- gh ---------------------------------------------------------------------------------------
@@ -792,6 +851,40 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
                 print(f"[Nest] ERROR [HealthController] database unreachable: {type(error).__name__}", flush=True)
                 return self.reply(503, {"status": "error", "database": "unreachable"})
             return self.reply(200, {"status": "ok", "database": {"system_identifier": system_identifier, "name": name}})
+        if self.path == "/api/notes" and self.command == "POST":
+            # A write the app acknowledges with its id: the note and the request's page view in
+            # one statement (one transaction), as the app's NotesController does.
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                text = str(body.get("body") or "")
+            except ValueError:
+                return self.reply(400, {"statusCode": 400, "message": "a JSON body is expected"})
+            try:
+                (note_id,) = self.database.run(
+                    "WITH note AS (INSERT INTO notes (body) VALUES (:body) RETURNING id), "
+                    "view AS (INSERT INTO page_views (path, viewed_at, referrer) VALUES (:path, now(), :referrer)) "
+                    "SELECT id FROM note",
+                    body=text,
+                    path=self.path,
+                    referrer=self.headers.get("Referer"),
+                )[0]
+            except Exception as error:
+                print(f"[Nest] ERROR [ExceptionsHandler] {type(error).__name__}: {error}", flush=True)
+                return self.reply(500, {"statusCode": 500, "message": "Internal server error"})
+            return self.reply(200, {"id": str(note_id)})
+        if self.path.startswith("/api/notes/") and self.command == "GET":
+            note = self.path.rsplit("/", 1)[1]
+            if not note.isdigit():
+                return self.reply(400, {"statusCode": 400, "message": "Validation failed (numeric string is expected)"})
+            try:
+                rows = self.database.run("SELECT id, body, created_at::text FROM notes WHERE id = :id", id=int(note))
+            except Exception as error:
+                print(f"[Nest] ERROR [ExceptionsHandler] {type(error).__name__}: {error}", flush=True)
+                return self.reply(500, {"statusCode": 500, "message": "Internal server error"})
+            if not rows:
+                return self.reply(404, {"statusCode": 404, "message": f"Note {note} not found"})
+            return self.reply(200, {"id": str(rows[0][0]), "body": rows[0][1], "created_at": rows[0][2]})
         if self.path.startswith("/api/"):
             try:
                 self.database.run(
@@ -877,6 +970,29 @@ def migration_run(db):
         print(f"Migration {name} has been executed successfully.", flush=True)
 
 
+def migration_show() -> int:
+    """`yarn migration:show` (TypeORM's migration:show): every migration, `[X] <id> <name>` when
+    executed, `[ ] <name>` when pending; exit 1 when one is pending, 0 when none (and 1 on an
+    error). Like TypeORM it creates the migrations table when there is none."""
+    try:
+        db = Database(os.environ.get("DATABASE_URL"))
+        print("query: SELECT * FROM current_schema()", flush=True)
+        db.run('CREATE TABLE IF NOT EXISTS public."migrations" ("id" SERIAL PRIMARY KEY, "timestamp" bigint NOT NULL, "name" varchar NOT NULL)')
+        print('query: SELECT * FROM "migrations" "migrations" ORDER BY "id" DESC', flush=True)
+        done = {row[1]: row[0] for row in db.run('SELECT "id", "name" FROM public."migrations"')}
+    except Exception as error:
+        print(f"migration:show failed: {type(error).__name__}: {error}", flush=True)
+        return 1
+    pending = False
+    for _, name in MIGRATIONS:
+        if name in done:
+            print(f" [X] {done[name]} {name}", flush=True)
+        else:
+            pending = True
+            print(f" [ ] {name}", flush=True)
+    return 1 if pending else 0
+
+
 @console_command("generate-embeddings")
 def generate_embeddings(db):
     """The console command: an embedding for every document without one."""
@@ -909,6 +1025,8 @@ def container(args):
         return container([])
     if args[:2] == ["yarn", "migration:run"]:
         return migration_run()
+    if args[:2] == ["yarn", "migration:show"]:
+        return migration_show()
     if args[:2] == ["node", "dist/src/console.js"]:
         if "generate-embeddings" in args:
             return generate_embeddings()

@@ -617,16 +617,27 @@ def health_for(self, target, ec2_backend):
 HEROKU = {"process": None, "port": None}
 
 
+_HEROKU_STATE = [{}]
+
+
 def heroku_state() -> dict:
+    """Heroku's app as the heroku stand-in left it; the last one read when the file is being
+    replaced (never "no maintenance mode" because of a read at the wrong moment)."""
     try:
-        return json.loads((DIR.parent / "standins" / "heroku.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+        _HEROKU_STATE[0] = json.loads((DIR.parent / "standins" / "heroku.json").read_text())
+    except FileNotFoundError:
+        _HEROKU_STATE[0] = {}
+    except ValueError:
+        pass
+    return _HEROKU_STATE[0]
 
 
 def heroku_dynos() -> None:
     state = heroku_state()
-    wanted = not state.get("destroyed") and state.get("dynos", 1) > 0
+    formation = state.get("formation") or {}
+    web = formation.get("web", state.get("dynos", 1))
+    # One process plays the web dyno, with the in-process cron: scaled to 0, both stop.
+    wanted = not state.get("destroyed") and web > 0
     process = HEROKU["process"]
     running = process is not None and process.poll() is None
     if wanted and not running:
@@ -712,9 +723,9 @@ class Edge(http.server.BaseHTTPRequestHandler):
             if state.get("destroyed"):
                 return self.answer(404, "[twin heroku] no such app\n")
             if state.get("maintenance"):
-                return self.answer(503, "[twin heroku] Application offline for maintenance\n")
+                return self.answer(503, "[twin heroku] Application offline for maintenance (H80)\n", via="heroku")
             if HEROKU["process"] is None or HEROKU["process"].poll() is not None:
-                return self.answer(503, "[twin heroku] Application error: no web dyno running (H14)\n")
+                return self.answer(503, "[twin heroku] Application error: no web dyno running (H14)\n", via="heroku")
             return self.forward("127.0.0.1", HEROKU["port"], body, via="heroku")
         healthy = [(ip, port) for ip, port in candidates if probe(ip, port)[0] == "healthy"]
         if not healthy:
@@ -742,9 +753,11 @@ class Edge(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def answer(self, status, text):
+    def answer(self, status, text, via=None):
         data = text.encode()
         self.send_response(status)
+        if via:
+            self.send_header("X-Rehearsal-Via", via)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

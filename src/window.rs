@@ -515,6 +515,36 @@ fn drain(
     Some((seconds(backlog / rate), how))
 }
 
+/// The part of a final catch-up that is not the drain (the tables without a key and the large
+/// objects copied whole, sequences, views, the check by key), from the same step in the
+/// history: its duration less its drain (`drain_secs`), grown with the source's bytes as the
+/// whole tables grow with the data.
+fn final_rest(
+    id: &str,
+    history: Option<&JournalState>,
+    now_bytes: Option<u64>,
+    then_bytes: Option<u64>,
+) -> Option<(Duration, String)> {
+    let record = history?.step(id)?;
+    let took = record.last_duration?.as_secs_f64();
+    let drain: f64 = record.outputs.get("drain_secs")?.trim().parse().ok()?;
+    let rest = (took - drain).max(0.0);
+    let (ratio, scaled) = match (now_bytes, then_bytes) {
+        (Some(now), Some(then)) if then > 0 => (
+            now as f64 / then as f64,
+            format!(", ×{:.2} the source's bytes", now as f64 / then as f64),
+        ),
+        _ => (1.0, String::new()),
+    };
+    Some((
+        seconds(rest * ratio),
+        format!(
+            "the rest of the final catch-up (whole tables, large objects, sequences, the check by key): {} in the history less its drain{scaled}",
+            short(seconds(rest))
+        ),
+    ))
+}
+
 /// Whether a step reads every row: `db.verify` given both of the copy's checksum sets reads
 /// none (it compares what the copy recorded), so its time does not grow with the data.
 fn reads_rows(step: &Step) -> bool {
@@ -771,7 +801,13 @@ fn predict_now(
             .map(|c| (c, condition_value(runbook, current, step)));
         let drained = (step.action.kind == "db.catchup")
             .then(|| drain(runbook, window, step, current))
-            .flatten();
+            .flatten()
+            .map(
+                |(d, how)| match final_rest(&id, history, now_bytes, then_bytes) {
+                    Some((rest, rest_how)) => (d + rest, format!("{how} + {rest_how}")),
+                    None => (d, how),
+                },
+            );
         let (duration, how) = if let Some((c, Some(value))) = condition
             .clone()
             .filter(|(c, v)| v.as_deref().is_some_and(|v| v != c.equals.trim()))
@@ -1483,6 +1519,30 @@ needs = ["targets-healthy"]
             drain.how.contains(
                 "+ 100 written before the window opened (2.0 changes/s, the log's growth \
                  between `db-catchup` and `db-catchup-2`, for 50.0s)"
+            ),
+            "{}",
+            drain.how
+        );
+    }
+
+    #[test]
+    fn the_rest_of_the_final_catchup_comes_from_the_history_less_its_drain() {
+        let rb = freeze();
+        // The rehearsal's final catch-up took 3 s, 1 s of it draining: the other 2 s (whole
+        // tables, large objects, the check) come on top of today's drain (200 ÷ 500/s).
+        let history = journal(&[(
+            "db-drain",
+            "2026-11-01T10:03:00.000Z",
+            "2026-11-01T10:03:03.000Z",
+            &[("drain_secs", "1.000")],
+        )]);
+        let p = predict(&rb, &rb.windows[0], &real_day(None, false), Some(&history));
+        let drain = step_of(&p, "db-drain");
+        assert_eq!(drain.duration, Duration::from_millis(2400));
+        assert!(
+            drain.how.ends_with(
+                "+ the rest of the final catch-up (whole tables, large objects, sequences, the \
+                 check by key): 2.0s in the history less its drain"
             ),
             "{}",
             drain.how

@@ -3,13 +3,14 @@
 //! stand-in), then the rest resumed and driven headless with `cutover run`, typing each confirm
 //! phrase, through the soak gate (shortened by CUTOVER_REHEARSAL_SOAK) to the decommission;
 //! then the end state checked (the domain serves from "RDS", the migrations are on RDS and not
-//! on Heroku's database, Heroku's database got no write after the copy) and the rehearsal
+//! on Heroku's database, Heroku's database got no write after the freeze) and the rehearsal
 //! resumed once more to see the emulated account replayed. A second rehearsal runs a variant of
 //! the runbook that never moves the app's DATABASE_URL: it must stop before the decommission.
 //! Real parts throughout: Terraform (the scaffolded infra/*.tf applied to moto), moto, two
 //! PostgreSQL 16 + pgvector clusters, HTTP, the journal; twin.py runs what AWS would run.
 //! Users write through the domain the whole time (scripts/rehearsal/load.py): every write the
-//! app acknowledged is on RDS at the end, once. Heroku's and RDS's databases are reached as the
+//! app acknowledged is on RDS at the end, once — the move is online: the capture, the copy, the
+//! catch-ups and the deployment on RDS happen while Heroku serves them. Heroku's and RDS's databases are reached as the
 //! real services' roles (Heroku's default credential, RDS's master user), never a superuser.
 
 mod common;
@@ -30,8 +31,9 @@ const ACTOR: &str = "ana@laptop";
 /// The phrase each destructive step of the bundled runbook asks for, as an operator types it.
 const PHRASES: &[(&str, &str)] = &[
     ("terraform-apply", "apply infrastructure for gengar"),
-    ("maintenance-on", "freeze gengar-api"),
+    ("db-capture", "capture gengar-api"),
     ("db-copy", "copy into gengar"),
+    ("maintenance-on", "freeze gengar-api"),
     ("dns-cutover", "point api.example.com at aws"),
     ("heroku-scale-down", "stop the dynos of gengar-api"),
     (
@@ -47,7 +49,7 @@ fn repo() -> PathBuf {
 }
 
 /// The steps of the bundled runbook.
-const STEPS: usize = 48;
+const STEPS: usize = 54;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
@@ -246,9 +248,22 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     );
     dns_round_trip(&dir, &env);
     ran.extend(drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap());
-    assert_eq!(ran.len(), STEPS - 5, "{ran:?}");
+    // Every step once, but the capture's removal twice: the DNS round trip rolled back the
+    // step it needs, and its second run found nothing left to remove, and said so.
+    assert_eq!(ran.len(), STEPS - 5 + 1, "{ran:?}");
+    assert_eq!(
+        ran.iter().filter(|id| *id == "db-capture-remove").count(),
+        2
+    );
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
+    assert!(
+        step("db-capture-remove")["note"].as_str().is_some_and(|n| n
+            .starts_with("nothing to remove: the source held no capture")
+            && n.contains("no guard to remove on the target")),
+        "{:#}",
+        step("db-capture-remove")
+    );
     // The database verified: every row of the app-like dataset (323,119) and what the users
     // wrote before the copy (notes, page views), checksums equal.
     let verified: u64 = step("db-verify")["outputs"]["rows"]
@@ -263,7 +278,12 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     for (id, _) in PHRASES {
         assert_eq!(step(id)["actor"], ACTOR, "{id}");
     }
-    end_state(&dir, &env, &step("db-copy")["outputs"]);
+    end_state(
+        &dir,
+        &env,
+        &step("db-copy")["outputs"],
+        &step("db-drain")["outputs"],
+    );
     // The database phase went through the tunnel: every connection cutover (and its
     // pg_dump/pg_restore) made to "RDS" came from the task's address through the session's
     // forwarder, none from this machine directly; and no session is left.
@@ -366,16 +386,36 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     let measured = freeze["measured_secs"].as_f64().unwrap();
     let predicted = freeze["predicted_secs"].as_f64().unwrap();
     assert!(measured > 0.0 && predicted > 0.0, "{freeze:#}");
-    assert!(
-        freeze["steps"]["db-copy"]["how"]
-            .as_str()
-            .is_some_and(|h| h.starts_with("predicted when the window opened")),
-        "{freeze:#}"
-    );
-    assert!(
-        freeze["steps"]["db-copy"]["actual_secs"].as_f64().is_some(),
-        "{freeze:#}"
-    );
+    // The online move: the copy and the AWS work (the deployment, the snapshot) happen before
+    // the freeze; inside it, the dynos stopped, the final catch-up, the pending migration, the
+    // DNS change.
+    for id in [
+        "maintenance-on",
+        "db-drain",
+        "migrations",
+        "rds-writes-mark",
+        "dns-cutover",
+    ] {
+        assert!(
+            freeze["steps"][id]["how"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("predicted when the window opened")),
+            "{id}: {freeze:#}"
+        );
+        assert!(
+            freeze["steps"][id]["actual_secs"].as_f64().is_some(),
+            "{id}: {freeze:#}"
+        );
+    }
+    for id in [
+        "db-copy",
+        "db-verify",
+        "snapshot-after",
+        "deploy-rds",
+        "db-catchup",
+    ] {
+        assert!(freeze["steps"][id].is_null(), "{id} is outside: {freeze:#}");
+    }
     assert!(
         report["copy_throughput_mib_s"]
             .as_array()
@@ -512,7 +552,10 @@ fn drive_until(
     let started = Instant::now();
     loop {
         let steps = status(env);
-        if steps.iter().all(|s| s["state"] == "done") {
+        if steps
+            .iter()
+            .all(|s| s["state"] == "done" || s["state"] == "skipped")
+        {
             return Ok(ran);
         }
         assert!(
@@ -520,7 +563,8 @@ fn drive_until(
             "the rehearsal did not finish; ran {ran:?}"
         );
         let Some(next) = steps.iter().find(|s| {
-            ["ready", "failed", "interrupted"].contains(&s["state"].as_str().unwrap_or(""))
+            ["ready", "failed", "interrupted", "needs re-run"]
+                .contains(&s["state"].as_str().unwrap_or(""))
         }) else {
             // Only the soak gate holds the decommission back: wait it out.
             let waiting: Vec<_> = steps.iter().filter(|s| s["state"] != "done").collect();
@@ -1095,7 +1139,12 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
 }
 
 /// What the world looks like after the rehearsal: the app moved, not only the data.
-fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_json::Value) {
+fn end_state(
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    copy_outputs: &serde_json::Value,
+    drain_outputs: &serde_json::Value,
+) {
     let rds = &env["REHEARSAL_RDS_URL"];
     let heroku = &env["REHEARSAL_SOURCE_URL"];
     let rds_id = scalar(rds, "SELECT system_identifier FROM pg_control_system()");
@@ -1149,26 +1198,49 @@ fn end_state(dir: &Path, env: &BTreeMap<String, String>, copy_outputs: &serde_js
     );
     assert_eq!(scalar(heroku, "to_regclass('public.migrations')"), "");
 
-    // Heroku's database got no write after the copy's snapshot: every table holds the rows the
-    // copy read from it. (Not its write counters against the copy's: the dynos' sessions stay
-    // open through maintenance mode, and PostgreSQL publishes a session's counts up to 10 s
-    // after its writes, so writes made just before maintenance-on — which the copy has — can
-    // show in the counters only after the copy took them.)
-    let copied: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(copy_outputs["checksums"].as_str().unwrap()).unwrap();
-    assert!(copied.contains_key("public.notes"), "{copied:?}");
-    let now: BTreeMap<String, i64> = copied
-        .keys()
-        .map(|table| {
-            let count = scalar(heroku, &format!("SELECT count(*) FROM {table}"));
-            (table.clone(), count.parse().unwrap())
-        })
+    // Heroku's database got no write after the freeze: every note it holds is on RDS as Heroku
+    // has it, and none the users wrote on AWS reached it. (The decommission guard, below,
+    // checked its write counters against the baseline the final catch-up took with writes
+    // proven stopped.)
+    let notes_of = |url: &str| -> BTreeMap<i64, String> {
+        serde_json::from_str::<BTreeMap<String, String>>(&scalar(
+            url,
+            "SELECT coalesce(json_object_agg(id, body), '{}') FROM notes",
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|(id, body)| (id.parse().unwrap(), body))
+        .collect()
+    };
+    let (on_heroku, on_rds) = (notes_of(heroku), notes_of(rds));
+    assert!(!on_heroku.is_empty());
+    for (id, body) in &on_heroku {
+        assert_eq!(
+            on_rds.get(id),
+            Some(body),
+            "note {id} is on RDS as on Heroku"
+        );
+    }
+    let written_on_aws: Vec<String> = requests(dir)
+        .into_iter()
+        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws"))
+        .filter_map(|r| r.token)
         .collect();
-    let then: BTreeMap<String, i64> = copied
-        .iter()
-        .map(|(table, figures)| (table.clone(), figures["rows"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(now, then, "Heroku's database was written after the copy");
+    assert!(!written_on_aws.is_empty());
+    assert!(
+        written_on_aws.iter().all(|token| on_heroku
+            .values()
+            .all(|body| !body.ends_with(token.as_str()))),
+        "a write acknowledged on AWS reached Heroku's database"
+    );
+    let baseline: serde_json::Value =
+        serde_json::from_str(drain_outputs["source_baseline"].as_str().unwrap()).unwrap();
+    assert!(
+        baseline["counters"]
+            .as_object()
+            .is_some_and(|c| c.contains_key("public.notes")),
+        "{baseline:#}"
+    );
 
     // The decommission guard passed before the add-on was removed.
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();

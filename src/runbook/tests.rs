@@ -194,6 +194,8 @@ fn the_bundled_runbook_is_valid() {
     let rb = Runbook::load(&path, &[], &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rb.phases.len(), 6);
     for id in [
+        "db-capture",
+        "db-copy",
         "maintenance-on",
         "dns-cutover",
         "remove-heroku-postgres",
@@ -206,6 +208,39 @@ fn the_bundled_runbook_is_valid() {
             "{id} must be destructive with a phrase"
         );
     }
+}
+
+/// The bundled runbook moves online: inside the write freeze only the dynos stopped, the final
+/// catch-up, a pending migration, the write mark and the DNS change — never the copy, the
+/// verification, a snapshot, a deployment or an earlier catch-up.
+#[test]
+fn the_bundled_runbook_keeps_the_copy_and_the_aws_work_out_of_the_freeze() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbook.toml");
+    let rb = Runbook::load(&path, &[], &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
+    let freeze = rb
+        .windows
+        .iter()
+        .find(|w| w.name == "write freeze")
+        .unwrap_or_else(|| panic!("no write freeze"));
+    assert_eq!(
+        crate::window::inside(&rb, freeze),
+        [
+            "maintenance-on",
+            "db-drain",
+            "migrations",
+            "rds-writes-mark",
+            "dns-cutover"
+        ]
+    );
+    let drain = rb.step("db-drain").unwrap_or_else(|| panic!("no db-drain"));
+    assert_eq!(drain.action.kind, "db.catchup");
+    assert_eq!(
+        drain.action.params.get("final"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    // The copy needs the capture: the triggers are in before its snapshot.
+    let copy = rb.step("db-copy").unwrap_or_else(|| panic!("no db-copy"));
+    assert!(copy.needs.contains(&"db-capture".to_string()));
 }
 
 #[test]

@@ -135,6 +135,28 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `'text'` quoted as an SQL string literal (standard_conforming_strings, on since 9.1).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Whether a schema exists.
+pub async fn schema_exists(client: &tokio_postgres::Client, schema: &str) -> Result<bool, Outcome> {
+    let rows = query(
+        client,
+        &format!(
+            "SELECT to_regnamespace({}) IS NOT NULL",
+            literal(&ident(schema))
+        ),
+        "looking for a schema",
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None => Ok(false),
+    }
+}
+
 /// Runs a query, turning an error into a failed step that says what was being asked.
 pub async fn query(
     client: &tokio_postgres::Client,

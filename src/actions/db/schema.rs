@@ -355,6 +355,7 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
         "resume",
         "source_baseline",
         "drained",
+        "drain_secs",
         "checked_keys",
         "freeze_point",
     ],

@@ -31,7 +31,7 @@ use super::apply::{err, key_match, Applier, Until, APPLYING};
 use super::catalog::{self, Catalog};
 use super::guard;
 use crate::actions::db::checksum::{copied_columns, hash_rows, large_objects, Checksum, RowHasher};
-use crate::actions::db::common::{col, count_large_objects, identity, query};
+use crate::actions::db::common::{col, count_large_objects, identity, literal, query};
 use crate::actions::db::connection::{self, DbUrl};
 use crate::actions::db::copy::baseline::{self, Baseline};
 use crate::actions::db::copy::parallel::{populated_views, read_sequences};
@@ -311,6 +311,11 @@ pub async fn run(
         )
         .await;
     report.output("drained", drained.to_string()).await;
+    // What of the step was the drain: the rest (whole tables, large objects, the check) is what
+    // the window's prediction takes from a rehearsal.
+    report
+        .output("drain_secs", format!("{drain_secs:.3}"))
+        .await;
     report
         .output("checked_keys", checked_keys.to_string())
         .await;
@@ -399,12 +404,12 @@ async fn open_writers(client: &Client, log: &str) -> Result<Vec<String>, Outcome
         &format!(
             "SELECT DISTINCT l.relation::regclass::text FROM pg_locks l \
               WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'RowExclusiveLock' \
-                AND l.relation <> '{log}'::regclass AND l.pid <> pg_backend_pid() \
+                AND l.relation <> {log}::regclass AND l.pid <> pg_backend_pid() \
                 AND l.relation IN (SELECT oid FROM pg_class WHERE relkind IN ('r', 'p')) \
                 AND l.pid IN (SELECT pid FROM pg_locks WHERE locktype = 'relation' AND granted \
-                               AND relation = '{log}'::regclass AND mode = 'RowExclusiveLock') \
+                               AND relation = {log}::regclass AND mode = 'RowExclusiveLock') \
               ORDER BY 1",
-            log = log.replace('\'', "''")
+            log = literal(&log)
         ),
         "looking for open writers",
     )
@@ -614,10 +619,7 @@ fn key_match_literal(table: &str, key: &[String], keys: &[&String]) -> String {
             .collect::<Vec<_>>()
             .join(",")
     );
-    key_match(table, key).replace(
-        "$1::text::jsonb",
-        &format!("'{}'::jsonb", array.replace('\'', "''")),
-    )
+    key_match(table, key).replace("$1::text::jsonb", &format!("{}::jsonb", literal(&array)))
 }
 
 /// Every key the log holds compared source ↔ target; a table truncated since the capture went
@@ -782,8 +784,8 @@ async fn check_tables(
         }
         let sql = format!(
             "SELECT (SELECT count(*) FROM ONLY {table}), \
-                    (SELECT count(*) FROM pg_index WHERE indrelid = '{}'::regclass)",
-            table.replace('\'', "''")
+                    (SELECT count(*) FROM pg_index WHERE indrelid = {}::regclass)",
+            literal(table)
         );
         let (s, t) = tokio::join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]));
         let s = s.map_err(err(&format!("counting {table} on the source")))?;

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use super::catalog::Catalog;
 use super::locks::under_lock_timeout;
 use super::{GUARD_FUNCTION, GUARD_LOG, GUARD_ROW, GUARD_TRUNCATE};
-use crate::actions::db::common::{col, ident, query};
+use crate::actions::db::common::{col, ident, literal, query, schema_exists};
 use crate::actions::db::connection;
 use crate::actions::{ActionContext, Outcome};
 
@@ -100,10 +100,7 @@ pub async fn install(
         })?;
     let s = ident(schema);
     for (name, key) in &missing {
-        let args: Vec<String> = key
-            .iter()
-            .map(|k| format!("'{}'", k.replace('\'', "''")))
-            .collect();
+        let args: Vec<String> = key.iter().map(|k| literal(k)).collect();
         let sql = format!(
             "DROP TRIGGER IF EXISTS {GUARD_ROW} ON {name}; \
              DROP TRIGGER IF EXISTS {GUARD_TRUNCATE} ON {name}; \
@@ -216,6 +213,7 @@ pub async fn remove(
     retries: u32,
 ) -> Result<String, Outcome> {
     let tables = guarded(target).await?;
+    let had_schema = schema_exists(target, schema).await?;
     for table in &tables {
         let sql = format!(
             "DROP TRIGGER IF EXISTS {GUARD_ROW} ON {table}; \
@@ -238,6 +236,11 @@ pub async fn remove(
             "the target's guard is not all gone: {}",
             left.join(", ")
         )));
+    }
+    if tables.is_empty() && !had_schema {
+        return Ok(format!(
+            "no guard to remove on the target (no guard trigger, no schema {schema}), as its catalogs show"
+        ));
     }
     Ok(format!(
         "the guard removed from {} table(s); the target's catalogs hold no schema {schema} and no guard trigger",

@@ -17,7 +17,9 @@ use tokio_postgres::Client;
 use super::catalog::{self, Catalog};
 use super::locks::under_lock_timeout;
 use super::{guard, schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
-use crate::actions::db::common::{col, connect, count_large_objects, db_url, ident, query};
+use crate::actions::db::common::{
+    col, connect, count_large_objects, db_url, ident, literal, query, schema_exists,
+};
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
@@ -199,11 +201,6 @@ fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
         old_cols = cols("OLD"),
     );
     (name, body)
-}
-
-/// The literal of a column name, for a trigger's argument.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 async fn install(
@@ -389,6 +386,7 @@ async fn remove(
     )
     .await?;
     let tables: Vec<String> = rows.iter().map(|r| col(r, 0)).collect::<Result<_, _>>()?;
+    let had_schema = schema_exists(client, schema).await?;
     for table in &tables {
         let sql = format!(
             "DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {table}; \
@@ -419,12 +417,15 @@ async fn remove(
             left.join(", ")
         )));
     }
-    Ok(Outcome::Succeeded {
-        note: Some(format!(
+    let note = if tables.is_empty() && !had_schema {
+        format!("nothing to remove: the source held no capture (no trigger of its, no schema {schema}), as its catalogs show")
+    } else {
+        format!(
             "capture removed from {} table(s); the catalogs hold no schema {schema}, no trigger of its and no function of its",
             tables.len()
-        )),
-    })
+        )
+    };
+    Ok(Outcome::Succeeded { note: Some(note) })
 }
 
 #[cfg(test)]

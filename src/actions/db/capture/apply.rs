@@ -626,13 +626,20 @@ async fn live_batch(
                 if keys.is_empty() {
                     continue;
                 }
+                // Each row with the very text of the key that found it (a key built again
+                // from the row could read otherwise: a timestamptz in another time zone).
+                let same: Vec<String> = key_cols
+                    .iter()
+                    .map(|c| format!("t.{c} = r.{c}", c = ident(c)))
+                    .collect();
                 let found = tx
                     .query(
                         &format!(
-                            "SELECT {}::text, ROW({})::text FROM {table} t WHERE {}",
-                            key_object("t", &key_cols),
+                            "SELECT k.x::text, ROW({})::text FROM jsonb_array_elements($1::text::jsonb) k(x) \
+                               CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, k.x) r \
+                               JOIN {table} t ON {}",
                             exprs.join(", "),
-                            key_match(&table, &key_cols)
+                            same.join(" AND ")
                         ),
                         &[&json_array(keys.iter())],
                     )
@@ -929,7 +936,12 @@ async fn live_batch(
             } else {
                 format!("DO UPDATE SET {}", updated.join(", "))
             };
-            let texts: Vec<&String> = rows.values().collect();
+            // One row once (a key logged in two spellings finds it twice).
+            let texts: Vec<&String> = rows
+                .values()
+                .collect::<BTreeSet<&String>>()
+                .into_iter()
+                .collect();
             ttx.execute(
                 &format!(
                     "INSERT INTO {table} ({}) {} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s \

@@ -2982,3 +2982,47 @@ fn a_reverse_catchup_killed_mid_run_resumes_and_loses_nothing() {
         "{log}"
     );
 }
+
+/// A TRUNCATE on the source becomes `DELETE` on a live target, children first; a table the
+/// capture does not follow (no key) that still references the truncated rows there is named,
+/// with the row, and nothing of the batch is written.
+#[test]
+fn a_truncate_still_referenced_on_a_live_target_is_named() {
+    let (source, target) = live_target_databases("live_trunc", "live_owner_trunc");
+    let ddl = "CREATE TABLE kinds (id int PRIMARY KEY, label text); \
+               CREATE TABLE things (id int PRIMARY KEY, kind_id int NOT NULL REFERENCES kinds (id), v text); \
+               CREATE TABLE notes (kind_id int REFERENCES kinds (id), v text); \
+               INSERT INTO kinds SELECT g, 'k' || g FROM generate_series(1, 5) g; \
+               INSERT INTO things SELECT g, g % 5 + 1, 't' || g FROM generate_series(1, 15) g; \
+               INSERT INTO notes VALUES (2, 'a note')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_FREEZE}{CATCHUP}{CATCHUP_AGAIN}"),
+    );
+    run_ok(&p, "capture-freeze");
+    pg::run_sql(
+        &source,
+        "UPDATE things SET v = 'before' WHERE id = 1; TRUNCATE kinds CASCADE; \
+         INSERT INTO kinds VALUES (1, 'again'); INSERT INTO things VALUES (1, 1, 'after')",
+    );
+    let said = run_failing(&p, "catchup");
+    assert!(
+        said.contains("public.kinds was truncated on the source, but public.notes (not truncated) still references its rows on the target: the row (2,\"a note\") (notes_kind_id_fkey)"),
+        "{said}"
+    );
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM kinds"), "5");
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM things"), "15");
+    // Emptied on the target as on the source: the truncation lands, children first.
+    pg::run_sql(&target, "DELETE FROM notes");
+    run_ok(&p, "catchup-again");
+    for table in ["kinds", "things"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+}

@@ -3026,3 +3026,36 @@ fn a_truncate_still_referenced_on_a_live_target_is_named() {
         );
     }
 }
+
+/// The limit said in `apply::live_batch`: two rows of one batch exchanging a unique value other
+/// than their key collide on a live target (the first upserted meets the other's old value);
+/// the step fails naming the table, the keys and the value, and writes nothing of the batch.
+#[test]
+fn a_unique_value_exchanged_inside_one_batch_is_named_on_a_live_target() {
+    let (source, target) = live_target_databases("live_unique", "live_owner_unique");
+    let ddl = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE); \
+               INSERT INTO users VALUES (1, 'a@example.com'), (2, 'b@example.com')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{CATCHUP}"));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE users SET email = 'tmp' WHERE id = 1; \
+         UPDATE users SET email = 'a@example.com' WHERE id = 2; \
+         UPDATE users SET email = 'b@example.com' WHERE id = 1",
+    );
+    let said = run_failing(&p, "catchup");
+    assert!(
+        said.contains("writing the changed rows of public.users (key {\"id\": 1}, {\"id\": 2})")
+            && said.contains("users_email_key"),
+        "{said}"
+    );
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT string_agg(id || email, ',' ORDER BY id) FROM users"
+        ),
+        "1a@example.com,2b@example.com"
+    );
+}

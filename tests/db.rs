@@ -2558,3 +2558,504 @@ fn the_final_catchup_on_the_app_fixture_passes_and_verifies() {
         pg::scalar(&source, "SELECT count(*) FROM page_views")
     );
 }
+
+/// Issue 28: a source owned by `role` (as `owned_databases`) and a target database owned by a
+/// login role of the same name on the target cluster, no superuser (as Heroku's credential: it
+/// owns its tables and may not set `session_replication_role`, so the target's foreign keys
+/// and triggers stay live). `vector` created by the superusers. Returns both URLs, the role's.
+fn live_target_databases(name: &str, role: &str) -> (String, String) {
+    let (source, _) = owned_databases(name, role);
+    let password = "capture-pass-7";
+    let tgt = format!("t_{name}");
+    let pg = Clusters::from_env();
+    pg::run_sql(
+        &pg.target,
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+             CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
+        ),
+    );
+    pg::run_sql(
+        &pg.target,
+        &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
+    );
+    pg::run_sql(&pg.target, &format!("CREATE DATABASE {tgt} OWNER {role}"));
+    pg::run_sql(&pg::url_for(&pg.target, &tgt), "CREATE EXTENSION vector");
+    let host = pg
+        .target
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let target = format!("postgres://{role}:{password}@{host}/{tgt}?sslmode=disable");
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ),
+        "false"
+    );
+    (source, target)
+}
+
+/// Parents and children (ON DELETE CASCADE, ON UPDATE CASCADE: the dangerous case on a live
+/// target), a table referencing itself, a vector table, a jsonb table, and a pair emptied by
+/// one TRUNCATE … CASCADE.
+const LIVE_TABLES: &str = "\
+    CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL, doc jsonb); \
+    CREATE TABLE child (id int PRIMARY KEY, \
+        parent_id int NOT NULL REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE, v text); \
+    CREATE TABLE node (id int PRIMARY KEY, up int REFERENCES node (id), v text); \
+    CREATE TABLE vecs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, embedding vector(3), name text); \
+    CREATE TABLE docs (code text PRIMARY KEY, body jsonb NOT NULL); \
+    CREATE TABLE kinds (id int PRIMARY KEY, label text); \
+    CREATE TABLE things (id int PRIMARY KEY, kind_id int NOT NULL REFERENCES kinds (id), v text); \
+    CREATE TABLE owners (id int PRIMARY KEY, name text); \
+    CREATE TABLE pets (id int PRIMARY KEY, owner_id int REFERENCES owners (id), name text); \
+    CREATE TABLE albums (id int PRIMARY KEY, title text); \
+    CREATE TABLE tracks (id int PRIMARY KEY, \
+        album_id int NOT NULL REFERENCES albums (id) DEFERRABLE INITIALLY DEFERRED, title text); \
+    INSERT INTO owners SELECT g, 'o' || g FROM generate_series(1, 4) g; \
+    INSERT INTO pets SELECT g, g, 'pet' || g FROM generate_series(1, 4) g; \
+    INSERT INTO albums SELECT g, 'a' || g FROM generate_series(1, 3) g; \
+    INSERT INTO tracks SELECT g, g % 3 + 1, 't' || g FROM generate_series(1, 15) g; \
+    INSERT INTO parent SELECT g, 'p' || g, jsonb_build_object('g', g) FROM generate_series(1, 20) g; \
+    INSERT INTO child SELECT g, (g % 20) + 1, 'c' || g FROM generate_series(1, 60) g; \
+    INSERT INTO node VALUES (1, NULL, 'root'), (2, 1, 'a'), (3, 2, 'b'); \
+    INSERT INTO vecs (embedding, name) SELECT ARRAY[g, g, g]::real[]::vector, 'v' || g FROM generate_series(1, 10) g; \
+    INSERT INTO docs SELECT 'd' || g, jsonb_build_object('g', g) FROM generate_series(1, 10) g; \
+    INSERT INTO kinds SELECT g, 'k' || g FROM generate_series(1, 5) g; \
+    INSERT INTO things SELECT g, g % 5 + 1, 't' || g FROM generate_series(1, 15) g;";
+
+const LIVE: [&str; 11] = [
+    "parent", "child", "node", "vecs", "docs", "kinds", "things", "owners", "pets", "albums",
+    "tracks",
+];
+
+/// The source's writes, one transaction each: parents updated (their children must survive on
+/// the target), children inserted under new parents, a parent deleted with its children
+/// (cascade on the source), a child deleted then its parent, children moved to another parent
+/// then theirs deleted, a parent's key changed (cascaded to its children), a child pointed at a
+/// parent inserted 3 changes later (never in the child's batch), rows of a table referencing itself inserted children
+/// first by key, vectors, jsonb, a TRUNCATE … CASCADE refilled; a child moved to another
+/// parent and its parent deleted in one transaction (twice, so that one pair shares a batch of
+/// 3), and a parent deleted before its 5 children (a foreign key INITIALLY DEFERRED on the
+/// source): its batch cannot hold all their deletes.
+const LIVE_WRITES: [&str; 20] = [
+    "UPDATE pets SET owner_id = 2 WHERE id = 1; DELETE FROM owners WHERE id = 1",
+    "UPDATE pets SET owner_id = 4 WHERE id = 3; DELETE FROM owners WHERE id = 3",
+    "BEGIN; DELETE FROM albums WHERE id = 2; DELETE FROM tracks WHERE album_id = 2; COMMIT",
+    "UPDATE parent SET name = name || '!', doc = doc || '{\"u\": 1}' WHERE id <= 5",
+    "INSERT INTO parent VALUES (100, 'new', '{}'), (101, 'new 2', '{\"n\": 2}'); \
+     INSERT INTO child VALUES (1000, 100, 'under new'), (1001, 101, 'x'), (1002, 100, 'y')",
+    "DELETE FROM parent WHERE id = 7",
+    "DELETE FROM child WHERE id = 28",
+    "DELETE FROM parent WHERE id = 9",
+    "UPDATE child SET parent_id = 100 WHERE parent_id = 11; DELETE FROM parent WHERE id = 11",
+    "UPDATE parent SET id = 200 WHERE id = 12",
+    "INSERT INTO child VALUES (2000, 1, 'early')",
+    "UPDATE docs SET body = body || '{\"between\": 1}' WHERE code IN ('d5', 'd6', 'd7')",
+    "INSERT INTO parent VALUES (300, 'late parent', NULL); UPDATE child SET parent_id = 300 WHERE id = 2000",
+    "INSERT INTO node VALUES (30, NULL, 'r2'); INSERT INTO node VALUES (20, 30, 'm'); INSERT INTO node VALUES (10, 20, 'leaf')",
+    "DELETE FROM node WHERE id = 3; DELETE FROM node WHERE id = 2",
+    "INSERT INTO vecs (embedding, name) VALUES ('[0.5, 0.25, 0.125]', 'new vec'); \
+     UPDATE vecs SET embedding = '[9, 9, 9]' WHERE id = 3; DELETE FROM vecs WHERE id = 4",
+    "UPDATE docs SET body = body || '{\"changed\": true}' WHERE code IN ('d1', 'd2'); \
+     DELETE FROM docs WHERE code = 'd3'; INSERT INTO docs VALUES ('d-new', '{\"a\": [1, 2]}')",
+    "TRUNCATE kinds CASCADE",
+    "INSERT INTO kinds VALUES (1, 'again'), (2, 'again 2'); INSERT INTO things VALUES (1, 2, 'after'), (2, 1, 'after')",
+    "UPDATE child SET v = 'touched' WHERE parent_id IN (1, 2, 3)",
+];
+
+/// What a live target's foreign keys say: each one still there and validated, and the rows
+/// none of them finds a parent for (none).
+fn foreign_keys_hold(target: &str) -> (String, String) {
+    (
+        pg::scalar(
+            target,
+            "SELECT string_agg(conname || ':' || convalidated, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'f'",
+        ),
+        pg::scalar(
+            target,
+            "SELECT (SELECT count(*) FROM child c WHERE NOT EXISTS (SELECT 1 FROM parent p WHERE p.id = c.parent_id)) \
+                  + (SELECT count(*) FROM node c WHERE c.up IS NOT NULL AND NOT EXISTS (SELECT 1 FROM node p WHERE p.id = c.up)) \
+                  + (SELECT count(*) FROM things c WHERE NOT EXISTS (SELECT 1 FROM kinds p WHERE p.id = c.kind_id)) \
+                  + (SELECT count(*) FROM pets c WHERE c.owner_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM owners p WHERE p.id = c.owner_id)) \
+                  + (SELECT count(*) FROM tracks c WHERE NOT EXISTS (SELECT 1 FROM albums p WHERE p.id = c.album_id))",
+        ),
+    )
+}
+
+const LIVE_FKS: &str = "child_parent_id_fkey:true,node_up_fkey:true,pets_owner_id_fkey:true,\
+                        things_kind_id_fkey:true,tracks_album_id_fkey:true";
+
+/// Issue 28, the reverse catch-up: into a target whose role may not set
+/// `session_replication_role` (its foreign keys and triggers stay live), in batches of 3 so the
+/// boundaries split transactions, every table lands equal to the source's, no child of an
+/// updated parent is lost to the cascade, and every foreign key is still there and holds.
+#[test]
+fn a_catchup_into_a_target_with_live_foreign_keys_keeps_them_and_lands_every_row() {
+    let (source, target) = live_target_databases("live_fk", "live_owner");
+    pg::run_sql(&source, LIVE_TABLES);
+    pg::run_sql(&target, LIVE_TABLES);
+    // The target's role may not switch its triggers and foreign keys off.
+    runtime().block_on(async {
+        let c = client(&target).await;
+        let refused = c
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("permission denied"),
+            "{refused:?}"
+        );
+    });
+    let catchup = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbatch = 3\n\n";
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE}{catchup}{CATCHUP_AGAIN}"),
+    );
+    run_ok(&p, "capture");
+    for sql in LIVE_WRITES {
+        pg::run_sql(&source, sql);
+    }
+    assert_eq!(
+        pg::scalar(&source, "SELECT count(*) FROM child WHERE parent_id = 200"),
+        "3"
+    );
+    for table in [
+        "parent", "child", "node", "kinds", "things", "pets", "tracks",
+    ] {
+        assert_ne!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    run_ok(&p, "catchup");
+    for table in LIVE {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    assert_eq!(
+        foreign_keys_hold(&target),
+        (LIVE_FKS.to_string(), "0".to_string())
+    );
+    // The children of the updated parents survived, the moved ones followed their parent.
+    assert_eq!(
+        pg::scalar(&target, "SELECT count(*) FROM child WHERE parent_id <= 5"),
+        "15"
+    );
+    assert_eq!(
+        pg::scalar(&target, "SELECT count(*) FROM child WHERE parent_id = 200"),
+        "3"
+    );
+    assert_eq!(
+        pg::scalar(&target, "SELECT parent_id FROM child WHERE id = 2000"),
+        "300"
+    );
+    let log = p.run(&["log", "catchup"]).stdout();
+    assert!(
+        log.contains("the target's triggers and foreign keys stay on"),
+        "{log}"
+    );
+    assert!(
+        log.contains("public.node references itself (node_up_fkey)"),
+        "{log}"
+    );
+    // The catch-up wrote nothing the target's guard counts as someone else's.
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM cutover_capture.target_writes"
+        ),
+        "0"
+    );
+
+    // More writes, and a second catch-up in larger batches: harmless, equal again.
+    pg::run_sql(
+        &source,
+        "UPDATE parent SET doc = '{\"again\": true}' WHERE id IN (1, 100, 200); \
+         DELETE FROM parent WHERE id = 2; INSERT INTO child VALUES (3000, 300, 'more')",
+    );
+    run_ok(&p, "catchup-again");
+    for table in LIVE {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    assert_eq!(
+        foreign_keys_hold(&target),
+        (LIVE_FKS.to_string(), "0".to_string())
+    );
+}
+
+/// The claim the reverse catch-up relies on for a table referencing itself through a foreign
+/// key that is not DEFERRABLE: PostgreSQL checks it at the end of the statement, so one
+/// statement may insert a child before its parent and delete a parent before its child.
+#[test]
+fn a_self_reference_holds_at_the_end_of_one_statement() {
+    let (_, target) = live_target_databases("self_ref", "self_ref_owner");
+    pg::run_sql(
+        &target,
+        "CREATE TABLE node (id int PRIMARY KEY, up int REFERENCES node (id), v text)",
+    );
+    pg::run_sql(
+        &target,
+        "INSERT INTO node SELECT * FROM (VALUES (10, 20, 'leaf'), (20, 30, 'mid'), (30, NULL, 'root')) v(id, up, v) ORDER BY id",
+    );
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM node"), "3");
+    pg::run_sql(
+        &target,
+        "INSERT INTO node SELECT * FROM (VALUES (5, 6, 'a'), (6, 30, 'b')) v(id, up, v) ORDER BY id \
+         ON CONFLICT (id) DO UPDATE SET up = EXCLUDED.up, v = EXCLUDED.v",
+    );
+    pg::run_sql(&target, "DELETE FROM node WHERE id IN (30, 20, 10, 6, 5)");
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM node"), "0");
+    // Two statements in that order fail: the check is the statement's, not the transaction's.
+    runtime().block_on(async {
+        let c = client(&target).await;
+        let failed = c
+            .batch_execute("BEGIN; INSERT INTO node VALUES (1, 2, 'x'); INSERT INTO node VALUES (2, NULL, 'y'); COMMIT")
+            .await
+            .unwrap_err();
+        assert!(format!("{failed:?}").contains("node_up_fkey"), "{failed:?}");
+    });
+}
+
+/// A cycle of foreign keys that are not DEFERRABLE between two tables of a batch fails the
+/// reverse catch-up naming them, before anything is written; once they are DEFERRABLE on the
+/// target, the catch-up lands both tables.
+#[test]
+fn a_foreign_key_cycle_is_named_before_anything_is_written() {
+    let (source, target) = live_target_databases("fk_cycle", "fk_cycle_owner");
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY, b_id int, v text); \
+               CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id), v text); \
+               ALTER TABLE a ADD CONSTRAINT a_b_id_fkey FOREIGN KEY (b_id) REFERENCES b (id); \
+               CREATE TABLE plain (id int PRIMARY KEY, v text)";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE}{CATCHUP}{CATCHUP_AGAIN}"),
+    );
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "INSERT INTO plain VALUES (1, 'x'); INSERT INTO a VALUES (1, NULL, 'a'); \
+         INSERT INTO b VALUES (1, 1, 'b'); UPDATE a SET b_id = 1 WHERE id = 1",
+    );
+    let said = run_failing(&p, "catchup");
+    assert!(
+        said.contains("foreign keys form a cycle: public.a → public.b → public.a: the reverse catch-up cannot order it — make one of them DEFERRABLE"),
+        "{said}"
+    );
+    for table in ["a", "b", "plain"] {
+        assert_eq!(
+            pg::scalar(&target, &format!("SELECT count(*) FROM {table}")),
+            "0",
+            "{table}"
+        );
+    }
+    pg::run_sql(
+        &target,
+        "ALTER TABLE a ALTER CONSTRAINT a_b_id_fkey DEFERRABLE; \
+         ALTER TABLE b ALTER CONSTRAINT b_a_id_fkey DEFERRABLE",
+    );
+    run_ok(&p, "catchup-again");
+    for table in ["a", "b", "plain"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    let log = p.run(&["log", "catchup-again"]).stdout();
+    assert!(
+        log.contains("all DEFERRABLE, checked at the batch's commit"),
+        "{log}"
+    );
+}
+
+/// The reverse catch-up killed (SIGKILL) while a backlog of parents and children applies to a
+/// target whose foreign keys stay live, then run again: it completes, every row lands, and
+/// every foreign key holds.
+#[test]
+fn a_reverse_catchup_killed_mid_run_resumes_and_loses_nothing() {
+    let (source, target) = live_target_databases("live_kill", "live_owner_kill");
+    let ddl = "CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL, doc jsonb); \
+               CREATE TABLE child (id int PRIMARY KEY, \
+                   parent_id int NOT NULL REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE, v text); \
+               CREATE TABLE node (id int PRIMARY KEY, up int REFERENCES node (id), v text); \
+               CREATE TABLE kinds (id int PRIMARY KEY, label text); \
+               CREATE TABLE things (id int PRIMARY KEY, kind_id int NOT NULL REFERENCES kinds (id), v text); \
+               CREATE TABLE owners (id int PRIMARY KEY, name text); \
+               CREATE TABLE pets (id int PRIMARY KEY, owner_id int REFERENCES owners (id), name text); \
+               CREATE TABLE albums (id int PRIMARY KEY, title text); \
+               CREATE TABLE tracks (id int PRIMARY KEY, \
+                   album_id int NOT NULL REFERENCES albums (id) DEFERRABLE INITIALLY DEFERRED, title text)";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let catchup = "[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nbatch = 200\n\n";
+    let p = project(&source, &target, &format!("{CAPTURE}{catchup}"));
+    run_ok(&p, "capture");
+    runtime().block_on(async {
+        let c = client(&source).await;
+        for part in 0..10 {
+            c.batch_execute(&format!(
+                "INSERT INTO parent SELECT g, 'p' || g, jsonb_build_object('g', g) FROM generate_series({b} + 1, {b} + 500) g; \
+                 INSERT INTO child SELECT g, {b} + 1 + g % 500, 'c' || g FROM generate_series({c} + 1, {c} + 1500) g",
+                b = part * 500,
+                c = part * 1500
+            ))
+            .await
+            .unwrap();
+        }
+        c.batch_execute(
+            "UPDATE parent SET name = name || '!' WHERE id % 3 = 0; \
+             DELETE FROM parent WHERE id % 10 = 0; \
+             UPDATE child SET parent_id = 1 WHERE id % 7 = 0 AND parent_id % 10 <> 0; \
+             DELETE FROM child WHERE id % 11 = 0",
+        )
+        .await
+        .unwrap();
+    });
+    let mut child = p
+        .command(&["run", "catchup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the catch-up never started applying"
+        );
+        let landed: i64 = pg::scalar(&target, "SELECT count(*) FROM child")
+            .parse()
+            .unwrap();
+        if landed > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the catch-up ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert_ne!(table_sum(&source, "child"), table_sum(&target, "child"));
+
+    run_ok(&p, "catchup");
+    for table in ["parent", "child"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    assert_eq!(
+        foreign_keys_hold(&target),
+        (LIVE_FKS.to_string(), "0".to_string())
+    );
+    let journal = p.journal();
+    let attempts = journal
+        .lines()
+        .filter(|l| l.contains("\"catchup\"") && l.contains("\"started\""))
+        .count();
+    assert!(attempts >= 2, "{journal}");
+    let log = p.run(&["log", "catchup"]).stdout();
+    assert!(
+        log.contains("(an earlier attempt, or `resume`): starting after it"),
+        "{log}"
+    );
+}
+
+/// A TRUNCATE on the source becomes `DELETE` on a live target, children first; a table the
+/// capture does not follow (no key) that still references the truncated rows there is named,
+/// with the row, and nothing of the batch is written.
+#[test]
+fn a_truncate_still_referenced_on_a_live_target_is_named() {
+    let (source, target) = live_target_databases("live_trunc", "live_owner_trunc");
+    let ddl = "CREATE TABLE kinds (id int PRIMARY KEY, label text); \
+               CREATE TABLE things (id int PRIMARY KEY, kind_id int NOT NULL REFERENCES kinds (id), v text); \
+               CREATE TABLE notes (kind_id int REFERENCES kinds (id), v text); \
+               INSERT INTO kinds SELECT g, 'k' || g FROM generate_series(1, 5) g; \
+               INSERT INTO things SELECT g, g % 5 + 1, 't' || g FROM generate_series(1, 15) g; \
+               INSERT INTO notes VALUES (2, 'a note')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_FREEZE}{CATCHUP}{CATCHUP_AGAIN}"),
+    );
+    run_ok(&p, "capture-freeze");
+    pg::run_sql(
+        &source,
+        "UPDATE things SET v = 'before' WHERE id = 1; TRUNCATE kinds CASCADE; \
+         INSERT INTO kinds VALUES (1, 'again'); INSERT INTO things VALUES (1, 1, 'after')",
+    );
+    let said = run_failing(&p, "catchup");
+    assert!(
+        said.contains("public.kinds was truncated on the source, but public.notes (not truncated) still references its rows on the target: the row (2,\"a note\") (notes_kind_id_fkey)"),
+        "{said}"
+    );
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM kinds"), "5");
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM things"), "15");
+    // Emptied on the target as on the source: the truncation lands, children first.
+    pg::run_sql(&target, "DELETE FROM notes");
+    run_ok(&p, "catchup-again");
+    for table in ["kinds", "things"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+}
+
+/// The limit said in `apply::live_batch`: two rows of one batch exchanging a unique value other
+/// than their key collide on a live target (the first upserted meets the other's old value);
+/// the step fails naming the table, the keys and the value, and writes nothing of the batch.
+#[test]
+fn a_unique_value_exchanged_inside_one_batch_is_named_on_a_live_target() {
+    let (source, target) = live_target_databases("live_unique", "live_owner_unique");
+    let ddl = "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE); \
+               INSERT INTO users VALUES (1, 'a@example.com'), (2, 'b@example.com')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{CATCHUP}"));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE users SET email = 'tmp' WHERE id = 1; \
+         UPDATE users SET email = 'a@example.com' WHERE id = 2; \
+         UPDATE users SET email = 'b@example.com' WHERE id = 1",
+    );
+    let said = run_failing(&p, "catchup");
+    assert!(
+        said.contains("writing the changed rows of public.users (key {\"id\": 1}, {\"id\": 2})")
+            && said.contains("users_email_key"),
+        "{said}"
+    );
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT string_agg(id || email, ',' ORDER BY id) FROM users"
+        ),
+        "1a@example.com,2b@example.com"
+    );
+}

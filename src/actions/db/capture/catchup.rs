@@ -110,20 +110,33 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
 
     // Rows land as the source has them: the target's own triggers and foreign-key checks
     // are off for this session where its role may say so (RDS's master user may).
-    match target
+    // Where it may not (Heroku's credential), its foreign keys and the app's triggers stay
+    // on, and each batch is applied in their order (see `apply::live_batch`).
+    let live = match target
         .batch_execute("SET session_replication_role = replica")
         .await
     {
-        Ok(()) => {}
+        Ok(()) => false,
         Err(e) => {
             ctx.report
                 .info(format!(
-                    "the target's triggers and foreign keys stay on ({}): a batch applies each table's keys in turn",
+                    "the target's triggers and foreign keys stay on ({}): each batch deletes children first and upserts parents first, in the order of the target's foreign keys",
                     connection::explain(&e)
                 ))
-                .await
+                .await;
+            true
         }
-    }
+    };
+    // The key the log records for each table, for the rows a batch reaches through them.
+    let keys = if live {
+        let tables = match &recorded {
+            Some(catalog) => catalog.tables.clone(),
+            None => catalog::read(&source, &schema).await?,
+        };
+        Some(tables.into_iter().map(|(name, t)| (name, t.key)).collect())
+    } else {
+        None
+    };
 
     let earlier = ctx.recorded.get(&ctx.step);
     let number = |name: &str| -> i64 {
@@ -141,6 +154,9 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         }
     }
     let mut applier = Applier::new(ctx, source, target, log, batch, (position, horizon));
+    if let Some(keys) = keys {
+        applier.live_target(keys);
+    }
     if applier.position > 0 {
         ctx.report
             .info(format!(

@@ -34,6 +34,7 @@ mod freeze;
 pub mod guard;
 pub mod install;
 mod locks;
+mod order;
 
 /// The schema the capture lives in unless the step names another (the copy, the checks and the
 /// guards leave this one out of the app's tables).

@@ -2103,7 +2103,15 @@ fn run_failing(p: &Project, step: &str) -> String {
 /// partition), deletes, a TRUNCATE every 25th round, in tables with jsonb, vector, identity and
 /// generated columns, a partitioned table, a table without a key, and a sequence.
 fn app_writes(n: u64) -> String {
-    let mut sql = format!(
+    app_write_transactions(n).join(" ")
+}
+
+/// [`app_writes`] as the writer sends them: the row changes in one transaction, the view's
+/// refresh and the truncate each in their own. (One transaction holding the view's ACCESS
+/// EXCLUSIVE lock while it waits for the table's would deadlock with the copy's ACCESS SHARE
+/// locks, taken in another order — PostgreSQL then cancels one of the two.)
+fn app_write_transactions(n: u64) -> Vec<String> {
+    let rows = format!(
         "INSERT INTO items (name, doc, embedding) VALUES ('w {n}', jsonb_build_object('w', {n}), '[{n}, 0.5, -1]'); \
          UPDATE items SET doc = doc || jsonb_build_object('u', {n}), name = name || '.' WHERE id = {u}; \
          DELETE FROM items WHERE id = {d}; \
@@ -2112,22 +2120,22 @@ fn app_writes(n: u64) -> String {
          INSERT INTO events VALUES (1000 + {n}, date '2025-01-01' + {p}, 'w'); \
          UPDATE events SET at = date '2025-06-01' + {p}, v = 'moved' WHERE id = {n}; \
          INSERT INTO loose VALUES ({n}, 'w'); \
-         SELECT nextval('invoice_seq'); REFRESH MATERIALIZED VIEW tag_count;",
+         SELECT nextval('invoice_seq');",
         u = n % 200 + 1,
         d = n % 97 + 150,
         t = n % 10 + 1,
         p = n % 150
     );
-    if n % 25 == 0 {
-        sql.push_str(&format!(
-            " TRUNCATE scratch; INSERT INTO scratch VALUES ({n}, 'after a truncate');"
-        ));
+    let scratch = if n % 25 == 0 {
+        format!("TRUNCATE scratch; INSERT INTO scratch VALUES ({n}, 'after a truncate');")
     } else {
-        sql.push_str(&format!(
-            " INSERT INTO scratch VALUES (100000 + {n}, 'w') ON CONFLICT DO NOTHING;"
-        ));
-    }
-    sql
+        format!("INSERT INTO scratch VALUES (100000 + {n}, 'w') ON CONFLICT DO NOTHING;")
+    };
+    vec![
+        rows,
+        "REFRESH MATERIALIZED VIEW tag_count;".to_string(),
+        scratch,
+    ]
 }
 
 /// A writer of `app_writes` on the source until told to stop; returns how many rounds it made.
@@ -2146,7 +2154,9 @@ impl Writer {
                 let mut n = from;
                 while stop_rx.try_recv().is_err() {
                     n += 1;
-                    c.batch_execute(&app_writes(n)).await.unwrap();
+                    for sql in app_write_transactions(n) {
+                        c.batch_execute(&sql).await.unwrap();
+                    }
                     tokio::time::sleep(Duration::from_millis(15)).await;
                 }
                 n - from

@@ -209,8 +209,10 @@ impl<'a> Applier<'a> {
                     )),
                 )
                 .await;
+            // A step that finds a backlog applies at least one batch, even one already under
+            // `until`: its apply rate is what the freeze's prediction divides the backlog by.
             if let Until::Backlog(n) = until {
-                if backlog <= n {
+                if backlog <= n && (self.applied > 0 || backlog == 0) {
                     break;
                 }
             }

@@ -149,6 +149,17 @@ pub async fn run(
             lock_started.elapsed().as_millis()
         ))
         .await;
+    // The lock waits only for transactions that have logged a change. One in the middle of a
+    // write whose trigger has not logged it yet (a row trigger fires at the end of its
+    // statement) now waits for the log behind this lock, and would commit once it is released:
+    // after the check, never applied.
+    let followed: Vec<String> = recorded
+        .followed()
+        .map(|(name, _)| name)
+        .chain(recorded.whole())
+        .cloned()
+        .collect();
+    writers_in_flight(&holder, &applier.log, &followed, &locked).await?;
     // A schema change made while the log drained.
     let changed = catalog::differences(recorded, &catalog::read(&applier.source, schema).await?);
     if !changed.is_empty() {
@@ -295,6 +306,7 @@ pub async fn run(
     let id = identity(&reader, "source").await?;
     let counters = baseline::read(&reader).await?;
     let base = Baseline::new(&id, counters, content);
+    writers_in_flight(&holder, &applier.log, &followed, &locked).await?;
     holder
         .batch_execute("COMMIT")
         .await
@@ -409,12 +421,60 @@ async fn open_writers(client: &Client, log: &str) -> Result<Vec<String>, Outcome
                 AND l.pid IN (SELECT pid FROM pg_locks WHERE locktype = 'relation' AND granted \
                                AND relation = {log}::regclass AND mode = 'RowExclusiveLock') \
               ORDER BY 1",
-            log = literal(&log)
+            log = literal(log)
         ),
         "looking for open writers",
     )
     .await?;
     rows.iter().map(|r| col(r, 0)).collect()
+}
+
+/// Fails naming the sessions writing to the source while the change log is locked: holding a
+/// write lock on a followed table (a write whose change is not logged yet), or waiting for the
+/// log or a table copied whole (a write that would commit once the lock is released).
+async fn writers_in_flight(
+    holder: &Client,
+    log: &str,
+    followed: &[String],
+    locked: &[String],
+) -> Result<(), Outcome> {
+    let rows = holder
+        .query(
+            "SELECT DISTINCT l.relation::regclass::text, l.granted, l.pid, \
+                    coalesce(nullif(a.application_name, ''), a.usename::text, '?') \
+               FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+              WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() \
+                AND ((l.granted AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', \
+                                               'ExclusiveLock', 'AccessExclusiveLock') \
+                      AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)) \
+                  OR (NOT l.granted \
+                      AND l.relation IN (SELECT to_regclass(t) FROM unnest($2::text[]) t))) \
+              ORDER BY 1, 3",
+            &[&followed, &locked],
+        )
+        .await
+        .map_err(err("looking for writes in flight"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut named = Vec::new();
+    for row in &rows {
+        let table: String = col(row, 0)?;
+        let granted: bool = col(row, 1)?;
+        let pid: i32 = col(row, 2)?;
+        let app: String = col(row, 3)?;
+        named.push(if granted {
+            format!("{table} (written by {app}, pid {pid}, its change not logged yet)")
+        } else if table == log {
+            format!("{table} (pid {pid}, {app}, waits to log a change)")
+        } else {
+            format!("{table} (pid {pid}, {app}, waits to write it)")
+        });
+    }
+    Err(Outcome::failed(format!(
+        "writes in flight on the source after the freeze point: {} — stop the writers (every dyno, one-off and scheduler process included) and re-run (a re-run takes a new freeze point)",
+        named.join(", ")
+    )))
 }
 
 /// A table copied whole into the target in one transaction: truncated, filled by COPY from the

@@ -2440,6 +2440,66 @@ fn a_write_after_the_freeze_point_is_named_and_fails_the_final_catchup() {
     assert_moved_equal(&source, &target);
 }
 
+/// A transaction in the middle of a write to a followed table whose change is not in the log
+/// yet (a row trigger logs at the end of its statement; here a writer holding the table's
+/// write lock, its statement not run) when the final catch-up locks the log: the log's lock is
+/// granted (that writer holds nothing of the log), so only the in-flight check stops the freeze
+/// from passing with a write that would commit right after it. Named with the session; once the
+/// writer has ended, a re-run passes and every table is equal.
+#[test]
+fn a_write_in_flight_under_the_logs_lock_is_named_and_fails_the_final_catchup() {
+    let (source, target) = owned_databases("capture_flight", "capture_owner_flight");
+    pg::run_sql(&source, MOVED_TABLES);
+    let p = project(
+        &source,
+        &target,
+        &format!("{CAPTURE_ALL}{COPY}{CATCHUP}{DRAIN}"),
+    );
+    run_ok(&p, "capture");
+    run_ok(&p, "copy");
+    run_ok(&p, "catchup");
+    let source_db = source.clone();
+    let (began_tx, began) = std::sync::mpsc::channel::<()>();
+    let (write_tx, write) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let c = client(&source_db).await;
+            c.batch_execute(
+                "SET application_name = 'worker.1'; BEGIN; LOCK TABLE tags IN ROW EXCLUSIVE MODE",
+            )
+            .await
+            .unwrap();
+            began_tx.send(()).unwrap();
+            write.recv().unwrap();
+            c.batch_execute("INSERT INTO tags VALUES ('in-flight', 'x'); COMMIT")
+                .await
+                .unwrap();
+        })
+    });
+    began.recv().unwrap();
+    let out = p.run(&["run", "drain"]);
+    let said = format!("{}\n{}", text(&out), p.run(&["log", "drain"]).stdout());
+    assert_eq!(code(&out), 1, "{said}");
+    assert!(
+        said.contains("writes in flight on the source after the freeze point: public.tags (written by worker.1, pid ")
+            && said.contains("its change not logged yet"),
+        "{said}"
+    );
+    // The write goes through once the freeze let go of the log; the writer ended, a re-run
+    // passes on a new freeze point with the row on the target.
+    write_tx.send(()).unwrap();
+    writer.join().unwrap();
+    run_ok(&p, "drain");
+    assert_moved_equal(&source, &target);
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM tags WHERE code = 'in-flight'"
+        ),
+        "1"
+    );
+}
+
 /// Rows changed on the target during the catch-up (the verify faults that apply: a changed, a
 /// deleted, a swapped row, a vector changed; a sequence set back, a view emptied, a large
 /// object changed; a row added to a table copied whole) — the final catch-up names every table

@@ -440,9 +440,12 @@ async fn writers_in_flight(
 ) -> Result<(), Outcome> {
     let rows = holder
         .query(
-            "SELECT DISTINCT l.relation::regclass::text, l.granted, l.pid, \
-                    coalesce(nullif(a.application_name, ''), a.usename::text, '?') \
-               FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+            "SELECT DISTINCT format('%I.%I', n.nspname, c.relname), l.granted, l.pid, \
+                    coalesce(nullif(a.application_name, ''), a.usename::text, '?'), \
+                    l.relation = $3::text::regclass \
+               FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
               WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() \
                 AND ((l.granted AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', \
                                                'ExclusiveLock', 'AccessExclusiveLock') \
@@ -450,7 +453,7 @@ async fn writers_in_flight(
                   OR (NOT l.granted \
                       AND l.relation IN (SELECT to_regclass(t) FROM unnest($2::text[]) t))) \
               ORDER BY 1, 3",
-            &[&followed, &locked],
+            &[&followed, &locked, &log],
         )
         .await
         .map_err(err("looking for writes in flight"))?;
@@ -463,9 +466,10 @@ async fn writers_in_flight(
         let granted: bool = col(row, 1)?;
         let pid: i32 = col(row, 2)?;
         let app: String = col(row, 3)?;
+        let is_log: bool = col(row, 4)?;
         named.push(if granted {
             format!("{table} (written by {app}, pid {pid}, its change not logged yet)")
-        } else if table == log {
+        } else if is_log {
             format!("{table} (pid {pid}, {app}, waits to log a change)")
         } else {
             format!("{table} (pid {pid}, {app}, waits to write it)")

@@ -353,6 +353,7 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
         "applied",
         "backlog",
         "resume",
+        "log_id",
         "source_baseline",
         "drained",
         "drain_secs",

@@ -134,6 +134,9 @@ pub(super) struct Applier<'a> {
     pub target: Client,
     /// The log's table, quoted.
     pub log: String,
+    /// Which change log the position is of (its table's OID): a log removed and installed
+    /// again starts its ids over, and a position of the old one means nothing in it.
+    pub log_id: Option<i64>,
     pub batch: i64,
     pub position: i64,
     pub horizon: i64,
@@ -159,6 +162,7 @@ impl<'a> Applier<'a> {
             source,
             target,
             log,
+            log_id: None,
             batch,
             position,
             horizon,
@@ -185,9 +189,14 @@ impl<'a> Applier<'a> {
         report.output("position", self.position.to_string()).await;
         report.output("horizon", self.horizon.to_string()).await;
         report.output("applied", self.applied.to_string()).await;
-        report
-            .output("resume", format!("{}:{}", self.position, self.horizon))
-            .await;
+        let resume = match self.log_id {
+            Some(id) => {
+                report.output("log_id", id.to_string()).await;
+                format!("{}:{}:{id}", self.position, self.horizon)
+            }
+            None => format!("{}:{}", self.position, self.horizon),
+        };
+        report.output("resume", resume).await;
     }
 
     /// Applies the log in batches until it is read to its end or the backlog is `until`.

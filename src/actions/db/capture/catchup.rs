@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use tokio_postgres::Client;
+
 use super::apply::{backlog, Applier, Until};
 use super::{catalog, freeze, guard, schema_name, CATALOG, LOG};
-use crate::actions::db::common::{connect, db_url, ident};
+use crate::actions::db::common::{col, connect, db_url, ident, literal, query};
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
@@ -27,17 +29,49 @@ struct Params {
 }
 
 /// A `resume` value, `POSITION:HORIZON`.
-fn parse_resume(text: &str) -> Result<(i64, i64), Outcome> {
+/// An earlier catch-up's `resume`: POSITION:HORIZON, and the change log it is of (LOG, its
+/// table's OID) when that step recorded it.
+fn parse_resume(text: &str) -> Result<(i64, i64, Option<i64>), Outcome> {
     let bad = || {
         Outcome::failed(format!(
-            "`resume` = {text:?}: give an earlier catch-up's `resume` output (POSITION:HORIZON)"
+            "`resume` = {text:?}: give an earlier catch-up's `resume` output (POSITION:HORIZON[:LOG])"
         ))
     };
-    let (p, h) = text.trim().split_once(':').ok_or_else(bad)?;
-    Ok((
-        p.trim().parse().map_err(|_| bad())?,
-        h.trim().parse().map_err(|_| bad())?,
-    ))
+    let parts: Vec<&str> = text.trim().split(':').map(str::trim).collect();
+    let number = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    match parts.as_slice() {
+        [p, h] => Ok((number(p)?, number(h)?, None)),
+        [p, h, l] => Ok((number(p)?, number(h)?, Some(number(l)?))),
+        _ => Err(bad()),
+    }
+}
+
+/// The change log's table OID: which log a position is of.
+async fn log_oid(source: &Client, log: &str) -> Result<i64, Outcome> {
+    let rows = query(
+        source,
+        &format!("SELECT {}::regclass::oid::bigint", literal(log)),
+        "finding the change log (is the capture installed? db.capture mode = \"install\")",
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None => Ok(0),
+    }
+}
+
+/// The change log's last id (0 when empty).
+async fn log_end(source: &Client, log: &str) -> Result<i64, Outcome> {
+    let rows = query(
+        source,
+        &format!("SELECT coalesce(max(id), 0)::bigint FROM {log}"),
+        "reading the change log's end",
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None => Ok(0),
+    }
 }
 
 fn until(value: Option<&serde_json::Value>) -> Result<Until, Outcome> {
@@ -145,15 +179,43 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    // This step's own position (a re-run after a kill), or an earlier step's, the further on.
-    let (mut position, mut horizon) = (number("position"), number("horizon"));
+    // This step's own position (a re-run after a kill), or an earlier step's, the further on —
+    // each only if it is of this change log: one removed and installed again (db-capture rolled
+    // back and run again) starts its ids over, and the engine has the copy made again.
+    let log_id = log_oid(&source, &log).await?;
+    let (mut position, mut horizon) = (0, 0);
+    let own = earlier
+        .and_then(|r| r.get("log_id"))
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let mut older_log = false;
+    if own.is_none_or(|id| id == log_id) {
+        (position, horizon) = (number("position"), number("horizon"));
+    } else if number("position") > 0 {
+        older_log = true;
+    }
     if let Some(given) = p.resume.as_deref() {
-        let (p, h) = parse_resume(given)?;
-        if p > position {
+        let (p, h, of) = parse_resume(given)?;
+        if of.is_some_and(|id| id != log_id) {
+            older_log |= p > 0;
+        } else if p > position {
             (position, horizon) = (p, h);
         }
     }
+    if older_log {
+        ctx.report
+            .info("a recorded position is of a change log since removed and installed again: not used (the new log's ids start over)")
+            .await;
+    }
+    // A position past the log's end (recorded before this log existed, by a step that did not
+    // record which log): nothing of it is in this log.
+    let last = log_end(&source, &log).await?;
+    if position > last {
+        return Err(Outcome::failed(format!(
+            "the position {position} is past the change log's last change ({last}): the capture was removed and installed again since it was recorded, and its ids started over — copy again after the capture (db-copy), then run the catch-ups again"
+        )));
+    }
     let mut applier = Applier::new(ctx, source, target, log, batch, (position, horizon));
+    applier.log_id = Some(log_id);
     if let Some(keys) = keys {
         applier.live_target(keys);
     }
@@ -219,7 +281,12 @@ mod tests {
 
     #[test]
     fn resume_is_a_position_and_a_horizon() {
-        assert_eq!(parse_resume("120:4711").ok(), Some((120, 4711)));
+        assert_eq!(parse_resume("120:4711").ok(), Some((120, 4711, None)));
+        assert_eq!(
+            parse_resume("120:4711:16390").ok(),
+            Some((120, 4711, Some(16390)))
+        );
+        assert!(parse_resume("1:2:3:4").is_err());
         assert!(parse_resume("120").is_err());
         assert!(parse_resume("a:b").is_err());
     }

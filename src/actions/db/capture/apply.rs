@@ -457,28 +457,31 @@ pub(super) struct Live {
     /// The plan's notes already said in this step.
     said: BTreeSet<String>,
     /// Whether a table's key (by its columns) has a unique index `ON CONFLICT` can use on the
-    /// target (none when its constraint is DEFERRABLE), learnt at its first upsert.
+    /// target (not when its constraint is DEFERRABLE, or there is none there), learnt at its
+    /// first upsert.
     arbiter: BTreeMap<(String, Vec<String>), bool>,
 }
 
 /// Whether `table` has on the target a unique index on exactly `key` that `ON CONFLICT` can use
-/// as its arbiter: valid, not partial, no expression, and not DEFERRABLE.
-async fn has_arbiter(
+/// as its arbiter (valid, not partial, no expression, not DEFERRABLE): `Ok(None)` when it has;
+/// else why not, for the step's log.
+async fn no_arbiter(
     target: &tokio_postgres::Transaction<'_>,
     table: &str,
     key: &[String],
-) -> Result<bool, Outcome> {
+) -> Result<Option<String>, Outcome> {
     let key: Vec<String> = key.to_vec();
     let rows = target
         .query(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1::text::regclass \
-                AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL \
+            "SELECT coalesce(bool_or(i.indimmediate), false), count(*) > 0 FROM pg_index i \
+              WHERE i.indrelid = $1::text::regclass \
+                AND i.indisunique AND i.indisvalid AND i.indpred IS NULL \
                 AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[]) \
                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) \
                        FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, ord) \
                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n \
                       WHERE k.ord <= i.indnkeyatts) \
-                    = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
+                    = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x)",
             &[&table, &key],
         )
         .await
@@ -486,10 +489,21 @@ async fn has_arbiter(
             "reading the target's unique indexes of {table} (key {})",
             key.join(", ")
         )))?;
-    match rows.first() {
-        Some(row) => col(row, 0),
-        None => Ok(false),
-    }
+    let (immediate, any): (bool, bool) = match rows.first() {
+        Some(row) => (col(row, 0)?, col(row, 1)?),
+        None => (false, false),
+    };
+    Ok(match (immediate, any) {
+        (true, _) => None,
+        (false, true) => Some(format!(
+            "{table}: its key ({}) is a DEFERRABLE constraint on the target, which ON CONFLICT cannot use",
+            key.join(", ")
+        )),
+        (false, false) => Some(format!(
+            "{table}: the target has no unique index on its key ({}), which ON CONFLICT needs",
+            key.join(", ")
+        )),
+    })
 }
 
 /// Keys by table, then by their column names.
@@ -1024,18 +1038,17 @@ async fn live_batch(
             let arbiter = match live.arbiter.get(&(table.clone(), key_cols.clone())) {
                 Some(known) => *known,
                 None => {
-                    let known = has_arbiter(&ttx, table, key_cols).await?;
-                    live.arbiter
-                        .insert((table.clone(), key_cols.clone()), known);
-                    if !known {
+                    let why = no_arbiter(&ttx, table, key_cols).await?;
+                    if let Some(why) = &why {
                         ctx.report
                             .info(format!(
-                                "{table}: its key ({}) is a DEFERRABLE constraint on the target, which ON CONFLICT cannot use: its rows are updated by key, and those it lacks inserted, in one statement",
-                                key_cols.join(", ")
+                                "{why}: its rows are updated by key, and those it lacks inserted, in one statement"
                             ))
                             .await;
                     }
-                    known
+                    live.arbiter
+                        .insert((table.clone(), key_cols.clone()), why.is_none());
+                    why.is_none()
                 }
             };
             let statement = if arbiter {

@@ -3178,3 +3178,180 @@ fn a_unique_value_exchanged_inside_one_batch_is_named_on_a_live_target() {
         "1a@example.com,2b@example.com"
     );
 }
+
+/// A `db.catchup` step with its own batch size.
+fn catchup_batch(batch: i64) -> String {
+    format!("[[phase.step]]\nid = \"catchup\"\ndo = \"db.catchup\"\nsource = \"${{secret.SOURCE}}\"\ntarget = \"${{secret.TARGET}}\"\nbatch = {batch}\n\n")
+}
+
+/// A composite key whose column order in the catalog (tenant, id) is not jsonb's (id, tenant):
+/// the keys the log records and those the foreign keys add to a batch are one table's keys, in
+/// one upsert. A row referencing itself (not DEFERRABLE) through (tenant, parent) is logged
+/// before its parent, in batches of 1: the parent joins the child's batch, and both must land
+/// in one statement (two, and the child's fails at its end, on every re-run).
+#[test]
+fn a_composite_key_in_another_order_than_jsonb_lands_in_one_statement() {
+    let (source, target) = live_target_databases("live_order", "live_owner_order");
+    let ddl = "CREATE TABLE tree (tenant text NOT NULL, id int NOT NULL, parent int, v text, \
+                   PRIMARY KEY (tenant, id), \
+                   CONSTRAINT tree_up FOREIGN KEY (tenant, parent) REFERENCES tree (tenant, id)); \
+               INSERT INTO tree VALUES ('a', 1, NULL, 'root')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{}", catchup_batch(1)));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "INSERT INTO tree SELECT * FROM (VALUES ('a', 10, 20, 'child'), ('a', 20, 1, 'parent')) v(t, i, p, v) ORDER BY i; \
+         UPDATE tree SET v = 'root!' WHERE tenant = 'a' AND id = 1",
+    );
+    run_ok(&p, "catchup");
+    assert_eq!(table_sum(&source, "tree"), table_sum(&target, "tree"));
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT count(*) FROM tree c WHERE c.parent IS NOT NULL AND NOT EXISTS \
+               (SELECT 1 FROM tree p WHERE p.tenant = c.tenant AND p.id = c.parent)"
+        ),
+        "0"
+    );
+}
+
+/// A parent keyed by (id, created_at timestamptz), written by an app whose session is not in
+/// UTC (the log spells the key in its time zone, the target in UTC): children moved to another
+/// parent and their old parent deleted in one transaction. The old parent is deleted after
+/// the children moved (ON DELETE CASCADE would take them, and their own children with them):
+/// every row survives on the target.
+#[test]
+fn a_parent_keyed_by_a_timestamptz_is_deleted_after_its_children_moved() {
+    let (source, target) = live_target_databases("live_tz", "live_owner_tz");
+    let ddl = "CREATE TABLE tp (id int NOT NULL, created_at timestamptz NOT NULL, name text, \
+                   PRIMARY KEY (id, created_at)); \
+               CREATE TABLE tc (id int PRIMARY KEY, pid int NOT NULL, pat timestamptz NOT NULL, v text, \
+                   FOREIGN KEY (pid, pat) REFERENCES tp (id, created_at) ON DELETE CASCADE); \
+               CREATE TABLE tg (id int PRIMARY KEY, cid int NOT NULL REFERENCES tc (id) ON DELETE CASCADE, v text); \
+               INSERT INTO tp VALUES (1, '2026-01-01 00:00:00+00', 'one'), (2, '2026-02-01 12:30:00.5+00', 'two'); \
+               INSERT INTO tc SELECT g, 1, '2026-01-01 00:00:00+00', 'c' || g FROM generate_series(1, 3) g; \
+               INSERT INTO tg SELECT g, g % 3 + 1, 'g' || g FROM generate_series(1, 6) g";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{CATCHUP}"));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "SET TimeZone = 'America/New_York'; \
+         BEGIN; UPDATE tc SET pid = 2, pat = '2026-02-01 12:30:00.5+00' WHERE pid = 1; \
+         DELETE FROM tp WHERE id = 1; COMMIT",
+    );
+    assert!(
+        pg::scalar(
+            &source,
+            "SELECT string_agg(key::text, ' ') FROM cutover_capture.changes WHERE tbl = 'public.tp'"
+        )
+        .contains("-05:00"),
+        "the log does not spell the key in the app's time zone"
+    );
+    run_ok(&p, "catchup");
+    for table in ["tp", "tc", "tg"] {
+        assert_eq!(
+            table_sum(&source, table),
+            table_sum(&target, table),
+            "{table}"
+        );
+    }
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM tg"), "6");
+}
+
+/// A key value equal to the target's but spelled otherwise (numeric 1.0 → 1.00) lands as the
+/// source spells it: the upsert sets the key's columns too.
+#[test]
+fn a_key_spelled_otherwise_lands_as_the_source_spells_it_on_a_live_target() {
+    let (source, target) = live_target_databases("live_spell", "live_owner_spell");
+    let ddl = "CREATE TABLE amounts (k numeric PRIMARY KEY, v text); \
+               INSERT INTO amounts VALUES (1.0, 'one'), (2.0, 'two')";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{CATCHUP}"));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE amounts SET k = 1.00 WHERE k = 1; UPDATE amounts SET k = 2.000, v = 'two!' WHERE k = 2",
+    );
+    run_ok(&p, "catchup");
+    assert_eq!(
+        pg::scalar(
+            &target,
+            "SELECT string_agg(k::text || v, ',' ORDER BY k) FROM amounts"
+        ),
+        "1.00one,2.000two!"
+    );
+    assert_eq!(table_sum(&source, "amounts"), table_sum(&target, "amounts"));
+}
+
+/// A chain of 1,500 rows referencing each other (ON DELETE CASCADE), deleted at its head: the
+/// batch that holds the head's delete follows the chain down through the target, 1,500 rounds
+/// (no cap), saying its progress, and once that the foreign key's columns have no index there.
+#[test]
+fn a_cascade_deeper_than_a_thousand_rounds_lands_on_a_live_target() {
+    let (source, target) = live_target_databases("live_deep", "live_owner_deep");
+    let ddl = "CREATE TABLE chain (id int PRIMARY KEY, up int REFERENCES chain (id) ON DELETE CASCADE, v text); \
+               INSERT INTO chain SELECT g, nullif(g - 1, 0), 'c' || g FROM generate_series(1, 1500) g; \
+               CREATE TABLE other (id int PRIMARY KEY, v text)";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{}", catchup_batch(10)));
+    run_ok(&p, "capture");
+    // The head deleted, the cascade takes the rest on the source: the head's delete is logged
+    // first, and its batch of 10 holds 10 of the 1,500.
+    pg::run_sql(
+        &source,
+        "DELETE FROM chain WHERE id = 1; INSERT INTO other VALUES (1, 'x')",
+    );
+    assert_eq!(
+        pg::scalar(
+            &source,
+            "SELECT key::text FROM cutover_capture.changes WHERE tbl = 'public.chain' ORDER BY id LIMIT 1"
+        ),
+        "{\"id\": 1}"
+    );
+    run_ok(&p, "catchup");
+    assert_eq!(pg::scalar(&target, "SELECT count(*) FROM chain"), "0");
+    assert_eq!(table_sum(&source, "other"), table_sum(&target, "other"));
+    let log = p.run(&["log", "catchup"]).stdout();
+    assert!(
+        log.contains("the batch's foreign keys lead on: round 1400 of parents and children"),
+        "{log}"
+    );
+    let unindexed = "public.chain has no index on the columns of its foreign key chain_up_fkey (up) to public.chain";
+    assert_eq!(log.matches(unindexed).count(), 1, "{log}");
+}
+
+/// A table whose key is a DEFERRABLE primary key (ON CONFLICT cannot use it as an arbiter):
+/// its rows are updated by key and the missing ones inserted, in one statement, on a live
+/// target.
+#[test]
+fn a_deferrable_key_lands_on_a_live_target() {
+    let (source, target) = live_target_databases("live_defer", "live_owner_defer");
+    let ddl = "CREATE TABLE accounts (id int PRIMARY KEY DEFERRABLE, name text, n int); \
+               INSERT INTO accounts SELECT g, 'a' || g, g FROM generate_series(1, 5) g";
+    pg::run_sql(&source, ddl);
+    pg::run_sql(&target, ddl);
+    let p = project(&source, &target, &format!("{CAPTURE}{CATCHUP}"));
+    run_ok(&p, "capture");
+    pg::run_sql(
+        &source,
+        "UPDATE accounts SET name = name || '!' WHERE id <= 2; \
+         INSERT INTO accounts VALUES (6, 'six', 6), (7, 'seven', 7); \
+         DELETE FROM accounts WHERE id = 3; UPDATE accounts SET n = 70 WHERE id = 7",
+    );
+    run_ok(&p, "catchup");
+    assert_eq!(
+        table_sum(&source, "accounts"),
+        table_sum(&target, "accounts")
+    );
+    let log = p.run(&["log", "catchup"]).stdout();
+    assert!(
+        log.contains("public.accounts: its key (id) is a DEFERRABLE constraint on the target"),
+        "{log}"
+    );
+}

@@ -71,12 +71,13 @@ impl Columns {
     fn identity(&self) -> bool {
         self.all.iter().any(|c| c.2)
     }
-    /// What an upsert sets again: the written columns but the key's and those an UPDATE may
-    /// not write (identity `GENERATED ALWAYS`).
-    fn updated(&self, key: &[String]) -> Vec<String> {
+    /// What an upsert sets again: the written columns but those an UPDATE may not write
+    /// (identity `GENERATED ALWAYS`). The key's columns too: a value equal to the target's but
+    /// spelled otherwise (citext 'abc' → 'ABC', numeric 1.0 → 1.00) lands as the source has it.
+    fn updated(&self) -> Vec<String> {
         self.all
             .iter()
-            .filter(|c| !c.1 && !c.3 && !key.contains(&c.0))
+            .filter(|c| !c.1 && !c.3)
             .map(|c| c.0.clone())
             .collect()
     }
@@ -103,11 +104,22 @@ async fn columns(target: &Client, table: &str) -> Result<Columns, Outcome> {
     Ok(Columns { all })
 }
 
-/// The key column names a logged key holds.
+/// The key column names a logged key holds, in jsonb's order (shortest name first).
 fn key_columns(key: &str) -> Result<Vec<String>, Outcome> {
     let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key)
         .map_err(|e| Outcome::failed(format!("a logged key is not a JSON object: {e}")))?;
     Ok(value.keys().cloned().collect())
+}
+
+/// A logged key's columns in the catalog's order (the key's index order), when they are the
+/// catalog's key: the keys the foreign keys add to a live batch are filed under that order, and
+/// one table's keys must be filed under one order (one upsert per table: a row and the parent
+/// it references in one statement).
+fn in_catalog_order(cols: Vec<String>, catalog: Option<&Vec<String>>) -> Vec<String> {
+    match catalog {
+        Some(key) if key.len() == cols.len() && key.iter().all(|k| cols.contains(k)) => key.clone(),
+        _ => cols,
+    }
 }
 
 /// `(t.a, t.b) IN (SELECT a, b FROM jsonb_populate_recordset(NULL::tbl, $1))`: the rows of
@@ -181,6 +193,7 @@ impl<'a> Applier<'a> {
             keys,
             foreign: None,
             said: BTreeSet::new(),
+            arbiter: BTreeMap::new(),
         });
     }
 
@@ -287,9 +300,10 @@ impl<'a> Applier<'a> {
                 match &change.key {
                     None => entry.truncate = true,
                     Some(key) => {
+                        let catalog = self.live.as_ref().and_then(|l| l.keys.get(&change.table));
                         entry
                             .keys
-                            .entry(key_columns(key)?)
+                            .entry(in_catalog_order(key_columns(key)?, catalog))
                             .or_default()
                             .insert(key.clone());
                     }
@@ -451,6 +465,54 @@ pub(super) struct Live {
     foreign: Option<Vec<ForeignKey>>,
     /// The plan's notes already said in this step.
     said: BTreeSet<String>,
+    /// Whether a table's key (by its columns) has a unique index `ON CONFLICT` can use on the
+    /// target (not when its constraint is DEFERRABLE, or there is none there), learnt at its
+    /// first upsert.
+    arbiter: BTreeMap<(String, Vec<String>), bool>,
+}
+
+/// Whether `table` has on the target a unique index on exactly `key` that `ON CONFLICT` can use
+/// as its arbiter (valid, not partial, no expression, not DEFERRABLE): `Ok(None)` when it has;
+/// else why not, for the step's log.
+async fn no_arbiter(
+    target: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    key: &[String],
+) -> Result<Option<String>, Outcome> {
+    let key: Vec<String> = key.to_vec();
+    let rows = target
+        .query(
+            "SELECT coalesce(bool_or(i.indimmediate), false), count(*) > 0 FROM pg_index i \
+              WHERE i.indrelid = $1::text::regclass \
+                AND i.indisunique AND i.indisvalid AND i.indpred IS NULL \
+                AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[]) \
+                AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) \
+                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, ord) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n \
+                      WHERE k.ord <= i.indnkeyatts) \
+                    = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x)",
+            &[&table, &key],
+        )
+        .await
+        .map_err(err(&format!(
+            "reading the target's unique indexes of {table} (key {})",
+            key.join(", ")
+        )))?;
+    let (immediate, any): (bool, bool) = match rows.first() {
+        Some(row) => (col(row, 0)?, col(row, 1)?),
+        None => (false, false),
+    };
+    Ok(match (immediate, any) {
+        (true, _) => None,
+        (false, true) => Some(format!(
+            "{table}: its key ({}) is a DEFERRABLE constraint on the target, which ON CONFLICT cannot use",
+            key.join(", ")
+        )),
+        (false, false) => Some(format!(
+            "{table}: the target has no unique index on its key ({}), which ON CONFLICT needs",
+            key.join(", ")
+        )),
+    })
 }
 
 /// Keys by table, then by their column names.
@@ -546,10 +608,17 @@ fn add(keys: &mut Keys, table: &str, cols: &[String], key: String) {
 /// 4. In the target's transaction: the gone keys deleted, children first (one statement per
 ///    table); the truncated tables emptied with `DELETE` (TRUNCATE of a referenced table fails
 ///    on a live target), children first, after checking that no table left out of the
-///    truncation references them; the rows to land upserted, parents first (`INSERT … ON
-///    CONFLICT (key) DO UPDATE`: a delete and an insert would cascade to, or fail on, the
-///    children on the target); last, the gone keys whose rows were still referenced by rows that
-///    land (children moved to another parent), children first.
+///    truncation references them; the rows to land upserted, parents first, one statement per
+///    table (`INSERT … ON CONFLICT (key) DO UPDATE`, the key's columns set too: a delete and an
+///    insert would cascade to, or fail on, the children on the target; a key whose constraint is
+///    DEFERRABLE cannot be ON CONFLICT's arbiter: then `WITH … UPDATE … FROM` the rows by key and
+///    `INSERT … WHERE NOT EXISTS`, still one statement); last, the gone keys whose rows were
+///    still referenced by rows that land (children moved to another parent), children first.
+///
+/// Keys are compared as text: each table's key columns in the catalog's order (`in_catalog_order`),
+/// and a key found through a foreign key keeps the text it was asked with (a timestamptz key
+/// logged in the app's time zone reads otherwise once built again in UTC). The closure has no
+/// cap on its rounds (each key joins once), and says its progress every 100 rounds.
 ///
 /// A TRUNCATE … CASCADE logs each table it empties: the tables emptied by the same transactions
 /// as this batch's TRUNCATEs join it, wherever the batch ends. Not handled: a foreign key
@@ -600,13 +669,17 @@ async fn live_batch(
     // (child, its key) referenced (parent, its gone key) on the target.
     let mut refs: Vec<((String, String), (String, String))> = Vec::new();
     let mut joined_keys = 0usize;
-    let mut rounds = 0;
+    // No cap on the rounds: a key joins the batch once (`knows`, `pending`), so they end; a
+    // cascading chain deeper than any cap would otherwise fail every re-run.
+    let mut rounds = 0u64;
     while !pending.is_empty() {
         rounds += 1;
-        if rounds > 1000 {
-            return Err(Outcome::failed(
-                "the batch's foreign keys lead on and on (over 1000 rounds of parents and children): nothing was written",
-            ));
+        if rounds % 100 == 0 {
+            ctx.report
+                .info(format!(
+                    "the batch's foreign keys lead on: round {rounds} of parents and children, {joined_keys} key(s) joined so far"
+                ))
+                .await;
         }
         let mut new_gone: Keys = BTreeMap::new();
         let mut new_present: Keys = BTreeMap::new();
@@ -684,15 +757,33 @@ async fn live_batch(
                 let Some(child_key) = live.keys.get(&fk.child).filter(|k| !k.is_empty()) else {
                     continue;
                 };
+                if !fk.indexed {
+                    let note = format!(
+                        "{child} has no index on the columns of its foreign key {name} ({cols}) to {parent}: each round that follows rows of {parent} gone from the source scans {child} (an index on ({cols}) on the target avoids it)",
+                        child = fk.child,
+                        name = fk.name,
+                        cols = fk.child_cols.join(", "),
+                    );
+                    if live.said.insert(note.clone()) {
+                        ctx.report.info(note).await;
+                    }
+                }
                 for (key_cols, keys) in sets {
+                    // The gone key with the very text it was logged with (built again from the
+                    // target's row it could read otherwise: a timestamptz in another time zone).
+                    let same: Vec<String> = key_cols
+                        .iter()
+                        .map(|c| format!("p.{c} = r.{c}", c = ident(c)))
+                        .collect();
                     let found = target
                         .query(
                             &format!(
-                                "SELECT {}::text, {}::text FROM {child} c JOIN {parent} p ON {} WHERE {}",
+                                "SELECT {}::text, k.x::text FROM jsonb_array_elements($1::text::jsonb) k(x) \
+                                   CROSS JOIN LATERAL jsonb_populate_record(NULL::{parent}, k.x) r \
+                                   JOIN {parent} p ON {} JOIN {child} c ON {}",
                                 key_object("c", child_key),
-                                key_object("p", key_cols),
+                                same.join(" AND "),
                                 joined(fk),
-                                key_match_as("p", parent, key_cols),
                                 child = fk.child,
                             ),
                             &[&json_array(keys.iter())],
@@ -938,34 +1029,82 @@ async fn live_batch(
                 continue;
             }
             let updated: Vec<String> = cols
-                .updated(key_cols)
+                .updated()
                 .iter()
                 .map(|c| format!("{c} = EXCLUDED.{c}", c = ident(c)))
                 .collect();
-            let action = if updated.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updated.join(", "))
-            };
             // One row once (a key logged in two spellings finds it twice).
             let texts: Vec<&String> = rows
                 .values()
                 .collect::<BTreeSet<&String>>()
                 .into_iter()
                 .collect();
-            ttx.execute(
-                &format!(
-                    "INSERT INTO {table} ({}) {} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s \
+            let overriding = if cols.identity() {
+                "OVERRIDING SYSTEM VALUE"
+            } else {
+                ""
+            };
+            let arbiter = match live.arbiter.get(&(table.clone(), key_cols.clone())) {
+                Some(known) => *known,
+                None => {
+                    let why = no_arbiter(&ttx, table, key_cols).await?;
+                    if let Some(why) = &why {
+                        ctx.report
+                            .info(format!(
+                                "{why}: its rows are updated by key, and those it lacks inserted, in one statement"
+                            ))
+                            .await;
+                    }
+                    live.arbiter
+                        .insert((table.clone(), key_cols.clone()), why.is_none());
+                    why.is_none()
+                }
+            };
+            let statement = if arbiter {
+                let action = if updated.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    format!("DO UPDATE SET {}", updated.join(", "))
+                };
+                format!(
+                    "INSERT INTO {table} ({}) {overriding} SELECT {} FROM (SELECT r::{table} AS v FROM unnest($1::text[]) r) s \
                      ON CONFLICT ({}) {action}",
                     written.join(", "),
-                    if cols.identity() { "OVERRIDING SYSTEM VALUE" } else { "" },
                     picked.join(", "),
                     key_cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", "),
-                ),
-                &[&texts],
-            )
-            .await
-            .map_err(|e| {
+                )
+            } else {
+                // A data-modifying WITH: one statement (a row and the parent it references
+                // checked at its end, as with ON CONFLICT), whose INSERT sees the table as it was
+                // before the UPDATE.
+                let matched: Vec<String> = key_cols
+                    .iter()
+                    .map(|c| format!("t.{c} = (s.v).{c}", c = ident(c)))
+                    .collect();
+                let set: Vec<String> = cols
+                    .updated()
+                    .iter()
+                    .map(|c| format!("{c} = (s.v).{c}", c = ident(c)))
+                    .collect();
+                let update = if set.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", u AS (UPDATE {table} t SET {} FROM s WHERE {} RETURNING 1)",
+                        set.join(", "),
+                        matched.join(" AND ")
+                    )
+                };
+                format!(
+                    "WITH s AS (SELECT r::{table} AS v FROM unnest($1::text[]) r){update} \
+                     INSERT INTO {table} ({}) {overriding} SELECT {} FROM s \
+                      WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {})",
+                    written.join(", "),
+                    picked.join(", "),
+                    matched.join(" AND ")
+                )
+            };
+            ttx.execute(&statement, &[&texts]).await.map_err(|e| {
                 Outcome::failed(format!(
                     "writing the changed rows of {table} (key {}): {}",
                     some_keys(rows.keys()),
@@ -1037,5 +1176,21 @@ mod tests {
             key_match("public.t", &["id".to_string()]),
             "(t.\"id\") IN (SELECT \"id\" FROM jsonb_populate_recordset(NULL::public.t, $1::text::jsonb))"
         );
+    }
+
+    #[test]
+    fn logged_keys_take_the_catalogs_column_order() {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let logged = key_columns(r#"{"id": 1, "tenant": "a"}"#).unwrap_or_default();
+        assert_eq!(
+            in_catalog_order(logged.clone(), Some(&v(&["tenant", "id"]))),
+            v(&["tenant", "id"])
+        );
+        // Another key than the catalog's (or none known): the logged order stays.
+        assert_eq!(
+            in_catalog_order(logged.clone(), Some(&v(&["tenant"]))),
+            v(&["id", "tenant"])
+        );
+        assert_eq!(in_catalog_order(logged, None), v(&["id", "tenant"]));
     }
 }

@@ -25,6 +25,9 @@ pub(super) struct ForeignKey {
     pub child_cols: Vec<String>,
     pub parent_cols: Vec<String>,
     pub deferrable: bool,
+    /// The child has an index whose leading columns are the key's (a lookup of the children
+    /// of a parent's rows does not scan the child).
+    pub indexed: bool,
 }
 
 /// Every foreign key of the target between plain tables (partitions included), each table
@@ -40,7 +43,11 @@ pub(super) async fn foreign_keys(target: &Client) -> Result<Vec<ForeignKey>, Out
                 (SELECT array_agg(a.attname::text ORDER BY k.ord) \
                    FROM unnest(c.confkey) WITH ORDINALITY k(n, ord) \
                    JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n), \
-                c.condeferrable \
+                c.condeferrable, \
+                EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid AND i.indisvalid \
+                           AND i.indpred IS NULL AND cardinality(c.conkey) <= i.indnkeyatts \
+                           AND (SELECT array_agg(x.n) FROM unnest(i.indkey::int2[]) WITH ORDINALITY x(n, ord) \
+                                 WHERE x.ord <= cardinality(c.conkey)) @> c.conkey) \
            FROM pg_constraint c \
            JOIN pg_class cr ON cr.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace \
            JOIN pg_class pr ON pr.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace \
@@ -58,6 +65,7 @@ pub(super) async fn foreign_keys(target: &Client) -> Result<Vec<ForeignKey>, Out
             child_cols: col(row, 3)?,
             parent_cols: col(row, 4)?,
             deferrable: col(row, 5)?,
+            indexed: col(row, 6)?,
         });
     }
     Ok(out)
@@ -221,6 +229,7 @@ mod tests {
             child_cols: vec!["p".to_string()],
             parent_cols: vec!["id".to_string()],
             deferrable,
+            indexed: true,
         }
     }
 

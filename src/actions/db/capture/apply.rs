@@ -65,6 +65,20 @@ pub(super) struct Columns {
 }
 
 impl Columns {
+    /// The source's row as the batch reads it (alias `t`), one expression a column in the
+    /// target's order: a generated column as NULL (the target computes it).
+    fn read_exprs(&self) -> Vec<String> {
+        self.all
+            .iter()
+            .map(|(name, generated, _, _)| {
+                if *generated {
+                    "NULL::text".to_string()
+                } else {
+                    format!("t.{}", ident(name))
+                }
+            })
+            .collect()
+    }
     fn written(&self) -> impl Iterator<Item = &String> {
         self.all.iter().filter(|c| !c.1).map(|c| &c.0)
     }
@@ -364,17 +378,7 @@ async fn replica_batch(
         let Some(cols) = tables_cache.get(table) else {
             continue;
         };
-        let exprs: Vec<String> = cols
-            .all
-            .iter()
-            .map(|(name, generated, _, _)| {
-                if *generated {
-                    "NULL::text".to_string()
-                } else {
-                    format!("t.{}", ident(name))
-                }
-            })
-            .collect();
+        let exprs = cols.read_exprs();
         for (key, keys) in &w.keys {
             let array = format!(
                 "[{}]",
@@ -690,17 +694,7 @@ async fn live_batch(
             let Some(cols) = tables_cache.get(&table) else {
                 continue;
             };
-            let exprs: Vec<String> = cols
-                .all
-                .iter()
-                .map(|(name, generated, _, _)| {
-                    if *generated {
-                        "NULL::text".to_string()
-                    } else {
-                        format!("t.{}", ident(name))
-                    }
-                })
-                .collect();
+            let exprs = cols.read_exprs();
             let entry = landing.entry(table.clone()).or_default();
             for (key_cols, keys) in sets {
                 let keys: Vec<String> = keys

@@ -1371,6 +1371,63 @@ needs = ["migrate"]
         .stderr_has("step `b` uses an output of `a` but does not need it");
 }
 
+/// `refuse_after`: once the named step is done, the step may not run again (a copy or a
+/// catch-up after the cutover would overwrite the users' writes) — refused before its phrase,
+/// naming the step, when and by whom; once that step is rolled back, it may. `validate` names
+/// an unknown step.
+#[test]
+fn a_step_refused_after_another_is_done_runs_again_once_that_one_is_rolled_back() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "copy"
+do = "shell"
+run = "echo copied >> copies.txt"
+destructive = true
+confirm = "copy"
+refuse_after = "cutover"
+
+[[phase.step]]
+id = "cutover"
+do = "shell"
+run = "echo cut > cut.txt"
+rollback = { do = "shell", run = "rm -f cut.txt" }
+needs = ["copy"]
+"#,
+    );
+    p.ok(&["run", "copy", "--confirm", "copy"]);
+    // Again before the cutover: allowed.
+    p.ok(&["run", "copy", "--confirm", "copy"]);
+    p.ok(&["run", "cutover"]);
+    p.run(&["run", "copy", "--confirm", "copy"])
+        .expect(5)
+        .stderr_has("step `copy` may not run now: `cutover` was done at ")
+        .stderr_has("roll `cutover` back first");
+    assert_eq!(
+        p.read("copies.txt").lines().count(),
+        2,
+        "the refused copy ran"
+    );
+    p.ok(&[
+        "rollback",
+        "cutover",
+        "--note",
+        "back",
+        "--only",
+        "--confirm",
+        "roll back cutover",
+    ]);
+    p.ok(&["run", "copy", "--confirm", "copy"]);
+    assert_eq!(p.read("copies.txt").lines().count(), 3);
+
+    let bad = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\nrefuse_after = \"ghost\"\n",
+    );
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("`refuse_after` of step `a` names unknown step `ghost`");
+}
+
 /// A journal as cutover writes it (each line chained to the one before by its sha256), of
 /// runs that each started and succeeded at the given times: the durations a test needs
 /// without waiting them out.

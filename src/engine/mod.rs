@@ -128,6 +128,13 @@ pub enum EngineError {
     },
     #[error("step `{step}` is gated: {detail}")]
     Gated { step: String, detail: String },
+    #[error("step `{step}` may not run now: `{after}` was done at {since} by {actor}, and running `{step}` again would overwrite what happened since (roll `{after}` back first if that is what you mean)")]
+    RunRefusedAfter {
+        step: String,
+        after: String,
+        since: String,
+        actor: String,
+    },
     #[error("step `{step}` changed since it ran: re-run it by id (`cutover run {step}`) or mark it (`cutover mark {step} done --note ...`)")]
     Changed { step: String },
     #[error("step `{step}` is destructive. {consequence}\nTo run it, type its phrase: --confirm \"{phrase}\"")]
@@ -389,6 +396,21 @@ impl Engine {
                 })
             }
             _ => {}
+        }
+        if let Some(after) = &step.refuse_after {
+            if let Some(record) = self
+                .journal
+                .state()
+                .step(after)
+                .filter(|r| r.status == Recorded::Done)
+            {
+                return Err(EngineError::RunRefusedAfter {
+                    step: step.id.clone(),
+                    after: after.clone(),
+                    since: record.since.clone(),
+                    actor: record.actor.clone(),
+                });
+            }
         }
         Ok(())
     }

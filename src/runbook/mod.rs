@@ -226,6 +226,10 @@ pub struct Step {
     pub via: Option<String>,
     /// Runs only when a value known by then equals this (see [`OnlyIf`]).
     pub only_if: Option<OnlyIf>,
+    /// `refuse_after = "STEP"`: once that step is done (and not rolled back) this one may not
+    /// run again — what it writes would overwrite what happened since (a copy or a catch-up
+    /// after the cutover, over the users' writes on the target).
+    pub refuse_after: Option<String>,
     /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.

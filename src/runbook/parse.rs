@@ -73,6 +73,7 @@ const STEP_KEYS: &[&str] = &[
     "starts_billing",
     "via",
     "only_if",
+    "refuse_after",
 ];
 const ONLY_IF_KEYS: &[&str] = &["value", "equals", "why"];
 const AFTER_KEYS: &[&str] = &["step", "at_least"];
@@ -1007,6 +1008,9 @@ impl Parser<'_> {
             .collect();
         let via = self.string(table, "via", &context, None).map(|(v, _)| v);
         let only_if = self.only_if(table, &context, index);
+        let refuse_after = self
+            .string(table, "refuse_after", &context, None)
+            .map(|(v, _)| v);
         let action = self.action(table, &context, value.span(), index, STEP_KEYS);
         let check = match Self::get(table, "check") {
             None => None,
@@ -1052,6 +1056,7 @@ impl Parser<'_> {
             starts_billing,
             via,
             only_if,
+            refuse_after,
             digest: String::new(),
             line: source.locate(id_span.start).line,
         })
@@ -1447,6 +1452,20 @@ impl Parser<'_> {
                         )
                     }
                     Some(_) => {}
+                }
+            }
+            if let Some(after) = &step.refuse_after {
+                if !known.contains(after.as_str()) {
+                    let span = id_spans.get(&step.id).cloned().unwrap_or(0..0);
+                    let mut d = Diagnostic::new(
+                        span,
+                        format!(
+                            "`refuse_after` of step `{}` names unknown step `{after}`",
+                            step.id
+                        ),
+                    );
+                    d.help = suggestion(after, &known_list);
+                    self.diagnostics.push(d);
                 }
             }
             if let Some(gate) = &step.after {

@@ -233,6 +233,11 @@ fn the_bundled_runbook_keeps_the_copy_and_the_aws_work_out_of_the_freeze() {
         drain.action.params.get("final"),
         Some(&serde_json::Value::Bool(true))
     );
+    // Nothing writes RDS from Heroku once the domain points at AWS.
+    for id in ["db-copy", "db-catchup", "db-catchup-2", "db-drain"] {
+        let step = rb.step(id).unwrap_or_else(|| panic!("no {id}"));
+        assert_eq!(step.refuse_after.as_deref(), Some("dns-cutover"), "{id}");
+    }
     // The copy needs the capture: the triggers are in before its snapshot.
     let copy = rb.step("db-copy").unwrap_or_else(|| panic!("no db-copy"));
     assert!(copy.needs.contains(&"db-capture".to_string()));

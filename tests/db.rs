@@ -1670,24 +1670,27 @@ fn verify_does_not_pass_on_the_checksums_of_an_earlier_copy() {
 /// credential: it owns the database and its tables, and is no superuser), the `vector`
 /// extension created by the cluster's superuser as Heroku does; and an empty target. Returns
 /// the role's source URL and the target's URL.
-fn owned_databases(name: &str, role: &str) -> (String, String) {
-    let password = "capture-pass-7";
-    let src = format!("s_{name}");
-    let tgt = format!("t_{name}");
-    let pg = Clusters::from_env();
+/// A fresh database `db` on the cluster at `admin`, owned by the login role `role` (created
+/// when missing, never a superuser), with `vector` created by the superuser.
+fn database_owned_by(admin: &str, db: &str, role: &str, password: &str) {
     pg::run_sql(
-        &pg.source,
+        admin,
         &format!(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
              CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
         ),
     );
-    pg::run_sql(
-        &pg.source,
-        &format!("DROP DATABASE IF EXISTS {src} WITH (FORCE)"),
-    );
-    pg::run_sql(&pg.source, &format!("CREATE DATABASE {src} OWNER {role}"));
-    pg::run_sql(&pg::url_for(&pg.source, &src), "CREATE EXTENSION vector");
+    pg::run_sql(admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    pg::run_sql(admin, &format!("CREATE DATABASE {db} OWNER {role}"));
+    pg::run_sql(&pg::url_for(admin, db), "CREATE EXTENSION vector");
+}
+
+fn owned_databases(name: &str, role: &str) -> (String, String) {
+    let password = "capture-pass-7";
+    let src = format!("s_{name}");
+    let tgt = format!("t_{name}");
+    let pg = Clusters::from_env();
+    database_owned_by(&pg.source, &src, role, password);
     pg::run_sql(
         &pg.target,
         &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
@@ -2698,19 +2701,7 @@ fn live_target_databases(name: &str, role: &str) -> (String, String) {
     let password = "capture-pass-7";
     let tgt = format!("t_{name}");
     let pg = Clusters::from_env();
-    pg::run_sql(
-        &pg.target,
-        &format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
-             CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION PASSWORD '{password}'; END IF; END $$"
-        ),
-    );
-    pg::run_sql(
-        &pg.target,
-        &format!("DROP DATABASE IF EXISTS {tgt} WITH (FORCE)"),
-    );
-    pg::run_sql(&pg.target, &format!("CREATE DATABASE {tgt} OWNER {role}"));
-    pg::run_sql(&pg::url_for(&pg.target, &tgt), "CREATE EXTENSION vector");
+    database_owned_by(&pg.target, &tgt, role, password);
     let host = pg
         .target
         .rsplit_once('@')

@@ -569,6 +569,30 @@ fn json_array<'k>(keys: impl Iterator<Item = &'k String>) -> String {
 }
 
 /// A few keys, for an error.
+/// Deletes a table's keys gone from the source, in the batch's target transaction; `when`
+/// completes the error's words.
+async fn delete_gone(
+    ttx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    key_cols: &[String],
+    keys: &[String],
+    when: &str,
+) -> Result<(), Outcome> {
+    ttx.execute(
+        &format!("DELETE FROM {table} t WHERE {}", key_match(table, key_cols)),
+        &[&json_array(keys.iter())],
+    )
+    .await
+    .map_err(|e| {
+        Outcome::failed(format!(
+            "deleting the rows of {table} gone from the source{when} (key {}): {}",
+            some_keys(keys.iter()),
+            connection::explain(&e)
+        ))
+    })?;
+    Ok(())
+}
+
 fn some_keys<'k>(keys: impl Iterator<Item = &'k String>) -> String {
     let all: Vec<&String> = keys.collect();
     let shown: Vec<&str> = all.iter().take(3).map(|k| k.as_str()).collect();
@@ -948,21 +972,7 @@ async fn live_batch(
     };
     // The gone keys, children first.
     for (table, key_cols, keys) in delete(false) {
-        ttx.execute(
-            &format!(
-                "DELETE FROM {table} t WHERE {}",
-                key_match(&table, &key_cols)
-            ),
-            &[&json_array(keys.iter())],
-        )
-        .await
-        .map_err(|e| {
-            Outcome::failed(format!(
-                "deleting the rows of {table} gone from the source (key {}): {}",
-                some_keys(keys.iter()),
-                connection::explain(&e)
-            ))
-        })?;
+        delete_gone(&ttx, &table, &key_cols, &keys, "").await?;
     }
     // The truncated tables, children first; none referenced from a table left out.
     let truncated: Vec<&String> = plan
@@ -1109,18 +1119,14 @@ async fn live_batch(
     }
     // The gone keys rows that landed referenced, children first.
     for (table, key_cols, keys) in delete(true) {
-        ttx.execute(
-            &format!("DELETE FROM {table} t WHERE {}", key_match(&table, &key_cols)),
-            &[&json_array(keys.iter())],
+        delete_gone(
+            &ttx,
+            &table,
+            &key_cols,
+            &keys,
+            ", after their children moved",
         )
-        .await
-        .map_err(|e| {
-            Outcome::failed(format!(
-                "deleting the rows of {table} gone from the source, after their children moved (key {}): {}",
-                some_keys(keys.iter()),
-                connection::explain(&e)
-            ))
-        })?;
+        .await?;
     }
     ttx.commit().await.map_err(|e| {
         Outcome::failed(format!(

@@ -1954,3 +1954,177 @@ fn ssm_rollback_after_a_rotation_by_hand_keeps_the_rotation() {
         "the rotation is kept"
     );
 }
+
+/// `elb.maintenance`: the ALB answers every request with a fixed 503 through a rule of its own
+/// (priority 1, every path) on each listener that does not redirect, read back; again, it says
+/// there is nothing to change; `off` takes the rule away and leaves the listeners as they were.
+/// A priority 1 held by another rule is named, and nothing is created.
+#[test]
+fn elb_maintenance_answers_503_itself_then_forwards_again() {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, FixedResponseActionConfig, ProtocolEnum, RedirectActionConfig,
+        RedirectActionStatusCodeEnum, RuleCondition,
+    };
+    let aws = Moto::new();
+    let (dns, forward, redirect) = aws.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&aws.config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
+        let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        let subnets: Vec<String> = ec2
+            .describe_subnets()
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .iter()
+            .filter(|s| s.vpc_id() == Some(vpc.as_str()))
+            .filter_map(|s| s.subnet_id().map(str::to_string))
+            .take(2)
+            .collect();
+        let lb = elb
+            .create_load_balancer()
+            .name("maint-test")
+            .set_subnets(Some(subnets))
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()[0]
+            .clone();
+        let tg = elb
+            .create_target_group()
+            .name("maint-test")
+            .protocol(ProtocolEnum::Http)
+            .port(3000)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_string();
+        let forward = elb
+            .create_listener()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap())
+            .protocol(ProtocolEnum::Http)
+            .port(8080)
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(&tg)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .listeners()[0]
+            .listener_arn()
+            .unwrap()
+            .to_string();
+        let redirect = elb
+            .create_listener()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap())
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Redirect)
+                    .redirect_config(
+                        RedirectActionConfig::builder()
+                            .port("443")
+                            .protocol("HTTPS")
+                            .status_code(RedirectActionStatusCodeEnum::Http301)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .listeners()[0]
+            .listener_arn()
+            .unwrap()
+            .to_string();
+        (lb.dns_name().unwrap().to_string(), forward, redirect)
+    });
+    // (priority, status) of each listener's rules but the default.
+    let rules = |listener: &str| -> Vec<(String, Option<String>)> {
+        aws.block_on(async {
+            let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
+            elb.describe_rules()
+                .listener_arn(listener)
+                .send()
+                .await
+                .unwrap()
+                .rules()
+                .iter()
+                .filter(|r| r.is_default() != Some(true))
+                .map(|r| {
+                    (
+                        r.priority().unwrap_or_default().to_string(),
+                        r.actions()
+                            .first()
+                            .and_then(|a| a.fixed_response_config())
+                            .and_then(|f| f.status_code().map(str::to_string)),
+                    )
+                })
+                .collect()
+        })
+    };
+    let p = project(&format!(
+        "[[phase.step]]\nid = \"on\"\ndo = \"elb.maintenance\"\nload_balancer = \"{dns}\"\nmode = \"on\"\n\n\
+         [[phase.step]]\nid = \"off\"\ndo = \"elb.maintenance\"\nload_balancer = \"maint-test\"\nmode = \"off\"\n"
+    ));
+    p.ok(&["run", "on"])
+        .stderr_has("port 8080: every request answered 503")
+        .says("answers every request with 503 on port(s) 8080");
+    assert_eq!(
+        rules(&forward),
+        [("1".to_string(), Some("503".to_string()))]
+    );
+    assert!(rules(&redirect).is_empty(), "the redirect stays as it is");
+    p.ok(&["run", "on"]).says("nothing to change");
+    assert_eq!(rules(&forward).len(), 1, "one rule, not two");
+
+    p.ok(&["run", "off"])
+        .says("forwards to its targets again on port(s) 8080");
+    assert!(rules(&forward).is_empty());
+    p.ok(&["run", "off"]).says("nothing to change");
+
+    // Another rule at priority 1: named, nothing created.
+    aws.block_on(async {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
+        elb.create_rule()
+            .listener_arn(&forward)
+            .priority(1)
+            .conditions(
+                RuleCondition::builder()
+                    .field("path-pattern")
+                    .values("/admin/*")
+                    .build(),
+            )
+            .actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::FixedResponse)
+                    .fixed_response_config(
+                        FixedResponseActionConfig::builder()
+                            .status_code("403")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    p.run(&["run", "on"])
+        .expect(1)
+        .says("priority 1 on the listener of port 8080 is taken by another rule");
+    assert_eq!(
+        rules(&forward),
+        [("1".to_string(), Some("403".to_string()))]
+    );
+}

@@ -1543,3 +1543,58 @@ needs = ["deploy"]
         "{after}"
     );
 }
+
+/// A rollback's `first` actions run in order after the phrase and before its own action; the
+/// first that fails ends the rollback there, failed, naming it — its own action not run — and
+/// the rollback run again runs them all again.
+#[test]
+fn a_rollbacks_first_actions_run_in_order_and_one_failing_stops_it_before_its_own() {
+    let p = project(
+        r#"
+[[phase.step]]
+id = "cutover"
+do = "shell"
+run = "echo cut > cut.txt"
+rollback = { do = "shell", run = "rm cut.txt && echo back >> order.txt", first = [{ do = "shell", run = "echo stop-writes >> order.txt" }, { do = "shell", run = "test -e drained || { echo 'backlog left' >&2; exit 3; }; echo drain >> order.txt" }] }
+"#,
+    );
+    p.ok(&["run", "cutover"]);
+    let undo = ["rollback", "cutover", "--note", "the new side fails"];
+    // Before the phrase: every part, in order.
+    let asked = p.run(&undo).expect(5);
+    asked
+        .says("The rollback will: ")
+        .says("  1. ")
+        .says("  2. ")
+        .says("  3. ");
+    let mut confirmed = undo.to_vec();
+    confirmed.extend(["--confirm", "roll back cutover"]);
+    p.run(&confirmed)
+        .expect(1)
+        .says("before the rollback itself, shell (step 2 of 3) failed")
+        .says("nothing after it ran");
+    assert_eq!(p.read("order.txt"), "stop-writes\n");
+    assert!(p.file("cut.txt").exists(), "its own action did not run");
+    let failed = p.journal().events("cutover", "rollback_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+
+    p.write("drained", "");
+    p.ok(&confirmed);
+    assert_eq!(
+        p.read("order.txt"),
+        "stop-writes\nstop-writes\ndrain\nback\n",
+        "run again, every part again, in order"
+    );
+    assert!(!p.file("cut.txt").exists());
+    assert_eq!(p.journal().events("cutover", "rolled_back").len(), 1);
+
+    let bad = project(
+        "[[phase.step]]\nid = \"a\"\ndo = \"shell\"\nrun = \"true\"\nrollback = { do = \"shell\", run = \"true\", first = { do = \"shell\", run = \"true\" } }\n\n[[phase.step]]\nid = \"b\"\ndo = \"shell\"\nrun = \"true\"\nrollback = { do = \"shell\", run = \"true\", first = [{ do = \"shell\", run = \"true\", via = \"b\" }] }\n",
+    );
+    bad.run(&["validate"])
+        .expect(2)
+        .stderr_has("`first` must be a list of actions")
+        .stderr_has(
+            "`via` of the rollback's `first` action of step `b` must name an `aws.tunnel` step",
+        );
+}

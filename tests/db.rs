@@ -3332,3 +3332,128 @@ fn a_deferrable_key_lands_on_a_live_target() {
         "{log}"
     );
 }
+
+/// Issue 28, the way back on the databases: a capture on "RDS" in a schema of its own, the
+/// forward capture installed on "Heroku" again (as the way back does before Heroku takes
+/// writes), Heroku's role unable to switch its foreign keys off. RDS's writes (foreign keys,
+/// a vector table, jsonb, a TRUNCATE) are carried back by a catch-up and then a final drain:
+/// every table equal, Heroku's sequences not behind RDS's, and nothing of it logged by
+/// Heroku's own capture (the triggers skip cutover's transactions). The warning says what a way
+/// back carries, and then at what rate. `db.idle` on Heroku knows the catch-up's writes as
+/// cutover's; another writer's it names, and the final drain names and mends. A source with no
+/// capture at all passes with `missing_capture = "pass"`, saying what it could not carry.
+#[test]
+fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there() {
+    let (rds, heroku) = live_target_databases("way_back", "way_back_owner");
+    pg::run_sql(&rds, LIVE_TABLES);
+    pg::run_sql(&heroku, LIVE_TABLES);
+    let steps = "\
+[[phase.step]]\nid = \"capture-back\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nschema = \"cutover_capture_back\"\nlike = \"${secret.TARGET}\"\n\n\
+[[phase.step]]\nid = \"capture-heroku\"\ndo = \"db.capture\"\nurl = \"${secret.TARGET}\"\nmode = \"install\"\n\n\
+[[phase.step]]\nid = \"mark\"\ndo = \"db.writes\"\nurl = \"${secret.TARGET}\"\n\n\
+[[phase.step]]\nid = \"warn\"\ndo = \"db.writes\"\nurl = \"${secret.SOURCE}\"\ncapture = \"cutover_capture_back\"\napplied_by = \"back\"\n\n\
+[[phase.step]]\nid = \"back\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nbatch = 3\n\n\
+[[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.TARGET}\"\nwindow = \"1s\"\ndeadline = \"20s\"\nbaseline = \"${steps.mark.outputs.counters}\"\nneeds = [\"mark\"]\n\n\
+[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nfinal = true\nresume_step = \"back\"\nlock_timeout = \"60s\"\n\n\
+[[phase.step]]\nid = \"nothing\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_none\"\nfinal = true\nmissing_capture = \"pass\"\n\n";
+    // A table only RDS has (a migration at the cutover made it): left out, named.
+    pg::run_sql(&rds, "CREATE TABLE only_rds (id int PRIMARY KEY, v text)");
+    let p = project(&rds, &heroku, steps);
+    p.ok(&["run", "capture-back"])
+        .says("left out (not in the other database): public.only_rds");
+    for step in ["capture-heroku", "mark"] {
+        run_ok(&p, step);
+    }
+    for sql in LIVE_WRITES {
+        pg::run_sql(&rds, sql);
+    }
+    pg::run_sql(&rds, "INSERT INTO only_rds VALUES (1, 'stays on RDS')");
+    let out = p.ok(&["run", "warn"]);
+    out.says("row(s) made on this database since the cutover are not in the old database yet")
+        .says("no catch-up has run this way yet")
+        .says("Nothing is lost")
+        .says("Not carried (the old database has no such table, the capture left them out): public.only_rds");
+    run_ok(&p, "back");
+    for table in LIVE {
+        assert_eq!(table_sum(&rds, table), table_sum(&heroku, table), "{table}");
+    }
+    assert_eq!(
+        foreign_keys_hold(&heroku),
+        (LIVE_FKS.to_string(), "0".to_string())
+    );
+    let heroku_log = "SELECT count(*) FROM cutover_capture.changes";
+    assert_eq!(
+        pg::scalar(&heroku, heroku_log),
+        "0",
+        "the catch-up's writes logged on Heroku"
+    );
+    let tally: i64 = pg::scalar(&heroku, "SELECT sum(n) FROM cutover_capture_back.applied")
+        .parse()
+        .unwrap();
+    assert!(tally > 0, "{tally}");
+    p.ok(&["run", "warn"]).says("nothing to carry back");
+
+    // Heroku was written only by the catch-up: db.idle knows its writes as cutover's.
+    let out = p.run(&["run", "idle"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out),
+        p.run(&["log", "idle"]).stdout()
+    );
+    assert!(p
+        .run(&["log", "idle"])
+        .stdout()
+        .contains("all cutover's own catch-up's"));
+
+    // More on RDS, and someone else writes on Heroku.
+    pg::run_sql(
+        &rds,
+        "UPDATE parent SET doc = '{\"later\": 1}' WHERE id IN (1, 100); \
+         INSERT INTO vecs (embedding, name) VALUES ('[1, 2, 3]', 'later')",
+    );
+    p.ok(&["run", "warn"])
+        .says("3 change(s) to 3 row(s)")
+        .says("changes/s (`back`'s last run)");
+    pg::run_sql(
+        &heroku,
+        "UPDATE docs SET body = '{\"hand\": 1}' WHERE code = 'd1'",
+    );
+    let why = run_failing(&p, "idle");
+    assert!(
+        why.contains("public.docs") && why.contains("by someone else"),
+        "{why}"
+    );
+    let why = run_failing(&p, "drain");
+    assert!(
+        why.contains(
+            "writes on the target by someone other than the catch-up: public.docs (1 change)"
+        ),
+        "{why}"
+    );
+    // Run again: the hand-written row is set again from RDS, and everything is equal.
+    p.ok(&["run", "drain"])
+        .says("not carried (left out at install: the target has no such table): public.only_rds");
+    for table in LIVE {
+        assert_eq!(table_sum(&rds, table), table_sum(&heroku, table), "{table}");
+    }
+    // Heroku's capture logged the hand write (someone else's), none of the drain's.
+    assert_eq!(pg::scalar(&heroku, heroku_log), "1");
+    let sequence = "SELECT last_value FROM vecs_id_seq";
+    assert!(
+        pg::scalar(&heroku, sequence).parse::<i64>().unwrap()
+            >= pg::scalar(&rds, sequence).parse::<i64>().unwrap(),
+        "Heroku's sequence behind RDS's"
+    );
+    assert_eq!(
+        pg::scalar(
+            &heroku,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover_capture_back'"
+        ),
+        "0",
+        "the guard taken off Heroku once the drain passed"
+    );
+    p.ok(&["run", "nothing"])
+        .says("nothing carried: the source has no change capture (cutover_capture_none)");
+}

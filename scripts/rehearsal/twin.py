@@ -15,7 +15,9 @@ makes the rehearsal's real parts decide instead:
             health (DescribeTargetHealth) is the answer of its real /health.
   the domain the "internet" edge (one loopback port, the rehearsal's public_url) resolves the
             domain through the emulated Route 53 zone for every request: an alias or CNAME to
-            the ALB's name reaches a healthy target; a CNAME to *.herokuapp.com reaches "Heroku"
+            the ALB's name reaches a healthy target (or, when a listener rule answers every path
+            with a fixed response — the way back's maintenance rule — that answer, as the ALB
+            evaluates rules before its default action); a CNAME to *.herokuapp.com reaches "Heroku"
             (the app stand-in on Heroku's database, behind Heroku's router: 503 in maintenance
             mode); anything else does not resolve.
 
@@ -686,6 +688,28 @@ def resolve(domain: str):
     return None, f"{domain} has no A, AAAA or CNAME record in the emulated Route 53"
 
 
+def alb_fixed_response(lb):
+    """The fixed response a listener rule answers every path with (the way back's maintenance
+    rule, elb.maintenance), as the ALB evaluates rules: by priority, before the default action.
+    Only the HTTPS listener's rules count: the edge plays the domain's https traffic."""
+    for listener in sorted(lb.listeners.values(), key=lambda l: 0 if str(l.port) == "443" else 1):
+        if listener.default_actions and all(a.type == "redirect" for a in listener.default_actions):
+            continue
+        rules = sorted(getattr(listener, "_non_default_rules", {}).values(), key=lambda r: int(r.priority))
+        for rule in rules:
+            every_path = any(
+                c.get("Field") == "path-pattern"
+                and ("/*" in (c.get("Values") or []) or "/*" in ((c.get("PathPatternConfig") or {}).get("Values") or []))
+                for c in rule.conditions
+            )
+            fixed = [a for a in rule.actions if a.type == "fixed-response"]
+            if every_path and fixed:
+                config = fixed[0].data.get("FixedResponseConfig") or {}
+                return int(config.get("StatusCode", "503")), config.get("MessageBody", "")
+        return None
+    return None
+
+
 def alb_targets(lb):
     """The registered targets of the target groups the ALB's listeners forward to."""
     elb = elbv2_backends[ACCOUNT][REGION]
@@ -715,6 +739,7 @@ class Edge(http.server.BaseHTTPRequestHandler):
         with LOCK:
             where, detail = resolve(domain)
             if where == "alb":
+                fixed = alb_fixed_response(detail)
                 candidates = alb_targets(detail)
         if where is None:
             return self.answer(502, f"[twin dns] {detail}\n")
@@ -727,6 +752,9 @@ class Edge(http.server.BaseHTTPRequestHandler):
             if HEROKU["process"] is None or HEROKU["process"].poll() is not None:
                 return self.answer(503, "[twin heroku] Application error: no web dyno running (H14)\n", via="heroku")
             return self.forward("127.0.0.1", HEROKU["port"], body, via="heroku")
+        if fixed is not None:
+            status, message = fixed
+            return self.answer(status, f"[twin alb] {detail.name}: {message}\n", via=f"alb {detail.name}")
         healthy = [(ip, port) for ip, port in candidates if probe(ip, port)[0] == "healthy"]
         if not healthy:
             return self.answer(503, f"[twin alb] {detail.name}: no healthy target ({len(candidates)} registered)\n")

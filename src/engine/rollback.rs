@@ -215,7 +215,19 @@ impl Engine {
         };
         match request.confirm.as_deref() {
             None => {
-                let what = self.describe_spec(&action).await;
+                let mut steps = Vec::new();
+                for first in &rollback.first {
+                    steps.push(self.describe_spec(&first.action).await);
+                }
+                steps.push(self.describe_spec(&action).await);
+                let what = match steps.len() {
+                    1 => steps.concat(),
+                    _ => steps
+                        .iter()
+                        .enumerate()
+                        .map(|(k, s)| format!("\n  {}. {s}", k + 1))
+                        .collect::<String>(),
+                };
                 let mut consequence = format!("The rollback will: {what}");
                 if let Some(warning) = &warning {
                     consequence.push_str(&format!("\nWARNING: {warning}"));
@@ -252,9 +264,58 @@ impl Engine {
                 line: format!("WARNING: {warning}"),
             });
         }
-        let outcome = self
-            .attempt(&undo, &action, 0, &log, &run, Purpose::Undo)
-            .await?;
+        // Its `first` actions, in order, each through its own tunnel; the first that does not
+        // succeed ends the rollback there, failed, before its own action.
+        let mut before = None;
+        for (k, first) in rollback.first.iter().enumerate() {
+            let mut first_as = undo.clone();
+            first_as.via = first.via.clone();
+            let first_log = format!("logs/{id}/rollback-{n}-first-{}.log", k + 1);
+            let outcome = self
+                .attempt(&first_as, &first.action, 0, &first_log, &run, Purpose::Undo)
+                .await?;
+            self.emit(EngineEvent::Log {
+                step: id.clone(),
+                stream: crate::actions::Stream::Info,
+                line: match &outcome {
+                    Outcome::Succeeded { note } => format!(
+                        "{}. {}: done{}",
+                        k + 1,
+                        first.action.kind,
+                        note.as_deref()
+                            .map(|n| format!(" — {n}"))
+                            .unwrap_or_default()
+                    ),
+                    Outcome::Failed { reason, .. } => {
+                        format!("{}. {}: failed — {reason}", k + 1, first.action.kind)
+                    }
+                    Outcome::Cancelled => format!("{}. {}: cancelled", k + 1, first.action.kind),
+                },
+            });
+            match outcome {
+                Outcome::Succeeded { .. } => {}
+                Outcome::Failed { reason, .. } => {
+                    before = Some(Outcome::failed(format!(
+                        "before the rollback itself, {} (step {} of {}) failed: {reason} — nothing after it ran; fix it and roll back again (each part is safe to re-run)",
+                        first.action.kind,
+                        k + 1,
+                        rollback.first.len() + 1
+                    )));
+                    break;
+                }
+                Outcome::Cancelled => {
+                    before = Some(Outcome::Cancelled);
+                    break;
+                }
+            }
+        }
+        let outcome = match before {
+            Some(stopped) => stopped,
+            None => {
+                self.attempt(&undo, &action, 0, &log, &run, Purpose::Undo)
+                    .await?
+            }
+        };
         let event = match &outcome {
             Outcome::Succeeded { .. } => Event::RolledBack {
                 note: note.as_str().into(),

@@ -118,6 +118,18 @@ pub struct Rollback {
     pub warn_via: Option<String>,
     /// Once this step is done the rollback has nothing to go back to, and is refused.
     pub refuse_after: Option<String>,
+    /// Run in order after the confirmation and before the action (`first = [{ do = ... }]`),
+    /// each through its own tunnel: the first that fails stops the rollback there, before the
+    /// action (for the DNS: writes on AWS stopped and RDS's changes drained into Heroku before
+    /// the domain goes back). Each must be safe to run again: a failed rollback is re-run whole.
+    pub first: Vec<Prelude>,
+}
+
+/// One of a rollback's `first` actions, and the `aws.tunnel` step it connects through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prelude {
+    pub action: ActionSpec,
+    pub via: Option<String>,
 }
 
 impl Rollback {

@@ -12,8 +12,8 @@ use super::graph;
 use super::schema::{ActionCatalog, ParamType};
 use super::template::{Reference, Scope, Template};
 use super::{
-    ActionSpec, Diagnostic, Diagnostics, LoadError, OnlyIf, Phase, Rollback, Runbook, SecretSource,
-    SourceFile, Step, TimeGate,
+    ActionSpec, Diagnostic, Diagnostics, LoadError, OnlyIf, Phase, Prelude, Rollback, Runbook,
+    SecretSource, SourceFile, Step, TimeGate,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -1076,6 +1076,7 @@ impl Parser<'_> {
                 via: None,
                 warn_via: None,
                 refuse_after: None,
+                first: Vec::new(),
             });
         }
         let Some(spec) = v.get_ref().as_table() else {
@@ -1112,13 +1113,47 @@ impl Parser<'_> {
                 }
             },
         };
+        let mut first = Vec::new();
+        if let Some(f) = Self::get(spec, "first") {
+            match f.get_ref().as_array() {
+                Some(items) => {
+                    for (k, item) in items.iter().enumerate() {
+                        let context = format!("`first` action {} of {what}", k + 1);
+                        match item.get_ref().as_table() {
+                            Some(t) => {
+                                let via = self.string(t, "via", &context, None).map(|(v, _)| v);
+                                if let Some(action) =
+                                    self.action(t, &context, item.span(), index, &["do", "via"])
+                                {
+                                    first.push(Prelude { action, via });
+                                }
+                            }
+                            None => self.error(
+                                item.span(),
+                                "each of `first` must be an action such as { do = \"elb.maintenance\", ... }",
+                            ),
+                        }
+                    }
+                }
+                None => self.error(
+                    f.span(),
+                    "`first` must be a list of actions, run in order before the rollback's own",
+                ),
+            }
+        }
         let action = self.action(
             spec,
             &what,
             v.span(),
             index,
-            &["do", "notes", "via", "refuse_after", "warn"],
+            &["do", "notes", "via", "refuse_after", "warn", "first"],
         );
+        if !first.is_empty() && action.is_none() {
+            self.error(
+                v.span(),
+                format!("{what}: `first` runs before the rollback's own action, and it has none"),
+            );
+        }
         Some(Rollback {
             text,
             action,
@@ -1126,6 +1161,7 @@ impl Parser<'_> {
             via,
             warn_via,
             refuse_after,
+            first,
         })
     }
 
@@ -1518,10 +1554,18 @@ impl Parser<'_> {
                     self.diagnostics.push(d);
                 }
             }
+            let firsts: Vec<(&Option<String>, &str)> = rollback
+                .first
+                .iter()
+                .map(|f| (&f.via, "rollback's `first` action"))
+                .collect();
             for (via, whose) in [
                 (&rollback.via, "rollback"),
                 (&rollback.warn_via, "rollback's warning"),
-            ] {
+            ]
+            .into_iter()
+            .chain(firsts)
+            {
                 let Some(via) = via else { continue };
                 if !steps
                     .iter()

@@ -225,7 +225,13 @@ fn the_bundled_runbook_keeps_the_copy_and_the_aws_work_out_of_the_freeze() {
         .unwrap_or_else(|| panic!("no write freeze"));
     assert_eq!(
         crate::window::inside(&rb, freeze),
-        ["db-drain", "migrations", "rds-writes-mark", "dns-cutover"]
+        [
+            "db-drain",
+            "migrations",
+            "rds-writes-mark",
+            "rds-capture",
+            "dns-cutover"
+        ]
     );
     let drain = rb.step("db-drain").unwrap_or_else(|| panic!("no db-drain"));
     assert_eq!(drain.action.kind, "db.catchup");
@@ -241,6 +247,59 @@ fn the_bundled_runbook_keeps_the_copy_and_the_aws_work_out_of_the_freeze() {
     // The copy needs the capture: the triggers are in before its snapshot.
     let copy = rb.step("db-copy").unwrap_or_else(|| panic!("no db-copy"));
     assert!(copy.needs.contains(&"db-capture".to_string()));
+}
+
+/// The way back keeps every write: RDS's capture is in before the domain points at AWS (after
+/// the migrations, whose schema it records); rolling the DNS back first stops writes on AWS and
+/// drains RDS's backlog into Heroku, finally; the capture goes on Heroku again before Heroku
+/// takes writes; closing the way back is destructive and comes before Heroku's database goes.
+#[test]
+fn the_bundled_runbook_goes_back_to_heroku_with_every_write() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbook.toml");
+    let rb = Runbook::load(&path, &[], &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
+    let step = |id: &str| rb.step(id).unwrap_or_else(|| panic!("no {id}"));
+    let capture = step("rds-capture");
+    assert_eq!(capture.action.kind, "db.capture");
+    assert!(rb
+        .transitive_needs("rds-capture")
+        .contains(&"migrations".to_string()));
+    assert!(step("dns-cutover")
+        .needs
+        .contains(&"rds-capture".to_string()));
+    let back = step("dns-cutover")
+        .rollback
+        .clone()
+        .unwrap_or_else(|| panic!("no rollback"));
+    let kinds: Vec<&str> = back.first.iter().map(|f| f.action.kind.as_str()).collect();
+    assert_eq!(kinds, ["elb.maintenance", "db.catchup"]);
+    let drain = &back.first[1];
+    assert_eq!(drain.via.as_deref(), Some("rds-tunnel"));
+    for (name, value) in [
+        ("final", serde_json::json!(true)),
+        ("source", serde_json::json!("${secret.RDS_DATABASE_URL}")),
+        ("target", serde_json::json!("${secret.HEROKU_DATABASE_URL}")),
+        ("schema", capture.action.params["schema"].clone()),
+        ("resume_step", serde_json::json!("db-catchup-back")),
+    ] {
+        assert_eq!(drain.action.params.get(name), Some(&value), "{name}");
+    }
+    assert_eq!(back.first[0].action.params["mode"], "on");
+    // Heroku's capture again before Heroku serves: in the chain before the DNS goes back.
+    let again = step("db-capture-remove")
+        .rollback
+        .clone()
+        .and_then(|r| r.action)
+        .unwrap_or_else(|| panic!("no rollback action"));
+    assert_eq!(again.params["mode"], "install");
+    assert!(step("db-capture-remove")
+        .needs
+        .contains(&"dns-cutover".to_string()));
+    assert_eq!(step("alb-serving").action.params["mode"], "off");
+    let close = step("rds-capture-remove");
+    assert!(close.destructive && close.confirm.is_some());
+    assert!(step("remove-heroku-postgres")
+        .needs
+        .contains(&"rds-capture-remove".to_string()));
 }
 
 #[test]

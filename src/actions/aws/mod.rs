@@ -119,6 +119,7 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(ssm::Restore(session.clone())),
         Arc::new(network::Verify(session.clone())),
         Arc::new(elb::Health(session.clone())),
+        Arc::new(elb::Maintenance(session.clone())),
         Arc::new(ecr::Image(session.clone())),
         Arc::new(ecr::Repository(session.clone())),
         Arc::new(dns::Point(session.clone())),

@@ -94,7 +94,7 @@ pub async fn write_counters(
     let rows = query(
         client,
         "SELECT format('%I.%I', schemaname, relname), (n_tup_ins + n_tup_upd + n_tup_del)::bigint \
-           FROM pg_stat_user_tables WHERE schemaname <> 'cutover_capture' ORDER BY 1",
+           FROM pg_stat_user_tables WHERE schemaname NOT LIKE 'cutover\\_capture%' ORDER BY 1",
         "reading the write counters",
     )
     .await?;
@@ -105,12 +105,15 @@ pub async fn write_counters(
 
 /// The schema the change capture (`db.capture`) keeps its log, its catalog and its functions
 /// in on the source, and `db.catchup` its guard of the target in: cutover's, never the app's.
+/// Every schema whose name starts with it is cutover's (RDS's capture for the way back lives in
+/// `cutover_capture_back`, apart from the forward catch-up's guard there): left out of the
+/// app's tables, the copy, the counters and the checks.
 pub const CAPTURE_SCHEMA: &str = "cutover_capture";
 
 /// The condition (over `pg_class c` joined to `pg_namespace n`) for a relation the app owns:
 /// not in a system schema, not a member of an extension, not the change capture's.
 pub const USER_RELATION: &str =
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover_capture') \
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'cutover\\_capture%' \
     AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                      AND d.objid = c.oid AND d.deptype = 'e')";

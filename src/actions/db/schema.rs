@@ -231,9 +231,19 @@ pub(super) static WRITES: ActionSchema = ActionSchema {
             ParamType::String,
             "counters recorded earlier (this action's `counters`): count the rows changed since",
         ),
+        ParamSpec::optional(
+            "capture",
+            ParamType::String,
+            "a change capture's schema on this database: where it is installed, what a catch-up would carry (changes, rows, the oldest's age, the time predicted) is said instead of what would be lost",
+        ),
+        ParamSpec::optional(
+            "applied_by",
+            ParamType::String,
+            "the catch-up step that carries the capture's changes: its position and rate, when it has run",
+        ),
         CA_BUNDLE,
     ],
-    outputs: &["counters", "changed_rows"],
+    outputs: &["counters", "changed_rows", "backlog"],
     needs_operator_note: false,
 };
 
@@ -294,6 +304,11 @@ pub(super) static CAPTURE: ActionSchema = ActionSchema {
             "large objects on the source (no trigger sees them): \"refuse\" (default: nothing is installed) or \"freeze\" (copied whole inside the freeze by the final catch-up)",
         ),
         ParamSpec::optional(
+            "like",
+            ParamType::String,
+            "`mode = \"install\"`: another database's URL (Heroku's, for RDS's capture): only the tables it has too are followed; the others (created here by a migration at the cutover, say) are named and recorded as left out — a catch-up from here does not carry them",
+        ),
+        ParamSpec::optional(
             "target",
             ParamType::String,
             "mode = \"remove\": the target database URL too, to take away the guard db.catchup put there",
@@ -345,6 +360,16 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
             ParamType::String,
             "start where an earlier catch-up step stopped: its `resume` output, e.g. ${steps.db-catchup.outputs.resume} (without it a step starts at the beginning of the log; applying again is harmless, only slower)",
         ),
+        ParamSpec::optional(
+            "resume_step",
+            ParamType::String,
+            "the id of a catch-up step to start where it stopped, if it has run (a rollback's drain, which may come before that step ever ran)",
+        ),
+        ParamSpec::optional(
+            "missing_capture",
+            ParamType::String,
+            "\"fail\" (default) or \"pass\": a source with no capture at all is nothing to carry, said so (a way back from a journal whose cutover installed none)",
+        ),
         CA_BUNDLE,
     ],
     outputs: &[
@@ -359,6 +384,8 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
         "drain_secs",
         "checked_keys",
         "freeze_point",
+        "backlog_oldest_secs",
+        "applied_secs",
     ],
     needs_operator_note: false,
 };

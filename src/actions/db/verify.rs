@@ -418,7 +418,7 @@ async fn checksums(
 async fn sequences(client: &Client) -> Result<BTreeMap<String, Option<i64>>, Outcome> {
     let rows = query(
         client,
-        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname <> 'cutover_capture' ORDER BY 1",
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname NOT LIKE 'cutover\\_capture%' ORDER BY 1",
         "reading sequences",
     )
     .await?;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, IsolationLevel};
 
+use super::guard;
 use super::order::{self, ForeignKey};
 use crate::actions::db::common::{col, ident, query};
 use crate::actions::db::connection;
@@ -202,13 +203,19 @@ impl<'a> Applier<'a> {
     /// The target refused `session_replication_role = replica`: its foreign keys and triggers
     /// stay on, and each batch is applied in their order (`live_batch`). `keys`: each table's
     /// key as the capture records it (the source's catalog).
-    pub fn live_target(&mut self, keys: BTreeMap<String, Vec<String>>) {
+    pub fn live_target(&mut self, keys: BTreeMap<String, Vec<String>>, tally: Option<String>) {
         self.live = Some(Live {
             keys,
             foreign: None,
             said: BTreeSet::new(),
             arbiter: BTreeMap::new(),
+            tally,
         });
+    }
+
+    /// The schema of a live target's tally of the catch-up's writes, if it is kept (see `Live`).
+    pub fn tally(&self) -> Option<&str> {
+        self.live.as_ref().and_then(|l| l.tally.as_deref())
     }
 
     pub async fn outputs(&self) {
@@ -473,6 +480,9 @@ pub(super) struct Live {
     /// target (not when its constraint is DEFERRABLE, or there is none there), learnt at its
     /// first upsert.
     arbiter: BTreeMap<(String, Vec<String>), bool>,
+    /// The guard's schema on the target, when it is guarded: each batch adds its own writes to
+    /// the tally there before it commits (see `guard::add_to_tally`).
+    tally: Option<String>,
 }
 
 /// Whether `table` has on the target a unique index on exactly `key` that `ON CONFLICT` can use
@@ -946,6 +956,10 @@ async fn live_batch(
     ttx.batch_execute(APPLYING)
         .await
         .map_err(err("marking the target's transaction as the catch-up's"))?;
+    let tally_before = match &live.tally {
+        Some(_) => Some(guard::pending_counts(&ttx).await?),
+        None => None,
+    };
     if plan.defer {
         ttx.batch_execute("SET CONSTRAINTS ALL DEFERRED")
             .await
@@ -1127,6 +1141,9 @@ async fn live_batch(
             ", after their children moved",
         )
         .await?;
+    }
+    if let (Some(schema), Some(before)) = (&live.tally, &tally_before) {
+        guard::add_to_tally(&ttx, schema, before).await?;
     }
     ttx.commit().await.map_err(|e| {
         Outcome::failed(format!(

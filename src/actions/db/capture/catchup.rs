@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use super::apply::{backlog, Applier, Until};
 use super::{catalog, freeze, guard, schema_name, CATALOG, LOG};
-use crate::actions::db::common::{col, connect, db_url, ident, literal, query};
+use crate::actions::db::common::{col, connect, db_url, ident, literal, query, schema_exists};
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
 
@@ -25,6 +25,14 @@ struct Params {
     retries: Option<u32>,
     /// Where an earlier catch-up step stopped: its `resume` output.
     resume: Option<String>,
+    /// A catch-up step whose recorded position this one starts from, when it has run (and is
+    /// of this change log) — for a rollback that may come before or after that step ever ran,
+    /// where `${steps.ID.outputs.resume}` could not be read.
+    resume_step: Option<String>,
+    /// `"pass"`: a source with no capture at all is nothing to carry — said so, and the step
+    /// succeeds (a way back from a journal whose cutover installed no capture on RDS; its warning
+    /// has named what stays behind). `"fail"` (the default) fails instead.
+    missing_capture: Option<String>,
     ca_bundle: Option<String>,
 }
 
@@ -90,6 +98,68 @@ fn until(value: Option<&serde_json::Value>) -> Result<Until, Outcome> {
     }
 }
 
+/// What a catch-up from a source would carry now (see `pending`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// Changes logged after the position.
+    pub changes: i64,
+    /// The rows (table and key) they touch, and the tables emptied by a TRUNCATE.
+    pub rows: i64,
+    /// How long ago the oldest of them was logged.
+    pub oldest_secs: u64,
+    /// The rate the catch-up step applied at, when it has run (changes a second).
+    pub rate: Option<f64>,
+}
+
+/// The backlog of the capture in `schema` on `source` after where the catch-up step whose
+/// record is `recorded` stopped (from the log's start when it has not run, or stopped in an
+/// older log); `None` when the source has no capture.
+pub async fn pending(
+    source: &Client,
+    schema: &str,
+    recorded: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Option<Pending>, Outcome> {
+    if !schema_exists(source, schema).await? {
+        return Ok(None);
+    }
+    let log = format!("{}.{LOG}", ident(schema));
+    let id = log_oid(source, &log).await?;
+    let field = |name: &str| {
+        recorded
+            .and_then(|r| r.get(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let same_log = field("log_id").is_none_or(|of| of as i64 == id);
+    let position = if same_log {
+        field("position").unwrap_or(0.0) as i64
+    } else {
+        0
+    };
+    let rows = query(
+        source,
+        &format!(
+            "SELECT count(*)::bigint, count(DISTINCT (tbl, key))::bigint, \
+                    coalesce(extract(epoch FROM now() - min(at)), 0)::bigint \
+               FROM {log} WHERE id > {position}"
+        ),
+        "reading the change log's backlog",
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let rate = match (field("applied"), field("applied_secs")) {
+        (Some(applied), Some(secs)) if applied > 0.0 && secs > 0.0 => Some(applied / secs),
+        _ => None,
+    };
+    Ok(Some(Pending {
+        changes: col(row, 0)?,
+        rows: col(row, 1)?,
+        oldest_secs: u64::try_from(col::<i64>(row, 2)?).unwrap_or(0),
+        rate: rate.filter(|_| same_log),
+    }))
+}
+
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
     let schema = schema_name(p.schema.as_deref())?;
@@ -112,7 +182,23 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let retries = p.retries.unwrap_or(5);
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
+    let pass_missing = match p.missing_capture.as_deref() {
+        None | Some("fail") => false,
+        Some("pass") => true,
+        Some(other) => {
+            return Err(Outcome::failed(format!(
+                "`missing_capture` = {other:?}: give \"fail\" or \"pass\""
+            )))
+        }
+    };
     let source = connect(&source_url, "source").await?;
+    if pass_missing && !schema_exists(&source, &schema).await? {
+        return Ok(Outcome::Succeeded {
+            note: Some(format!(
+                "nothing carried: the source has no change capture ({schema}), so what was written on it is not known by row — those writes stay on the source only"
+            )),
+        });
+    }
     let target = connect(&target_url, "target").await?;
     let log = format!("{}.{LOG}", ident(&schema));
 
@@ -193,7 +279,15 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     } else if number("position") > 0 {
         older_log = true;
     }
-    if let Some(given) = p.resume.as_deref() {
+    let from_step = p.resume_step.as_deref().and_then(|step| {
+        let theirs = ctx.recorded.get(step)?;
+        let field = |name: &str| theirs.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+        Some(match field("log_id") {
+            Some(of) => format!("{}:{}:{of}", field("position")?, field("horizon")?),
+            None => format!("{}:{}", field("position")?, field("horizon")?),
+        })
+    });
+    for given in p.resume.iter().chain(from_step.iter()) {
         let (p, h, of) = parse_resume(given)?;
         if of.is_some_and(|id| id != log_id) {
             older_log |= p > 0;
@@ -217,7 +311,9 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let mut applier = Applier::new(ctx, source, target, log, batch, (position, horizon));
     applier.log_id = Some(log_id);
     if let Some(keys) = keys {
-        applier.live_target(keys);
+        // Guarded, the target keeps a tally of the catch-up's own writes for `db.idle`.
+        let tally = recorded.is_some().then(|| schema.clone());
+        applier.live_target(keys, tally);
     }
     if applier.position > 0 {
         ctx.report
@@ -242,10 +338,16 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     }
     applier.drain(until).await?;
 
-    let (backlog, _) = backlog(&applier.source, &applier.log, applier.position).await?;
+    let (backlog, oldest) = backlog(&applier.source, &applier.log, applier.position).await?;
     let secs = applier.started.elapsed().as_secs_f64();
     applier.outputs().await;
     ctx.report.output("backlog", backlog.to_string()).await;
+    ctx.report
+        .output("backlog_oldest_secs", oldest.to_string())
+        .await;
+    ctx.report
+        .output("applied_secs", format!("{secs:.3}"))
+        .await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
             "{} change(s) applied in {secs:.1} s ({:.0}/s), up to change {}; backlog {backlog}",

@@ -209,6 +209,7 @@ pub async fn run(
         .batch_execute("SET session_replication_role = replica")
         .await;
     let whole_started = Instant::now();
+    let tally = applier.tally().map(str::to_string);
     let mut content = BTreeMap::new();
     let source_columns = copied_columns(&reader).await?;
     let target_columns = copied_columns(&target).await?;
@@ -227,7 +228,7 @@ pub async fn run(
                     .map_or("missing on the target", String::as_str)
             )));
         }
-        let sum = copy_whole(&reader, &target, table, columns).await?;
+        let sum = copy_whole(&reader, &target, table, columns, tally.as_deref()).await?;
         content.insert(table.clone(), sum);
     }
     let objects = if recorded.large_objects == "freeze" {
@@ -335,7 +336,7 @@ pub async fn run(
     report.output("backlog", "0").await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
-            "drained {drained} change(s) in {drain_secs:.1} s, none after the freeze point; {} whole table(s){} in {whole_secs:.1} s; {sequences} sequence(s) set, {views} view(s) refreshed; {checked_keys} changed key(s) and {} table(s) checked in {check_secs:.1} s; {:.1} s in all",
+            "drained {drained} change(s) in {drain_secs:.1} s, none after the freeze point; {} whole table(s){} in {whole_secs:.1} s; {sequences} sequence(s) set, {views} view(s) refreshed; {checked_keys} changed key(s) and {} table(s) checked in {check_secs:.1} s; {:.1} s in all{}",
             recorded.whole().count(),
             if objects > 0 {
                 format!(" and {objects} large object(s)")
@@ -343,7 +344,15 @@ pub async fn run(
                 String::new()
             },
             recorded.tables.len(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            if recorded.left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not carried (left out at install: the target has no such table): {}",
+                    recorded.left_out.join(", ")
+                )
+            }
         )),
     })
 }
@@ -488,6 +497,7 @@ async fn copy_whole(
     tx: &Client,
     table: &str,
     columns: &str,
+    tally: Option<&str>,
 ) -> Result<Checksum, Outcome> {
     // One target transaction: a failure below leaves the session (dropped) and the table as
     // they were.
@@ -496,6 +506,10 @@ async fn copy_whole(
         .map_err(err("opening the target's transaction"))?;
     // DELETE, not TRUNCATE: a foreign key referring to the table does not stop it (the
     // session's replication role leaves foreign keys alone where the target allows it).
+    let tally_before = match tally {
+        Some(_) => Some(guard::pending_counts(tx).await?),
+        None => None,
+    };
     tx.batch_execute(&format!("{APPLYING}; DELETE FROM ONLY {table}"))
         .await
         .map_err(err(&format!("emptying {table} on the target")))?;
@@ -539,6 +553,9 @@ async fn copy_whole(
             "{table}: {} rows copied whole, {} read back, or their content differs",
             sent.rows, back.rows
         )));
+    }
+    if let (Some(schema), Some(before)) = (tally, &tally_before) {
+        guard::add_to_tally(tx, schema, before).await?;
     }
     tx.batch_execute("COMMIT")
         .await

@@ -9,13 +9,14 @@
 //! it). The final catch-up fails naming every table such a write touched, and takes the guard
 //! away once it has passed; `db.capture mode = "remove"` with `target` takes it away too.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::catalog::Catalog;
 use super::locks::under_lock_timeout;
-use super::{GUARD_FUNCTION, GUARD_LOG, GUARD_ROW, GUARD_TRUNCATE};
+use super::{GUARD_FUNCTION, GUARD_LOG, GUARD_ROW, GUARD_TALLY, GUARD_TRUNCATE};
 use crate::actions::db::common::{col, ident, literal, query, schema_exists};
 use crate::actions::db::connection;
 use crate::actions::{ActionContext, Outcome};
@@ -31,6 +32,9 @@ fn guard_sql(schema: &str) -> String {
              op text NOT NULL, \
              who text NOT NULL DEFAULT session_user, \
              at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+         CREATE TABLE IF NOT EXISTS {s}.{GUARD_TALLY} ( \
+             tbl text PRIMARY KEY, \
+             n bigint NOT NULL); \
          CREATE OR REPLACE FUNCTION {s}.{GUARD_FUNCTION}() RETURNS trigger \
          LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
          DECLARE \
@@ -52,6 +56,99 @@ fn guard_sql(schema: &str) -> String {
          END $cutover$; \
          REVOKE ALL ON FUNCTION {s}.{GUARD_FUNCTION}() FROM PUBLIC;"
     )
+}
+
+/// The rows each table has had changed by this session and not yet published to the write
+/// counters (`pg_stat_xact_user_tables`: since PostgreSQL 15 that is this transaction's changes
+/// *and* earlier transactions' still pending, so a transaction's own are the difference
+/// between its start and its end; nothing is published inside a transaction).
+pub async fn pending_counts(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<BTreeMap<String, i64>, Outcome> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', schemaname, relname), (n_tup_ins + n_tup_upd + n_tup_del)::bigint \
+               FROM pg_catalog.pg_stat_xact_user_tables WHERE schemaname NOT LIKE 'cutover\\_capture%'",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "reading the target transaction's own row counts: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    rows.iter()
+        .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
+        .collect()
+}
+
+/// On a target whose foreign keys stay on (Heroku, the way back): right before one of the
+/// catch-up's transactions commits, the rows it changed per table (`pending_counts` now, less
+/// `before`, read as it began: PostgreSQL's own counting, the one `db.idle` reads) added to the
+/// tally in the same transaction — so the tally holds exactly the committed batches' writes (a
+/// killed batch's are in the counters but not the tally: `db.idle` then errs on the safe side).
+pub async fn add_to_tally(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &str,
+    before: &BTreeMap<String, i64>,
+) -> Result<(), Outcome> {
+    let now = pending_counts(client).await?;
+    let (tables, counts): (Vec<String>, Vec<i64>) = now
+        .into_iter()
+        .filter_map(|(table, n)| {
+            let own = n - before.get(&table).copied().unwrap_or(0);
+            (own > 0).then_some((table, own))
+        })
+        .unzip();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {}.{GUARD_TALLY} AS a (tbl, n) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (tbl) DO UPDATE SET n = a.n + EXCLUDED.n",
+                ident(schema)
+            ),
+            &[&tables, &counts],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "counting the catch-up's own writes on the target: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// What cutover's own catch-ups changed on this database, per table: the tallies of every
+/// guard on it (see `tally_statement`). Empty where there is none.
+pub async fn applied_here(client: &Client) -> Result<BTreeMap<String, i64>, Outcome> {
+    let schemas = query(
+        client,
+        &format!(
+            "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relname = '{GUARD_TALLY}' AND c.relkind = 'r' AND n.nspname LIKE 'cutover\\_capture%' ORDER BY 1"
+        ),
+        "looking for cutover's own tally of the rows its catch-ups wrote",
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for schema in &schemas {
+        let schema: String = col(schema, 0)?;
+        let rows = query(
+            client,
+            &format!("SELECT tbl, n FROM {}.{GUARD_TALLY}", ident(&schema)),
+            "reading cutover's own tally of the rows its catch-ups wrote",
+        )
+        .await?;
+        for row in &rows {
+            *out.entry(col::<String>(row, 0)?).or_insert(0) += col::<i64>(row, 1)?;
+        }
+    }
+    Ok(out)
 }
 
 /// The tables of the target that carry the guard.

@@ -9,6 +9,11 @@
 //! can log its change), then each table's triggers in a transaction of their own under a short
 //! `lock_timeout`, retried: a busy table waits at most that long at a time, never the app
 //! behind it. Everything is created `IF NOT EXISTS` or replaced: installing twice is harmless.
+//!
+//! The triggers record nothing in a transaction that set `cutover.applying` (every catch-up
+//! transaction does, `SET LOCAL`): a capture on a catch-up's target — RDS's after the cutover,
+//! Heroku's again after a way back — never logs the rows the catch-up itself brings, so the two
+//! directions never feed each other, with no superuser and no `session_replication_role`.
 
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use super::catalog::{self, Catalog};
 use super::locks::under_lock_timeout;
 use super::{guard, schema_name, FUNCTION, LOG, ROW_TRIGGER, TRUNCATE_TRIGGER};
 use crate::actions::db::common::{
-    col, connect, count_large_objects, db_url, ident, literal, query, schema_exists,
+    col, connect, count_large_objects, db_url, ident, literal, query, schema_exists, user_tables,
 };
 use crate::actions::db::connection;
 use crate::actions::{parse_duration, ActionContext, Outcome};
@@ -35,6 +40,8 @@ struct Params {
     large_objects: Option<String>,
     /// `mode = "remove"`: the target too (the guard `db.catchup` installed there).
     target: Option<String>,
+    /// `mode = "install"`: follow only the tables this other database has too.
+    like: Option<String>,
     ca_bundle: Option<String>,
 }
 
@@ -70,6 +77,13 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         "install" => {
             let freeze = refuse_or_freeze(p.without_key.as_deref(), "without_key")?;
             let large_objects = refuse_or_freeze(p.large_objects.as_deref(), "large_objects")?;
+            let like = match p.like.as_deref() {
+                Some(l) => {
+                    let url = db_url(l, "like", p.ca_bundle.as_deref(), ctx)?;
+                    Some(connect(&url, "like").await?)
+                }
+                None => None,
+            };
             install(
                 ctx,
                 &client,
@@ -78,6 +92,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 retries,
                 freeze,
                 large_objects,
+                like.as_ref(),
             )
             .await
         }
@@ -133,6 +148,9 @@ fn log_sql(schema: &str) -> String {
              new_key jsonb; \
              old_key jsonb; \
          BEGIN \
+             IF coalesce(current_setting('cutover.applying', true), '') = 'on' THEN \
+                 RETURN NULL; \
+             END IF; \
              IF TG_OP = 'TRUNCATE' THEN \
                  INSERT INTO {s}.{LOG} (tbl, op) VALUES (t, 'T'); \
                  RETURN NULL; \
@@ -182,6 +200,9 @@ fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
         "CREATE OR REPLACE FUNCTION {s}.{name}() RETURNS trigger \
          LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cutover$ \
          BEGIN \
+             IF coalesce(current_setting('cutover.applying', true), '') = 'on' THEN \
+                 RETURN NULL; \
+             END IF; \
              IF TG_OP = 'INSERT' THEN \
                  INSERT INTO {s}.{LOG} (tbl, key, op) VALUES ({t}, jsonb_build_object({new}), 'I'); \
              ELSIF TG_OP = 'UPDATE' THEN \
@@ -211,6 +232,7 @@ async fn install(
     retries: u32,
     freeze: bool,
     large_objects_freeze: bool,
+    like: Option<&Client>,
 ) -> Result<Outcome, Outcome> {
     // What the capture cannot follow, decided before anything is created.
     let large_objects = count_large_objects(client).await?;
@@ -234,7 +256,29 @@ async fn install(
             "refuse"
         }
         .to_string(),
+        left_out: Vec::new(),
     };
+    if let Some(like) = like {
+        let there: std::collections::BTreeSet<String> =
+            user_tables(like).await?.into_iter().collect();
+        recorded.left_out = recorded
+            .tables
+            .keys()
+            .filter(|t| !there.contains(*t))
+            .cloned()
+            .collect();
+        for table in &recorded.left_out {
+            recorded.tables.remove(table);
+        }
+        if !recorded.left_out.is_empty() {
+            ctx.report
+                .info(format!(
+                    "left out, as the other database (`like`) has no such table: {} — their changes are not logged, and a catch-up from here does not carry them",
+                    recorded.left_out.join(", ")
+                ))
+                .await;
+        }
+    }
     let (followed, keyless): (Vec<Followed>, Vec<Followed>) = recorded
         .tables
         .iter()
@@ -330,12 +374,20 @@ async fn install(
         .await;
     Ok(Outcome::Succeeded {
         note: Some(format!(
-            "{} table(s) followed into {schema}.{LOG}{}; the longest lock wait {} ms ({})",
+            "{} table(s) followed into {schema}.{LOG}{}{}; the longest lock wait {} ms ({})",
             followed.len(),
             if keyless.is_empty() {
                 String::new()
             } else {
                 format!(", {} to be copied whole in the freeze", keyless.len())
+            },
+            if recorded.left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; left out (not in the other database): {}",
+                    recorded.left_out.join(", ")
+                )
             },
             slowest.1.as_millis(),
             if slowest.0.is_empty() {

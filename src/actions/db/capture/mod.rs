@@ -48,6 +48,9 @@ const GUARD_LOG: &str = "target_writes";
 const GUARD_FUNCTION: &str = "guard";
 const GUARD_ROW: &str = "cutover_capture_guard";
 const GUARD_TRUNCATE: &str = "cutover_capture_guard_truncate";
+/// On a target whose foreign keys stay on (Heroku, the way back): the rows the catch-up itself
+/// changed there, per table, so `db.idle` can tell its writes from anyone else's.
+pub const GUARD_TALLY: &str = "applied";
 /// The trigger function, inside the capture's schema.
 const FUNCTION: &str = "record_change";
 /// The triggers' names on each followed table.

@@ -58,7 +58,7 @@ pub async fn read(client: &Client) -> Result<Counters, Outcome> {
         client,
         "SELECT format('%I.%I', schemaname, relname), (n_tup_ins + n_tup_upd + n_tup_del)::bigint, \
                 coalesce(pg_relation_filenode(relid), 0)::bigint \
-           FROM pg_stat_user_tables WHERE schemaname <> 'cutover_capture' ORDER BY 1",
+           FROM pg_stat_user_tables WHERE schemaname NOT LIKE 'cutover\\_capture%' ORDER BY 1",
         "reading the write counters",
     )
     .await?;

@@ -205,7 +205,7 @@ pub(super) async fn copy(
     dump_cmd
         .args(["--format=custom", "--schema-only", "--no-owner", "--no-acl"])
         // The change capture's log, catalog and function stay on the source.
-        .arg(format!("--exclude-schema={CAPTURE_SCHEMA}"))
+        .arg(format!("--exclude-schema={CAPTURE_SCHEMA}*"))
         .arg(format!("--snapshot={snapshot}"))
         .arg("--file")
         .arg(schema);

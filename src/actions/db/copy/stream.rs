@@ -119,7 +119,7 @@ pub(super) async fn stream_copy(
     let mut dump = spawn(
         tool_command(dump_tool, source)
             .args(["--format=custom", "--no-owner", "--no-acl"])
-            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}.*"))
+            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}*.*"))
             .stdout(Stdio::piped()),
         dump_tool,
     )?;
@@ -235,7 +235,7 @@ pub(super) async fn directory_copy(
     let mut dump = spawn(
         tool_command(dump_tool, source)
             .args(["--format=directory", "--no-owner", "--no-acl"])
-            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}.*"))
+            .arg(format!("--exclude-table-data={CAPTURE_SCHEMA}*.*"))
             .arg("--jobs")
             .arg(jobs.to_string())
             .arg("--file")

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::actions::db::capture::guard;
 use crate::actions::db::checksum::{copied_columns, hash_tables};
 use crate::actions::db::common::{col, connect, db_url, identity, query};
 use crate::actions::db::connection::DbUrl;
@@ -75,6 +76,40 @@ pub fn written_since(
             (*count > before).then(|| (table.clone(), count - before))
         })
         .collect()
+}
+
+/// The counted writes that are not all cutover's own: a table whose rows changed since the
+/// baseline no more than its catch-ups' tally says they wrote there (see
+/// `guard::tally_statement`: the way back's catch-ups into Heroku count their writes in the
+/// same transactions) is said to be cutover's and left out; any other is named, with how many
+/// of its changes were cutover's. The tally starts with the first guarded catch-up into this
+/// database, after the drain whose baseline this is.
+async fn not_cutovers(
+    ctx: &ActionContext,
+    written: Vec<(String, i64)>,
+    applied: &BTreeMap<String, i64>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (table, n) in written {
+        match applied.get(&table).copied().unwrap_or(0) {
+            0 => out.push((table, format!("{n} row change(s) counted"))),
+            ours if ours >= n => {
+                ctx.report
+                    .info(format!(
+                        "{table}: {n} row change(s) since the baseline, all cutover's own catch-up's ({ours} written by it)"
+                    ))
+                    .await
+            }
+            ours => out.push((
+                table,
+                format!(
+                    "{n} row change(s) counted, {ours} of them cutover's own catch-up's: {} by someone else",
+                    n - ours
+                ),
+            )),
+        }
+    }
+    out
 }
 
 pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
@@ -203,11 +238,9 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
         Some(Given::Counters(before)) => {
             let now = baseline::read(&client).await?;
             let untrusted = baseline::went_down(before, &now.counters);
+            let applied = guard::applied_here(&client).await?;
             Judged {
-                written: written_since(before, &now.counters)
-                    .into_iter()
-                    .map(|(t, n)| (t, format!("{n} row change(s)")))
-                    .collect(),
+                written: not_cutovers(ctx, written_since(before, &now.counters), &applied).await,
                 untrusted,
                 compared: now.counters.len(),
                 by_content: false,
@@ -323,8 +356,15 @@ async fn judge(
     let untrusted = before.untrusted(&now);
     let mut candidates: BTreeMap<String, String> = BTreeMap::new();
     if untrusted.is_empty() {
-        for (table, n) in written_since(&before.counters, &now.counters) {
-            candidates.insert(table, format!("{n} row change(s) counted"));
+        let applied = guard::applied_here(client).await?;
+        for (table, how) in not_cutovers(
+            ctx,
+            written_since(&before.counters, &now.counters),
+            &applied,
+        )
+        .await
+        {
+            candidates.insert(table, how);
         }
         for (table, node) in &now.filenodes {
             if before.filenodes.get(table).is_some_and(|was| was != node) {

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::idle::written_since;
+use crate::actions::db::capture::catalog;
+use crate::actions::db::capture::catchup::{pending, Pending};
 use crate::actions::db::common::{connect, db_url, write_counters};
 use crate::actions::db::copy::baseline::went_down;
 use crate::actions::{ActionContext, Outcome};
@@ -15,7 +17,36 @@ use crate::actions::{ActionContext, Outcome};
 struct Params {
     url: String,
     since: Option<String>,
+    /// A capture's schema on this database: where it is there, its backlog is what going back
+    /// carries (nothing is lost), said instead of the counts.
+    capture: Option<String>,
+    /// The catch-up step carrying that capture's changes (its position and rate).
+    applied_by: Option<String>,
     ca_bundle: Option<String>,
+}
+
+/// What going back carries, as one sentence.
+pub fn describe_pending(pending: &Pending, by: Option<&str>) -> String {
+    if pending.changes == 0 {
+        return "nothing to carry back: every change made on this database since the cutover is already in the old one (the capture's log is applied to its end)".to_string();
+    }
+    let age = humantime::format_duration(std::time::Duration::from_secs(pending.oldest_secs));
+    let predicted = match pending.rate {
+        Some(rate) => format!(
+            "predicted {:.0} s at {rate:.0} changes/s (`{}`'s last run)",
+            (pending.changes as f64 / rate).ceil(),
+            by.unwrap_or("the catch-up")
+        ),
+        None => format!(
+            "no catch-up has run this way yet, so its rate here is not known{}",
+            by.map(|b| format!(" (run `{b}` to measure it and shrink the backlog)"))
+                .unwrap_or_default()
+        ),
+    };
+    format!(
+        "{} change(s) to {} row(s) made on this database since the cutover are not in the old database yet (the oldest {age} ago): the rollback carries them back before the domain goes back — {predicted}. Nothing is lost",
+        pending.changes, pending.rows
+    )
 }
 
 /// The rows changed since `before`, as one sentence (the largest tables first).
@@ -43,6 +74,34 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
     let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
     let client = connect(&url, "url").await?;
+    if let Some(schema) = p.capture.as_deref() {
+        let recorded = p.applied_by.as_deref().and_then(|s| ctx.recorded.get(s));
+        if let Some(pending) = pending(&client, schema, recorded).await? {
+            let mut sentence = describe_pending(&pending, p.applied_by.as_deref());
+            let left_out = catalog::recorded(&client, schema)
+                .await?
+                .map(|c| c.left_out)
+                .unwrap_or_default();
+            if !left_out.is_empty() {
+                sentence.push_str(&format!(
+                    ". Not carried (the old database has no such table, the capture left them out): {}",
+                    left_out.join(", ")
+                ));
+            }
+            ctx.report
+                .output("backlog", pending.changes.to_string())
+                .await;
+            ctx.report.info(sentence.clone()).await;
+            return Ok(Outcome::Succeeded {
+                note: Some(sentence),
+            });
+        }
+        ctx.report
+            .info(format!(
+                "no change capture on this database ({schema}): what was written here since the cutover is known only by count"
+            ))
+            .await;
+    }
     let now = write_counters(&client).await?;
     match p.since.as_deref().map(str::trim) {
         None | Some("") => {

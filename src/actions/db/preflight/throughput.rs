@@ -36,7 +36,7 @@ pub async fn throughput_sample(
                     (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::int, \
                     pg_table_size(c.oid)::float8 \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover_capture') \
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'cutover\\_capture%' \
                 AND n.nspname NOT LIKE 'pg_toast%' \
               ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 1",
             &[],

@@ -88,10 +88,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 ctx,
                 &client,
                 &schema,
-                lock_timeout,
-                retries,
-                freeze,
-                large_objects,
+                (lock_timeout, retries),
+                Unfollowed {
+                    without_key: freeze,
+                    large_objects,
+                },
                 like.as_ref(),
             )
             .await
@@ -224,16 +225,22 @@ fn row_function(schema: &str, table: &str, key: &[String]) -> (String, String) {
     (name, body)
 }
 
+/// What becomes of what no trigger can follow: copied whole inside the freeze (`true`), or
+/// refused.
+struct Unfollowed {
+    without_key: bool,
+    large_objects: bool,
+}
+
 async fn install(
     ctx: &ActionContext,
     client: &Client,
     schema: &str,
-    lock_timeout: Duration,
-    retries: u32,
-    freeze: bool,
-    large_objects_freeze: bool,
+    (lock_timeout, retries): (Duration, u32),
+    unfollowed: Unfollowed,
     like: Option<&Client>,
 ) -> Result<Outcome, Outcome> {
+    let (freeze, large_objects_freeze) = (unfollowed.without_key, unfollowed.large_objects);
     // What the capture cannot follow, decided before anything is created.
     let large_objects = count_large_objects(client).await?;
     if large_objects > 0 && !large_objects_freeze {

@@ -220,3 +220,97 @@ pub fn progress(views: &[StepView<'_>]) -> (usize, usize) {
     let done = views.iter().filter(|v| v.state.is_settled()).count();
     (done, views.len())
 }
+
+/// A change capture's backlog in one direction, as the latest catch-up that way left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// Where the changes come from and go, as the catch-up names them (`HEROKU_DATABASE_URL →
+    /// RDS_DATABASE_URL`: the secrets' names, never their values).
+    pub direction: String,
+    /// The catch-up step that read it.
+    pub step: String,
+    /// Changes logged and not applied when it ended.
+    pub changes: u64,
+    /// The oldest of them, then.
+    pub oldest: Option<Duration>,
+    /// When it ended.
+    pub as_of: String,
+}
+
+impl Backlog {
+    /// One line: "RDS_DATABASE_URL → HEROKU_DATABASE_URL: 12 changes, the oldest 3m old, as of
+    /// db-catchup-back 2 min ago".
+    pub fn describe(&self, now: SystemTime) -> String {
+        let since = parse_time(&self.as_of)
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default();
+        let what = match (self.changes, self.oldest) {
+            (0, _) => "nothing waiting".to_string(),
+            (n, Some(oldest)) => format!(
+                "{n} change(s) waiting, the oldest {} old",
+                short_duration(oldest + since)
+            ),
+            (n, None) => format!("{n} change(s) waiting"),
+        };
+        format!(
+            "{}: {what} (as `{}` left it {} ago)",
+            self.direction,
+            self.step,
+            short_duration(since)
+        )
+    }
+}
+
+/// The backlog of each direction a catch-up has run in: its latest run's. A catch-up step is
+/// one whose action is `db.catchup`; its direction, the source and target it names.
+pub fn backlogs(runbook: &Runbook, journal: &JournalState) -> Vec<Backlog> {
+    let name = |value: Option<&serde_json::Value>| -> String {
+        let text = value.and_then(|v| v.as_str()).unwrap_or("?");
+        text.strip_prefix("${secret.")
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(text)
+            .to_string()
+    };
+    let mut latest: std::collections::BTreeMap<String, (SystemTime, Backlog)> =
+        std::collections::BTreeMap::new();
+    for step in runbook
+        .steps
+        .iter()
+        .filter(|s| s.action.kind == "db.catchup")
+    {
+        let Some(record) = journal.step(&step.id) else {
+            continue;
+        };
+        let Some(changes) = record
+            .outputs
+            .get("backlog")
+            .and_then(|b| b.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Some(at) = parse_time(&record.since) else {
+            continue;
+        };
+        let direction = format!(
+            "{} → {}",
+            name(step.action.params.get("source")),
+            name(step.action.params.get("target"))
+        );
+        let oldest = record
+            .outputs
+            .get("backlog_oldest_secs")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let backlog = Backlog {
+            direction: direction.clone(),
+            step: step.id.clone(),
+            changes,
+            oldest,
+            as_of: record.since.clone(),
+        };
+        if latest.get(&direction).is_none_or(|(was, _)| *was <= at) {
+            latest.insert(direction, (at, backlog));
+        }
+    }
+    latest.into_values().map(|(_, b)| b).collect()
+}

@@ -3357,7 +3357,10 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
 [[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nfinal = true\nresume_step = \"back\"\nlock_timeout = \"60s\"\n\n\
 [[phase.step]]\nid = \"nothing\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_none\"\nfinal = true\nmissing_capture = \"pass\"\n\n";
     // A table only RDS has (a migration at the cutover made it): left out, named.
-    pg::run_sql(&rds, "CREATE TABLE only_rds (id int PRIMARY KEY, v text)");
+    pg::run_sql(
+        &rds,
+        "CREATE TABLE only_rds (id serial PRIMARY KEY, v text)",
+    );
     let p = project(&rds, &heroku, steps);
     p.ok(&["run", "capture-back"])
         .says("left out (not in the other database): public.only_rds");
@@ -3367,7 +3370,7 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
     for sql in LIVE_WRITES {
         pg::run_sql(&rds, sql);
     }
-    pg::run_sql(&rds, "INSERT INTO only_rds VALUES (1, 'stays on RDS')");
+    pg::run_sql(&rds, "INSERT INTO only_rds (v) VALUES ('stays on RDS')");
     let out = p.ok(&["run", "warn"]);
     out.says("row(s) made on this database since the cutover are not in the old database yet")
         .says("no catch-up has run this way yet")
@@ -3392,6 +3395,14 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
         .unwrap();
     assert!(tally > 0, "{tally}");
     p.ok(&["run", "warn"]).says("nothing to carry back");
+    // `cutover status` shows the backlog of the way back, as the catch-up left it.
+    let backlogs = p.status()["backlogs"].clone();
+    assert_eq!(backlogs.as_array().map(Vec::len), Some(1), "{backlogs:#}");
+    assert_eq!(backlogs[0]["direction"], "SOURCE → TARGET");
+    assert_eq!(backlogs[0]["step"], "back");
+    assert_eq!(backlogs[0]["changes"], 0);
+    p.ok(&["status"])
+        .says("backlog SOURCE → TARGET: nothing waiting (as `back` left it");
 
     // Heroku was written only by the catch-up: db.idle knows its writes as cutover's.
     let out = p.run(&["run", "idle"]);

@@ -36,6 +36,7 @@ const PHRASES: &[(&str, &str)] = &[
     ("maintenance-on", "freeze gengar-api"),
     ("dns-cutover", "point api.example.com at aws"),
     ("heroku-scale-down", "stop the dynos of gengar-api"),
+    ("rds-capture-remove", "close the way back"),
     (
         "remove-heroku-postgres",
         "delete the heroku database of gengar-api",
@@ -49,7 +50,7 @@ fn repo() -> PathBuf {
 }
 
 /// The steps of the bundled runbook.
-const STEPS: usize = 55;
+const STEPS: usize = 59;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
@@ -246,23 +247,42 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         })
         .unwrap(),
     );
-    dns_round_trip(&dir, &env);
+    way_back(&dir, &env);
     ran.extend(drive(&env, |id, out| panic!("{id}: {}", text(out))).unwrap());
-    // Every step once, but the capture's removal twice: the DNS round trip rolled back the
-    // step it needs, and its second run found nothing left to remove, and said so.
-    assert_eq!(ran.len(), STEPS - 5 + 1, "{ran:?}");
-    assert_eq!(
-        ran.iter().filter(|id| *id == "db-capture-remove").count(),
-        2
-    );
+    // Every step once; going forward again after the way back ran again what the way back
+    // rolled back and what relied on it (from the freeze on), each once more.
+    let again = [
+        "maintenance-on",
+        "db-drain",
+        "migrations",
+        "rds-writes-mark",
+        "rds-capture",
+        "dns-cutover",
+        "alb-serving",
+        "db-capture-remove",
+        "db-catchup-back",
+    ];
+    assert_eq!(ran.len(), STEPS - 5 + again.len(), "{ran:?}");
+    for id in again {
+        assert_eq!(ran.iter().filter(|r| **r == id).count(), 2, "{id}: {ran:?}");
+    }
     let steps = status(&env);
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap().clone();
+    // The second cut over: the drain carried what Heroku took after the way back (a new log on
+    // Heroku, read from its start), and the ALB answers again.
     assert!(
-        step("db-capture-remove")["note"].as_str().is_some_and(|n| n
-            .starts_with("nothing to remove: the source held no capture")
-            && n.contains("no guard to remove on the target")),
+        step("alb-serving")["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("forwards to its targets again")),
         "{:#}",
-        step("db-capture-remove")
+        step("alb-serving")
+    );
+    assert!(
+        step("rds-capture")["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("left out (not in the other database): public.migrations")),
+        "{:#}",
+        step("rds-capture")
     );
     // The database verified: every row of the app-like dataset (323,119) and what the users
     // wrote before the copy (notes, page views), checksums equal.
@@ -389,7 +409,13 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     // The online move: the copy and the AWS work (the deployment, the snapshot) happen before
     // the freeze; inside it, the dynos stopped, the final catch-up, the pending migration, the
     // DNS change.
-    for id in ["db-drain", "migrations", "rds-writes-mark", "dns-cutover"] {
+    for id in [
+        "db-drain",
+        "migrations",
+        "rds-writes-mark",
+        "rds-capture",
+        "dns-cutover",
+    ] {
         assert!(
             freeze["steps"][id]["how"]
                 .as_str()
@@ -429,8 +455,8 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
-        PHRASES.len() + 3,
-        "each destructive step was confirmed once, the copy three times (twice killed), the DNS cutover twice (rolled back, then again)"
+        PHRASES.len() + 4,
+        "each destructive step was confirmed once, the copy three times (twice killed), the freeze and the DNS cutover twice (the way back, then forward again)"
     );
 
     // What the stand-ins were asked to do, they did.
@@ -565,8 +591,14 @@ fn drive_until(
             "the rehearsal did not finish; ran {ran:?}"
         );
         let Some(next) = steps.iter().find(|s| {
-            ["ready", "failed", "interrupted", "needs re-run"]
-                .contains(&s["state"].as_str().unwrap_or(""))
+            [
+                "ready",
+                "failed",
+                "interrupted",
+                "needs re-run",
+                "rolled back",
+            ]
+            .contains(&s["state"].as_str().unwrap_or(""))
         }) else {
             // Only the soak gate holds the decommission back: wait it out.
             let waiting: Vec<_> = steps.iter().filter(|s| s["state"] != "done").collect();
@@ -878,55 +910,84 @@ fn private_path_to_rds(dir: &Path, env: &BTreeMap<String, String>) -> Vec<String
     ran
 }
 
-/// Cut over, roll the DNS back (the domain's record read back through Route 53 equals the
-/// journaled previous one; the domain reaches Heroku again), cut over again.
-fn dns_round_trip(dir: &Path, env: &BTreeMap<String, String>) {
+/// Issue 28's way back, with the users' load running through the domain the whole time: the
+/// app on AWS takes writes, then `cutover rollback maintenance-on --chain` — Heroku's capture
+/// installed again, the ALB answering 503 itself, RDS's changes drained into Heroku and checked,
+/// the record back, RDS's capture removed, the dynos back and maintenance mode off. Every write
+/// acknowledged on AWS is then on Heroku and served from it through the domain; Heroku's
+/// sequences are not behind RDS's. (The caller then goes forward again.)
+fn way_back(dir: &Path, env: &BTreeMap<String, String>) {
     let edge = edge_port(dir);
     let (status, body) = http(edge, "POST", "/api/after-cutover");
     assert_eq!(status, 200, "the app serves from AWS: {body}");
+    // Users write on AWS for a few seconds.
+    wait::until(
+        "writes acknowledged on AWS",
+        Duration::from_secs(60),
+        || {
+            requests(dir)
+                .iter()
+                .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws"))
+                .count()
+                >= 4
+        },
+    );
     let undo = [
         "rollback",
-        "dns-cutover",
+        "maintenance-on",
+        "--chain",
         "--note",
         "rehearsal: the new service fails",
     ];
-    // Before the phrase: what it will do, and what RDS took since the cutover (the app's
-    // pooled session publishes its counts within PostgreSQL's 10 s statistics interval).
-    let mut said = String::new();
-    wait::until("the write counts to show", Duration::from_secs(30), || {
-        let out = cutover(env, &undo);
-        assert_eq!(code(&out), 5, "{}", text(&out));
-        said = text(&out);
-        said.contains("public.page_views")
-    });
-    assert!(
-        said.contains("--confirm \"roll back dns-cutover\"")
-            && said.contains("api.example.com back to")
-            && said.contains("gengar-api.herokuapp.com"),
-        "{said}"
-    );
-    assert!(
-        said.contains("WARNING: ")
-            && said.contains("changed on this database since the cutover")
-            && said.contains("public.page_views")
-            && said.contains("loses them"),
-        "the rows RDS took since the cutover (the POST above at least): {said}"
-    );
-    let mut wrong = undo.to_vec();
-    wrong.extend(["--confirm", "point api.example.com at aws"]);
-    let out = cutover(env, &wrong);
+    // Before the phrases: what each part will do, in order, and what going back carries.
+    let out = cutover(env, &undo);
     assert_eq!(code(&out), 5, "{}", text(&out));
-    assert!(
-        text(&out).contains("Only 'roll back dns-cutover' will be accepted"),
-        "{}",
-        text(&out)
-    );
+    let said = text(&out);
+    for needle in [
+        "1. db-capture-remove:",
+        "2. dns-cutover:",
+        "3. rds-capture:",
+        "4. maintenance-on:",
+        "answers every request with 503 itself",
+        "api.example.com back to",
+        "gengar-api.herokuapp.com",
+        "made on this database since the cutover are not in the old database yet",
+        "Nothing is lost",
+        "Not carried (the old database has no such table, the capture left them out): public.migrations",
+        "--confirm \"roll back dns-cutover\"",
+    ] {
+        assert!(said.contains(needle), "{needle}: {said}");
+    }
+    let phrases: Vec<String> = [
+        "db-capture-remove",
+        "dns-cutover",
+        "rds-capture",
+        "maintenance-on",
+    ]
+    .iter()
+    .map(|step| format!("roll back {step}"))
+    .collect();
     let mut right = undo.to_vec();
-    right.extend(["--confirm", "roll back dns-cutover"]);
+    for phrase in &phrases {
+        right.extend(["--confirm", phrase.as_str()]);
+    }
+    let started = unix_now();
     let out = cutover(env, &right);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(status_of(env, "dns-cutover")["state"], "rolled back");
-    assert_eq!(status_of(env, "callback-urls")["state"], "pending");
+    eprintln!("the way back took {:.1} s", unix_now() - started);
+    for id in [
+        "db-capture-remove",
+        "dns-cutover",
+        "rds-capture",
+        "maintenance-on",
+    ] {
+        assert_eq!(status_of(env, id)["state"], "rolled back", "{id}");
+    }
+    let said = text(&out);
+    assert!(
+        said.contains("1. elb.maintenance: done") && said.contains("2. db.catchup: done"),
+        "{said}"
+    );
 
     // The record, read back through Route 53, is the one the cutover journaled as replaced.
     let previous: serde_json::Value = serde_json::from_str(
@@ -950,27 +1011,53 @@ print(json.dumps([{'type': r['Type'], 'ttl': r.get('TTL'), 'values': [v['Value']
     assert_eq!(now[0]["ttl"], previous["ttl"], "{now} {previous}");
     assert_eq!(now[0]["values"], previous["values"], "{now} {previous}");
     assert!(now[0]["alias"].is_null(), "{now}");
-    // Through the domain: Heroku again (still in its maintenance mode: the freeze).
-    let (status, body) = http(edge, "GET", "/health");
-    assert!(
-        body.contains("[twin heroku]"),
-        "the domain reaches Heroku again: {status} {body}"
-    );
 
-    // And cut over again: a fresh attempt, the app on AWS through the domain.
-    let out = cutover(
-        env,
-        &[
-            "run",
-            "dns-cutover",
-            "--confirm",
-            "point api.example.com at aws",
-        ],
+    // Every write acknowledged on AWS is on Heroku, once; Heroku's sequences are not behind.
+    let (rds, heroku) = (&env["REHEARSAL_RDS_URL"], &env["REHEARSAL_SOURCE_URL"]);
+    let written_on_aws: Vec<(i64, String)> = requests(dir)
+        .into_iter()
+        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws") && r.t < started)
+        .filter_map(|r| Some((r.id?, r.token?)))
+        .collect();
+    assert!(written_on_aws.len() >= 4, "{written_on_aws:?}");
+    for (id, token) in &written_on_aws {
+        assert_eq!(
+            scalar(
+                heroku,
+                &format!("SELECT count(*) FROM notes WHERE id = {id} AND body LIKE '%{token}'")
+            ),
+            "1",
+            "note {id} ({token}), acknowledged on AWS, on Heroku"
+        );
+    }
+    assert_eq!(
+        scalar(
+            heroku,
+            "SELECT count(*) FROM page_views WHERE path = '/api/after-cutover'"
+        ),
+        "1"
     );
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let (status, body) = http(edge, "GET", "/health");
-    assert_eq!(status, 200, "{body}");
-    // The journal has all three, with who and why.
+    let sequence = "SELECT last_value FROM notes_id_seq";
+    assert!(
+        scalar(heroku, sequence).parse::<i64>().unwrap()
+            >= scalar(rds, sequence).parse::<i64>().unwrap(),
+        "Heroku's notes_id_seq behind RDS's"
+    );
+    // Through the domain, Heroku serves again — the notes written on AWS included.
+    let (id, _) = &written_on_aws[0];
+    wait::until("Heroku to serve again", Duration::from_secs(60), || {
+        let (status, body) = http(edge, "GET", &format!("/api/notes/{id}"));
+        status == 200 && !body.contains("[twin")
+    });
+    wait::until(
+        "writes acknowledged on Heroku again",
+        Duration::from_secs(60),
+        || {
+            requests(dir).iter().any(|r| {
+                r.outcome == "acked" && r.side.as_deref() == Some("heroku") && r.t > started
+            })
+        },
+    );
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     let events: Vec<(String, String)> = journal
         .lines()
@@ -984,12 +1071,16 @@ print(json.dumps([{'type': r['Type'], 'ttl': r.get('TTL'), 'values': [v['Value']
         })
         .collect();
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(
-        names,
-        ["succeeded", "rollback_started", "rolled_back", "succeeded"]
-    );
+    assert_eq!(names, ["succeeded", "rollback_started", "rolled_back"]);
     assert!(events.iter().all(|(_, actor)| actor == ACTOR), "{events:?}");
     assert!(journal.contains("rehearsal: the new service fails"));
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn status_of(env: &BTreeMap<String, String>, id: &str) -> serde_json::Value {
@@ -1086,8 +1177,8 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
     );
     let refused: Vec<&Request> = seen.iter().filter(|r| r.outcome == "refused").collect();
     assert!(
-        refused.iter().all(|r| r.side.as_deref() == Some("heroku")),
-        "only Heroku's maintenance mode refuses"
+        refused.iter().all(|r| r.side.is_some()),
+        "only Heroku's maintenance mode and the ALB's maintenance answer (the way back) refuse"
     );
     // The freeze as the journal measured it (maintenance-on started → dns-cutover done), and
     // the span of refused requests the users saw inside it (a request sent up to a second
@@ -1106,21 +1197,37 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
     );
     let first = inside.iter().copied().fold(f64::MAX, f64::min);
     let last = inside.iter().copied().fold(f64::MIN, f64::max);
-    // No write was acknowledged by Heroku once maintenance mode was on.
+    // No write was acknowledged by Heroku while maintenance mode was on: from each time
+    // maintenance-on succeeded until the way back started rolling it back.
     let journal = common::journal::Journal::read(&dir.join("state/journal.jsonl"));
-    let maintenance_on = journal
-        .values()
-        .into_iter()
-        .find(|l| l["step"] == "maintenance-on" && l["event"].get("succeeded").is_some())
-        .map(|l| unix(&l["time"]))
-        .unwrap();
+    let mut frozen: Vec<(f64, f64)> = Vec::new();
+    for l in journal.values() {
+        if l["step"] != "maintenance-on" {
+            continue;
+        }
+        if l["event"].get("succeeded").is_some() {
+            frozen.push((unix(&l["time"]), f64::MAX));
+        } else if l["event"].get("rollback_started").is_some() {
+            if let Some(last) = frozen.last_mut() {
+                last.1 = unix(&l["time"]);
+            }
+        }
+    }
+    assert_eq!(
+        frozen.len(),
+        2,
+        "frozen twice (the way back between): {frozen:?}"
+    );
     let late: Vec<&&Request> = acked
         .iter()
-        .filter(|r| r.side.as_deref() == Some("heroku") && r.t > maintenance_on)
+        .filter(|r| {
+            r.side.as_deref() == Some("heroku")
+                && frozen.iter().any(|(from, to)| r.t > *from && r.t < *to)
+        })
         .collect();
     assert!(
         late.is_empty(),
-        "Heroku acknowledged writes sent after maintenance mode went on: {late:#?}"
+        "Heroku acknowledged writes sent while maintenance mode was on: {late:#?}"
     );
     let failed = seen.iter().filter(|r| r.outcome == "failed").count();
     eprintln!(
@@ -1200,10 +1307,11 @@ fn end_state(
     );
     assert_eq!(scalar(heroku, "to_regclass('public.migrations')"), "");
 
-    // Heroku's database got no write after the freeze: every note it holds is on RDS as Heroku
-    // has it, and none the users wrote on AWS reached it. (The decommission guard, below,
-    // checked its write counters against the baseline the final catch-up took with writes
-    // proven stopped.)
+    // Every note Heroku's database holds is on RDS as Heroku has it: what Heroku took after the
+    // way back went forward again. What the users wrote on AWS reached Heroku only through
+    // cutover's catch-ups (the way back's drain, db-catchup-back): the decommission guard,
+    // below, passed on the write counters against the second freeze's baseline, less
+    // cutover's own tally.
     let notes_of = |url: &str| -> BTreeMap<i64, String> {
         serde_json::from_str::<BTreeMap<String, String>>(&scalar(
             url,
@@ -1223,17 +1331,19 @@ fn end_state(
             "note {id} is on RDS as on Heroku"
         );
     }
-    let written_on_aws: Vec<String> = requests(dir)
+    let written_on_heroku: Vec<String> = requests(dir)
         .into_iter()
-        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("aws"))
+        .filter(|r| r.outcome == "acked" && r.side.as_deref() == Some("heroku"))
         .filter_map(|r| r.token)
         .collect();
-    assert!(!written_on_aws.is_empty());
+    assert!(!written_on_heroku.is_empty());
     assert!(
-        written_on_aws.iter().all(|token| on_heroku
+        written_on_heroku.iter().all(|token| on_heroku
             .values()
-            .all(|body| !body.ends_with(token.as_str()))),
-        "a write acknowledged on AWS reached Heroku's database"
+            .filter(|body| body.ends_with(token.as_str()))
+            .count()
+            == 1),
+        "a write acknowledged on Heroku is not on Heroku's database once"
     );
     let baseline: serde_json::Value =
         serde_json::from_str(drain_outputs["source_baseline"].as_str().unwrap()).unwrap();

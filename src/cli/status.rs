@@ -103,6 +103,13 @@ pub fn status(
             })),
             "phases": phases,
             "windows": cutover::window::to_json(runbook, &loaded.state, history, SystemTime::now()),
+            "backlogs": cutover::status::backlogs(runbook, &loaded.state).iter().map(|b| json!({
+                "direction": b.direction,
+                "step": b.step,
+                "changes": b.changes,
+                "oldest_secs": b.oldest.map(|o| o.as_secs()),
+                "as_of": b.as_of,
+            })).collect::<Vec<_>>(),
         });
         println!(
             "{}",
@@ -161,6 +168,12 @@ pub fn status(
                 cutover::clock::short(predicted)
             )),
         }
+    }
+    for backlog in cutover::status::backlogs(runbook, &loaded.state) {
+        out.push_str(&format!(
+            "backlog {}\n",
+            backlog.describe(SystemTime::now())
+        ));
     }
     let id_width = runbook.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
     for (n, phase) in runbook.phases.iter().enumerate() {

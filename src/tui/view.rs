@@ -779,5 +779,12 @@ fn windows_lines(model: &Model) -> Vec<Line<'static>> {
             window::sparkline(&samples)
         )));
     }
+    // The change capture's backlog each way (the way back's too), as the last catch-ups left it.
+    for backlog in crate::status::backlogs(&model.runbook, &model.journal) {
+        lines.push(Line::from(vec![
+            Span::styled("backlog ", theme::title()),
+            Span::raw(backlog.describe(model.now)),
+        ]));
+    }
     lines
 }

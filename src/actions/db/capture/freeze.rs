@@ -247,7 +247,7 @@ pub async fn run(
     let whole_secs = whole_started.elapsed().as_secs_f64();
 
     // 5. Sequences (never behind) and materialized views.
-    let sequences = set_sequences(&reader, &target).await?;
+    let sequences = set_sequences(&reader, &target, &recorded.left_out).await?;
     let views = refresh_views(ctx, &reader, &target).await?;
 
     // 6. The check.
@@ -599,9 +599,35 @@ async fn copy_large_objects(source: &Client, tx: &Client) -> Result<u64, Outcome
 
 /// Each sequence set on the target from the source's value, unless the target's is ahead
 /// (never behind either side). Returns how many were set.
-async fn set_sequences(source: &Client, target: &Client) -> Result<usize, Outcome> {
+async fn set_sequences(
+    source: &Client,
+    target: &Client,
+    left_out: &[String],
+) -> Result<usize, Outcome> {
+    // The sequences of the tables the capture left out (the target has no such table) go with
+    // them: named already, not carried.
+    let theirs: BTreeSet<String> = if left_out.is_empty() {
+        BTreeSet::new()
+    } else {
+        let rows = source
+            .query(
+                "SELECT format('%I.%I', sn.nspname, s.relname) FROM pg_class s \
+                   JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+                   JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid \
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+                   JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+                  WHERE s.relkind = 'S' AND format('%I.%I', tn.nspname, t.relname) = ANY($1)",
+                &[&left_out],
+            )
+            .await
+            .map_err(err("finding the sequences of the tables left out"))?;
+        rows.iter().map(|r| col(r, 0)).collect::<Result<_, _>>()?
+    };
     let mut set = 0;
     for (name, value, called) in read_sequences(source).await? {
+        if theirs.contains(&name) {
+            continue;
+        }
         let now = target
             .query(&format!("SELECT last_value, is_called FROM {name}"), &[])
             .await

@@ -266,10 +266,15 @@ impl Backlog {
 pub fn backlogs(runbook: &Runbook, journal: &JournalState) -> Vec<Backlog> {
     let name = |value: Option<&serde_json::Value>| -> String {
         let text = value.and_then(|v| v.as_str()).unwrap_or("?");
-        text.strip_prefix("${secret.")
+        match text
+            .strip_prefix("${secret.")
             .and_then(|t| t.strip_suffix('}'))
-            .unwrap_or(text)
-            .to_string()
+        {
+            Some(secret) => secret.to_string(),
+            // Written into the runbook as it is: it may hold a password; never shown.
+            None if text.contains("://") => "a database URL".to_string(),
+            None => text.to_string(),
+        }
     };
     let mut latest: std::collections::BTreeMap<String, (SystemTime, Backlog)> =
         std::collections::BTreeMap::new();

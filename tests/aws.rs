@@ -2048,10 +2048,34 @@ fn elb_maintenance_answers_503_itself_then_forwards_again() {
             .listener_arn()
             .unwrap()
             .to_string();
+        // The app's own catch-all at the end (a 404 for every other path): not the maintenance
+        // rule, never touched by it.
+        elb.create_rule()
+            .listener_arn(&forward)
+            .priority(50000)
+            .conditions(
+                RuleCondition::builder()
+                    .field("path-pattern")
+                    .values("/*")
+                    .build(),
+            )
+            .actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::FixedResponse)
+                    .fixed_response_config(
+                        FixedResponseActionConfig::builder()
+                            .status_code("404")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
         (lb.dns_name().unwrap().to_string(), forward, redirect)
     });
     // (priority, status) of each listener's rules but the default.
-    let rules = |listener: &str| -> Vec<(String, Option<String>)> {
+    let all_rules = |listener: &str| -> Vec<(String, Option<String>)> {
         aws.block_on(async {
             let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
             elb.describe_rules()
@@ -2073,6 +2097,17 @@ fn elb_maintenance_answers_503_itself_then_forwards_again() {
                 })
                 .collect()
         })
+    };
+    // The same, the app's own 404 left out (and checked to be there still).
+    let rules = |listener: &str| -> Vec<(String, Option<String>)> {
+        let mut all = all_rules(listener);
+        let app = ("50000".to_string(), Some("404".to_string()));
+        assert!(
+            listener != forward || all.contains(&app),
+            "the app's own rule is still there: {all:?}"
+        );
+        all.retain(|r| *r != app);
+        all
     };
     let p = project(&format!(
         "[[phase.step]]\nid = \"on\"\ndo = \"elb.maintenance\"\nload_balancer = \"{dns}\"\nmode = \"on\"\n\n\

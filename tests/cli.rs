@@ -1572,7 +1572,7 @@ rollback = { do = "shell", run = "rm cut.txt && echo back >> order.txt", first =
     p.run(&confirmed)
         .expect(1)
         .says("before the rollback itself, shell (step 2 of 3) failed")
-        .says("nothing after it ran");
+        .says("nothing after it ran; done before it, and left so: 1. shell");
     assert_eq!(p.read("order.txt"), "stop-writes\n");
     assert!(p.file("cut.txt").exists(), "its own action did not run");
     let failed = p.journal().events("cutover", "rollback_failed");

@@ -35,7 +35,6 @@ const PHRASES: &[(&str, &str)] = &[
     ("db-copy", "copy into gengar"),
     ("maintenance-on", "freeze gengar-api"),
     ("dns-cutover", "point api.example.com at aws"),
-    ("heroku-scale-down", "stop the dynos of gengar-api"),
     ("rds-capture-remove", "close the way back"),
     (
         "remove-heroku-postgres",
@@ -952,8 +951,7 @@ fn way_back(dir: &Path, env: &BTreeMap<String, String>) {
         "api.example.com back to",
         "gengar-api.herokuapp.com",
         "made on this database since the cutover are not in the old database yet",
-        "Nothing is lost",
-        "Not carried (the old database has no such table, the capture left them out): public.migrations",
+        "Not carried (the old database has no such table, the capture left them out): public.migrations — their rows stay on this database only",
         "--confirm \"roll back dns-cutover\"",
     ] {
         assert!(said.contains(needle), "{needle}: {said}");

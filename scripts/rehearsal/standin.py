@@ -557,16 +557,21 @@ def heroku(args):
             # Without arguments Heroku prints the formation: what a rollback scales back to.
             print(" ".join(f"{kind}={count}:Standard-1X" for kind, count in formation.items()), flush=True)
             return 0
+        # TYPE=QTY or TYPE=QTY:SIZE, as Heroku takes them (its own formation prints the second).
+        sizes = {"standard-1x", "standard-2x", "performance-m", "performance-l", "basic", "eco"}
         for pair in pairs:
-            kind, count = pair.split("=", 1)
+            kind, value = pair.split("=", 1)
+            count, _, size = value.partition(":")
             if not count.isdigit():
-                fail(tool, f"Invalid quantity for {kind}: {count}")
+                fail(tool, f"Invalid quantity for {kind}: {value}")
+            if size and size.lower() not in sizes:
+                fail(tool, f"No such size as {size}. Use eco, basic, standard-1x, standard-2x, performance-m, performance-l.")
             if kind not in formation:
                 # As Heroku answers for a process type the app's Procfile does not declare.
                 fail(tool, f"Couldn't find that process type ({kind}).")
         for pair in pairs:
-            kind, count = pair.split("=", 1)
-            formation[kind] = int(count)
+            kind, value = pair.split("=", 1)
+            formation[kind] = int(value.partition(":")[0])
         state["formation"] = formation
         state.pop("dynos", None)
         save_json(state_file("heroku.json"), state)

@@ -267,6 +267,9 @@ impl Engine {
         // Its `first` actions, in order, each through its own tunnel; the first that does not
         // succeed ends the rollback there, failed, before its own action.
         let mut before = None;
+        // What the parts before a failing one changed: the world is left so until it is rolled
+        // back again (the ALB answering 503, say), and the failure says it.
+        let mut done_before: Vec<String> = Vec::new();
         for (k, first) in rollback.first.iter().enumerate() {
             let mut first_as = undo.clone();
             first_as.via = first.via.clone();
@@ -293,10 +296,20 @@ impl Engine {
                 },
             });
             match outcome {
-                Outcome::Succeeded { .. } => {}
+                Outcome::Succeeded { note } => done_before.push(format!(
+                    "{}. {}{}",
+                    k + 1,
+                    first.action.kind,
+                    note.map(|n| format!(": {n}")).unwrap_or_default()
+                )),
                 Outcome::Failed { reason, .. } => {
+                    let left = if done_before.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; done before it, and left so: {}", done_before.join("; "))
+                    };
                     before = Some(Outcome::failed(format!(
-                        "before the rollback itself, {} (step {} of {}) failed: {reason} — nothing after it ran; fix it and roll back again (each part is safe to re-run)",
+                        "before the rollback itself, {} (step {} of {}) failed: {reason} — nothing after it ran{left}. Fix it and roll back again (each part is safe to re-run)",
                         first.action.kind,
                         k + 1,
                         rollback.first.len() + 1

@@ -275,7 +275,10 @@ fn is_maintenance(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> bool {
     let fixed = rule.actions().iter().any(|a| {
         a.r#type() == Some(&aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::FixedResponse)
     });
-    !rule.is_default().unwrap_or(false) && every_path && fixed
+    // Ours is at priority 1 (before every rule of the app's): a catch-all fixed response the
+    // app keeps at another priority (a 404 at 50000) is not it.
+    let first = rule.priority() == Some(MAINTENANCE_PRIORITY.to_string().as_str());
+    !rule.is_default().unwrap_or(false) && first && every_path && fixed
 }
 
 /// The listeners the rule goes on (those that do not redirect), with their maintenance rules

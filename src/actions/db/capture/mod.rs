@@ -58,10 +58,13 @@ const ROW_TRIGGER: &str = "cutover_capture_row";
 const TRUNCATE_TRIGGER: &str = "cutover_capture_truncate";
 
 /// A capture schema name as the step gives it: a plain lower-case identifier, so that it
-/// reads the same quoted or not and never needs escaping in the trigger function's body.
-fn schema_name(given: Option<&str>) -> Result<String, crate::actions::Outcome> {
+/// reads the same quoted or not and never needs escaping in the trigger function's body, and
+/// starting with `cutover_capture`.
+pub fn schema_name(given: Option<&str>) -> Result<String, crate::actions::Outcome> {
     let name = given.unwrap_or(DEFAULT_SCHEMA);
-    let plain = !name.is_empty()
+    // Every schema cutover keeps is named so: the copy, the checks and the counters leave
+    // `cutover_capture*` out of the app's tables.
+    let plain = name.starts_with(DEFAULT_SCHEMA)
         && name.len() < 60
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && name
@@ -71,7 +74,7 @@ fn schema_name(given: Option<&str>) -> Result<String, crate::actions::Outcome> {
         Ok(name.to_string())
     } else {
         Err(crate::actions::Outcome::failed(format!(
-            "`schema` = {name:?}: give a plain lower-case identifier (letters, digits, _)"
+            "`schema` = {name:?}: give a plain lower-case identifier (letters, digits, _) starting with {DEFAULT_SCHEMA} (cutover's schemas are left out of the app's tables by that name)"
         )))
     }
 }
@@ -83,7 +86,11 @@ mod tests {
     #[test]
     fn schema_names_are_plain_identifiers() {
         assert_eq!(schema_name(None).ok().as_deref(), Some(DEFAULT_SCHEMA));
-        assert_eq!(schema_name(Some("cap_2")).ok().as_deref(), Some("cap_2"));
+        assert_eq!(
+            schema_name(Some("cutover_capture_back")).ok().as_deref(),
+            Some("cutover_capture_back")
+        );
+        assert!(schema_name(Some("cap_2")).is_err(), "not cutover's prefix");
         assert!(schema_name(Some("Cap")).is_err());
         assert!(schema_name(Some("a\"; DROP")).is_err());
         assert!(schema_name(Some("")).is_err());

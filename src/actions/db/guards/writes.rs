@@ -44,7 +44,7 @@ pub fn describe_pending(pending: &Pending, by: Option<&str>) -> String {
         ),
     };
     format!(
-        "{} change(s) to {} row(s) made on this database since the cutover are not in the old database yet (the oldest {age} ago): the rollback carries them back before the domain goes back — {predicted}. Nothing is lost",
+        "{} change(s) to {} row(s) made on this database since the cutover are not in the old database yet (the oldest {age} ago): the rollback carries them back before the domain goes back — {predicted}",
         pending.changes, pending.rows
     )
 }
@@ -74,7 +74,12 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let p: Params = ctx.params()?;
     let url = db_url(&p.url, "url", p.ca_bundle.as_deref(), ctx)?;
     let client = connect(&url, "url").await?;
-    if let Some(schema) = p.capture.as_deref() {
+    let capture = p
+        .capture
+        .as_deref()
+        .map(|c| crate::actions::db::capture::schema_name(Some(c)))
+        .transpose()?;
+    if let Some(schema) = capture.as_deref() {
         let recorded = p.applied_by.as_deref().and_then(|s| ctx.recorded.get(s));
         if let Some(pending) = pending(&client, schema, recorded).await? {
             let mut sentence = describe_pending(&pending, p.applied_by.as_deref());
@@ -82,9 +87,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 .await?
                 .map(|c| c.left_out)
                 .unwrap_or_default();
-            if !left_out.is_empty() {
+            if left_out.is_empty() {
+                sentence.push_str(". Nothing is lost");
+            } else {
                 sentence.push_str(&format!(
-                    ". Not carried (the old database has no such table, the capture left them out): {}",
+                    ". Not carried (the old database has no such table, the capture left them out): {} — their rows stay on this database only",
                     left_out.join(", ")
                 ));
             }

@@ -3468,3 +3468,55 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
     p.ok(&["run", "nothing"])
         .says("nothing carried: the source has no change capture (cutover_capture_none)");
 }
+
+/// Issue 28: no write on RDS goes unrecorded between the freeze's final catch-up and RDS's own
+/// capture. The final catch-up with `keep_guard` leaves its guard on RDS; a write there after it
+/// (a migration's backfill, the app's cron) is recorded by key; RDS's capture installed with
+/// `adopt` puts it at the head of its log; the way back's drain carries it to Heroku.
+#[test]
+fn a_write_on_rds_between_the_drain_and_its_capture_is_adopted_and_carried_back() {
+    let (heroku, rds) = owned_databases("adopt", "adopt_owner");
+    let tables = "CREATE TABLE docs (code text PRIMARY KEY, body jsonb NOT NULL); \
+                  CREATE TABLE hits (n int); \
+                  INSERT INTO docs SELECT 'd' || g, jsonb_build_object('g', g) FROM generate_series(1, 10) g; \
+                  INSERT INTO hits VALUES (1), (2);";
+    pg::run_sql(&heroku, tables);
+    pg::run_sql(&rds, tables);
+    let steps = "\
+[[phase.step]]\nid = \"capture\"\ndo = \"db.capture\"\nurl = \"${secret.SOURCE}\"\nmode = \"install\"\nwithout_key = \"freeze\"\n\n\
+[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nfinal = true\nkeep_guard = true\nlock_timeout = \"60s\"\n\n\
+[[phase.step]]\nid = \"rds-capture\"\ndo = \"db.capture\"\nurl = \"${secret.TARGET}\"\nmode = \"install\"\nschema = \"cutover_capture_back\"\nwithout_key = \"freeze\"\nadopt = \"cutover_capture\"\nlike = \"${secret.SOURCE}\"\n\n\
+[[phase.step]]\nid = \"back\"\ndo = \"db.catchup\"\nsource = \"${secret.TARGET}\"\ntarget = \"${secret.SOURCE}\"\nschema = \"cutover_capture_back\"\nfinal = true\nlock_timeout = \"60s\"\n\n";
+    let p = project(&heroku, &rds, steps);
+    run_ok(&p, "capture");
+    run_ok(&p, "drain");
+    let guarded = "SELECT count(*) FROM pg_trigger WHERE tgname = 'cutover_capture_guard'";
+    assert_eq!(pg::scalar(&rds, guarded), "2", "the guard stays on RDS");
+    assert!(p
+        .run(&["log", "drain"])
+        .stdout()
+        .contains("the guard stays on the target"));
+    // The app's cron on RDS, before RDS's capture is in.
+    pg::run_sql(
+        &rds,
+        "UPDATE docs SET body = '{\"cron\": 1}' WHERE code = 'd1'; DELETE FROM docs WHERE code = 'd2'; \
+         INSERT INTO hits VALUES (3)",
+    );
+    p.ok(&["run", "rds-capture"])
+        .says("2 earlier write(s) adopted from cutover_capture");
+    let log = p.run(&["log", "rds-capture"]).stdout();
+    assert!(
+        log.contains(
+            "on tables the log does not follow (copied whole, or left out): public.hits (1)"
+        ),
+        "{log}"
+    );
+    run_ok(&p, "back");
+    for table in ["docs", "hits"] {
+        assert_eq!(table_sum(&rds, table), table_sum(&heroku, table), "{table}");
+    }
+    assert_eq!(
+        pg::scalar(&heroku, "SELECT body::text FROM docs WHERE code = 'd1'"),
+        "{\"cron\": 1}"
+    );
+}

@@ -304,6 +304,11 @@ pub(super) static CAPTURE: ActionSchema = ActionSchema {
             "large objects on the source (no trigger sees them): \"refuse\" (default: nothing is installed) or \"freeze\" (copied whole inside the freeze by the final catch-up)",
         ),
         ParamSpec::optional(
+            "adopt",
+            ParamType::String,
+            "`mode = \"install\"`: the schema of a catch-up's guard on this database (\"cutover_capture\"): the writes it recorded by key (since the final catch-up into this database passed) are put at the head of the new log, so none made before the triggers went in is missed",
+        ),
+        ParamSpec::optional(
             "like",
             ParamType::String,
             "`mode = \"install\"`: another database's URL (Heroku's, for RDS's capture): only the tables it has too are followed; the others (created here by a migration at the cutover, say) are named and recorded as left out — a catch-up from here does not carry them",
@@ -364,6 +369,11 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
             "resume_step",
             ParamType::String,
             "the id of a catch-up step to start where it stopped, if it has run (a rollback's drain, which may come before that step ever ran)",
+        ),
+        ParamSpec::optional(
+            "keep_guard",
+            ParamType::Bool,
+            "with `final = true`: leave the guard on the target once the check has passed (false), recording by key every write there from then on, for the capture installed there next to adopt (db.capture `adopt`)",
         ),
         ParamSpec::optional(
             "missing_capture",

@@ -29,6 +29,8 @@ struct Params {
     /// of this change log) — for a rollback that may come before or after that step ever ran,
     /// where `${steps.ID.outputs.resume}` could not be read.
     resume_step: Option<String>,
+    /// `final = true`: leave the guard on the target once the check has passed (see `freeze`).
+    keep_guard: Option<bool>,
     /// `"pass"`: a source with no capture at all is nothing to carry — said so, and the step
     /// succeeds (a way back from a journal whose cutover installed no capture on RDS; its warning
     /// has named what stays behind). `"fail"` (the default) fails instead.
@@ -333,6 +335,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             &catalog,
             lock_timeout,
             retries,
+            p.keep_guard.unwrap_or(false),
         )
         .await;
     }

@@ -78,6 +78,7 @@ pub async fn run(
     recorded: &Catalog,
     lock_timeout: Duration,
     retries: u32,
+    keep_guard: bool,
 ) -> Result<Outcome, Outcome> {
     let ctx = applier.ctx;
     let started = Instant::now();
@@ -312,8 +313,17 @@ pub async fn run(
         .batch_execute("COMMIT")
         .await
         .map_err(err("releasing the change log's lock"))?;
-    let guard_note = guard::remove(ctx, &target, schema, lock_timeout, retries).await?;
-    ctx.report.info(guard_note).await;
+    if keep_guard {
+        // It goes on recording every write on the target by anyone else, each by its key, for
+        // the capture installed there next to adopt (`db.capture adopt`): nothing the target
+        // takes between this drain and that capture goes unrecorded.
+        ctx.report
+            .info("the guard stays on the target (`keep_guard`): writes there from now on are recorded by key, for the capture installed there next to adopt")
+            .await;
+    } else {
+        let guard_note = guard::remove(ctx, &target, schema, lock_timeout, retries).await?;
+        ctx.report.info(guard_note).await;
+    }
 
     applier.outputs().await;
     let report = &ctx.report;

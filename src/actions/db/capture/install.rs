@@ -42,6 +42,8 @@ struct Params {
     target: Option<String>,
     /// `mode = "install"`: follow only the tables this other database has too.
     like: Option<String>,
+    /// `mode = "install"`: a catch-up guard's schema here, whose recorded writes the log adopts.
+    adopt: Option<String>,
     ca_bundle: Option<String>,
 }
 
@@ -84,6 +86,11 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                 }
                 None => None,
             };
+            let adopt = p
+                .adopt
+                .as_deref()
+                .map(|a| schema_name(Some(a)))
+                .transpose()?;
             install(
                 ctx,
                 &client,
@@ -94,6 +101,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
                     large_objects,
                 },
                 like.as_ref(),
+                adopt.as_deref(),
             )
             .await
         }
@@ -239,6 +247,7 @@ async fn install(
     (lock_timeout, retries): (Duration, u32),
     unfollowed: Unfollowed,
     like: Option<&Client>,
+    adopt: Option<&str>,
 ) -> Result<Outcome, Outcome> {
     let (freeze, large_objects_freeze) = (unfollowed.without_key, unfollowed.large_objects);
     // What the capture cannot follow, decided before anything is created.
@@ -379,9 +388,16 @@ async fn install(
     ctx.report
         .output("installed_at", installed_at.to_string())
         .await;
+    // The writes a catch-up's guard recorded here before these triggers went in, adopted at
+    // the head of the log (after the triggers: one made in between is in both, applied twice,
+    // harmlessly).
+    let adopted = match adopt {
+        Some(guard_schema) => adopt_guard(ctx, client, schema, guard_schema, &recorded).await?,
+        None => String::new(),
+    };
     Ok(Outcome::Succeeded {
         note: Some(format!(
-            "{} table(s) followed into {schema}.{LOG}{}{}; the longest lock wait {} ms ({})",
+            "{} table(s) followed into {schema}.{LOG}{}{}{adopted}; the longest lock wait {} ms ({})",
             followed.len(),
             if keyless.is_empty() {
                 String::new()
@@ -404,6 +420,90 @@ async fn install(
             }
         )),
     })
+}
+
+/// The keyed writes the guard in `guard_schema` recorded on the followed tables, put in the
+/// log; says how many, and names what it recorded on tables the log does not follow.
+async fn adopt_guard(
+    ctx: &ActionContext,
+    client: &Client,
+    schema: &str,
+    guard_schema: &str,
+    recorded: &Catalog,
+) -> Result<String, Outcome> {
+    let exists = query(
+        client,
+        &format!(
+            "SELECT to_regclass({})::text IS NOT NULL",
+            literal(&format!("{}.{}", ident(guard_schema), super::GUARD_LOG))
+        ),
+        "looking for the guard's record",
+    )
+    .await?;
+    let exists: bool = match exists.first() {
+        Some(row) => col(row, 0)?,
+        None => false,
+    };
+    if !exists {
+        ctx.report
+            .info(format!(
+                "no guard's record in {guard_schema} to adopt: this database was not written between the last catch-up's check and now as far as cutover can tell (no guard kept)"
+            ))
+            .await;
+        return Ok(format!("; no guard in {guard_schema} to adopt"));
+    }
+    let followed: Vec<String> = recorded.followed().map(|(n, _)| n.clone()).collect();
+    let g = ident(guard_schema);
+    let moved = client
+        .execute(
+            &format!(
+                "INSERT INTO {}.{LOG} (tbl, key, op) \
+                 SELECT tbl, key, op FROM {g}.{} WHERE tbl = ANY($1) ORDER BY id",
+                ident(schema),
+                super::GUARD_LOG
+            ),
+            &[&followed],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "adopting the guard's recorded writes: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    let others = client
+        .query(
+            &format!(
+                "SELECT tbl || ' (' || count(*) || ')' FROM {g}.{} WHERE NOT (tbl = ANY($1)) \
+                  GROUP BY tbl ORDER BY tbl",
+                super::GUARD_LOG
+            ),
+            &[&followed],
+        )
+        .await
+        .map_err(|e| {
+            Outcome::failed(format!(
+                "reading the guard's other records: {}",
+                connection::explain(&e)
+            ))
+        })?;
+    let others: Vec<String> = others.iter().map(|r| col(r, 0)).collect::<Result<_, _>>()?;
+    ctx.report
+        .info(format!(
+            "{moved} write(s) the guard in {guard_schema} recorded here since the last catch-up's check adopted into the log{}",
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; on tables the log does not follow (copied whole, or left out): {}",
+                    others.join(", ")
+                )
+            }
+        ))
+        .await;
+    Ok(format!(
+        "; {moved} earlier write(s) adopted from {guard_schema}"
+    ))
 }
 
 /// What of the capture the catalogs still hold: its schema, triggers calling its function or

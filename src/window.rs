@@ -217,10 +217,15 @@ fn recorded(current: &JournalState, window: &Window) -> Option<Prediction> {
                 Some(Predicted {
                     step: s["step"].as_str()?.to_string(),
                     duration: secs(&s["secs"])?,
-                    how: format!(
-                        "predicted when the window opened: {}",
-                        s["how"].as_str().unwrap_or_default()
-                    ),
+                    how: {
+                        // A window opened again recorded what it read from its first opening.
+                        let how = s["how"].as_str().unwrap_or_default();
+                        if how.starts_with(OPENED) {
+                            how.to_string()
+                        } else {
+                            format!("{OPENED}{how}")
+                        }
+                    },
                     actual: None,
                 })
             })
@@ -418,6 +423,32 @@ fn on_aws(
             format!("no {class} measured on AWS yet: a guess"),
         ),
     }
+}
+
+/// How a prediction recorded when its window opened is introduced.
+const OPENED: &str = "predicted when the window opened: ";
+
+/// The latest other step of the same action kind this journal has done, and how long it took
+/// (RDS's capture predicted from Heroku's, say).
+fn same_kind_here(
+    runbook: &Runbook,
+    current: &JournalState,
+    step: &Step,
+) -> Option<(Duration, String)> {
+    runbook
+        .steps
+        .iter()
+        .filter(|o| o.id != step.id && o.action.kind == step.action.kind)
+        .filter_map(|o| {
+            let r = current.step(&o.id).filter(|r| r.status == Recorded::Done)?;
+            Some((
+                r.done_at.as_deref().and_then(parse_time)?,
+                r.last_duration?,
+                o,
+            ))
+        })
+        .max_by_key(|(at, _, _)| *at)
+        .map(|(_, d, o)| (d, o.id.clone()))
 }
 
 /// One look of a wait whose condition already holds.
@@ -841,6 +872,11 @@ fn predict_now(
                 "the preflight's throughput sample (source size ÷ the slower of read and write)"
                     .to_string(),
             )
+        } else if let Some((d, other)) = same_kind_here(runbook, current, step) {
+            (
+                d,
+                format!("this migration's own `{other}` (the same kind of step, measured here)"),
+            )
         } else {
             (guess(step), "no history: a guess".to_string())
         };
@@ -1242,6 +1278,39 @@ needs = ["dns-cutover"]
             measured.how,
             "this migration's own `first-deploy` (deployment: the same machinery on the same \
              resources, measured on AWS) (the rehearsal's 2.0s: emulated, not evidence)"
+        );
+    }
+
+    /// A step inside the window that no measurement of its machinery or history covers is
+    /// predicted from this journal's own step of the same kind (RDS's capture from Heroku's),
+    /// and a window opened twice says once that its prediction was recorded when it opened.
+    #[test]
+    fn a_step_is_predicted_from_this_migrations_step_of_the_same_kind() {
+        let text = "[runbook]\nname = \"w\"\napp = \"a\"\n\n\
+            [[window]]\nname = \"freeze\"\nfrom = \"a\"\nto = \"c\"\n\n\
+            [[phase]]\nid = \"p\"\n\n\
+            [[phase.step]]\nid = \"heroku-capture\"\ndo = \"db.capture\"\nurl = \"postgres://h/db\"\nmode = \"install\"\n\n\
+            [[phase.step]]\nid = \"a\"\ndo = \"manual\"\nneeds = [\"heroku-capture\"]\n\n\
+            [[phase.step]]\nid = \"rds-capture\"\ndo = \"db.capture\"\nurl = \"postgres://r/db\"\nmode = \"install\"\nneeds = [\"a\"]\n\n\
+            [[phase.step]]\nid = \"c\"\ndo = \"manual\"\nneeds = [\"rds-capture\"]\n";
+        let rb = Runbook::from_source(
+            SourceFile::new("runbook.toml", text.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let current = journal(&[(
+            "heroku-capture",
+            "2026-11-20T09:00:00.000Z",
+            "2026-11-20T09:00:03.000Z",
+            &[],
+        )]);
+        let p = predict(&rb, &rb.windows[0], &current, None);
+        let capture = step_of(&p, "rds-capture");
+        assert_eq!(capture.duration, Duration::from_secs(3));
+        assert_eq!(
+            capture.how,
+            "this migration's own `heroku-capture` (the same kind of step, measured here)"
         );
     }
 

@@ -435,10 +435,17 @@ fn same_kind_here(
     current: &JournalState,
     step: &Step,
 ) -> Option<(Duration, String)> {
+    // Only where the kind says what the work is (a capture installed, counters read): a shell
+    // script or a manual step of another id is other work.
+    const LIKE_FOR_LIKE: &[&str] = &["db.capture", "db.writes", "elb.maintenance", "db.idle"];
+    if !LIKE_FOR_LIKE.contains(&step.action.kind.as_str()) {
+        return None;
+    }
+    let mode = |s: &Step| s.action.params.get("mode").cloned();
     runbook
         .steps
         .iter()
-        .filter(|o| o.id != step.id && o.action.kind == step.action.kind)
+        .filter(|o| o.id != step.id && o.action.kind == step.action.kind && mode(o) == mode(step))
         .filter_map(|o| {
             let r = current.step(&o.id).filter(|r| r.status == Recorded::Done)?;
             Some((

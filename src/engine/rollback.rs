@@ -316,6 +316,17 @@ impl Engine {
                     )));
                     break;
                 }
+                // Cancelled in the middle, the world is as the parts before it left it: said.
+                Outcome::Cancelled if !done_before.is_empty() => {
+                    before = Some(Outcome::failed(format!(
+                        "cancelled during {} (step {} of {}) — nothing after it ran; done before it, and left so: {}. Roll back again to finish",
+                        first.action.kind,
+                        k + 1,
+                        rollback.first.len() + 1,
+                        done_before.join("; ")
+                    )));
+                    break;
+                }
                 Outcome::Cancelled => {
                     before = Some(Outcome::Cancelled);
                     break;

@@ -41,6 +41,7 @@ fn guard_sql(schema: &str) -> String {
              t text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME); \
              r jsonb; \
              kv jsonb; \
+             old_kv jsonb; \
          BEGIN \
              IF coalesce(current_setting('cutover.applying', true), '') = 'on' THEN \
                  RETURN NULL; \
@@ -52,6 +53,13 @@ fn guard_sql(schema: &str) -> String {
              IF TG_OP = 'DELETE' THEN r := to_jsonb(OLD); ELSE r := to_jsonb(NEW); END IF; \
              SELECT jsonb_object_agg(a, r -> a) INTO kv FROM unnest(TG_ARGV) a; \
              INSERT INTO {s}.{GUARD_LOG} (tbl, key, op) VALUES (t, kv, left(TG_OP, 1)); \
+             IF TG_OP = 'UPDATE' THEN \
+                 r := to_jsonb(OLD); \
+                 SELECT jsonb_object_agg(a, r -> a) INTO old_kv FROM unnest(TG_ARGV) a; \
+                 IF old_kv IS DISTINCT FROM kv THEN \
+                     INSERT INTO {s}.{GUARD_LOG} (tbl, key, op) VALUES (t, old_kv, 'D'); \
+                 END IF; \
+             END IF; \
              RETURN NULL; \
          END $cutover$; \
          REVOKE ALL ON FUNCTION {s}.{GUARD_FUNCTION}() FROM PUBLIC;"

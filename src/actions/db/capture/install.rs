@@ -333,6 +333,25 @@ async fn install(
     }
     // What is followed, for the final catch-up to compare the catalogs with.
     catalog::record(client, schema, &recorded).await?;
+    // A catch-up's guard kept here (`adopt`): what it recorded so far heads the log, before
+    // any trigger of the log's goes in; what it records while they go in follows, once they
+    // are all in (in both, then: applied twice, harmlessly); then the guard goes — the log
+    // records everything from there.
+    let followed_names: Vec<String> = followed.iter().map(|t| t.name.clone()).collect();
+    let adoption = match adopt {
+        Some(g) if guard_kept(client, g).await? => {
+            Some((g, adopt_after(client, schema, g, &followed_names, 0).await?))
+        }
+        Some(g) => {
+            ctx.report
+                .info(format!(
+                    "no guard kept in {g} to adopt: nothing recorded this database's writes before this capture"
+                ))
+                .await;
+            None
+        }
+        None => None,
+    };
     let s = ident(schema);
     let total = followed.len() as u64;
     let mut slowest = (String::new(), Duration::ZERO);
@@ -388,11 +407,27 @@ async fn install(
     ctx.report
         .output("installed_at", installed_at.to_string())
         .await;
-    // The writes a catch-up's guard recorded here before these triggers went in, adopted at
-    // the head of the log (after the triggers: one made in between is in both, applied twice,
-    // harmlessly).
-    let adopted = match adopt {
-        Some(guard_schema) => adopt_guard(ctx, client, schema, guard_schema, &recorded).await?,
+    let adopted = match adoption {
+        Some((g, (first, upto))) => {
+            let (then, _) = adopt_after(client, schema, g, &followed_names, upto).await?;
+            let others = not_adopted(client, g, &followed_names).await?;
+            let removed = guard::remove(ctx, client, g, lock_timeout, retries).await?;
+            ctx.report
+                .info(format!(
+                    "{} write(s) the guard in {g} recorded here since the last catch-up's check adopted into the log ({first} before its triggers, {then} while they went in){}; {removed}",
+                    first + then,
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; not adopted (on tables the log does not follow — copied whole, or left out — or without a key): {}",
+                            others.join(", ")
+                        )
+                    }
+                ))
+                .await;
+            format!("; {} earlier write(s) adopted from {g}", first + then)
+        }
         None => String::new(),
     };
     Ok(Outcome::Succeeded {
@@ -422,15 +457,8 @@ async fn install(
     })
 }
 
-/// The keyed writes the guard in `guard_schema` recorded on the followed tables, put in the
-/// log; says how many, and names what it recorded on tables the log does not follow.
-async fn adopt_guard(
-    ctx: &ActionContext,
-    client: &Client,
-    schema: &str,
-    guard_schema: &str,
-    recorded: &Catalog,
-) -> Result<String, Outcome> {
+/// Whether a catch-up's guard keeps its record in `guard_schema` here.
+async fn guard_kept(client: &Client, guard_schema: &str) -> Result<bool, Outcome> {
     let exists = query(
         client,
         &format!(
@@ -440,29 +468,47 @@ async fn adopt_guard(
         "looking for the guard's record",
     )
     .await?;
-    let exists: bool = match exists.first() {
-        Some(row) => col(row, 0)?,
-        None => false,
-    };
-    if !exists {
-        ctx.report
-            .info(format!(
-                "no guard's record in {guard_schema} to adopt: this database was not written between the last catch-up's check and now as far as cutover can tell (no guard kept)"
-            ))
-            .await;
-        return Ok(format!("; no guard in {guard_schema} to adopt"));
+    match exists.first() {
+        Some(row) => col(row, 0),
+        None => Ok(false),
     }
-    let followed: Vec<String> = recorded.followed().map(|(n, _)| n.clone()).collect();
+}
+
+/// The guard's recorded writes after id `after` (up to its last one now) on the followed
+/// tables — by key, or a TRUNCATE — put in the log in their order; returns how many, and the
+/// last id read.
+async fn adopt_after(
+    client: &Client,
+    schema: &str,
+    guard_schema: &str,
+    followed: &[String],
+    after: i64,
+) -> Result<(u64, i64), Outcome> {
     let g = ident(guard_schema);
+    let upto = query(
+        client,
+        &format!(
+            "SELECT coalesce(max(id), 0)::bigint FROM {g}.{}",
+            super::GUARD_LOG
+        ),
+        "reading the guard's record",
+    )
+    .await?;
+    let upto: i64 = match upto.first() {
+        Some(row) => col(row, 0)?,
+        None => after,
+    };
     let moved = client
         .execute(
             &format!(
                 "INSERT INTO {}.{LOG} (tbl, key, op) \
-                 SELECT tbl, key, op FROM {g}.{} WHERE tbl = ANY($1) ORDER BY id",
+                 SELECT tbl, key, op FROM {g}.{} \
+                  WHERE id > $1 AND id <= $2 AND tbl = ANY($3) AND (key IS NOT NULL OR op = 'T') \
+                  ORDER BY id",
                 ident(schema),
                 super::GUARD_LOG
             ),
-            &[&followed],
+            &[&after, &upto, &followed],
         )
         .await
         .map_err(|e| {
@@ -471,11 +517,22 @@ async fn adopt_guard(
                 connection::explain(&e)
             ))
         })?;
-    let others = client
+    Ok((moved, upto.max(after)))
+}
+
+/// What the guard recorded that the log does not take: writes on tables it does not follow
+/// (copied whole, or left out), or without a key; for the step's words.
+async fn not_adopted(
+    client: &Client,
+    guard_schema: &str,
+    followed: &[String],
+) -> Result<Vec<String>, Outcome> {
+    let rows = client
         .query(
             &format!(
-                "SELECT tbl || ' (' || count(*) || ')' FROM {g}.{} WHERE NOT (tbl = ANY($1)) \
-                  GROUP BY tbl ORDER BY tbl",
+                "SELECT tbl || ' (' || count(*) || ')' FROM {}.{} \
+                  WHERE NOT (tbl = ANY($1)) OR (key IS NULL AND op <> 'T') GROUP BY tbl ORDER BY tbl",
+                ident(guard_schema),
                 super::GUARD_LOG
             ),
             &[&followed],
@@ -487,23 +544,7 @@ async fn adopt_guard(
                 connection::explain(&e)
             ))
         })?;
-    let others: Vec<String> = others.iter().map(|r| col(r, 0)).collect::<Result<_, _>>()?;
-    ctx.report
-        .info(format!(
-            "{moved} write(s) the guard in {guard_schema} recorded here since the last catch-up's check adopted into the log{}",
-            if others.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; on tables the log does not follow (copied whole, or left out): {}",
-                    others.join(", ")
-                )
-            }
-        ))
-        .await;
-    Ok(format!(
-        "; {moved} earlier write(s) adopted from {guard_schema}"
-    ))
+    rows.iter().map(|r| col(r, 0)).collect()
 }
 
 /// What of the capture the catalogs still hold: its schema, triggers calling its function or

@@ -10,6 +10,7 @@ pub mod aws_error;
 pub mod clock;
 pub mod cost;
 pub mod engine;
+pub mod heroku;
 pub mod journal;
 pub mod redact;
 pub mod runbook;

@@ -731,7 +731,7 @@ fn db_idle_passes_when_unused_and_names_a_client_or_a_write() {
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
         text(&out).contains("written after the baseline")
-            && text(&out).contains("public.events (1 row change(s))"),
+            && text(&out).contains("public.events (1 row change(s) counted)"),
         "{}",
         text(&out)
     );

@@ -77,6 +77,22 @@ const NEVER: &[(&str, &[&str])] = &[
             "actions", "engine", "journal", "runbook", "state", "status", "tui", "window",
         ],
     ),
+    // Reading a Heroku app for `init`: the API and the repository, nothing of a migration.
+    (
+        "heroku",
+        &[
+            "actions",
+            "cost",
+            "engine",
+            "journal",
+            "runbook",
+            "state",
+            "status",
+            "tui",
+            "window",
+            "workspace",
+        ],
+    ),
     // The runbook is data: it knows nothing of running it or of what was run.
     (
         "runbook",

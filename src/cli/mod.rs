@@ -8,6 +8,7 @@ mod cost;
 mod driving;
 mod ecs_run;
 mod exit;
+mod init;
 mod log;
 mod logging;
 mod man;
@@ -112,6 +113,9 @@ enum Command {
     Run(run::Args),
     /// Monthly cost of the target, line by line, against today's Heroku bill.
     Cost(cost::Args),
+    /// Read a Heroku app (the Platform API, the repository's Procfile) and say what each part
+    /// becomes on AWS, every fact with its source; config vars by name only.
+    Init(init::Args),
     /// Run a command as a one-off ECS task (what `heroku run` was); exits with its exit code.
     EcsRun(ecs_run::Args),
     /// Show what the `scaffold` step would write (diffs), or write it; files that would change
@@ -184,6 +188,7 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         Command::Report(args) => report::exec(&ctx, args),
         Command::Run(args) => run::exec(&ctx, args),
         Command::Cost(args) => cost::exec(&ctx, args),
+        Command::Init(args) => init::exec(&ctx, args),
         Command::EcsRun(args) => ecs_run::exec(&ctx, args),
         Command::Scaffold(args) => scaffold::exec(&ctx, args),
         Command::Rollback(args) => rollback::exec(&ctx, args),

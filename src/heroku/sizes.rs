@@ -1,0 +1,134 @@
+//! Heroku dyno sizes and the Fargate task size each becomes: by memory first, never less than
+//! the dyno's; the smallest CPU that offers that memory. A dyno larger than Fargate's largest
+//! task is named, never rounded down.
+
+/// A Heroku dyno size: its name as the API spells it (case-insensitive), its memory in MiB.
+pub const DYNOS: &[(&str, u32)] = &[
+    ("eco", 512),
+    ("basic", 512),
+    ("standard-1x", 512),
+    ("standard-2x", 1024),
+    ("performance-m", 2560),
+    ("performance-l", 14336),
+    ("performance-l-ram", 30720),
+    ("performance-xl", 63488),
+    ("performance-2xl", 129024),
+    ("private-s", 1024),
+    ("private-m", 2560),
+    ("private-l", 14336),
+    ("shield-s", 1024),
+    ("shield-m", 2560),
+    ("shield-l", 14336),
+];
+
+/// Fargate's task sizes: CPU units, and the memory (MiB) each allows: from, to, step.
+const FARGATE: &[(u32, u32, u32, u32)] = &[
+    (256, 512, 2048, 512),
+    (512, 1024, 4096, 1024),
+    (1024, 2048, 8192, 1024),
+    (2048, 4096, 16384, 1024),
+    (4096, 8192, 30720, 1024),
+    (8192, 16384, 61440, 4096),
+    (16384, 32768, 122880, 8192),
+];
+
+/// What a dyno size becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fargate {
+    /// CPU units (1024 = 1 vCPU) and memory (MiB).
+    Task { cpu: u32, memory: u32 },
+    /// No Fargate task has that much memory: named, with Fargate's largest.
+    TooLarge { memory: u32, largest: u32 },
+    /// A size this table does not know.
+    Unknown,
+}
+
+/// The dyno's memory (MiB), by its name.
+pub fn dyno_memory(size: &str) -> Option<u32> {
+    let size = size.trim().to_ascii_lowercase();
+    DYNOS.iter().find(|(n, _)| *n == size).map(|(_, m)| *m)
+}
+
+/// The smallest Fargate task with at least `memory` MiB (its CPU the smallest that allows it).
+pub fn for_memory(memory: u32) -> Fargate {
+    let largest = FARGATE.iter().map(|f| f.2).max().unwrap_or(0);
+    for &(cpu, from, to, step) in FARGATE {
+        if memory <= to {
+            let mut m = from;
+            while m < memory {
+                m += step;
+            }
+            return Fargate::Task { cpu, memory: m };
+        }
+    }
+    Fargate::TooLarge { memory, largest }
+}
+
+/// What a dyno size becomes on Fargate.
+pub fn for_dyno(size: &str) -> Fargate {
+    match dyno_memory(size) {
+        Some(memory) => for_memory(memory),
+        None => Fargate::Unknown,
+    }
+}
+
+impl Fargate {
+    pub fn describe(&self) -> String {
+        match self {
+            Fargate::Task { cpu, memory } => format!(
+                "{} vCPU / {} GiB",
+                trim(*cpu as f64 / 1024.0),
+                trim(*memory as f64 / 1024.0)
+            ),
+            Fargate::TooLarge { memory, largest } => format!(
+                "none: {} GiB is more than Fargate's largest task ({} GiB) — not rounded down; a decision for you",
+                trim(*memory as f64 / 1024.0),
+                trim(*largest as f64 / 1024.0)
+            ),
+            Fargate::Unknown => "a size this table does not know: a decision for you".to_string(),
+        }
+    }
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dyno_gets_at_least_its_memory_on_the_smallest_cpu_that_offers_it() {
+        let task = |size: &str| match for_dyno(size) {
+            Fargate::Task { cpu, memory } => (cpu, memory),
+            other => panic!("{size}: {other:?}"),
+        };
+        assert_eq!(task("Standard-1X"), (256, 512));
+        assert_eq!(task("standard-2x"), (256, 1024));
+        // 2.5 GB: more than 0.25 vCPU offers (2 GiB).
+        assert_eq!(task("Performance-M"), (512, 3072));
+        assert_eq!(task("Performance-L"), (2048, 14336));
+        assert_eq!(task("Performance-L-RAM"), (4096, 30720));
+        // 62 GB: more than 8 vCPU offers (60 GiB).
+        assert_eq!(task("Performance-XL"), (16384, 65536));
+        for (name, memory) in DYNOS {
+            if let Fargate::Task { memory: m, .. } = for_dyno(name) {
+                assert!(m >= *memory, "{name}: {m} < {memory}");
+            }
+        }
+        assert_eq!(
+            for_dyno("Performance-2XL"),
+            Fargate::TooLarge {
+                memory: 129024,
+                largest: 122880
+            }
+        );
+        assert!(for_dyno("Performance-2XL")
+            .describe()
+            .contains("126 GiB is more than Fargate's largest task (120 GiB)"));
+        assert_eq!(for_dyno("hobby-9x"), Fargate::Unknown);
+        assert_eq!(for_dyno("Performance-M").describe(), "0.5 vCPU / 3 GiB");
+    }
+}

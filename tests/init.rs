@@ -1,0 +1,387 @@
+//! `cutover init --from-heroku APP`: the app read through a stand-in of the Heroku Platform API
+//! (a loopback server answering in the API's own shapes: a 206-paged formation, a 429 with
+//! Retry-After, 401 and 404 with Heroku's error bodies) and a repository's Procfile. The real
+//! API cannot be reached from the tests; the stand-in says so by its name.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+const TOKEN: &str = "test-token-7f3a";
+/// Config var values: none may appear in anything `init` prints.
+const VALUES: [&str; 4] = [
+    "SECRETVALUE-db-91c2",
+    "SECRETVALUE-redis-5d1e",
+    "SECRETVALUE-base-77aa",
+    "SECRETVALUE-papertrail-0b3c",
+];
+
+struct Api {
+    port: u16,
+    formation_calls: Arc<AtomicUsize>,
+}
+
+/// The stand-in: one thread, one connection at a time, `Connection: close`.
+fn api() -> Api {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let formation_calls = Arc::new(AtomicUsize::new(0));
+    let calls = formation_calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut headers = BTreeMap::new();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let (status, extra, body) = answer(&path, &headers, &calls);
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Api {
+        port,
+        formation_calls,
+    }
+}
+
+fn answer(
+    path: &str,
+    headers: &BTreeMap<String, String>,
+    formation_calls: &AtomicUsize,
+) -> (&'static str, String, String) {
+    let json = |v: serde_json::Value| v.to_string();
+    if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}"))
+        || headers.get("accept").map(String::as_str)
+            != Some("application/vnd.heroku+json; version=3")
+    {
+        return (
+            "401 Unauthorized",
+            String::new(),
+            json(
+                serde_json::json!({"id": "unauthorized", "message": "Invalid credentials provided."}),
+            ),
+        );
+    }
+    let app = "/apps/rails-app";
+    match path {
+        "/apps/busy" => (
+            "429 Too Many Requests",
+            "Retry-After: 0\r\n".into(),
+            "{}".into(),
+        ),
+        p if !p.starts_with(app) => (
+            "404 Not Found",
+            String::new(),
+            json(serde_json::json!({"id": "not_found", "message": "Couldn't find that app."})),
+        ),
+        "/apps/rails-app" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!({
+                "name": "rails-app", "region": {"name": "eu"}, "stack": {"name": "heroku-22"},
+                "build_stack": {"name": "heroku-24"}
+            })),
+        ),
+        "/apps/rails-app/buildpack-installations" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!([
+                {"buildpack": {"name": "heroku/ruby", "url": "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku/ruby.tgz"}}
+            ])),
+        ),
+        "/apps/rails-app/formation" => {
+            // The first ask is answered 429 (wait 1 s), then two pages.
+            let n = formation_calls.fetch_add(1, SeqCst);
+            match (n, headers.get("range").map(String::as_str)) {
+                (0, _) => (
+                    "429 Too Many Requests",
+                    "Retry-After: 1\r\n".into(),
+                    "{}".into(),
+                ),
+                (_, None) => (
+                    "206 Partial Content",
+                    "Next-Range: ]web; max=1\r\n".into(),
+                    json(serde_json::json!([
+                        {"type": "web", "command": "bundle exec puma -C config/puma.rb", "quantity": 2, "size": "Standard-2X"}
+                    ])),
+                ),
+                (_, Some("]web; max=1")) => (
+                    "200 OK",
+                    String::new(),
+                    json(serde_json::json!([
+                        {"type": "worker", "command": "bundle exec sidekiq", "quantity": 1, "size": "Performance-2XL"}
+                    ])),
+                ),
+                (_, Some(other)) => (
+                    "416 Range Not Satisfiable",
+                    String::new(),
+                    json(serde_json::json!({"message": other})),
+                ),
+            }
+        }
+        "/apps/rails-app/releases" => {
+            if headers.get("range").map(String::as_str) != Some("version ..; order=desc, max=10") {
+                return (
+                    "400 Bad Request",
+                    String::new(),
+                    json(serde_json::json!({"message": "expected the latest releases"})),
+                );
+            }
+            (
+                "206 Partial Content",
+                String::new(),
+                json(serde_json::json!([
+                    {"version": 41, "slug": null},
+                    {"version": 40, "slug": {"id": "slug-40"}}
+                ])),
+            )
+        }
+        "/apps/rails-app/slugs/slug-40" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!({
+                "process_types": {
+                    "web": "bundle exec puma -C config/puma.rb",
+                    "worker": "bundle exec sidekiq",
+                    "release": "bin/rails db:migrate"
+                }
+            })),
+        ),
+        "/apps/rails-app/config-vars" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!({
+                "DATABASE_URL": format!("postgres://u:{}@ec2.compute.amazonaws.com:5432/d1", VALUES[0]),
+                "REDIS_URL": format!("rediss://:{}@ec2.compute.amazonaws.com:6379", VALUES[1]),
+                "SECRET_KEY_BASE": VALUES[2],
+                "PAPERTRAIL_API_TOKEN": VALUES[3]
+            })),
+        ),
+        "/apps/rails-app/addons" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!([
+                {"name": "postgresql-rigid-12", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-0"}, "config_vars": ["DATABASE_URL"]},
+                {"name": "redis-flat-3", "addon_service": {"name": "heroku-redis"}, "plan": {"name": "heroku-redis:premium-0"}, "config_vars": ["REDIS_URL"]},
+                {"name": "papertrail-fuzzy-9", "addon_service": {"name": "papertrail"}, "plan": {"name": "papertrail:choklad"}, "config_vars": ["PAPERTRAIL_API_TOKEN"]}
+            ])),
+        ),
+        "/apps/rails-app/addon-attachments" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!([
+                {"name": "DATABASE", "addon": {"name": "postgresql-rigid-12"}},
+                {"name": "REDIS", "addon": {"name": "redis-flat-3"}},
+                {"name": "PAPERTRAIL", "addon": {"name": "papertrail-fuzzy-9"}}
+            ])),
+        ),
+        "/apps/rails-app/domains" => (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!([
+                {"hostname": "rails-app.herokuapp.com", "kind": "heroku"},
+                {"hostname": "www.example.org", "kind": "custom", "acm_status": "cert issued"},
+                {"hostname": "api.example.org", "kind": "custom", "acm_status": "pending"}
+            ])),
+        ),
+        _ => (
+            "404 Not Found",
+            String::new(),
+            json(serde_json::json!({"id": "not_found", "message": "Not found."})),
+        ),
+    }
+}
+
+fn init(
+    api: &Api,
+    home: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command
+        .arg("init")
+        .args(args)
+        .env(
+            "CUTOVER_HEROKU_API",
+            format!("http://127.0.0.1:{}", api.port),
+        )
+        .env("HOME", home)
+        .env_remove("HEROKU_API_KEY");
+    if let Some(token) = token {
+        command.env("HEROKU_API_KEY", token);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A Rails app with a Sidekiq worker on a dyno larger than any Fargate task, a release phase,
+/// Postgres, Redis and Papertrail, two custom domains; its Procfile changed since the last
+/// release (the worker's queue, a clock added).
+#[test]
+fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("Procfile"),
+        "web: bundle exec puma -C config/puma.rb\nworker: bundle exec sidekiq -q default\nclock: bundle exec clockwork clock.rb\nrelease: bin/rails db:migrate\n",
+    )
+    .unwrap();
+    let repo_arg = repo.path().to_str().unwrap();
+    let (code, out, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &["--from-heroku", "rails-app", "--repo", repo_arg],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The 429 was waited out, and the formation read across its two pages.
+    assert_eq!(api.formation_calls.load(SeqCst), 3);
+    for needle in [
+        "rails-app (heroku-24, region eu; buildpacks: heroku/ruby)",
+        "web        2 × Standard-2X → the ECS service behind the ALB, 2 task(s), 0.25 vCPU / 1 GiB",
+        "worker     1 × Performance-2XL → an ECS service with no load balancer, the same image, 1 task(s), none: 126 GiB is more than Fargate's largest task (120 GiB)",
+        "release    not scaled → a one-off ECS task that must succeed before each deployment",
+        "clock      not scaled → an ECS service with no load balancer, 0 task (never more than 1)",
+        "[command: API (latest release); quantity and size: API (formation)]",
+        "postgresql-rigid-12 (heroku-postgresql:standard-0; sets DATABASE_URL) → RDS for PostgreSQL, with the database move",
+        "redis-flat-3 (heroku-redis:premium-0; sets REDIS_URL) → ElastiCache for Redis (TLS); its data is not moved",
+        "papertrail-fuzzy-9 (papertrail:choklad; sets PAPERTRAIL_API_TOKEN) → kept as it is",
+        "www.example.org (certificate: cert issued) → a Route 53 record and an ACM certificate",
+        "api.example.org (certificate: pending)",
+        "config vars (names only, 4): DATABASE_URL, PAPERTRAIL_API_TOKEN, REDIS_URL, SECRET_KEY_BASE",
+        "`worker`: the Procfile says `bundle exec sidekiq -q default`, the latest release runs `bundle exec sidekiq`",
+        "`clock`: the Procfile declares it, the latest release does not",
+        "papertrail-fuzzy-9 (papertrail:choklad) stays on Heroku's marketplace",
+        "`worker` runs on Performance-2XL dynos: none: 126 GiB",
+        "Nothing was written",
+    ] {
+        assert!(out.contains(needle), "{needle}\n---\n{out}");
+    }
+    assert!(
+        !out.contains("rails-app.herokuapp.com"),
+        "the Heroku name is not a domain to move"
+    );
+    let (code, json, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &["--from-heroku", "rails-app", "--repo", repo_arg, "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let shape: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let kinds: Vec<&str> = shape["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["web", "worker", "clock", "release"]);
+    assert_eq!(shape["decisions"].as_array().unwrap().len(), 2, "{json}");
+    for value in VALUES {
+        for (what, text) in [("stdout", &out), ("stderr", &err), ("json", &json)] {
+            assert!(!text.contains(value), "a config var's value in {what}");
+        }
+    }
+    assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
+}
+
+/// A refused token, an app Heroku does not have, a Heroku that keeps asking to slow down, no
+/// token at all: each says what to do, and nothing is written.
+#[test]
+fn init_says_what_went_wrong_with_the_api() {
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let repo_arg = repo.path().to_str().unwrap();
+    let (code, _, err) = init(
+        &api,
+        home.path(),
+        Some("wrong"),
+        &["--from-heroku", "rails-app", "--repo", repo_arg],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Heroku refused the token (401)"), "{err}");
+    let (code, _, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &["--from-heroku", "ghost", "--repo", repo_arg],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "Heroku has no app ghost that this token can see (404): Couldn't find that app."
+        ),
+        "{err}"
+    );
+    let (code, _, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &["--from-heroku", "busy", "--repo", repo_arg],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Heroku asked to slow down (429) 5 times for /apps/busy"),
+        "{err}"
+    );
+    let (code, _, err) = init(
+        &api,
+        home.path(),
+        None,
+        &["--from-heroku", "rails-app", "--repo", repo_arg],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no Heroku token: set HEROKU_API_KEY, or log in with `heroku login`"),
+        "{err}"
+    );
+    // The Heroku CLI's login, from ~/.netrc.
+    std::fs::write(
+        home.path().join(".netrc"),
+        format!("machine api.heroku.com\n  login a@example.org\n  password {TOKEN}\n"),
+    )
+    .unwrap();
+    let (code, out, err) = init(
+        &api,
+        home.path(),
+        None,
+        &["--from-heroku", "rails-app", "--repo", repo_arg],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("the repository has no Procfile: the process types are the API's alone"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(repo.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

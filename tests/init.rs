@@ -83,6 +83,46 @@ fn answer(
         );
     }
     let app = "/apps/rails-app";
+    // A Node app on pnpm with a Dockerfile of its own: one web dyno, nothing else.
+    match path {
+        "/apps/node-app" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!({"name": "node-app", "region": {"name": "us"}, "stack": {"name": "heroku-24"}}),
+                ),
+            )
+        }
+        "/apps/node-app/buildpack-installations" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([{"buildpack": {"name": "heroku/nodejs"}}])),
+            )
+        }
+        "/apps/node-app/formation" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!([{"type": "web", "command": "pnpm start", "quantity": 1, "size": "Standard-1X"}]),
+                ),
+            )
+        }
+        "/apps/node-app/releases" => return ("200 OK", String::new(), "[]".into()),
+        "/apps/node-app/config-vars" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!({"NODE_ENV": "production"})),
+            )
+        }
+        "/apps/node-app/addons" | "/apps/node-app/addon-attachments" | "/apps/node-app/domains" => {
+            return ("200 OK", String::new(), "[]".into())
+        }
+        _ => {}
+    }
     match path {
         "/apps/busy" => (
             "429 Too Many Requests",
@@ -252,6 +292,18 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "web: bundle exec puma -C config/puma.rb\nworker: bundle exec sidekiq -q default\nclock: bundle exec clockwork clock.rb\nrelease: bin/rails db:migrate\n",
     )
     .unwrap();
+    std::fs::write(
+        repo.path().join("Gemfile.lock"),
+        "GEM\n  specs:\n\nPLATFORMS\n  x86_64-linux\n\nDEPENDENCIES\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.path().join("bin")).unwrap();
+    std::fs::write(repo.path().join("bin/rails"), "#!/usr/bin/env ruby\n").unwrap();
+    std::fs::write(
+        repo.path().join("app.json"),
+        "{\"formation\": {\"web\": {\"quantity\": 1, \"size\": \"standard-2x\"}}}",
+    )
+    .unwrap();
     let repo_arg = repo.path().to_str().unwrap();
     let (code, out, err) = init(
         &api,
@@ -280,6 +332,10 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "papertrail-fuzzy-9 (papertrail:choklad) stays on Heroku's marketplace",
         "`worker` runs on Performance-2XL dynos: none: 126 GiB",
         "Nothing was written",
+        "package manager: Bundler (Ruby)  [Gemfile.lock]",
+        "assets: Rails: bin/rails assets:precompile in the image (a dummy SECRET_KEY_BASE)  [bin/rails]",
+        "architecture: x86_64 — Gemfile.lock locks only x86_64-linux",
+        "`web`: app.json's formation says 1 × standard-2x, Heroku runs 2 × Standard-2X",
     ] {
         assert!(out.contains(needle), "{needle}\n---\n{out}");
     }
@@ -384,4 +440,46 @@ fn init_says_what_went_wrong_with_the_api() {
         0,
         "nothing written"
     );
+}
+
+/// A Node app on pnpm with a Dockerfile of its own: its package manager and build script from
+/// the repository, its own image kept, ARM64, one small web task; no release, no add-on.
+#[test]
+fn init_reads_a_node_app_on_pnpm_with_its_own_dockerfile() {
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("pnpm-lock.yaml", "lockfileVersion: '9.0'\n"),
+        (
+            "package.json",
+            "{\"scripts\": {\"build\": \"tsc -p .\", \"start\": \"node dist/main.js\"}}",
+        ),
+        ("Dockerfile", "FROM node:22-slim\n"),
+        ("Procfile", "web: pnpm start\n"),
+    ] {
+        std::fs::write(repo.path().join(file), text).unwrap();
+    }
+    let repo_arg = repo.path().to_str().unwrap();
+    let (code, out, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &["--from-heroku", "node-app", "--repo", repo_arg],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for needle in [
+        "node-app (heroku-24, region us; buildpacks: heroku/nodejs)",
+        "web        1 × Standard-1X → the ECS service behind the ALB, 1 task(s), 0.25 vCPU / 0.5 GiB",
+        "[command: API (formation); quantity and size: API (formation)]",
+        "package manager: pnpm (Node.js)  [pnpm-lock.yaml]",
+        "build script `build`: tsc -p .  [package.json]",
+        "image: the app's own Dockerfile, kept  [Dockerfile]",
+        "architecture: arm64",
+        "config vars (names only, 1): NODE_ENV",
+    ] {
+        assert!(out.contains(needle), "{needle}\n---\n{out}");
+    }
+    assert!(!out.contains("where the sources disagree"), "{out}");
+    assert!(!out.contains("production"), "a config var's value");
 }

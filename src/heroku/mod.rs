@@ -7,5 +7,6 @@
 //! May import: `redact`. Never: actions, engine, journal, runbook, state, status, tui, window.
 
 pub mod api;
+pub mod repo;
 pub mod shape;
 pub mod sizes;

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::api::{segment, Api, ApiError};
+use super::repo::{self, Build};
 use super::sizes::{self, Fargate};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +57,8 @@ pub struct Shape {
     pub config_vars: Vec<String>,
     pub addons: Vec<Addon>,
     pub domains: Vec<Domain>,
+    /// What the repository says about building it (none without a repository).
+    pub build: Option<Build>,
     pub disagreements: Vec<String>,
     pub decisions: Vec<String>,
 }
@@ -129,6 +132,16 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
 
     let mut disagreements = Vec::new();
     let mut decisions = Vec::new();
+    let buildpack_names: Vec<String> = buildpacks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| text(b, &["buildpack", "name"]).or_else(|| text(b, &["buildpack", "url"])))
+        .collect();
+    let build = repo.map(|dir| repo::read(dir, &buildpack_names));
+    if let Some(b) = &build {
+        disagreements.extend(b.disagreements.iter().cloned());
+    }
 
     // Processes: the release's types and commands, the formation's quantities and sizes, the
     // Procfile's types and commands.
@@ -259,6 +272,32 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
         });
     }
 
+    // app.json's formation against what Heroku runs.
+    for (kind, quantity, size) in build
+        .as_ref()
+        .map(|b| b.declared_formation.clone())
+        .unwrap_or_default()
+    {
+        let running = processes.iter().find(|p| p.kind == kind);
+        let (q, z) = (
+            running.and_then(|p| p.quantity).map(u64::from),
+            running.and_then(|p| p.size.clone()),
+        );
+        let size_differs = match (&size, &z) {
+            (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        if (quantity.is_some() && quantity != q) || size_differs {
+            disagreements.push(format!(
+                "`{kind}`: app.json's formation says {} × {}, Heroku runs {} × {} (the formation is what is moved)",
+                quantity.map_or("?".to_string(), |n| n.to_string()),
+                size.as_deref().unwrap_or("?"),
+                q.map_or("none".to_string(), |n| n.to_string()),
+                z.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+
     // Add-ons, with the config vars each attachment sets.
     let attached = |addon: &str| -> Vec<String> {
         attachments
@@ -332,18 +371,12 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
         app: text(&info, &["name"]).unwrap_or_else(|| app.to_string()),
         region: text(&info, &["region", "name"]),
         stack: text(&info, &["build_stack", "name"]).or_else(|| text(&info, &["stack", "name"])),
-        buildpacks: buildpacks
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| {
-                text(b, &["buildpack", "name"]).or_else(|| text(b, &["buildpack", "url"]))
-            })
-            .collect(),
+        buildpacks: buildpack_names,
         processes,
         config_vars,
         addons: out_addons,
         domains: out_domains,
+        build,
         disagreements,
         decisions,
     })
@@ -402,6 +435,16 @@ impl Shape {
                 d.hostname,
                 d.certificate.as_deref().unwrap_or("none"),
                 d.becomes
+            ));
+        }
+        if let Some(b) = &self.build {
+            out.push_str("\nbuild:\n");
+            for f in &b.facts {
+                out.push_str(&format!("  {}: {}  [{}]\n", f.what, f.value, f.from));
+            }
+            out.push_str(&format!(
+                "  architecture: {} — {}\n",
+                b.architecture.0, b.architecture.1
             ));
         }
         out.push_str(&format!(

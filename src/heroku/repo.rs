@@ -1,0 +1,269 @@
+//! What the repository says about building the app: its language and package manager (by its
+//! lockfiles), its build scripts, an image of its own (a Dockerfile, heroku.yml), the formation
+//! app.json declares, and whether it runs on ARM64 (Fargate's cheaper architecture, the
+//! default) or says otherwise. Each fact names the file it came from.
+
+use std::path::Path;
+
+/// One fact and the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fact {
+    pub what: String,
+    pub value: String,
+    pub from: String,
+}
+
+/// The repository's facts, what they disagree on, and the architecture with its reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Build {
+    pub facts: Vec<Fact>,
+    pub disagreements: Vec<String>,
+    /// "arm64" or "x86_64", and why.
+    pub architecture: (String, String),
+    /// app.json's formation: type → (quantity, size).
+    #[serde(skip)]
+    pub declared_formation: Vec<(String, Option<u64>, Option<String>)>,
+}
+
+/// Lockfiles: the file, its ecosystem, its package manager.
+const LOCKFILES: &[(&str, &str, &str)] = &[
+    ("pnpm-lock.yaml", "Node.js", "pnpm"),
+    ("yarn.lock", "Node.js", "yarn"),
+    ("package-lock.json", "Node.js", "npm"),
+    ("Gemfile.lock", "Ruby", "Bundler"),
+    ("poetry.lock", "Python", "Poetry"),
+    ("uv.lock", "Python", "uv"),
+    ("Pipfile.lock", "Python", "Pipenv"),
+    ("requirements.txt", "Python", "pip"),
+];
+
+/// The Heroku buildpack of each ecosystem.
+const BUILDPACKS: &[(&str, &str)] = &[
+    ("Node.js", "heroku/nodejs"),
+    ("Ruby", "heroku/ruby"),
+    ("Python", "heroku/python"),
+];
+
+fn fact(what: &str, value: impl Into<String>, from: &str) -> Fact {
+    Fact {
+        what: what.to_string(),
+        value: value.into(),
+        from: from.to_string(),
+    }
+}
+
+/// Reads `dir`; `buildpacks` are the API's, to compare with.
+pub fn read(dir: &Path, buildpacks: &[String]) -> Build {
+    let mut b = Build {
+        architecture: (
+            "arm64".to_string(),
+            "Fargate's ARM64 (Graviton) by default: nothing in the repository says otherwise"
+                .to_string(),
+        ),
+        ..Build::default()
+    };
+    let has = |f: &str| dir.join(f).is_file();
+    let found: Vec<&(&str, &str, &str)> = LOCKFILES.iter().filter(|(f, _, _)| has(f)).collect();
+    let mut ecosystems: Vec<&str> = Vec::new();
+    for (file, ecosystem, manager) in &found {
+        b.facts.push(fact(
+            "package manager",
+            format!("{manager} ({ecosystem})"),
+            file,
+        ));
+        if !ecosystems.contains(ecosystem) {
+            ecosystems.push(ecosystem);
+        }
+    }
+    for ecosystem in &ecosystems {
+        let managers: Vec<&str> = found
+            .iter()
+            .filter(|(_, e, _)| e == ecosystem)
+            .map(|(f, _, _)| *f)
+            .collect();
+        // requirements.txt beside another Python lockfile is common (an export): not a conflict.
+        let real: Vec<&&str> = managers
+            .iter()
+            .filter(|f| **f != "requirements.txt")
+            .collect();
+        if real.len() > 1 {
+            b.disagreements.push(format!(
+                "{ecosystem}: more than one lockfile ({}): which package manager builds the app?",
+                managers.join(", ")
+            ));
+        }
+        if let Some((_, pack)) = BUILDPACKS.iter().find(|(e, _)| e == ecosystem) {
+            if !buildpacks.is_empty() && !buildpacks.iter().any(|p| p.contains(pack)) {
+                b.disagreements.push(format!(
+                    "the repository is {ecosystem} (its lockfile), but Heroku builds it without {pack} (buildpacks: {})",
+                    buildpacks.join(", ")
+                ));
+            }
+        }
+    }
+    // Build scripts.
+    if let Ok(text) = std::fs::read_to_string(dir.join("package.json")) {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+            for script in ["heroku-postbuild", "build"] {
+                if let Some(cmd) = json["scripts"][script].as_str() {
+                    b.facts.push(fact(
+                        &format!("build script `{script}`"),
+                        cmd,
+                        "package.json",
+                    ));
+                }
+            }
+        }
+    }
+    if has("bin/rails") || has("config/application.rb") {
+        b.facts.push(fact(
+            "assets",
+            "Rails: bin/rails assets:precompile in the image (a dummy SECRET_KEY_BASE)",
+            "bin/rails",
+        ));
+    }
+    if has("manage.py") {
+        b.facts.push(fact(
+            "assets",
+            "Django: python manage.py collectstatic --noinput in the image",
+            "manage.py",
+        ));
+    }
+    // An image of its own.
+    if has("Dockerfile") {
+        b.facts.push(fact(
+            "image",
+            "the app's own Dockerfile, kept",
+            "Dockerfile",
+        ));
+    }
+    if has("heroku.yml") {
+        b.facts
+            .push(fact("image", "heroku.yml's build, kept", "heroku.yml"));
+    }
+    // app.json's formation.
+    if let Ok(text) = std::fs::read_to_string(dir.join("app.json")) {
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(json) => {
+                if let Some(f) = json["formation"].as_object() {
+                    for (kind, v) in f {
+                        b.declared_formation.push((
+                            kind.clone(),
+                            v["quantity"].as_u64(),
+                            v["size"].as_str().map(str::to_string),
+                        ));
+                    }
+                }
+            }
+            Err(e) => b
+                .disagreements
+                .push(format!("app.json does not read as JSON ({e}): not used")),
+        }
+    }
+    // ARM64 unless something says otherwise.
+    if let Ok(lock) = std::fs::read_to_string(dir.join("Gemfile.lock")) {
+        let platforms: Vec<&str> = lock
+            .split("\nPLATFORMS\n")
+            .nth(1)
+            .map(|rest| {
+                rest.lines()
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let arm = platforms
+            .iter()
+            .any(|p| *p == "ruby" || p.starts_with("aarch64") || p.starts_with("arm64"));
+        if !platforms.is_empty() && !arm {
+            b.architecture = (
+                "x86_64".to_string(),
+                format!(
+                    "Gemfile.lock locks only {} (native gems built for x86_64): run `bundle lock --add-platform aarch64-linux` to move to ARM64",
+                    platforms.join(", ")
+                ),
+            );
+        }
+    }
+    let official = |p: &str| {
+        p.starts_with("heroku/")
+            || p.contains("buildpack-registry.s3.amazonaws.com/buildpacks/heroku/")
+    };
+    let custom: Vec<&String> = buildpacks.iter().filter(|p| !official(p)).collect();
+    if !custom.is_empty() && b.architecture.0 == "arm64" {
+        b.architecture.1 = format!(
+            "ARM64 by default, but a buildpack outside Heroku's own ({}) may install x86_64 binaries: check it, or run on x86_64",
+            custom.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_says_its_package_manager_build_and_architecture() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let write = |f: &str, t: &str| {
+            let path = dir.path().join(f);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(path, t).unwrap_or_else(|e| panic!("{e}"));
+        };
+        write(
+            "Gemfile.lock",
+            "GEM\n  specs:\n\nPLATFORMS\n  x86_64-linux\n\nDEPENDENCIES\n",
+        );
+        write("bin/rails", "#!/usr/bin/env ruby\n");
+        write("yarn.lock", "");
+        write("package-lock.json", "{}");
+        write(
+            "package.json",
+            "{\"scripts\": {\"build\": \"esbuild app.js\"}}",
+        );
+        write(
+            "app.json",
+            "{\"formation\": {\"web\": {\"quantity\": 2, \"size\": \"standard-2x\"}}}",
+        );
+        let b = read(dir.path(), &["heroku/ruby".to_string()]);
+        let said = |what: &str, value: &str, from: &str| {
+            b.facts
+                .iter()
+                .any(|f| f.what == what && f.value == value && f.from == from)
+        };
+        assert!(
+            said("package manager", "Bundler (Ruby)", "Gemfile.lock"),
+            "{b:#?}"
+        );
+        assert!(said(
+            "build script `build`",
+            "esbuild app.js",
+            "package.json"
+        ));
+        assert!(b.facts.iter().any(|f| f.from == "bin/rails"));
+        assert!(b
+            .disagreements
+            .iter()
+            .any(|d| d.contains("more than one lockfile (yarn.lock, package-lock.json)")));
+        assert!(b
+            .disagreements
+            .iter()
+            .any(|d| d.contains("Heroku builds it without heroku/nodejs")));
+        assert_eq!(b.architecture.0, "x86_64");
+        assert!(b
+            .architecture
+            .1
+            .contains("bundle lock --add-platform aarch64-linux"));
+        assert_eq!(
+            b.declared_formation,
+            [("web".to_string(), Some(2), Some("standard-2x".to_string()))]
+        );
+        let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let none = read(empty.path(), &[]);
+        assert_eq!(none.architecture.0, "arm64");
+        assert!(none.facts.is_empty());
+    }
+}

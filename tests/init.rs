@@ -365,6 +365,85 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         }
     }
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
+
+    // --out: the shape and the bundled runbook's variables for this app, written once.
+    let dir = home.path().join("init-out");
+    let dir_arg = dir.to_str().unwrap();
+    let args = [
+        "--from-heroku",
+        "rails-app",
+        "--repo",
+        repo_arg,
+        "--out",
+        dir_arg,
+    ];
+    let (code, said, err) = init(&api, home.path(), Some(TOKEN), &args);
+    assert_eq!(code, 0, "{said}\n{err}");
+    assert!(
+        said.contains("vars.toml: written") && said.contains("shape.json: written"),
+        "{said}"
+    );
+    let vars = std::fs::read_to_string(dir.join("vars.toml")).unwrap();
+    for needle in [
+        "heroku_app = \"rails-app\"",
+        "cluster = \"rails-app\"",
+        "# Heroku runs it in eu: the nearest AWS region\naws_region = \"eu-west-1\"",
+        "domain = \"www.example.org\"",
+        "also on Heroku: api.example.org",
+        "image_platform = \"linux/amd64\"",
+        "# Decisions for you (this file cannot make them):",
+    ] {
+        assert!(vars.contains(needle), "{needle}\n---\n{vars}");
+    }
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("shape.json")).unwrap()).unwrap();
+    assert_eq!(written["app"], "rails-app");
+    for file in ["vars.toml", "shape.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            VALUES.iter().all(|v| !text.contains(v)),
+            "a config var's value in {file}"
+        );
+    }
+    // The bundled runbook takes it as its vars file.
+    let runbook = concat!(env!("CARGO_MANIFEST_DIR"), "/runbook.toml");
+    let check = Command::new(BIN)
+        .args([
+            "--runbook",
+            runbook,
+            "--vars-file",
+            dir.join("vars.toml").to_str().unwrap(),
+            "validate",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Again: unchanged. Edited by hand: shown as a diff, kept, nothing written — unless --force.
+    let (code, said, _) = init(&api, home.path(), Some(TOKEN), &args);
+    assert_eq!(code, 0);
+    assert!(said.contains("vars.toml: unchanged"), "{said}");
+    std::fs::write(dir.join("vars.toml"), format!("{vars}port = \"8080\"\n")).unwrap();
+    let (code, _, err) = init(&api, home.path(), Some(TOKEN), &args);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("-port = \"8080\"") && err.contains("nothing was written; --force overwrites"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(dir.join("vars.toml"))
+        .unwrap()
+        .ends_with("port = \"8080\"\n"));
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, _, err) = init(&api, home.path(), Some(TOKEN), &forced);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vars.toml")).unwrap(),
+        vars
+    );
 }
 
 /// A refused token, an app Heroku does not have, a Heroku that keeps asking to slow down, no

@@ -10,3 +10,4 @@ pub mod api;
 pub mod repo;
 pub mod shape;
 pub mod sizes;
+pub mod vars;

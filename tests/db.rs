@@ -3354,7 +3354,7 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
 [[phase.step]]\nid = \"warn\"\ndo = \"db.writes\"\nurl = \"${secret.SOURCE}\"\ncapture = \"cutover_capture_back\"\napplied_by = \"back\"\n\n\
 [[phase.step]]\nid = \"back\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nbatch = 3\n\n\
 [[phase.step]]\nid = \"idle\"\ndo = \"db.idle\"\nurl = \"${secret.TARGET}\"\nwindow = \"1s\"\ndeadline = \"20s\"\nbaseline = \"${steps.mark.outputs.counters}\"\nneeds = [\"mark\"]\n\n\
-[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nfinal = true\nresume_step = \"back\"\nlock_timeout = \"60s\"\n\n\
+[[phase.step]]\nid = \"drain\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_back\"\nfinal = true\nresume_step = \"back\"\nindexes = \"own\"\nlock_timeout = \"60s\"\n\n\
 [[phase.step]]\nid = \"nothing\"\ndo = \"db.catchup\"\nsource = \"${secret.SOURCE}\"\ntarget = \"${secret.TARGET}\"\nschema = \"cutover_capture_none\"\nfinal = true\nmissing_capture = \"pass\"\n\n";
     // A table only RDS has (a migration at the cutover made it): left out, named.
     pg::run_sql(
@@ -3443,9 +3443,14 @@ fn the_way_back_carries_every_write_on_rds_into_heroku_and_logs_none_of_it_there
         ),
         "{why}"
     );
-    // Run again: the hand-written row is set again from RDS, and everything is equal.
+    // Run again: the hand-written row is set again from RDS, and everything is equal. An index a
+    // migration added on RDS is RDS's own: said, not a difference (`indexes = "own"`).
+    pg::run_sql(&rds, "CREATE INDEX docs_body_g ON docs ((body ->> 'g'))");
     p.ok(&["run", "drain"])
         .says("not carried (left out at install: the target has no such table): public.only_rds");
+    assert!(p.run(&["log", "drain"]).stdout().contains(
+        "public.docs: 2 index(es) on the source, 1 on the target — the target keeps its own"
+    ));
     for table in LIVE {
         assert_eq!(table_sum(&rds, table), table_sum(&heroku, table), "{table}");
     }

@@ -376,6 +376,11 @@ pub(super) static CATCHUP: ActionSchema = ActionSchema {
             "with `final = true`: leave the guard on the target once the check has passed (false), recording by key every write there from then on, for the capture installed there next to adopt (db.capture `adopt`)",
         ),
         ParamSpec::optional(
+            "indexes",
+            ParamType::String,
+            "with `final = true`: \"compare\" (default: a table's index count differing fails the check) or \"own\" (the target keeps its own indexes — the way back, after an index a migration added on RDS: said, not failed)",
+        ),
+        ParamSpec::optional(
             "missing_capture",
             ParamType::String,
             "\"fail\" (default) or \"pass\": a source with no capture at all is nothing to carry, said so (a way back from a journal whose cutover installed none)",

@@ -31,6 +31,9 @@ struct Params {
     resume_step: Option<String>,
     /// `final = true`: leave the guard on the target once the check has passed (see `freeze`).
     keep_guard: Option<bool>,
+    /// `final = true`: `"compare"` (default) index counts per table, or `"own"`: the target
+    /// keeps its own indexes (the way back), a difference said, not failed.
+    indexes: Option<String>,
     /// `"pass"`: a source with no capture at all is nothing to carry — said so, and the step
     /// succeeds (a way back from a journal whose cutover installed no capture on RDS; its warning
     /// has named what stays behind). `"fail"` (the default) fails instead.
@@ -184,6 +187,15 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
     let retries = p.retries.unwrap_or(5);
     let source_url = db_url(&p.source, "source", p.ca_bundle.as_deref(), ctx)?;
     let target_url = db_url(&p.target, "target", p.ca_bundle.as_deref(), ctx)?;
+    let own_indexes = match p.indexes.as_deref() {
+        None | Some("compare") => false,
+        Some("own") => true,
+        Some(other) => {
+            return Err(Outcome::failed(format!(
+                "`indexes` = {other:?}: give \"compare\" or \"own\""
+            )))
+        }
+    };
     let pass_missing = match p.missing_capture.as_deref() {
         None | Some("fail") => false,
         Some("pass") => true,
@@ -336,6 +348,7 @@ pub async fn run(ctx: &ActionContext) -> Result<Outcome, Outcome> {
             lock_timeout,
             retries,
             p.keep_guard.unwrap_or(false),
+            own_indexes,
         )
         .await;
     }

@@ -83,6 +83,82 @@ fn answer(
         );
     }
     let app = "/apps/rails-app";
+    // A Django app: web, a clock on two dynos, a release phase, Poetry, Performance-M.
+    match path {
+        "/apps/django-app" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!({"name": "django-app", "region": {"name": "virginia"}, "stack": {"name": "heroku-22"}}),
+                ),
+            )
+        }
+        "/apps/django-app/buildpack-installations" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([{"buildpack": {"name": "heroku/python"}}])),
+            )
+        }
+        "/apps/django-app/formation" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([
+                    {"type": "web", "command": "gunicorn app.wsgi", "quantity": 3, "size": "Performance-M"},
+                    {"type": "clock", "command": "python manage.py runclock", "quantity": 2, "size": "Standard-1X"}
+                ])),
+            )
+        }
+        "/apps/django-app/releases" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([{"version": 7, "slug": {"id": "s7"}}])),
+            )
+        }
+        "/apps/django-app/slugs/s7" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!({"process_types": {
+                    "web": "gunicorn app.wsgi", "clock": "python manage.py runclock", "release": "python manage.py migrate"
+                }})),
+            )
+        }
+        "/apps/django-app/config-vars" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!({"DJANGO_SECRET_KEY": VALUES[2], "DATABASE_URL": format!("postgres://u:{}@h/d", VALUES[0]), "HEROKU_POSTGRESQL_GOLD_URL": format!("postgres://u:{}@h/e", VALUES[1])}),
+                ),
+            )
+        }
+        "/apps/django-app/addons" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([
+                    {"name": "postgresql-clear-1", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-2"}, "config_vars": ["DATABASE_URL"]},
+                    {"name": "postgresql-gold-2", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:essential-0"}, "config_vars": ["HEROKU_POSTGRESQL_GOLD_URL"]}
+                ])),
+            )
+        }
+        "/apps/django-app/addon-attachments" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([
+                    {"name": "DATABASE", "addon": {"name": "postgresql-clear-1"}},
+                    {"name": "HEROKU_POSTGRESQL_GOLD", "addon": {"name": "postgresql-gold-2"}}
+                ])),
+            )
+        }
+        "/apps/django-app/domains" => return ("200 OK", String::new(), "[]".into()),
+        _ => {}
+    }
     // A Node app on pnpm with a Dockerfile of its own: one web dyno, nothing else.
     match path {
         "/apps/node-app" => {
@@ -561,4 +637,61 @@ fn init_reads_a_node_app_on_pnpm_with_its_own_dockerfile() {
     }
     assert!(!out.contains("where the sources disagree"), "{out}");
     assert!(!out.contains("production"), "a config var's value");
+}
+
+/// A Django app: three web dynos on Performance-M, a clock on two dynos (at most one task on
+/// AWS: named), a release phase, Poetry, a second Heroku Postgres that is not the primary
+/// (named, not moved), no custom domain (the vars file says to set one).
+#[test]
+fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("poetry.lock", "# poetry\n"),
+        ("requirements.txt", "django\n"),
+        ("manage.py", "#!/usr/bin/env python\n"),
+        ("Procfile", "web: gunicorn app.wsgi\nclock: python manage.py runclock\nrelease: python manage.py migrate\n"),
+    ] {
+        std::fs::write(repo.path().join(file), text).unwrap();
+    }
+    let out_dir = home.path().join("out");
+    let (code, out, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "django-app",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for needle in [
+        "web        3 × Performance-M → the ECS service behind the ALB, 3 task(s), 0.5 vCPU / 3 GiB",
+        "clock      2 × Standard-1X → an ECS service with no load balancer, 1 task (never more than 1)",
+        "release    not scaled → a one-off ECS task that must succeed before each deployment",
+        "`clock` runs 2 dynos on Heroku: a clock runs at most 1 task",
+        "package manager: Poetry (Python)  [poetry.lock]",
+        "assets: Django: python manage.py collectstatic --noinput in the image  [manage.py]",
+        "postgresql-clear-1 (heroku-postgresql:standard-2; sets DATABASE_URL) → RDS for PostgreSQL, with the database move",
+        "postgresql-gold-2 (heroku-postgresql:essential-0, HEROKU_POSTGRESQL_GOLD) is a Heroku Postgres database that is not the primary",
+        "architecture: arm64",
+    ] {
+        assert!(out.contains(needle), "{needle}\n---\n{out}");
+    }
+    // poetry.lock beside an exported requirements.txt is not two package managers.
+    assert!(!out.contains("more than one lockfile"), "{out}");
+    let vars = std::fs::read_to_string(out_dir.join("vars.toml")).unwrap();
+    assert!(vars.contains("aws_region = \"us-east-1\""), "{vars}");
+    assert!(
+        vars.contains("# domain: the app has no custom domain on Heroku: set the one users reach"),
+        "{vars}"
+    );
+    for value in VALUES {
+        assert!(!out.contains(value) && !err.contains(value) && !vars.contains(value));
+    }
 }

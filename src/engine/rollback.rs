@@ -166,8 +166,12 @@ impl Engine {
         if note.is_empty() {
             return Err(EngineError::EmptyNote);
         }
-        if let Some(why) = self.nothing_to_undo(&action).await {
-            return Err(EngineError::NothingToUndo { step: id, why });
+        // A rollback with parts that must come first (the drain before the DNS) always runs
+        // them: its own action having nothing to undo says nothing about what they carry.
+        if rollback.first.is_empty() {
+            if let Some(why) = self.nothing_to_undo(&action).await {
+                return Err(EngineError::NothingToUndo { step: id, why });
+            }
         }
         let chain = self.rollback_chain(&id);
         let dependants: Vec<String> = chain.iter().filter(|s| **s != id).cloned().collect();

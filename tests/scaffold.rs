@@ -255,10 +255,21 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     let task = resource(&bodies, "aws_ecs_task_definition", "app");
     assert_eq!(
         attr(nested(task, "runtime_platform"), "cpu_architecture"),
-        "\"ARM64\""
+        "var.cpu_architecture"
     );
     let service = resource(&bodies, "aws_ecs_service", "app");
-    assert_eq!(attr(service, "desired_count"), "1");
+    assert_eq!(attr(service, "desired_count"), "var.desired_count");
+    let variable = |name: &str| -> String {
+        bodies
+            .iter()
+            .flat_map(|b| blocks(b, "variable"))
+            .find(|(labels, _)| labels.first().map(|l| l.as_str()) == Some(name))
+            .map(|(_, body)| attr(body, "default"))
+            .unwrap_or_else(|| panic!("no variable {name}"))
+    };
+    assert_eq!(variable("desired_count"), "1");
+    assert_eq!(variable("cpu_architecture"), "\"ARM64\"");
+    assert_eq!(variable("health_path"), "\"/health\"");
     assert_eq!(
         attr(service, "health_check_grace_period_seconds"),
         "var.health_check_grace_seconds"
@@ -280,7 +291,7 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
             ),
             "path"
         ),
-        "\"/health\""
+        "var.health_path"
     );
     // TLS ends at the ALB with the domain's ACM certificate; port 80 only redirects.
     let https = resource(&bodies, "aws_lb_listener", "https");

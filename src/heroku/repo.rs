@@ -23,6 +23,34 @@ pub struct Build {
     /// app.json's formation: type → (quantity, size).
     #[serde(skip)]
     pub declared_formation: Vec<(String, Option<u64>, Option<String>)>,
+    /// What builds the image, as the Dockerfile generator needs it.
+    pub toolchain: Toolchain,
+    /// app.json's `cron` entries (the convention Dokku reads): (schedule, command).
+    #[serde(skip)]
+    pub cron: Vec<(String, String)>,
+}
+
+/// What builds the app, typed: its main ecosystem, package manager, runtime version (and the
+/// file that says it), build script, framework, and an image of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Toolchain {
+    /// "Node.js", "Ruby" or "Python": the last of Heroku's official buildpacks that the
+    /// repository has a lockfile for (the one whose process types Heroku uses), else the first
+    /// lockfile's.
+    pub ecosystem: Option<String>,
+    /// npm, yarn, pnpm, Bundler, Poetry, uv, Pipenv or pip.
+    pub manager: Option<String>,
+    /// The runtime's version and the file that says it.
+    pub version: Option<(String, String)>,
+    /// package.json's script Heroku runs after installing: `heroku-postbuild` if present (it
+    /// replaces `build`), else `build`.
+    pub node_build: Option<String>,
+    /// "rails" or "django".
+    pub framework: Option<String>,
+    /// A package.json beside a Ruby or Python app (assets built with Node).
+    pub node_assets: bool,
+    /// "Dockerfile" or "heroku.yml": the app builds its own image.
+    pub own_image: Option<String>,
 }
 
 /// Lockfiles: the file, its ecosystem, its package manager.
@@ -185,6 +213,18 @@ pub fn read(dir: &Path, buildpacks: &[String]) -> Build {
             );
         }
     }
+    b.toolchain = toolchain(dir, &found, buildpacks);
+    if let Ok(text) = std::fs::read_to_string(dir.join("app.json")) {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+            for job in json["cron"].as_array().into_iter().flatten() {
+                if let (Some(schedule), Some(command)) =
+                    (job["schedule"].as_str(), job["command"].as_str())
+                {
+                    b.cron.push((schedule.to_string(), command.to_string()));
+                }
+            }
+        }
+    }
     let official = |p: &str| {
         p.starts_with("heroku/")
             || p.contains("buildpack-registry.s3.amazonaws.com/buildpacks/heroku/")
@@ -197,6 +237,114 @@ pub fn read(dir: &Path, buildpacks: &[String]) -> Build {
         );
     }
     b
+}
+
+/// The first line of a file, trimmed, if it has one.
+fn first_line(dir: &Path, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.to_string())
+}
+
+/// The leading `major.minor` (or `major`) of a version requirement: "20.x" → "20",
+/// ">=3.12.1" → "3.12", "ruby-3.3.0" → "3.3".
+pub fn major_minor(text: &str, parts: usize) -> Option<String> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let numbers: Vec<&str> = text[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .take_while(|p| !p.is_empty())
+        .take(parts)
+        .collect();
+    (!numbers.is_empty()).then(|| numbers.join("."))
+}
+
+fn toolchain(dir: &Path, found: &[&(&str, &str, &str)], buildpacks: &[String]) -> Toolchain {
+    let has = |f: &str| dir.join(f).is_file();
+    let mut t = Toolchain::default();
+    // Heroku runs the last buildpack's process types: its ecosystem is the app's.
+    let by_buildpack = buildpacks.iter().rev().find_map(|p| {
+        BUILDPACKS
+            .iter()
+            .find(|(e, pack)| p.contains(pack) && found.iter().any(|(_, fe, _)| fe == e))
+            .map(|(e, _)| *e)
+    });
+    let priority = ["Ruby", "Python", "Node.js"];
+    let ecosystem = by_buildpack.or_else(|| {
+        priority
+            .iter()
+            .copied()
+            .find(|e| found.iter().any(|(_, fe, _)| fe == e))
+    });
+    t.ecosystem = ecosystem.map(str::to_string);
+    // The lockfile that is not an export (requirements.txt beside poetry.lock is one).
+    t.manager = found
+        .iter()
+        .filter(|(_, e, _)| Some(*e) == ecosystem)
+        .find(|(f, _, _)| *f != "requirements.txt")
+        .or_else(|| found.iter().find(|(_, e, _)| Some(*e) == ecosystem))
+        .map(|(_, _, m)| m.to_string());
+    let package_json = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    if let Some(json) = &package_json {
+        t.node_build = ["heroku-postbuild", "build"]
+            .into_iter()
+            .find(|s| json["scripts"][s].is_string())
+            .map(str::to_string);
+    }
+    t.node_assets = ecosystem != Some("Node.js") && package_json.is_some();
+    t.version = match ecosystem {
+        Some("Node.js") => first_line(dir, ".node-version")
+            .or_else(|| first_line(dir, ".nvmrc"))
+            .and_then(|v| major_minor(&v, 1))
+            .map(|v| (v, ".node-version or .nvmrc".to_string()))
+            .or_else(|| {
+                package_json
+                    .as_ref()
+                    .and_then(|j| {
+                        j["engines"]["node"]
+                            .as_str()
+                            .and_then(|v| major_minor(v, 1))
+                    })
+                    .map(|v| (v, "package.json engines.node".to_string()))
+            }),
+        Some("Python") => first_line(dir, ".python-version")
+            .and_then(|v| major_minor(&v, 2))
+            .map(|v| (v, ".python-version".to_string()))
+            .or_else(|| {
+                first_line(dir, "runtime.txt")
+                    .and_then(|v| major_minor(&v, 2))
+                    .map(|v| (v, "runtime.txt".to_string()))
+            }),
+        Some("Ruby") => first_line(dir, ".ruby-version")
+            .and_then(|v| major_minor(&v, 2))
+            .map(|v| (v, ".ruby-version".to_string()))
+            .or_else(|| {
+                std::fs::read_to_string(dir.join("Gemfile"))
+                    .ok()
+                    .and_then(|g| {
+                        g.lines()
+                            .map(str::trim)
+                            .find(|l| l.starts_with("ruby "))
+                            .and_then(|l| major_minor(l, 2))
+                            .map(|v| (v, "Gemfile".to_string()))
+                    })
+            }),
+        _ => None,
+    };
+    if has("bin/rails") || has("config/application.rb") {
+        t.framework = Some("rails".to_string());
+    } else if has("manage.py") {
+        t.framework = Some("django".to_string());
+    }
+    t.own_image = if has("Dockerfile") {
+        Some("Dockerfile".to_string())
+    } else if has("heroku.yml") {
+        Some("heroku.yml".to_string())
+    } else {
+        None
+    };
+    t
 }
 
 #[cfg(test)]

@@ -335,6 +335,7 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
                 "not moved: a second Heroku Postgres (a decision for you)".to_string()
             }
             "heroku-redis" | "heroku-key-value-store" => "ElastiCache for Redis (TLS); its data is not moved — the runbook drains the queues before the freeze".to_string(),
+            "scheduler" => "EventBridge Scheduler schedules running ECS tasks, one per job of scheduler.toml (Scheduler has no API: you copy its jobs there)".to_string(),
             _ => {
                 decisions.push(format!(
                     "{name} ({plan}) stays on Heroku's marketplace: its config vars ({}) are carried to SSM as they are; keep it, replace it, or drop it",

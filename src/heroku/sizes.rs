@@ -32,6 +32,58 @@ const FARGATE: &[(u32, u32, u32, u32)] = &[
     (16384, 32768, 122880, 8192),
 ];
 
+/// Heroku Redis and Key-Value Store plans: their memory (MiB).
+const REDIS_PLANS: &[(&str, u32)] = &[
+    ("mini", 25),
+    ("premium-0", 50),
+    ("premium-1", 100),
+    ("premium-2", 250),
+    ("premium-3", 500),
+    ("premium-5", 1024),
+    ("premium-7", 7168),
+    ("premium-9", 10240),
+    ("premium-10", 25600),
+    ("premium-12", 51200),
+    ("premium-14", 102400),
+    ("private-7", 7168),
+    ("private-10", 25600),
+    ("private-12", 51200),
+    ("private-14", 102400),
+];
+
+/// ElastiCache (Graviton) node types and their memory (MiB), smallest first.
+const CACHE_NODES: &[(&str, u32)] = &[
+    ("cache.t4g.micro", 512),
+    ("cache.t4g.small", 1403),
+    ("cache.t4g.medium", 3164),
+    ("cache.m7g.large", 6533),
+    ("cache.r7g.large", 13384),
+    ("cache.r7g.xlarge", 26952),
+    ("cache.r7g.2xlarge", 54088),
+    ("cache.r7g.4xlarge", 108349),
+];
+
+/// The smallest ElastiCache node with at least the memory of a Heroku Redis plan
+/// (`heroku-redis:premium-0` or `premium-0`): the node and the plan's memory, or why not.
+pub fn redis_node(plan: &str) -> Result<(&'static str, u32), String> {
+    let name = plan
+        .rsplit(':')
+        .next()
+        .unwrap_or(plan)
+        .trim()
+        .to_ascii_lowercase();
+    let memory = REDIS_PLANS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| *m)
+        .ok_or_else(|| format!("Heroku Redis plan {plan:?} is not in cutover's table: choose the ElastiCache node type"))?;
+    CACHE_NODES
+        .iter()
+        .find(|(_, m)| *m >= memory)
+        .map(|(n, _)| (*n, memory))
+        .ok_or_else(|| format!("{plan} ({memory} MiB) is larger than the largest node in cutover's table: choose one"))
+}
+
 /// What a dyno size becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fargate {
@@ -98,6 +150,18 @@ fn trim(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_plan_becomes_the_smallest_node_with_at_least_its_memory() {
+        assert_eq!(redis_node("heroku-redis:mini"), Ok(("cache.t4g.micro", 25)));
+        assert_eq!(redis_node("premium-5"), Ok(("cache.t4g.small", 1024)));
+        assert_eq!(redis_node("premium-7"), Ok(("cache.r7g.large", 7168)));
+        assert_eq!(
+            redis_node("heroku-redis:premium-14"),
+            Ok(("cache.r7g.4xlarge", 102400))
+        );
+        assert!(redis_node("heroku-redis:premium-99").is_err());
+    }
 
     #[test]
     fn each_dyno_gets_at_least_its_memory_on_the_smallest_cpu_that_offers_it() {

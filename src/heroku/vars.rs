@@ -22,7 +22,7 @@ pub fn aws_region(heroku: &str) -> Option<&'static str> {
 }
 
 /// A name AWS accepts everywhere the runbook uses it (lower-case letters, digits, dashes).
-fn aws_name(app: &str) -> String {
+pub fn aws_name(app: &str) -> String {
     let mut name: String = app
         .to_ascii_lowercase()
         .chars()

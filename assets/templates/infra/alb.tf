@@ -16,7 +16,7 @@ resource "aws_lb_target_group" "app" {
   vpc_id      = aws_vpc.main.id
 
   health_check {
-    path                = "/health"
+    path                = var.health_path
     matcher             = "200"
     interval            = 15
     timeout             = 5

@@ -40,7 +40,7 @@ resource "aws_ecs_task_definition" "app" {
   task_role_arn            = aws_iam_role.task.arn
 
   runtime_platform {
-    cpu_architecture        = "ARM64"
+    cpu_architecture        = var.cpu_architecture
     operating_system_family = "LINUX"
   }
 
@@ -71,7 +71,7 @@ resource "aws_ecs_service" "app" {
   name                              = var.app
   cluster                           = aws_ecs_cluster.main.id
   task_definition                   = aws_ecs_task_definition.app.arn
-  desired_count                     = 1
+  desired_count                     = var.desired_count
   launch_type                       = "FARGATE"
   health_check_grace_period_seconds = var.health_check_grace_seconds
   # ECS Exec: the database phase reaches the private RDS through a Session Manager port forward

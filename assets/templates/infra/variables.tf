@@ -40,6 +40,24 @@ variable "task_memory" {
   default     = 1024
 }
 
+variable "desired_count" {
+  description = "Tasks the web service runs (Heroku's web dynos)"
+  type        = number
+  default     = 1
+}
+
+variable "cpu_architecture" {
+  description = "ARM64 (Graviton, cheaper) unless the image says otherwise (X86_64)"
+  type        = string
+  default     = "ARM64"
+}
+
+variable "health_path" {
+  description = "The path the ALB's health check requests (200 means healthy)"
+  type        = string
+  default     = "/health"
+}
+
 variable "image_tag" {
   description = "Image tag the service runs"
   type        = string

@@ -1,0 +1,1120 @@
+//! What `cutover init --out DIR` writes from a shape (issue 29): a runbook for this app, and
+//! the templates its scaffold step fills and writes into the app's repository — the Dockerfile
+//! (from the app's own build), the Terraform (the bundled files, and for this app's other
+//! processes, Scheduler jobs, Redis and other domains the files in assets/init/infra/ with
+//! their values in `shape.auto.tfvars.json`), the deploy workflow (the release phase before
+//! each deployment, every service deployed) and scripts/ecs-run.sh.
+//!
+//! The runbook is the bundled one (gengar's) with each part that is gengar's own replaced by
+//! what the shape says: every replacement must find its text exactly once, so a change to the
+//! bundled runbook that breaks one fails here, loudly. `tests/init.rs` reads the gengar fixture
+//! and says exactly where the result differs from the bundled runbook, and why.
+
+use std::collections::BTreeMap;
+
+use super::dockerfile::{self, Generated};
+use super::scheduler::Job;
+use super::shape::Shape;
+use super::sizes::{self, Fargate};
+use super::vars::{aws_name, aws_region};
+
+const BUNDLED_RUNBOOK: &str = include_str!("../../runbook.toml");
+
+/// The bundled Terraform, filled by the scaffold step as for gengar.
+const BASE_INFRA: &[(&str, &str)] = &[
+    (
+        "main.tf",
+        include_str!("../../assets/templates/infra/main.tf"),
+    ),
+    (
+        "variables.tf",
+        include_str!("../../assets/templates/infra/variables.tf"),
+    ),
+    (
+        "outputs.tf",
+        include_str!("../../assets/templates/infra/outputs.tf"),
+    ),
+    (
+        "vpc.tf",
+        include_str!("../../assets/templates/infra/vpc.tf"),
+    ),
+    (
+        "ecs.tf",
+        include_str!("../../assets/templates/infra/ecs.tf"),
+    ),
+    (
+        "rds.tf",
+        include_str!("../../assets/templates/infra/rds.tf"),
+    ),
+    (
+        "alb.tf",
+        include_str!("../../assets/templates/infra/alb.tf"),
+    ),
+    (
+        "ecr.tf",
+        include_str!("../../assets/templates/infra/ecr.tf"),
+    ),
+    (
+        "iam.tf",
+        include_str!("../../assets/templates/infra/iam.tf"),
+    ),
+    (
+        "ssm.tf",
+        include_str!("../../assets/templates/infra/ssm.tf"),
+    ),
+];
+
+/// This app's own parts: each driven by shape.auto.tfvars.json, empty by default.
+const INIT_INFRA: &[(&str, &str)] = &[
+    (
+        "processes.tf",
+        include_str!("../../assets/init/infra/processes.tf"),
+    ),
+    (
+        "schedules.tf",
+        include_str!("../../assets/init/infra/schedules.tf"),
+    ),
+    ("redis.tf", include_str!("../../assets/init/infra/redis.tf")),
+    (
+        "domains.tf",
+        include_str!("../../assets/init/infra/domains.tf"),
+    ),
+];
+
+const ECS_RUN: &str = include_str!("../../assets/templates/scripts/ecs-run.sh");
+
+/// The ElastiCache engine the Redis node runs.
+const REDIS_ENGINE: &str = "7.1";
+
+/// How the app sits in its repository, and what the operator gave.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The app's directory inside the repository ("." for the root).
+    pub app_dir: String,
+    /// The repository as the runbook names it (`app_repo`: relative to the runbook, or absolute).
+    pub app_repo: String,
+    /// Heroku Scheduler's jobs, from scheduler.toml (none when the app has no Scheduler).
+    pub jobs: Vec<Job>,
+}
+
+/// One file `init` writes, relative to --out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: String,
+    pub text: String,
+    pub executable: bool,
+}
+
+/// Everything generated, and what the operator must still decide.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub files: Vec<File>,
+    pub decisions: Vec<String>,
+    /// What the generator assumed, said once (the Dockerfile's base, versions, …).
+    pub assumptions: Vec<String>,
+}
+
+fn file(path: impl Into<String>, text: impl Into<String>) -> File {
+    File {
+        path: path.into(),
+        text: text.into(),
+        executable: false,
+    }
+}
+
+/// A process other than web and release, as it runs on ECS.
+struct Service {
+    kind: String,
+    command: String,
+    count: u32,
+    cpu: u32,
+    memory: u32,
+}
+
+/// The hosted zone of a host name: the name without its first label.
+fn zone_of(host: &str) -> String {
+    host.split_once('.')
+        .map(|(_, z)| z.to_string())
+        .unwrap_or_else(|| host.to_string())
+}
+
+fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+/// The app's path inside the repository, joined to `rest` (`"."` vanishes).
+fn in_app(app_dir: &str, rest: &str) -> String {
+    if app_dir == "." || app_dir.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{app_dir}/{rest}")
+    }
+}
+
+pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
+    let mut decisions = shape.decisions.clone();
+    let mut assumptions = Vec::new();
+    let name = aws_name(&shape.app);
+    let toolchain = shape
+        .build
+        .as_ref()
+        .map(|b| b.toolchain.clone())
+        .unwrap_or_default();
+    let web = shape.processes.iter().find(|p| p.kind == "web");
+    let release = shape
+        .processes
+        .iter()
+        .find(|p| p.kind == "release")
+        .and_then(|p| p.command.clone());
+    let size_of = |size: Option<&str>| match size.map(sizes::for_dyno) {
+        Some(Fargate::Task { cpu, memory }) => (cpu, memory),
+        // Larger than any task: Fargate's largest (named in the shape's decisions).
+        Some(Fargate::TooLarge { largest, .. }) => (16384, largest),
+        // Unknown (named in the shape's decisions) or not scaled: the plan's own size.
+        _ => (512, 1024),
+    };
+    let mut services = Vec::new();
+    for p in &shape.processes {
+        if matches!(p.kind.as_str(), "web" | "release") {
+            continue;
+        }
+        let Some(command) = p.command.clone() else {
+            decisions.push(format!(
+                "`{}` has no command anywhere (API or Procfile): no service for it",
+                p.kind
+            ));
+            continue;
+        };
+        let (cpu, memory) = size_of(p.size.as_deref());
+        let count = p.quantity.unwrap_or(0);
+        if count == 0 {
+            decisions.push(format!(
+                "`{}` is at 0 dynos on Heroku: its service is made with 0 tasks",
+                p.kind
+            ));
+        }
+        services.push(Service {
+            kind: p.kind.clone(),
+            command,
+            count,
+            cpu,
+            memory,
+        });
+    }
+    let redis = shape.addons.iter().find(|a| {
+        matches!(
+            a.service.as_str(),
+            "heroku-redis" | "heroku-key-value-store"
+        )
+    });
+    let redis_node = match redis {
+        Some(a) => match sizes::redis_node(&a.plan) {
+            Ok((node, memory)) => Some((node.to_string(), memory)),
+            Err(why) => {
+                decisions.push(why);
+                Some(("cache.t4g.small".to_string(), 0))
+            }
+        },
+        None => None,
+    };
+    if shape
+        .addons
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.service.as_str(),
+                "heroku-redis" | "heroku-key-value-store"
+            )
+        })
+        .count()
+        > 1
+    {
+        decisions
+            .push("more than one Heroku Redis: only the first becomes ElastiCache".to_string());
+    }
+    let has_scheduler = shape.addons.iter().any(|a| a.service == "scheduler");
+    if has_scheduler && options.jobs.is_empty() {
+        decisions.push(
+            "Heroku Scheduler is attached but scheduler.toml lists no job: copy its jobs there (Scheduler has no API) and run init again"
+                .to_string(),
+        );
+    }
+    let health_path = match toolchain.framework.as_deref() {
+        Some("rails") => {
+            assumptions.push("the ALB's health check requests /up: Rails' own health check (config/routes.rb must keep `get \"up\" => \"rails/health#show\"`)".to_string());
+            "/up"
+        }
+        _ => {
+            decisions.push("the ALB's health check requests /health: the app must answer 200 there (no health endpoint of its own was found); change health_path in infra/shape.auto.tfvars.json and the runbook's smoke-health if it has another".to_string());
+            "/health"
+        }
+    };
+
+    // --- the Dockerfile ---------------------------------------------------------------------
+    let mut files = Vec::new();
+    match dockerfile::generate(
+        &shape.app,
+        &toolchain,
+        web.and_then(|w| w.command.as_deref()),
+    ) {
+        Generated::Files {
+            dockerfile,
+            dockerignore,
+            assumptions: a,
+        } => {
+            files.push(file(
+                format!("templates/{}", in_app(&options.app_dir, "Dockerfile")),
+                dockerfile,
+            ));
+            files.push(file(
+                format!("templates/{}", in_app(&options.app_dir, ".dockerignore")),
+                dockerignore,
+            ));
+            assumptions.extend(a);
+        }
+        Generated::Own(f) => assumptions.push(format!(
+            "the app's own {f} builds the image: no Dockerfile written"
+        )),
+        Generated::Unknown(why) => decisions.push(why),
+    }
+
+    // --- the Terraform ----------------------------------------------------------------------
+    for (n, text) in BASE_INFRA.iter().chain(INIT_INFRA) {
+        files.push(file(format!("templates/infra/{n}"), *text));
+    }
+    let (cpu, memory) = size_of(web.and_then(|w| w.size.as_deref()));
+    let mut tfvars = serde_json::Map::new();
+    tfvars.insert("health_path".into(), health_path.into());
+    tfvars.insert(
+        "desired_count".into(),
+        web.and_then(|w| w.quantity).unwrap_or(1).into(),
+    );
+    tfvars.insert("task_cpu".into(), cpu.into());
+    tfvars.insert("task_memory".into(), memory.into());
+    let arm = shape
+        .build
+        .as_ref()
+        .is_none_or(|b| b.architecture.0 != "x86_64");
+    tfvars.insert(
+        "cpu_architecture".into(),
+        if arm { "ARM64" } else { "X86_64" }.into(),
+    );
+    tfvars.insert("env_example_path".into(), "heroku-config-vars.env".into());
+    let processes: serde_json::Map<String, serde_json::Value> = services
+        .iter()
+        .map(|s| {
+            (
+                s.kind.clone(),
+                serde_json::json!({"command": s.command, "count": s.count, "cpu": s.cpu, "memory": s.memory}),
+            )
+        })
+        .collect();
+    tfvars.insert("processes".into(), processes.into());
+    let schedules: serde_json::Map<String, serde_json::Value> = options
+        .jobs
+        .iter()
+        .map(|j| {
+            (
+                j.name.clone(),
+                serde_json::json!({"expression": j.expression, "command": j.command}),
+            )
+        })
+        .collect();
+    tfvars.insert("schedules".into(), schedules.into());
+    tfvars.insert(
+        "redis".into(),
+        match &redis_node {
+            Some((node, _)) => {
+                serde_json::json!({"node_type": node, "engine_version": REDIS_ENGINE})
+            }
+            None => serde_json::Value::Null,
+        },
+    );
+    let extra_domains: BTreeMap<String, String> = shape
+        .domains
+        .iter()
+        .skip(1)
+        .map(|d| (d.hostname.clone(), zone_of(&d.hostname)))
+        .collect();
+    tfvars.insert(
+        "extra_domains".into(),
+        serde_json::to_value(&extra_domains).unwrap_or_default(),
+    );
+    files.push(file(
+        "templates/infra/shape.auto.tfvars.json",
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::Value::Object(tfvars)).unwrap_or_default()
+        ),
+    ));
+    // Every config var Heroku sets, by name: each becomes an SSM SecureString the tasks read.
+    let mut keys = format!(
+        "# The config vars of {} on Heroku, by name only (`cutover init`): each becomes an SSM\n\
+         # SecureString that the tasks read; the runbook's ssm-sync step copies the values.\n",
+        shape.app
+    );
+    let mut names: Vec<String> = shape.config_vars.clone();
+    for (needed, wanted) in [("REDIS_URL", redis.is_some()), ("DATABASE_URL", true)] {
+        if wanted && !names.iter().any(|n| n == needed) {
+            names.push(needed.to_string());
+        }
+    }
+    names.sort();
+    for n in names {
+        keys.push_str(&format!("{n}=\n"));
+    }
+    files.push(file("templates/infra/heroku-config-vars.env", keys));
+
+    // --- the workflow and ecs-run.sh --------------------------------------------------------
+    files.push(file(
+        "templates/.github/workflows/deploy.yml",
+        workflow(&options.app_dir, release.as_deref(), &services),
+    ));
+    files.push(File {
+        path: "templates/scripts/ecs-run.sh".to_string(),
+        text: ECS_RUN.to_string(),
+        executable: true,
+    });
+
+    // --- the runbook ------------------------------------------------------------------------
+    let parts = Parts {
+        name: &name,
+        health_path,
+        release: release.as_deref(),
+        services: &services,
+        redis: redis_node.is_some(),
+        web_size: (cpu, memory),
+    };
+    let runbook = runbook(shape, options, &parts, &mut decisions)?;
+    files.push(file("runbook.toml", runbook));
+    Ok(Output {
+        files,
+        decisions,
+        assumptions,
+    })
+}
+
+/// The deploy workflow: the image built and pushed, the release phase as a one-off task of the
+/// new task definition (a failing release stops the deployment), then every service deployed
+/// with the new image, then each waited for.
+fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> String {
+    let context = if app_dir == "." || app_dir.is_empty() {
+        ".".to_string()
+    } else {
+        app_dir.to_string()
+    };
+    let paths = if context == "." {
+        String::new()
+    } else {
+        format!("    paths: [\"{context}/**\"]\n")
+    };
+    let release_step = match release {
+        Some(command) => format!(
+            "
+      # Heroku's release phase: a one-off task of the new task definition; a failure stops
+      # the deployment here, before any service runs the new image.
+      - name: Release phase as a one-off ECS task
+        env:
+          TASK_DEFINITION: ${{{{ steps.register.outputs.arn }}}}
+          RELEASE: {}
+        run: |
+          network=$(aws ecs describe-services --cluster \"$CLUSTER\" --services \"$SERVICE\" \\
+            --query 'services[0].networkConfiguration' --output json)
+          overrides=$(jq -n --arg name \"$CONTAINER\" --arg command \"$RELEASE\" \\
+            '{{containerOverrides: [{{name: $name, command: [\"/bin/sh\", \"-c\", $command]}}]}}')
+          task=$(aws ecs run-task --cluster \"$CLUSTER\" --task-definition \"$TASK_DEFINITION\" \\
+            --launch-type FARGATE --network-configuration \"$network\" --overrides \"$overrides\" \\
+            --query 'tasks[0].taskArn' --output text)
+          aws ecs wait tasks-stopped --cluster \"$CLUSTER\" --tasks \"$task\"
+          code=$(aws ecs describe-tasks --cluster \"$CLUSTER\" --tasks \"$task\" \\
+            --query 'tasks[0].containers[0].exitCode' --output text)
+          echo \"the release phase exited with $code\"
+          test \"$code\" = \"0\"
+",
+            // A JSON string is a YAML double-quoted scalar.
+            serde_json::Value::String(format!("exec {command}"))
+        ),
+        None => String::new(),
+    };
+    let mut deploy_processes = String::new();
+    let mut wait = String::from("\"$SERVICE\"");
+    for s in services {
+        deploy_processes.push_str(&format!(
+            "
+      - name: Deploy {kind} (its own task definition, the new image)
+        env:
+          PROCESS: {kind}
+          IMAGE: ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:${{{{ github.sha }}}}
+        run: |
+          family=\"$CONTAINER-$PROCESS\"
+          aws ecs describe-task-definition --task-definition \"$family\" --query taskDefinition \\
+            | jq --arg image \"$IMAGE\" '.containerDefinitions[0].image = $image
+                | del(.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities, .registeredAt, .registeredBy)' \\
+            > \"$family.json\"
+          arn=$(aws ecs register-task-definition --cli-input-json \"file://$family.json\" \\
+            --query taskDefinition.taskDefinitionArn --output text)
+          aws ecs update-service --cluster \"$CLUSTER\" --service \"$family\" \\
+            --task-definition \"$arn\" --force-new-deployment >/dev/null
+",
+            kind = s.kind
+        ));
+        wait.push_str(&format!(" \"$CONTAINER-{}\"", s.kind));
+    }
+    format!(
+        "# Deploys the app to ECS Fargate on every push to main (replaces the Heroku deploy).
+# Written by `cutover init` from what Heroku runs; filled by the runbook's scaffold step.
+name: deploy
+
+on:
+  push:
+    branches: [main]
+{paths}  workflow_dispatch:
+
+permissions:
+  id-token: write # OIDC: no long-lived AWS keys
+  contents: read
+
+concurrency:
+  group: deploy
+  cancel-in-progress: false
+
+env:
+  AWS_REGION: @@aws_region@@
+  ECR_REPOSITORY: @@ecr_repository@@
+  CLUSTER: @@cluster@@
+  SERVICE: @@service@@
+  CONTAINER: @@app@@
+
+jobs:
+  deploy:
+    runs-on: ubuntu-latest
+    timeout-minutes: 45
+    steps:
+      - name: Checkout
+        uses: actions/checkout@v4
+
+      - name: AWS credentials (OIDC)
+        uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: ${{{{ secrets.AWS_ROLE_ARN }}}}
+          aws-region: ${{{{ env.AWS_REGION }}}}
+
+      - name: Log in to ECR
+        id: ecr
+        uses: aws-actions/amazon-ecr-login@v2
+
+      - name: Set up QEMU
+        uses: docker/setup-qemu-action@v3
+
+      - name: Set up Buildx
+        uses: docker/setup-buildx-action@v3
+
+      - name: Build and push (git SHA and latest)
+        uses: docker/build-push-action@v6
+        with:
+          context: {context}
+          platforms: @@image_platform@@
+          push: true
+          tags: |
+            ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:${{{{ github.sha }}}}
+            ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:latest
+
+      - name: Task definition with the new image
+        id: taskdef
+        run: |
+          aws ecs describe-task-definition --task-definition \"$SERVICE\" \\
+            --query taskDefinition > taskdef.json
+          echo \"file=taskdef.json\" >> \"$GITHUB_OUTPUT\"
+
+      - name: Render the image into it
+        id: render
+        uses: aws-actions/amazon-ecs-render-task-definition@v1
+        with:
+          task-definition: ${{{{ steps.taskdef.outputs.file }}}}
+          container-name: ${{{{ env.CONTAINER }}}}
+          image: ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:${{{{ github.sha }}}}
+
+      - name: Register it
+        id: register
+        run: |
+          arn=$(aws ecs register-task-definition --cli-input-json \"file://${{{{ steps.render.outputs.task-definition }}}}\" \\
+            --query taskDefinition.taskDefinitionArn --output text)
+          echo \"arn=$arn\" >> \"$GITHUB_OUTPUT\"
+{release_step}
+      - name: Deploy web (force a new deployment)
+        env:
+          TASK_DEFINITION: ${{{{ steps.register.outputs.arn }}}}
+        run: |
+          aws ecs update-service --cluster \"$CLUSTER\" --service \"$SERVICE\" \\
+            --task-definition \"$TASK_DEFINITION\" --force-new-deployment >/dev/null
+{deploy_processes}
+      - name: Wait for stability
+        run: aws ecs wait services-stable --cluster \"$CLUSTER\" --services {wait}
+"
+    )
+}
+
+/// Replaces `from` (found exactly once) with `to`; `what` names the edit in the error.
+fn edit(text: &mut String, what: &str, from: &str, to: &str) -> Result<(), String> {
+    match text.matches(from).count() {
+        1 => {
+            *text = text.replacen(from, to, 1);
+            Ok(())
+        }
+        n => Err(format!(
+            "the bundled runbook changed: {what} expects {from:?} once, found it {n} times (src/heroku/generate.rs)"
+        )),
+    }
+}
+
+/// The `[[phase.step]]` block of `id`: its byte range (from its header to the next header,
+/// or to the rule before the next phase).
+fn step_range(text: &str, id: &str) -> Result<std::ops::Range<usize>, String> {
+    let needle = format!("[[phase.step]]\nid = \"{id}\"\n");
+    let start = text
+        .find(&needle)
+        .ok_or_else(|| format!("the bundled runbook has no step {id} (src/heroku/generate.rs)"))?;
+    let rest = &text[start + needle.len()..];
+    let end = ["\n[[phase.step]]\n", "\n# ----", "\n[[phase]]\n"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .map_or(text.len(), |i| start + needle.len() + i + 1);
+    Ok(start..end)
+}
+
+/// A block as the runbook lays steps out: no blank line before it, one after it (none at the
+/// end of the file).
+fn laid_out(block: &str, at_end: bool) -> String {
+    let body = block.trim_matches('\n');
+    match (body.is_empty(), at_end) {
+        (true, _) => String::new(),
+        (false, true) => format!("{body}\n"),
+        (false, false) => format!("{body}\n\n"),
+    }
+}
+
+fn replace_step(text: &mut String, id: &str, with: &str) -> Result<(), String> {
+    let range = step_range(text, id)?;
+    let at_end = range.end == text.len();
+    text.replace_range(range, &laid_out(with, at_end));
+    Ok(())
+}
+
+fn insert_after_step(text: &mut String, id: &str, block: &str) -> Result<(), String> {
+    let range = step_range(text, id)?;
+    let at_end = range.end == text.len();
+    if at_end && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let at = if at_end { text.len() } else { range.end };
+    text.insert_str(at, &laid_out(block, at_end));
+    Ok(())
+}
+
+/// Sets `key` in `[vars]` (its line must be there once).
+fn set_var(text: &mut String, key: &str, value: &str) -> Result<(), String> {
+    let start = text
+        .find("\n[vars]\n")
+        .ok_or("the bundled runbook has no [vars]")?;
+    let end = text[start..]
+        .find("\n[secrets]\n")
+        .map_or(text.len(), |e| start + e);
+    let prefix = format!("\n{key} = ");
+    let at = text[start..end]
+        .find(&prefix)
+        .map(|i| start + i + 1)
+        .ok_or_else(|| format!("the bundled runbook's [vars] has no {key}"))?;
+    let line_end = text[at..].find('\n').map_or(text.len(), |e| at + e);
+    text.replace_range(at..line_end, &format!("{key} = {}", quoted(value)));
+    Ok(())
+}
+
+/// What the runbook is generated from, besides the shape.
+struct Parts<'a> {
+    name: &'a str,
+    health_path: &'a str,
+    release: Option<&'a str>,
+    services: &'a [Service],
+    redis: bool,
+    /// The web service's Fargate CPU units and memory (MiB).
+    web_size: (u32, u32),
+}
+
+fn runbook(
+    shape: &Shape,
+    options: &Options,
+    parts: &Parts,
+    decisions: &mut Vec<String>,
+) -> Result<String, String> {
+    let Parts {
+        name,
+        health_path,
+        release,
+        services,
+        redis,
+        web_size: (cpu, memory),
+    } = *parts;
+    let jobs = &options.jobs;
+    let mut t = BUNDLED_RUNBOOK.to_string();
+    let app_dir = options.app_dir.as_str();
+    let toolchain = shape
+        .build
+        .as_ref()
+        .map(|b| b.toolchain.clone())
+        .unwrap_or_default();
+
+    // The header and [runbook].
+    let header_end = t.find("\n[runbook]\n").ok_or("no [runbook]")?;
+    t.replace_range(
+        ..header_end,
+        &format!(
+            "# The migration of {} from Heroku to AWS ECS Fargate, RDS PostgreSQL 16, an ALB and SSM\n\
+             # Parameter Store: written by `cutover init --from-heroku {}` from what Heroku runs\n\
+             # (shape.json beside it says where each fact came from). `cutover validate` checks this file.\n\
+             #\n\
+             # Strings may use ${{var}}, ${{secret.NAME}} and ${{steps.ID.outputs.NAME}}; write $${{X}} for a\n\
+             # literal (shell) ${{X}}. Shell steps run with bash -e -o pipefail, and every value reaches them\n\
+             # as data: each ${{...}} becomes a quoted expansion of an environment variable that holds it\n\
+             # (`cutover plan` shows the command as it runs), so no value is ever run as code and no secret\n\
+             # is on a command line.\n",
+            shape.app, shape.app
+        ),
+    );
+    edit(
+        &mut t,
+        "[runbook] name",
+        "name = \"gengar: Heroku → AWS ECS Fargate\"\napp = \"gengar\"\n",
+        &format!(
+            "name = {}\napp = {}\n",
+            quoted(&format!("{}: Heroku → AWS ECS Fargate", shape.app)),
+            quoted(name)
+        ),
+    )?;
+
+    // [vars]: what the shape says; what it cannot say is set to a value that fails safe and
+    // listed as a decision.
+    set_var(&mut t, "app", name)?;
+    set_var(&mut t, "heroku_app", &shape.app)?;
+    match shape.region.as_deref().and_then(aws_region) {
+        Some(r) => set_var(&mut t, "aws_region", r)?,
+        None => decisions.push(format!(
+            "Heroku's region {:?} has no AWS region in cutover's table: set aws_region",
+            shape.region
+        )),
+    }
+    set_var(&mut t, "aws_account_id", "000000000000")?;
+    decisions.push("set aws_account_id in runbook.toml: every AWS step refuses any other account, and 000000000000 is none".to_string());
+    match shape.domains.first() {
+        Some(d) => {
+            set_var(&mut t, "domain", &d.hostname)?;
+            set_var(&mut t, "hosted_zone", &zone_of(&d.hostname))?;
+        }
+        None => {
+            set_var(&mut t, "domain", &format!("{name}.example.invalid"))?;
+            set_var(&mut t, "hosted_zone", "example.invalid")?;
+            decisions.push("the app has no custom domain on Heroku: set domain and hosted_zone to the name users reach".to_string());
+        }
+    }
+    set_var(&mut t, "app_repo", &options.app_repo)?;
+    for key in ["cluster", "service", "rds_instance", "ecr_repository"] {
+        set_var(&mut t, key, name)?;
+    }
+    set_var(&mut t, "local_image", &format!("{name}:local"))?;
+    set_var(&mut t, "ssm_prefix", &format!("/{name}/prod/"))?;
+    set_var(&mut t, "log_group", &format!("/ecs/{name}"))?;
+    set_var(&mut t, "target_group", &format!("{name}-tg"))?;
+    if let Some(b) = &shape.build {
+        set_var(
+            &mut t,
+            "image_platform",
+            if b.architecture.0 == "x86_64" {
+                "linux/amd64"
+            } else {
+                "linux/arm64"
+            },
+        )?;
+    }
+    set_var(&mut t, "s3_bucket", "")?;
+    set_var(&mut t, "github_repository", "OWNER/REPOSITORY")?;
+    set_var(&mut t, "budget_email", "")?;
+    decisions.push("set s3_bucket (the bucket the app uses, if any), github_repository (whose workflow deploys) and budget_email in runbook.toml".to_string());
+    edit(
+        &mut t,
+        "cron_log_pattern",
+        "# A line the in-process cron (@nestjs/schedule) writes, to see it running on ECS.\ncron_log_pattern = \"UsageResetService\"\n",
+        "",
+    )?;
+
+    // [secrets]
+    edit(
+        &mut t,
+        "RDS_DATABASE_URL's database",
+        "@RDS_ADDRESS:5432/gengar?",
+        &format!("@RDS_ADDRESS:5432/{}?", name),
+    )?;
+    if redis {
+        edit(
+            &mut t,
+            "the Redis secret",
+            "\n# Every AWS action first checks",
+            "ELASTICACHE_REDIS_URL = { command = \"terraform -chdir=${app_repo}/infra output -raw redis_url\", description = \"ElastiCache's rediss:// URL with its AUTH token, as Terraform made it (never in a file)\" }\n\n# Every AWS action first checks",
+        )?;
+    }
+
+    // [cost]: the formation.
+    let web = shape.processes.iter().find(|p| p.kind == "web");
+    edit(
+        &mut t,
+        "[cost.aws] tasks",
+        "tasks = 1\nvcpu = 0.5\nmemory_gb = 1\narchitecture = \"arm64\"\n",
+        &format!(
+            "tasks = {}\nvcpu = {}\nmemory_gb = {}\narchitecture = \"{}\"\n",
+            web.and_then(|w| w.quantity).unwrap_or(1)
+                + services.iter().map(|s| s.count).sum::<u32>(),
+            cpu as f64 / 1024.0,
+            memory as f64 / 1024.0,
+            if shape
+                .build
+                .as_ref()
+                .is_some_and(|b| b.architecture.0 == "x86_64")
+            {
+                "x86_64"
+            } else {
+                "arm64"
+            }
+        ),
+    )?;
+    let mut dynos: BTreeMap<String, u32> = BTreeMap::new();
+    for p in &shape.processes {
+        if let (Some(q), Some(s)) = (p.quantity, &p.size) {
+            if q > 0 {
+                *dynos.entry(s.to_ascii_lowercase()).or_default() += q;
+            }
+        }
+    }
+    let primary = shape.addons.iter().find(|a| {
+        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
+    });
+    edit(
+        &mut t,
+        "[cost.heroku]",
+        "dynos = { \"standard-1x\" = 1 }\npostgres = \"standard-0\"\n",
+        &format!(
+            "dynos = {{ {} }}\npostgres = {}\n",
+            dynos
+                .iter()
+                .map(|(s, n)| format!("{} = {n}", quoted(s)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quoted(
+                primary
+                    .map(|a| a.plan.rsplit(':').next().unwrap_or(&a.plan))
+                    .unwrap_or("standard-0")
+            )
+        ),
+    )?;
+    edit(
+        &mut t,
+        "expected_monthly",
+        "# The plan's own figure; the estimator says where it differs, and why.\nexpected_monthly = 45\n",
+        "",
+    )?;
+
+    // Phase 1: the scaffold writes this app's templates (beside this runbook).
+    edit(
+        &mut t,
+        "scaffold templates",
+        "templates = \"assets/templates\"\napp_module = \"gengar/src/app.module.ts\"\n",
+        "templates = \"templates\"\n",
+    )?;
+    edit(
+        &mut t,
+        "scaffold notes",
+        "notes = \"Files from the reviewed templates in assets/templates/, filled with this runbook's variables: gengar/Dockerfile and .dockerignore, the NestJS health module (app.module.ts gets the import as a patch, shown as a diff), infra/*.tf (with an ACM certificate for ${domain} and HTTPS on the ALB), .github/workflows/deploy-backend.yml, scripts/ecs-run.sh.",
+        &format!("notes = \"Files from the templates `cutover init` wrote beside this runbook (templates/), filled with its variables: {}infra/*.tf (with shape.auto.tfvars.json: the web service's size and count, the other processes, Scheduler's jobs, Redis, the other domains), infra/heroku-config-vars.env (the config vars' names), .github/workflows/deploy.yml, scripts/ecs-run.sh.", if toolchain.own_image.is_some() { String::new() } else { format!("{} and .dockerignore (from the app's own build), ", in_app(app_dir, "Dockerfile")) }),
+    )?;
+    let dir = if app_dir.is_empty() { "." } else { app_dir };
+    edit(
+        &mut t,
+        "docker-build context",
+        "-t ${local_image} gengar\"",
+        &format!("-t ${{local_image}} {dir}\""),
+    )?;
+    edit(
+        &mut t,
+        "docker-run env file",
+        "--env-file gengar/.env ",
+        &format!("--env-file {} ", in_app(app_dir, ".env")),
+    )?;
+    edit(
+        &mut t,
+        "local-health path",
+        "title = \"The container answers on /health\"\ndo = \"http\"\nurl = \"http://127.0.0.1:${port}/health\"",
+        &format!("title = \"The container answers on {health_path}\"\ndo = \"http\"\nurl = \"http://127.0.0.1:${{port}}{health_path}\""),
+    )?;
+
+    // Phase 2: SSM.
+    let mut skip: Vec<String> = primary
+        .map(|a| {
+            a.attachments
+                .iter()
+                .filter(|x| *x != "DATABASE")
+                .map(|x| format!("{x}_URL"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if redis {
+        skip.extend(
+            shape
+                .addons
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.service.as_str(),
+                        "heroku-redis" | "heroku-key-value-store"
+                    )
+                })
+                .flat_map(|a| a.config_vars.iter().filter(|v| *v != "REDIS_URL").cloned()),
+        );
+    }
+    let skip_line = format!(
+        "skip = [{}]\n",
+        skip.iter()
+            .map(|s| quoted(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    edit(
+        &mut t,
+        "ssm-sync skip",
+        "skip = [\"HEROKU_POSTGRESQL_ROSE_URL\"]\n",
+        &skip_line,
+    )?;
+    if redis {
+        edit(
+            &mut t,
+            "ssm-sync REDIS_URL",
+            "set = { DATABASE_URL = { value = \"${secret.RDS_DATABASE_URL}\", from = \"RDS\" } }\nskip",
+            "set = { DATABASE_URL = { value = \"${secret.RDS_DATABASE_URL}\", from = \"RDS\" }, REDIS_URL = { value = \"${secret.ELASTICACHE_REDIS_URL}\", from = \"ElastiCache\" } }\nskip",
+        )?;
+    }
+    edit(
+        &mut t,
+        "ssm-verify keys",
+        "title = \"Every key of .env.example exists in SSM\"\ndo = \"ssm.verify\"\nprefix = \"${ssm_prefix}\"\nexample_file = \"${app_repo}/gengar/.env.example\"",
+        "title = \"Every config var Heroku sets exists in SSM\"\ndo = \"ssm.verify\"\nprefix = \"${ssm_prefix}\"\nexample_file = \"${app_repo}/infra/heroku-config-vars.env\"",
+    )?;
+
+    // Phase 3: the workflow.
+    let range = step_range(&t, "deploy-workflow")?;
+    let block = t[range.clone()].to_string();
+    let notes_start = block
+        .find("\nnotes = ")
+        .ok_or("deploy-workflow has no notes")?;
+    let notes_end = block[notes_start + 1..]
+        .find('\n')
+        .map_or(block.len(), |e| notes_start + 1 + e);
+    let mut new_block = block.clone();
+    new_block.replace_range(
+        notes_start + 1..notes_end,
+        &format!(
+            "notes = {}",
+            quoted(&format!(
+                "The scaffold step wrote .github/workflows/deploy.yml: on push to main: checkout; AWS credentials via OIDC; ECR login; build and push ${{image_platform}} tagged with the SHA and latest; {}deploy {}; wait for stability. Review it, run actionlint, commit and push.",
+                if release.is_some() { "the release phase as an ECS RunTask of the new task definition (a failure stops the deployment); " } else { "" },
+                if services.is_empty() { "the web service".to_string() } else { format!("the web service and {}", services.iter().map(|s| format!("`{}`", s.kind)).collect::<Vec<_>>().join(", ")) }
+            ))
+        ),
+    );
+    t.replace_range(range, &new_block);
+
+    // Phase 4: every other process restarted on RDS too.
+    let mut after = String::new();
+    for s in services.iter().filter(|s| s.count > 0) {
+        after.push_str(&format!(
+            "\n[[phase.step]]\nid = \"deploy-rds-{k}\"\ntitle = \"Restart the `{k}` service's tasks on RDS (outside the freeze)\"\ndo = \"ecs.deploy\"\ncluster = \"${{cluster}}\"\nservice = \"${{app}}-{k}\"\ndeadline = \"20m\"\nnotes = {notes}\nrollback = {{ do = \"ecs.deploy\", cluster = \"${{cluster}}\", service = \"${{app}}-{k}\", task_definition = \"${{steps.deploy-rds-{k}.outputs.previous_task_definition}}\", expect = \"${{steps.deploy-rds-{k}.outputs.task_definition}}\", deadline = \"20m\" }}\nneeds = [\"db-database-url\"]\n",
+            k = s.kind,
+            notes = quoted(&format!("Heroku's `{}` (`{}`), {} task(s) on ECS with no load balancer: its tasks read DATABASE_URL when they start.{}", s.kind, s.command, s.count, if s.kind == "clock" { " A clock never runs twice: the old task stops before the new one starts." } else { "" }))
+        ));
+    }
+    if !after.is_empty() {
+        insert_after_step(&mut t, "deploy-rds", &after)?;
+    }
+    let deploys: String = services
+        .iter()
+        .filter(|s| s.count > 0)
+        .map(|s| format!(", \"deploy-rds-{}\"", s.kind))
+        .collect();
+    match release {
+        Some(command) => {
+            replace_step(&mut t, "migrations-pending", "")?;
+            edit(
+                &mut t,
+                "db-catchup-2 needs",
+                "needs = [\"deploy-rds\", \"targets-healthy\", \"migrations-pending\"]",
+                &format!("needs = [\"deploy-rds\", \"targets-healthy\"{deploys}]"),
+            )?;
+            replace_step(
+                &mut t,
+                "migrations",
+                &format!(
+                    "[[phase.step]]\nid = \"migrations\"\ntitle = \"Heroku's release phase as an ECS task (on RDS)\"\ndo = \"ecs.run-task\"\ncluster = \"${{cluster}}\"\nservice = \"${{service}}\"\ncommand = [\"/bin/sh\", \"-c\", {}]\nnotes = \"Heroku ran it before each release: here it runs inside the freeze, on RDS, before the domain moves; a failure stops the cutover (the catch-ups have left RDS equal to Heroku: re-run it after the fix).\"\nneeds = [\"db-drain\"]\ntimeout = \"30m\"\n",
+                    quoted(&format!("exec {command}"))
+                ),
+            )?;
+        }
+        None => {
+            replace_step(&mut t, "migrations-pending", "")?;
+            replace_step(&mut t, "migrations", "")?;
+            edit(
+                &mut t,
+                "db-catchup-2 needs",
+                "needs = [\"deploy-rds\", \"targets-healthy\", \"migrations-pending\"]",
+                &format!("needs = [\"deploy-rds\", \"targets-healthy\"{deploys}]"),
+            )?;
+            edit(
+                &mut t,
+                "rds-writes-mark needs",
+                "needs = [\"db-drain\", \"migrations\"]",
+                "needs = [\"db-drain\"]",
+            )?;
+        }
+    }
+    if redis {
+        insert_after_step(
+            &mut t,
+            "heroku-formation",
+            "\n[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis's queues are empty (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"no job waiting in Heroku Redis (the queue's dashboard, or `heroku redis:cli`)\", \"no scheduled or retrying job left, or each written down to enqueue again on AWS\"]\nnotes = \"ElastiCache starts empty: a job still in Heroku Redis when the freeze starts is not carried to AWS. Let Heroku's workers empty the queues (pause what enqueues, if the app can), then freeze.\"\nneeds = [\"heroku-formation\"]\n",
+        )?;
+        edit(
+            &mut t,
+            "maintenance-on needs",
+            "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\"]",
+            "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\", \"redis-queues\"]",
+        )?;
+    }
+
+    // Phase 5: one-off commands.
+    replace_step(
+        &mut t,
+        "generate-embeddings",
+        "[[phase.step]]\nid = \"one-off-commands\"\ntitle = \"The app's one-off commands run as ECS tasks (replacing heroku run)\"\ndo = \"manual\"\nchecklist = [\"every `heroku run` the team uses is written down as `scripts/ecs-run.sh COMMAND`\"]\nnotes = \"scripts/ecs-run.sh (written by the scaffold) runs a command as a task of the service's task definition and streams its log: `scripts/ecs-run.sh bin/rails console` needs ECS Exec instead (`aws ecs execute-command`).\"\nneeds = [\"smoke-health\"]\n",
+    )?;
+    replace_step(&mut t, "generate-metadata", "")?;
+
+    // Phase 6: the other domains, the smoke tests and the decommission.
+    for (i, d) in shape.domains.iter().enumerate().skip(1) {
+        let id = format!("dns-cutover-{}", i + 1);
+        insert_after_step(
+            &mut t,
+            "dns-cutover",
+            &format!(
+                "\n[[phase.step]]\nid = \"{id}\"\ntitle = \"Point {host} at the ALB\"\ndo = \"dns.point\"\nzone = {zone}\nname = {hostq}\ntarget = \"${{steps.terraform-apply.outputs.alb_dns_name}}\"\nalias_zone_id = \"${{steps.terraform-apply.outputs.alb_zone_id}}\"\ndestructive = true\nconfirm = {confirm}\nnotes = \"Another of the app's domains on Heroku (its certificate is in infra/domains.tf). After dns-cutover: the database has moved with the first.\"\nrollback = {{ do = \"dns.restore\", zone = {zone}, name = {hostq}, record = \"${{steps.{id}.outputs.previous}}\", expect = \"${{steps.{id}.outputs.current}}\", refuse_after = \"destroy-heroku-app\" }}\nneeds = [\"dns-cutover\"]\nafter = {{ step = \"dns-ttl\", at_least = \"${{dns_ttl_wait}}\" }}\n",
+                host = d.hostname,
+                hostq = quoted(&d.hostname),
+                zone = quoted(&zone_of(&d.hostname)),
+                confirm = quoted(&format!("point {} at aws", d.hostname)),
+            ),
+        )?;
+        decisions.push(format!(
+            "{}: its zone is taken to be {} (dns-ttl lowers only {}'s TTL: lower this one's by hand)",
+            d.hostname,
+            zone_of(&d.hostname),
+            shape.domains[0].hostname
+        ));
+    }
+    edit(
+        &mut t,
+        "callback-urls checklist",
+        "checklist = [\"FRONTEND_URL in SSM\", \"GitHub OAuth callback\", \"Stripe webhook endpoint\"]",
+        "checklist = [\"config vars holding the Heroku URL (in SSM) name ${domain}\", \"OAuth callbacks and webhook endpoints registered with third parties reach ${domain}\"]",
+    )?;
+    replace_step(
+        &mut t,
+        "smoke-health",
+        &format!(
+            "[[phase.step]]\nid = \"smoke-health\"\ntitle = \"${{public_url}}{health_path} answers 200\"\ndo = \"http\"\nurl = \"${{public_url}}{health_path}\"\ndeadline = \"10m\"\ninterval = \"10s\"\nnotes = \"Through the domain, as clients resolve it. It cannot tell which database answered (the bundled gengar runbook's health module reports the server's system identifier; this app has none): rds-writes-mark and db-catchup-back's backlog show RDS taking the writes.\"\nneeds = [\"dns-cutover\", \"db-copy\"]\n"
+        ),
+    )?;
+    let mut proofs = Vec::new();
+    for s in services {
+        proofs.push(format!(
+            "`{}` runs on ECS ({} task(s)): its log (stream prefix {}) shows work done",
+            s.kind, s.count, s.kind
+        ));
+    }
+    for j in jobs {
+        proofs.push(format!(
+            "Scheduler job `{}` ({}) ran once: schedule {}-{} has an invocation and its task exited 0",
+            j.name, j.every, "${app}", j.name
+        ));
+    }
+    let cron = if proofs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "[[phase.step]]\nid = \"smoke-processes\"\ntitle = \"Every other process and every Scheduler job is seen running on AWS\"\ndo = \"manual\"\nchecklist = [{}]\nneeds = [\"dns-cutover\"]\n",
+            proofs.iter().map(|p| quoted(p)).collect::<Vec<_>>().join(", ")
+        )
+    };
+    replace_step(&mut t, "smoke-cron", &cron)?;
+    edit(
+        &mut t,
+        "smoke-one-off command",
+        "command = [\"node\", \"dist/src/console.js\", \"--help\"]",
+        "command = [\"/bin/sh\", \"-c\", \"echo a one-off task ran on ECS\"]",
+    )?;
+    edit(
+        &mut t,
+        "smoke-flows",
+        "checklist = [\"API endpoints via the frontend\", \"a Stripe webhook reached the new endpoint\", \"an OAuth login\"]\nneeds = [\"smoke-health\", \"callback-urls\", \"smoke-cron\", \"smoke-one-off\", \"generate-embeddings\", \"generate-metadata\"]",
+        &format!(
+            "checklist = [\"the app's main flows through ${{domain}}\", \"a webhook reached the new endpoint\", \"a login\"]\nneeds = [\"smoke-health\", \"callback-urls\"{}, \"smoke-one-off\", \"one-off-commands\"]",
+            if cron.is_empty() { "" } else { ", \"smoke-processes\"" }
+        ),
+    )?;
+    edit(
+        &mut t,
+        "smoke-flows title",
+        "title = \"Frontend, Stripe webhooks, OAuth, cron and one-off tasks work\"",
+        "title = \"The app's flows, webhooks, logins and one-off tasks work\"",
+    )?;
+    let node_postbuild = toolchain.ecosystem.as_deref() == Some("Node.js")
+        && toolchain.node_build.as_deref() == Some("heroku-postbuild");
+    let (title, run, rollback) = if node_postbuild {
+        (
+            "Remove the heroku-postbuild script and the Procfile",
+            format!("rm -f Procfile && npm pkg delete scripts.heroku-postbuild && echo '{} and the heroku-postbuild script removed: commit the change' && if grep -q heroku-postbuild package.json; then echo 'heroku-postbuild is still in package.json' >&2; exit 1; fi", in_app(app_dir, "Procfile")),
+            format!("git checkout -- {} {} (before the commit)", in_app(app_dir, "Procfile"), in_app(app_dir, "package.json")),
+        )
+    } else {
+        (
+            "Remove the Procfile",
+            format!(
+                "rm -f Procfile && echo '{} removed: commit the change'",
+                in_app(app_dir, "Procfile")
+            ),
+            format!(
+                "git checkout -- {} (before the commit)",
+                in_app(app_dir, "Procfile")
+            ),
+        )
+    };
+    replace_step(
+        &mut t,
+        "remove-procfile",
+        &format!(
+            "[[phase.step]]\nid = \"remove-procfile\"\ntitle = {}\ndo = \"shell\"\nrun = {}\ncwd = {}\nrollback = {}\nneeds = [\"destroy-heroku-app\"]\n",
+            quoted(title),
+            quoted(&run),
+            quoted(&if dir == "." { "${app_repo}".to_string() } else { format!("${{app_repo}}/{dir}") }),
+            quoted(&rollback)
+        ),
+    )?;
+    // No run of blank lines where a step went.
+    while t.contains("\n\n\n") {
+        t = t.replace("\n\n\n", "\n\n");
+    }
+    Ok(t)
+}

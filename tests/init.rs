@@ -142,7 +142,8 @@ fn answer(
                 String::new(),
                 json(serde_json::json!([
                     {"name": "postgresql-clear-1", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-2"}, "config_vars": ["DATABASE_URL"]},
-                    {"name": "postgresql-gold-2", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:essential-0"}, "config_vars": ["HEROKU_POSTGRESQL_GOLD_URL"]}
+                    {"name": "postgresql-gold-2", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:essential-0"}, "config_vars": ["HEROKU_POSTGRESQL_GOLD_URL"]},
+                    {"name": "scheduler-angular-5", "addon_service": {"name": "scheduler"}, "plan": {"name": "scheduler:standard"}, "config_vars": []}
                 ])),
             )
         }
@@ -157,6 +158,77 @@ fn answer(
             )
         }
         "/apps/django-app/domains" => return ("200 OK", String::new(), "[]".into()),
+        _ => {}
+    }
+    // gengar, the bundled runbook's app: a NestJS API on yarn, one Standard-1X web dyno, one
+    // Heroku Postgres attached twice (DATABASE and HEROKU_POSTGRESQL_ROSE), api.example.com.
+    match path {
+        "/apps/gengar-api" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!({"name": "gengar-api", "region": {"name": "us"}, "stack": {"name": "heroku-22"}}),
+                ),
+            )
+        }
+        "/apps/gengar-api/buildpack-installations" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([{"buildpack": {"name": "heroku/nodejs"}}])),
+            )
+        }
+        "/apps/gengar-api/formation" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!([{"type": "web", "command": "node --expose-gc dist/src/main.js", "quantity": 1, "size": "Standard-1X"}]),
+                ),
+            )
+        }
+        "/apps/gengar-api/releases" => return ("200 OK", String::new(), "[]".into()),
+        "/apps/gengar-api/config-vars" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!({
+                    "DATABASE_URL": format!("postgres://u:{}@h/d", VALUES[0]),
+                    "HEROKU_POSTGRESQL_ROSE_URL": format!("postgres://u:{}@h/d", VALUES[0]),
+                    "JWT_SECRET": VALUES[2],
+                    "FRONTEND_URL": "https://app.example.com"
+                })),
+            )
+        }
+        "/apps/gengar-api/addons" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([
+                    {"name": "postgresql-rose-7", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-0"}, "config_vars": ["DATABASE_URL", "HEROKU_POSTGRESQL_ROSE_URL"]}
+                ])),
+            )
+        }
+        "/apps/gengar-api/addon-attachments" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(serde_json::json!([
+                    {"name": "DATABASE", "addon": {"name": "postgresql-rose-7"}},
+                    {"name": "HEROKU_POSTGRESQL_ROSE", "addon": {"name": "postgresql-rose-7"}}
+                ])),
+            )
+        }
+        "/apps/gengar-api/domains" => {
+            return (
+                "200 OK",
+                String::new(),
+                json(
+                    serde_json::json!([{"hostname": "api.example.com", "kind": "custom", "acm_status": "cert issued"}]),
+                ),
+            )
+        }
         _ => {}
     }
     // A Node app on pnpm with a Dockerfile of its own: one web dyno, nothing else.
@@ -654,7 +726,7 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
     );
     assert!(workflow.contains("--services \"$SERVICE\" \"$CONTAINER-worker\" \"$CONTAINER-clock\""));
 
-    let scaffold = generated_files_pass_their_checks(&dir, repo.path());
+    let scaffold = generated_files_pass_their_checks(&dir, repo.path(), &[]);
     assert!(
         scaffold.contains("new           infra/redis.tf"),
         "{scaffold}"
@@ -782,6 +854,46 @@ fn init_reads_a_node_app_on_pnpm_with_its_own_dockerfile() {
     }
     assert!(!out.contains("where the sources disagree"), "{out}");
     assert!(!out.contains("production"), "a config var's value");
+
+    // Its own Dockerfile is kept: none is generated, and the scaffold leaves it alone.
+    let dir = home.path().join("out");
+    let (code, said, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "node-app",
+            "--repo",
+            repo_arg,
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}\n{err}");
+    assert!(
+        said.contains("the app's own Dockerfile builds the image: no Dockerfile written"),
+        "{said}"
+    );
+    assert!(!dir.join("templates/Dockerfile").exists());
+    assert!(
+        !dir.join("scheduler.toml").exists(),
+        "no Scheduler, no jobs file"
+    );
+    generated_files_pass_their_checks(&dir, repo.path(), &["CKV_AWS_149", "CKV_AWS_191"]);
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("Dockerfile")).unwrap(),
+        "FROM node:22-slim\n"
+    );
+    let runbook = std::fs::read_to_string(dir.join("runbook.toml")).unwrap();
+    assert!(
+        !runbook.contains("id = \"migrations\""),
+        "no release phase: no step for it"
+    );
+    assert!(
+        runbook.contains("needs = [\"db-drain\"]\n"),
+        "rds-writes-mark"
+    );
 }
 
 /// A Django app: three web dynos on Performance-M, a clock on two dynos (at most one task on
@@ -839,6 +951,107 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
     for value in VALUES {
         assert!(!out.contains(value) && !err.contains(value) && !vars.contains(value));
     }
+
+    // Heroku Scheduler: no API, so its template is written and the jobs are asked for.
+    for needle in [
+        "scheduler-angular-5 (scheduler:standard; sets no config var) → EventBridge Scheduler schedules",
+        "Heroku Scheduler is attached but scheduler.toml lists no job",
+        "scheduler.toml: written",
+        "Python 3.12: nothing in the repository names a version",
+        "Django's collectstatic runs in the image with a dummy SECRET_KEY",
+        "the app has no custom domain on Heroku: set domain and hosted_zone",
+    ] {
+        assert!(out.contains(needle), "{needle}\n---\n{out}");
+    }
+    let read = |f: &str| std::fs::read_to_string(out_dir.join(f)).unwrap();
+    assert!(read("scheduler.toml").contains("# [[job]]"));
+    let tfvars = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.join("templates/infra/shape.auto.tfvars.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(tfvars(&out_dir)["schedules"], serde_json::json!({}));
+    assert_eq!(
+        tfvars(&out_dir)["processes"]["clock"]["count"],
+        serde_json::json!(2),
+        "Heroku's count, capped at one task by processes.tf"
+    );
+    // The operator fills it in; init reads it (and never overwrites it).
+    let jobs = "[[job]]\nname = \"nightly-report\"\ncommand = \"python manage.py report\"\nevery = \"daily at 03:30\"\n\n[[job]]\nname = \"sync\"\ncommand = \"python manage.py sync --all\"\nevery = \"10m\"\n";
+    std::fs::write(out_dir.join("scheduler.toml"), jobs).unwrap();
+    let args = [
+        "--from-heroku",
+        "django-app",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let (code, _, err) = init(&api, home.path(), Some(TOKEN), &args);
+    assert_eq!(
+        code, 5,
+        "what changes is shown and kept without --force: {err}"
+    );
+    assert!(err.contains("+  \"schedules\": {"), "{err}");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, said, err) = init(&api, home.path(), Some(TOKEN), &forced);
+    assert_eq!(code, 0, "{said}\n{err}");
+    assert_eq!(read("scheduler.toml"), jobs);
+    assert!(!said.contains("lists no job"), "{said}");
+    assert_eq!(
+        tfvars(&out_dir)["schedules"],
+        serde_json::json!({
+            "nightly-report": {"expression": "cron(30 3 * * ? *)", "command": "python manage.py report"},
+            "sync": {"expression": "rate(10 minutes)", "command": "python manage.py sync --all"}
+        })
+    );
+    let runbook = read("runbook.toml");
+    assert!(
+        runbook.contains("Scheduler job `nightly-report` (daily at 03:30) ran once"),
+        "{runbook}"
+    );
+    // A bad jobs file is named, line by job, and nothing is written.
+    let before = read("runbook.toml");
+    std::fs::write(
+        out_dir.join("scheduler.toml"),
+        format!(
+            "{jobs}\n[[job]]\nname = \"weekly\"\ncommand = \"x\"\nevery = \"weekly on monday\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = init(&api, home.path(), Some(TOKEN), &forced);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("job \"weekly\": every = \"weekly on monday\": Heroku Scheduler runs \"10m\", \"hourly at :MM\" or \"daily at HH:MM\""),
+        "{err}"
+    );
+    assert_eq!(read("runbook.toml"), before);
+    std::fs::write(out_dir.join("scheduler.toml"), jobs).unwrap();
+
+    // No Redis: its secret's and its node's encryption are not failed.
+    let scaffold =
+        generated_files_pass_their_checks(&out_dir, repo.path(), &["CKV_AWS_149", "CKV_AWS_191"]);
+    assert!(
+        scaffold.contains("new           infra/schedules.tf"),
+        "{scaffold}"
+    );
+    let dockerfile = std::fs::read_to_string(repo.path().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("/tools/bin/poetry install --only main --no-root"));
+    assert!(dockerfile.contains("python manage.py collectstatic --noinput"));
+    let runbook: toml::Table = runbook.parse().unwrap();
+    let release = runbook["phase"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["step"].as_array().unwrap())
+        .find(|s| s["id"].as_str() == Some("migrations"))
+        .unwrap();
+    assert_eq!(
+        release["command"],
+        toml::Value::try_from(["/bin/sh", "-c", "exec python manage.py migrate"]).unwrap()
+    );
 }
 
 /// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
@@ -888,9 +1101,14 @@ fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
 /// issue names: `cutover validate`; the runbook's own scaffold step writing the templates
 /// into the repository; hadolint on the Dockerfile; `terraform validate` with the provider
 /// mirror; checkov failing exactly the reasoned skips (the bundled ones and init's own);
-/// actionlint on the workflow; and no config var's value in any file. Returns the scaffold's
-/// output.
-fn generated_files_pass_their_checks(out: &std::path::Path, repo: &std::path::Path) -> String {
+/// actionlint on the workflow; and no config var's value in any file. `not_failing`: init's
+/// skips this shape does not need (checkov does not fail a resource whose count is 0 on them).
+/// Returns the scaffold's output.
+fn generated_files_pass_their_checks(
+    out: &std::path::Path,
+    repo: &std::path::Path,
+    not_failing: &[&str],
+) -> String {
     let state = out.join(".state");
     let runbook = out.join("runbook.toml");
     let cutover = |args: &[&str]| {
@@ -920,15 +1138,20 @@ fn generated_files_pass_their_checks(out: &std::path::Path, repo: &std::path::Pa
             );
         }
     }
-    let dockerfile = repo.join("Dockerfile");
-    if let (true, Some(hadolint)) = (
-        dockerfile.exists() && !scaffold.contains("unchanged     Dockerfile"),
-        tool("CUTOVER_HADOLINT", "hadolint"),
-    ) {
-        run_ok(
-            Command::new(&hadolint).arg(&dockerfile),
-            "hadolint on the generated Dockerfile",
-        );
+    // Each Dockerfile init generated, as the scaffold wrote it.
+    let templates = out.join("templates");
+    let generated: Vec<std::path::PathBuf> = every_file(&templates)
+        .into_iter()
+        .filter(|(p, _)| p.file_name().is_some_and(|n| n == "Dockerfile"))
+        .map(|(p, _)| repo.join(p.strip_prefix(&templates).unwrap()))
+        .collect();
+    if let (false, Some(hadolint)) = (generated.is_empty(), tool("CUTOVER_HADOLINT", "hadolint")) {
+        for dockerfile in &generated {
+            run_ok(
+                Command::new(&hadolint).arg(dockerfile),
+                "hadolint on the generated Dockerfile",
+            );
+        }
         // The check can fail: unpinned, recommended apt packages are refused.
         let broken = out.join("Dockerfile.root");
         std::fs::write(
@@ -987,6 +1210,9 @@ fn generated_files_pass_their_checks(out: &std::path::Path, repo: &std::path::Pa
                 skipped.insert(skip["id"].as_str().unwrap().to_string());
             }
         }
+        for id in not_failing {
+            assert!(skipped.remove(*id), "{id} is not a skip");
+        }
         let report = Command::new(&checkov)
             .args([
                 "--directory",
@@ -1029,4 +1255,229 @@ fn generated_files_pass_their_checks(out: &std::path::Path, repo: &std::path::Pa
         );
     }
     scaffold
+}
+
+/// gengar read as any app: the runbook `init` writes against the bundled one, which was written
+/// by hand for it. They differ exactly where gengar's runbook knows what Heroku's API and the
+/// repository cannot say, listed here with why; every other variable and step is the same.
+#[test]
+fn init_for_gengar_writes_the_bundled_runbook_but_where_it_says_why() {
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/rehearsal/gengar-repo/."
+    );
+    run_ok(
+        Command::new("cp").args(["-r", fixture, repo.path().to_str().unwrap()]),
+        "copy the rehearsal's gengar repository",
+    );
+    // The real gengar has its lockfile; the rehearsal's copy does not need one.
+    std::fs::write(repo.path().join("gengar/yarn.lock"), "# yarn lockfile v1\n").unwrap();
+    let out = home.path().join("out");
+    let (code, said, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "gengar-api",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--app-dir",
+            "gengar",
+            "--app-repo",
+            "../gengar-repo",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}\n{err}");
+    let generated: toml::Table = std::fs::read_to_string(out.join("runbook.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bundled: toml::Table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/runbook.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+
+    // [vars]: the names (init names AWS resources after the Heroku app, gengar's runbook after
+    // the product), and what no API says: the account, the bucket, the GitHub repository, the
+    // budget's email, the ECR repository's owner prefix, the in-process cron's log line.
+    let vars = |t: &toml::Table| t["vars"].as_table().unwrap().clone();
+    let (g, b) = (vars(&generated), vars(&bundled));
+    let mut differing: Vec<&str> = b
+        .keys()
+        .chain(g.keys())
+        .filter(|k| g.get(*k) != b.get(*k))
+        .map(String::as_str)
+        .collect();
+    differing.sort();
+    differing.dedup();
+    assert_eq!(
+        differing,
+        [
+            "app",
+            "aws_account_id",
+            "budget_email",
+            "cluster",
+            "cron_log_pattern",
+            "ecr_repository",
+            "github_repository",
+            "local_image",
+            "log_group",
+            "rds_instance",
+            "s3_bucket",
+            "service",
+            "ssm_prefix",
+            "target_group",
+        ]
+    );
+    assert_eq!(g["heroku_app"].as_str(), Some("gengar-api"));
+    assert_eq!(g["app"].as_str(), Some("gengar-api"));
+
+    // Steps: same ids in the same order but for these, and the same content but for these.
+    let steps = |t: &toml::Table| -> Vec<(String, toml::Value)> {
+        t["phase"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["step"].as_array().unwrap().clone())
+            .map(|s| (s["id"].as_str().unwrap().to_string(), s))
+            .collect()
+    };
+    let (gs, bs) = (steps(&generated), steps(&bundled));
+    let only = |a: &[(String, toml::Value)], b: &[(String, toml::Value)]| -> Vec<String> {
+        a.iter()
+            .filter(|(id, _)| !b.iter().any(|(other, _)| other == id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    assert_eq!(
+        only(&bs, &gs),
+        [
+            // TypeORM's CLI, which gengar runs by hand: Heroku has no release phase for it.
+            "migrations-pending",
+            "migrations",
+            // gengar's own console commands (package.json's heroku:* scripts, not Heroku's).
+            "generate-embeddings",
+            "generate-metadata",
+            // The in-process cron's log line: nothing Heroku shows.
+            "smoke-cron",
+        ]
+    );
+    // One step for the app's one-off commands, whatever they are.
+    assert_eq!(only(&gs, &bs), ["one-off-commands"]);
+    let mut changed: Vec<String> = gs
+        .iter()
+        .filter_map(|(id, step)| {
+            let before = bs.iter().find(|(other, _)| other == id)?;
+            (&before.1 != step).then(|| id.clone())
+        })
+        .collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [
+            // The names of things that no longer exist (above).
+            "callback-urls",   // gengar's FRONTEND_URL, GitHub OAuth and Stripe
+            "db-catchup-2",    // needs migrations-pending
+            "deploy-workflow", // the workflow's notes: deploy.yml, not deploy-backend.yml
+            "rds-writes-mark", // needs migrations
+            "scaffold",        // init's templates; no NestJS health module to patch in
+            "smoke-flows",     // gengar's flows; needs the steps above
+            "smoke-health",    // gengar's health module reports RDS's system identifier
+            "smoke-one-off",   // gengar's console.js --help
+            "ssm-verify",      // Heroku's config var names, not gengar's .env.example
+        ]
+    );
+    // The rest of the runbook too: the windows, the AWS settings, the secrets but the RDS URL's
+    // database name, the cost but the plan's own figure.
+    for key in ["window", "aws", "runbook"] {
+        assert_eq!(
+            generated.get(key).map(
+                |v| key != "runbook" || v.get("description") == bundled[key].get("description")
+            ),
+            Some(true),
+            "{key}"
+        );
+    }
+    assert_eq!(generated["window"], bundled["window"]);
+    assert_eq!(generated["aws"], bundled["aws"]);
+    assert_eq!(
+        generated["secrets"]["HEROKU_DATABASE_URL"],
+        bundled["secrets"]["HEROKU_DATABASE_URL"]
+    );
+    // The task's size: by memory first, a Standard-1X (512 MiB) is 0.25 vCPU / 0.5 GiB; the
+    // plan gives gengar 0.5 vCPU / 1 GiB (its NestJS build and embeddings need the memory).
+    let mut cost = bundled["cost"].as_table().unwrap().clone();
+    cost.remove("expected_monthly");
+    let aws = cost["aws"].as_table_mut().unwrap();
+    assert_eq!(
+        (aws["vcpu"].as_float(), aws["memory_gb"].as_integer()),
+        (Some(0.5), Some(1))
+    );
+    aws.insert("vcpu".into(), toml::Value::Float(0.25));
+    aws.insert("memory_gb".into(), toml::Value::Float(0.5));
+    assert_eq!(generated["cost"].as_table().unwrap(), &cost);
+    for needle in [
+        "Node.js 20: nothing in the repository names a version",
+        "the build runs package.json's `heroku-postbuild` script, as Heroku does",
+    ] {
+        assert!(said.contains(needle), "{needle}\n---\n{said}");
+    }
+    generated_files_pass_their_checks(&out, repo.path(), &["CKV_AWS_149", "CKV_AWS_191"]);
+    let dockerfile = std::fs::read_to_string(repo.path().join("gengar/Dockerfile")).unwrap();
+    assert!(dockerfile
+        .contains("RUN yarn run heroku-postbuild && yarn install --frozen-lockfile --production"));
+    assert!(dockerfile
+        .trim_end()
+        .ends_with("\"exec node --expose-gc dist/src/main.js\"]"));
+}
+
+/// hadolint over the Dockerfile of every package manager init knows (the fixtures above cover
+/// Bundler, Poetry and yarn through the scaffold; these are the rest), filled as the scaffold
+/// fills them.
+#[test]
+fn every_generated_dockerfile_passes_hadolint() {
+    use cutover::heroku::dockerfile::{generate, Generated};
+    use cutover::heroku::repo::Toolchain;
+    let Some(hadolint) = tool("CUTOVER_HADOLINT", "hadolint") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (ecosystem, manager, framework) in [
+        ("Node.js", "npm", None),
+        ("Node.js", "pnpm", None),
+        ("Node.js", "yarn", None),
+        ("Python", "pip", Some("django")),
+        ("Python", "uv", None),
+        ("Python", "Pipenv", None),
+        ("Python", "Poetry", None),
+        ("Ruby", "Bundler", None),
+    ] {
+        let t = Toolchain {
+            ecosystem: Some(ecosystem.to_string()),
+            manager: Some(manager.to_string()),
+            framework: framework.map(str::to_string),
+            node_build: (ecosystem == "Node.js").then(|| "build".to_string()),
+            node_assets: ecosystem == "Ruby",
+            ..Toolchain::default()
+        };
+        let Generated::Files { dockerfile, .. } = generate("app", &t, Some("run the app")) else {
+            panic!("{manager}: no Dockerfile");
+        };
+        let path = dir.path().join(format!("Dockerfile.{manager}"));
+        std::fs::write(
+            &path,
+            dockerfile
+                .replace("@@port@@", "3000")
+                .replace("@@image_platform@@", "linux/arm64"),
+        )
+        .unwrap();
+        run_ok(Command::new(&hadolint).arg(&path), manager);
+    }
 }

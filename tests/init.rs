@@ -83,6 +83,18 @@ fn answer(
         );
     }
     let app = "/apps/rails-app";
+    // Dyno sizes and their prices: one the bundled table lacks priced, one not.
+    if path == "/dyno-sizes" {
+        return (
+            "200 OK",
+            String::new(),
+            json(serde_json::json!([
+                {"name": "Standard-2X", "cost": {"cents": 5000, "unit": "month"}},
+                {"name": "Performance-2XL", "cost": null},
+                {"name": "Private-S", "cost": {"cents": 16000, "unit": "month"}}
+            ])),
+        );
+    }
     // A Django app: web, a clock on two dynos, a release phase, Poetry, Performance-M.
     match path {
         "/apps/django-app" => {
@@ -369,9 +381,9 @@ fn answer(
             "200 OK",
             String::new(),
             json(serde_json::json!([
-                {"name": "postgresql-rigid-12", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-0"}, "config_vars": ["DATABASE_URL"]},
-                {"name": "redis-flat-3", "addon_service": {"name": "heroku-redis"}, "plan": {"name": "heroku-redis:premium-0"}, "config_vars": ["REDIS_URL"]},
-                {"name": "papertrail-fuzzy-9", "addon_service": {"name": "papertrail"}, "plan": {"name": "papertrail:choklad"}, "config_vars": ["PAPERTRAIL_API_TOKEN"]}
+                {"name": "postgresql-rigid-12", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-0"}, "config_vars": ["DATABASE_URL"], "billed_price": {"cents": 5000, "contract": false, "unit": "month"}},
+                {"name": "redis-flat-3", "addon_service": {"name": "heroku-redis"}, "plan": {"name": "heroku-redis:premium-0"}, "config_vars": ["REDIS_URL"], "billed_price": {"cents": 1500, "contract": false, "unit": "month"}},
+                {"name": "papertrail-fuzzy-9", "addon_service": {"name": "papertrail"}, "plan": {"name": "papertrail:choklad"}, "config_vars": ["PAPERTRAIL_API_TOKEN"], "billed_price": {"cents": 0, "contract": false, "unit": "month"}}
             ])),
         ),
         "/apps/rails-app/addon-attachments" => (
@@ -711,8 +723,8 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
     );
     assert_eq!(
         runbook["cost"]["heroku"]["dynos"],
-        toml::Value::try_from(BTreeMap::from([("performance-2xl", 1), ("standard-2x", 2)]))
-            .unwrap()
+        toml::Value::try_from(BTreeMap::from([("standard-2x", 2)])).unwrap(),
+        "Performance-2XL has no price: named, left out"
     );
     let workflow = read("templates/.github/workflows/deploy.yml");
     let release = workflow
@@ -725,6 +737,40 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "the release phase before every deployment"
     );
     assert!(workflow.contains("--services \"$SERVICE\" \"$CONTAINER-worker\" \"$CONTAINER-clock\""));
+
+    // The cost: every service, the Redis node, against Heroku's bill from its own prices.
+    // (The bundled prices are us-east-1's: the runbook's eu-west-1 takes `cost --live`.)
+    let cost = run_ok(
+        Command::new(BIN).args([
+            "--runbook",
+            dir.join("runbook.toml").to_str().unwrap(),
+            "--state-dir",
+            home.path().join("cost-state").to_str().unwrap(),
+            "--var",
+            "aws_region=us-east-1",
+            "cost",
+        ]),
+        "cutover cost",
+    );
+    for needle in [
+        "Fargate x86_64 (2 tasks)",
+        "2 × (0.25 vCPU × $",
+        "Fargate x86_64 `worker` (1 task)",
+        "1 × (16 vCPU × $",
+        "ElastiCache for Redis cache.t4g.micro",
+        "Heroku standard-2x dyno × 2",
+        "Heroku Postgres standard-0",
+        "$15 (as Heroku bills it)",
+        "Heroku add-on papertrail:choklad",
+        "Public IPv4 (5 addresses)",
+    ] {
+        assert!(cost.contains(needle), "{needle}\n---\n{cost}");
+    }
+    assert!(!cost.contains("performance-2xl"), "{cost}");
+    assert!(
+        said.contains("cost: no price for performance-2xl dynos (neither cutover's table nor Heroku's API says): `worker` is left out of the Heroku side"),
+        "{said}"
+    );
 
     let scaffold = generated_files_pass_their_checks(&dir, repo.path(), &[]);
     assert!(

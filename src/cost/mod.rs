@@ -66,6 +66,20 @@ pub struct AwsSpec {
     pub ssm_advanced: u32,
     pub secrets: u32,
     pub route53_zones: u32,
+    /// The app's other processes (Heroku's worker, clock, …), each an ECS service of its own.
+    pub services: Vec<ServiceSpec>,
+    /// The ElastiCache node replacing Heroku Redis (`cache.t4g.micro`), if any.
+    pub cache_node: Option<String>,
+}
+
+/// An ECS service other than the web one: its tasks and their size.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub tasks: u32,
+    pub vcpu: f64,
+    pub memory_gb: f64,
 }
 
 impl Default for AwsSpec {
@@ -90,14 +104,25 @@ impl Default for AwsSpec {
             ssm_advanced: 0,
             secrets: 0,
             route53_zones: 0,
+            services: Vec::new(),
+            cache_node: None,
         }
     }
 }
 
 impl AwsSpec {
+    /// Every task: the web service's and the other services'.
+    pub fn all_tasks(&self) -> u32 {
+        self.tasks + self.services.iter().map(|s| s.tasks).sum::<u32>()
+    }
+
     /// Tasks with public IPs plus the ALBs' AZs.
     pub fn public_ipv4(&self) -> u32 {
-        (if self.task_public_ip { self.tasks } else { 0 }) + self.albs * self.alb_azs
+        (if self.task_public_ip {
+            self.all_tasks()
+        } else {
+            0
+        }) + self.albs * self.alb_azs
     }
 }
 
@@ -108,6 +133,13 @@ pub struct HerokuSpec {
     #[serde(default)]
     pub dynos: BTreeMap<String, u32>,
     pub postgres: Option<String>,
+    /// Monthly price of a dyno type the bundled table lacks (`cutover init` reads it from
+    /// Heroku's API).
+    #[serde(default)]
+    pub dyno_prices: BTreeMap<String, f64>,
+    /// Add-on plan → its monthly price as Heroku bills it (the API's `billed_price`).
+    #[serde(default)]
+    pub addons: BTreeMap<String, f64>,
 }
 
 /// The line items a step may say it starts billing (`starts_billing = [...]`).
@@ -126,6 +158,7 @@ pub const LINE_ITEMS: &[&str] = &[
     "ssm_advanced",
     "secrets_manager",
     "route53",
+    "elasticache",
 ];
 
 /// One line of the bill.
@@ -318,6 +351,43 @@ pub fn estimate(
             },
         );
     }
+    for service in &aws.services {
+        if service.tasks == 0 {
+            continue;
+        }
+        let (vcpu, gb) = (
+            format!("fargate_{arch}_vcpu_hour"),
+            format!("fargate_{arch}_gb_hour"),
+        );
+        let (tasks, v, m) = (service.tasks, service.vcpu, service.memory_gb);
+        bill.add(
+            "fargate",
+            format!(
+                "Fargate {} `{}` ({})",
+                if arch == "arm" { "ARM64" } else { "x86_64" },
+                service.name,
+                plural(tasks, "task")
+            ),
+            &[(&vcpu, v * hours), (&gb, m * hours)],
+            f64::from(tasks),
+            &|p| {
+                format!(
+                    "{tasks} × ({v} vCPU × ${} + {m} GB × ${}) × {hours} h",
+                    p[0], p[1]
+                )
+            },
+        );
+    }
+    if let Some(node) = &aws.cache_node {
+        let price = format!("elasticache_{node}_hour");
+        bill.add(
+            "elasticache",
+            format!("ElastiCache for Redis {node}"),
+            &[(&price, hours)],
+            1.0,
+            &|p| format!("1 node × ${} × {hours} h", p[0]),
+        );
+    }
     bill.add(
         "rds_instance",
         format!(
@@ -362,7 +432,11 @@ pub fn estimate(
             &[("public_ipv4_hour", hours)],
             f64::from(ipv4),
             &|p| {
-                let tasks = if aws.task_public_ip { aws.tasks } else { 0 };
+                let tasks = if aws.task_public_ip {
+                    aws.all_tasks()
+                } else {
+                    0
+                };
                 format!(
                     "({tasks} task + {} ALB × {} AZ) × ${} × {hours} h",
                     aws.albs, aws.alb_azs, p[0]
@@ -583,7 +657,11 @@ fn heroku_items(
     };
     let known = |map: &BTreeMap<String, f64>| map.keys().cloned().collect::<Vec<_>>().join(", ");
     for (dyno, count) in &spec.dynos {
-        let Some(price) = prices.heroku.dynos.get(dyno) else {
+        let Some(price) = spec
+            .dyno_prices
+            .get(dyno)
+            .or_else(|| prices.heroku.dynos.get(dyno))
+        else {
             return Err(CostError::UnknownHerokuPlan {
                 kind: "dyno type",
                 name: dyno.clone(),
@@ -609,6 +687,14 @@ fn heroku_items(
             id: "heroku_postgres",
             label: format!("Heroku Postgres {plan}"),
             detail: format!("${price}"),
+            monthly: Some(*price),
+        });
+    }
+    for (plan, price) in &spec.addons {
+        items.push(LineItem {
+            id: "heroku_addon",
+            label: format!("Heroku add-on {plan}"),
+            detail: format!("${price} (as Heroku bills it)"),
             monthly: Some(*price),
         });
     }
@@ -643,8 +729,8 @@ fn lints(spec: &CostSpec, estimate: &Estimate, prices: &PriceTable) -> Vec<Lint>
             message: format!(
                 "{} public IPv4 addresses ({} task{} with a public IP, the ALB in {} AZs) are billed at ${}/h each since February 2024: {} a month{}",
                 aws.public_ipv4(),
-                if aws.task_public_ip { aws.tasks } else { 0 },
-                if aws.tasks == 1 { "" } else { "s" },
+                if aws.task_public_ip { aws.all_tasks() } else { 0 },
+                if aws.all_tasks() == 1 { "" } else { "s" },
                 aws.alb_azs * aws.albs,
                 prices.usd("public_ipv4_hour").unwrap_or_default(),
                 usd(ipv4),

@@ -26,10 +26,14 @@ fn plan_spec() -> CostSpec {
             ssm_advanced: 0,
             secrets: 0,
             route53_zones: 0,
+            services: Vec::new(),
+            cache_node: None,
         },
         heroku: Some(HerokuSpec {
             dynos: [("standard-1x".to_string(), 1)].into(),
             postgres: Some("standard-0".into()),
+            dyno_prices: Default::default(),
+            addons: Default::default(),
         }),
     }
 }
@@ -208,6 +212,8 @@ fn unknown_names_list_the_known_ones_and_a_missing_price_is_unknown_not_zero() {
     spec.heroku = Some(HerokuSpec {
         dynos: [("hobby".to_string(), 1)].into(),
         postgres: None,
+        dyno_prices: Default::default(),
+        addons: Default::default(),
     });
     let e = estimate(&spec, &table, source.clone())
         .unwrap_err()
@@ -230,4 +236,62 @@ fn unknown_names_list_the_known_ones_and_a_missing_price_is_unknown_not_zero() {
     );
     assert!(!e.complete);
     assert!(close(e.total, 61.7125 - 0.10));
+}
+
+/// The app's other services, its Redis node and Heroku's add-ons, each a line of its own; a dyno
+/// size the table lacks priced as the spec says (from Heroku's API), and an unknown cache node
+/// an unknown line, never zero.
+#[test]
+fn other_services_a_redis_node_and_addons_are_lines_of_their_own() {
+    let mut spec = plan_spec();
+    spec.aws.services = vec![ServiceSpec {
+        name: "worker".into(),
+        tasks: 2,
+        vcpu: 1.0,
+        memory_gb: 2.0,
+    }];
+    spec.aws.cache_node = Some("cache.t4g.small".into());
+    spec.heroku = Some(HerokuSpec {
+        dynos: [("standard-1x".to_string(), 1), ("private-s".to_string(), 2)].into(),
+        postgres: Some("standard-0".into()),
+        dyno_prices: [("private-s".to_string(), 160.0)].into(),
+        addons: [("heroku-redis:premium-0".to_string(), 15.0)].into(),
+    });
+    let e = run(&spec);
+    let line = |label: &str| {
+        e.items
+            .iter()
+            .chain(&e.heroku)
+            .find(|i| i.label == label)
+            .unwrap_or_else(|| panic!("no line {label}: {e:#?}"))
+            .clone()
+    };
+    let worker = line("Fargate ARM64 `worker` (2 tasks)");
+    assert!(close(
+        worker.monthly.unwrap_or_default(),
+        2.0 * (0.03238 + 2.0 * 0.00356) * 730.0
+    ));
+    assert!(close(
+        line("ElastiCache for Redis cache.t4g.small")
+            .monthly
+            .unwrap_or_default(),
+        0.032 * 730.0
+    ));
+    // 1 web task and 2 worker tasks hold public addresses, as the ALB's 2 AZs do.
+    assert_eq!(spec.aws.public_ipv4(), 5);
+    assert_eq!(line("Heroku private-s dyno × 2").monthly, Some(320.0));
+    assert_eq!(
+        line("Heroku add-on heroku-redis:premium-0").monthly,
+        Some(15.0)
+    );
+    assert!(close(e.heroku_total, 25.0 + 320.0 + 50.0 + 15.0));
+    spec.aws.cache_node = Some("cache.x9.huge".into());
+    let e = run(&spec);
+    let unknown = e
+        .items
+        .iter()
+        .find(|i| i.id == "elasticache")
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert_eq!(unknown.monthly, None);
+    assert!(!e.complete);
 }

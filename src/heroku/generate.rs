@@ -379,6 +379,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
     // --- the runbook ------------------------------------------------------------------------
     let parts = Parts {
         name: &name,
+        cache_node: redis_node.as_ref().map(|(n, _)| n.as_str()),
         health_path,
         release: release.as_deref(),
         services: &services,
@@ -633,6 +634,8 @@ fn set_var(text: &mut String, key: &str, value: &str) -> Result<(), String> {
 /// What the runbook is generated from, besides the shape.
 struct Parts<'a> {
     name: &'a str,
+    /// The ElastiCache node replacing Heroku Redis.
+    cache_node: Option<&'a str>,
     health_path: &'a str,
     release: Option<&'a str>,
     services: &'a [Service],
@@ -649,6 +652,7 @@ fn runbook(
 ) -> Result<String, String> {
     let Parts {
         name,
+        cache_node,
         health_path,
         release,
         services,
@@ -764,55 +768,135 @@ fn runbook(
 
     // [cost]: the formation.
     let web = shape.processes.iter().find(|p| p.kind == "web");
+    let arch = if shape
+        .build
+        .as_ref()
+        .is_some_and(|b| b.architecture.0 == "x86_64")
+    {
+        "x86_64"
+    } else {
+        "arm64"
+    };
+    let mut extra = String::new();
+    if services.iter().any(|s| s.count > 0) {
+        extra.push_str(&format!(
+            "# The app's other processes, each an ECS service of its own.\nservices = [{}]\n",
+            services
+                .iter()
+                .filter(|s| s.count > 0)
+                .map(|s| format!(
+                    "{{ name = {}, tasks = {}, vcpu = {}, memory_gb = {} }}",
+                    quoted(&s.kind),
+                    s.count,
+                    f64::from(s.cpu) / 1024.0,
+                    f64::from(s.memory) / 1024.0
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(node) = cache_node {
+        extra.push_str(&format!(
+            "cache_node = {}\nsecrets = 1           # the Redis AUTH token in Secrets Manager\n",
+            quoted(node)
+        ));
+    }
     edit(
         &mut t,
         "[cost.aws] tasks",
         "tasks = 1\nvcpu = 0.5\nmemory_gb = 1\narchitecture = \"arm64\"\n",
         &format!(
-            "tasks = {}\nvcpu = {}\nmemory_gb = {}\narchitecture = \"{}\"\n",
-            web.and_then(|w| w.quantity).unwrap_or(1)
-                + services.iter().map(|s| s.count).sum::<u32>(),
-            cpu as f64 / 1024.0,
-            memory as f64 / 1024.0,
-            if shape
-                .build
-                .as_ref()
-                .is_some_and(|b| b.architecture.0 == "x86_64")
-            {
-                "x86_64"
-            } else {
-                "arm64"
-            }
+            "tasks = {}\nvcpu = {}\nmemory_gb = {}\narchitecture = \"{arch}\"\n{extra}",
+            web.and_then(|w| w.quantity).unwrap_or(1),
+            f64::from(cpu) / 1024.0,
+            f64::from(memory) / 1024.0,
         ),
     )?;
+    // Heroku's bill: dynos and Postgres at the bundled table's prices (or the API's), every
+    // other add-on at what Heroku bills for it; what has no price is named, never guessed.
+    let table = crate::cost::PriceTable::bundled("us-east-1")
+        .map(|t| t.heroku)
+        .map_err(|e| e.to_string())?;
     let mut dynos: BTreeMap<String, u32> = BTreeMap::new();
+    let mut dyno_prices: BTreeMap<String, f64> = BTreeMap::new();
     for p in &shape.processes {
-        if let (Some(q), Some(s)) = (p.quantity, &p.size) {
-            if q > 0 {
-                *dynos.entry(s.to_ascii_lowercase()).or_default() += q;
+        if let (Some(q), Some(size)) = (p.quantity, &p.size) {
+            let size = size.to_ascii_lowercase();
+            if q == 0 {
+                continue;
             }
+            if !table.dynos.contains_key(&size) {
+                match shape.dyno_prices.get(&size) {
+                    Some(price) => {
+                        dyno_prices.insert(size.clone(), *price);
+                    }
+                    None => {
+                        decisions.push(format!("cost: no price for {size} dynos (neither cutover's table nor Heroku's API says): `{}` is left out of the Heroku side", p.kind));
+                        continue;
+                    }
+                }
+            }
+            *dynos.entry(size).or_default() += q;
         }
     }
     let primary = shape.addons.iter().find(|a| {
         a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
     });
+    let plan_of =
+        |a: &super::shape::Addon| a.plan.rsplit(':').next().unwrap_or(&a.plan).to_string();
+    let postgres = primary
+        .map(plan_of)
+        .filter(|p| table.postgres.contains_key(p));
+    let mut addons: BTreeMap<String, f64> = BTreeMap::new();
+    for a in &shape.addons {
+        let is_table_postgres = primary.is_some_and(|p| p.name == a.name) && postgres.is_some();
+        if is_table_postgres {
+            continue;
+        }
+        match a.monthly_usd {
+            Some(price) => {
+                *addons.entry(a.plan.clone()).or_default() += price;
+            }
+            None => decisions.push(format!(
+                "cost: Heroku's API gives no price for {} ({}): left out of the Heroku side",
+                a.name, a.plan
+            )),
+        }
+    }
+    let mut heroku = format!(
+        "dynos = {{ {} }}\n",
+        dynos
+            .iter()
+            .map(|(s, n)| format!("{} = {n}", quoted(s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(p) = &postgres {
+        heroku.push_str(&format!("postgres = {}\n", quoted(p)));
+    }
+    let map = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .map(|(k, v)| format!("{} = {v:?}", quoted(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !dyno_prices.is_empty() {
+        heroku.push_str(&format!(
+            "# Dyno sizes cutover's table lacks, priced by Heroku's API.\ndyno_prices = {{ {} }}\n",
+            map(&dyno_prices)
+        ));
+    }
+    if !addons.is_empty() {
+        heroku.push_str(&format!(
+            "# What Heroku bills for each add-on a month (its API's billed_price).\naddons = {{ {} }}\n",
+            map(&addons)
+        ));
+    }
     edit(
         &mut t,
         "[cost.heroku]",
         "dynos = { \"standard-1x\" = 1 }\npostgres = \"standard-0\"\n",
-        &format!(
-            "dynos = {{ {} }}\npostgres = {}\n",
-            dynos
-                .iter()
-                .map(|(s, n)| format!("{} = {n}", quoted(s)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            quoted(
-                primary
-                    .map(|a| a.plan.rsplit(':').next().unwrap_or(&a.plan))
-                    .unwrap_or("standard-0")
-            )
-        ),
+        &heroku,
     )?;
     edit(
         &mut t,

@@ -27,7 +27,7 @@ pub struct Process {
     pub fargate: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Addon {
     pub name: String,
     pub service: String,
@@ -36,6 +36,8 @@ pub struct Addon {
     pub config_vars: Vec<String>,
     pub attachments: Vec<String>,
     pub becomes: String,
+    /// What Heroku bills for it a month (the API's `billed_price`), if it says.
+    pub monthly_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -46,7 +48,7 @@ pub struct Domain {
 }
 
 /// The app's shape.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Shape {
     pub app: String,
     pub region: Option<String>,
@@ -61,6 +63,17 @@ pub struct Shape {
     pub build: Option<Build>,
     pub disagreements: Vec<String>,
     pub decisions: Vec<String>,
+    /// Dyno size (lower case) → its monthly price, as the API's dyno sizes say.
+    pub dyno_prices: std::collections::BTreeMap<String, f64>,
+}
+
+/// A monthly price in USD from the API's `{cents, unit}`, when it is per month.
+fn monthly(v: Option<&Value>) -> Option<f64> {
+    let v = v?;
+    (v.get("unit").and_then(Value::as_str) == Some("month"))
+        .then(|| v.get("cents").and_then(Value::as_f64))
+        .flatten()
+        .map(|c| c / 100.0)
 }
 
 /// `type: command` lines of a Procfile (comments and blank lines skipped).
@@ -129,6 +142,22 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
         .get(&format!("/apps/{a}/addon-attachments"), &missing)
         .await?;
     let domains = api.get(&format!("/apps/{a}/domains"), &missing).await?;
+    // Prices: only for the cost comparison; an API that does not say leaves the table's.
+    let dyno_sizes = api
+        .get("/dyno-sizes", "Heroku's dyno sizes")
+        .await
+        .unwrap_or(Value::Null);
+    let dyno_prices = dyno_sizes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            Some((
+                text(d, &["name"])?.to_ascii_lowercase(),
+                monthly(d.get("cost"))?,
+            ))
+        })
+        .collect();
 
     let mut disagreements = Vec::new();
     let mut decisions = Vec::new();
@@ -345,6 +374,7 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
             }
         };
         out_addons.push(Addon {
+            monthly_usd: monthly(addon.get("billed_price")),
             name,
             service,
             plan,
@@ -380,6 +410,7 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
         build,
         disagreements,
         decisions,
+        dyno_prices,
     })
 }
 

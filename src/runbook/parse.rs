@@ -50,8 +50,10 @@ const COST_AWS_KEYS: &[&str] = &[
     "ssm_advanced",
     "secrets",
     "route53_zones",
+    "services",
+    "cache_node",
 ];
-const COST_HEROKU_KEYS: &[&str] = &["dynos", "postgres"];
+const COST_HEROKU_KEYS: &[&str] = &["dynos", "postgres", "dyno_prices", "addons"];
 const RUNBOOK_KEYS: &[&str] = &["name", "app", "description"];
 const PHASE_KEYS: &[&str] = &["id", "title", "notes", "step"];
 const SECRET_KEYS: &[&str] = &["env", "command", "description"];

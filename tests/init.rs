@@ -680,29 +680,51 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
             .unwrap_or_else(|| panic!("no step {id}"))
     };
     let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
-    for absent in [
-        "migrations-pending",
-        "generate-embeddings",
-        "smoke-cron",
-        "deploy-rds-clock",
-    ] {
+    for absent in ["migrations-pending", "generate-embeddings", "smoke-cron"] {
         assert!(!ids.contains(&absent), "{absent} in {ids:?}");
     }
-    assert_eq!(
-        step("deploy-rds-worker")["service"].as_str(),
-        Some("${app}-worker")
-    );
     assert_eq!(
         step("migrations")["command"],
         toml::Value::try_from(["/bin/sh", "-c", "exec bin/rails db:migrate"]).unwrap()
     );
     assert!(step("migrations").get("only_if").is_none());
-    assert_eq!(step("redis-queues")["do"].as_str(), Some("manual"));
-    assert!(step("maintenance-on")["needs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|n| n.as_str() == Some("redis-queues")));
+    // The freeze: the web and the clock stop, the workers empty Heroku Redis, then stop; the
+    // drain waits for them.
+    let position = |id: &str| ids.iter().position(|x| *x == id).unwrap();
+    assert!(
+        position("maintenance-on") < position("redis-queues")
+            && position("redis-queues") < position("heroku-workers-off")
+            && position("heroku-workers-off") < position("db-drain")
+    );
+    let freeze = step("maintenance-on")["run"].as_str().unwrap();
+    assert!(freeze.contains("keep=\" worker \""), "{freeze}");
+    assert_eq!(
+        step("heroku-workers-off")["run"].as_str(),
+        Some("heroku ps:scale worker=0 -a ${heroku_app} && heroku ps -a ${heroku_app}")
+    );
+    assert_eq!(
+        step("heroku-workers-off")["destructive"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        step("db-drain")["needs"],
+        toml::Value::try_from(["maintenance-on", "heroku-workers-off"]).unwrap()
+    );
+    // The worker starts on AWS after the domain moved (Terraform made it with no task), and
+    // its rollback stops it and waits, before the way back drains RDS into Heroku.
+    let on = step("processes-on");
+    assert_eq!(on["needs"], toml::Value::try_from(["dns-cutover"]).unwrap());
+    let run = on["run"].as_str().unwrap();
+    assert!(
+        run.contains("--service \"${app}-worker\" --desired-count 1") && !run.contains("clock"),
+        "{run}"
+    );
+    let back = on["rollback"]["run"].as_str().unwrap();
+    assert!(
+        back.contains("--desired-count 0")
+            && back.contains("aws ecs wait services-stable --region ${aws_region} --cluster ${cluster} --services \"${app}-worker\""),
+        "{back}"
+    );
     assert_eq!(
         step("dns-cutover-2")["name"].as_str(),
         Some("api.example.org")
@@ -1058,6 +1080,23 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
         runbook.contains("Scheduler job `nightly-report` (daily at 03:30) ran once"),
         "{runbook}"
     );
+    // Heroku Scheduler runs jobs in maintenance mode: removed before the freeze. On AWS the
+    // clock (two dynos on Heroku) starts with one task, the schedules enabled and read back.
+    assert!(
+        runbook.contains("id = \"heroku-scheduler-off\""),
+        "{runbook}"
+    );
+    assert!(runbook.contains(
+        "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\", \"heroku-scheduler-off\"]"
+    ));
+    for needle in [
+        "--service \"${app}-clock\" --desired-count 1 >/dev/null",
+        "jq '.State = \"ENABLED\" | del(.Arn, .CreationDate, .LastModificationDate)'",
+        "--name \"${app}-nightly-report\" --query State --output text",
+        "jq '.State = \"DISABLED\"",
+    ] {
+        assert!(runbook.contains(needle), "{needle}\n---\n{runbook}");
+    }
     // A bad jobs file is named, line by job, and nothing is written.
     let before = read("runbook.toml");
     std::fs::write(
@@ -1432,7 +1471,9 @@ fn init_for_gengar_writes_the_bundled_runbook_but_where_it_says_why() {
             "callback-urls",   // gengar's FRONTEND_URL, GitHub OAuth and Stripe
             "db-catchup-2",    // needs migrations-pending
             "deploy-workflow", // the workflow's notes: deploy.yml, not deploy-backend.yml
+            "docker-run",      // its .env is optional: Heroku apps rarely have one
             "rds-writes-mark", // needs migrations
+            "run-workflow",    // deploy.yml
             "scaffold",        // init's templates; no NestJS health module to patch in
             "smoke-flows",     // gengar's flows; needs the steps above
             "smoke-health",    // gengar's health module reports RDS's system identifier

@@ -132,10 +132,46 @@ struct Service {
 }
 
 /// The hosted zone of a host name: the name without its first label.
+/// An apex (`example.com`) is its own zone.
 fn zone_of(host: &str) -> String {
+    if host.matches('.').count() <= 1 {
+        return host.to_string();
+    }
     host.split_once('.')
         .map(|(_, z)| z.to_string())
         .unwrap_or_else(|| host.to_string())
+}
+
+/// Config vars that point at what does not move (the primary database's other names, Heroku
+/// Redis's other URLs): never copied to SSM, nor declared for the tasks.
+fn skipped_vars(shape: &Shape, redis: bool) -> Vec<String> {
+    let primary = shape.addons.iter().find(|a| {
+        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
+    });
+    let mut skip: Vec<String> = primary
+        .map(|a| {
+            a.attachments
+                .iter()
+                .filter(|x| *x != "DATABASE")
+                .map(|x| format!("{x}_URL"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if redis {
+        skip.extend(
+            shape
+                .addons
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.service.as_str(),
+                        "heroku-redis" | "heroku-key-value-store"
+                    )
+                })
+                .flat_map(|a| a.config_vars.iter().filter(|v| *v != "REDIS_URL").cloned()),
+        );
+    }
+    skip
 }
 
 fn quoted(value: &str) -> String {
@@ -353,7 +389,13 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
          # SecureString that the tasks read; the runbook's ssm-sync step copies the values.\n",
         shape.app
     );
-    let mut names: Vec<String> = shape.config_vars.clone();
+    let skipped = skipped_vars(shape, redis.is_some());
+    let mut names: Vec<String> = shape
+        .config_vars
+        .iter()
+        .filter(|n| !skipped.contains(n))
+        .cloned()
+        .collect();
     for (needed, wanted) in [("REDIS_URL", redis.is_some()), ("DATABASE_URL", true)] {
         if wanted && !names.iter().any(|n| n == needed) {
             names.push(needed.to_string());
@@ -426,10 +468,16 @@ fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> Strin
           task=$(aws ecs run-task --cluster \"$CLUSTER\" --task-definition \"$TASK_DEFINITION\" \\
             --launch-type FARGATE --network-configuration \"$network\" --overrides \"$overrides\" \\
             --query 'tasks[0].taskArn' --output text)
-          aws ecs wait tasks-stopped --cluster \"$CLUSTER\" --tasks \"$task\"
+          # `aws ecs wait tasks-stopped` gives up after 10 minutes: a long migration is waited for.
+          for _ in $(seq 360); do
+            status=$(aws ecs describe-tasks --cluster \"$CLUSTER\" --tasks \"$task\" \\
+              --query 'tasks[0].lastStatus' --output text)
+            [ \"$status\" = STOPPED ] && break
+            sleep 10
+          done
           code=$(aws ecs describe-tasks --cluster \"$CLUSTER\" --tasks \"$task\" \\
             --query 'tasks[0].containers[0].exitCode' --output text)
-          echo \"the release phase exited with $code\"
+          echo \"the release phase ended $status with exit code $code\"
           test \"$code\" = \"0\"
 ",
             // A JSON string is a YAML double-quoted scalar.
@@ -928,8 +976,8 @@ fn runbook(
     edit(
         &mut t,
         "docker-run env file",
-        "--env-file gengar/.env ",
-        &format!("--env-file {} ", in_app(app_dir, ".env")),
+        "run = \"docker run -d --rm --name ${app}-local --env-file gengar/.env ",
+        &format!("run = \"envfile=(); if [ -f {env} ]; then envfile=(--env-file {env}); else echo 'no {env}: the container starts without one' >&2; fi; docker run -d --rm --name ${{app}}-local \\\"$${{envfile[@]}}\\\" ", env = in_app(app_dir, ".env")),
     )?;
     edit(
         &mut t,
@@ -939,29 +987,7 @@ fn runbook(
     )?;
 
     // Phase 2: SSM.
-    let mut skip: Vec<String> = primary
-        .map(|a| {
-            a.attachments
-                .iter()
-                .filter(|x| *x != "DATABASE")
-                .map(|x| format!("{x}_URL"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if redis {
-        skip.extend(
-            shape
-                .addons
-                .iter()
-                .filter(|a| {
-                    matches!(
-                        a.service.as_str(),
-                        "heroku-redis" | "heroku-key-value-store"
-                    )
-                })
-                .flat_map(|a| a.config_vars.iter().filter(|v| *v != "REDIS_URL").cloned()),
-        );
-    }
+    let skip = skipped_vars(shape, redis);
     let skip_line = format!(
         "skip = [{}]\n",
         skip.iter()
@@ -1013,32 +1039,30 @@ fn runbook(
     );
     t.replace_range(range, &new_block);
 
-    // Phase 4: every other process restarted on RDS too.
-    let mut after = String::new();
-    for s in services.iter().filter(|s| s.count > 0) {
-        after.push_str(&format!(
-            "\n[[phase.step]]\nid = \"deploy-rds-{k}\"\ntitle = \"Restart the `{k}` service's tasks on RDS (outside the freeze)\"\ndo = \"ecs.deploy\"\ncluster = \"${{cluster}}\"\nservice = \"${{app}}-{k}\"\ndeadline = \"20m\"\nnotes = {notes}\nrollback = {{ do = \"ecs.deploy\", cluster = \"${{cluster}}\", service = \"${{app}}-{k}\", task_definition = \"${{steps.deploy-rds-{k}.outputs.previous_task_definition}}\", expect = \"${{steps.deploy-rds-{k}.outputs.task_definition}}\", deadline = \"20m\" }}\nneeds = [\"db-database-url\"]\n",
-            k = s.kind,
-            notes = quoted(&format!("Heroku's `{}` (`{}`), {} task(s) on ECS with no load balancer: its tasks read DATABASE_URL when they start.{}", s.kind, s.command, s.count, if s.kind == "clock" { " A clock never runs twice: the old task stops before the new one starts." } else { "" }))
-        ));
-    }
-    if !after.is_empty() {
-        insert_after_step(&mut t, "deploy-rds", &after)?;
-    }
-    let deploys: String = services
-        .iter()
-        .filter(|s| s.count > 0)
-        .map(|s| format!(", \"deploy-rds-{}\"", s.kind))
-        .collect();
+    // Phase 3: the workflow's name.
+    edit(
+        &mut t,
+        "run-workflow",
+        "title = \"Run deploy-backend once and wait for it (builds and pushes the image)\"\ndo = \"shell\"\nrun = \"gh workflow run deploy-backend.yml -R ${github_repository} --ref main && sleep 5 && gh run watch -R ${github_repository} --exit-status \\\"$(gh run list -R ${github_repository} --workflow deploy-backend.yml --limit 1 --json databaseId --jq '.[0].databaseId')\\\"\"",
+        "title = \"Run deploy once and wait for it (builds and pushes the image)\"\ndo = \"shell\"\nrun = \"gh workflow run deploy.yml -R ${github_repository} --ref main && sleep 5 && gh run watch -R ${github_repository} --exit-status \\\"$(gh run list -R ${github_repository} --workflow deploy.yml --limit 1 --json databaseId --jq '.[0].databaseId')\\\"\"",
+    )?;
+    edit(
+        &mut t,
+        "deploy-workflow title",
+        "title = \"Commit the new deploy-backend.yml (ECR + ECS) in place of the Heroku deploy\"",
+        "title = \"Commit the new deploy.yml (ECR + ECS) in place of the Heroku deploy\"",
+    )?;
+    edit(
+        &mut t,
+        "deploy-workflow checklist",
+        "checklist = [\"workflow reviewed and committed\", \"actionlint passes\", \"the Heroku deploy step (akhileshns/heroku-deploy) is gone\"]",
+        "checklist = [\"workflow reviewed and committed\", \"actionlint passes\", \"whatever deployed to Heroku (a Heroku Git remote, a pipeline, a workflow step) is gone\"]",
+    )?;
+
+    // Phase 4: the release phase inside the freeze, or nothing.
     match release {
         Some(command) => {
             replace_step(&mut t, "migrations-pending", "")?;
-            edit(
-                &mut t,
-                "db-catchup-2 needs",
-                "needs = [\"deploy-rds\", \"targets-healthy\", \"migrations-pending\"]",
-                &format!("needs = [\"deploy-rds\", \"targets-healthy\"{deploys}]"),
-            )?;
             replace_step(
                 &mut t,
                 "migrations",
@@ -1053,30 +1077,86 @@ fn runbook(
             replace_step(&mut t, "migrations", "")?;
             edit(
                 &mut t,
-                "db-catchup-2 needs",
-                "needs = [\"deploy-rds\", \"targets-healthy\", \"migrations-pending\"]",
-                &format!("needs = [\"deploy-rds\", \"targets-healthy\"{deploys}]"),
-            )?;
-            edit(
-                &mut t,
                 "rds-writes-mark needs",
                 "needs = [\"db-drain\", \"migrations\"]",
                 "needs = [\"db-drain\"]",
             )?;
         }
     }
-    if redis {
+    edit(
+        &mut t,
+        "db-catchup-2 needs",
+        "needs = [\"deploy-rds\", \"targets-healthy\", \"migrations-pending\"]",
+        "needs = [\"deploy-rds\", \"targets-healthy\"]",
+    )?;
+
+    // Heroku Scheduler runs its jobs in maintenance mode too: paused before the freeze.
+    let mut drain_needs = vec!["maintenance-on".to_string()];
+    if !jobs.is_empty() || shape.addons.iter().any(|a| a.service == "scheduler") {
         insert_after_step(
             &mut t,
             "heroku-formation",
-            "\n[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis's queues are empty (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"no job waiting in Heroku Redis (the queue's dashboard, or `heroku redis:cli`)\", \"no scheduled or retrying job left, or each written down to enqueue again on AWS\"]\nnotes = \"ElastiCache starts empty: a job still in Heroku Redis when the freeze starts is not carried to AWS. Let Heroku's workers empty the queues (pause what enqueues, if the app can), then freeze.\"\nneeds = [\"heroku-formation\"]\n",
+            "[[phase.step]]\nid = \"heroku-scheduler-off\"\ntitle = \"Heroku Scheduler's jobs removed (they run even in maintenance mode)\"\ndo = \"manual\"\nchecklist = [\"every job of scheduler.toml is in it, as the dashboard shows it\", \"every job deleted from Heroku Scheduler (`heroku addons:open scheduler -a ${heroku_app}`)\"]\nnotes = \"Heroku Scheduler has no API and no pause: a job it starts during the freeze writes to Heroku's database (db-drain names such a write and fails), and during the soak it would run beside its EventBridge schedule. scheduler.toml keeps every job: they run on AWS from processes-on.\"\nrollback = \"By hand: create each job of scheduler.toml again in Heroku Scheduler's dashboard (after the way back, when Heroku serves again).\"\nneeds = [\"heroku-formation\"]\n",
         )?;
         edit(
             &mut t,
-            "maintenance-on needs",
+            "maintenance-on needs scheduler",
             "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\"]",
-            "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\", \"redis-queues\"]",
+            "needs = [\"heroku-formation\", \"db-catchup-2\", \"snapshot-after\", \"heroku-scheduler-off\"]",
         )?;
+    }
+    // With Redis, the workers empty the queues inside the freeze: maintenance-on stops the web
+    // and the clock (nothing enqueues), the queues are seen empty, then the workers stop.
+    let workers: Vec<&str> = services
+        .iter()
+        .filter(|s| s.count > 0 && !matches!(s.kind.as_str(), "clock" | "scheduler"))
+        .map(|s| s.kind.as_str())
+        .collect();
+    if redis && !workers.is_empty() {
+        let keep = workers.join(" ");
+        edit(
+            &mut t,
+            "maintenance-on keeps the workers",
+            "for d in \"$${dynos[@]}\"; do zero+=(\"$${d%%=*}=0\"); done\nheroku ps:scale \"$${zero[@]}\" -a ${heroku_app}\n\"\"\"\ndestructive = true\nconfirm = \"freeze ${heroku_app}\"\nnotes = \"Maintenance mode only stops Heroku's router: the dynos (web, workers, schedulers) keep running and writing, so every process type of the recorded formation is scaled to 0 as well.\"",
+            &format!("# The queues' workers stay up: they empty Heroku Redis (heroku-workers-off stops them).\nkeep=\" {keep} \"\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$$keep\" == *\" $$t \"* ]]; then continue; fi\n  zero+=(\"$$t=0\")\ndone\nheroku ps:scale \"$${{zero[@]}}\" -a ${{heroku_app}}\n\"\"\"\ndestructive = true\nconfirm = \"freeze ${{heroku_app}}\"\nnotes = \"Maintenance mode only stops Heroku's router: the dynos keep running and writing, so every process type of the recorded formation is scaled to 0 as well — but the queues' workers ({}), which empty Heroku Redis first (redis-queues), then stop (heroku-workers-off).\"", workers.join(", ")),
+        )?;
+        let scale_off: String = workers.iter().map(|w| format!("{w}=0 ")).collect();
+        insert_after_step(
+            &mut t,
+            "maintenance-on",
+            &format!(
+                "[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis's queues are empty (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"no job waiting in Heroku Redis (the queue's dashboard, or `heroku redis:cli -a ${{heroku_app}}`)\", \"no scheduled or retrying job left, or each written down to enqueue again on AWS\"]\nnotes = \"Inside the freeze nothing enqueues (the web and the clock are stopped); Heroku's workers ({}) finish what is queued, writing to Heroku's database (db-drain carries it). ElastiCache starts empty: a job still in Heroku Redis after this is not carried to AWS.\"\nneeds = [\"maintenance-on\"]\n\n[[phase.step]]\nid = \"heroku-workers-off\"\ntitle = \"Heroku's workers scaled to 0 (the queues are empty)\"\ndo = \"shell\"\nrun = \"heroku ps:scale {} -a ${{heroku_app}} && heroku ps -a ${{heroku_app}}\"\ndestructive = true\nconfirm = \"stop the workers of ${{heroku_app}}\"\nrollback = {{ do = \"shell\", run = \"\"\"\nread -ra dynos <<< ${{steps.heroku-formation.outputs.formation}}\nkeep=\" {keep} \"\nup=()\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$$keep\" == *\" $$t \"* ]]; then up+=(\"$$d\"); fi\ndone\nheroku ps:scale \"$${{up[@]}}\" -a ${{heroku_app}}\n\"\"\", notes = \"Heroku's workers back to the formation recorded before the freeze.\" }}\nneeds = [\"redis-queues\"]\n",
+                workers.join(", "),
+                scale_off.trim_end()
+            ),
+        )?;
+        drain_needs = vec![
+            "maintenance-on".to_string(),
+            "heroku-workers-off".to_string(),
+        ];
+    } else if redis {
+        insert_after_step(
+            &mut t,
+            "maintenance-on",
+            "[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis holds nothing the app still needs (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"nothing in Heroku Redis that must survive the move (no worker process empties a queue)\"]\nneeds = [\"maintenance-on\"]\n",
+        )?;
+        drain_needs.push("redis-queues".to_string());
+    }
+    if drain_needs.len() > 1 {
+        let list = drain_needs
+            .iter()
+            .map(|n| quoted(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let range = step_range(&t, "db-drain")?;
+        let mut block = t[range.clone()].to_string();
+        edit(
+            &mut block,
+            "db-drain needs",
+            "needs = [\"maintenance-on\"]\n",
+            &format!("needs = [{list}]\n"),
+        )?;
+        t.replace_range(range, &block);
     }
 
     // Phase 5: one-off commands.
@@ -1086,6 +1166,61 @@ fn runbook(
         "[[phase.step]]\nid = \"one-off-commands\"\ntitle = \"The app's one-off commands run as ECS tasks (replacing heroku run)\"\ndo = \"manual\"\nchecklist = [\"every `heroku run` the team uses is written down as `scripts/ecs-run.sh COMMAND`\"]\nnotes = \"scripts/ecs-run.sh (written by the scaffold) runs a command as a task of the service's task definition and streams its log: `scripts/ecs-run.sh bin/rails console` needs ECS Exec instead (`aws ecs execute-command`).\"\nneeds = [\"smoke-health\"]\n",
     )?;
     replace_step(&mut t, "generate-metadata", "")?;
+
+    // The other processes and the schedules start once the domain points at AWS (until then
+    // they would write to RDS beside the catch-ups, and run Heroku's jobs twice); on the way
+    // back they stop first, before RDS's changes are drained into Heroku.
+    let running: Vec<&Service> = services.iter().filter(|s| s.count > 0).collect();
+    if !running.is_empty() || !jobs.is_empty() {
+        let mut on = String::new();
+        let mut off = String::new();
+        for s in &running {
+            let n = if matches!(s.kind.as_str(), "clock" | "scheduler") {
+                s.count.min(1)
+            } else {
+                s.count
+            };
+            on.push_str(&format!(
+                "aws ecs update-service --region ${{aws_region}} --cluster ${{cluster}} --service \"${{app}}-{k}\" --desired-count {n} >/dev/null\nnow=$(aws ecs describe-services --region ${{aws_region}} --cluster ${{cluster}} --services \"${{app}}-{k}\" --query 'services[0].desiredCount' --output text)\necho \"{k}: $$now task(s) wanted\"; test \"$$now\" = {n}\n",
+                k = s.kind
+            ));
+            off.push_str(&format!(
+                "aws ecs update-service --region ${{aws_region}} --cluster ${{cluster}} --service \"${{app}}-{k}\" --desired-count 0 >/dev/null\n",
+                k = s.kind
+            ));
+        }
+        let state = |to: &str| {
+            jobs.iter()
+                .map(|j| format!(
+                    "aws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --output json \\\n  | jq '.State = \"{to}\" | del(.Arn, .CreationDate, .LastModificationDate)' > schedule.json\naws scheduler update-schedule --region ${{aws_region}} --cli-input-json file://schedule.json >/dev/null\nnow=$(aws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --query State --output text)\necho \"schedule {n}: $$now\"; test \"$$now\" = {to}\n",
+                    n = j.name
+                ))
+                .collect::<String>()
+        };
+        on.push_str(&state("ENABLED"));
+        let mut off_all = state("DISABLED");
+        off_all.push_str(&off);
+        if !running.is_empty() {
+            off_all.push_str(&format!(
+                "# Every task stopped before anything else is rolled back: none writes to RDS after this.\naws ecs wait services-stable --region ${{aws_region}} --cluster ${{cluster}} --services {}\n",
+                running.iter().map(|s| format!("\"${{app}}-{}\"", s.kind)).collect::<Vec<_>>().join(" ")
+            ));
+        }
+        let what = running
+            .iter()
+            .map(|s| format!("`{}`", s.kind))
+            .chain(jobs.iter().map(|j| format!("Scheduler job `{}`", j.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        insert_after_step(
+            &mut t,
+            "dns-cutover",
+            &format!(
+                "[[phase.step]]\nid = \"processes-on\"\ntitle = \"The other processes and Scheduler's jobs start on AWS\"\ndo = \"shell\"\nrun = \"\"\"\n{on}\"\"\"\nnotes = {}\nrollback = {{ do = \"shell\", run = \"\"\"\n{off_all}\"\"\", notes = \"Schedules disabled and services at 0, waited for until every task stopped: on the way back nothing on AWS writes to RDS while its changes are drained into Heroku.\" }}\nneeds = [\"dns-cutover\"]\n",
+                quoted(&format!("Terraform made them stopped ({what}): until the domain points at AWS they would write to RDS beside the catch-ups and run Heroku's jobs a second time. Each is read back: the services' wanted task counts, the schedules' state. Jobs the AWS web enqueued since the cutover wait in ElastiCache for these seconds."))
+            ),
+        )?;
+    }
 
     // Phase 6: the other domains, the smoke tests and the decommission.
     for (i, d) in shape.domains.iter().enumerate().skip(1) {
@@ -1122,7 +1257,7 @@ fn runbook(
         ),
     )?;
     let mut proofs = Vec::new();
-    for s in services {
+    for s in services.iter().filter(|s| s.count > 0) {
         proofs.push(format!(
             "`{}` runs on ECS ({} task(s)): its log (stream prefix {}) shows work done",
             s.kind, s.count, s.kind
@@ -1138,7 +1273,7 @@ fn runbook(
         String::new()
     } else {
         format!(
-            "[[phase.step]]\nid = \"smoke-processes\"\ntitle = \"Every other process and every Scheduler job is seen running on AWS\"\ndo = \"manual\"\nchecklist = [{}]\nneeds = [\"dns-cutover\"]\n",
+            "[[phase.step]]\nid = \"smoke-processes\"\ntitle = \"Every other process and every Scheduler job is seen running on AWS\"\ndo = \"manual\"\nchecklist = [{}]\nneeds = [\"processes-on\"]\n",
             proofs.iter().map(|p| quoted(p)).collect::<Vec<_>>().join(", ")
         )
     };

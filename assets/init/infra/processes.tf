@@ -55,9 +55,12 @@ resource "aws_ecs_service" "process" {
   name            = "${var.app}-${each.key}"
   cluster         = aws_ecs_cluster.main.id
   task_definition = aws_ecs_task_definition.process[each.key].arn
+  # Made with no task: until the domain points at AWS a worker would write to RDS beside the
+  # database move's catch-ups, and a clock would run Heroku's jobs a second time. The runbook's
+  # processes-on step starts each at its count (a clock at most 1) after the cutover.
+  desired_count = 0
   # A clock never runs twice, not even for a moment during a deployment (each job would fire
   # twice): the old task stops before the new one starts.
-  desired_count                      = each.key == "clock" ? min(each.value.count, 1) : each.value.count
   deployment_minimum_healthy_percent = each.key == "clock" ? 0 : 100
   deployment_maximum_percent         = each.key == "clock" ? 100 : 200
   launch_type                        = "FARGATE"
@@ -73,9 +76,9 @@ resource "aws_ecs_service" "process" {
     assign_public_ip = true
   }
 
-  # CI deploys new task definitions; Terraform does not roll them back.
+  # CI deploys new task definitions and the runbook sets the task count: Terraform keeps both.
   lifecycle {
-    ignore_changes = [task_definition]
+    ignore_changes = [task_definition, desired_count]
   }
 }
 

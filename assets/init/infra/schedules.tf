@@ -37,7 +37,11 @@ data "aws_iam_policy_document" "scheduler" {
   statement {
     sid       = "RunJobs"
     actions   = ["ecs:RunTask"]
-    resources = ["${aws_ecs_task_definition.app.arn_without_revision}:*"]
+    # A target without a revision is authorized against the family's ARN itself.
+    resources = [
+      aws_ecs_task_definition.app.arn_without_revision,
+      "${aws_ecs_task_definition.app.arn_without_revision}:*",
+    ]
   }
   statement {
     sid       = "PassTaskRoles"
@@ -58,6 +62,13 @@ resource "aws_scheduler_schedule" "job" {
   name                         = "${var.app}-${each.key}"
   schedule_expression          = each.value.expression
   schedule_expression_timezone = "UTC"
+  # Made disabled: Heroku Scheduler runs the jobs until the cutover; the runbook's processes-on
+  # step enables each after it (and its rollback disables them).
+  state = "DISABLED"
+
+  lifecycle {
+    ignore_changes = [state]
+  }
 
   flexible_time_window {
     mode = "OFF"

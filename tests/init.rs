@@ -610,7 +610,8 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "runbook.toml: unchanged",
         "templates/Dockerfile: unchanged",
         "Ruby 3.3: nothing in the repository names a version",
-        "Rails' assets:precompile runs in the image with SECRET_KEY_BASE_DUMMY=1",
+        "Rails' assets:precompile runs in the image, in production, with SECRET_KEY_BASE_DUMMY=1",
+        "Rails' force_ssl redirects the ALB's plain-HTTP health check",
         "set aws_account_id in runbook.toml",
         "the ALB's health check requests /up: Rails' own health check",
         "api.example.org: its zone is taken to be example.org",
@@ -962,6 +963,44 @@ fn init_reads_a_node_app_on_pnpm_with_its_own_dockerfile() {
         runbook.contains("needs = [\"db-drain\"]\n"),
         "rds-writes-mark"
     );
+    // --json with --out: stdout is the shape alone; what was written goes to stderr.
+    let out_arg = dir.to_str().unwrap();
+    let (code, json, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "node-app",
+            "--repo",
+            repo_arg,
+            "--out",
+            out_arg,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let shape: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(shape["app"], "node-app");
+    assert!(err.contains("runbook.toml: unchanged"), "{err}");
+    // A jobs file that cannot be read is an error, not a file to write over.
+    std::fs::create_dir(dir.join("scheduler.toml")).unwrap();
+    let (code, _, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "node-app",
+            "--repo",
+            repo_arg,
+            "--out",
+            out_arg,
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("scheduler.toml"), "{err}");
 }
 
 /// A Django app: three web dynos on Performance-M, a clock on two dynos (at most one task on
@@ -1536,15 +1575,16 @@ fn every_generated_dockerfile_passes_hadolint() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (ecosystem, manager, framework) in [
-        ("Node.js", "npm", None),
-        ("Node.js", "pnpm", None),
-        ("Node.js", "yarn", None),
-        ("Python", "pip", Some("django")),
-        ("Python", "uv", None),
-        ("Python", "Pipenv", None),
-        ("Python", "Poetry", None),
-        ("Ruby", "Bundler", None),
+    for (ecosystem, manager, framework, yarn_berry) in [
+        ("Node.js", "npm", None, false),
+        ("Node.js", "pnpm", None, false),
+        ("Node.js", "yarn", None, false),
+        ("Node.js", "yarn", None, true),
+        ("Python", "pip", Some("django"), false),
+        ("Python", "uv", None, false),
+        ("Python", "Pipenv", None, false),
+        ("Python", "Poetry", None, false),
+        ("Ruby", "Bundler", Some("rails"), false),
     ] {
         let t = Toolchain {
             ecosystem: Some(ecosystem.to_string()),
@@ -1552,8 +1592,10 @@ fn every_generated_dockerfile_passes_hadolint() {
             framework: framework.map(str::to_string),
             node_build: (ecosystem == "Node.js").then(|| "build".to_string()),
             node_assets: ecosystem == "Ruby",
+            yarn_berry,
             ..Toolchain::default()
         };
+        let manager = if yarn_berry { "yarn-berry" } else { manager };
         let Generated::Files { dockerfile, .. } = generate("app", &t, Some("run the app")) else {
             panic!("{manager}: no Dockerfile");
         };

@@ -74,6 +74,12 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
     let wants_jobs =
         shape.addons.iter().any(|a| a.service == "scheduler") || !found_cron.is_empty();
     let (jobs, jobs_template) = match std::fs::read_to_string(&jobs_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Failure::new(
+                exit::INVALID,
+                format!("{}: {e}", jobs_path.display()),
+            ))
+        }
         Ok(text) => (
             scheduler::parse(&text).map_err(|e| {
                 Failure::new(exit::INVALID, format!("{}: {e}", jobs_path.display()))
@@ -136,28 +142,36 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
             )
         })?;
     }
+    // With --json, stdout holds the shape alone: the rest goes to stderr.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     if !generated.assumptions.is_empty() {
-        println!("\nassumed (review the files):");
+        say("\nassumed (review the files):".to_string());
         for a in &generated.assumptions {
-            println!("  - {a}");
+            say(format!("  - {a}"));
         }
     }
-    let code = write_all(out, &files, args.force)?;
+    let code = write_all(out, &files, args.force, &say)?;
     let decisions: Vec<&String> = generated
         .decisions
         .iter()
         .filter(|d| !shape.decisions.contains(d))
         .collect();
     if !decisions.is_empty() {
-        println!("\ndecisions for you (the runbook cannot make them):");
+        say("\ndecisions for you (the runbook cannot make them):".to_string());
         for d in decisions {
-            println!("  - {d}");
+            say(format!("  - {d}"));
         }
     }
-    println!(
+    say(format!(
         "\nNext: review {dir}/runbook.toml and {dir}/templates/, then `cutover --runbook {dir}/runbook.toml validate` and `… run scaffold`.",
         dir = out.display()
-    );
+    ));
     Ok(code)
 }
 
@@ -167,13 +181,20 @@ fn write_all(
     dir: &std::path::Path,
     files: &[cutover::heroku::generate::File],
     force: bool,
+    say: &dyn Fn(String),
 ) -> Result<u8, Failure> {
     let mut differing = Vec::new();
     for f in files {
         let (name, text) = (&f.path, &f.text);
         let path = dir.join(name);
-        if let Ok(now) = std::fs::read_to_string(&path) {
-            if &now != text {
+        match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // There, but not readable as text: it differs, and is never overwritten unasked.
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                differing.push(path.display().to_string());
+            }
+            Ok(now) if &now != text => {
                 let diff = similar::TextDiff::from_lines(now.as_str(), text.as_str());
                 eprintln!(
                     "{}",
@@ -184,6 +205,7 @@ fn write_all(
                 );
                 differing.push(path.display().to_string());
             }
+            Ok(_) => {}
         }
     }
     if !differing.is_empty() && !force {
@@ -202,7 +224,7 @@ fn write_all(
         let path = dir.join(name);
         let same = std::fs::read_to_string(&path).is_ok_and(|now| &now == text);
         if same {
-            println!("{}: unchanged", path.display());
+            say(format!("{}: unchanged", path.display()));
             continue;
         }
         if let Some(parent) = path.parent() {
@@ -210,14 +232,20 @@ fn write_all(
                 Failure::new(exit::STEP_FAILED, format!("{}: {e}", parent.display()))
             })?;
         }
-        std::fs::write(&path, text)
-            .map_err(|e| Failure::new(exit::STEP_FAILED, format!("{}: {e}", path.display())))?;
+        // Written beside, then renamed: a crash leaves the old file or the new one.
+        let failed =
+            |e: std::io::Error| Failure::new(exit::STEP_FAILED, format!("{}: {e}", path.display()));
+        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+        temp_name.push(".cutover-tmp");
+        let temp = path.with_file_name(temp_name);
+        std::fs::write(&temp, text).map_err(failed)?;
         if f.executable {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| Failure::new(exit::STEP_FAILED, format!("{}: {e}", path.display())))?;
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))
+                .map_err(failed)?;
         }
-        println!("{}: written", path.display());
+        std::fs::rename(&temp, &path).map_err(failed)?;
+        say(format!("{}: written", path.display()));
     }
     Ok(exit::OK)
 }

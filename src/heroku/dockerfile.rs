@@ -29,7 +29,7 @@ const DEFAULT_NODE: &str = "20";
 const DEFAULT_PYTHON: &str = "3.12";
 const DEFAULT_RUBY: &str = "3.3";
 /// Pinned build tools (hadolint DL3013: pip installs pin their versions).
-const POETRY: &str = "1.8.5";
+const POETRY: &str = "2.1.3";
 const PIPENV: &str = "2024.4.1";
 const UV: &str = "0.5.11";
 
@@ -109,35 +109,48 @@ const RUBY_IGNORE: &str = "vendor/bundle/\npublic/assets/\nnode_modules\nstorage
 
 fn node(t: &Toolchain, v: &str, web: &str, assumptions: &mut Vec<String>) -> String {
     let manager = t.manager.as_deref().unwrap_or("npm");
-    let (lock, install, run, prune, setup) = match manager {
+    let berry = manager == "yarn" && t.yarn_berry;
+    let (lock, install, run, prune) = match manager {
         "pnpm" => (
             "pnpm-lock.yaml",
             "pnpm install --frozen-lockfile",
             "pnpm run",
             "pnpm prune --prod --ignore-scripts",
-            "RUN corepack enable\n",
+        ),
+        "yarn" if berry => (
+            "yarn.lock .yarnrc.yml",
+            "yarn install --immutable",
+            "yarn run",
+            "yarn workspaces focus --all --production",
         ),
         "yarn" => (
             "yarn.lock",
             "yarn install --frozen-lockfile",
             "yarn run",
             "yarn install --frozen-lockfile --production --ignore-scripts --prefer-offline",
-            "",
         ),
         _ => (
             "package-lock.json",
             "npm ci",
             "npm run",
             "npm prune --omit=dev",
-            "",
         ),
     };
-    if manager == "pnpm" {
-        assumptions.push(
-            "pnpm through corepack (package.json's packageManager pins its version, if set)"
-                .to_string(),
-        );
-    }
+    // pnpm and Yarn 2+ come through corepack (package.json's packageManager pins the version),
+    // fetched once at build time into COREPACK_HOME and copied: a task never downloads them.
+    let corepack = manager == "pnpm" || berry;
+    let (setup, runtime_setup) = if corepack {
+        assumptions.push(format!(
+            "{} through corepack (package.json's packageManager pins its version), fetched at build time",
+            if berry { "Yarn 2+" } else { "pnpm" }
+        ));
+        (
+            "ENV COREPACK_HOME=/corepack\nRUN corepack enable\n",
+            "ENV COREPACK_HOME=/corepack\nCOPY --from=build /corepack /corepack\nRUN corepack enable\n",
+        )
+    } else {
+        ("", "")
+    };
     let build = match &t.node_build {
         Some(script) => {
             assumptions.push(format!(
@@ -161,9 +174,9 @@ fn node(t: &Toolchain, v: &str, web: &str, assumptions: &mut Vec<String>) -> Str
          ENV NODE_ENV=production\n\
          ENV PORT=@@port@@\n\
          WORKDIR /app\n\
-         {setup}\
+         {runtime_setup}\
          COPY --from=build --chown=node:node /app ./\n\
-         # The image's unprivileged user (uid 1000), never root.\n\
+         # The image's unprivileged user (node, uid 1000), never root.\n\
          USER 1000:1000\n\
          EXPOSE @@port@@\n\
          {}\n",
@@ -180,7 +193,7 @@ fn python(t: &Toolchain, v: &str, web: &str, assumptions: &mut Vec<String>) -> S
         ),
         "uv" => format!(
             "COPY --from=ghcr.io/astral-sh/uv:{UV} /uv /usr/local/bin/uv\n\
-             ENV UV_PROJECT_ENVIRONMENT=/venv\n\
+             ENV UV_PROJECT_ENVIRONMENT=/venv UV_PYTHON_DOWNLOADS=never UV_PYTHON_PREFERENCE=only-system\n\
              COPY pyproject.toml uv.lock ./\n\
              RUN uv sync --frozen --no-dev --no-install-project\n"
         ),
@@ -235,7 +248,7 @@ fn ruby(t: &Toolchain, v: &str, web: &str, assumptions: &mut Vec<String>) -> Str
     );
     let node = if t.node_assets {
         assumptions.push(
-            "package.json beside the Gemfile: Node.js (Debian's) is in the build stage for the asset build; Heroku used the heroku/nodejs buildpack for it"
+            "package.json beside the Gemfile: Node.js and npm (Debian's) are in the build stage for the asset build, as the heroku/nodejs buildpack gave it; a build that calls yarn or bun needs it installed there"
                 .to_string(),
         );
         " nodejs npm"
@@ -244,17 +257,19 @@ fn ruby(t: &Toolchain, v: &str, web: &str, assumptions: &mut Vec<String>) -> Str
     };
     let assets = if t.framework.as_deref() == Some("rails") {
         assumptions.push(
-            "Rails' assets:precompile runs in the image with SECRET_KEY_BASE_DUMMY=1 (Rails 7.1+; older Rails: SECRET_KEY_BASE=any value)"
+            "Rails' assets:precompile runs in the image, in production, with SECRET_KEY_BASE_DUMMY=1 (Rails 7.1+; older Rails: SECRET_KEY_BASE=any value), when the app has the task"
                 .to_string(),
         );
-        "RUN SECRET_KEY_BASE_DUMMY=1 bin/rails assets:precompile\n"
+        "# Only where the app has the task (an API-only app has none), as Heroku's buildpack does;\n\
+         # an app that cannot even list its tasks fails the build here.\n\
+         RUN tasks=\"$(SECRET_KEY_BASE_DUMMY=1 bin/rails -T assets:precompile)\" \\\n  && if [ -n \"$tasks\" ]; then SECRET_KEY_BASE_DUMMY=1 bin/rails assets:precompile; fi\n"
     } else {
         ""
     };
     format!(
         "\n# --- stage 1: build -------------------------------------------------------------------------\n\
          FROM ruby:{v}-slim-bookworm AS build\n\
-         ENV BUNDLE_DEPLOYMENT=1 \\\n    BUNDLE_WITHOUT=development:test \\\n    BUNDLE_PATH=/usr/local/bundle\n\
+         ENV BUNDLE_DEPLOYMENT=1 \\\n    BUNDLE_WITHOUT=development:test \\\n    BUNDLE_PATH=/usr/local/bundle \\\n    RAILS_ENV=production\n\
          WORKDIR /app\n\
          # hadolint ignore=DL3008\n\
          RUN apt-get update \\\n  && apt-get install -y --no-install-recommends build-essential libpq-dev git{node} \\\n  && rm -rf /var/lib/apt/lists/*\n\
@@ -306,7 +321,7 @@ mod tests {
         let cases = [
             ("Node.js", "npm", "COPY package.json package-lock.json ./\nRUN npm ci\n"),
             ("Node.js", "yarn", "RUN yarn install --frozen-lockfile\n"),
-            ("Node.js", "pnpm", "RUN corepack enable\nCOPY package.json pnpm-lock.yaml ./\nRUN pnpm install --frozen-lockfile\n"),
+            ("Node.js", "pnpm", "ENV COREPACK_HOME=/corepack\nRUN corepack enable\nCOPY package.json pnpm-lock.yaml ./\nRUN pnpm install --frozen-lockfile\n"),
             ("Python", "pip", "COPY requirements.txt ./\nRUN pip install --no-cache-dir -r requirements.txt\n"),
             ("Python", "Poetry", "poetry install --only main --no-root"),
             ("Python", "uv", "RUN uv sync --frozen --no-dev --no-install-project\n"),
@@ -329,6 +344,28 @@ mod tests {
                 "{d}"
             );
         }
+    }
+
+    #[test]
+    fn yarn_2_comes_through_corepack_and_keeps_only_production_dependencies() {
+        let mut t = toolchain("Node.js", "yarn");
+        t.yarn_berry = true;
+        t.node_build = Some("build".to_string());
+        let (d, _, _) = files(generate("app", &t, Some("yarn start")));
+        assert!(
+            d.contains(
+                "COPY package.json yarn.lock .yarnrc.yml ./\nRUN yarn install --immutable\n"
+            ),
+            "{d}"
+        );
+        assert!(
+            d.contains("yarn workspaces focus --all --production"),
+            "{d}"
+        );
+        assert!(
+            d.contains("COPY --from=build /corepack /corepack\nRUN corepack enable\n"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -356,7 +393,14 @@ mod tests {
         rails.framework = Some("rails".to_string());
         rails.node_assets = true;
         let (d, ignore, _) = files(generate("app", &rails, Some("bundle exec puma")));
-        assert!(d.contains("RUN SECRET_KEY_BASE_DUMMY=1 bin/rails assets:precompile\n"));
+        assert!(
+            d.contains("SECRET_KEY_BASE_DUMMY=1 bin/rails assets:precompile;"),
+            "{d}"
+        );
+        assert!(
+            d.contains("RAILS_ENV=production\nWORKDIR /app\n# hadolint"),
+            "{d}"
+        );
         assert!(d.contains("git nodejs npm"), "{d}");
         assert!(ignore.lines().any(|l| l == ".env") && ignore.contains("vendor/bundle/"));
         let mut django = toolchain("Python", "Poetry");

@@ -278,6 +278,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
     let health_path = match toolchain.framework.as_deref() {
         Some("rails") => {
             assumptions.push("the ALB's health check requests /up: Rails' own health check (config/routes.rb must keep `get \"up\" => \"rails/health#show\"`)".to_string());
+            decisions.push("Rails' force_ssl redirects the ALB's plain-HTTP health check (a 301 is unhealthy): exclude /up, e.g. config.ssl_options = { redirect: { exclude: ->(request) { request.path == \"/up\" } } }".to_string());
             "/up"
         }
         _ => {

@@ -51,6 +51,8 @@ pub struct Toolchain {
     pub node_assets: bool,
     /// "Dockerfile" or "heroku.yml": the app builds its own image.
     pub own_image: Option<String>,
+    /// Yarn 2 or later (a .yarnrc.yml): installed through corepack, not the image's Yarn 1.
+    pub yarn_berry: bool,
 }
 
 /// Lockfiles: the file, its ecosystem, its package manager.
@@ -337,6 +339,7 @@ fn toolchain(dir: &Path, found: &[&(&str, &str, &str)], buildpacks: &[String]) -
     } else if has("manage.py") {
         t.framework = Some("django".to_string());
     }
+    t.yarn_berry = has(".yarnrc.yml");
     t.own_image = if has("Dockerfile") {
         Some("Dockerfile".to_string())
     } else if has("heroku.yml") {

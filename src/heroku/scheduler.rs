@@ -6,6 +6,10 @@
 //! A job's `every` is what Scheduler's dashboard offers: `"10m"` (every 10 minutes),
 //! `"hourly at :MM"`, `"daily at HH:MM"` (UTC); or `cron = "M H DOM MON DOW"` (five fields).
 
+/// The longest job name: its schedule is `APP-NAME`, at most 64 characters with an app name of
+/// at most 28.
+const MAX_NAME: usize = 35;
+
 /// One job, with its EventBridge schedule expression.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Job {
@@ -33,7 +37,66 @@ struct Entry {
     cron: Option<String>,
 }
 
-/// EventBridge's six-field cron from a five-field one: day-of-month or day-of-week must be `?`.
+/// Day-of-week names: Unix cron counts 0 (and 7) as Sunday, EventBridge 1 as Sunday; names
+/// mean the same to both.
+const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A Unix day-of-week field with names for numbers (`1-5` → `MON-FRI`, `0,6` → `SUN,SAT`);
+/// a range that wraps past Saturday, or a step, is refused rather than guessed.
+fn day_names(field: &str) -> Result<String, String> {
+    let day = |n: &str| -> Result<&'static str, String> {
+        if let Some(name) = DAYS.iter().find(|d| d.eq_ignore_ascii_case(n)) {
+            return Ok(name);
+        }
+        match n.parse::<usize>() {
+            Ok(7) => Ok("SUN"),
+            Ok(i) if i < 7 => Ok(DAYS[i]),
+            _ => Err(format!("day of week {n:?}")),
+        }
+    };
+    let index = |name: &str| DAYS.iter().position(|d| *d == name).unwrap_or(0);
+    let mut out = Vec::new();
+    for part in field.split(',') {
+        if part.contains('/') {
+            return Err(format!(
+                "day of week {part:?}: a step; list the days instead"
+            ));
+        }
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                // 5-7 (Friday to Sunday, 7 being Sunday) runs to the end of the week.
+                let end = if b == "SUN" && a != "SUN" {
+                    7
+                } else {
+                    index(b)
+                };
+                if end < index(a) {
+                    return Err(format!(
+                        "day of week {part:?}: a range that wraps past Saturday"
+                    ));
+                }
+                if end == 7 {
+                    out.push(format!("{a}-SAT"));
+                    out.push("SUN".to_string());
+                } else {
+                    out.push(format!("{a}-{b}"));
+                }
+            }
+            None => out.push(day(part)?.to_string()),
+        }
+    }
+    let mut seen = Vec::new();
+    for d in out {
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    Ok(seen.join(","))
+}
+
+/// EventBridge's six-field cron from a five-field one: day-of-month or day-of-week must be `?`,
+/// and its days of the week are counted from 1 (Sunday): they are written as names.
 pub fn cron_expression(five: &str) -> Result<String, String> {
     let f: Vec<&str> = five.split_whitespace().collect();
     if f.len() != 5 {
@@ -42,8 +105,11 @@ pub fn cron_expression(five: &str) -> Result<String, String> {
         ));
     }
     let (dom, dow) = match (f[2], f[4]) {
-        (dom, "*") => (dom, "?"),
-        ("*", dow) => ("?", dow),
+        (dom, "*") => (dom.to_string(), "?".to_string()),
+        ("*", dow) => (
+            "?".to_string(),
+            day_names(dow).map_err(|e| format!("cron {five:?}: {e}"))?,
+        ),
         (_, _) => {
             return Err(format!(
             "cron {five:?}: EventBridge cannot take both a day of the month and a day of the week"
@@ -88,15 +154,16 @@ pub fn parse(text: &str) -> Result<Vec<Job>, String> {
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
     for entry in file.job {
+        // The schedule is named `APP-NAME`: EventBridge takes 64 characters, the app's name 28.
         let name_ok = !entry.name.is_empty()
-            && entry.name.len() <= 40
+            && entry.name.len() <= MAX_NAME
             && entry
                 .name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
             errors.push(format!(
-                "job {:?}: a name of lower-case letters, digits and dashes (at most 40)",
+                "job {:?}: a name of lower-case letters, digits and dashes (at most 35)",
                 entry.name
             ));
             continue;
@@ -152,12 +219,20 @@ pub fn template(app: &str, found: &[(String, String)]) -> String {
         );
     }
     for (i, (schedule, command)) in found.iter().enumerate() {
-        out.push_str(&format!(
-            "\n# from app.json's cron\n[[job]]\nname = \"job-{}\"\ncommand = {}\ncron = {}\n",
+        let job = format!(
+            "[[job]]\nname = \"job-{}\"\ncommand = {}\ncron = {}\n",
             i + 1,
             quoted(command),
             quoted(schedule)
-        ));
+        );
+        match cron_expression(schedule) {
+            Ok(_) => out.push_str(&format!("\n# from app.json's cron\n{job}")),
+            // Written for the operator to mend, commented out so the file still reads.
+            Err(e) => out.push_str(&format!(
+                "\n# from app.json's cron, not read ({e}): mend it and uncomment it\n{}",
+                job.lines().map(|l| format!("# {l}\n")).collect::<String>()
+            )),
+        }
     }
     out
 }
@@ -179,10 +254,30 @@ mod tests {
         );
         assert!(every_expression("daily at 25:00").is_err());
         assert!(every_expression("weekly").is_err());
+        // Unix's 1 is Monday; EventBridge's 1 is Sunday: names say it to both.
         assert_eq!(
             cron_expression("0 4 * * 1").as_deref(),
-            Ok("cron(0 4 ? * 1 *)")
+            Ok("cron(0 4 ? * MON *)")
         );
+        assert_eq!(
+            cron_expression("0 4 * * 0,7").as_deref(),
+            Ok("cron(0 4 ? * SUN *)")
+        );
+        assert_eq!(
+            cron_expression("0 4 * * 1-5").as_deref(),
+            Ok("cron(0 4 ? * MON-FRI *)")
+        );
+        assert_eq!(
+            cron_expression("0 4 * * 5-7").as_deref(),
+            Ok("cron(0 4 ? * FRI-SAT,SUN *)")
+        );
+        assert_eq!(
+            cron_expression("0 4 * * sat").as_deref(),
+            Ok("cron(0 4 ? * SAT *)")
+        );
+        assert!(cron_expression("0 4 * * 6-2").is_err());
+        assert!(cron_expression("0 4 * * */2").is_err());
+        assert!(cron_expression("0 4 * * 9").is_err());
         assert_eq!(
             cron_expression("*/15 * * * *").as_deref(),
             Ok("cron(*/15 * * * ? *)")
@@ -202,6 +297,18 @@ mod tests {
         assert_eq!(jobs[0].command, "bin/rails \"x\"");
         assert_eq!(jobs[0].expression, "cron(0 3 * * ? *)");
         assert_eq!(parse(&template("app", &[])), Ok(vec![]));
+        // A cron entry that cannot be read is written commented out, named; the file reads.
+        let text = template("app", &[("0 4 1 * 1".into(), "x".into())]);
+        assert!(
+            text.contains("not read (cron \"0 4 1 * 1\": EventBridge cannot take both"),
+            "{text}"
+        );
+        assert_eq!(parse(&text), Ok(vec![]));
+        let long = format!(
+            "[[job]]\nname = \"{}\"\ncommand = \"x\"\nevery = \"10m\"\n",
+            "a".repeat(36)
+        );
+        assert!(parse(&long).is_err());
         let bad = "[[job]]\nname = \"Bad Name\"\ncommand = \"x\"\nevery = \"10m\"\n\
                    [[job]]\nname = \"ok\"\ncommand = \"x\"\nevery = \"weekly\"\n\
                    [[job]]\nname = \"both\"\ncommand = \"x\"\nevery = \"10m\"\ncron = \"* * * * *\"\n";

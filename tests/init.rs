@@ -3,6 +3,8 @@
 //! Retry-After, 401 and 404 with Heroku's error bodies) and a repository's Procfile. The real
 //! API cannot be reached from the tests; the stand-in says so by its name.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -1609,4 +1611,210 @@ fn every_generated_dockerfile_passes_hadolint() {
         .unwrap();
         run_ok(Command::new(&hadolint).arg(&path), manager);
     }
+}
+
+/// The Terraform init writes, applied for real: Terraform and the hashicorp/aws provider from the
+/// local mirror against moto's AWS APIs (scripts/test's, CUTOVER_TEST_AWS_ENDPOINT), for the
+/// Django app with two Scheduler jobs. The clock is an ECS service with no load balancer, made
+/// with no task (processes-on starts it after the cutover), running the clock's command on
+/// its own size; each job is an EventBridge schedule, made disabled, running the web task
+/// definition's family with the job's command; the scheduler's role may run it. The app has
+/// no Redis here: moto makes an ElastiCache replication group without its member cluster, and
+/// the provider waits for that cluster (seen with moto 5.2), so redis.tf is applied only by
+/// `terraform validate` and checkov in the tests above.
+#[test]
+fn the_terraform_init_writes_applies_on_moto() {
+    use common::moto::{Moto, ACCOUNT};
+    let aws = Moto::new();
+    let api = api();
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("poetry.lock", "# poetry\n"),
+        ("manage.py", "#!/usr/bin/env python\n"),
+        ("Procfile", "web: gunicorn app.wsgi\nclock: python manage.py runclock\nrelease: python manage.py migrate\n"),
+    ] {
+        std::fs::write(repo.path().join(file), text).unwrap();
+    }
+    let out = home.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("scheduler.toml"),
+        "[[job]]\nname = \"report\"\ncommand = \"python manage.py report\"\nevery = \"daily at 03:30\"\n\n[[job]]\nname = \"weekdays\"\ncommand = \"python manage.py sync\"\ncron = \"0 6 * * 1-5\"\n",
+    )
+    .unwrap();
+    let (code, said, err) = init(
+        &api,
+        home.path(),
+        Some(TOKEN),
+        &[
+            "--from-heroku",
+            "django-app",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}\n{err}");
+    run_ok(
+        Command::new(BIN)
+            .arg("--runbook")
+            .arg(out.join("runbook.toml"))
+            .arg("--state-dir")
+            .arg(out.join(".state"))
+            .arg("--var")
+            .arg(format!("app_repo={}", repo.path().display()))
+            .arg("scaffold"),
+        "cutover scaffold",
+    );
+    // The zone the domain's certificate is validated in.
+    aws.block_on(async {
+        aws_sdk_route53::Client::new(&aws.config)
+            .create_hosted_zone()
+            .name("init-apply.example.net")
+            .caller_reference(format!("init-{}", std::process::id()))
+            .send()
+            .await
+            .unwrap();
+    });
+    let infra = repo.path().join("infra");
+    let endpoints: String = [
+        "acm",
+        "cloudwatchlogs",
+        "ec2",
+        "ecr",
+        "ecs",
+        "elbv2",
+        "iam",
+        "rds",
+        "route53",
+        "ssm",
+        "sts",
+        "scheduler",
+        "secretsmanager",
+        "elasticache",
+    ]
+    .iter()
+    .map(|s| format!("    {s} = \"{}\"\n", aws.endpoint))
+    .collect();
+    // Merged over the generated files for this test only, as the rehearsal does.
+    std::fs::write(
+        infra.join("test_override.tf"),
+        format!(
+            "provider \"aws\" {{\n  skip_metadata_api_check = true\n  access_key = \"testing\"\n  secret_key = \"testing\"\n  endpoints {{\n{endpoints}  }}\n}}\n\n# moto's Budgets API never reports a budget created (as in the rehearsal).\nresource \"aws_budgets_budget\" \"monthly\" {{\n  count = 0\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mirror = std::env::var("CUTOVER_TF_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into());
+    let rc = home.path().join("terraformrc");
+    std::fs::write(
+        &rc,
+        format!("provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n  direct {{\n    exclude = [\"*/*\"]\n  }}\n}}\n"),
+    )
+    .unwrap();
+    let terraform = |args: &[&str]| {
+        let mut c = Command::new("terraform");
+        c.args(args)
+            .current_dir(&infra)
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+        c
+    };
+    run_ok(
+        &mut terraform(&["init", "-input=false", "-no-color"]),
+        "terraform init",
+    );
+    run_ok(
+        &mut terraform(&[
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+            "-parallelism=4",
+            &format!("-var=account_id={ACCOUNT}"),
+            "-var=domain=init-apply.example.net",
+            "-var=hosted_zone=init-apply.example.net",
+            "-var=s3_bucket=django-app-uploads",
+            "-var=budget_email=ops@example.net",
+            "-var=github_repository=owner/django-app",
+        ]),
+        "terraform apply on moto",
+    );
+    let outputs: serde_json::Value = serde_json::from_str(&run_ok(
+        &mut terraform(&["output", "-json", "-no-color"]),
+        "terraform output",
+    ))
+    .unwrap();
+    assert_eq!(
+        outputs["process_services"]["value"],
+        serde_json::json!({"clock": "django-app-clock"})
+    );
+    assert_eq!(
+        outputs["schedules"]["value"],
+        serde_json::json!({"report": "django-app-report", "weekdays": "django-app-weekdays"})
+    );
+    let state: serde_json::Value = serde_json::from_str(&run_ok(
+        &mut terraform(&["show", "-json", "-no-color"]),
+        "terraform show",
+    ))
+    .unwrap();
+    let resources = state["values"]["root_module"]["resources"]
+        .as_array()
+        .unwrap();
+    let find = |address: &str| {
+        resources
+            .iter()
+            .find(|r| r["address"] == address)
+            .unwrap_or_else(|| panic!("no {address} in the state"))["values"]
+            .clone()
+    };
+    let report = find("aws_scheduler_schedule.job[\"report\"]");
+    assert_eq!(report["schedule_expression"], "cron(30 3 * * ? *)");
+    assert_eq!(report["state"], "DISABLED");
+    let weekdays = find("aws_scheduler_schedule.job[\"weekdays\"]");
+    assert_eq!(weekdays["schedule_expression"], "cron(0 6 ? * MON-FRI *)");
+    let input: serde_json::Value =
+        serde_json::from_str(report["target"][0]["input"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        input["containerOverrides"][0]["command"],
+        serde_json::json!(["/bin/sh", "-c", "exec python manage.py report"])
+    );
+    // Moto read back: the clock's service and task definition as ECS holds them.
+    aws.block_on(async {
+        let ecs = aws_sdk_ecs::Client::new(&aws.config);
+        let services = ecs
+            .describe_services()
+            .cluster("django-app")
+            .services("django-app-clock")
+            .send()
+            .await
+            .unwrap();
+        let clock = &services.services()[0];
+        assert_eq!(clock.desired_count(), 0, "made with no task");
+        assert!(clock.load_balancers().is_empty(), "no load balancer");
+        let td = ecs
+            .describe_task_definition()
+            .task_definition("django-app-clock")
+            .send()
+            .await
+            .unwrap();
+        let td = td.task_definition().unwrap();
+        assert_eq!(
+            td.container_definitions()[0].command(),
+            ["/bin/sh", "-c", "exec python manage.py runclock"]
+        );
+        // Standard-1X: 512 MiB, the smallest task with it.
+        assert_eq!((td.cpu(), td.memory()), (Some("256"), Some("512")));
+        let web = ecs
+            .describe_services()
+            .cluster("django-app")
+            .services("django-app")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(web.services()[0].load_balancers().len(), 1);
+    });
 }

@@ -101,10 +101,17 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
             .display()
             .to_string(),
     };
+    // Heroku's prices are the same in every region: the bundled table's.
+    let table = cutover::cost::PriceTable::bundled("us-east-1")
+        .map_err(|e| Failure::new(exit::STEP_FAILED, e.to_string()))?;
     let options = generate::Options {
         app_dir: args.app_dir.trim_end_matches('/').to_string(),
         app_repo,
         jobs,
+        priced: generate::Priced {
+            dynos: table.heroku.dynos.keys().cloned().collect(),
+            postgres: table.heroku.postgres.keys().cloned().collect(),
+        },
     };
     let generated =
         generate::generate(&shape, &options).map_err(|e| Failure::new(exit::STEP_FAILED, e))?;

@@ -95,6 +95,16 @@ pub struct Options {
     pub app_repo: String,
     /// Heroku Scheduler's jobs, from scheduler.toml (none when the app has no Scheduler).
     pub jobs: Vec<Job>,
+    /// What `cutover cost`'s bundled table prices on Heroku's side (the rest is priced from
+    /// the API, or named).
+    pub priced: Priced,
+}
+
+/// The Heroku dyno sizes and Postgres plans the cost table has prices for.
+#[derive(Debug, Clone, Default)]
+pub struct Priced {
+    pub dynos: std::collections::BTreeSet<String>,
+    pub postgres: std::collections::BTreeSet<String>,
 }
 
 /// One file `init` writes, relative to --out.
@@ -863,9 +873,7 @@ fn runbook(
     )?;
     // Heroku's bill: dynos and Postgres at the bundled table's prices (or the API's), every
     // other add-on at what Heroku bills for it; what has no price is named, never guessed.
-    let table = crate::cost::PriceTable::bundled("us-east-1")
-        .map(|t| t.heroku)
-        .map_err(|e| e.to_string())?;
+    let table = &options.priced;
     let mut dynos: BTreeMap<String, u32> = BTreeMap::new();
     let mut dyno_prices: BTreeMap<String, f64> = BTreeMap::new();
     for p in &shape.processes {
@@ -874,7 +882,7 @@ fn runbook(
             if q == 0 {
                 continue;
             }
-            if !table.dynos.contains_key(&size) {
+            if !table.dynos.contains(&size) {
                 match shape.dyno_prices.get(&size) {
                     Some(price) => {
                         dyno_prices.insert(size.clone(), *price);
@@ -893,9 +901,7 @@ fn runbook(
     });
     let plan_of =
         |a: &super::shape::Addon| a.plan.rsplit(':').next().unwrap_or(&a.plan).to_string();
-    let postgres = primary
-        .map(plan_of)
-        .filter(|p| table.postgres.contains_key(p));
+    let postgres = primary.map(plan_of).filter(|p| table.postgres.contains(p));
     let mut addons: BTreeMap<String, f64> = BTreeMap::new();
     for a in &shape.addons {
         let is_table_postgres = primary.is_some_and(|p| p.name == a.name) && postgres.is_some();

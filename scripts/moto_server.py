@@ -4,6 +4,9 @@ moto copies a task definition's container `cpu` and `memory` into a task's conta
 numbers; the ECS API returns them as strings, and the Rust SDK (unlike boto3) refuses numbers
 there. And RunTask of a Fargate task definition whose container leaves its memory to the task
 (as AWS allows, and the scaffolded Terraform does) fails in moto adding None: counted as 0.
+And moto gives every RDS instance one DbiResourceId, which the Terraform provider looks an
+instance up by: with two instances in one account it finds the other one and fails. Here each
+instance's id is its own, drawn from its identifier (so a replay gives the same).
 
 Requests are handled one at a time, in the order moto's recorder writes them down: ids come
 from a seeded generator, so a recording replayed into a fresh server (a resumed rehearsal) gives
@@ -20,7 +23,10 @@ from pathlib import Path
 
 import moto.core.utils as core_utils
 
+import hashlib
+
 import moto.ecs.models as ecs_models
+import moto.rds.models as rds_models
 from moto.server import main
 
 _container_init = ecs_models.Container.__init__
@@ -54,6 +60,20 @@ def _task_resource_requirements(task_definition):
                 requirements["PORTS"].append(port)
     return requirements
 
+
+_db_instance_init = rds_models.DBInstance.__init__
+
+
+def _db_instance_init_with_own_resource_id(self, *args, **kwargs):
+    _db_instance_init(self, *args, **kwargs)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    digest = hashlib.sha256(
+        f"{self.account_id}/{self.region}/{self.db_instance_identifier}".encode()
+    ).digest()
+    self.dbi_resource_id = "db-" + "".join(alphabet[b % 32] for b in digest[:26])
+
+
+rds_models.DBInstance.__init__ = _db_instance_init_with_own_resource_id
 
 _handle = core_utils.convert_to_flask_response.__call__
 _in_order = threading.Lock()

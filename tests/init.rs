@@ -728,6 +728,68 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
             && back.contains("aws ecs wait services-stable --region ${aws_region} --cluster ${cluster} --services \"${app}-worker\""),
         "{back}"
     );
+    // The scripts themselves, run by bash with stand-ins for the CLIs they call.
+    let bin = home.path().join("bin");
+    let calls = home.path().join("calls");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (tool, answer) in [("heroku", ""), ("aws", "echo \"${AWS_ANSWER:-1}\"")] {
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/bash\necho \"{tool} $*\" >> {}\n{answer}\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = |script: &str, answer: &str| -> (bool, Vec<String>) {
+        let _ = std::fs::remove_file(&calls);
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &as_the_engine_runs(script)])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("AWS_ANSWER", answer)
+            .output()
+            .unwrap();
+        let made = std::fs::read_to_string(&calls).unwrap_or_default();
+        (
+            out.status.success(),
+            made.lines().map(str::to_string).collect(),
+        )
+    };
+    let (ok, made) = run(step("maintenance-on")["run"].as_str().unwrap(), "");
+    assert!(ok);
+    assert_eq!(
+        made,
+        [
+            "heroku maintenance:on -a rails-app",
+            "heroku ps:scale web=0 clock=0 -a rails-app"
+        ],
+        "the worker stays up to empty the queues"
+    );
+    let (ok, made) = run(
+        step("heroku-workers-off")["rollback"]["run"]
+            .as_str()
+            .unwrap(),
+        "",
+    );
+    assert!(ok);
+    assert_eq!(
+        made,
+        ["heroku ps:scale worker=1:Performance-2XL -a rails-app"]
+    );
+    let (ok, made) = run(step("processes-on")["run"].as_str().unwrap(), "1");
+    assert!(ok, "{made:?}");
+    assert_eq!(made.len(), 2);
+    assert!(made[0].contains("ecs update-service --region eu-west-1 --cluster rails-app --service rails-app-worker --desired-count 1"));
+    // What ECS says back is checked: a count that did not take fails the step.
+    let (ok, _) = run(step("processes-on")["run"].as_str().unwrap(), "0");
+    assert!(!ok);
     assert_eq!(
         step("dns-cutover-2")["name"].as_str(),
         Some("api.example.org")
@@ -1135,6 +1197,9 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
         "jq '.State = \"ENABLED\" | del(.Arn, .CreationDate, .LastModificationDate)'",
         "--name \"${app}-nightly-report\" --query State --output text",
         "jq '.State = \"DISABLED\"",
+        // On the way back a job's task still running is stopped too, found by its group.
+        "--query \"tasks[?group=='${app}-schedule'].taskArn\"",
+        "aws ecs wait tasks-stopped",
     ] {
         assert!(runbook.contains(needle), "{needle}\n---\n{runbook}");
     }
@@ -1817,4 +1882,26 @@ fn the_terraform_init_writes_applies_on_moto() {
             .unwrap();
         assert_eq!(web.services()[0].load_balancers().len(), 1);
     });
+}
+
+/// A generated shell step's script with its values filled in, as the engine hands it to bash
+/// (there each value is an environment variable; these values are plain words, so pasting them
+/// is the same), and `$${` as the literal `${` it stands for.
+fn as_the_engine_runs(script: &str) -> String {
+    let values = [
+        ("${heroku_app}", "rails-app"),
+        ("${aws_region}", "eu-west-1"),
+        ("${cluster}", "rails-app"),
+        ("${app}", "rails-app"),
+        (
+            "${steps.heroku-formation.outputs.formation}",
+            "\"web=2:Standard-2X worker=1:Performance-2XL clock=0:Standard-1X\"",
+        ),
+    ];
+    let mut out = script.replace("$${", "\u{0}");
+    for (reference, value) in values {
+        out = out.replace(reference, value);
+    }
+    assert!(!out.contains("${"), "a value the test does not fill: {out}");
+    out.replace('\u{0}', "${")
 }

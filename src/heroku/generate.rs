@@ -497,7 +497,7 @@ fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> Strin
         None => String::new(),
     };
     let mut deploy_processes = String::new();
-    let mut wait = String::from("\"$SERVICE\"");
+    let mut names = vec!["\"$SERVICE\"".to_string()];
     for s in services {
         deploy_processes.push_str(&format!(
             "
@@ -518,8 +518,18 @@ fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> Strin
 ",
             kind = s.kind
         ));
-        wait.push_str(&format!(" \"$CONTAINER-{}\"", s.kind));
+        names.push(format!("\"$CONTAINER-{}\"", s.kind));
     }
+    // DescribeServices takes at most 10 services at a time.
+    let wait: String = names
+        .chunks(10)
+        .map(|c| {
+            format!(
+                "          aws ecs wait services-stable --cluster \"$CLUSTER\" --services {}\n",
+                c.join(" ")
+            )
+        })
+        .collect();
     format!(
         "# Deploys the app to ECS Fargate on every push to main (replaces the Heroku deploy).
 # Written by `cutover init` from what Heroku runs; filled by the runbook's scaffold step.
@@ -609,8 +619,8 @@ jobs:
             --task-definition \"$TASK_DEFINITION\" --force-new-deployment >/dev/null
 {deploy_processes}
       - name: Wait for stability
-        run: aws ecs wait services-stable --cluster \"$CLUSTER\" --services {wait}
-"
+        run: |
+{wait}"
     )
 }
 
@@ -1125,14 +1135,14 @@ fn runbook(
             &mut t,
             "maintenance-on keeps the workers",
             "for d in \"$${dynos[@]}\"; do zero+=(\"$${d%%=*}=0\"); done\nheroku ps:scale \"$${zero[@]}\" -a ${heroku_app}\n\"\"\"\ndestructive = true\nconfirm = \"freeze ${heroku_app}\"\nnotes = \"Maintenance mode only stops Heroku's router: the dynos (web, workers, schedulers) keep running and writing, so every process type of the recorded formation is scaled to 0 as well.\"",
-            &format!("# The queues' workers stay up: they empty Heroku Redis (heroku-workers-off stops them).\nkeep=\" {keep} \"\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$$keep\" == *\" $$t \"* ]]; then continue; fi\n  zero+=(\"$$t=0\")\ndone\nheroku ps:scale \"$${{zero[@]}}\" -a ${{heroku_app}}\n\"\"\"\ndestructive = true\nconfirm = \"freeze ${{heroku_app}}\"\nnotes = \"Maintenance mode only stops Heroku's router: the dynos keep running and writing, so every process type of the recorded formation is scaled to 0 as well — but the queues' workers ({}), which empty Heroku Redis first (redis-queues), then stop (heroku-workers-off).\"", workers.join(", ")),
+            &format!("# The queues' workers stay up: they empty Heroku Redis (heroku-workers-off stops them).\nkeep=\" {keep} \"\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$keep\" == *\" $t \"* ]]; then continue; fi\n  zero+=(\"$t=0\")\ndone\nheroku ps:scale \"$${{zero[@]}}\" -a ${{heroku_app}}\n\"\"\"\ndestructive = true\nconfirm = \"freeze ${{heroku_app}}\"\nnotes = \"Maintenance mode only stops Heroku's router: the dynos keep running and writing, so every process type of the recorded formation is scaled to 0 as well — but the queues' workers ({}), which empty Heroku Redis first (redis-queues), then stop (heroku-workers-off).\"", workers.join(", ")),
         )?;
         let scale_off: String = workers.iter().map(|w| format!("{w}=0 ")).collect();
         insert_after_step(
             &mut t,
             "maintenance-on",
             &format!(
-                "[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis's queues are empty (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"no job waiting in Heroku Redis (the queue's dashboard, or `heroku redis:cli -a ${{heroku_app}}`)\", \"no scheduled or retrying job left, or each written down to enqueue again on AWS\"]\nnotes = \"Inside the freeze nothing enqueues (the web and the clock are stopped); Heroku's workers ({}) finish what is queued, writing to Heroku's database (db-drain carries it). ElastiCache starts empty: a job still in Heroku Redis after this is not carried to AWS.\"\nneeds = [\"maintenance-on\"]\n\n[[phase.step]]\nid = \"heroku-workers-off\"\ntitle = \"Heroku's workers scaled to 0 (the queues are empty)\"\ndo = \"shell\"\nrun = \"heroku ps:scale {} -a ${{heroku_app}} && heroku ps -a ${{heroku_app}}\"\ndestructive = true\nconfirm = \"stop the workers of ${{heroku_app}}\"\nrollback = {{ do = \"shell\", run = \"\"\"\nread -ra dynos <<< ${{steps.heroku-formation.outputs.formation}}\nkeep=\" {keep} \"\nup=()\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$$keep\" == *\" $$t \"* ]]; then up+=(\"$$d\"); fi\ndone\nheroku ps:scale \"$${{up[@]}}\" -a ${{heroku_app}}\n\"\"\", notes = \"Heroku's workers back to the formation recorded before the freeze.\" }}\nneeds = [\"redis-queues\"]\n",
+                "[[phase.step]]\nid = \"redis-queues\"\ntitle = \"Heroku Redis's queues are empty (its data is not moved)\"\ndo = \"manual\"\nchecklist = [\"no job waiting in Heroku Redis (the queue's dashboard, or `heroku redis:cli -a ${{heroku_app}}`)\", \"no scheduled or retrying job left, or each written down to enqueue again on AWS\"]\nnotes = \"Inside the freeze nothing enqueues (the web and the clock are stopped); Heroku's workers ({}) finish what is queued, writing to Heroku's database (db-drain carries it). ElastiCache starts empty: a job still in Heroku Redis after this is not carried to AWS.\"\nneeds = [\"maintenance-on\"]\n\n[[phase.step]]\nid = \"heroku-workers-off\"\ntitle = \"Heroku's workers scaled to 0 (the queues are empty)\"\ndo = \"shell\"\nrun = \"heroku ps:scale {} -a ${{heroku_app}} && heroku ps -a ${{heroku_app}}\"\ndestructive = true\nconfirm = \"stop the workers of ${{heroku_app}}\"\nrollback = {{ do = \"shell\", run = \"\"\"\nread -ra dynos <<< ${{steps.heroku-formation.outputs.formation}}\nkeep=\" {keep} \"\nup=()\nfor d in \"$${{dynos[@]}}\"; do\n  t=$${{d%%=*}}\n  if [[ \"$keep\" == *\" $t \"* ]]; then up+=(\"$d\"); fi\ndone\nheroku ps:scale \"$${{up[@]}}\" -a ${{heroku_app}}\n\"\"\", notes = \"Heroku's workers back to the formation recorded before the freeze.\" }}\nneeds = [\"redis-queues\"]\n",
                 workers.join(", "),
                 scale_off.trim_end()
             ),
@@ -1188,7 +1198,7 @@ fn runbook(
                 s.count
             };
             on.push_str(&format!(
-                "aws ecs update-service --region ${{aws_region}} --cluster ${{cluster}} --service \"${{app}}-{k}\" --desired-count {n} >/dev/null\nnow=$(aws ecs describe-services --region ${{aws_region}} --cluster ${{cluster}} --services \"${{app}}-{k}\" --query 'services[0].desiredCount' --output text)\necho \"{k}: $$now task(s) wanted\"; test \"$$now\" = {n}\n",
+                "aws ecs update-service --region ${{aws_region}} --cluster ${{cluster}} --service \"${{app}}-{k}\" --desired-count {n} >/dev/null\nnow=$(aws ecs describe-services --region ${{aws_region}} --cluster ${{cluster}} --services \"${{app}}-{k}\" --query 'services[0].desiredCount' --output text)\necho \"{k}: $now task(s) wanted\"; test \"$now\" = {n}\n",
                 k = s.kind
             ));
             off.push_str(&format!(
@@ -1199,7 +1209,7 @@ fn runbook(
         let state = |to: &str| {
             jobs.iter()
                 .map(|j| format!(
-                    "aws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --output json \\\n  | jq '.State = \"{to}\" | del(.Arn, .CreationDate, .LastModificationDate)' > schedule.json\naws scheduler update-schedule --region ${{aws_region}} --cli-input-json file://schedule.json >/dev/null\nnow=$(aws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --query State --output text)\necho \"schedule {n}: $$now\"; test \"$$now\" = {to}\n",
+                    "f=$(mktemp)\naws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --output json \\\n  | jq '.State = \"{to}\" | del(.Arn, .CreationDate, .LastModificationDate)' > \"$f\"\naws scheduler update-schedule --region ${{aws_region}} --cli-input-json \"file://$f\" >/dev/null\nrm -f \"$f\"\nnow=$(aws scheduler get-schedule --region ${{aws_region}} --name \"${{app}}-{n}\" --query State --output text)\necho \"schedule {n}: $now\"; test \"$now\" = {to}\n",
                     n = j.name
                 ))
                 .collect::<String>()
@@ -1207,11 +1217,19 @@ fn runbook(
         on.push_str(&state("ENABLED"));
         let mut off_all = state("DISABLED");
         off_all.push_str(&off);
+        if !jobs.is_empty() {
+            // A job a schedule started is still running after the schedule is disabled.
+            off_all.push_str("tasks=$(aws ecs list-tasks --region ${aws_region} --cluster ${cluster} --desired-status RUNNING --query taskArns --output text)\nif [ -n \"$tasks\" ] && [ \"$tasks\" != None ]; then\n  # shellcheck disable=SC2086\n  jobs=$(aws ecs describe-tasks --region ${aws_region} --cluster ${cluster} --tasks $tasks --query \"tasks[?group=='${app}-schedule'].taskArn\" --output text)\n  for t in $jobs; do\n    aws ecs stop-task --region ${aws_region} --cluster ${cluster} --task \"$t\" --reason 'cutover: the way back' >/dev/null\n    echo \"stopped a Scheduler job's task: $t\"\n  done\n  # shellcheck disable=SC2086\n  if [ -n \"$jobs\" ]; then aws ecs wait tasks-stopped --region ${aws_region} --cluster ${cluster} --tasks $jobs; fi\nfi\n");
+        }
         if !running.is_empty() {
-            off_all.push_str(&format!(
-                "# Every task stopped before anything else is rolled back: none writes to RDS after this.\naws ecs wait services-stable --region ${{aws_region}} --cluster ${{cluster}} --services {}\n",
-                running.iter().map(|s| format!("\"${{app}}-{}\"", s.kind)).collect::<Vec<_>>().join(" ")
-            ));
+            off_all.push_str("# Every task stopped before anything else is rolled back: none writes to RDS after this.\n");
+            // DescribeServices takes at most 10 services at a time.
+            for chunk in running.chunks(10) {
+                off_all.push_str(&format!(
+                    "aws ecs wait services-stable --region ${{aws_region}} --cluster ${{cluster}} --services {}\n",
+                    chunk.iter().map(|s| format!("\"${{app}}-{}\"", s.kind)).collect::<Vec<_>>().join(" ")
+                ));
+            }
         }
         let what = running
             .iter()
@@ -1223,7 +1241,7 @@ fn runbook(
             &mut t,
             "dns-cutover",
             &format!(
-                "[[phase.step]]\nid = \"processes-on\"\ntitle = \"The other processes and Scheduler's jobs start on AWS\"\ndo = \"shell\"\nrun = \"\"\"\n{on}\"\"\"\nnotes = {}\nrollback = {{ do = \"shell\", run = \"\"\"\n{off_all}\"\"\", notes = \"Schedules disabled and services at 0, waited for until every task stopped: on the way back nothing on AWS writes to RDS while its changes are drained into Heroku.\" }}\nneeds = [\"dns-cutover\"]\n",
+                "[[phase.step]]\nid = \"processes-on\"\ntitle = \"The other processes and Scheduler's jobs start on AWS\"\ndo = \"shell\"\nrun = \"\"\"\n{on}\"\"\"\nnotes = {}\nrollback = {{ do = \"shell\", run = \"\"\"\n{off_all}\"\"\", first = [{{ do = \"elb.maintenance\", load_balancer = \"${{steps.terraform-apply.outputs.alb_dns_name}}\", mode = \"on\" }}], notes = \"First the ALB answers 503 itself (nothing enqueues any more); then the schedules are disabled, their running jobs stopped, and the services set to 0 and waited for until every task stopped: on the way back nothing on AWS writes to RDS while its changes are drained into Heroku. A job still queued in ElastiCache when the workers stop is not carried to Heroku Redis (its data never moves): look before the phrase.\" }}\nneeds = [\"dns-cutover\"]\n",
                 quoted(&format!("Terraform made them stopped ({what}): until the domain points at AWS they would write to RDS beside the catch-ups and run Heroku's jobs a second time. Each is read back: the services' wanted task counts, the schedules' state. Jobs the AWS web enqueued since the cutover wait in ElastiCache for these seconds."))
             ),
         )?;

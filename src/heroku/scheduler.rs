@@ -54,7 +54,14 @@ fn day_names(field: &str) -> Result<String, String> {
             _ => Err(format!("day of week {n:?}")),
         }
     };
-    let index = |name: &str| DAYS.iter().position(|d| *d == name).unwrap_or(0);
+    // A day as Unix counts it: 0..=7, Sunday both 0 and 7.
+    let number = |n: &str| -> Result<usize, String> {
+        if let Some(i) = DAYS.iter().position(|d| d.eq_ignore_ascii_case(n)) {
+            return Ok(i);
+        }
+        day(n)?;
+        n.parse::<usize>().map_err(|_| format!("day of week {n:?}"))
+    };
     let mut out = Vec::new();
     for part in field.split(',') {
         if part.contains('/') {
@@ -64,23 +71,18 @@ fn day_names(field: &str) -> Result<String, String> {
         }
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b) = (day(a)?, day(b)?);
-                // 5-7 (Friday to Sunday, 7 being Sunday) runs to the end of the week.
-                let end = if b == "SUN" && a != "SUN" {
-                    7
-                } else {
-                    index(b)
-                };
-                if end < index(a) {
-                    return Err(format!(
-                        "day of week {part:?}: a range that wraps past Saturday"
-                    ));
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("day of week {part:?}: a range that runs backwards"));
                 }
-                if end == 7 {
-                    out.push(format!("{a}-SAT"));
-                    out.push("SUN".to_string());
-                } else {
-                    out.push(format!("{a}-{b}"));
+                match (a % 7, b) {
+                    // 0-7 and 0-6: the whole week.
+                    (0, 6 | 7) => out.push("SUN-SAT".to_string()),
+                    // N-7: to Saturday, and Sunday.
+                    (a, 7) if a == 6 => out.extend(["SAT".to_string(), "SUN".to_string()]),
+                    (a, 7) => out.extend([format!("{}-SAT", DAYS[a]), "SUN".to_string()]),
+                    (a, b) if a == b => out.push(DAYS[a].to_string()),
+                    (a, b) => out.push(format!("{}-{}", DAYS[a], DAYS[b])),
                 }
             }
             None => out.push(day(part)?.to_string()),
@@ -276,6 +278,18 @@ mod tests {
             Ok("cron(0 4 ? * SAT *)")
         );
         assert!(cron_expression("0 4 * * 6-2").is_err());
+        assert!(
+            cron_expression("0 4 * * 7-2").is_err(),
+            "Unix cron refuses it too"
+        );
+        assert_eq!(
+            cron_expression("0 4 * * 0-7").as_deref(),
+            Ok("cron(0 4 ? * SUN-SAT *)")
+        );
+        assert_eq!(
+            cron_expression("0 4 * * 6-7").as_deref(),
+            Ok("cron(0 4 ? * SAT,SUN *)")
+        );
         assert!(cron_expression("0 4 * * */2").is_err());
         assert!(cron_expression("0 4 * * 9").is_err());
         assert_eq!(

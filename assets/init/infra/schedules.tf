@@ -83,6 +83,8 @@ resource "aws_scheduler_schedule" "job" {
       task_definition_arn = aws_ecs_task_definition.app.arn_without_revision
       launch_type         = "FARGATE"
       task_count          = 1
+      # The runbook finds the jobs' tasks by it (to stop them on the way back).
+      group = "${var.app}-schedule"
 
       network_configuration {
         subnets          = aws_subnet.public[*].id

@@ -79,7 +79,7 @@ fn day_names(field: &str) -> Result<String, String> {
                     // 0-7 and 0-6: the whole week.
                     (0, 6 | 7) => out.push("SUN-SAT".to_string()),
                     // N-7: to Saturday, and Sunday.
-                    (a, 7) if a == 6 => out.extend(["SAT".to_string(), "SUN".to_string()]),
+                    (6, 7) => out.extend(["SAT".to_string(), "SUN".to_string()]),
                     (a, 7) => out.extend([format!("{}-SAT", DAYS[a]), "SUN".to_string()]),
                     (a, b) if a == b => out.push(DAYS[a].to_string()),
                     (a, b) => out.push(format!("{}-{}", DAYS[a], DAYS[b])),

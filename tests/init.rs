@@ -845,6 +845,7 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "Fargate x86_64 `worker` (1 task)",
         "1 × (16 vCPU × $",
         "ElastiCache for Redis cache.t4g.micro",
+        "RDS PostgreSQL db.t4g.medium",
         "Heroku standard-2x dyno × 2",
         "Heroku Postgres standard-0",
         "$15 (as Heroku bills it)",
@@ -1384,6 +1385,10 @@ fn generated_files_pass_their_checks(
         &mut terraform(&["validate", "-no-color"]),
         "terraform validate",
     );
+    run_ok(
+        &mut terraform(&["fmt", "-check", "-diff", "-no-color"]),
+        "terraform fmt",
+    );
     if let Some(checkov) = tool("CUTOVER_CHECKOV", "checkov") {
         let mut skipped = std::collections::BTreeSet::new();
         for file in [
@@ -1615,6 +1620,13 @@ fn init_for_gengar_writes_the_bundled_runbook_but_where_it_says_why() {
     );
     aws.insert("vcpu".into(), toml::Value::Float(0.25));
     aws.insert("memory_gb".into(), toml::Value::Float(0.5));
+    // RDS: the plan runs db.t4g.micro as a cost choice; init gives Heroku's standard-0 its
+    // 4 GB of memory.
+    assert_eq!(aws["rds_class"].as_str(), Some("db.t4g.micro"));
+    aws.insert(
+        "rds_class".into(),
+        toml::Value::String("db.t4g.medium".into()),
+    );
     assert_eq!(generated["cost"].as_table().unwrap(), &cost);
     for needle in [
         "Node.js 20: nothing in the repository names a version",
@@ -1836,6 +1848,11 @@ fn the_terraform_init_writes_applies_on_moto() {
             .unwrap_or_else(|| panic!("no {address} in the state"))["values"]
             .clone()
     };
+    // Heroku's standard-2 (8 GB, 256 GB): the class with its memory, storage growing to its cap.
+    let db = find("aws_db_instance.main");
+    assert_eq!(db["instance_class"], "db.t4g.large");
+    assert_eq!(db["max_allocated_storage"], 256);
+    assert_eq!(db["multi_az"], false);
     let report = find("aws_scheduler_schedule.job[\"report\"]");
     assert_eq!(report["schedule_expression"], "cron(30 3 * * ? *)");
     assert_eq!(report["state"], "DISABLED");

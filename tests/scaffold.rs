@@ -269,6 +269,9 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     };
     assert_eq!(variable("desired_count"), "1");
     assert_eq!(variable("cpu_architecture"), "\"ARM64\"");
+    assert_eq!(variable("db_instance_class"), "\"db.t4g.micro\"");
+    assert_eq!(variable("db_multi_az"), "false");
+    assert_eq!(variable("db_max_storage_gb"), "0");
     assert_eq!(variable("health_path"), "\"/health\"");
     assert_eq!(
         attr(service, "health_check_grace_period_seconds"),
@@ -321,10 +324,10 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     for (key, value) in [
         ("engine", "\"postgres\""),
         ("engine_version", "\"16\""),
-        ("instance_class", "\"db.t4g.micro\""),
+        ("instance_class", "var.db_instance_class"),
         ("allocated_storage", "20"),
         ("storage_type", "\"gp3\""),
-        ("multi_az", "false"),
+        ("multi_az", "var.db_multi_az"),
         ("storage_encrypted", "true"),
         ("publicly_accessible", "false"),
     ] {

@@ -298,10 +298,11 @@ pub fn estimate(
     };
     let suffix = if aws.multi_az { "_multi_az" } else { "" };
     let class_price = format!("rds_{}_hour{suffix}", aws.rds_class);
-    if !prices
-        .prices
-        .contains_key(&format!("rds_{}_hour", aws.rds_class))
-    {
+    // A name that is no RDS class is a typo: refused. A class the table has no price for is
+    // an unknown line (the total incomplete), never zero.
+    let looks_like_a_class =
+        aws.rds_class.starts_with("db.") && aws.rds_class.matches('.').count() == 2;
+    if !looks_like_a_class {
         return Err(CostError::UnknownInstanceClass {
             class: aws.rds_class.clone(),
             known: known_classes(prices),

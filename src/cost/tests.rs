@@ -200,14 +200,30 @@ fn unknown_names_list_the_known_ones_and_a_missing_price_is_unknown_not_zero() {
         read_on: table.read_on(),
     };
     let mut spec = plan_spec();
-    spec.aws.rds_class = "db.r7g.16xlarge".into();
+    // Not an RDS class's name (a typo): refused, naming the known ones.
+    spec.aws.rds_class = "t4g.micro".into();
     let e = estimate(&spec, &table, source.clone())
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("db.r7g.16xlarge") && e.contains("db.t4g.micro") && e.contains("db.t4g.medium"),
+        e.contains("t4g.micro") && e.contains("db.t4g.micro") && e.contains("db.t4g.medium"),
         "{e}"
     );
+    // A real class the table has no price for: its line is unknown, the total incomplete.
+    spec.aws.rds_class = "db.r7g.16xlarge".into();
+    let e = estimate(&spec, &table, source.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let rds = e
+        .items
+        .iter()
+        .find(|i| i.id == "rds_instance")
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert_eq!(rds.monthly, None);
+    assert!(
+        rds.detail.contains("no price for rds_db.r7g.16xlarge_hour"),
+        "{}",
+        rds.detail
+    );
+    assert!(!e.complete);
     let mut spec = plan_spec();
     spec.heroku = Some(HerokuSpec {
         dynos: [("hobby".to_string(), 1)].into(),

@@ -347,6 +347,35 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
         if arm { "ARM64" } else { "X86_64" }.into(),
     );
     tfvars.insert("env_example_path".into(), "heroku-config-vars.env".into());
+    // The primary Heroku Postgres' plan: the RDS class with its memory, storage autoscaling to
+    // its cap, a standby where the plan keeps one.
+    let primary = shape.addons.iter().find(|a| {
+        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
+    });
+    let rds = match primary.map(|a| sizes::rds_for_postgres(&a.plan)) {
+        Some(Ok(rds)) => {
+            assumptions.push(format!(
+                "RDS {}{}, storage growing to {} GB: the Heroku Postgres plan's memory and storage cap",
+                rds.class,
+                if rds.multi_az { " Multi-AZ (the plan keeps a standby)" } else { "" },
+                rds.max_storage_gb
+            ));
+            Some(rds)
+        }
+        Some(Err(why)) => {
+            decisions.push(why);
+            None
+        }
+        None => {
+            decisions.push("no Heroku Postgres is attached as DATABASE: the RDS instance is the plan's db.t4g.micro, and there is no database to move".to_string());
+            None
+        }
+    };
+    if let Some(rds) = &rds {
+        tfvars.insert("db_instance_class".into(), rds.class.into());
+        tfvars.insert("db_max_storage_gb".into(), rds.max_storage_gb.into());
+        tfvars.insert("db_multi_az".into(), rds.multi_az.into());
+    }
     let processes: serde_json::Map<String, serde_json::Value> = services
         .iter()
         .map(|s| {
@@ -433,6 +462,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
     let parts = Parts {
         name: &name,
         cache_node: redis_node.as_ref().map(|(n, _)| n.as_str()),
+        rds: rds.as_ref(),
         health_path,
         release: release.as_deref(),
         services: &services,
@@ -703,6 +733,8 @@ fn set_var(text: &mut String, key: &str, value: &str) -> Result<(), String> {
 /// What the runbook is generated from, besides the shape.
 struct Parts<'a> {
     name: &'a str,
+    /// The RDS instance for the primary Heroku Postgres, when its plan is known.
+    rds: Option<&'a sizes::Rds>,
     /// The ElastiCache node replacing Heroku Redis.
     cache_node: Option<&'a str>,
     health_path: &'a str,
@@ -721,6 +753,7 @@ fn runbook(
 ) -> Result<String, String> {
     let Parts {
         name,
+        rds,
         cache_node,
         health_path,
         release,
@@ -869,6 +902,20 @@ fn runbook(
             "cache_node = {}\nsecrets = 1           # the Redis AUTH token in Secrets Manager\n",
             quoted(node)
         ));
+    }
+    if let Some(rds) = rds {
+        edit(
+            &mut t,
+            "[cost.aws] rds_class",
+            "rds_class = \"db.t4g.micro\"\n",
+            &format!("rds_class = {}\n", quoted(rds.class)),
+        )?;
+        edit(
+            &mut t,
+            "[cost.aws] multi_az",
+            "multi_az = false\n",
+            &format!("multi_az = {}\n", rds.multi_az),
+        )?;
     }
     edit(
         &mut t,

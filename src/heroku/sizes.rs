@@ -84,6 +84,80 @@ pub fn redis_node(plan: &str) -> Result<(&'static str, u32), String> {
         .ok_or_else(|| format!("{plan} ({memory} MiB) is larger than the largest node in cutover's table: choose one"))
 }
 
+/// Heroku Postgres plan tiers: memory (GB; 0 for the shared essential plans) and the storage
+/// cap (GB). Premium, private and shield plans have the standard ones' sizes and a standby.
+const POSTGRES_TIERS: &[(&str, u32, u32)] = &[
+    ("essential-0", 0, 1),
+    ("essential-1", 0, 10),
+    ("essential-2", 0, 32),
+    ("0", 4, 64),
+    ("2", 8, 256),
+    ("3", 15, 512),
+    ("4", 30, 768),
+    ("5", 61, 1024),
+    ("6", 122, 1536),
+    ("7", 244, 2048),
+    ("8", 488, 3072),
+    ("9", 768, 4096),
+];
+
+/// RDS classes (Graviton) and their memory (GB), smallest first.
+const RDS_CLASSES: &[(&str, u32)] = &[
+    ("db.t4g.micro", 1),
+    ("db.t4g.medium", 4),
+    ("db.t4g.large", 8),
+    ("db.t4g.xlarge", 16),
+    ("db.t4g.2xlarge", 32),
+    ("db.r7g.2xlarge", 64),
+    ("db.r7g.4xlarge", 128),
+    ("db.r7g.8xlarge", 256),
+    ("db.r7g.16xlarge", 512),
+];
+
+/// What a Heroku Postgres plan becomes on RDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rds {
+    /// The smallest class with at least the plan's memory.
+    pub class: &'static str,
+    /// The plan's storage cap: RDS's storage autoscaling ceiling.
+    pub max_storage_gb: u32,
+    /// A standby in a second AZ (premium, private and shield plans keep one).
+    pub multi_az: bool,
+}
+
+/// The RDS instance for a Heroku Postgres plan (`heroku-postgresql:standard-2`), or why none.
+pub fn rds_for_postgres(plan: &str) -> Result<Rds, String> {
+    let name = plan
+        .rsplit(':')
+        .next()
+        .unwrap_or(plan)
+        .trim()
+        .to_ascii_lowercase();
+    let (tier, ha) = if name.starts_with("essential-") {
+        (name.as_str(), false)
+    } else {
+        match name.split_once('-') {
+            Some(("standard", n)) => (n, false),
+            Some(("premium" | "private" | "shield", n)) => (n, true),
+            _ => return Err(format!("Heroku Postgres plan {plan:?} is not in cutover's table: choose the RDS class (db_instance_class)")),
+        }
+    };
+    let (_, memory, storage) = POSTGRES_TIERS
+        .iter()
+        .find(|(t, _, _)| *t == tier)
+        .ok_or_else(|| format!("Heroku Postgres plan {plan:?} is not in cutover's table: choose the RDS class (db_instance_class)"))?;
+    let class = RDS_CLASSES
+        .iter()
+        .find(|(_, m)| m >= memory)
+        .map(|(c, _)| *c)
+        .ok_or_else(|| format!("{plan} ({memory} GB) is larger than the largest RDS class in cutover's table: choose one"))?;
+    Ok(Rds {
+        class,
+        max_storage_gb: *storage,
+        multi_az: ha,
+    })
+}
+
 /// What a dyno size becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fargate {
@@ -150,6 +224,31 @@ fn trim(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_plan_becomes_the_smallest_class_with_its_memory_and_its_storage_cap() {
+        let rds = |p: &str| rds_for_postgres(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rds("heroku-postgresql:standard-0"),
+            Rds {
+                class: "db.t4g.medium",
+                max_storage_gb: 64,
+                multi_az: false
+            }
+        );
+        assert_eq!(rds("standard-2").class, "db.t4g.large");
+        assert_eq!(rds("standard-3").class, "db.t4g.xlarge");
+        assert_eq!(
+            rds("premium-5"),
+            Rds {
+                class: "db.r7g.2xlarge",
+                max_storage_gb: 1024,
+                multi_az: true
+            }
+        );
+        assert_eq!(rds("essential-0").class, "db.t4g.micro");
+        assert!(rds_for_postgres("heroku-postgresql:hobby-dev").is_err());
+    }
 
     #[test]
     fn a_redis_plan_becomes_the_smallest_node_with_at_least_its_memory() {

@@ -35,8 +35,8 @@ resource "aws_iam_role" "scheduler" {
 
 data "aws_iam_policy_document" "scheduler" {
   statement {
-    sid       = "RunJobs"
-    actions   = ["ecs:RunTask"]
+    sid     = "RunJobs"
+    actions = ["ecs:RunTask"]
     # A target without a revision is authorized against the family's ARN itself.
     resources = [
       aws_ecs_task_definition.app.arn_without_revision,

@@ -20,15 +20,17 @@ resource "aws_db_parameter_group" "main" {
   }
 }
 
+# Storage grows on its own up to var.db_max_storage_gb (0: it does not).
 resource "aws_db_instance" "main" {
   identifier                          = var.db_instance
   engine                              = "postgres"
   engine_version                      = "16"
-  instance_class                      = "db.t4g.micro"
+  instance_class                      = var.db_instance_class
   allocated_storage                   = 20
+  max_allocated_storage               = var.db_max_storage_gb
   storage_type                        = "gp3"
   storage_encrypted                   = true
-  multi_az                            = false
+  multi_az                            = var.db_multi_az
   publicly_accessible                 = false
   db_name                             = var.db_name
   username                            = var.db_username

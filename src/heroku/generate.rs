@@ -155,9 +155,7 @@ fn zone_of(host: &str) -> String {
 /// Config vars that point at what does not move (the primary database's other names, Heroku
 /// Redis's other URLs): never copied to SSM, nor declared for the tasks.
 fn skipped_vars(shape: &Shape, redis: bool) -> Vec<String> {
-    let primary = shape.addons.iter().find(|a| {
-        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
-    });
+    let primary = shape.primary_postgres();
     let mut skip: Vec<String> = primary
         .map(|a| {
             a.attachments
@@ -172,12 +170,7 @@ fn skipped_vars(shape: &Shape, redis: bool) -> Vec<String> {
             shape
                 .addons
                 .iter()
-                .filter(|a| {
-                    matches!(
-                        a.service.as_str(),
-                        "heroku-redis" | "heroku-key-value-store"
-                    )
-                })
+                .filter(|a| a.is_redis())
                 .flat_map(|a| a.config_vars.iter().filter(|v| *v != "REDIS_URL").cloned()),
         );
     }
@@ -224,6 +217,20 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
         if matches!(p.kind.as_str(), "web" | "release") {
             continue;
         }
+        // The type names the ECS service and stands in the runbook's shell text and the
+        // workflow: only a name Heroku allows (letters, digits, `-`, `_`) gets there.
+        let allowed = !p.kind.is_empty()
+            && p.kind.len() <= 30
+            && p.kind
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !allowed {
+            decisions.push(format!(
+                "process type {:?} is not a name Heroku allows (letters, digits, `-`, `_`): no service for it",
+                p.kind
+            ));
+            continue;
+        }
         let Some(command) = p.command.clone() else {
             decisions.push(format!(
                 "`{}` has no command anywhere (API or Procfile): no service for it",
@@ -247,12 +254,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
             memory,
         });
     }
-    let redis = shape.addons.iter().find(|a| {
-        matches!(
-            a.service.as_str(),
-            "heroku-redis" | "heroku-key-value-store"
-        )
-    });
+    let redis = shape.addons.iter().find(|a| a.is_redis());
     let redis_node = match redis {
         Some(a) => match sizes::redis_node(&a.plan) {
             Ok((node, memory)) => Some((node.to_string(), memory)),
@@ -263,18 +265,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
         },
         None => None,
     };
-    if shape
-        .addons
-        .iter()
-        .filter(|a| {
-            matches!(
-                a.service.as_str(),
-                "heroku-redis" | "heroku-key-value-store"
-            )
-        })
-        .count()
-        > 1
-    {
+    if shape.addons.iter().filter(|a| a.is_redis()).count() > 1 {
         decisions
             .push("more than one Heroku Redis: only the first becomes ElastiCache".to_string());
     }
@@ -349,9 +340,7 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
     tfvars.insert("env_example_path".into(), "heroku-config-vars.env".into());
     // The primary Heroku Postgres' plan: the RDS class with its memory, storage autoscaling to
     // its cap, a standby where the plan keeps one.
-    let primary = shape.addons.iter().find(|a| {
-        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
-    });
+    let primary = shape.primary_postgres();
     let rds = match primary.map(|a| sizes::rds_for_postgres(&a.plan)) {
         Some(Ok(rds)) => {
             assumptions.push(format!(
@@ -953,11 +942,8 @@ fn runbook(
             *dynos.entry(size).or_default() += q;
         }
     }
-    let primary = shape.addons.iter().find(|a| {
-        a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
-    });
-    let plan_of =
-        |a: &super::shape::Addon| a.plan.rsplit(':').next().unwrap_or(&a.plan).to_string();
+    let primary = shape.primary_postgres();
+    let plan_of = |a: &super::shape::Addon| sizes::plan_name(&a.plan);
     let postgres = primary.map(plan_of).filter(|p| table.postgres.contains(p));
     let mut addons: BTreeMap<String, f64> = BTreeMap::new();
     for a in &shape.addons {
@@ -1408,4 +1394,67 @@ fn runbook(
         t = t.replace("\n\n\n", "\n\n");
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heroku::shape::Process;
+
+    fn process(kind: &str, command: &str) -> Process {
+        Process {
+            kind: kind.to_string(),
+            command: Some(command.to_string()),
+            quantity: Some(1),
+            size: Some("Standard-1X".to_string()),
+            from: Vec::new(),
+            becomes: String::new(),
+            fargate: None,
+        }
+    }
+
+    /// A process type from the API that is no name Heroku allows never reaches the runbook's
+    /// shell text, the workflow or Terraform: named, and left out.
+    #[test]
+    fn a_process_type_that_is_no_name_is_named_and_left_out() {
+        let shape = Shape {
+            app: "app".into(),
+            region: Some("us".into()),
+            stack: None,
+            buildpacks: Vec::new(),
+            processes: vec![
+                process("web", "run web"),
+                process("worker", "run worker"),
+                process("bad\"; rm -rf /", "run it"),
+            ],
+            config_vars: Vec::new(),
+            addons: Vec::new(),
+            domains: Vec::new(),
+            build: None,
+            disagreements: Vec::new(),
+            decisions: Vec::new(),
+            dyno_prices: Default::default(),
+        };
+        let options = Options {
+            app_dir: ".".into(),
+            app_repo: "../app".into(),
+            jobs: Vec::new(),
+            priced: Priced::default(),
+        };
+        let out = generate(&shape, &options).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out
+            .decisions
+            .iter()
+            .any(|d| d.contains("is not a name Heroku allows")));
+        for f in &out.files {
+            assert!(!f.text.contains("rm -rf"), "{}", f.path);
+        }
+        let runbook = out
+            .files
+            .iter()
+            .find(|f| f.path == "runbook.toml")
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        assert!(runbook.contains("--service \"${app}-worker\" --desired-count 1"));
+    }
 }

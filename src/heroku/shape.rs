@@ -47,6 +47,16 @@ pub struct Domain {
     pub becomes: String,
 }
 
+impl Addon {
+    /// Heroku Redis or Key-Value Store.
+    pub fn is_redis(&self) -> bool {
+        matches!(
+            self.service.as_str(),
+            "heroku-redis" | "heroku-key-value-store"
+        )
+    }
+}
+
 /// The app's shape.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Shape {
@@ -415,6 +425,13 @@ pub async fn read(api: &Api, app: &str, repo: Option<&Path>) -> Result<Shape, Ap
 }
 
 impl Shape {
+    /// The Heroku Postgres attached as DATABASE: the one the runbook moves.
+    pub fn primary_postgres(&self) -> Option<&Addon> {
+        self.addons.iter().find(|a| {
+            a.service == "heroku-postgresql" && a.attachments.iter().any(|x| x == "DATABASE")
+        })
+    }
+
     /// The shape in words, for the terminal.
     pub fn describe(&self) -> String {
         let mut out = format!(

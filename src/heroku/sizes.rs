@@ -32,6 +32,15 @@ const FARGATE: &[(u32, u32, u32, u32)] = &[
     (16384, 32768, 122880, 8192),
 ];
 
+/// An add-on plan's own name, lower case: `heroku-redis:premium-0` → `premium-0`.
+pub fn plan_name(plan: &str) -> String {
+    plan.rsplit(':')
+        .next()
+        .unwrap_or(plan)
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// Heroku Redis and Key-Value Store plans: their memory (MiB).
 const REDIS_PLANS: &[(&str, u32)] = &[
     ("mini", 25),
@@ -66,12 +75,7 @@ const CACHE_NODES: &[(&str, u32)] = &[
 /// The smallest ElastiCache node with at least the memory of a Heroku Redis plan
 /// (`heroku-redis:premium-0` or `premium-0`): the node and the plan's memory, or why not.
 pub fn redis_node(plan: &str) -> Result<(&'static str, u32), String> {
-    let name = plan
-        .rsplit(':')
-        .next()
-        .unwrap_or(plan)
-        .trim()
-        .to_ascii_lowercase();
+    let name = plan_name(plan);
     let memory = REDIS_PLANS
         .iter()
         .find(|(n, _)| *n == name)
@@ -127,12 +131,7 @@ pub struct Rds {
 
 /// The RDS instance for a Heroku Postgres plan (`heroku-postgresql:standard-2`), or why none.
 pub fn rds_for_postgres(plan: &str) -> Result<Rds, String> {
-    let name = plan
-        .rsplit(':')
-        .next()
-        .unwrap_or(plan)
-        .trim()
-        .to_ascii_lowercase();
+    let name = plan_name(plan);
     let (tier, ha) = if name.starts_with("essential-") {
         (name.as_str(), false)
     } else {

@@ -44,3 +44,15 @@ pub fn var(name: &str) -> String {
         panic!("{name} is not set: run scripts/test, which starts the services the tests need")
     })
 }
+
+/// Set by scripts/test, which installs the tool; elsewhere the check runs when the tool is
+/// found, and says so when it is not.
+pub fn tool_from_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            eprintln!("{var} is not set: {what} not run (scripts/test installs it)");
+            None
+        }
+    }
+}

@@ -658,6 +658,14 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         tfvars["extra_domains"],
         serde_json::json!({"api.example.org": "example.org"})
     );
+    // RDS takes no hyphen in a database or user name: rails-app's are rails_app's.
+    assert_eq!(
+        (&tfvars["db_name"], &tfvars["db_username"]),
+        (
+            &serde_json::json!("rails_app"),
+            &serde_json::json!("rails_app_admin")
+        )
+    );
     assert_eq!(
         read("templates/infra/heroku-config-vars.env")
             .lines()

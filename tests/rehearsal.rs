@@ -53,6 +53,18 @@ const STEPS: usize = 59;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
+/// What the operator types while driving a runbook: each destructive step's phrase, and which
+/// steps are manual.
+struct Script {
+    phrases: &'static [(&'static str, &'static str)],
+    manual: &'static [&'static str],
+}
+
+const GENGAR: Script = Script {
+    phrases: PHRASES,
+    manual: MANUAL,
+};
+
 fn rehearse(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(repo().join("scripts/rehearse"));
     command
@@ -450,7 +462,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "{report:#}"
     );
     eprintln!("write freeze (no history): {freeze:#}");
-    users_lost_nothing(&dir, &env, freeze);
+    users_lost_nothing(&dir, &env, freeze, 2);
     let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
     assert_eq!(
         journal.matches("\"confirmed\"").count(),
@@ -572,9 +584,19 @@ fn drive(
 fn drive_until(
     env: &BTreeMap<String, String>,
     until: Option<&str>,
+    failed: impl FnMut(&str, &Output) -> bool,
+) -> Result<Vec<String>, String> {
+    drive_with(env, &GENGAR, until, failed)
+}
+
+/// [`drive_until`] with the phrases and manual steps of any runbook.
+fn drive_with(
+    env: &BTreeMap<String, String>,
+    script: &Script,
+    until: Option<&str>,
     mut failed: impl FnMut(&str, &Output) -> bool,
 ) -> Result<Vec<String>, String> {
-    let phrases: BTreeMap<&str, &str> = PHRASES.iter().copied().collect();
+    let phrases: BTreeMap<&str, &str> = script.phrases.iter().copied().collect();
     let mut ran = Vec::new();
     let started = Instant::now();
     loop {
@@ -623,7 +645,7 @@ fn drive_until(
             );
             args.extend(["--confirm", phrase]);
         }
-        if MANUAL.contains(&id.as_str()) {
+        if script.manual.contains(&id.as_str()) {
             args.extend(["--note", "rehearsal: checked by hand"]);
         }
         let out = cutover(env, &args);
@@ -1128,7 +1150,12 @@ fn unix(rfc3339: &serde_json::Value) -> f64 {
 /// RDS now, with its own content, once; no read of an acknowledged note came back empty; what
 /// the freeze refused was refused by Heroku's maintenance mode (503), inside the freeze as the
 /// journal measured it. Prints the freeze beside the refused span the users saw.
-fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde_json::Value) {
+fn users_lost_nothing(
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    freeze: &serde_json::Value,
+    freezes: usize,
+) {
     let seen = requests(dir);
     let acked: Vec<&Request> = seen.iter().filter(|r| r.outcome == "acked").collect();
     let on = |side: &str| {
@@ -1213,8 +1240,8 @@ fn users_lost_nothing(dir: &Path, env: &BTreeMap<String, String>, freeze: &serde
     }
     assert_eq!(
         frozen.len(),
-        2,
-        "frozen twice (the way back between): {frozen:?}"
+        freezes,
+        "frozen {freezes} time(s) (a way back between two): {frozen:?}"
     );
     let late: Vec<&&Request> = acked
         .iter()
@@ -1590,5 +1617,256 @@ fn a_runbook_that_never_moves_the_app_stops_before_the_decommission() {
     assert_eq!(state("destroy-heroku-app"), "pending");
     let heroku_state = std::fs::read_to_string(dir.join("standins/heroku.json")).unwrap();
     assert!(heroku_state.contains("heroku-postgresql"), "{heroku_state}");
+    assert_eq!(served.stop(), Some(143));
+}
+
+/// The phrases of the runbook `cutover init` writes for scripts/rehearsal/rails-app.
+const RAILS_PHRASES: &[(&str, &str)] = &[
+    ("terraform-apply", "apply infrastructure for rails-app"),
+    ("db-capture", "capture rails-app"),
+    ("db-copy", "copy into rails-app"),
+    ("maintenance-on", "freeze rails-app"),
+    ("heroku-workers-off", "stop the workers of rails-app"),
+    ("dns-cutover", "point shop.example.org at aws"),
+    ("rds-capture-remove", "close the way back"),
+    (
+        "remove-heroku-postgres",
+        "delete the heroku database of rails-app",
+    ),
+    ("destroy-heroku-app", "destroy rails-app"),
+    ("delete-heroku-secrets", "delete heroku secrets"),
+];
+
+const RAILS: Script = Script {
+    phrases: RAILS_PHRASES,
+    manual: &[
+        "deploy-workflow",
+        "redis-queues",
+        "callback-urls",
+        "one-off-commands",
+        "smoke-processes",
+        "smoke-flows",
+    ],
+};
+
+/// Every log line the app's tasks wrote to CloudWatch Logs (/ecs/rails-app), stream by stream.
+fn rails_logs(env: &BTreeMap<String, String>) -> String {
+    aws_python(
+        env,
+        "logs = boto3.client('logs', endpoint_url=os.environ['CUTOVER_AWS_ENDPOINT_URL'])\nfor s in logs.describe_log_streams(logGroupName='/ecs/rails-app')['logStreams']:\n    for e in logs.get_log_events(logGroupName='/ecs/rails-app', logStreamName=s['logStreamName'])['events']:\n        print(s['logStreamName'] + ': ' + e['message'])",
+        &[],
+    )
+}
+
+/// The task definitions the web service and the worker run now.
+fn rails_task_definitions(env: &BTreeMap<String, String>) -> String {
+    aws_python(
+        env,
+        "print(' '.join(s['taskDefinition'].rsplit('/', 1)[1] for s in ecs.describe_services(cluster='rails-app', services=['rails-app', 'rails-app-worker'])['services']))",
+        &[],
+    )
+}
+
+/// One deployment as a developer's push makes it: the repository's own deploy.yml (written by
+/// `cutover init`, scaffolded into the app) played by the gh stand-in, its `run:` steps for
+/// real with the AWS CLI against the emulated account. (exit code, output)
+fn deploy_rails(env: &BTreeMap<String, String>) -> (i32, String) {
+    let repo = &env["REHEARSAL_APP_REPO"];
+    let gh = |args: &[&str]| {
+        in_rehearsal("gh", env)
+            .args(args)
+            .current_dir(repo)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = gh(&[
+        "workflow",
+        "run",
+        "deploy.yml",
+        "-R",
+        "rehearsal/rails-app",
+        "--ref",
+        "main",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let id = gh(&[
+        "run",
+        "list",
+        "-R",
+        "rehearsal/rails-app",
+        "--workflow",
+        "deploy.yml",
+        "--limit",
+        "1",
+        "--json",
+        "databaseId",
+        "--jq",
+        ".[0].databaseId",
+    ]);
+    assert_eq!(code(&id), 0, "{}", text(&id));
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let out = gh(&[
+        "run",
+        "watch",
+        "-R",
+        "rehearsal/rails-app",
+        "--exit-status",
+        &id,
+    ]);
+    (code(&out), text(&out))
+}
+
+/// The second shape, end to end: a Rails app with a Sidekiq worker, a release phase, Heroku
+/// Postgres and Heroku Redis (scripts/rehearsal/rails-app: the Heroku Platform API's answers
+/// and the repository). scripts/rehearse runs `cutover init --from-heroku rails-app` against a
+/// stand-in of that API, then this drives the runbook it wrote, headless, to the decommission:
+/// its Terraform (with the worker's service, ElastiCache, the /up health check) applied to moto,
+/// its deploy workflow played for real, the Redis queues drained and Heroku's workers stopped
+/// inside the freeze, the worker started on AWS after the cutover. Then two more deployments:
+/// a release that migrates runs before the services move; a release that fails stops the
+/// deployment, and the services keep what they ran.
+#[test]
+fn a_rails_app_that_init_read_rehearses_to_the_decommission() {
+    let (temp, dir) = rehearsal_home();
+    let mut served = serve(
+        &dir,
+        &[("CUTOVER_REHEARSAL_SHAPE", "rails-app")],
+        &temp.path().join("serve.log"),
+    );
+    let env = environment(&dir);
+    // init wrote the runbook the rehearsal drives, said what it left to its user, and no
+    // config var's value is in anything it wrote.
+    let init = std::fs::read_to_string(dir.join("logs/init.log")).unwrap();
+    assert!(
+        init.contains("worker     1 × Standard-1X → an ECS service with no load balancer")
+            && init.contains("decisions for you"),
+        "{init}"
+    );
+    assert_eq!(
+        env["CUTOVER_RUNBOOK"],
+        dir.join("init/runbook.toml").to_str().unwrap()
+    );
+    for root in [
+        dir.join("init"),
+        dir.join("app-repo"),
+        dir.join("logs/init.log"),
+    ] {
+        let out = Command::new("grep")
+            .args(["-rlE", "rehearsal-not-a-(password|secret)"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "a config var's value in {}", text(&out));
+    }
+
+    let ran = drive_with(&env, &RAILS, None, |id, out| panic!("{id}: {}", text(out))).unwrap();
+    let steps = status(&env);
+    assert!(steps.iter().all(|s| s["state"] == "done"), "{steps:#?}");
+    assert_eq!(ran.len(), steps.len(), "every step once: {ran:?}");
+    let position = |id: &str| ran.iter().position(|r| r == id).unwrap();
+    // Inside the freeze, in this order: the queues drained, Heroku's workers stopped, the final
+    // drain, the release phase on RDS; the worker starts on AWS after the domain moved.
+    assert!(
+        position("maintenance-on") < position("redis-queues")
+            && position("redis-queues") < position("heroku-workers-off")
+            && position("heroku-workers-off") < position("db-drain")
+            && position("db-drain") < position("migrations")
+            && position("migrations") < position("dns-cutover")
+            && position("dns-cutover") < position("processes-on"),
+        "{ran:?}"
+    );
+    let heroku = std::fs::read_to_string(dir.join("standins/heroku.json")).unwrap();
+    assert!(heroku.contains("\"worker\": 0"), "{heroku}");
+
+    // The worker: an ECS service of its own with no load balancer, one task running the
+    // Sidekiq command on the same image; the ALB's target group holds the web task alone.
+    let services = aws_python(
+        &env,
+        "for s in ecs.describe_services(cluster='rails-app', services=['rails-app', 'rails-app-worker'])['services']:\n    print(s['serviceName'], s['desiredCount'], s['runningCount'], len(s['loadBalancers']))\ntg = elb.describe_target_groups(Names=['rails-app-tg'])['TargetGroups'][0]\nprint('targets', len(elb.describe_target_health(TargetGroupArn=tg['TargetGroupArn'])['TargetHealthDescriptions']), tg['HealthCheckPath'])",
+        &[],
+    );
+    assert_eq!(
+        services, "rails-app 1 1 1\nrails-app-worker 1 1 0\ntargets 1 /up",
+        "{services}"
+    );
+    let logs = rails_logs(&env);
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("worker/rails-app/") && l.contains("NotesDigestJob done")),
+        "{logs}"
+    );
+    // The release phase ran before the first deployment (on RDS, before the copy) and again
+    // inside the freeze, with nothing left to do.
+    assert!(
+        logs.contains("20261201090000 CreateWidgets: migrated"),
+        "{logs}"
+    );
+    assert!(logs.contains("nothing to migrate"), "{logs}");
+    let report = cutover(&env, &["report", "--format", "json"]);
+    assert_eq!(code(&report), 0, "{}", text(&report));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let freeze = &report["windows"][0];
+    assert_eq!(freeze["state"], "closed", "{freeze:#}");
+    eprintln!("rails-app write freeze: {freeze:#}");
+    users_lost_nothing(&dir, &env, freeze, 1);
+
+    // A push with a migration: the release runs it on RDS, then both services move to the
+    // new task definitions.
+    let repo = PathBuf::from(&env["REHEARSAL_APP_REPO"]);
+    let rds = &env["REHEARSAL_RDS_URL"];
+    let before = rails_task_definitions(&env);
+    std::fs::write(
+        repo.join("db/migrate/20261204100000_add_sku_to_widgets.sql"),
+        "ALTER TABLE widgets ADD COLUMN sku text;\n",
+    )
+    .unwrap();
+    let (deployed, out) = deploy_rails(&env);
+    assert_eq!(deployed, 0, "{out}");
+    assert!(
+        out.contains("the release phase ended STOPPED with exit code 0"),
+        "{out}"
+    );
+    let after = rails_task_definitions(&env);
+    assert_ne!(before, after);
+    assert_eq!(
+        scalar(rds, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'widgets' AND column_name = 'sku'"),
+        "1"
+    );
+
+    // A push whose migration fails on the data (a NOT NULL column on a table with rows): the
+    // release task exits 1, the job stops before any service is deployed, and the app serves
+    // on as before.
+    std::fs::write(
+        repo.join("db/migrate/20261204110000_require_note_author.sql"),
+        "ALTER TABLE notes ADD COLUMN author text NOT NULL;\n",
+    )
+    .unwrap();
+    let (deployed, out) = deploy_rails(&env);
+    assert_ne!(deployed, 0, "{out}");
+    assert!(
+        out.contains("the release phase ended STOPPED with exit code 1")
+            && out.contains("failed at 'Release phase as a one-off ECS task'")
+            && !out.contains("Deploy web"),
+        "{out}"
+    );
+    assert_eq!(rails_task_definitions(&env), after);
+    assert!(
+        rails_logs(&env).contains("contains null values"),
+        "the release's own error in its log"
+    );
+    assert_eq!(
+        scalar(
+            rds,
+            "SELECT count(*) FROM schema_migrations WHERE version = '20261204110000'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        scalar(rds, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'notes' AND column_name = 'author'"),
+        "0"
+    );
+    let (status, body) = http(edge_port(&dir), "GET", "/up");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(served.stop(), Some(143));
 }

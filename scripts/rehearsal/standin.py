@@ -9,6 +9,8 @@
                                                   one of its commands (twin.py starts these)
   standin.py account                              the AWS account before Terraform: the domain's
                                                   hosted zone, pointing at Heroku
+  standin.py heroku-api --listen H:P --answers F  the Heroku Platform API as `cutover init` reads
+                                                  it: recorded-shape answers (path -> JSON)
 
 Every line a stand-in prints starts with "[stand-in <tool>]" and says what the real command
 would have done. `terraform` is the real one wherever the machine has it and the provider's
@@ -26,6 +28,8 @@ import http.server
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,7 +103,10 @@ def docker(args):
         say(tool, f"would build {tag} for {platform} from {dockerfile}: nothing is built in a rehearsal")
         for image, name in stages:
             say(tool, f"  stage {name or '?'}: FROM {image}")
-        for needle, what in [("USER ", "a non-root USER"), ("EXPOSE ", "EXPOSE"), ("--expose-gc", "CMD with --expose-gc")]:
+        needles = [("USER ", "a non-root USER"), ("EXPOSE ", "EXPOSE"), ("CMD ", "CMD")]
+        if "dist/src/main.js" in text:  # gengar's: the heap is collected on demand
+            needles.append(("--expose-gc", "CMD with --expose-gc"))
+        for needle, what in needles:
             if needle not in text:
                 fail(tool, f"the Dockerfile has no {what}")
         say(tool, f"checked: {len(stages)} stages, {what_platforms(text)}, USER, EXPOSE, CMD")
@@ -529,17 +536,15 @@ def heroku(args):
         fail(tool, f"Couldn't find that app ({app}): it was destroyed")
     if command == "config:get":
         key = args[1]
-        if key != "DATABASE_URL":
-            fail(tool, f"the stand-in knows DATABASE_URL only, not {key}")
-        if "heroku-postgresql" not in state["addons"]:
+        if key == "DATABASE_URL" and "heroku-postgresql" not in state["addons"]:
             fail(tool, "DATABASE_URL is not set: the Postgres add-on was removed")
-        print(os.environ["REHEARSAL_SOURCE_URL"], flush=True)
+        config = heroku_config()
+        if key not in config:
+            fail(tool, f"{key} is not set on {app}")
+        print(config[key], flush=True)
         return 0
     if command == "config":
-        config = json.loads((HERE / "heroku-config.json").read_text())
-        # The add-on's attachments: both name Heroku's database (and Heroku rotates them).
-        config["DATABASE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
-        config["HEROKU_POSTGRESQL_ROSE_URL"] = os.environ["REHEARSAL_SOURCE_URL"]
+        config = heroku_config()
         print(json.dumps(config, indent=2), flush=True)
         print(f"[stand-in heroku] the config vars of {app}, as `heroku config --json` prints them (rehearsal values)", file=sys.stderr)
         return 0
@@ -613,16 +618,46 @@ def heroku(args):
     return 0
 
 
+def shape_answers() -> dict:
+    """The Heroku Platform API's answers of the rehearsed shape (REHEARSAL_SHAPE_DIR), or {}
+    for the bundled gengar rehearsal."""
+    shape = os.environ.get("REHEARSAL_SHAPE_DIR")
+    return json.loads((Path(shape) / "heroku-api.json").read_text()) if shape else {}
+
+
+def heroku_config() -> dict:
+    """The app's config vars, as Heroku holds them: the rehearsal's values, each database
+    attachment naming Heroku's database (which Heroku rotates)."""
+    answers = shape_answers()
+    app = os.environ.get("REHEARSAL_HEROKU_APP", "gengar-api")
+    if answers:
+        config = dict(answers[f"/apps/{app}/config-vars"])
+        attached = [v for a in answers.get(f"/apps/{app}/addons", []) if a["addon_service"]["name"] == "heroku-postgresql" for v in a["config_vars"]]
+        # Heroku Redis is not played: its URL leads nowhere (its data is never moved).
+        for name, value in config.items():
+            if value.startswith(("redis://", "rediss://")):
+                config[name] = "rediss://:rehearsal-heroku-redis@127.0.0.1:9/0"
+    else:
+        config = json.loads((HERE / "heroku-config.json").read_text())
+        attached = ["DATABASE_URL", "HEROKU_POSTGRESQL_ROSE_URL"]
+    for name in attached:
+        config[name] = os.environ["REHEARSAL_SOURCE_URL"]
+    return config
+
+
 def procfile_types() -> dict:
     """The process types of the rehearsal app's Procfile (type -> command), as Heroku reads it."""
-    procfile = rehearsal_dir() / "gengar-repo" / "gengar" / "Procfile"
+    repo = os.environ.get("REHEARSAL_APP_REPO")
+    procfile = Path(repo) / "Procfile" if repo else rehearsal_dir() / "gengar-repo" / "gengar" / "Procfile"
     if not procfile.is_file():
         procfile = HERE / "gengar-repo" / "gengar" / "Procfile"
     types = {}
     for line in procfile.read_text().splitlines():
         if ":" in line and not line.lstrip().startswith("#"):
             kind, command = line.split(":", 1)
-            types[kind.strip()] = command.strip()
+            # The release phase is no dyno: Heroku's formation has no `release`.
+            if kind.strip() != "release":
+                types[kind.strip()] = command.strip()
     return types or {"web": "node dist/src/main.js"}
 
 
@@ -634,6 +669,10 @@ def heroku_formation(state) -> dict:
     """How many dynos of each process type run: the web one at 1 until scaled (the Procfile's
     other types at 0), as the rehearsal's Heroku app starts."""
     formation = {kind: (1 if kind == "web" else 0) for kind in procfile_types()}
+    app = os.environ.get("REHEARSAL_HEROKU_APP", "gengar-api")
+    for dyno in shape_answers().get(f"/apps/{app}/formation", []):
+        if dyno["type"] in formation:
+            formation[dyno["type"]] = dyno["quantity"]
     if "dynos" in state:  # a rehearsal from before the formation was kept
         formation["web"] = int(state["dynos"])
     formation.update(state.get("formation") or {})
@@ -672,6 +711,7 @@ def gh(args):
         return 0
     if words[:2] == ["workflow", "run"]:
         state["runs"] += 1
+        state["workflow"] = words[2] if len(words) > 2 else ""
         save_json(state_file("github.json"), state)
         say(tool, f"✓ Created workflow_dispatch event for {words[2]} (run {state['runs']})")
         return 0
@@ -687,7 +727,7 @@ def gh(args):
     if words[:2] == ["run", "watch"]:
         if words[2:] != [str(1000 + state["runs"])]:
             fail(tool, f"no run {' '.join(words[2:]) or '(none given)'}: `gh run list` gives the id")
-        return play_workflow(state)
+        return play_actions_workflow(Path(".github/workflows") / state.get("workflow", "deploy.yml"), state)
     say(tool, f"would run: gh {' '.join(args)}")
     return 0
 
@@ -705,60 +745,161 @@ def positionals(args, with_values):
     return words
 
 
-def play_workflow(state) -> int:
-    """What deploy-backend.yml does, against the emulated account: push the image, then deploy."""
+EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+def play_actions_workflow(path: Path, state) -> int:
+    """The repository's own workflow file, played as GitHub Actions runs its one job: each
+    `run:` step is run for real with bash (-e -o pipefail), the workflow's and the step's env,
+    $GITHUB_OUTPUT read back into `steps.<id>.outputs`; the AWS CLI in them reaches the emulated
+    account (AWS_ENDPOINT_URL). Each `uses:` action is played by what it does to the account
+    (ACTIONS below): the image "build" puts an image index into ECR and keeps the files it was
+    built from (REHEARSAL_DIR/images/<tag>: what a task of that image runs). A failing step
+    stops the job there, as Actions does."""
     tool = "gh"
-    sha = hashlib.sha1(str(state["runs"]).encode()).hexdigest()[:12]
-    say(tool, "deploy-backend · checkout · configure AWS credentials (OIDC) · ECR login")
+    if not path.is_file():
+        fail(tool, f"could not find any workflow named {path.name} (in {path.parent})")
+    import yaml  # PyYAML: the rehearsal's Python has it (moto needs it)
+
+    workflow = yaml.safe_load(path.read_text())
+    if len(workflow["jobs"]) != 1:
+        fail(tool, f"{path}: the rehearsal plays a workflow of one job, not {len(workflow['jobs'])}")
+    job_name, job = next(iter(workflow["jobs"].items()))
+    unplayed = {"if", "continue-on-error", "working-directory", "shell"}
+    for key in [k for k in ("defaults", "env", "if", "needs", "strategy") if k in job] + [
+        f"{st.get('name', '?')}: {k}" for st in job["steps"] for k in st if k in unplayed
+    ]:
+        fail(tool, f"{path}: the rehearsal does not play `{key}`")
+    sha = hashlib.sha1(f"{state['runs']}".encode()).hexdigest()
+    context = {"github.sha": sha, "github.ref": "refs/heads/main"}
+    outputs: dict = {}
+    env_base = {k: str(v) for k, v in (workflow.get("env") or {}).items()}
+
+    def expand(text: str, env: dict) -> str:
+        def one(match):
+            expr = match.group(1)
+            if re.fullmatch(r"env\.\w+", expr):
+                return env.get(expr[4:], "")
+            step = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expr)
+            if step:
+                return outputs.get(step.group(1), {}).get(step.group(2), "")
+            if re.fullmatch(r"secrets\.\w+", expr):
+                # GitHub never shows a secret's value: a stand-in word where one is set.
+                return "rehearsal-secret" if expr[len("secrets."):] in state["secrets"] else ""
+            if expr in context:
+                return context[expr]
+            fail(tool, f"{path}: the rehearsal cannot evaluate ${{{{ {expr} }}}}")
+        return EXPRESSION.sub(one, text)
+
+    say(tool, f"{workflow.get('name', path.stem)} · job {job_name} · {path} played step by step (run: steps for real; actions by what they do)")
+    for number, step in enumerate(job["steps"], 1):
+        name = step.get("name") or step.get("uses") or f"step {number}"
+        env = dict(env_base)
+        env.update({k: expand(str(v), env) for k, v in (step.get("env") or {}).items()})
+        if "uses" in step:
+            action = step["uses"].split("@", 1)[0]
+            given = {k: expand(str(v), env) for k, v in (step.get("with") or {}).items()}
+            if action not in ACTIONS:
+                fail(tool, f"{name}: the rehearsal does not play the action {action}")
+            say(tool, f"[{number}] {name} ({step['uses']})")
+            try:
+                result = ACTIONS[action](given, env) or {}
+            except SystemExit:
+                say(tool, f"X {name} failed: the job stops here")
+                raise
+        else:
+            say(tool, f"[{number}] {name}")
+            with open(rehearsal_dir() / "standins" / "github-output", "w") as out:
+                out.write("")
+            # A runner's environment: no variable of the operator's or of the rehearsal's own
+            # (the databases' URLs) but the emulated account's credentials and endpoint.
+            keep = ("PATH", "HOME", "LANG", "TMPDIR", "PYENV_ROOT", "PYENV_VERSION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "CUTOVER_AWS_ENDPOINT_URL")
+            run_env = {k: os.environ[k] for k in keep if k in os.environ}
+            run_env["AWS_PAGER"] = ""
+            run_env.update(env)
+            run_env["GITHUB_OUTPUT"] = str(rehearsal_dir() / "standins" / "github-output")
+            run_env["GITHUB_SHA"] = sha
+            code = subprocess.call(["bash", "-e", "-o", "pipefail", "-c", expand(step["run"], env)], env=run_env)
+            if code != 0:
+                say(tool, f"X {name} failed (exit {code}): the job stops here; no later step runs")
+                fail(tool, f"{workflow.get('name', path.stem)} failed at {name!r}")
+            result = dotenv((rehearsal_dir() / "standins" / "github-output").read_text())
+        if step.get("id"):
+            outputs[step["id"]] = result
+    say(tool, f"✓ {workflow.get('name', path.stem)} completed")
+    return 0
+
+
+def action_checkout(_given, _env):
+    say("gh", "  the repository as it is on this machine (the rehearsal's app repository)")
+
+
+def action_aws_credentials(given, _env):
+    say("gh", f"  OIDC: would assume {given.get('role-to-assume') or '(no role!)'}; the rehearsal's test credentials are used")
+    if not given.get("role-to-assume"):
+        fail("gh", "configure-aws-credentials: role-to-assume is empty (is AWS_ROLE_ARN set in the repository's secrets?)")
+
+
+def action_ecr_login(_given, _env):
+    return {"registry": f"123456789012.dkr.ecr.{REGION}.amazonaws.com"}
+
+
+def action_nothing(_given, _env):
+    say("gh", "  nothing to do in a rehearsal")
+
+
+def action_build_push(given, _env):
+    """docker/build-push-action: nothing is built; each tag gets an image index in ECR for the
+    platforms asked, and the context's files are kept as that image's (images/<tag>)."""
+    context = Path(given.get("context") or ".")
+    platforms = [p.strip() for p in (given.get("platforms") or "linux/amd64").split(",") if p.strip()]
+    tags = [t.strip() for t in (given.get("tags") or "").splitlines() if t.strip()]
+    if not tags:
+        fail("gh", "build-push-action: no tags")
     ecr = aws("ecr")
-    digest = "sha256:" + hashlib.sha256(sha.encode()).hexdigest()
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1234, "platform": {"os": "linux", "architecture": "arm64"}}],
-    }
-    for tag in (sha, "latest"):
+    manifests = []
+    for platform in platforms:
+        os_name, _, arch = platform.partition("/")
+        digest = "sha256:" + hashlib.sha256(f"{tags[0]}{platform}".encode()).hexdigest()
+        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1234, "platform": {"os": os_name, "architecture": arch}})
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
+    for ref in tags:
+        repository, _, tag = ref.split("/", 1)[1].rpartition(":")
         try:
-            ecr.put_image(repositoryName="mentionai/gengar", imageManifest=json.dumps(index), imageManifestMediaType="application/vnd.oci.image.index.v1+json", imageTag=tag)
+            ecr.put_image(repositoryName=repository, imageManifest=json.dumps(index), imageManifestMediaType="application/vnd.oci.image.index.v1+json", imageTag=tag)
         except ecr.exceptions.RepositoryNotFoundException:
-            fail(tool, "the ECR repository mentionai/gengar does not exist: apply the Terraform first")
+            fail("gh", f"build-push-action: the ECR repository {repository} does not exist")
         except ecr.exceptions.ImageAlreadyExistsException:
             pass
-    say(tool, f"build and push linux/arm64: mentionai/gengar:{sha} and :latest (an image index put into ECR; nothing was built)")
-    # The rest as the workflow does it, against the emulated account (the twin runs the tasks).
-    ecs = aws("ecs")
-    cluster = service = "gengar"
-    current = ecs.describe_services(cluster=cluster, services=[service])["services"]
-    if not current:
-        fail(tool, "the ECS service gengar does not exist: apply the Terraform first")
-    definition = ecs.describe_task_definition(taskDefinition=current[0]["taskDefinition"])["taskDefinition"]
-    containers = definition["containerDefinitions"]
-    containers[0]["image"] = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/mentionai/gengar:{sha}"
-    keep = ["family", "taskRoleArn", "executionRoleArn", "networkMode", "requiresCompatibilities", "cpu", "memory", "runtimePlatform"]
-    registered = ecs.register_task_definition(containerDefinitions=containers, **{k: definition[k] for k in keep if k in definition})
-    arn = registered["taskDefinition"]["taskDefinitionArn"]
-    say(tool, f"registered {arn} (the new image)")
-    network = current[0].get("networkConfiguration") or current[0]["deployments"][0].get("networkConfiguration")
-    task = ecs.run_task(
-        cluster=cluster,
-        taskDefinition=arn,
-        launchType="FARGATE",
-        networkConfiguration=network,
-        overrides={"containerOverrides": [{"name": containers[0]["name"], "command": ["yarn", "migration:run"]}]},
-    )["tasks"][0]["taskArn"]
-    while True:
-        described = ecs.describe_tasks(cluster=cluster, tasks=[task])["tasks"][0]
-        if described["lastStatus"] == "STOPPED":
-            break
-        time.sleep(0.5)
-    code = described["containers"][0].get("exitCode")
-    say(tool, f"migrations exited with {code}")
-    if code != 0:
-        fail(tool, "deploy-backend failed at 'Run migrations as a one-off ECS task'")
-    ecs.update_service(cluster=cluster, service=service, taskDefinition=arn, forceNewDeployment=True)
-    say(tool, "force a new deployment of gengar/gengar · wait for stability (the runbook's first-deploy step checks it)")
-    say(tool, "✓ deploy-backend completed")
-    return 0
+        image = rehearsal_dir() / "images" / tag
+        if image.exists():
+            shutil.rmtree(image)
+        shutil.copytree(context, image, ignore=shutil.ignore_patterns(".git", "node_modules", "infra", ".terraform"))
+        say("gh", f"  pushed {ref} ({', '.join(platforms)}): an image index in ECR; nothing was built; its files kept as images/{tag}")
+
+
+def action_render_task_definition(given, _env):
+    """amazon-ecs-render-task-definition: the file with the container's image replaced."""
+    definition = json.loads(Path(given["task-definition"]).read_text())
+    containers = [c for c in definition["containerDefinitions"] if c["name"] == given["container-name"]]
+    if not containers:
+        fail("gh", f"render-task-definition: no container named {given['container-name']}")
+    containers[0]["image"] = given["image"]
+    out = rehearsal_dir() / "standins" / "task-definition.rendered.json"
+    out.write_text(json.dumps(definition, indent=2))
+    return {"task-definition": str(out)}
+
+
+ACTIONS = {
+    "actions/checkout": action_checkout,
+    "aws-actions/configure-aws-credentials": action_aws_credentials,
+    "aws-actions/amazon-ecr-login": action_ecr_login,
+    "docker/setup-qemu-action": action_nothing,
+    "docker/setup-buildx-action": action_nothing,
+    "docker/build-push-action": action_build_push,
+    "aws-actions/amazon-ecs-render-task-definition": action_render_task_definition,
+}
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -847,6 +988,9 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         self.handle_request()
 
     def handle_request(self):
+        if self.path == "/up":
+            # Rails' rails/health#show: 200 once the app booted; it asks no database.
+            return self.reply(200, {"status": "up"})
         if self.path == "/health":
             try:
                 system_identifier, name = self.database.run(
@@ -906,7 +1050,7 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         return self.reply(404, {"statusCode": 404, "message": f"Cannot GET {self.path}"})
 
     def do_HEAD(self):  # noqa: N802
-        self.send_response(200 if self.path == "/health" else 404)
+        self.send_response(200 if self.path in ("/health", "/up") else 404)
         self.end_headers()
 
     def reply(self, status, body):
@@ -921,11 +1065,16 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("[app] " + (fmt % args) + "\n")
 
 
-def serve_app(host: str, port: int):
-    """The app's server: `node dist/src/main.js` in the image."""
+def serve_app(host: str, port: int, rails: bool = False):
+    """The app's server: `node dist/src/main.js` in the image (gengar), or Puma (the Rails
+    shape): the same requests answered, /up as Rails' own health check."""
     AppHandler.database = Database(os.environ.get("DATABASE_URL"))
     server = http.server.ThreadingHTTPServer((host, port), AppHandler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if rails:
+        print(f"Puma starting in single mode... * Listening on http://{host}:{port} (the rehearsal's Rails stand-in)", flush=True)
+        server.serve_forever()
+        return
     print(f"[Nest] LOG [NestApplication] Nest application successfully started on {host}:{port}", flush=True)
     # The in-process cron (@nestjs/schedule) says it ran: smoke-cron looks for this line.
     print("[Nest] LOG [UsageResetService] monthly usage reset: nothing due today", flush=True)
@@ -1025,7 +1174,22 @@ def container(args):
         return 0
     line = " ".join(args)
     if args[0] in ("sh", "bash", "/bin/sh", "/bin/bash"):
+        # `sh -c "exec CMD"` (the Dockerfile's CMD, a process's command, the release phase):
+        # the shell would exec CMD, which is the app's own.
+        inner = app_command_in(args)
+        if inner is not None:
+            return container(inner)
         os.execvp(args[0], args)
+    # The Rails app (scripts/rehearsal/rails-app): its server, its Sidekiq worker, its release.
+    words = args[2:] if args[:2] == ["bundle", "exec"] else args
+    if words[:1] == ["puma"] or words[:2] in (["bin/rails", "server"], ["rails", "server"]):
+        host, _, port = os.environ.get("TWIN_LISTEN", "127.0.0.1:" + os.environ.get("PORT", "3000")).rpartition(":")
+        serve_app(host, int(port), rails=True)
+        return 0
+    if words[:1] == ["sidekiq"]:
+        return sidekiq(words)
+    if words[:2] in (["bin/rails", "db:migrate"], ["rails", "db:migrate"]):
+        return rails_migrate()
     if "dist/src/main.js" in args:
         return container([])
     if args[:2] == ["yarn", "migration:run"]:
@@ -1046,15 +1210,154 @@ def container(args):
     return 127
 
 
+APP_COMMANDS = ("bundle", "bin/rails", "rails", "puma", "sidekiq", "yarn", "node")
+
+
+def app_command_in(args):
+    """The app's own command in `sh -c "[exec] CMD ARGS"`, or None for any other shell text."""
+    if len(args) != 3 or args[1] != "-c":
+        return None
+    try:
+        words = shlex.split(args[2])
+    except ValueError:
+        return None
+    if words[:1] == ["exec"]:
+        words = words[1:]
+    if not words or words[0] not in APP_COMMANDS or any(c in args[2] for c in ";&|$`<>"):
+        return None
+    return words
+
+
+def image_root():
+    """The files of the image this task runs (TWIN_IMAGE): what the workflow's build put there
+    (REHEARSAL_DIR/images/<tag>), or REHEARSAL_IMAGE_ROOT (the repository itself, for Heroku's
+    slug); None when the image was never pushed, as ECS cannot pull it."""
+    if os.environ.get("REHEARSAL_IMAGE_ROOT"):
+        return Path(os.environ["REHEARSAL_IMAGE_ROOT"])
+    image = os.environ.get("TWIN_IMAGE", "")
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    root = Path(os.environ.get("TWIN_IMAGES") or rehearsal_dir() / "images") / tag
+    return root if root.is_dir() else None
+
+
+def rails_migrate() -> int:
+    """`bin/rails db:migrate`: db/migrate's migrations (each file the SQL the Ruby migration
+    would run: a stand-in, named so) applied in version order, each once, in a transaction of
+    its own with its version in schema_migrations, as Rails does. The first that fails stops
+    it, exit 1, and none after it runs."""
+    root = image_root()
+    if root is None:
+        print(f"CannotPullContainerError: {os.environ.get('TWIN_IMAGE', '(no image)')}: not found", flush=True)
+        return 1
+    try:
+        db = Database(os.environ.get("DATABASE_URL"))
+        db.run("CREATE TABLE IF NOT EXISTS schema_migrations (version varchar PRIMARY KEY)")
+        done = {row[0] for row in db.run("SELECT version FROM schema_migrations")}
+    except Exception as error:
+        print(f"rails aborted!\nActiveRecord::ConnectionNotEstablished: {type(error).__name__}: {error}", flush=True)
+        return 1
+    files = sorted((root / "db" / "migrate").glob("*.sql"))
+    pending = [f for f in files if f.name.split("_", 1)[0] not in done]
+    if not pending:
+        print("bin/rails db:migrate: nothing to migrate (schema_migrations is current)", flush=True)
+    for path in pending:
+        version, _, rest = path.stem.partition("_")
+        name = "".join(word.capitalize() for word in rest.split("_"))
+        print(f"== {version} {name}: migrating ======", flush=True)
+        started = time.time()
+        try:
+            db.run("BEGIN")
+            for statement in [p.strip() for p in strip_sql_comments(path.read_text()).split(";") if p.strip()]:
+                print(f"-- execute({statement[:70]!r})", flush=True)
+                db.run(statement)
+            db.run("INSERT INTO schema_migrations (version) VALUES (:v)", v=version)
+            db.run("COMMIT")
+        except Exception as error:
+            try:
+                db.run("ROLLBACK")
+            except Exception:
+                pass
+            detail = error.args[0].get("M", str(error)) if error.args and isinstance(error.args[0], dict) else str(error)
+            print("rails aborted!\nStandardError: An error has occurred, this and all later migrations canceled:\n", flush=True)
+            print(f"PG::Error: ERROR:  {detail}", flush=True)
+            return 1
+        print(f"== {version} {name}: migrated ({time.time() - started:.4f}s) ======", flush=True)
+    return 0
+
+
+def strip_sql_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def sidekiq(words) -> int:
+    """`bundle exec sidekiq -q QUEUE`: a worker with no port and no load balancer. It connects to
+    DATABASE_URL and reads REDIS_URL as Sidekiq does when it boots, then works: every few
+    seconds a job (a digest of the notes, read from the database), each logged."""
+    queues = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-q", "--queue")] or ["default"]
+    redis = os.environ.get("REDIS_URL", "")
+    if not redis:
+        print("Sidekiq: REDIS_URL is not set: cannot connect to Redis", flush=True)
+        return 1
+    where = redis.split("@", 1)[-1] if "@" in redis else redis.split("//", 1)[-1]
+    print(f"Sidekiq stand-in starting: queues {', '.join(queues)}; Redis at {where} (the URL's password is not printed)", flush=True)
+    db = Database(os.environ.get("DATABASE_URL"))
+    signal.signal(signal.SIGTERM, lambda *_: (print("Sidekiq: shutting down (TERM)", flush=True), sys.exit(0)))
+    jobs = 0
+    while True:
+        try:
+            (notes,) = db.run("SELECT count(*) FROM notes")[0]
+            jobs += 1
+            print(f"Sidekiq: NotesDigestJob done (job {jobs}): {notes} notes", flush=True)
+        except Exception as error:
+            print(f"Sidekiq: NotesDigestJob failed: {type(error).__name__}: {error}", flush=True)
+        time.sleep(3)
+
+
 def account(_args):
     """Before Terraform: the domain's hosted zone, with the record that points at Heroku."""
     r53 = aws("route53")
-    zone = r53.create_hosted_zone(Name="example.com.", CallerReference="rehearsal")["HostedZone"]["Id"]
+    domain = os.environ.get("TWIN_DOMAIN", "api.example.com")
+    zone_name = os.environ.get("REHEARSAL_ZONE", "example.com")
+    heroku_app = os.environ.get("REHEARSAL_HEROKU_APP", "gengar-api")
+    zone = r53.create_hosted_zone(Name=f"{zone_name}.", CallerReference="rehearsal")["HostedZone"]["Id"]
     r53.change_resource_record_sets(
         HostedZoneId=zone,
-        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {"Name": "api.example.com.", "Type": "CNAME", "TTL": 300, "ResourceRecords": [{"Value": "gengar-api.herokuapp.com"}]}}]},
+        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {"Name": f"{domain}.", "Type": "CNAME", "TTL": 300, "ResourceRecords": [{"Value": f"{heroku_app}.herokuapp.com"}]}}]},
     )
     return 0
+
+
+def heroku_api(args):
+    """The Heroku Platform API for `cutover init`: each path's recorded answer, to the bearer
+    token in HEROKU_API_KEY only (401 otherwise, as Heroku answers), 404 for any other path."""
+    listen = flag(args, "--listen")
+    answers = json.loads(Path(flag(args, "--answers")).read_text())
+    token = os.environ.get("HEROKU_API_KEY", "")
+    host, _, port = listen.rpartition(":")
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            if not token or self.headers.get("Authorization") != f"Bearer {token}":
+                return self.reply(401, {"id": "unauthorized", "message": "Invalid credentials provided."})
+            if self.headers.get("Accept") != "application/vnd.heroku+json; version=3":
+                return self.reply(400, {"id": "bad_request", "message": "Accept: application/vnd.heroku+json; version=3"})
+            path = self.path.split("?", 1)[0]
+            if path not in answers or path.startswith("_"):
+                return self.reply(404, {"id": "not_found", "message": "Couldn't find that app."})
+            self.reply(200, answers[path])
+
+        def reply(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, fmt, *args):
+            say("heroku-api", fmt % args)
+
+    http.server.ThreadingHTTPServer((host, int(port)), Api).serve_forever()
 
 
 # --- session-manager-plugin ---------------------------------------------------------------------
@@ -1212,7 +1515,7 @@ def rds_tls(args):
         threading.Thread(target=serve, args=(client, peer), daemon=True).start()
 
 
-COMMANDS = {"rds-tls": rds_tls, "session-manager-plugin": session_manager_plugin, "docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "app": app, "container": container, "account": account}
+COMMANDS = {"rds-tls": rds_tls, "session-manager-plugin": session_manager_plugin, "docker": docker, "terraform": terraform, "heroku": heroku, "gh": gh, "app": app, "container": container, "account": account, "heroku-api": heroku_api}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -12,7 +12,10 @@ makes the rehearsal's real parts decide instead:
             exit code is its command's. A new deployment (UpdateService) starts new tasks, then
             stops the old ones.
   the ALB   a service task is registered in the service's target group as 127.0.1.N:PORT; its
-            health (DescribeTargetHealth) is the answer of its real /health.
+            health (DescribeTargetHealth) is the answer of its real health check path (the
+            target group's). A service with no load balancer (a worker) only runs its tasks.
+  images    a task runs the files its image was "built" from (TWIN_IMAGE, TWIN_IMAGES: what the
+            workflow stand-in kept for each tag it pushed), e.g. the migrations a release runs.
   the domain the "internet" edge (one loopback port, the rehearsal's public_url) resolves the
             domain through the emulated Route 53 zone for every request: an alias or CNAME to
             the ALB's name reaches a healthy target (or, when a listener rule answers every path
@@ -258,6 +261,8 @@ def run_one_off(task, definition, command) -> None:
     # Its own address in the "VPC", as every Fargate task has (its connections leave from it).
     _next_address[0] += 1
     source = f"127.0.2.{_next_address[0] % 250 + 1}"
+    env["TWIN_IMAGE"] = definition.container_definitions[0].get("image") or ""
+    env["TWIN_IMAGES"] = str(DIR.parent / "images")
     process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env, source))
     ONE_OFF_PROCESSES[task.task_arn] = process
     with LOCK:
@@ -350,6 +355,8 @@ class ServiceTask:
             say("fargate", f"service {self.service.name}: task {task_id} failed to start: {error}")
             return False
         env["TWIN_LISTEN"] = f"{self.ip}:{self.port}"
+        env["TWIN_IMAGE"] = definition.container_definitions[0].get("image") or ""
+        env["TWIN_IMAGES"] = str(DIR.parent / "images")
         command = definition.container_definitions[0].get("command") or []
         self.process = spawn([sys.executable, str(STANDIN), "container", *command], container_env(env, self.ip))
         target = log_stream_of(definition, task_id)
@@ -428,6 +435,46 @@ def create_service(self):
     result = _create_service(self)
     service = result._result["service"]
     service.enable_execute_command = bool(self._get_param("enableExecuteCommand", False))
+    return result
+
+
+_describe_services = ecs_models.EC2ContainerServiceBackend.describe_services
+
+
+def describe_services(self, cluster_str, service_names_or_arns):
+    """The services with the counts their tasks give (moto's would be whatever
+    MOTO_ECS_SERVICE_RUNNING says, e.g. 1 running for a service that wants 0): running is the
+    current deployment's live tasks; the rollout is COMPLETED once they are as many as wanted
+    and no task of an older deployment runs, as `aws ecs wait services-stable` reads it."""
+    result = _describe_services(self, cluster_str, service_names_or_arns)
+    if not live():
+        return result
+    services = result[0] if isinstance(result, tuple) else result
+    with LOCK:
+        for service in services:
+            if getattr(service, "status", None) != "ACTIVE" or not service.deployments:
+                continue
+            generation = generation_of(service)
+            tasks = [t for t in RUNNING.get(service.arn, []) if t.process is not None and t.process.poll() is None]
+            running = sum(1 for t in tasks if t.generation == generation)
+            older = len(tasks) - running
+            service.running_count = running
+            service.pending_count = max(service.desired_count - running, 0)
+            primary = service.deployments[0]
+            primary.update({"desiredCount": service.desired_count, "runningCount": running, "pendingCount": service.pending_count})
+            # An older deployment's tasks still running: ECS lists it beside the primary (ACTIVE).
+            service.deployments = [primary] + ([{
+                "id": "ecs-svc/older", "status": "ACTIVE", "desiredCount": 0, "runningCount": older, "pendingCount": 0,
+                "failedTasks": 0, "launchType": primary.get("launchType"), "rolloutState": "COMPLETED",
+                "taskDefinition": next((t.definition.arn for t in tasks if t.generation != generation), primary.get("taskDefinition")),
+                "createdAt": primary.get("createdAt"), "updatedAt": primary.get("updatedAt"),
+            }] if older else [])
+            if running == service.desired_count and not older:
+                primary["rolloutState"] = "COMPLETED"
+                primary["rolloutStateReason"] = f"ECS deployment {primary['id']} completed."
+            else:
+                primary["rolloutState"] = "IN_PROGRESS"
+                primary["rolloutStateReason"] = f"ECS deployment {primary['id']} in progress."
     return result
 
 
@@ -547,6 +594,11 @@ def reconcile() -> None:
             t.stop(f"Essential container in task exited ({t.process.returncode})")
             tasks.remove(t)
         missing = service.desired_count - len(current)
+        # Scaled down: the surplus tasks stop (newest first), as the service scheduler does.
+        for t in current[service.desired_count:] if missing < 0 else []:
+            deregister(elb, service, t)
+            t.stop("scaled down")
+            tasks.remove(t)
         for _ in range(max(0, missing)):
             definition = backend.describe_task_definition(service.task_definition)
             t = ServiceTask(service, definition, generation)
@@ -554,11 +606,19 @@ def reconcile() -> None:
                 tasks.append(t)
                 for tg in target_groups_of(service):
                     elb.register_targets(tg, [{"Id": t.ip, "Port": t.port}])
-        # Old deployment's tasks go once the new ones answer (or at once if there are none new).
+        # Old deployment's tasks go once the new ones answer their target group's health check
+        # (a service with no load balancer, a worker: once they run), or at once if none is new.
         old = [t for t in tasks if t.generation != generation]
         if old:
             new = [t for t in tasks if t.generation == generation]
-            if all(probe(t.ip, t.port)[0] == "healthy" for t in new) or not new:
+            paths = [elb.target_groups[arn].health_check_path for arn in target_groups_of(service) if arn in elb.target_groups]
+
+            def up(t):
+                if not paths:
+                    return t.process is not None and t.process.poll() is None
+                return all(probe(t.ip, t.port, path)[0] == "healthy" for path in paths)
+
+            if all(up(t) for t in new) or not new:
                 for t in old:
                     deregister(elb, service, t)
                     t.stop("replaced by a new deployment")
@@ -589,11 +649,12 @@ def scheduler() -> None:
 # --- the ALB's health checks --------------------------------------------------------------------
 
 
-def probe(ip: str, port) -> tuple:
-    """A health check of one target, as the ALB makes it: GET /health, 200 is healthy."""
+def probe(ip: str, port, path: str = "/health") -> tuple:
+    """A health check of one target, as the ALB makes it: GET of the target group's health
+    check path, 200 is healthy."""
     try:
         connection = http.client.HTTPConnection(ip, int(port), timeout=3)
-        connection.request("GET", "/health")
+        connection.request("GET", path or "/health")
         status = connection.getresponse().status
         connection.close()
     except OSError as error:
@@ -610,7 +671,7 @@ def health_for(self, target, ec2_backend):
     status = _health_for(self, target, ec2_backend)
     if status.status == "healthy" and str(target.get("Id", "")).startswith("127."):
         port = self.targets.get(target["Id"], {}).get("Port", target.get("Port"))
-        status.status, status.reason, status.description = probe(target["Id"], port)
+        status.status, status.reason, status.description = probe(target["Id"], port, self.health_check_path)
     return status
 
 
@@ -726,7 +787,7 @@ def alb_targets(lb):
     for arn in groups:
         group = elb.target_groups.get(arn)
         if group is not None:
-            targets += [(t["Id"], t["Port"]) for t in group.targets.values()]
+            targets += [(t["Id"], t["Port"], group.health_check_path) for t in group.targets.values()]
     return targets
 
 
@@ -755,7 +816,7 @@ class Edge(http.server.BaseHTTPRequestHandler):
         if fixed is not None:
             status, message = fixed
             return self.answer(status, f"[twin alb] {detail.name}: {message}\n", via=f"alb {detail.name}")
-        healthy = [(ip, port) for ip, port in candidates if probe(ip, port)[0] == "healthy"]
+        healthy = [(ip, port) for ip, port, path in candidates if probe(ip, port, path)[0] == "healthy"]
         if not healthy:
             return self.answer(503, f"[twin alb] {detail.name}: no healthy target ({len(candidates)} registered)\n")
         ip, port = healthy[int(time.time() * 1000) % len(healthy)]
@@ -809,6 +870,7 @@ def install() -> None:
     ecs_models.EC2ContainerServiceBackend.list_tasks = list_tasks
     ecs_models.EC2ContainerServiceBackend.describe_tasks = describe_tasks
     ecs_models.EC2ContainerServiceBackend.update_service = update_service
+    ecs_models.EC2ContainerServiceBackend.describe_services = describe_services
     ecs_responses.EC2ContainerServiceResponse.create_service = create_service
     ssm_responses.SimpleSystemManagerResponse.start_session = start_session
     ssm_responses.SimpleSystemManagerResponse.terminate_session = terminate_session

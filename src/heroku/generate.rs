@@ -338,6 +338,13 @@ pub fn generate(shape: &Shape, options: &Options) -> Result<Output, String> {
         if arm { "ARM64" } else { "X86_64" }.into(),
     );
     tfvars.insert("env_example_path".into(), "heroku-config-vars.env".into());
+    // RDS takes letters, digits and underscores for the database and its master user, where
+    // an app's name has hyphens ("rails-app"): the template's defaults would be refused.
+    let database = db_identifier(&name);
+    if database != name {
+        tfvars.insert("db_name".into(), database.clone().into());
+        tfvars.insert("db_username".into(), format!("{database}_admin").into());
+    }
     // The primary Heroku Postgres' plan: the RDS class with its memory, storage autoscaling to
     // its cap, a standby where the plan keeps one.
     let primary = shape.primary_postgres();
@@ -528,7 +535,7 @@ fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> Strin
           family=\"$CONTAINER-$PROCESS\"
           aws ecs describe-task-definition --task-definition \"$family\" --query taskDefinition \\
             | jq --arg image \"$IMAGE\" '.containerDefinitions[0].image = $image
-                | del(.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities, .registeredAt, .registeredBy)' \\
+                | del(.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities, .registeredAt, .registeredBy, .deregisteredAt)' \\
             > \"$family.json\"
           arn=$(aws ecs register-task-definition --cli-input-json \"file://$family.json\" \\
             --query taskDefinition.taskDefinitionArn --output text)
@@ -611,8 +618,11 @@ jobs:
       - name: Task definition with the new image
         id: taskdef
         run: |
-          aws ecs describe-task-definition --task-definition \"$SERVICE\" \\
-            --query taskDefinition > taskdef.json
+          # What DescribeTaskDefinition adds (its ARN, revision, status...) is refused by
+          # RegisterTaskDefinition: dropped here, as the deploy action would.
+          aws ecs describe-task-definition --task-definition \"$SERVICE\" --query taskDefinition \\
+            | jq 'del(.taskDefinitionArn, .revision, .status, .requiresAttributes, .compatibilities,
+                .registeredAt, .registeredBy, .deregisteredAt)' > taskdef.json
           echo \"file=taskdef.json\" >> \"$GITHUB_OUTPUT\"
 
       - name: Render the image into it
@@ -641,6 +651,20 @@ jobs:
         run: |
 {wait}"
     )
+}
+
+/// The RDS database name for an app's AWS name: RDS takes a letter first, then letters, digits
+/// and underscores (at most 63; the master user adds `_admin`).
+pub fn db_identifier(name: &str) -> String {
+    let mut id: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !id.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        id.insert_str(0, "app_");
+    }
+    id.truncate(57);
+    id
 }
 
 /// Replaces `from` (found exactly once) with `to`; `what` names the edit in the error.
@@ -846,7 +870,7 @@ fn runbook(
         &mut t,
         "RDS_DATABASE_URL's database",
         "@RDS_ADDRESS:5432/gengar?",
-        &format!("@RDS_ADDRESS:5432/{}?", name),
+        &format!("@RDS_ADDRESS:5432/{}?", db_identifier(name)),
     )?;
     if redis {
         edit(
@@ -1411,6 +1435,13 @@ mod tests {
             becomes: String::new(),
             fargate: None,
         }
+    }
+
+    #[test]
+    fn a_database_name_is_one_rds_takes() {
+        assert_eq!(db_identifier("gengar"), "gengar");
+        assert_eq!(db_identifier("rails-app"), "rails_app");
+        assert_eq!(db_identifier("9lives"), "app_9lives");
     }
 
     /// A process type from the API that is no name Heroku allows never reaches the runbook's

@@ -8,7 +8,8 @@ And moto gives every RDS instance one DbiResourceId, which the Terraform provide
 instance up by: with two instances in one account it finds the other one and fails. Here each
 instance's id is its own, drawn from its identifier (so a replay gives the same). moto makes an
 ElastiCache replication group's member clusters in name only; AWS makes them, and the provider
-reads them: here they are made as AWS does, one cache cluster per member.
+reads them: here they are made as AWS does, one cache cluster per member. moto computes no
+CloudWatch percentile ("p99"): here it is the nearest rank of the values put in the period.
 
 Requests are handled one at a time, in the order moto's recorder writes them down: ids come
 from a seeded generator, so a recording replayed into a fresh server (a resumed rehearsal) gives
@@ -18,6 +19,7 @@ scripts/rehearsal/twin.py is loaded, which runs what AWS would run (ECS tasks, t
 checks, the domain as Route 53 resolves it) instead of letting moto claim it.
 """
 
+import math
 import os
 import sys
 import threading
@@ -27,6 +29,7 @@ import moto.core.utils as core_utils
 
 import hashlib
 
+import moto.cloudwatch.models as cloudwatch_models
 import moto.ecs.models as ecs_models
 import moto.elasticache.models as elasticache_models
 import moto.rds.models as rds_models
@@ -124,6 +127,30 @@ def _create_replication_group_with_members(self, *args, **kwargs):
 
 
 elasticache_models.ElastiCacheBackend.create_replication_group = _create_replication_group_with_members
+
+
+# CloudWatch's percentile statistics ("p99", "p95.5"): moto computes Sum, Average, Minimum,
+# Maximum and SampleCount only, and answers no value for a percentile. CloudWatch's percentile of
+# a period is the value of that rank among the data points' values; here, the nearest rank of
+# the raw values put (what put_metric_data gave), which is CloudWatch's figure for raw values.
+_get_statistics_for_type = cloudwatch_models.Statistics.get_statistics_for_type
+
+
+def _get_statistics_with_percentiles(self, stat):
+    if isinstance(stat, str) and stat.startswith("p"):
+        try:
+            p = float(stat[1:])
+        except ValueError:
+            return _get_statistics_for_type(self, stat)
+        values = sorted(self.metric_single_values_list)
+        if not values or not 0 <= p <= 100:
+            return None
+        rank = max(1, min(len(values), math.ceil(p / 100 * len(values))))
+        return values[rank - 1]
+    return _get_statistics_for_type(self, stat)
+
+
+cloudwatch_models.Statistics.get_statistics_for_type = _get_statistics_with_percentiles
 
 _handle = core_utils.convert_to_flask_response.__call__
 _in_order = threading.Lock()

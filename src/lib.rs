@@ -14,6 +14,7 @@ pub mod heroku;
 pub mod journal;
 pub mod redact;
 pub mod runbook;
+pub mod soak;
 pub mod state;
 pub mod status;
 #[cfg(feature = "tui")]

@@ -2163,3 +2163,183 @@ fn elb_maintenance_answers_503_itself_then_forwards_again() {
         [("1".to_string(), Some("403".to_string()))]
     );
 }
+
+/// An ALB `name` with a target group `name`-tg and an RDS instance `name`-db, and CloudWatch's
+/// figures for them over the last quarter hour (and the next two minutes: a minute may turn
+/// while the test runs): 100 requests a minute answered in 20–80 ms, two healthy targets,
+/// 15 GiB of 20 free, 10 connections. `burst` adds 5xx in the minute 3 minutes ago; `gap`
+/// leaves that minute without any ALB data point.
+fn soak_fixture(aws: &Moto, name: &str, burst: f64, gap: bool) -> (String, i64) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    aws.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&aws.config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&aws.config);
+        let rds = aws_sdk_rds::Client::new(&aws.config);
+        let cw = aws_sdk_cloudwatch::Client::new(&aws.config);
+        let subnets: Vec<String> = ec2.describe_subnets().send().await.unwrap().subnets()[..2]
+            .iter()
+            .map(|s| s.subnet_id().unwrap().to_string())
+            .collect();
+        let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        let lb = elb
+            .create_load_balancer()
+            .name(name)
+            .set_subnets(Some(subnets))
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()[0]
+            .clone();
+        let tg = elb
+            .create_target_group()
+            .name(format!("{name}-tg"))
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(3000)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_string();
+        postgres_instance(&rds, &format!("{name}-db"))
+            .send()
+            .await
+            .unwrap();
+        let lb_dim = lb
+            .load_balancer_arn()
+            .unwrap()
+            .split_once(":loadbalancer/")
+            .unwrap()
+            .1
+            .to_string();
+        let tg_dim = tg.rsplit_once(':').unwrap().1.to_string();
+        let dim = |n: &str, v: &str| Dimension::builder().name(n).value(v).build();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            / 60
+            * 60;
+        for minute in -15..=2i64 {
+            let at = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now + minute * 60 + 30);
+            let datum = |metric: &str, value: f64, dims: Vec<Dimension>| {
+                MetricDatum::builder()
+                    .metric_name(metric)
+                    .value(value)
+                    .timestamp(at)
+                    .set_dimensions(Some(dims))
+                    .build()
+            };
+            let mut alb = Vec::new();
+            if !(gap && minute == -3) {
+                alb.push(datum(
+                    "RequestCount",
+                    100.0,
+                    vec![dim("LoadBalancer", &lb_dim)],
+                ));
+                for ms in [20.0, 40.0, 80.0] {
+                    alb.push(datum(
+                        "TargetResponseTime",
+                        ms / 1000.0,
+                        vec![dim("LoadBalancer", &lb_dim)],
+                    ));
+                }
+                alb.push(datum(
+                    "HealthyHostCount",
+                    2.0,
+                    vec![dim("TargetGroup", &tg_dim), dim("LoadBalancer", &lb_dim)],
+                ));
+                if minute == -3 && burst > 0.0 {
+                    alb.push(datum(
+                        "HTTPCode_Target_5XX_Count",
+                        burst,
+                        vec![dim("LoadBalancer", &lb_dim)],
+                    ));
+                }
+            }
+            cw.put_metric_data()
+                .namespace("AWS/ApplicationELB")
+                .set_metric_data(Some(alb))
+                .send()
+                .await
+                .unwrap();
+            let db = vec![dim("DBInstanceIdentifier", &format!("{name}-db"))];
+            cw.put_metric_data()
+                .namespace("AWS/RDS")
+                .metric_data(datum(
+                    "FreeStorageSpace",
+                    15.0 * 1024f64.powi(3),
+                    db.clone(),
+                ))
+                .metric_data(datum("DatabaseConnections", 10.0, db))
+                .send()
+                .await
+                .unwrap();
+        }
+        (lb.dns_name().unwrap().to_string(), now - 3 * 60)
+    })
+}
+
+fn gate_step(dns: &str, name: &str) -> String {
+    format!(
+        "[[phase.step]]\nid = \"gate\"\ndo = \"soak.gate\"\nload_balancer = \"{dns}\"\ntarget_group = \"{name}-tg\"\nrds_instance = \"{name}-db\"\nwindow = \"10m\"\nhealthy_window = \"10m\"\nheroku_errors_per_1000 = \"2\"\nheroku_p99_ms = \"100\"\n"
+    )
+}
+
+/// The soak's go/no-go on CloudWatch's figures (moto's, put by the test; moto computes no
+/// percentile, scripts/moto_server.py gives it CloudWatch's nearest rank): a healthy soak is a
+/// go; a 5xx burst is a no-go naming the figure and its minute; a minute with no ALB data
+/// point is no request and no healthy target.
+#[test]
+fn the_soak_gate_judges_cloudwatchs_figures_against_herokus_baseline() {
+    let aws = Moto::new();
+    let minute_text = |unix: i64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap()),
+        )
+        .to_string()
+    };
+
+    let (dns, _) = soak_fixture(&aws, "soak-ok", 0.0, false);
+    let p = project(&gate_step(&dns, "soak-ok"));
+    p.ok(&["run", "gate"]).says("go: every threshold held");
+    let outputs = &p.step("gate")["outputs"];
+    assert_eq!(outputs["verdict"], "go");
+    // p99 of 20, 40, 80 ms repeated: 80 ms; 10 or 11 minutes of 100 requests.
+    assert_eq!(outputs["p99_ms"], "80");
+    assert!(
+        ["1000", "1100"].contains(&outputs["requests"].as_str().unwrap()),
+        "{outputs:#}"
+    );
+    let figures: serde_json::Value =
+        serde_json::from_str(outputs["figures"].as_str().unwrap()).unwrap();
+    assert!(
+        figures["requests"].as_array().unwrap().len() >= 10,
+        "{figures:#}"
+    );
+
+    // 1,000 requests; Heroku's 0.2% + 0.5 points = 0.7%: 30 5xx are 2.7% or more.
+    let (dns, burst) = soak_fixture(&aws, "soak-5xx", 30.0, false);
+    let p = project(&gate_step(&dns, "soak-5xx"));
+    let out = p.run(&["run", "gate"]);
+    assert_eq!(out.code(), 1, "{}", out.text());
+    out.says(&format!(
+        "no-go: 5xx rate (ALB target + ELB 5xx / RequestCount) at {}",
+        minute_text(burst)
+    ))
+    .says("limit ≤ 0.70% (Heroku's 0.20% + 0.5 points)")
+    .says("cutover rollback maintenance-on --chain");
+    assert_eq!(p.step("gate")["outputs"]["verdict"], "no-go");
+
+    let (dns, gap) = soak_fixture(&aws, "soak-gap", 0.0, true);
+    let p = project(&gate_step(&dns, "soak-gap"));
+    p.run(&["run", "gate"]).expect(1).says(&format!(
+        "no-go: healthy targets (HealthyHostCount) at {}: no data point",
+        minute_text(gap)
+    ));
+}

@@ -1598,3 +1598,91 @@ rollback = { do = "shell", run = "rm cut.txt && echo back >> order.txt", first =
             "`via` of the rollback's `first` action of step `b` must name an `aws.tunnel` step",
         );
 }
+
+/// Heroku's baseline from its router's lines (tests/fixtures/heroku-router.log: app and
+/// platform lines, an H12 timeout, a 500, the router's own H80, a drain's syslog line in
+/// another offset, a line cut off), read from a drain's file and through `heroku logs` (a
+/// stand-in printing the same file: the Heroku CLI cannot run here), against a hand
+/// computation. Nearest rank: the p-th percentile of n sorted values is the value of rank
+/// ⌈p·n/100⌉.
+#[test]
+fn heroku_baseline_records_the_routers_traffic_per_minute() {
+    let log = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heroku-router.log"),
+    )
+    .unwrap();
+    let p = project(
+        r#"
+[[phase.step]]
+id = "from-drain"
+do = "heroku.baseline"
+app = "gengar-api"
+log_file = "drain.log"
+min_requests = 5
+
+[[phase.step]]
+id = "from-cli"
+do = "heroku.baseline"
+app = "gengar-api"
+min_requests = 5
+
+[[phase.step]]
+id = "too-few"
+do = "heroku.baseline"
+app = "gengar-api"
+log_file = "drain.log"
+"#,
+    );
+    p.write("drain.log", &log);
+    p.write("heroku.log", &log);
+    p.write_script(
+        "bin/heroku",
+        "#!/bin/sh\n[ \"$*\" = \"logs --num 1500 -a gengar-api\" ] || { echo \"unexpected: $*\" >&2; exit 2; }\ncat heroku.log\n",
+    );
+    let path = format!(
+        "{}:{}",
+        p.file("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    p.ok(&["run", "from-drain"])
+        .says("9 requests over 2 minute(s), 3 server errors (333.3 per 1,000), service time p50 20 ms · p95 30000 ms · p99 30000 ms")
+        .says("1 router line(s) without a time or a status were left out");
+    p.run_with(&["run", "from-cli"], &[("PATH", &path)]).ok();
+    for id in ["from-drain", "from-cli"] {
+        let outputs = &p.step(id)["outputs"];
+        // 10:00: 10, 20, 30, 40 and the H12's 30000 ms (503): p50 rank 3, p95 and p99 rank 5.
+        // 10:01: 5, the 500's 15, the drain's 25 ms (10:01:45 UTC), and H80's 503 with no time.
+        let buckets: serde_json::Value =
+            serde_json::from_str(outputs["buckets"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            buckets,
+            serde_json::json!([
+                {"minute": 1_796_292_000u64, "requests": 5, "errors": 1, "p50_ms": 30, "p95_ms": 30000, "p99_ms": 30000},
+                {"minute": 1_796_292_060u64, "requests": 4, "errors": 2, "p50_ms": 15, "p95_ms": 25, "p99_ms": 25}
+            ]),
+            "{id}"
+        );
+        // All 8 times: 5 10 15 20 25 30 40 30000 → p50 rank 4, p95 and p99 rank 8.
+        for (name, value) in [
+            ("requests", "9"),
+            ("errors", "3"),
+            ("errors_per_1000", "333.33"),
+            ("p50_ms", "20"),
+            ("p95_ms", "30000"),
+            ("p99_ms", "30000"),
+            ("from", "2026-12-03T10:00:00Z"),
+            ("to", "2026-12-03T10:01:00Z"),
+            ("minutes", "2"),
+        ] {
+            assert_eq!(outputs[name], value, "{id}: {name}");
+        }
+    }
+    // A query string's token in a router line reaches no log of cutover's.
+    let logs = p.ok(&["log", "from-drain"]);
+    assert!(!logs.text().contains("not-in-any-log"), "{}", logs.text());
+    // Too few requests is no baseline: named, and the step fails.
+    let failed = p.run(&["run", "too-few"]);
+    assert_ne!(failed.code(), 0, "{}", failed.text());
+    failed.says("only 9 requests in");
+    assert_eq!(p.state_of("too-few"), "failed");
+}

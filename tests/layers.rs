@@ -93,6 +93,23 @@ const NEVER: &[(&str, &[&str])] = &[
             "workspace",
         ],
     ),
+    // The soak's evidence: parsing and counting traffic, nothing of where it comes from.
+    (
+        "soak",
+        &[
+            "actions",
+            "cost",
+            "engine",
+            "heroku",
+            "journal",
+            "runbook",
+            "state",
+            "status",
+            "tui",
+            "window",
+            "workspace",
+        ],
+    ),
     // The runbook is data: it knows nothing of running it or of what was run.
     (
         "runbook",

@@ -49,7 +49,7 @@ fn repo() -> PathBuf {
 }
 
 /// The steps of the bundled runbook.
-const STEPS: usize = 59;
+const STEPS: usize = 61;
 /// The manual steps: done when the operator says so, with a note.
 const MANUAL: &[&str] = &["deploy-workflow", "callback-urls", "smoke-flows"];
 
@@ -303,6 +303,45 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         .unwrap();
     assert!(verified > 323_119, "{verified}");
     assert_eq!(step("db-verify")["outputs"]["tables"], "5");
+    // Heroku's baseline, from the router lines the twin's Heroku logged for the users' requests
+    // (`heroku logs`): minute by minute, in the journal.
+    let baseline = &step("heroku-baseline")["outputs"];
+    let figure = |name: &str| {
+        baseline[name]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}: {baseline:#}"))
+    };
+    assert!(figure("requests") >= 100.0, "{baseline:#}");
+    assert!(figure("minutes") >= 2.0, "{baseline:#}");
+    assert!(figure("p50_ms") <= figure("p99_ms"), "{baseline:#}");
+    let buckets: Vec<serde_json::Value> =
+        serde_json::from_str(baseline["buckets"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["requests"].as_f64().unwrap())
+            .sum::<f64>(),
+        figure("requests")
+    );
+    // The soak's go/no-go read the users' requests through the ALB from CloudWatch (the twin
+    // publishes what the edge served), and RDS's figures.
+    let gate = &step("soak-gate")["outputs"];
+    assert_eq!(gate["verdict"], "go", "{gate:#}");
+    assert!(
+        gate["requests"]
+            .as_str()
+            .and_then(|r| r.parse::<u64>().ok())
+            .is_some_and(|r| r > 0),
+        "{gate:#}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(gate["figures"].as_str().unwrap()).unwrap();
+    for figure in ["requests", "healthy", "connections", "free_storage"] {
+        assert!(
+            seen[figure].as_array().is_some_and(|s| !s.is_empty()),
+            "{figure}: {seen:#}"
+        );
+    }
     assert!(step("dns-cutover")["outputs"]["previous"]
         .as_str()
         .is_some_and(|p| p.contains("gengar-api.herokuapp.com")));

@@ -555,6 +555,15 @@ def heroku(args):
         if state["maintenance"]:
             say(tool, "(as on Heroku: the router answers 503 to every request; the dynos keep running, and keep their database connections, until scaled down)")
         return 0
+    if command == "logs":
+        # The router's lines the twin wrote for each request Heroku answered (the app's own
+        # lines are not kept): the latest --num of them, as `heroku logs` prints them.
+        num = int(flag(args, ("-n", "--num"), "100"))
+        log = rehearsal_dir() / "standins" / "heroku-router.log"
+        lines = log.read_text().splitlines() if log.is_file() else []
+        for line in lines[-num:]:
+            print(line, flush=True)
+        return 0
     formation = heroku_formation(state)
     if command == "ps:scale":
         pairs = [a for a in args[1:] if "=" in a and not a.startswith("-")]

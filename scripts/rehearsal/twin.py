@@ -14,6 +14,11 @@ makes the rehearsal's real parts decide instead:
   the ALB   a service task is registered in the service's target group as 127.0.1.N:PORT; its
             health (DescribeTargetHealth) is the answer of its real health check path (the
             target group's). A service with no load balancer (a worker) only runs its tasks.
+  CloudWatch the ALB's RequestCount, TargetResponseTime, 5xx (the target's, the ALB's own) and
+            fixed responses for each request through the edge; every 10 s each target group's
+            HealthyHostCount, and RDS's DatabaseConnections and FreeStorageSpace (read from the
+            "RDS" cluster): what the soak's gate reads. Heroku's router lines for the requests
+            "Heroku" answered go to standins/heroku-router.log (`heroku logs`).
   images    a task runs the files its image was "built" from (TWIN_IMAGE, TWIN_IMAGES: what the
             workflow stand-in kept for each tag it pushed), e.g. the migrations a release runs.
   the domain the "internet" edge (one loopback port, the rehearsal's public_url) resolves the
@@ -62,6 +67,7 @@ from pathlib import Path
 import moto.ecs.models as ecs_models
 import moto.elbv2.models as elbv2_models
 from moto.ecs.models import ecs_backends
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.elbv2.models import elbv2_backends
 from moto.logs.models import logs_backends
 from moto.core.exceptions import JsonRESTError
@@ -634,16 +640,83 @@ def deregister(elb, service, t) -> None:
 
 
 def scheduler() -> None:
+    ticks = 0
     while True:
         time.sleep(1)
         if not live():
             continue
+        ticks += 1
         try:
             with LOCK:
                 reconcile()
             heroku_dynos()
+            if ticks % 10 == 0:
+                publish_gauges()
         except Exception:
             say("fargate", "scheduler error:\n" + traceback.format_exc())
+
+
+# --- CloudWatch: what AWS publishes about the ALB and RDS ---------------------------------------
+
+
+def alb_dimension(lb) -> str:
+    """The LoadBalancer dimension CloudWatch names an ALB by: its ARN's `app/NAME/ID`."""
+    return lb.arn.split(":loadbalancer/", 1)[-1]
+
+
+def publish(namespace: str, name: str, value, dims) -> None:
+    """One data point, now, as AWS publishes its own metrics (moto's CloudWatch keeps it)."""
+    try:
+        with LOCK:
+            cloudwatch_backends[ACCOUNT][REGION].put_metric_data(
+                namespace, [{"MetricName": name, "Value": float(value), "Dimensions": [{"Name": k, "Value": v} for k, v in dims]}]
+            )
+    except Exception as error:
+        say("cloudwatch", f"cannot publish {namespace} {name}: {error}")
+
+
+def publish_gauges() -> None:
+    """Every 10 s: each ALB target group's healthy targets (as the ALB's own health checks see
+    them), and RDS's connections and free storage (the "RDS" cluster's, read as its superuser:
+    what RDS's own monitoring reads)."""
+    with LOCK:
+        groups = []
+        for lb in elbv2_backends[ACCOUNT][REGION].load_balancers.values():
+            for listener in lb.listeners.values():
+                for action in listener.default_actions:
+                    arn = action.data.get("TargetGroupArn") if action.type == "forward" else None
+                    group = elbv2_backends[ACCOUNT][REGION].target_groups.get(arn) if arn else None
+                    if group is not None:
+                        targets = [(t["Id"], t["Port"]) for t in group.targets.values()]
+                        groups.append((alb_dimension(lb), group.arn.rsplit(":", 1)[-1], group.health_check_path, targets))
+        databases = [(db.db_instance_identifier, db.allocated_storage) for db in rds_backends[ACCOUNT][REGION].databases.values()]
+    for lb, tg, path, targets in set((a, b, c, tuple(d)) for a, b, c, d in groups):
+        healthy = sum(1 for ip, port in targets if probe(ip, port, path)[0] == "healthy")
+        publish("AWS/ApplicationELB", "HealthyHostCount", healthy, [("TargetGroup", tg), ("LoadBalancer", lb)])
+    url = os.environ.get("REHEARSAL_RDS_URL")
+    if not databases or not url:
+        return
+    try:
+        import pg8000.native
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        connection = pg8000.native.Connection(
+            user=unquote(parts.username or "postgres"), password=unquote(parts.password or "") or None,
+            host=parts.hostname, port=parts.port or 5432, database="postgres", timeout=5,
+        )
+        try:
+            (connections,) = connection.run("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")[0]
+            (used,) = connection.run("SELECT sum(pg_database_size(datname))::float8 FROM pg_database")[0]
+        finally:
+            connection.close()
+    except Exception as error:
+        say("cloudwatch", f"cannot read RDS's figures: {type(error).__name__}: {error}")
+        return
+    for identifier, allocated in databases:
+        dims = [("DBInstanceIdentifier", identifier)]
+        publish("AWS/RDS", "DatabaseConnections", connections, dims)
+        publish("AWS/RDS", "FreeStorageSpace", max(float(allocated or 0) * 1024**3 - float(used or 0), 0.0), dims)
 
 
 # --- the ALB's health checks --------------------------------------------------------------------
@@ -719,6 +792,24 @@ def heroku_dynos() -> None:
 
 
 # --- the edge: the domain as Route 53 resolves it ----------------------------------------------
+
+
+def router_log(request, status, service_ms, at) -> None:
+    """The line Heroku's router logs for a request it answered (`heroku logs` prints them: the
+    heroku stand-in reads this file), with the dyno's service time, or none when the router
+    answered itself (H80, H14)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}+00:00"
+    app = os.environ.get("REHEARSAL_HEROKU_APP", "gengar-api")
+    dyno, service = ("web.1", f"{service_ms}ms") if service_ms is not None else ("", "")
+    line = (
+        f'{stamp} heroku[router]: {at} method={request.command} path="{request.path}" host={app}.herokuapp.com '
+        f'request_id={uuid.uuid4()} fwd="{request.client_address[0]}" dyno={dyno} connect={"0ms" if dyno else ""} service={service} '
+        f'status={status} bytes= protocol=https\n'
+    )
+    with LOCK:
+        with open(DIR.parent / "standins" / "heroku-router.log", "a") as log:
+            log.write(line)
 
 
 def resolve(domain: str):
@@ -809,20 +900,35 @@ class Edge(http.server.BaseHTTPRequestHandler):
             if state.get("destroyed"):
                 return self.answer(404, "[twin heroku] no such app\n")
             if state.get("maintenance"):
+                router_log(self, 503, None, 'at=info code=H80 desc="Maintenance mode"')
                 return self.answer(503, "[twin heroku] Application offline for maintenance (H80)\n", via="heroku")
             if HEROKU["process"] is None or HEROKU["process"].poll() is not None:
+                router_log(self, 503, None, 'at=error code=H14 desc="No web processes running"')
                 return self.answer(503, "[twin heroku] Application error: no web dyno running (H14)\n", via="heroku")
-            return self.forward("127.0.0.1", HEROKU["port"], body, via="heroku")
+            started = time.time()
+            status = self.forward("127.0.0.1", HEROKU["port"], body, via="heroku")
+            router_log(self, status, int((time.time() - started) * 1000), "at=info")
+            return status
+        lb = alb_dimension(detail)
         if fixed is not None:
             status, message = fixed
+            publish("AWS/ApplicationELB", "HTTP_Fixed_Response_Count", 1, [("LoadBalancer", lb)])
             return self.answer(status, f"[twin alb] {detail.name}: {message}\n", via=f"alb {detail.name}")
+        publish("AWS/ApplicationELB", "RequestCount", 1, [("LoadBalancer", lb)])
         healthy = [(ip, port) for ip, port, path in candidates if probe(ip, port, path)[0] == "healthy"]
         if not healthy:
+            publish("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", 1, [("LoadBalancer", lb)])
             return self.answer(503, f"[twin alb] {detail.name}: no healthy target ({len(candidates)} registered)\n")
         ip, port = healthy[int(time.time() * 1000) % len(healthy)]
-        return self.forward(ip, port, body, via=f"alb {detail.name}")
+        started = time.time()
+        status = self.forward(ip, port, body, via=f"alb {detail.name}")
+        publish("AWS/ApplicationELB", "TargetResponseTime", time.time() - started, [("LoadBalancer", lb)])
+        if status >= 500:
+            publish("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", 1, [("LoadBalancer", lb)])
+        return status
 
     def forward(self, host, port, body, via):
+        """Forwards the request; returns the status answered."""
         try:
             connection = http.client.HTTPConnection(host, int(port), timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -831,7 +937,8 @@ class Edge(http.server.BaseHTTPRequestHandler):
             response = connection.getresponse()
             data = response.read()
         except OSError as error:
-            return self.answer(502, f"[twin {via}] the target did not answer: {error}\n")
+            self.answer(502, f"[twin {via}] the target did not answer: {error}\n")
+            return 502
         self.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
@@ -841,6 +948,7 @@ class Edge(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        return response.status
 
     def answer(self, status, text, via=None):
         data = text.encode()

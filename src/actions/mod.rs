@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod db;
+mod heroku;
 mod http;
 pub mod lines;
 mod manual;
@@ -258,6 +259,7 @@ impl Registry {
             Arc::new(http::Http),
             Arc::new(scaffold::Scaffold),
             Arc::new(terraform::Terraform),
+            Arc::new(heroku::HerokuBaseline),
         ];
         actions.extend(aws::actions(Arc::new(aws::Session::default())));
         actions.extend(db::actions());

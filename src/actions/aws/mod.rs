@@ -11,6 +11,7 @@ mod identity;
 pub mod logs;
 mod network;
 mod rds;
+mod soak;
 mod ssm;
 pub mod tunnel;
 
@@ -129,6 +130,7 @@ pub fn actions(session: Arc<Session>) -> Vec<Arc<dyn Action>> {
         Arc::new(logs::Search(session.clone())),
         Arc::new(logs::Tail(session.clone())),
         Arc::new(logs::Group(session.clone())),
+        Arc::new(soak::Gate(session.clone())),
         Arc::new(tunnel::Tunnel(session)),
     ]
 }

@@ -1,0 +1,341 @@
+//! The soak's go/no-go: AWS's figures over the soak, minute by minute, against Heroku's
+//! baseline and the thresholds. Pure: the figures come in as series, the breaches go out.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A figure's values by minute (the minute's start, Unix seconds).
+pub type Series = BTreeMap<u64, f64>;
+
+/// What AWS reported over the window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    /// ALB RequestCount (Sum per minute).
+    pub requests: Series,
+    /// ALB HTTPCode_Target_5XX_Count + HTTPCode_ELB_5XX_Count (Sum per minute).
+    pub errors: Series,
+    /// ALB TargetResponseTime p99 per minute, in milliseconds.
+    pub p99_ms: Series,
+    /// ALB TargetResponseTime p99 over the whole window, in milliseconds.
+    pub window_p99_ms: Option<f64>,
+    /// Target group HealthyHostCount (Minimum per minute).
+    pub healthy: Series,
+    /// RDS FreeStorageSpace (Minimum per minute), bytes.
+    pub free_storage: Series,
+    /// RDS DatabaseConnections (Maximum per minute).
+    pub connections: Series,
+    /// ECS service CPUUtilization and MemoryUtilization (Average per minute), percent: shown,
+    /// no threshold.
+    pub cpu: Series,
+    pub memory: Series,
+}
+
+/// The thresholds (each overridable in the runbook).
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    /// The 5xx rate may exceed Heroku's by this many percentage points.
+    pub error_margin_pp: f64,
+    /// p99 may be at most this many times Heroku's...
+    pub p99_ratio: f64,
+    /// ...or this many milliseconds, whichever is more: below it a difference is the network's
+    /// noise (another hop, TLS), not the app's.
+    pub p99_floor_ms: f64,
+    /// No minute without a healthy target in this last stretch of the window (seconds).
+    pub healthy_secs: u64,
+    /// RDS free storage above this percentage of the allocated storage.
+    pub min_free_storage_pct: f64,
+    /// RDS connections under this percentage of max_connections.
+    pub max_connections_pct: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            error_margin_pp: 0.5,
+            p99_ratio: 1.5,
+            p99_floor_ms: 50.0,
+            healthy_secs: 24 * 3600,
+            min_free_storage_pct: 20.0,
+            max_connections_pct: 80.0,
+        }
+    }
+}
+
+/// Heroku's figures (heroku.baseline's outputs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Heroku {
+    pub errors_per_1000: f64,
+    pub p99_ms: f64,
+}
+
+/// What the RDS instance holds: its allocated storage and its connection limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Database {
+    pub allocated_bytes: f64,
+    pub max_connections: f64,
+}
+
+/// A threshold that did not hold: the figure, the minute, the value and the limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Breach {
+    pub figure: String,
+    /// Unix seconds of the minute (0 when the figure has no data at all).
+    pub minute: u64,
+    pub value: String,
+    pub limit: String,
+}
+
+/// The window's minutes, first to last.
+pub fn minutes(from: u64, to: u64) -> impl Iterator<Item = u64> {
+    (from / 60..=to / 60).map(|m| m * 60)
+}
+
+/// Judges the window [from, to] (minutes' starts). A minute with no ALB data point had no
+/// request, no error and no healthy target: CloudWatch publishes nothing for an idle
+/// minute's counts, and the target group's count every minute it exists.
+pub fn judge(
+    f: &Figures,
+    heroku: &Heroku,
+    db: &Database,
+    t: &Thresholds,
+    from: u64,
+    to: u64,
+) -> Vec<Breach> {
+    let mut breaches = Vec::new();
+    let at = |s: &Series, m: u64| s.get(&m).copied().unwrap_or(0.0);
+    let requests: f64 = minutes(from, to).map(|m| at(&f.requests, m)).sum();
+    let errors: f64 = minutes(from, to).map(|m| at(&f.errors, m)).sum();
+    // The 5xx rate over the window, in percent, against Heroku's.
+    let rate = if requests > 0.0 {
+        errors * 100.0 / requests
+    } else {
+        0.0
+    };
+    let limit = heroku.errors_per_1000 / 10.0 + t.error_margin_pp;
+    if rate > limit {
+        let worst = minutes(from, to)
+            .max_by(|a, b| at(&f.errors, *a).total_cmp(&at(&f.errors, *b)))
+            .unwrap_or(from);
+        breaches.push(Breach {
+            figure: "5xx rate (ALB target + ELB 5xx / RequestCount)".into(),
+            minute: worst,
+            value: format!(
+                "{rate:.2}% ({errors:.0} of {requests:.0}; the most, {:.0}, in this minute)",
+                at(&f.errors, worst)
+            ),
+            limit: format!(
+                "≤ {limit:.2}% (Heroku's {:.2}% + {} points)",
+                heroku.errors_per_1000 / 10.0,
+                t.error_margin_pp
+            ),
+        });
+    }
+    // p99 of the target's response time over the window, against Heroku's service time.
+    let p99_limit = (heroku.p99_ms * t.p99_ratio).max(t.p99_floor_ms);
+    if let Some(p99) = f.window_p99_ms {
+        if p99 > p99_limit {
+            let worst = f
+                .p99_ms
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(from, |(m, _)| *m);
+            breaches.push(Breach {
+                figure: "p99 response time (ALB TargetResponseTime)".into(),
+                minute: worst,
+                value: format!(
+                    "{p99:.0} ms over the window ({:.0} ms in this minute)",
+                    f.p99_ms.get(&worst).copied().unwrap_or(p99)
+                ),
+                limit: format!(
+                    "≤ {p99_limit:.0} ms ({}× Heroku's {:.0} ms, at least {:.0} ms)",
+                    t.p99_ratio, heroku.p99_ms, t.p99_floor_ms
+                ),
+            });
+        }
+    }
+    // No minute without a healthy target in the last stretch.
+    let healthy_from = to.saturating_sub(t.healthy_secs).max(from);
+    if let Some(m) = minutes(healthy_from, to).find(|m| at(&f.healthy, *m) < 1.0) {
+        breaches.push(Breach {
+            figure: "healthy targets (HealthyHostCount)".into(),
+            minute: m,
+            value: match f.healthy.get(&m) {
+                Some(v) => format!("{v:.0}"),
+                None => "no data point (no healthy target reported)".into(),
+            },
+            limit: format!(
+                "≥ 1 every minute of the last {}",
+                crate::clock::short(std::time::Duration::from_secs(t.healthy_secs))
+            ),
+        });
+    }
+    // RDS: free storage and connections.
+    match f.free_storage.iter().next_back() {
+        Some((m, free)) if db.allocated_bytes > 0.0 => {
+            let pct = free * 100.0 / db.allocated_bytes;
+            if pct < t.min_free_storage_pct {
+                breaches.push(Breach {
+                    figure: "RDS free storage (FreeStorageSpace)".into(),
+                    minute: *m,
+                    value: format!("{pct:.1}% ({:.1} GiB free)", free / 1024f64.powi(3)),
+                    limit: format!("> {}% of the allocated storage", t.min_free_storage_pct),
+                });
+            }
+        }
+        _ => breaches.push(Breach {
+            figure: "RDS free storage (FreeStorageSpace)".into(),
+            minute: 0,
+            value: "no data point in the window".into(),
+            limit: format!("> {}% of the allocated storage", t.min_free_storage_pct),
+        }),
+    }
+    let conn_limit = db.max_connections * t.max_connections_pct / 100.0;
+    if f.connections.is_empty() {
+        breaches.push(Breach {
+            figure: "RDS connections (DatabaseConnections)".into(),
+            minute: 0,
+            value: "no data point in the window".into(),
+            limit: format!("< {conn_limit:.0}"),
+        });
+    } else if let Some((m, c)) = f
+        .connections
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .filter(|(_, c)| **c >= conn_limit)
+    {
+        breaches.push(Breach {
+            figure: "RDS connections (DatabaseConnections)".into(),
+            minute: *m,
+            value: format!("{c:.0}"),
+            limit: format!(
+                "< {conn_limit:.0} ({}% of max_connections {:.0})",
+                t.max_connections_pct, db.max_connections
+            ),
+        });
+    }
+    breaches
+}
+
+/// A series cut to at most `max` points, each the mean of its stretch: what the journal keeps.
+pub fn downsample(s: &Series, max: usize) -> Vec<(u64, f64)> {
+    if s.len() <= max || max == 0 {
+        return s.iter().map(|(m, v)| (*m, *v)).collect();
+    }
+    let per = s.len().div_ceil(max);
+    let points: Vec<(u64, f64)> = s.iter().map(|(m, v)| (*m, *v)).collect();
+    points
+        .chunks(per)
+        .map(|c| (c[0].0, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy_window() -> (Figures, u64, u64) {
+        let from = 1_796_292_000;
+        let to = from + 9 * 60;
+        let mut f = Figures::default();
+        for m in minutes(from, to) {
+            f.requests.insert(m, 100.0);
+            f.healthy.insert(m, 2.0);
+            f.p99_ms.insert(m, 80.0);
+            f.connections.insert(m, 10.0);
+            f.free_storage.insert(m, 15.0 * 1024f64.powi(3));
+        }
+        f.window_p99_ms = Some(90.0);
+        (f, from, to)
+    }
+
+    const HEROKU: Heroku = Heroku {
+        errors_per_1000: 2.0,
+        p99_ms: 100.0,
+    };
+    const DB: Database = Database {
+        allocated_bytes: 20.0 * 1024.0 * 1024.0 * 1024.0,
+        max_connections: 100.0,
+    };
+
+    #[test]
+    fn a_healthy_window_passes_and_a_5xx_burst_is_named_with_its_minute() {
+        let (mut f, from, to) = healthy_window();
+        assert_eq!(
+            judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to),
+            []
+        );
+        // 1,000 requests; Heroku 0.2% + 0.5 points = 0.7%: 8 errors in minute 3 fail it.
+        f.errors.insert(from + 180, 8.0);
+        let b = judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].minute, from + 180);
+        assert!(b[0].value.starts_with("0.80% (8 of 1000"), "{b:?}");
+        assert!(b[0].limit.starts_with("≤ 0.70%"), "{b:?}");
+    }
+
+    #[test]
+    fn a_missing_alb_point_is_zero_requests_and_no_healthy_target() {
+        let (mut f, from, to) = healthy_window();
+        f.requests.remove(&(from + 120));
+        f.healthy.remove(&(from + 120));
+        let b = judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(
+            (b[0].figure.as_str(), b[0].minute),
+            ("healthy targets (HealthyHostCount)", from + 120)
+        );
+        // 900 requests now: 5 errors are 0.56%, inside 0.7%.
+        f.healthy.insert(from + 120, 1.0);
+        f.errors.insert(from, 5.0);
+        assert_eq!(
+            judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to),
+            []
+        );
+    }
+
+    #[test]
+    fn p99_storage_and_connections_are_judged() {
+        let (mut f, from, to) = healthy_window();
+        f.window_p99_ms = Some(151.0);
+        f.p99_ms.insert(from + 60, 400.0);
+        f.free_storage.insert(to, 3.0 * 1024f64.powi(3));
+        f.connections.insert(from + 240, 80.0);
+        let b = judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to);
+        let named: Vec<(&str, u64)> = b.iter().map(|b| (b.figure.as_str(), b.minute)).collect();
+        assert_eq!(
+            named,
+            [
+                ("p99 response time (ALB TargetResponseTime)", from + 60),
+                ("RDS free storage (FreeStorageSpace)", to),
+                ("RDS connections (DatabaseConnections)", from + 240)
+            ]
+        );
+        assert!(b[1].value.starts_with("15.0%"), "{b:?}");
+        // Under the floor, a ratio is noise: 30 ms against Heroku's 4 ms passes.
+        let (mut f, ..) = healthy_window();
+        f.window_p99_ms = Some(30.0);
+        let fast = Heroku {
+            errors_per_1000: 2.0,
+            p99_ms: 4.0,
+        };
+        assert_eq!(judge(&f, &fast, &DB, &Thresholds::default(), from, to), []);
+        // No RDS data at all is no evidence: named.
+        let (mut f, ..) = healthy_window();
+        f.free_storage.clear();
+        f.connections.clear();
+        let b = judge(&f, &HEROKU, &DB, &Thresholds::default(), from, to);
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|b| b.value == "no data point in the window"));
+    }
+
+    #[test]
+    fn downsampling_keeps_at_most_max_points_as_means() {
+        let s: Series = (0..10u64).map(|i| (i * 60, i as f64)).collect();
+        assert_eq!(downsample(&s, 20).len(), 10);
+        assert_eq!(
+            downsample(&s, 5),
+            [(0, 0.5), (120, 2.5), (240, 4.5), (360, 6.5), (480, 8.5)]
+        );
+    }
+}

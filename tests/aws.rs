@@ -2287,7 +2287,7 @@ fn soak_fixture(aws: &Moto, name: &str, burst: f64, gap: bool) -> (String, i64) 
 
 fn gate_step(dns: &str, name: &str) -> String {
     format!(
-        "[[phase.step]]\nid = \"gate\"\ndo = \"soak.gate\"\nload_balancer = \"{dns}\"\ntarget_group = \"{name}-tg\"\nrds_instance = \"{name}-db\"\nwindow = \"10m\"\nhealthy_window = \"10m\"\nheroku_errors_per_1000 = \"2\"\nheroku_p99_ms = \"100\"\n"
+        "[[phase.step]]\nid = \"gate\"\ndo = \"soak.gate\"\nload_balancer = \"{dns}\"\ntarget_group = \"{name}-tg\"\nrds_instance = \"{name}-db\"\nwindow = \"10m\"\ndelay = \"0s\"\nhealthy_window = \"10m\"\nheroku_errors_per_1000 = \"2\"\nheroku_p99_ms = \"100\"\n"
     )
 }
 

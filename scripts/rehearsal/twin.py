@@ -640,17 +640,17 @@ def deregister(elb, service, t) -> None:
 
 
 def scheduler() -> None:
-    ticks = 0
+    published = 0.0
     while True:
         time.sleep(1)
         if not live():
             continue
-        ticks += 1
         try:
             with LOCK:
                 reconcile()
             heroku_dynos()
-            if ticks % 10 == 0:
+            if time.time() - published >= 10:
+                published = time.time()
                 publish_gauges()
         except Exception:
             say("fargate", "scheduler error:\n" + traceback.format_exc())
@@ -675,6 +675,9 @@ def publish(namespace: str, name: str, value, dims) -> None:
         say("cloudwatch", f"cannot publish {namespace} {name}: {error}")
 
 
+FAILED_CHECKS: dict = {}
+
+
 def publish_gauges() -> None:
     """Every 10 s: each ALB target group's healthy targets (as the ALB's own health checks see
     them), and RDS's connections and free storage (the "RDS" cluster's, read as its superuser:
@@ -691,7 +694,14 @@ def publish_gauges() -> None:
                         groups.append((alb_dimension(lb), group.arn.rsplit(":", 1)[-1], group.health_check_path, targets))
         databases = [(db.db_instance_identifier, db.allocated_storage) for db in rds_backends[ACCOUNT][REGION].databases.values()]
     for lb, tg, path, targets in set((a, b, c, tuple(d)) for a, b, c, d in groups):
-        healthy = sum(1 for ip, port in targets if probe(ip, port, path)[0] == "healthy")
+        healthy = 0
+        for ip, port in targets:
+            # As the ALB counts: unhealthy after 2 failed checks in a row (its threshold), not
+            # after one slow answer on a busy machine.
+            key = (tg, ip, port)
+            FAILED_CHECKS[key] = 0 if probe(ip, port, path)[0] == "healthy" else FAILED_CHECKS.get(key, 0) + 1
+            healthy += FAILED_CHECKS[key] < 2
+        # Dimensions in this order: moto matches a query's only in the same order.
         publish("AWS/ApplicationELB", "HealthyHostCount", healthy, [("TargetGroup", tg), ("LoadBalancer", lb)])
     url = os.environ.get("REHEARSAL_RDS_URL")
     if not databases or not url:

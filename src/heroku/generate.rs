@@ -664,6 +664,76 @@ pub fn db_identifier(name: &str) -> String {
         id.insert_str(0, "app_");
     }
     id.truncate(57);
+    // Names RDS refuses as a database or its master user: PostgreSQL's reserved words and
+    // RDS's own roles and databases (an app named "order" or "user" exists on Heroku).
+    const RESERVED: &[&str] = &[
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "column",
+        "constraint",
+        "create",
+        "default",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "for",
+        "foreign",
+        "from",
+        "grant",
+        "group",
+        "having",
+        "in",
+        "into",
+        "leading",
+        "limit",
+        "not",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "placing",
+        "postgres",
+        "primary",
+        "rdsadmin",
+        "references",
+        "returning",
+        "select",
+        "table",
+        "template0",
+        "template1",
+        "then",
+        "to",
+        "trailing",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "when",
+        "where",
+        "window",
+        "with",
+    ];
+    if RESERVED.contains(&id.as_str()) {
+        id.push_str("_app");
+    }
     id
 }
 
@@ -1442,6 +1512,8 @@ mod tests {
         assert_eq!(db_identifier("gengar"), "gengar");
         assert_eq!(db_identifier("rails-app"), "rails_app");
         assert_eq!(db_identifier("9lives"), "app_9lives");
+        assert_eq!(db_identifier("order"), "order_app");
+        assert_eq!(db_identifier("user"), "user_app");
     }
 
     /// A process type from the API that is no name Heroku allows never reaches the runbook's

@@ -47,6 +47,9 @@ pub struct Thresholds {
     pub min_free_storage_pct: f64,
     /// RDS connections under this percentage of max_connections.
     pub max_connections_pct: f64,
+    /// Fewer requests through the ALB in the window is no evidence (the domain may not lead
+    /// there at all).
+    pub min_requests: f64,
 }
 
 impl Default for Thresholds {
@@ -58,6 +61,7 @@ impl Default for Thresholds {
             healthy_secs: 24 * 3600,
             min_free_storage_pct: 20.0,
             max_connections_pct: 80.0,
+            min_requests: 1.0,
         }
     }
 }
@@ -106,9 +110,21 @@ pub fn judge(
     let at = |s: &Series, m: u64| s.get(&m).copied().unwrap_or(0.0);
     let requests: f64 = minutes(from, to).map(|m| at(&f.requests, m)).sum();
     let errors: f64 = minutes(from, to).map(|m| at(&f.errors, m)).sum();
-    // The 5xx rate over the window, in percent, against Heroku's.
-    let rate = if requests > 0.0 {
-        errors * 100.0 / requests
+    if requests < t.min_requests {
+        breaches.push(Breach {
+            figure: "requests through the ALB (RequestCount)".into(),
+            minute: from,
+            value: format!("{requests:.0} in the window"),
+            limit: format!(
+                "≥ {:.0}: with fewer, nothing says the app serves from AWS",
+                t.min_requests
+            ),
+        });
+    }
+    // The 5xx rate over the window, in percent, against Heroku's. The ALB's own 5xx (no
+    // healthy target) are not all in RequestCount: counted in both sides.
+    let rate = if requests + errors > 0.0 {
+        errors * 100.0 / requests.max(errors)
     } else {
         0.0
     };
@@ -133,6 +149,14 @@ pub fn judge(
     }
     // p99 of the target's response time over the window, against Heroku's service time.
     let p99_limit = (heroku.p99_ms * t.p99_ratio).max(t.p99_floor_ms);
+    if f.window_p99_ms.is_none() && requests > 0.0 {
+        breaches.push(Breach {
+            figure: "p99 response time (ALB TargetResponseTime)".into(),
+            minute: 0,
+            value: "no data point in the window, with requests served".into(),
+            limit: format!("≤ {p99_limit:.0} ms"),
+        });
+    }
     if let Some(p99) = f.window_p99_ms {
         if p99 > p99_limit {
             let worst = f
@@ -155,7 +179,7 @@ pub fn judge(
         }
     }
     // No minute without a healthy target in the last stretch.
-    let healthy_from = to.saturating_sub(t.healthy_secs).max(from);
+    let healthy_from = (to + 60).saturating_sub(t.healthy_secs).max(from);
     if let Some(m) = minutes(healthy_from, to).find(|m| at(&f.healthy, *m) < 1.0) {
         breaches.push(Breach {
             figure: "healthy targets (HealthyHostCount)".into(),
@@ -320,6 +344,13 @@ mod tests {
             p99_ms: 4.0,
         };
         assert_eq!(judge(&f, &fast, &DB, &Thresholds::default(), from, to), []);
+        // No request through the ALB at all is no evidence either.
+        let (mut none, ..) = healthy_window();
+        none.requests.clear();
+        none.window_p99_ms = None;
+        let b = judge(&none, &HEROKU, &DB, &Thresholds::default(), from, to);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].figure, "requests through the ALB (RequestCount)");
         // No RDS data at all is no evidence: named.
         let (mut f, ..) = healthy_window();
         f.free_storage.clear();

@@ -37,7 +37,8 @@ pub struct Baseline {
     pub p95_ms: Option<u64>,
     pub p99_ms: Option<u64>,
     pub buckets: Vec<Bucket>,
-    /// Lines that said `heroku[router]` but could not be read (named by the caller).
+    /// Lines that said `heroku[router]` but could not be read (counted by the caller). The
+    /// router's H80 lines (maintenance mode) are left out of everything.
     pub unreadable: Vec<String>,
 }
 
@@ -61,6 +62,9 @@ impl Baseline {
                 continue;
             }
             match parse_router_line(line) {
+                // Maintenance mode's answers (H80) are the operator's, not the app's: a
+                // baseline taken inside the freeze would count every request as an error.
+                Some(l) if l.code.as_deref() == Some("H80") => {}
                 Some(l) => lines.push(l),
                 None => unreadable.push(line.to_string()),
             }

@@ -84,7 +84,7 @@ fn parse_time(token: &str) -> Option<u64> {
         (base, 0i64)
     } else {
         let split = token.len().checked_sub(6)?;
-        let (base, offset) = token.split_at(split);
+        let (base, offset) = (token.get(..split)?, token.get(split..)?);
         let sign = match offset.as_bytes().first() {
             Some(b'+') => 1,
             Some(b'-') => -1,

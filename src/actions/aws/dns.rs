@@ -256,7 +256,7 @@ static SCHEMA: ActionSchema = ActionSchema {
         ParamSpec::optional("ttl", ParamType::Integer, "CNAME TTL in seconds (60)"),
         ParamSpec::optional("deadline", ParamType::Duration, "how long to wait for INSYNC (5m)"),
     ],
-    outputs: &["previous", "current", "change_id"],
+    outputs: &["previous", "current", "change_id", "at"],
     needs_operator_note: false,
 };
 
@@ -708,6 +708,8 @@ async fn point(
     }
     let current = records_text(&after);
     ctx.report.output("current", current.clone()).await;
+    // When the name read back pointing at the target: where the soak's evidence starts.
+    ctx.report.output("at", crate::clock::now_rfc3339()).await;
     ctx.report.info(format!("read back: {current}")).await;
     let shown = match &p.alias_zone_id {
         Some(_) => "alias A record (TTL is the target's)".to_string(),

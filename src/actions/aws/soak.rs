@@ -28,6 +28,9 @@ static SCHEMA: ActionSchema = ActionSchema {
         ParamSpec::optional("cluster", ParamType::String, "ECS cluster (its service's CPU and memory are shown)"),
         ParamSpec::optional("service", ParamType::String, "ECS service"),
         ParamSpec::optional("window", ParamType::Duration, "how far back the soak is judged, in complete minutes (24h; at least the last minute)"),
+        ParamSpec::optional("since", ParamType::String, "no minute before this RFC 3339 time is judged (the DNS cutover's `at`): the gate waits for the first complete minute after it"),
+        ParamSpec::optional("delay", ParamType::Duration, "how late CloudWatch's ALB and RDS points arrive: the last minutes left out (3m)"),
+        ParamSpec::optional("min_requests", ParamType::Integer, "fewer requests through the ALB in the window is no evidence (1)"),
         ParamSpec::required("heroku_errors_per_1000", ParamType::String, "Heroku's 5xx per 1,000 requests (heroku.baseline)"),
         ParamSpec::required("heroku_p99_ms", ParamType::String, "Heroku's p99 service time, ms (heroku.baseline)"),
         ParamSpec::optional("error_margin_pp", ParamType::String, "the 5xx rate may exceed Heroku's by this many percentage points (0.5)"),
@@ -51,6 +54,9 @@ struct Params {
     cluster: Option<String>,
     service: Option<String>,
     window: Option<String>,
+    since: Option<String>,
+    delay: Option<String>,
+    min_requests: Option<serde_json::Value>,
     heroku_errors_per_1000: String,
     heroku_p99_ms: String,
     error_margin_pp: Option<String>,
@@ -167,6 +173,17 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
             "max_connections_pct",
             80.0,
         )?,
+        min_requests: parse_integer(p.min_requests.as_ref(), "min_requests")?.unwrap_or(1) as f64,
+    };
+    let delay = parse_duration(p.delay.as_deref(), Duration::from_secs(180), "delay")?.as_secs();
+    let since = match p.since.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(text) => crate::clock::parse_time(text)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                Outcome::failed(format!("`since` = {text:?} is not an RFC 3339 time"))
+            })?,
     };
     let heroku = Heroku {
         errors_per_1000: number(
@@ -244,13 +261,33 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
         max_connections,
     };
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| Outcome::failed(e.to_string()))?
-        .as_secs();
-    // Complete minutes only: the current one is still being counted (and may hold no point yet).
-    let to = (now / 60 * 60).saturating_sub(60);
-    let from = to.saturating_sub(window.as_secs().saturating_sub(60)) / 60 * 60;
+    // Complete minutes only, and only those CloudWatch has had time to fill (`delay`); none
+    // before the cutover (`since`): the first minute judged is the first whole one after it.
+    let first = since.div_ceil(60) * 60;
+    let last_complete = |now: u64| (now.saturating_sub(delay) / 60 * 60).saturating_sub(60);
+    let now = loop {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| Outcome::failed(e.to_string()))?
+            .as_secs();
+        if last_complete(now) >= first {
+            break now;
+        }
+        let left = (first + 120 + delay).saturating_sub(now);
+        ctx.report
+            .progress(
+                0,
+                None,
+                "s",
+                Some(format!(
+                    "waiting for the first complete minute after the cutover (about {left} s)"
+                )),
+            )
+            .await;
+        super::pause(&ctx.cancel, Duration::from_secs(5)).await?;
+    };
+    let to = last_complete(now);
+    let from = (to.saturating_sub(window.as_secs().saturating_sub(60)) / 60 * 60).max(first);
     ctx.report
         .info(format!(
             "CloudWatch, {} to {} ({} minutes), the ALB {lb_dim}, the target group {tg_dim}, RDS {} ({class}, {} GiB, max_connections {max_connections:.0})",
@@ -365,6 +402,19 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
             .await
             .map_err(|e| Outcome::failed(explain("cloudwatch:GetMetricData", &e)))?;
         for r in out.metric_data_results() {
+            if let Some(code) = r.status_code().filter(|c| c.as_str() != "Complete") {
+                ctx.report
+                    .line(
+                        Stream::Stderr,
+                        format!(
+                            "CloudWatch answered {} for {}: {:?}",
+                            code.as_str(),
+                            r.id().unwrap_or("?"),
+                            r.messages()
+                        ),
+                    )
+                    .await;
+            }
             let s = series
                 .entry(r.id().unwrap_or_default().to_string())
                 .or_default();

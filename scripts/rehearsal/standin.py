@@ -986,6 +986,16 @@ class Database:
                 raise
 
 
+def json_reply(handler, status, body):
+    """A JSON answer from a http.server handler (the app's, the Platform API stand-in's)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class AppHandler(http.server.BaseHTTPRequestHandler):
     server_version = "gengar-rehearsal"
     database: Database
@@ -1062,13 +1072,7 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(200 if self.path in ("/health", "/up") else 404)
         self.end_headers()
 
-    def reply(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    reply = json_reply
 
     def log_message(self, fmt, *args):
         sys.stderr.write("[app] " + (fmt % args) + "\n")
@@ -1355,13 +1359,7 @@ def heroku_api(args):
                 return self.reply(404, {"id": "not_found", "message": "Couldn't find that app."})
             self.reply(200, answers[path])
 
-        def reply(self, status, body):
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        reply = json_reply
 
         def log_message(self, fmt, *args):
             say("heroku-api", fmt % args)

@@ -189,8 +189,16 @@ async fn heroku_logs(app: &str, lines: i64, ctx: &ActionContext) -> Result<Strin
             "reading the latest {lines} lines of {app}'s log (heroku logs)"
         ))
         .await;
+    let out = heroku_cli(&["logs", "--num", &lines.to_string(), "-a", app], ctx).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Runs the Heroku CLI (its own login: nothing secret on its command line) and returns what it
+/// printed; its stderr goes to the step's log; cancelled with the step.
+pub(crate) async fn heroku_cli(args: &[&str], ctx: &ActionContext) -> Result<Vec<u8>, Outcome> {
+    let shown = format!("heroku {}", args.join(" "));
     let child = tokio::process::Command::new("heroku")
-        .args(["logs", "--num", &lines.to_string(), "-a", app])
+        .args(args)
         .current_dir(&ctx.work_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -200,7 +208,7 @@ async fn heroku_logs(app: &str, lines: i64, ctx: &ActionContext) -> Result<Strin
         .map_err(|e| Outcome::failed(format!("cannot run `heroku` (the Heroku CLI): {e}")))?;
     let output = tokio::select! {
         out = child.wait_with_output() => out
-            .map_err(|e| Outcome::failed(format!("`heroku logs` failed: {e}")))?,
+            .map_err(|e| Outcome::failed(format!("`{shown}` failed: {e}")))?,
         () = ctx.cancel.cancelled() => return Err(Outcome::Cancelled),
     };
     for line in String::from_utf8_lossy(&output.stderr).lines() {
@@ -208,9 +216,9 @@ async fn heroku_logs(app: &str, lines: i64, ctx: &ActionContext) -> Result<Strin
     }
     if !output.status.success() {
         return Err(Outcome::failed(format!(
-            "`heroku logs --num {lines} -a {app}` failed ({})",
+            "`{shown}` failed ({})",
             output.status
         )));
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }

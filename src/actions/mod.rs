@@ -4,7 +4,7 @@
 
 pub mod aws;
 pub mod db;
-mod heroku;
+pub(crate) mod heroku;
 mod http;
 pub mod lines;
 mod manual;

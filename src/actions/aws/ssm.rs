@@ -271,30 +271,8 @@ async fn heroku_config_of(app: &str, ctx: &ActionContext) -> Result<String, Outc
             "reading the config vars of {app} (heroku config --json)"
         ))
         .await;
-    let child = tokio::process::Command::new("heroku")
-        .args(["config", "--json", "-a", app])
-        .current_dir(&ctx.work_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Outcome::failed(format!("cannot run `heroku` (the Heroku CLI): {e}")))?;
-    let output = tokio::select! {
-        out = child.wait_with_output() => out
-            .map_err(|e| Outcome::failed(format!("`heroku config` failed: {e}")))?,
-        () = ctx.cancel.cancelled() => return Err(Outcome::Cancelled),
-    };
-    for line in String::from_utf8_lossy(&output.stderr).lines() {
-        ctx.report.line(crate::actions::Stream::Stderr, line).await;
-    }
-    if !output.status.success() {
-        return Err(Outcome::failed(format!(
-            "`heroku config --json -a {app}` failed ({})",
-            output.status
-        )));
-    }
-    String::from_utf8(output.stdout)
+    let stdout = crate::actions::heroku::heroku_cli(&["config", "--json", "-a", app], ctx).await?;
+    String::from_utf8(stdout)
         .map_err(|_| Outcome::failed("`heroku config --json` printed something that is not UTF-8"))
 }
 

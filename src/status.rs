@@ -319,3 +319,94 @@ pub fn backlogs(runbook: &Runbook, journal: &JournalState) -> Vec<Backlog> {
     }
     latest.into_values().map(|(_, b)| b).collect()
 }
+
+/// The soak as the UI's soak view and `cutover report` draw it: the latest `soak.gate`'s
+/// evidence (its figures and the service's events), Heroku's baseline from the
+/// `heroku.baseline` step, and what the journal says happened in the window (the DNS
+/// cutover, deployments, rollbacks). `Err` says why there is no picture yet.
+pub fn soak_picture(
+    runbook: &Runbook,
+    journal: &JournalState,
+) -> Result<crate::soak::Picture, String> {
+    use crate::soak::{Bucket, Evidence, Mark, MarkKind, Picture};
+    let of_kind = |kind: &'static str| runbook.steps.iter().filter(move |s| s.action.kind == kind);
+    let Some((gate, record)) = of_kind("soak.gate")
+        .filter_map(|s| Some((s, journal.step(&s.id)?)))
+        .filter(|(_, r)| r.outputs.contains_key("figures"))
+        .max_by_key(|(_, r)| r.started_at.as_deref().and_then(parse_time))
+    else {
+        return Err(match of_kind("soak.gate").next() {
+            Some(s) => format!(
+                "no evidence yet: `{}` reads CloudWatch's figures when it runs",
+                s.id
+            ),
+            None => "the runbook has no soak.gate step".to_string(),
+        });
+    };
+    let evidence: Evidence = serde_json::from_str(&record.outputs["figures"]).map_err(|e| {
+        format!(
+            "`{}`'s figures are not readable ({e}): run it again",
+            gate.id
+        )
+    })?;
+    let baseline: Option<Vec<Bucket>> = of_kind("heroku.baseline")
+        .filter_map(|s| journal.step(&s.id)?.outputs.get("buckets"))
+        .find_map(|b| serde_json::from_str(b).ok());
+    let mut marks: Vec<Mark> = record
+        .outputs
+        .get("marks")
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let unix = |text: Option<&str>| {
+        text.and_then(parse_time)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    for step in &runbook.steps {
+        let Some(r) = journal.step(&step.id) else {
+            continue;
+        };
+        let kind = match step.action.kind.as_str() {
+            "dns.point" => Some((MarkKind::Cutover, "the DNS cutover")),
+            "ecs.deploy" => Some((MarkKind::Deploy, "a deployment")),
+            _ => None,
+        };
+        if let (Some((kind, what)), Some(at)) = (kind, unix(r.done_at.as_deref())) {
+            marks.push(Mark {
+                at,
+                kind,
+                label: format!("{what}: `{}`", step.id),
+            });
+        }
+        if let Some(at) = unix(r.rolled_back_at.as_deref()) {
+            marks.push(Mark {
+                at,
+                kind: MarkKind::Rollback,
+                label: format!("`{}` rolled back", step.id),
+            });
+        }
+    }
+    let verdict = record.outputs.get("verdict").cloned();
+    let breaches = record
+        .outputs
+        .get("breaches")
+        .and_then(|b| serde_json::from_str::<Vec<serde_json::Value>>(b).ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            format!(
+                "{}: {} (limit {})",
+                b["figure"].as_str().unwrap_or("?"),
+                b["value"].as_str().unwrap_or("?"),
+                b["limit"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    Ok(Picture::new(
+        evidence,
+        baseline.as_deref(),
+        marks,
+        verdict,
+        breaches,
+    ))
+}

@@ -8,6 +8,8 @@ use common::run::path_with;
 use common::{Project, Runbook};
 #[path = "common/proxy.rs"]
 mod proxy;
+#[path = "common/tmux.rs"]
+mod tmux;
 use proxy::{Proxy, Verdict};
 
 use std::path::Path;
@@ -2276,7 +2278,8 @@ fn soak_fixture(aws: &Moto, name: &str, burst: f64, gap: bool) -> (String, i64) 
                     15.0 * 1024f64.powi(3),
                     db.clone(),
                 ))
-                .metric_data(datum("DatabaseConnections", 10.0, db))
+                .metric_data(datum("DatabaseConnections", 10.0, db.clone()))
+                .metric_data(datum("CPUUtilization", 12.5, db))
                 .send()
                 .await
                 .unwrap();
@@ -2316,11 +2319,29 @@ fn the_soak_gate_judges_cloudwatchs_figures_against_herokus_baseline() {
         ["1000", "1100"].contains(&outputs["requests"].as_str().unwrap()),
         "{outputs:#}"
     );
-    let figures: serde_json::Value =
+    let kept: serde_json::Value =
         serde_json::from_str(outputs["figures"].as_str().unwrap()).unwrap();
+    let figure = |kept: &serde_json::Value, key: &str| {
+        kept["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {kept:#}"))
+            .clone()
+    };
     assert!(
-        figures["requests"].as_array().unwrap().len() >= 10,
-        "{figures:#}"
+        figure(&kept, "requests")["points"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 10,
+        "{kept:#}"
+    );
+    assert_eq!(
+        figure(&kept, "rds_cpu")["points"][0][1],
+        12.5,
+        "RDS's CPU kept to be drawn"
     );
 
     // 1,000 requests; Heroku's 0.2% + 0.5 points = 0.7%: 30 5xx are 2.7% or more.
@@ -2335,6 +2356,90 @@ fn the_soak_gate_judges_cloudwatchs_figures_against_herokus_baseline() {
     .says("limit ≤ 0.70% (Heroku's 0.20% + 0.5 points)")
     .says("cutover rollback maintenance-on --chain");
     assert_eq!(p.step("gate")["outputs"]["verdict"], "no-go");
+    // The report: the soak's figures in the JSON, an SVG chart per figure, and the no-go.
+    let charts = p.path().join("charts");
+    let out = p.ok(&[
+        "report",
+        "--format",
+        "json",
+        "--charts",
+        charts.to_str().unwrap(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(doc["soak"]["verdict"], "no-go", "{:#}", doc["soak"]);
+    let rate = figure(&doc["soak"], "error_pct");
+    assert_eq!(rate["limit"]["kind"], "at_most");
+    assert!(
+        rate["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p[1].as_f64().unwrap() > 2.5),
+        "the burst's minute: 30 5xx of 100 requests {rate:#}"
+    );
+    assert!(doc["soak"]["breaches"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("5xx rate (ALB target + ELB 5xx / RequestCount)"));
+    let files = doc["soak"]["charts"].as_array().unwrap();
+    assert_eq!(files.len(), 10, "{files:?}");
+    let svg = std::fs::read_to_string(charts.join("soak-error_pct.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{svg}");
+    assert!(
+        svg.contains("5xx rate (%)") && svg.contains("limit ≤ 0.70%"),
+        "{svg}"
+    );
+    assert!(svg.contains("<polyline"), "a line drawn: {svg}");
+    let md = p.ok(&["report"]).stdout();
+    assert!(
+        md.contains("## Soak") && md.contains("judged: **no-go**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 5xx rate (%) |") && md.contains("- no-go: 5xx rate"),
+        "{md}"
+    );
+    // The soak view in a real terminal (tmux): the TUI draws the journal's evidence as charts.
+    let t = tmux::TmuxServer::new("soak");
+    let command = format!("{}; sleep 600", common::run::shell_line(""));
+    t.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "140",
+        "-y",
+        "44",
+        "-c",
+        p.path().to_str().unwrap(),
+        "-e",
+        "TERM=xterm-256color",
+        &command,
+    ]);
+    t.wait_for("main", "Steps", Duration::from_secs(20));
+    // The resume summary first (the journal has progress): any key closes it.
+    t.keys("main", &["Escape", "S"]);
+    let screen = t.wait_for(
+        "main",
+        "Soak: AWS against Heroku's baseline",
+        Duration::from_secs(20),
+    );
+    for needle in [
+        "the gate: NO-GO",
+        "no-go: 5xx rate",
+        "5xx rate",
+        "limit ≤ 0.70",
+        "RDS CPU 12.5%",
+    ] {
+        assert!(screen.contains(needle), "{needle}\n{screen}");
+    }
+    let braille = screen
+        .chars()
+        .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+        .count();
+    assert!(braille > 100, "charts in braille: {screen}");
+    t.keys("main", &["Escape", "q"]);
 
     let (dns, gap) = soak_fixture(&aws, "soak-gap", 0.0, true);
     let p = project(&gate_step(&dns, "soak-gap"));

@@ -834,6 +834,7 @@ fn init_reads_a_heroku_app_and_says_what_each_part_becomes_never_a_value() {
         "the release phase before every deployment"
     );
     assert!(workflow.contains("--services \"$SERVICE\" \"$CONTAINER-worker\" \"$CONTAINER-clock\""));
+    the_image_check_fails_a_rolled_back_deployment(&workflow, home.path(), 3);
 
     // The cost: every service, the Redis node, against Heroku's bill from its own prices.
     // (The bundled prices are us-east-1's: the runbook's eu-west-1 takes `cost --live`.)
@@ -1947,4 +1948,122 @@ fn as_the_engine_runs(script: &str) -> String {
     }
     assert!(!out.contains("${"), "a value the test does not fill: {out}");
     out.replace('\u{0}', "${")
+}
+
+#[test]
+fn the_bundled_workflow_fails_a_deployment_ecs_rolled_back() {
+    let workflow = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/templates/.github/workflows/deploy-backend.yml"),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    the_image_check_fails_a_rolled_back_deployment(&workflow, home.path(), 1);
+}
+
+/// The deploy workflow's last step: `aws ecs wait services-stable` returns on a circuit
+/// breaker's rollback too, so the step reads which task definition the service's PRIMARY
+/// deployment runs and whether its image is the one pushed. Run by bash with real jq and a
+/// stand-in for the AWS CLI: no moto or ECS here can roll a deployment back, so the stand-in
+/// answers as ECS does after a circuit breaker's rollback (the previous task definition PRIMARY,
+/// rollout COMPLETED, the reason in `rolloutStateReason`).
+fn the_image_check_fails_a_rolled_back_deployment(
+    workflow: &str,
+    home: &std::path::Path,
+    services: usize,
+) {
+    // The step's `run: |` block, unindented.
+    let at = workflow
+        .find("- name: Check the new image runs")
+        .expect("the workflow checks what runs");
+    let block = &workflow[at..];
+    let run_at = block.find("run: |\n").unwrap() + "run: |\n".len();
+    let indent = block[..run_at]
+        .lines()
+        .last()
+        .map_or(0, |l| l.len() - l.trim_start().len())
+        + 2;
+    let script: String = block[run_at..]
+        .lines()
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect();
+    assert!(script.contains("describe-services"), "{script}");
+    let bin = home.join("check-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let aws = bin.join("aws");
+    std::fs::write(
+        &aws,
+        "#!/bin/bash\necho \"$*\" >> \"$CALLS\"\ncase \"$*\" in\n  *describe-services*) echo \"$PRIMARY\" ;;\n  *describe-task-definition*app:2*) printf '%s\\t%s\\n' \"$NEW\" 'public.ecr.aws/sidecar:1' ;;\n  *describe-task-definition*) echo \"$OLD\" ;;\n  *) exit 2 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&aws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let calls = home.join("check-calls");
+    let new = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:4f1c2e";
+    let run = |primary: &str| {
+        let _ = std::fs::remove_file(&calls);
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &script])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("CALLS", &calls)
+            .env("PRIMARY", primary)
+            .env("NEW", new)
+            .env(
+                "OLD",
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:9a0b1c",
+            )
+            .env("IMAGE", new)
+            .env("CLUSTER", "app")
+            .env("SERVICE", "app")
+            .env("CONTAINER", "app")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let made = std::fs::read_to_string(&calls).unwrap_or_default();
+        (out.status.success(), said, made)
+    };
+    let (ok, said, made) = run(
+        r#"{"status":"PRIMARY","taskDefinition":"arn:aws:ecs:eu-west-1:123456789012:task-definition/app:2","rolloutState":"COMPLETED","rolloutStateReason":"ECS deployment ecs-svc/2 completed."}"#,
+    );
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("task-definition/app:2, rollout COMPLETED"),
+        "{said}"
+    );
+    assert_eq!(
+        made.lines()
+            .filter(|l| l.contains("describe-services"))
+            .count(),
+        services,
+        "every service the workflow deploys is checked: {made}"
+    );
+    // The circuit breaker rolled back: the old definition is PRIMARY again, and "completed".
+    let (ok, said, _) = run(
+        r#"{"status":"PRIMARY","taskDefinition":"arn:aws:ecs:eu-west-1:123456789012:task-definition/app:1","rolloutState":"COMPLETED","rolloutStateReason":"ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/1."}"#,
+    );
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("runs 123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:9a0b1c and not")
+            && said.contains(
+                "ECS rolled the deployment back (ECS deployment circuit breaker: rolling back"
+            ),
+        "{said}"
+    );
+    // Our definition, but its rollout failed.
+    let (ok, said, _) = run(
+        r#"{"status":"PRIMARY","taskDefinition":"arn:aws:ecs:eu-west-1:123456789012:task-definition/app:2","rolloutState":"FAILED","rolloutStateReason":"tasks failed to start"}"#,
+    );
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("rollout is FAILED: tasks failed to start"),
+        "{said}"
+    );
 }

@@ -336,9 +336,16 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
         "{gate:#}"
     );
     let seen: serde_json::Value = serde_json::from_str(gate["figures"].as_str().unwrap()).unwrap();
-    for figure in ["requests", "healthy", "connections", "free_storage"] {
+    for figure in ["requests", "healthy", "connections", "free_storage_gib"] {
+        let points = seen["figures"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["key"] == figure))
+            .and_then(|f| f["points"].as_array())
+            .unwrap_or_else(|| panic!("{figure}: {seen:#}"));
         assert!(
-            seen[figure].as_array().is_some_and(|s| !s.is_empty()),
+            points
+                .iter()
+                .any(|p| p[1].as_f64().is_some_and(|v| v > 0.0)),
             "{figure}: {seen:#}"
         );
     }
@@ -434,9 +441,34 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The record of the migration: every step with who ran it and how long it took, the write
     // freeze measured against the prediction journaled when it opened, the journal's hash.
-    let report = cutover(&env, &["report", "--format", "json"]);
+    let charts = dir.join("report-charts");
+    let report = cutover(
+        &env,
+        &[
+            "report",
+            "--format",
+            "json",
+            "--charts",
+            charts.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&report), 0, "{}", text(&report));
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    // The soak's pictures: the users' requests through the ALB beside Heroku's baseline.
+    assert_eq!(report["soak"]["verdict"], "go", "{:#}", report["soak"]);
+    let requests = report["soak"]["figures"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["key"] == "requests"))
+        .unwrap();
+    assert!(
+        !requests["heroku"].as_array().unwrap().is_empty(),
+        "{requests:#}"
+    );
+    let svg = std::fs::read_to_string(charts.join("soak-requests.svg")).unwrap();
+    assert!(
+        svg.contains("<polyline") && svg.contains("Heroku&apos;s baseline"),
+        "{svg}"
+    );
     let hash = report["journal"]["final_hash"].as_str().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("last hash {hash}")),
@@ -1842,9 +1874,34 @@ fn a_rails_app_that_init_read_rehearses_to_the_decommission() {
         "{logs}"
     );
     assert!(logs.contains("nothing to migrate"), "{logs}");
-    let report = cutover(&env, &["report", "--format", "json"]);
+    let charts = dir.join("report-charts");
+    let report = cutover(
+        &env,
+        &[
+            "report",
+            "--format",
+            "json",
+            "--charts",
+            charts.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&report), 0, "{}", text(&report));
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    // The soak's pictures: the users' requests through the ALB beside Heroku's baseline.
+    assert_eq!(report["soak"]["verdict"], "go", "{:#}", report["soak"]);
+    let requests = report["soak"]["figures"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["key"] == "requests"))
+        .unwrap();
+    assert!(
+        !requests["heroku"].as_array().unwrap().is_empty(),
+        "{requests:#}"
+    );
+    let svg = std::fs::read_to_string(charts.join("soak-requests.svg")).unwrap();
+    assert!(
+        svg.contains("<polyline") && svg.contains("Heroku&apos;s baseline"),
+        "{svg}"
+    );
     let freeze = &report["windows"][0];
     assert_eq!(freeze["state"], "closed", "{freeze:#}");
     eprintln!("rails-app write freeze: {freeze:#}");

@@ -476,6 +476,9 @@ def describe_services(self, cluster_str, service_names_or_arns):
                 "createdAt": primary.get("createdAt"), "updatedAt": primary.get("updatedAt"),
             }] if older else [])
             if running == service.desired_count and not older:
+                if primary.get("rolloutState") != "COMPLETED":
+                    service_event(service, f"(deployment {primary['id']}) deployment completed.")
+                    service_event(service, "has reached a steady state.")
                 primary["rolloutState"] = "COMPLETED"
                 primary["rolloutStateReason"] = f"ECS deployment {primary['id']} completed."
             else:
@@ -585,6 +588,14 @@ def target_groups_of(service):
     return [lb.get("targetGroupArn") for lb in service.load_balancers or [] if lb.get("targetGroupArn")]
 
 
+def service_event(service, message: str) -> None:
+    """An entry of the service's event list, newest first, as ECS keeps its last 100: what
+    `ecs.deploy` prints and the soak's pictures mark (a task started is a restart)."""
+    from moto.core.utils import utcnow
+    service.events.insert(0, {"id": str(uuid.uuid4()), "createdAt": utcnow(), "message": f"(service {service.name}) {message}"})
+    del service.events[100:]
+
+
 def reconcile() -> None:
     backend = ecs()
     elb = elbv2_backends[ACCOUNT][REGION]
@@ -599,17 +610,20 @@ def reconcile() -> None:
             deregister(elb, service, t)
             t.stop(f"Essential container in task exited ({t.process.returncode})")
             tasks.remove(t)
+            service_event(service, f"has stopped 1 running tasks: (task {t.task_id}).")
         missing = service.desired_count - len(current)
         # Scaled down: the surplus tasks stop (newest first), as the service scheduler does.
         for t in current[service.desired_count:] if missing < 0 else []:
             deregister(elb, service, t)
             t.stop("scaled down")
             tasks.remove(t)
+            service_event(service, f"has stopped 1 running tasks: (task {t.task_id}).")
         for _ in range(max(0, missing)):
             definition = backend.describe_task_definition(service.task_definition)
             t = ServiceTask(service, definition, generation)
             if t.start():
                 tasks.append(t)
+                service_event(service, f"has started 1 tasks: (task {t.task_id}).")
                 for tg in target_groups_of(service):
                     elb.register_targets(tg, [{"Id": t.ip, "Port": t.port}])
         # Old deployment's tasks go once the new ones answer their target group's health check
@@ -629,6 +643,7 @@ def reconcile() -> None:
                     deregister(elb, service, t)
                     t.stop("replaced by a new deployment")
                     tasks.remove(t)
+                    service_event(service, f"has stopped 1 running tasks: (task {t.task_id}).")
 
 
 def deregister(elb, service, t) -> None:

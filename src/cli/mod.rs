@@ -20,6 +20,7 @@ mod report;
 mod rollback;
 mod run;
 mod scaffold;
+mod soak_charts;
 mod state;
 mod status;
 mod tui;

@@ -20,6 +20,11 @@ use super::exit::{self, Failure};
 pub struct Args {
     #[arg(long, value_enum, default_value = "md")]
     pub format: ReportFormat,
+    /// Also write the soak's charts into DIR, an SVG file per figure (soak-<figure>.svg):
+    /// AWS's figure over the soak with its threshold, Heroku's baseline beside it, the
+    /// deployments, rollbacks and the cutover marked.
+    #[arg(long, value_name = "DIR")]
+    pub charts: Option<std::path::PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +37,13 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
     let state = ctx.state(Some(Reading::New))?;
     let runbook = ctx.load()?;
     let history = ctx.history()?;
-    report(&runbook, &state.workspace, history.as_ref(), args.format)
+    report(
+        &runbook,
+        &state.workspace,
+        history.as_ref(),
+        args.format,
+        args.charts.as_deref(),
+    )
 }
 
 /// The whole migration as Markdown or JSON.
@@ -41,9 +52,31 @@ fn report(
     workspace: &Workspace,
     history: Option<&JournalState>,
     format: ReportFormat,
+    charts: Option<&std::path::Path>,
 ) -> Result<u8, Failure> {
     let loaded = load_journal(workspace)?;
     let state = &loaded.state;
+    // The soak: the gate's evidence beside Heroku's baseline, and its charts when asked.
+    let picture = cutover::status::soak_picture(runbook, state);
+    let chart_files = match (&picture, charts) {
+        (Ok(p), Some(dir)) => super::soak_charts::write(p, dir)
+            .map_err(|e| exit::Failure::new(exit::INVALID, format!("the soak's charts: {e}")))?,
+        (Err(why), Some(_)) => {
+            return Err(exit::Failure::new(
+                exit::INVALID,
+                format!("no soak charts to write: {why}"),
+            ))
+        }
+        _ => Vec::new(),
+    };
+    let soak = match &picture {
+        Ok(p) => {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            v["charts"] = json!(chart_files);
+            v
+        }
+        Err(why) => json!({ "missing": why }),
+    };
     let now = SystemTime::now();
     let steps: Vec<serde_json::Value> = runbook
         .steps
@@ -88,10 +121,17 @@ fn report(
         "steps": steps,
         "windows": windows,
         "copy_throughput_mib_s": window::copy_throughput(runbook, state),
+        "soak": soak,
     });
     let text = match format {
         ReportFormat::Json => serde_json::to_string_pretty(&doc).unwrap_or_default(),
-        ReportFormat::Md => markdown(runbook, state, history, &doc),
+        ReportFormat::Md => {
+            let mut text = markdown(runbook, state, history, &doc);
+            if let Ok(p) = &picture {
+                text.push_str(&soak_markdown(p, &chart_files));
+            }
+            text
+        }
     };
     println!("{}", Redactor::new().redact(&text));
     Ok(exit::OK)
@@ -192,6 +232,80 @@ fn markdown(
             "\nCopy throughput, MiB/s per second (peak {max:.1}):\n\n```\n{}\n```\n",
             window::sparkline(&samples)
         ));
+    }
+    out
+}
+
+/// The soak: the gate's verdict, what did not hold, and each figure against its threshold and
+/// Heroku's, with a sparkline (and its chart's file).
+fn soak_markdown(p: &cutover::soak::Picture, charts: &[std::path::PathBuf]) -> String {
+    use cutover::soak::number_text;
+    let minute = |unix: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix),
+        )
+        .to_string()
+    };
+    let mut out = format!(
+        "\n## Soak\n\nAWS from {} to {} ({} minutes), judged: **{}**.",
+        minute(p.from),
+        minute(p.to + 60),
+        p.to.saturating_sub(p.from) / 60 + 1,
+        p.verdict.as_deref().unwrap_or("not judged")
+    );
+    match p.baseline {
+        Some((a, b)) => out.push_str(&format!(
+            " Heroku's baseline: {} to {}.\n",
+            minute(a),
+            minute(b + 60)
+        )),
+        None => out.push_str(" No Heroku baseline was recorded.\n"),
+    }
+    for b in &p.breaches {
+        out.push_str(&format!("\n- no-go: {b}"));
+    }
+    out.push_str("\n\n| figure | over the soak | last | limit | minutes over | Heroku | chart |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    for f in &p.figures {
+        let values: Vec<f64> = f.points.iter().map(|p| p.1).collect();
+        let chart = charts
+            .iter()
+            .find(|c| {
+                c.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == format!("soak-{}.svg", f.key))
+            })
+            .map_or("—".to_string(), |c| {
+                format!("[{}]({})", f.key, c.display())
+            });
+        out.push_str(&format!(
+            "| {} ({}) | `{}` | {} | {} | {} | {} | {} |\n",
+            f.title,
+            f.unit,
+            if values.is_empty() {
+                "no data".to_string()
+            } else {
+                window::sparkline(&values)
+            },
+            f.last().map_or("—".to_string(), number_text),
+            f.limit.map_or("—".to_string(), |l| l.text()),
+            if f.limit.is_some() {
+                f.broken().to_string()
+            } else {
+                "—".to_string()
+            },
+            f.heroku_level.map_or("—".to_string(), number_text),
+            chart
+        ));
+    }
+    if !p.marks.is_empty() {
+        out.push_str("\nOn the time axis:\n\n");
+        for m in &p.marks {
+            out.push_str(&format!(
+                "- {} {}: {}\n",
+                m.kind.letter(),
+                minute(m.at),
+                m.label
+            ));
+        }
     }
     out
 }

@@ -546,6 +546,7 @@ fn workflow(app_dir: &str, release: Option<&str>, services: &[Service]) -> Strin
         ));
         names.push(format!("\"$CONTAINER-{}\"", s.kind));
     }
+    let all = names.join(" ");
     // DescribeServices takes at most 10 services at a time.
     let wait: String = names
         .chunks(10)
@@ -649,7 +650,30 @@ jobs:
 {deploy_processes}
       - name: Wait for stability
         run: |
-{wait}"
+{wait}
+      # A circuit breaker's rollback is \"stable\" too: what runs must be the new image.
+      - name: Check the new image runs
+        env:
+          IMAGE: ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:${{{{ github.sha }}}}
+        run: |
+          for service in {all}; do
+            primary=$(aws ecs describe-services --cluster \"$CLUSTER\" --services \"$service\" \\
+              --query \"services[0].deployments[?status=='PRIMARY'] | [0]\" --output json)
+            definition=$(jq -r '.taskDefinition // \"\"' <<<\"$primary\")
+            state=$(jq -r '.rolloutState // \"COMPLETED\"' <<<\"$primary\")
+            images=$(aws ecs describe-task-definition --task-definition \"$definition\" \\
+              --query 'taskDefinition.containerDefinitions[].image' --output text | tr '\\t' '\\n')
+            echo \"$service: $definition, rollout $state\"
+            if ! grep -qxF \"$IMAGE\" <<<\"$images\"; then
+              echo \"::error::$service runs $(tr '\\n' ' ' <<<\"$images\")and not $IMAGE: ECS rolled the deployment back ($(jq -r '.rolloutStateReason // \"no reason given\"' <<<\"$primary\"))\"
+              exit 1
+            fi
+            if [ \"$state\" != COMPLETED ]; then
+              echo \"::error::$service's rollout is $state: $(jq -r '.rolloutStateReason // \"no reason given\"' <<<\"$primary\")\"
+              exit 1
+            fi
+          done
+"
     )
 }
 

@@ -29,6 +29,9 @@ pub struct Figures {
     /// no threshold.
     pub cpu: Series,
     pub memory: Series,
+    /// RDS CPUUtilization (Average, percent) and FreeableMemory (Minimum, bytes): shown.
+    pub rds_cpu: Series,
+    pub rds_freeable_memory: Series,
 }
 
 /// The thresholds (each overridable in the runbook).
@@ -239,6 +242,119 @@ pub fn judge(
         });
     }
     breaches
+}
+
+/// The points the journal keeps of a figure (and the pictures draw).
+pub const KEPT_POINTS: usize = 240;
+
+/// What the journal keeps of the soak's window (soak.gate's `figures` output): each figure
+/// minute by minute (downsampled to at most [`KEPT_POINTS`] means), with the threshold it was
+/// judged against. A minute with no ALB point is kept as 0, as [`judge`] counts it.
+pub fn evidence(
+    f: &Figures,
+    heroku: &Heroku,
+    db: &Database,
+    t: &Thresholds,
+    from: u64,
+    to: u64,
+) -> super::Evidence {
+    let filled = |s: &Series| -> Series {
+        minutes(from, to)
+            .map(|m| (m, s.get(&m).copied().unwrap_or(0.0)))
+            .collect()
+    };
+    let requests = filled(&f.requests);
+    let errors = filled(&f.errors);
+    let error_pct: Series = requests
+        .iter()
+        .map(|(m, r)| {
+            let e = errors.get(m).copied().unwrap_or(0.0);
+            let rate = if r + e > 0.0 {
+                e * 100.0 / r.max(e)
+            } else {
+                0.0
+            };
+            (*m, rate)
+        })
+        .collect();
+    let gib = 1024f64.powi(3);
+    let scaled = |s: &Series, by: f64| -> Series { s.iter().map(|(m, v)| (*m, v / by)).collect() };
+    let figure = |key: &str, title: &str, unit: &str, s: &Series, limit: Option<super::Limit>| {
+        super::Figure {
+            key: key.to_string(),
+            title: title.to_string(),
+            unit: unit.to_string(),
+            points: downsample(s, KEPT_POINTS),
+            limit,
+            heroku: Vec::new(),
+            heroku_level: None,
+        }
+    };
+    use super::Limit;
+    let mut figures = vec![
+        figure(
+            "error_pct",
+            "5xx rate",
+            "%",
+            &error_pct,
+            Some(Limit::AtMost(
+                heroku.errors_per_1000 / 10.0 + t.error_margin_pp,
+            )),
+        ),
+        figure(
+            "p99_ms",
+            "p99 response time",
+            "ms",
+            &f.p99_ms,
+            Some(Limit::AtMost(
+                (heroku.p99_ms * t.p99_ratio).max(t.p99_floor_ms),
+            )),
+        ),
+        figure("requests", "requests", "per minute", &requests, None),
+        figure(
+            "healthy",
+            "healthy targets",
+            "targets",
+            &filled(&f.healthy),
+            Some(Limit::AtLeast(1.0)),
+        ),
+        figure(
+            "connections",
+            "RDS connections",
+            "connections",
+            &f.connections,
+            Some(Limit::Below(
+                db.max_connections * t.max_connections_pct / 100.0,
+            )),
+        ),
+        figure(
+            "free_storage_gib",
+            "RDS free storage",
+            "GiB",
+            &scaled(&f.free_storage, gib),
+            (db.allocated_bytes > 0.0)
+                .then(|| Limit::Above(db.allocated_bytes * t.min_free_storage_pct / 100.0 / gib)),
+        ),
+        figure("rds_cpu", "RDS CPU", "%", &f.rds_cpu, None),
+        figure(
+            "rds_freeable_memory_mib",
+            "RDS freeable memory",
+            "MiB",
+            &scaled(&f.rds_freeable_memory, 1024.0 * 1024.0),
+            None,
+        ),
+        figure("ecs_cpu", "ECS service CPU", "%", &f.cpu, None),
+        figure("ecs_memory", "ECS service memory", "%", &f.memory, None),
+    ];
+    // What the gate compared with: Heroku's figures over its baseline.
+    for f in &mut figures {
+        f.heroku_level = match f.key.as_str() {
+            "error_pct" => Some(heroku.errors_per_1000 / 10.0),
+            "p99_ms" => Some(heroku.p99_ms),
+            _ => None,
+        };
+    }
+    super::Evidence { from, to, figures }
 }
 
 /// A series cut to at most `max` points, each the mean of its stretch: what the journal keeps.

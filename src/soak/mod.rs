@@ -2,7 +2,10 @@
 //! its router's log lines (`heroku logs`, or a log drain's file): requests, server errors per
 //! 1,000 requests and the router's service time (p50/p95/p99), overall and per minute.
 //!
-//! A leaf: it parses and counts, nothing else (no AWS, no journal, no UI).
+//! Then AWS's figures over the soak (`gate`: judged against that baseline) and the picture of
+//! both (`Picture`: what the UI's soak view and `cutover report`'s charts draw).
+//!
+//! A leaf: it parses, counts and lays out, nothing else (no AWS, no journal, no UI).
 
 pub mod gate;
 mod router;
@@ -11,10 +14,10 @@ pub use router::{parse_router_line, RouterLine};
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One minute of traffic (UTC, the minute's start as Unix seconds).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     pub minute: u64,
     pub requests: u64,
@@ -111,6 +114,225 @@ impl Baseline {
             buckets,
             unreadable: Vec::new(),
         })
+    }
+}
+
+/// A threshold as the gate applies it, drawn as a line on its figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Limit {
+    AtMost(f64),
+    Below(f64),
+    AtLeast(f64),
+    Above(f64),
+}
+
+impl Limit {
+    pub fn value(self) -> f64 {
+        match self {
+            Limit::AtMost(v) | Limit::Below(v) | Limit::AtLeast(v) | Limit::Above(v) => v,
+        }
+    }
+
+    /// Whether a value is on the wrong side of the line.
+    pub fn broken_by(self, v: f64) -> bool {
+        match self {
+            Limit::AtMost(l) => v > l,
+            Limit::Below(l) => v >= l,
+            Limit::AtLeast(l) => v < l,
+            Limit::Above(l) => v <= l,
+        }
+    }
+
+    pub fn text(self) -> String {
+        let (sign, v) = match self {
+            Limit::AtMost(v) => ("≤", v),
+            Limit::Below(v) => ("<", v),
+            Limit::AtLeast(v) => ("≥", v),
+            Limit::Above(v) => (">", v),
+        };
+        format!("{sign} {}", number_text(v))
+    }
+}
+
+/// A figure's number as the pictures print it: no more digits than it needs.
+pub fn number_text(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// One figure of the soak: AWS's points (minute, value), the limit it is judged against, and
+/// where Heroku's baseline has the same figure, Heroku's per minute and overall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub key: String,
+    pub title: String,
+    pub unit: String,
+    pub points: Vec<(u64, f64)>,
+    pub limit: Option<Limit>,
+    /// Heroku's baseline, minute by minute (its own minutes, before the cutover).
+    #[serde(default)]
+    pub heroku: Vec<(u64, f64)>,
+    /// Heroku's figure over its whole baseline.
+    #[serde(default)]
+    pub heroku_level: Option<f64>,
+}
+
+impl Figure {
+    pub fn last(&self) -> Option<f64> {
+        self.points.last().map(|p| p.1)
+    }
+
+    /// The minutes (kept points) on the wrong side of the limit.
+    pub fn broken(&self) -> usize {
+        self.limit.map_or(0, |l| {
+            self.points.iter().filter(|p| l.broken_by(p.1)).count()
+        })
+    }
+}
+
+/// What soak.gate keeps in the journal: the window judged and every figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub from: u64,
+    pub to: u64,
+    pub figures: Vec<Figure>,
+}
+
+/// Something that happened on the time axis: a deployment, a rollback, the cutover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    pub at: u64,
+    pub kind: MarkKind,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkKind {
+    Cutover,
+    Deploy,
+    Rollback,
+    /// A task the service started (a deployment's, or a crashed one replaced).
+    Task,
+}
+
+impl MarkKind {
+    /// The letter the pictures put on the axis.
+    pub fn letter(self) -> char {
+        match self {
+            MarkKind::Cutover => 'C',
+            MarkKind::Deploy => 'D',
+            MarkKind::Rollback => 'R',
+            MarkKind::Task => 'T',
+        }
+    }
+
+    /// What an ECS service event says happened, if it is a mark: a deployment completed, a
+    /// rollback (the circuit breaker's or an operator's), a task started.
+    pub fn of_service_event(message: &str) -> Option<MarkKind> {
+        let m = message.to_ascii_lowercase();
+        if m.contains("rolling back") || m.contains("rolled back") || m.contains("circuit breaker")
+        {
+            Some(MarkKind::Rollback)
+        } else if m.contains("deployment completed") {
+            Some(MarkKind::Deploy)
+        } else if m.contains("has started") {
+            Some(MarkKind::Task)
+        } else {
+            None
+        }
+    }
+}
+
+/// The soak as pictures draw it: AWS's evidence beside Heroku's baseline, with the marks of
+/// what happened in between, and the gate's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Picture {
+    pub from: u64,
+    pub to: u64,
+    pub figures: Vec<Figure>,
+    pub marks: Vec<Mark>,
+    /// "go", "no-go", or `None` while the gate has not judged this evidence.
+    pub verdict: Option<String>,
+    /// What did not hold, as the gate said it.
+    pub breaches: Vec<String>,
+    /// Heroku's baseline window (Unix seconds), when one was recorded.
+    pub baseline: Option<(u64, u64)>,
+}
+
+impl Picture {
+    /// AWS's evidence with Heroku's baseline beside it (its buckets, when recorded) and the
+    /// marks inside the window.
+    pub fn new(
+        mut evidence: Evidence,
+        baseline: Option<&[Bucket]>,
+        mut marks: Vec<Mark>,
+        verdict: Option<String>,
+        breaches: Vec<String>,
+    ) -> Picture {
+        let buckets = baseline.unwrap_or_default();
+        if !buckets.is_empty() {
+            let requests: u64 = buckets.iter().map(|b| b.requests).sum();
+            let errors: u64 = buckets.iter().map(|b| b.errors).sum();
+            let mut p99: Vec<u64> = buckets.iter().filter_map(|b| b.p99_ms).collect();
+            p99.sort_unstable();
+            for f in &mut evidence.figures {
+                let (series, level): (Vec<(u64, f64)>, Option<f64>) = match f.key.as_str() {
+                    "error_pct" => (
+                        buckets
+                            .iter()
+                            .map(|b| {
+                                let rate = if b.requests == 0 {
+                                    0.0
+                                } else {
+                                    b.errors as f64 * 100.0 / b.requests as f64
+                                };
+                                (b.minute, rate)
+                            })
+                            .collect(),
+                        (requests > 0).then(|| errors as f64 * 100.0 / requests as f64),
+                    ),
+                    "p99_ms" => (
+                        buckets
+                            .iter()
+                            .filter_map(|b| b.p99_ms.map(|v| (b.minute, v as f64)))
+                            .collect(),
+                        None,
+                    ),
+                    "requests" => (
+                        buckets
+                            .iter()
+                            .map(|b| (b.minute, b.requests as f64))
+                            .collect(),
+                        Some(requests as f64 / buckets.len() as f64),
+                    ),
+                    _ => continue,
+                };
+                f.heroku = series;
+                f.heroku_level = f.heroku_level.or(level);
+            }
+        }
+        marks.retain(|m| m.at >= evidence.from && m.at < evidence.to + 60);
+        marks.sort_by_key(|m| m.at);
+        Picture {
+            from: evidence.from,
+            to: evidence.to,
+            figures: evidence.figures,
+            marks,
+            verdict,
+            breaches,
+            baseline: buckets
+                .first()
+                .zip(buckets.last())
+                .map(|(a, b)| (a.minute, b.minute)),
+        }
     }
 }
 

@@ -51,6 +51,7 @@ pub fn action_for(model: &Model, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('f') => Action::ToggleFollow,
         KeyCode::Char('c') => Action::ToggleCost,
         KeyCode::Char('w') => Action::ToggleWindows,
+        KeyCode::Char('S') => Action::ToggleSoak,
         KeyCode::PageUp => Action::PageUp,
         KeyCode::PageDown => Action::PageDown,
         KeyCode::Char('?') => Action::Help,
@@ -94,7 +95,9 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
         Some(Overlay::QuitWhileRunning) => {
             vec![("y", "cancel the step and quit"), ("any key", "stay")]
         }
-        Some(Overlay::Help | Overlay::Resume(_) | Overlay::Cost | Overlay::Windows) => {
+        Some(
+            Overlay::Help | Overlay::Resume(_) | Overlay::Cost | Overlay::Windows | Overlay::Soak,
+        ) => {
             vec![("any key", "close")]
         }
         None if model.is_watching() => vec![
@@ -107,6 +110,7 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
         ]
         .into_iter()
         .chain((!model.runbook.windows.is_empty()).then_some(("w", "windows")))
+        .chain(soak(model).then_some(("S", "soak")))
         .collect(),
         None => vec![
             ("j/k", "move"),
@@ -122,6 +126,15 @@ pub fn hints(model: &Model) -> Vec<(&'static str, &'static str)> {
         ]
         .into_iter()
         .chain((!model.runbook.windows.is_empty()).then_some(("w", "windows")))
+        .chain(soak(model).then_some(("S", "soak")))
         .collect(),
     }
+}
+
+fn soak(model: &Model) -> bool {
+    model
+        .runbook
+        .steps
+        .iter()
+        .any(|s| s.action.kind == "soak.gate")
 }

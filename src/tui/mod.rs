@@ -7,6 +7,7 @@
 pub mod keys;
 pub mod logstore;
 pub mod model;
+mod soak;
 mod theme;
 pub mod view;
 

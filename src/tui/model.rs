@@ -55,6 +55,8 @@ pub enum Action {
     Resize(u16, u16),
     ToggleCost,
     ToggleWindows,
+    /// The soak: AWS's figures as charts beside Heroku's baseline.
+    ToggleSoak,
     /// A click on a checklist row (mouse mode).
     Select(usize),
 }
@@ -139,6 +141,8 @@ pub enum Overlay {
     /// The windows (the write freeze): each step predicted, and after it closed, predicted
     /// against actual with the copy's throughput.
     Windows,
+    /// The soak's evidence as charts (crate::status::soak_picture), the whole screen.
+    Soak,
 }
 
 /// Shown at start when the journal already has progress.
@@ -436,6 +440,19 @@ impl Model {
                 }
                 Vec::new()
             }
+            Action::ToggleSoak => {
+                if self
+                    .runbook
+                    .steps
+                    .iter()
+                    .any(|s| s.action.kind == "soak.gate")
+                {
+                    self.open(Overlay::Soak);
+                } else {
+                    self.say("the runbook has no soak.gate step", Level::Info);
+                }
+                Vec::new()
+            }
             Action::ToggleCost => {
                 if self.cost.is_some() {
                     self.open(Overlay::Cost);
@@ -699,9 +716,14 @@ impl Model {
                 vec![Effect::Cancel, Effect::Quit]
             }
             (_, Action::Escape) | (Overlay::QuitWhileRunning, _) => Vec::new(),
-            (Overlay::Help | Overlay::Resume(_) | Overlay::Cost | Overlay::Windows, _) => {
-                Vec::new()
-            }
+            (
+                Overlay::Help
+                | Overlay::Resume(_)
+                | Overlay::Cost
+                | Overlay::Windows
+                | Overlay::Soak,
+                _,
+            ) => Vec::new(),
             (
                 Overlay::Confirm {
                     step,

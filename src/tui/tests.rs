@@ -777,3 +777,259 @@ fn snapshot_the_write_freeze_after_it_closed() {
     );
     insta::assert_snapshot!(text);
 }
+
+const SOAK: &str = r#"
+[runbook]
+name = "gengar: Heroku → AWS ECS Fargate"
+app = "gengar"
+
+[[phase]]
+id = "cutover"
+title = "DNS cutover and soak"
+
+[[phase.step]]
+id = "heroku-baseline"
+do = "heroku.baseline"
+app = "gengar"
+
+[[phase.step]]
+id = "dns-cutover"
+do = "dns.point"
+zone = "example.com"
+name = "api.example.com"
+target = "alb.example"
+needs = ["heroku-baseline"]
+
+[[phase.step]]
+id = "deploy-rds"
+do = "ecs.deploy"
+cluster = "gengar"
+service = "gengar"
+needs = ["dns-cutover"]
+
+[[phase.step]]
+id = "soak-gate"
+do = "soak.gate"
+load_balancer = "alb.example"
+target_group = "gengar"
+rds_instance = "gengar"
+cluster = "gengar"
+service = "gengar"
+heroku_errors_per_1000 = "2.00"
+heroku_p99_ms = "120"
+needs = ["deploy-rds"]
+"#;
+
+/// A soak of an hour after a cutover at 02:00:30: a deployment at 02:30, then a 5xx burst
+/// and slow answers from 02:44 to 02:46 until the circuit breaker rolled back at 02:46:20.
+/// The figures are made up here (CloudWatch's are read in tests/aws.rs); the view draws what
+/// soak.gate keeps.
+fn soak_model() -> Model {
+    use crate::soak::gate::{evidence, minutes, Database, Figures, Heroku, Thresholds};
+    let rb = Arc::new(
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", SOAK.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let from = 1_796_004_060; // 2026-11-30T02:01:00Z
+    let to = from + 59 * 60;
+    let mut f = Figures::default();
+    for (i, m) in minutes(from, to).enumerate() {
+        let burst = (43..=45).contains(&i);
+        f.requests.insert(m, 100.0 + (i % 7) as f64 * 10.0);
+        f.errors.insert(m, if burst { 9.0 } else { 0.0 });
+        f.p99_ms.insert(
+            m,
+            if burst {
+                900.0
+            } else {
+                80.0 + (i % 5) as f64 * 10.0
+            },
+        );
+        f.healthy.insert(m, if burst { 1.0 } else { 2.0 });
+        f.connections.insert(m, 10.0 + (i % 4) as f64);
+        f.free_storage.insert(m, 15.0 * 1024f64.powi(3));
+        f.cpu.insert(m, 20.0 + (i % 9) as f64);
+        f.memory.insert(m, 41.0);
+    }
+    let heroku = Heroku {
+        errors_per_1000: 2.0,
+        p99_ms: 120.0,
+    };
+    let db = Database {
+        allocated_bytes: 20.0 * 1024f64.powi(3),
+        max_connections: 112.0,
+    };
+    let kept = evidence(&f, &heroku, &db, &Thresholds::default(), from, to);
+    let figures = serde_json::to_string(&kept).unwrap();
+    let buckets: Vec<crate::soak::Bucket> = (0..30)
+        .map(|i| crate::soak::Bucket {
+            minute: 1_796_000_400 + i * 60, // from 2026-11-30T01:00:00Z
+            requests: 90 + (i % 6) * 12,
+            errors: u64::from(i % 10 == 0),
+            p50_ms: Some(40),
+            p95_ms: Some(90),
+            p99_ms: Some(100 + (i % 4) * 10),
+        })
+        .collect();
+    let buckets = serde_json::to_string(&buckets).unwrap();
+    let marks = serde_json::json!([
+        {"at": from + 29 * 60 + 40, "kind": "task", "label": "(service gengar) has started 1 tasks: (task 1)."},
+        {"at": from + 45 * 60 + 20, "kind": "rollback", "label": "(service gengar) (deployment ecs-svc/2) deployment failed: ECS deployment circuit breaker: rolling back."},
+    ])
+    .to_string();
+    let breaches = serde_json::json!([
+        {"figure": "5xx rate (ALB target + ELB 5xx / RequestCount)", "minute": from + 43 * 60,
+         "value": "0.38% (27 of 7000; the most, 9, in this minute)", "limit": "≤ 0.70%"},
+        {"figure": "p99 response time (ALB TargetResponseTime)", "minute": from + 43 * 60,
+         "value": "900 ms over the window", "limit": "≤ 180 ms"},
+    ])
+    .to_string();
+    let journal = timed(
+        &rb,
+        &[
+            (
+                "heroku-baseline",
+                "2026-11-30T01:30:00.000Z",
+                "2026-11-30T01:30:05.000Z",
+                &[("buckets", &buckets), ("p99_ms", "130")],
+            ),
+            (
+                "dns-cutover",
+                "2026-11-30T02:00:20.000Z",
+                "2026-11-30T02:00:30.000Z",
+                &[],
+            ),
+            (
+                "deploy-rds",
+                "2026-11-30T02:28:00.000Z",
+                "2026-11-30T02:30:10.000Z",
+                &[],
+            ),
+            (
+                "soak-gate",
+                "2026-11-30T03:05:00.000Z",
+                "2026-11-30T03:05:02.000Z",
+                &[
+                    ("figures", &figures),
+                    ("marks", &marks),
+                    ("verdict", "no-go"),
+                    ("breaches", &breaches),
+                ],
+            ),
+        ],
+    );
+    let mut model = Model::new(rb, journal, Mode::Drive, false);
+    model.overlay = None;
+    model.driver = Some("ana@laptop (this terminal)".into());
+    model.now = crate::clock::parse_time("2026-11-30T03:06:00.000Z").unwrap();
+    model
+}
+
+#[test]
+fn snapshot_the_soak_view_charts_aws_beside_herokus_baseline() {
+    let mut model = soak_model();
+    press(&mut model, &[KeyCode::Char('S')]);
+    assert_eq!(model.overlay, Some(Overlay::Soak));
+    let (text, buffer) = screen(&model, 140, 44);
+    for needle in [
+        "Soak: AWS against Heroku's baseline",
+        "2026-11-30 02:01 → 2026-11-30 03:00 UTC (60 min) · the gate: NO-GO",
+        "Heroku's baseline 2026-11-30 01:00 → 2026-11-30 01:29 UTC",
+        "no-go: 5xx rate (ALB target + ELB 5xx / RequestCount): 0.38%",
+        "5xx rate",
+        "limit ≤ 0.70",
+        "(3 over)",
+        "Heroku 0.20",
+        "p99 response time",
+        "limit ≤ 180",
+        "healthy targets",
+        "RDS free storage",
+        "limit > 4 ",
+        "RDS CPU",
+        "no data point in the window",
+        "ECS service CPU",
+    ] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
+    // Charts in braille, and Heroku's minutes as a sparkline beside three of them.
+    assert!(
+        text.chars()
+            .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+            .count()
+            > 300
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("│Heroku")).count(),
+        2,
+        "a row of two cells with Heroku's sparkline, then the requests' row: {text}"
+    );
+    // The marks under the axis: the cutover before the window is left out; the deployment
+    // (D, 02:30:10), the task it started and the rollback (R, 02:46:20).
+    let axis = text
+        .lines()
+        .find(|l| l.contains("↑") && l.contains('D') && l.contains('R'))
+        .unwrap_or_else(|| panic!("no axis with its marks\n{text}"));
+    assert!(axis.find('D') < axis.find('R'), "{axis}");
+    assert!(
+        !axis.contains('C'),
+        "the cutover was before the window: {axis}"
+    );
+    // The rollback's mark is drawn in its colour.
+    let (x, y) = find(&text, " R").map(|(x, y)| (x + 1, y)).unwrap();
+    assert_eq!(
+        buffer.cell((x, y)).map(|c| c.fg),
+        Some(ratatui::style::Color::LightRed)
+    );
+    insta::assert_snapshot!(text);
+    // Any key closes it.
+    press(&mut model, &[KeyCode::Char('x')]);
+    assert_eq!(model.overlay, None);
+}
+
+#[test]
+fn the_soak_view_on_a_small_terminal_is_a_line_per_figure() {
+    let mut model = soak_model();
+    press(&mut model, &[KeyCode::Char('S')]);
+    let (text, _) = screen(&model, 80, 24);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains('▁') || l.contains('█'))
+        .collect();
+    assert!(lines.len() >= 8, "{text}");
+    assert!(
+        text.contains("5xx rate") && text.contains("limit ≤ 0.70"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_soak_view_says_why_it_is_empty() {
+    let rb = Arc::new(
+        Runbook::from_source(
+            SourceFile::new("runbook.toml", SOAK.to_string()),
+            &[],
+            &Registry::builtin(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut model = Model::new(rb, JournalState::new(), Mode::Drive, false);
+    model.overlay = None;
+    press(&mut model, &[KeyCode::Char('S')]);
+    let (text, _) = screen(&model, 100, 28);
+    assert!(
+        text.contains("no evidence yet: `soak-gate` reads CloudWatch's figures when it runs"),
+        "{text}"
+    );
+    // A runbook without a gate has no soak view.
+    let mut model = quiet_model(&[]);
+    press(&mut model, &[KeyCode::Char('S')]);
+    assert_eq!(model.overlay, None);
+    assert!(model
+        .message
+        .as_ref()
+        .is_some_and(|(m, _)| m.contains("no soak.gate step")));
+}

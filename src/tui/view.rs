@@ -481,6 +481,9 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Overlay) {
+    if let Overlay::Soak = overlay {
+        return super::soak::draw(frame, area, model);
+    }
     let (title, lines, border): (String, Vec<Line<'_>>, Style) = match overlay {
         Overlay::Help => (
             " Keys ".into(),
@@ -504,6 +507,10 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 (
                     "w",
                     "windows: the write freeze predicted, live, then against actual",
+                ),
+                (
+                    "S",
+                    "the soak: AWS's figures as charts beside Heroku's baseline",
                 ),
                 ("PgUp PgDn", "scroll the log"),
                 ("?", "this help"),
@@ -661,6 +668,7 @@ fn draw_overlay(frame: &mut Frame<'_>, area: Rect, model: &Model, overlay: &Over
                 .collect(),
             Style::new().fg(Color::Cyan),
         ),
+        Overlay::Soak => (String::new(), Vec::new(), Style::new()),
         Overlay::Windows => (
             " Windows ".into(),
             windows_lines(model),

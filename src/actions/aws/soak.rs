@@ -2,7 +2,8 @@
 //! requests, 5xx and p99, its healthy targets; RDS's free storage and connections; the ECS
 //! service's CPU and memory, shown) against Heroku's baseline and the thresholds
 //! (crate::soak::gate). Succeeds only when every threshold held; a breach names the figure,
-//! the minute and the value.
+//! the minute and the value. Every figure, downsampled, with its threshold, goes into the
+//! journal (`figures`, a crate::soak::Evidence): the UI's soak view and `cutover report` draw it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::{explain, prepare, Session};
 use crate::actions::{parse_duration, parse_integer, Action, ActionContext, Outcome, Stream};
 use crate::runbook::{ActionSchema, ParamSpec, ParamType};
 use crate::soak::gate::{self, Database, Figures, Heroku, Series, Thresholds};
+use crate::soak::{Mark, MarkKind};
 
 pub struct Gate(pub Arc<Session>);
 
@@ -41,7 +43,7 @@ static SCHEMA: ActionSchema = ActionSchema {
         ParamSpec::optional("max_connections_pct", ParamType::String, "RDS connections under this % of max_connections (80)"),
         ParamSpec::optional("max_connections", ParamType::Integer, "RDS's max_connections (default: from the instance class's memory, as RDS's default parameter group sets it)"),
     ],
-    outputs: &["verdict", "requests", "errors", "p99_ms", "breaches", "figures"],
+    outputs: &["verdict", "requests", "errors", "p99_ms", "breaches", "figures", "marks"],
     needs_operator_note: false,
 };
 
@@ -352,6 +354,22 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
             "Maximum",
             60,
         ),
+        query(
+            "rcpu",
+            "AWS/RDS",
+            "CPUUtilization",
+            &[("DBInstanceIdentifier", p.rds_instance.as_str())],
+            "Average",
+            60,
+        ),
+        query(
+            "rmem",
+            "AWS/RDS",
+            "FreeableMemory",
+            &[("DBInstanceIdentifier", p.rds_instance.as_str())],
+            "Minimum",
+            60,
+        ),
     ];
     if let (Some(cluster), Some(service)) = (&p.cluster, &p.service) {
         let ecs = [
@@ -446,6 +464,8 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
         connections: take("conn"),
         cpu: take("cpu"),
         memory: take("mem"),
+        rds_cpu: take("rcpu"),
+        rds_freeable_memory: take("rmem"),
     };
     let requests: f64 = figures.requests.values().sum();
     let errors: f64 = figures.errors.values().sum();
@@ -458,14 +478,35 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
         ))
         .await;
     let breaches = gate::judge(&figures, &heroku, &db, &t, from, to);
-    let compact = |s: &Series| gate::downsample(s, 240);
-    let kept = serde_json::json!({
-        "from": from, "to": to,
-        "requests": compact(&figures.requests), "errors": compact(&figures.errors),
-        "p99_ms": compact(&figures.p99_ms), "healthy": compact(&figures.healthy),
-        "free_storage": compact(&figures.free_storage), "connections": compact(&figures.connections),
-        "cpu": compact(&figures.cpu), "memory": compact(&figures.memory),
-    });
+    let kept = gate::evidence(&figures, &heroku, &db, &t, from, to);
+    // What the service's event list says happened in the window: deployments, rollbacks,
+    // tasks started (ECS keeps the last 100 events).
+    let mut marks = Vec::new();
+    if let (Some(cluster), Some(service)) = (&p.cluster, &p.service) {
+        let described = aws_sdk_ecs::Client::new(&config)
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .send()
+            .await
+            .map_err(|e| Outcome::failed(explain("ecs:DescribeServices", &e)))?;
+        for event in described.services().iter().flat_map(|s| s.events()) {
+            let (Some(at), Some(message)) = (event.created_at(), event.message()) else {
+                continue;
+            };
+            let at = u64::try_from(at.secs()).unwrap_or(0);
+            if let Some(kind) = MarkKind::of_service_event(message) {
+                if (from..to + 60).contains(&at) {
+                    marks.push(Mark {
+                        at,
+                        kind,
+                        label: message.to_string(),
+                    });
+                }
+            }
+        }
+        marks.sort_by_key(|m| m.at);
+    }
     for (name, value) in [
         (
             "verdict",
@@ -484,7 +525,8 @@ async fn run(session: &Session, ctx: &ActionContext) -> Result<Outcome, Outcome>
             "breaches",
             serde_json::to_string(&breaches).unwrap_or_default(),
         ),
-        ("figures", kept.to_string()),
+        ("figures", serde_json::to_string(&kept).unwrap_or_default()),
+        ("marks", serde_json::to_string(&marks).unwrap_or_default()),
     ] {
         ctx.report.output(name, value).await;
     }

@@ -10,6 +10,8 @@ instance's id is its own, drawn from its identifier (so a replay gives the same)
 ElastiCache replication group's member clusters in name only; AWS makes them, and the provider
 reads them: here they are made as AWS does, one cache cluster per member. moto computes no
 CloudWatch percentile ("p99"): here it is the nearest rank of the values put in the period.
+moto reads who signed a request from its Authorization header only: a presigned one (in the
+query) is read as its signer's, as AWS does.
 
 Requests are handled one at a time, in the order moto's recorder writes them down: ids come
 from a seeded generator, so a recording replayed into a fresh server (a resumed rehearsal) gives
@@ -151,6 +153,32 @@ def _get_statistics_with_percentiles(self, stat):
 
 
 cloudwatch_models.Statistics.get_statistics_for_type = _get_statistics_with_percentiles
+
+import moto.moto_server.werkzeug_app as werkzeug_app
+from urllib.parse import parse_qs
+
+_dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+
+
+def _dispatch_presigned_sts(self, environ, start_response):
+    """An STS request presigned with SigV4 in its query (an approval's proof of identity, a
+    presigned GetCallerIdentity) is its signer's, as AWS reads it: moto looks for the service
+    and the signer in the Authorization header only, and would answer it as S3's. Here the
+    query's credential is read as that header would be. moto checks no signature, here or
+    anywhere."""
+    if "HTTP_AUTHORIZATION" not in environ:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        credential = query.get("X-Amz-Credential", [""])[0]
+        if credential.split("/")[3:4] == ["sts"]:
+            environ["HTTP_AUTHORIZATION"] = (
+                f"AWS4-HMAC-SHA256 Credential={credential}, "
+                f"SignedHeaders={query.get('X-Amz-SignedHeaders', [''])[0]}, "
+                f"Signature={query.get('X-Amz-Signature', [''])[0]}"
+            )
+    return _dispatch(self, environ, start_response)
+
+
+werkzeug_app.DomainDispatcherApplication.__call__ = _dispatch_presigned_sts
 
 _handle = core_utils.convert_to_flask_response.__call__
 _in_order = threading.Lock()

@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod actor;
+pub mod approval;
 pub mod aws_error;
 pub mod clock;
 pub mod cost;

@@ -343,11 +343,18 @@ pub fn soak_picture(
             None => "the runbook has no soak.gate step".to_string(),
         });
     };
-    let evidence: Evidence = serde_json::from_str(&record.outputs["figures"]).map_err(|e| {
-        format!(
-            "`{}`'s figures are not readable ({e}): run it again",
-            gate.id
-        )
+    let text = &record.outputs["figures"];
+    let evidence: Evidence = serde_json::from_str(text).map_err(|e| {
+        let earlier = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("figures").is_none() && v.get("requests").is_some());
+        if earlier {
+            format!(
+                "`{}` ran with an earlier version of cutover, which kept its figures without their limits: run it again to draw them",
+                gate.id
+            )
+        } else {
+            format!("`{}`'s figures are not readable ({e}): run it again", gate.id)
+        }
     })?;
     let baseline: Option<Vec<Bucket>> = of_kind("heroku.baseline")
         .filter_map(|s| journal.step(&s.id)?.outputs.get("buckets"))

@@ -2448,3 +2448,420 @@ fn the_soak_gate_judges_cloudwatchs_figures_against_herokus_baseline() {
         minute_text(gap)
     ));
 }
+
+/// IAM users with keys of their own and two sessions of one role, made in moto through boto3
+/// (the tests' SDK set has no IAM client): `{name: [key, secret, token?, user_id?]}`.
+fn approvers(aws: &Moto, prefix: &str) -> serde_json::Value {
+    let script = format!(
+        r#"
+import boto3, json, os
+E = os.environ["E"]
+iam = boto3.client("iam", endpoint_url=E, region_name="us-east-1")
+out = {{}}
+for name in ["ana", "bea", "cal"]:
+    user = iam.create_user(UserName="{prefix}-" + name)["User"]
+    key = iam.create_access_key(UserName="{prefix}-" + name)["AccessKey"]
+    out[name] = [key["AccessKeyId"], key["SecretAccessKey"], "", user["UserId"]]
+iam.create_role(RoleName="{prefix}-deployer", AssumeRolePolicyDocument="{{}}")
+sts = boto3.client("sts", endpoint_url=E, region_name="us-east-1",
+                   aws_access_key_id=out["cal"][0], aws_secret_access_key=out["cal"][1])
+for session in ["cal-one", "cal-two"]:
+    c = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/{prefix}-deployer",
+                        RoleSessionName=session)["Credentials"]
+    out[session] = [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"], ""]
+print(json.dumps(out))
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("E", &aws.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `cutover ARGS` in `p` as the operator `who` (their own keys, their own `user@host`).
+fn as_operator(p: &Project, keys: &serde_json::Value, who: &str, args: &[&str]) -> common::Outcome {
+    let k = &keys[who];
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", k[0].as_str().unwrap()),
+        ("AWS_SECRET_ACCESS_KEY", k[1].as_str().unwrap()),
+    ];
+    let actor = format!("{who}@laptop");
+    env.push(("CUTOVER_ACTOR", &actor));
+    if let Some(token) = k[2].as_str().filter(|t| !t.is_empty()) {
+        env.push(("AWS_SESSION_TOKEN", token));
+    }
+    p.run_with(args, &env)
+}
+
+/// The digest a refused run asks approval for (`cutover approve STEP --digest D`).
+fn asked_digest(out: &common::Outcome) -> String {
+    let text = out.text();
+    text.split("--digest ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest asked for: {text}"))
+        .to_string()
+}
+
+fn approval_steps() -> String {
+    let mut steps = String::new();
+    for (id, n) in [
+        ("apply", 1),
+        ("pair", 2),
+        ("edited", 1),
+        ("denied", 1),
+        ("late", 1),
+        ("glass", 1),
+    ] {
+        steps.push_str(&format!(
+            "[[phase.step]]\nid = \"{id}\"\ndo = \"shell\"\nrun = \"echo {id} ${{what}} >> applied.txt\"\ndestructive = true\nconfirm = \"run {id}\"\napprovals = {n}\n\n"
+        ));
+    }
+    steps
+}
+
+/// A second operator approves a destructive step, proven by STS (moto's: IAM users with keys of
+/// their own; moto checks no signature, so a forged proof is refused only by real STS — here,
+/// what is checked is that the identity is read from the signer's credential, and that the
+/// binding holds). The requester's own approval never counts; two sessions of one role count
+/// once; an edited variable voids an approval; so does time; a deny blocks until withdrawn;
+/// break glass runs and is listed for review; the journal and the report hold who approved
+/// what, with their ARN, UserId and STS request id.
+#[test]
+fn a_second_operator_approves_with_their_own_aws_identity_bound_to_what_will_run() {
+    let aws = Moto::new();
+    let keys = approvers(&aws, "appr");
+    let text = runbook(&endpoint(), &approval_steps())
+        .var("what", "v1")
+        .render();
+    let p = Project::with_text(&text);
+    let ana = |args: &[&str]| as_operator(&p, &keys, "ana", args);
+    let bea = |args: &[&str]| as_operator(&p, &keys, "bea", args);
+
+    // Ana asks: nothing runs, the request names what approvers run.
+    let out = ana(&["run", "apply", "--confirm", "run apply"]);
+    assert_eq!(out.code(), 5, "{}", out.text());
+    out.says("step `apply` awaits approval: 0 of 1 approval(s) in");
+    let digest = asked_digest(&out);
+    assert!(!p.file("applied.txt").exists());
+    let asked = p.journal().events("apply", "approval_requested");
+    assert_eq!(asked.len(), 1, "{}", p.journal().as_str());
+    assert!(asked[0]["by_arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":user/appr-ana"));
+    assert_eq!(asked[0]["by_user_id"], keys["ana"][3]);
+
+    // Her own approval is refused; Bea sees what she approves before she can.
+    ana(&["approve", "apply", "--digest", &digest])
+        .expect(5)
+        .says("you asked for it");
+    let out = bea(&["approve", "apply"]);
+    assert_eq!(out.code(), 5, "{}", out.text());
+    out.stdout_has("It will: ")
+        .stdout_has(&format!("Digest: {digest}"));
+    out.says(&format!("cutover approve apply --digest {digest}"));
+    bea(&["approve", "apply", "--digest", "0000"])
+        .expect(5)
+        .says("is not what was asked for");
+    bea(&[
+        "approve",
+        "apply",
+        "--digest",
+        &digest,
+        "--note",
+        "read the plan",
+    ])
+    .ok()
+    .says("approved `apply`");
+
+    // Ana runs it, with its phrase; the journal holds Bea's ARN, UserId and STS's request id.
+    ana(&["run", "apply", "--confirm", "run apply"]).ok();
+    assert_eq!(p.read("applied.txt"), "apply v1\n");
+    let counted = p.journal().events("apply", "approval_considered");
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(counted[0]["by_arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":user/appr-bea"));
+    assert_eq!(counted[0]["by_user_id"], keys["bea"][3]);
+    assert_eq!(counted[0]["standing"], "counted");
+    assert_eq!(counted[0]["digest"], digest.as_str());
+    assert!(!counted[0]["sts_request_id"].as_str().unwrap().is_empty());
+    // The proof itself (a presigned URL: a session's token, a signature) is not journaled.
+    assert!(!p.journal().contains("X-Amz-Signature"));
+
+    // Two sessions of one role are one principal: with Bea's approval, two.
+    let out = ana(&["run", "pair", "--confirm", "run pair"]);
+    let digest = asked_digest(&out);
+    for session in ["cal-one", "cal-two"] {
+        as_operator(
+            &p,
+            &keys,
+            session,
+            &["approve", "pair", "--digest", &digest],
+        )
+        .ok();
+    }
+    let out = ana(&["run", "pair", "--confirm", "run pair"]);
+    assert_eq!(out.code(), 5, "{}", out.text());
+    out.says("1 of 2 approval(s) in")
+        .says("superseded by a later approval of the same principal");
+    bea(&["approve", "pair", "--digest", &digest]).ok();
+    ana(&["run", "pair", "--confirm", "run pair"]).ok();
+
+    // Approved, then a variable edited: what would run is not what was approved.
+    let out = ana(&["run", "edited", "--confirm", "run edited"]);
+    let digest = asked_digest(&out);
+    bea(&["approve", "edited", "--digest", &digest]).ok();
+    let out = ana(&[
+        "--var",
+        "what=v2",
+        "run",
+        "edited",
+        "--confirm",
+        "run edited",
+    ]);
+    assert_eq!(out.code(), 5, "{}", out.text());
+    out.says(&format!(
+        "what will run changed since it was approved (approved {digest}, now "
+    ));
+    assert!(!p.read("applied.txt").contains("edited"));
+
+    // A deny wins until its author withdraws it.
+    let out = ana(&["run", "denied", "--confirm", "run denied"]);
+    let digest = asked_digest(&out);
+    bea(&["deny", "denied", "--note", "not during the sale"]).ok();
+    as_operator(
+        &p,
+        &keys,
+        "cal",
+        &["approve", "denied", "--digest", &digest],
+    )
+    .ok();
+    ana(&["run", "denied", "--confirm", "run denied"])
+        .expect(5)
+        .says("a deny is in force until withdrawn");
+    bea(&["deny", "denied", "--withdraw"]).ok();
+    ana(&["run", "denied", "--confirm", "run denied"]).ok();
+
+    // An approval expires (approval_ttl 3 s, a project of its own): void, named, and kept in
+    // the record.
+    let short =
+        Project::with_text(&text.replacen("[runbook]\n", "[runbook]\napproval_ttl = \"3s\"\n", 1));
+    let out = as_operator(
+        &short,
+        &keys,
+        "ana",
+        &["run", "late", "--confirm", "run late"],
+    );
+    let digest = asked_digest(&out);
+    as_operator(
+        &short,
+        &keys,
+        "bea",
+        &["approve", "late", "--digest", &digest],
+    )
+    .ok();
+    std::thread::sleep(Duration::from_secs(5));
+    as_operator(
+        &short,
+        &keys,
+        "ana",
+        &["run", "late", "--confirm", "run late"],
+    )
+    .expect(5)
+    .says("expired at");
+    assert!(short
+        .journal()
+        .events("late", "approval_considered")
+        .iter()
+        .any(|e| e["standing"]
+            .as_str()
+            .unwrap()
+            .starts_with("void: it expired at")));
+
+    // Break glass: recorded only when it runs (its phrase typed), with a reason.
+    ana(&[
+        "run",
+        "glass",
+        "--break-glass",
+        "--note",
+        "sev1, alone on call",
+    ])
+    .expect(5)
+    .says("type its phrase");
+    assert!(p.journal().events("glass", "break_glass").is_empty());
+    ana(&[
+        "run",
+        "glass",
+        "--break-glass",
+        "--note",
+        " ",
+        "--confirm",
+        "run glass",
+    ])
+    .expect(5)
+    .says("a note is required");
+    // Break glass: no approvals, a reason, the phrase; listed for review.
+    ana(&[
+        "run",
+        "glass",
+        "--break-glass",
+        "--note",
+        "sev1, alone on call",
+        "--confirm",
+        "run glass",
+    ])
+    .ok();
+    let report = ana(&["report"]).stdout();
+    assert!(report.contains("## Approvals"), "{report}");
+    assert!(
+        report.contains("approve by arn:aws:iam::123456789012:user/appr-bea (UserId "),
+        "{report}"
+    );
+    // moto answered for STS here, and the record says so.
+    assert!(
+        report.contains(&format!("from {}/, not AWS's STS", endpoint())),
+        "{report}"
+    );
+    // The proof (its signature; a session's token) is never journaled, refused or not.
+    assert!(
+        !p.journal().contains("X-Amz-Signature") && !p.journal().contains("X-Amz-Security-Token")
+    );
+    assert!(report.contains("### Break glass: to review"), "{report}");
+    assert!(
+        report.contains(
+            "`glass`: run without its approvals by arn:aws:iam::123456789012:user/appr-ana"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("“sev1, alone on call”"), "{report}");
+}
+
+/// On an S3 state, the approver on another machine (another state directory) reads the request
+/// from S3 and posts there; the driver reads it at its next run.
+#[test]
+fn an_approval_from_another_machine_reaches_the_driver_through_s3() {
+    let aws = Moto::new();
+    let keys = approvers(&aws, "appr-s3");
+    aws.block_on(async {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws.config)
+                .force_path_style(true)
+                .build(),
+        );
+        let _ = s3.create_bucket().bucket("approvals-state").send().await;
+    });
+    let text = runbook(&endpoint(), &approval_steps())
+        .var("what", "v1")
+        .table("[state]\nbackend = \"s3://approvals-state/team\"")
+        .render();
+    let driver = Project::with_text(&text);
+    let approver = Project::with_text(&text);
+    let out = as_operator(
+        &driver,
+        &keys,
+        "ana",
+        &["run", "apply", "--confirm", "run apply"],
+    );
+    assert_eq!(out.code(), 5, "{}", out.text());
+    let digest = asked_digest(&out);
+    as_operator(
+        &approver,
+        &keys,
+        "bea",
+        &["approve", "apply", "--digest", &digest],
+    )
+    .ok()
+    .says("Posted to s3://approvals-state/team/approvals/apply/");
+    as_operator(
+        &driver,
+        &keys,
+        "ana",
+        &["run", "apply", "--confirm", "run apply"],
+    )
+    .ok();
+    assert_eq!(driver.read("applied.txt"), "apply v1\n");
+}
+
+/// In the UI (a real terminal, tmux): Enter on a step awaiting approval asks no phrase and
+/// shows who asked and what a second operator runs; once they approved (from their own
+/// terminal and credentials), Enter asks for the phrase and the step runs.
+#[test]
+fn the_ui_asks_for_the_phrase_only_once_the_approval_is_in() {
+    let aws = Moto::new();
+    let keys = approvers(&aws, "appr-tui");
+    let p = Project::new(&runbook(&endpoint(), &approval_steps()).var("what", "v1"));
+    let t = tmux::TmuxServer::new("approvals");
+    let command = format!("{}; sleep 600", common::run::shell_line(""));
+    let key = |i: usize| keys["ana"][i].as_str().unwrap().to_string();
+    let env = [
+        format!("AWS_ACCESS_KEY_ID={}", key(0)),
+        format!("AWS_SECRET_ACCESS_KEY={}", key(1)),
+        "AWS_CONFIG_FILE=/nonexistent".to_string(),
+        "AWS_SHARED_CREDENTIALS_FILE=/nonexistent".to_string(),
+        "AWS_EC2_METADATA_DISABLED=true".to_string(),
+        "TERM=xterm-256color".to_string(),
+    ];
+    let mut args = vec![
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "140",
+        "-y",
+        "44",
+        "-c",
+        p.path().to_str().unwrap(),
+    ];
+    for e in &env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.push(&command);
+    t.tmux(&args);
+    t.wait_for("main", "Steps", Duration::from_secs(20));
+    t.keys("main", &["Enter"]);
+    let screen = t.wait_for(
+        "main",
+        "awaiting approval: asked by arn:aws:iam::123456789012:user/appr-tui-ana",
+        Duration::from_secs(30),
+    );
+    assert!(
+        !screen.contains("to run it:"),
+        "no phrase asked yet:\n{screen}"
+    );
+    assert!(
+        screen.contains("cutover approve apply --digest"),
+        "{screen}"
+    );
+    assert!(!p.file("applied.txt").exists());
+    let digest = p.journal().events("apply", "approval_requested")[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    as_operator(&p, &keys, "bea", &["approve", "apply", "--digest", &digest]).ok();
+    t.keys("main", &["Enter"]);
+    t.wait_for("main", "to run it:", Duration::from_secs(30));
+    // Keys typed the instant a dialog opens do not count (a held key's repeat guard).
+    std::thread::sleep(Duration::from_millis(400));
+    t.text("main", "run apply");
+    t.keys("main", &["Enter"]);
+    let screen = t.wait_for(
+        "main",
+        "approve by arn:aws:iam::123456789012:user/appr-tui-bea: counted",
+        Duration::from_secs(30),
+    );
+    p.wait_for("applied.txt", "apply v1");
+    assert!(screen.contains("needs 1 approval(s)"), "{screen}");
+    t.keys("main", &["q"]);
+}

@@ -1964,7 +1964,8 @@ fn the_bundled_workflow_fails_a_deployment_ecs_rolled_back() {
 /// The deploy workflow's last step: `aws ecs wait services-stable` returns on a circuit
 /// breaker's rollback too, so the step reads which task definition the service's PRIMARY
 /// deployment runs and whether its image is the one pushed. Run by bash with real jq and a
-/// stand-in for the AWS CLI: no moto or ECS here can roll a deployment back, so the stand-in
+/// stand-in for the AWS CLI, under `bash -e` as GitHub's runner runs a step (the script sets
+/// pipefail itself): no moto or ECS here can roll a deployment back, so the stand-in
 /// answers as ECS does after a circuit breaker's rollback (the previous task definition PRIMARY,
 /// rollout COMPLETED, the reason in `rolloutStateReason`).
 fn the_image_check_fails_a_rolled_back_deployment(
@@ -2004,7 +2005,7 @@ fn the_image_check_fails_a_rolled_back_deployment(
     let run = |primary: &str| {
         let _ = std::fs::remove_file(&calls);
         let out = Command::new("bash")
-            .args(["-e", "-o", "pipefail", "-c", &script])
+            .args(["-e", "-c", &script])
             .env(
                 "PATH",
                 format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
@@ -2066,4 +2067,8 @@ fn the_image_check_fails_a_rolled_back_deployment(
         said.contains("rollout is FAILED: tasks failed to start"),
         "{said}"
     );
+    // No PRIMARY deployment (a service gone, a permission missing): said so, not a rollback.
+    let (ok, said, _) = run("null");
+    assert!(!ok, "{said}");
+    assert!(said.contains("app has no PRIMARY deployment"), "{said}");
 }

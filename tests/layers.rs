@@ -10,6 +10,22 @@ use std::path::{Path, PathBuf};
 
 /// What each top-level module of the library must never import (ARCHITECTURE.md, "Code map").
 const NEVER: &[(&str, &[&str])] = &[
+    // Approvals judged: bindings, principals, the tally; identities come in verified.
+    (
+        "approval",
+        &[
+            "actions",
+            "cost",
+            "engine",
+            "journal",
+            "runbook",
+            "state",
+            "status",
+            "tui",
+            "window",
+            "workspace",
+        ],
+    ),
     // The leaves: anyone may use them, they use none of the rest.
     (
         "clock",

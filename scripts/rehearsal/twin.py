@@ -492,6 +492,10 @@ _update_service = ecs_models.EC2ContainerServiceBackend.update_service
 
 def update_service(self, service_properties):
     service = _update_service(self, service_properties)
+    # ECS's new PRIMARY deployment runs the task definition given; moto's keeps the old one's
+    # name (what a deploy's check of the running image reads).
+    if service.deployments and service.task_definition:
+        service.deployments[0]["taskDefinition"] = service.task_definition
     if "enable_execute_command" in service_properties:
         service.enable_execute_command = bool(service_properties["enable_execute_command"])
     return service

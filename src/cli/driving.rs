@@ -54,13 +54,14 @@ pub fn drive(
     if let Some(warning) = warning {
         eprintln!("cutover: warning: {warning}");
     }
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         Arc::new(runbook),
         state.workspace.clone(),
         journal,
         registry,
         redactor,
     );
+    engine.set_mailbox(cutover::state::approvals::mailbox(state));
     Ok((engine, driving.hold))
 }
 

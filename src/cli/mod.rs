@@ -1,10 +1,12 @@
 //! The command line: every step runs headless from here. One file per command, each with its
 //! clap arguments (`Args`) and its `exec`; this file parses and dispatches.
 
+mod approve;
 mod audit;
 mod completions;
 mod context;
 mod cost;
+mod deny;
 mod driving;
 mod ecs_run;
 mod exit;
@@ -128,6 +130,11 @@ enum Command {
     Rollback(rollback::Args),
     /// Set a step's state by hand, with a note saying why.
     Mark(mark::Args),
+    /// Approve what a run of a step asked for, as a second operator with your own AWS
+    /// credentials: shows what will run; --digest says you read it.
+    Approve(approve::Args),
+    /// Refuse a step (it cannot run until you --withdraw), as a second operator.
+    Deny(deny::Args),
     /// Print a step's log (the latest attempt unless --attempt).
     Log(log::Args),
     /// Add a note to the journal.
@@ -194,6 +201,8 @@ fn dispatch(mut cli: Cli) -> Result<u8, Failure> {
         Command::Scaffold(args) => scaffold::exec(&ctx, args),
         Command::Rollback(args) => rollback::exec(&ctx, args),
         Command::Mark(args) => mark::exec(&ctx, args),
+        Command::Approve(args) => approve::exec(&ctx, args),
+        Command::Deny(args) => deny::exec(&ctx, args),
         Command::Log(args) => log::exec(&ctx, args),
         Command::Note(args) => note::exec(&ctx, args),
         Command::Unlock(args) => unlock::exec(&ctx, args),

@@ -101,6 +101,19 @@ fn report(
                 "attempts": record.map_or(0, |r| r.attempts),
                 "note": record.and_then(|r| r.detail.clone()),
                 "confirmed": record.and_then(|r| r.confirmed.clone()).map(|(actor, time)| json!({"by": actor, "at": time})),
+                "approval_request": record.and_then(|r| r.approval_request.as_ref()).map(|q| json!({
+                    "by": q.by_arn, "user_id": q.by_user_id, "actor": q.actor, "at": q.time,
+                    "digest": q.digest, "what": q.what, "required": q.required,
+                })),
+                "approvals": record.map(|r| r.approvals.iter().map(|a| json!({
+                    "verdict": a.verdict, "by": a.by_arn, "user_id": a.by_user_id,
+                    "sts_request_id": a.sts_request_id, "sts_endpoint": a.sts_endpoint,
+                    "actor": a.by_actor, "digest": a.digest,
+                    "note": a.note, "standing": a.standing, "recorded": a.time,
+                })).collect::<Vec<_>>()).unwrap_or_default(),
+                "break_glass": record.map(|r| r.break_glass.iter().map(|b| json!({
+                    "by": b.by_arn, "actor": b.actor, "at": b.time, "note": b.note,
+                })).collect::<Vec<_>>()).unwrap_or_default(),
             })
         })
         .collect();
@@ -127,8 +140,12 @@ fn report(
         ReportFormat::Json => serde_json::to_string_pretty(&doc).unwrap_or_default(),
         ReportFormat::Md => {
             let mut text = markdown(runbook, state, history, &doc);
-            if let Ok(p) = &picture {
-                text.push_str(&soak_markdown(p, &chart_files));
+            match &picture {
+                Ok(p) => text.push_str(&soak_markdown(p, &chart_files)),
+                Err(why) if runbook.steps.iter().any(|s| s.action.kind == "soak.gate") => {
+                    text.push_str(&format!("\n## Soak\n\n{why}\n"));
+                }
+                Err(_) => {}
             }
             text
         }
@@ -193,6 +210,7 @@ fn markdown(
     if !any {
         out.push_str("None yet.\n");
     }
+    out.push_str(&approvals_markdown(doc, &text));
     for view in window::views(runbook, state) {
         let prediction = window::predict(runbook, &view.window, state, history);
         out.push_str(&format!(
@@ -264,7 +282,7 @@ fn soak_markdown(p: &cutover::soak::Picture, charts: &[std::path::PathBuf]) -> S
     for b in &p.breaches {
         out.push_str(&format!("\n- no-go: {b}"));
     }
-    out.push_str("\n\n| figure | over the soak | last | limit | minutes over | Heroku | chart |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("\n\n| figure | over the soak | last | judged | limit | Heroku | chart |\n| --- | --- | --- | --- | --- | --- | --- |\n");
     for f in &p.figures {
         let values: Vec<f64> = f.points.iter().map(|p| p.1).collect();
         let chart = charts
@@ -286,12 +304,12 @@ fn soak_markdown(p: &cutover::soak::Picture, charts: &[std::path::PathBuf]) -> S
                 window::sparkline(&values)
             },
             f.last().map_or("—".to_string(), number_text),
-            f.limit.map_or("—".to_string(), |l| l.text()),
-            if f.limit.is_some() {
-                f.broken().to_string()
+            f.judged.map_or("—".to_string(), |v| if f.broken() {
+                format!("**{}** (broken)", number_text(v))
             } else {
-                "—".to_string()
-            },
+                number_text(v)
+            }),
+            f.limit.map_or("—".to_string(), |l| l.text()),
             f.heroku_level.map_or("—".to_string(), number_text),
             chart
         ));
@@ -308,4 +326,75 @@ fn soak_markdown(p: &cutover::soak::Picture, charts: &[std::path::PathBuf]) -> S
         }
     }
     out
+}
+
+/// Who asked for each step's approval, each verdict as the driver recorded it (with STS's word
+/// on who gave it), and every run without approvals, for review.
+fn approvals_markdown(
+    doc: &serde_json::Value,
+    text: &dyn Fn(&serde_json::Value) -> String,
+) -> String {
+    let mut out = String::new();
+    let mut glass = String::new();
+    for step in doc["steps"].as_array().into_iter().flatten() {
+        let id = text(&step["id"]);
+        if let Some(q) = step["approval_request"].as_object() {
+            out.push_str(&format!(
+                "- `{id}`: asked by {} ({}) at {} for digest `{}`, {} approval(s) needed\n",
+                q.get("by").map(text).unwrap_or_default(),
+                q.get("actor").map(text).unwrap_or_default(),
+                q.get("at").map(text).unwrap_or_default(),
+                q.get("digest").map(text).unwrap_or_default(),
+                q.get("required").map(text).unwrap_or_default(),
+            ));
+        }
+        for a in step["approvals"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  - {} by {} (UserId {}, STS request {}{}; {}) for digest `{}`: {}{}\n",
+                text(&a["verdict"]),
+                if a["by"].as_str().is_some_and(|b| !b.is_empty()) {
+                    text(&a["by"])
+                } else {
+                    format!("{} (unverified)", text(&a["actor"]))
+                },
+                text(&a["user_id"]),
+                text(&a["sts_request_id"]),
+                match a["sts_endpoint"].as_str() {
+                    Some(e)
+                        if e.starts_with("https://sts.")
+                            && e.trim_end_matches('/').ends_with(".amazonaws.com") =>
+                        String::new(),
+                    Some(e) if !e.is_empty() => format!(" from {e}, not AWS's STS"),
+                    _ => String::new(),
+                },
+                text(&a["recorded"]),
+                text(&a["digest"]),
+                text(&a["standing"]),
+                a["note"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .map_or(String::new(), |n| format!(" — “{n}”")),
+            ));
+        }
+        for b in step["break_glass"].as_array().into_iter().flatten() {
+            glass.push_str(&format!(
+                "- `{id}`: run without its approvals by {} ({}) at {}: “{}”\n",
+                text(&b["by"]),
+                text(&b["actor"]),
+                text(&b["at"]),
+                text(&b["note"]),
+            ));
+        }
+    }
+    let mut section = String::from("\n## Approvals\n\n");
+    section.push_str(if out.is_empty() {
+        "None asked for.\n"
+    } else {
+        &out
+    });
+    if !glass.is_empty() {
+        section.push_str("\n### Break glass: to review\n\n");
+        section.push_str(&glass);
+    }
+    section
 }

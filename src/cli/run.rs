@@ -27,6 +27,10 @@ pub struct Args {
     /// Run the step's check instead: if its effect already holds, the step is done.
     #[arg(long)]
     pub check: bool,
+    /// Run a step that needs approvals without them, saying why (in --note): recorded as
+    /// such, and listed in the report for review. Its phrase is still asked.
+    #[arg(long, requires = "note")]
+    pub break_glass: bool,
 }
 
 pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
@@ -37,6 +41,9 @@ pub fn exec(ctx: &Context, args: Args) -> Result<u8, Failure> {
         (None, _) => Target::Next,
     });
     request.confirm = args.confirm;
+    if args.break_glass {
+        request.break_glass = args.note.clone();
+    }
     request.note = args.note;
     request.check_only = args.check;
     let runtime = context::runtime()?;

@@ -22,6 +22,18 @@ pub fn write(picture: &Picture, dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut written = Vec::new();
     for figure in &picture.figures {
+        // The key comes from the journal: a file name of letters, digits and `_` only.
+        if figure.key.is_empty()
+            || !figure
+                .key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "a figure named {:?} is not a file name",
+                figure.key
+            ));
+        }
         let path = dir.join(format!("soak-{}.svg", figure.key));
         let mut svg = String::new();
         draw(picture, figure, &mut svg).map_err(|e| format!("{}: {e}", figure.key))?;
@@ -46,6 +58,13 @@ fn draw(p: &Picture, f: &Figure, svg: &mut String) -> Result<(), Box<dyn std::er
         hhmm(p.from),
         hhmm(p.to + 60)
     );
+    if let Some(v) = f.judged {
+        caption.push_str(&format!(
+            " · judged {}{unit}{}",
+            number_text(v),
+            if f.broken() { " (BROKEN)" } else { "" }
+        ));
+    }
     if let Some(l) = f.limit {
         caption.push_str(&format!(" · limit {}{unit}", l.text()));
     }
@@ -172,6 +191,7 @@ mod tests {
             unit: "%".into(),
             points,
             limit,
+            judged: None,
             heroku: Vec::new(),
             heroku_level: Some(0.2),
         }

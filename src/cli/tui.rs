@@ -85,6 +85,7 @@ pub fn open(
                 redactor,
             );
             engine.observe(Box::new(context::PredictionRecorder(ctx.history()?)));
+            engine.set_mailbox(cutover::state::approvals::mailbox(&state));
             (Mode::Drive, Some(engine), Some(driving.hold), None)
         }
         None => {

@@ -89,6 +89,9 @@ pub struct RunRequest {
     pub note: Option<String>,
     /// Run the step's `check` instead of its action.
     pub check_only: bool,
+    /// Run without the approvals the step's policy asks for, saying why: recorded, and
+    /// listed in the report for review.
+    pub break_glass: Option<String>,
     pub cancel: CancellationToken,
 }
 
@@ -99,6 +102,7 @@ impl RunRequest {
             confirm: None,
             note: None,
             check_only: false,
+            break_glass: None,
             cancel: CancellationToken::new(),
         }
     }
@@ -155,6 +159,8 @@ pub enum EngineError {
         condition: String,
         missing: String,
     },
+    #[error("step `{step}` awaits approval: {detail}")]
+    AwaitingApproval { step: String, detail: String },
     #[error("step `{0}` has no `check`")]
     NoCheck(String),
     #[error("a note is required")]
@@ -248,6 +254,9 @@ pub struct Engine {
     tunnels: crate::actions::aws::Tunnels,
     /// Told of each success; what they return is journaled as the step's outputs.
     observers: Vec<Box<dyn Observer>>,
+    /// Where approvers post their verdicts (the state's); none: a step that needs approvals
+    /// cannot run.
+    mailbox: Option<Arc<dyn crate::approval::Mailbox>>,
 }
 
 /// Sees each step that succeeded, with the journal as it now stands, and returns outputs to
@@ -279,7 +288,13 @@ impl Engine {
             subscribers: Vec::new(),
             tunnels: Default::default(),
             observers: Vec::new(),
+            mailbox: None,
         }
+    }
+
+    /// Where approvals are read from (the state's mailbox).
+    pub fn set_mailbox(&mut self, mailbox: Arc<dyn crate::approval::Mailbox>) {
+        self.mailbox = Some(mailbox);
     }
 
     /// Adds an observer of successes (see [`Observer`]).
@@ -482,6 +497,203 @@ impl Engine {
         Ok(())
     }
 
+    /// The approvals `policy` asks of `step`: the requester's identity from STS, the digest
+    /// of what will run, every verdict posted verified with STS and judged; new verdicts and
+    /// standings recorded, and a request recorded when the approvals are not all in (with
+    /// what approvers need to approve it). With break glass, nothing is asked: the reason (and
+    /// who, when STS answers) is returned, to be journaled once the phrase is typed.
+    async fn approvals(
+        &mut self,
+        step: &Step,
+        policy: &crate::approval::Policy,
+        request: &RunRequest,
+    ) -> Result<Option<(String, crate::approval::Identity)>, EngineError> {
+        use crate::actions::aws::approval as sts;
+        use crate::approval::{self as ap, Posted, RecordedDeny};
+        let refuse = |detail: String| EngineError::AwaitingApproval {
+            step: step.id.clone(),
+            detail,
+        };
+        let settings = self.runbook.aws.clone().unwrap_or_default();
+        let session = crate::actions::aws::Session::default();
+        if let Some(note) = &request.break_glass {
+            if note.trim().is_empty() {
+                return Err(EngineError::EmptyNote);
+            }
+            // Break glass is for when things are broken: who it is, if STS says.
+            let who = match session.guard(&settings).await {
+                Ok((config, _)) => sts::caller(config).await,
+                Err(e) => Err(e),
+            }
+            .unwrap_or_else(|e| ap::Identity {
+                arn: format!("(STS did not say: {e})"),
+                user_id: String::new(),
+                account: String::new(),
+                request_id: String::new(),
+            });
+            return Ok(Some((note.clone(), who)));
+        }
+        let config = session
+            .guard(&settings)
+            .await
+            .map_err(|e| refuse(format!("who asks cannot be told: {e}")))?
+            .0
+            .clone();
+        let requester = sts::caller(&config)
+            .await
+            .map_err(|e| refuse(format!("who asks cannot be told: {e}")))?;
+        let params = self
+            .render_spec(&step.action)
+            .await
+            .map_err(|why| refuse(format!("what it will run cannot be said yet {why}")))?;
+        let digest = ap::content_digest(&step.id, &step.digest, &step.action.kind, &params);
+        let head = self.journal.state().decision_head.clone();
+        let mailbox = self.mailbox.clone().ok_or_else(|| {
+            refuse("this front end reads no approvals (no state mailbox)".to_string())
+        })?;
+        let files = mailbox
+            .read(&step.id)
+            .map_err(|e| refuse(format!("the approvals cannot be read: {e}")))?;
+        let endpoint = sts::endpoint_text(&config);
+        let mut posted = Vec::new();
+        let mut unreadable = Vec::new();
+        for (name, bytes) in files {
+            match serde_json::from_slice::<Posted>(&bytes) {
+                Ok(p) => {
+                    let identity = sts::verify(&config, &p.proof, &p.binding.hash()).await;
+                    posted.push((p.binding, identity));
+                }
+                Err(e) => unreadable.push(format!("{name}: {e}")),
+            }
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let record = self.journal.state().step(&step.id).cloned();
+        let notes = record
+            .as_ref()
+            .map(|r| r.approvals.as_slice())
+            .unwrap_or_default();
+        // Denies recorded in force (their latest standing), which no file may lift by going.
+        let mut recorded: Vec<RecordedDeny> = Vec::new();
+        for note in notes {
+            recorded.retain(|d| d.nonce != note.nonce);
+            if note.verdict == "deny" && note.standing == "denies" {
+                recorded.push(RecordedDeny {
+                    nonce: note.nonce.clone(),
+                    arn: note.by_arn.clone(),
+                    user_id: note.by_user_id.clone(),
+                });
+            }
+        }
+        let account = settings
+            .account_id
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| requester.account.clone());
+        let tally = ap::tally(
+            policy,
+            posted,
+            &recorded,
+            &ap::Request {
+                step: &step.id,
+                requester: &requester.principal(),
+                account: &account,
+                digest: &digest,
+                head: &head,
+                now_ms,
+            },
+        );
+        // Each verdict into the journal when first read and when its standing changes.
+        for c in &tally.considered {
+            let standing = c.standing.text();
+            let known = notes
+                .iter()
+                .rev()
+                .find(|n| n.nonce == c.binding.nonce)
+                .is_some_and(|n| n.standing == standing);
+            if known {
+                continue;
+            }
+            let (arn, user_id, request_id) = match &c.identity {
+                Ok(i) => (i.arn.as_str(), i.user_id.as_str(), i.request_id.as_str()),
+                Err(_) => ("", "", ""),
+            };
+            self.journal.append(
+                Some((&step.id, &step.digest)),
+                Event::ApprovalConsidered {
+                    verdict: c.binding.verdict.as_str().into(),
+                    nonce: c.binding.nonce.as_str().into(),
+                    by_arn: arn.into(),
+                    by_user_id: user_id.into(),
+                    sts_request_id: request_id.into(),
+                    sts_endpoint: endpoint.as_str().into(),
+                    by_actor: c.binding.actor.as_str().into(),
+                    digest: c.binding.digest.as_str().into(),
+                    signed_at_ms: c.binding.signed_at_ms,
+                    expires_at_ms: c.binding.expires_at_ms,
+                    note: c.binding.note.as_str().into(),
+                    standing: standing.as_str().into(),
+                },
+            )?;
+        }
+        if tally.allows() {
+            let names: Vec<String> = tally.counted().map(|c| c.who()).collect();
+            self.emit(EngineEvent::Log {
+                step: step.id.clone(),
+                stream: crate::actions::Stream::Info,
+                line: format!("approved by {} for digest {digest}", names.join(", ")),
+            });
+            return Ok(None);
+        }
+        let asked = record
+            .as_ref()
+            .and_then(|r| r.approval_request.as_ref())
+            .is_some_and(|r| r.digest == digest && r.head == head);
+        if !asked {
+            let what = self.describe_spec(&step.action).await;
+            self.journal.append(
+                Some((&step.id, &step.digest)),
+                Event::ApprovalRequested {
+                    digest: digest.as_str().into(),
+                    what: what.as_str().into(),
+                    head: head.as_str().into(),
+                    required: policy.count,
+                    by_arn: requester.arn.as_str().into(),
+                    by_user_id: requester.user_id.as_str().into(),
+                    sts_request_id: requester.request_id.as_str().into(),
+                },
+            )?;
+        }
+        let mut detail = tally.describe();
+        for u in unreadable {
+            detail.push_str(&format!("\n- not an approval, left out: {u}"));
+        }
+        detail.push_str(&format!(
+            "\nAsked by {} for digest {digest}. A second operator approves it from their own terminal, with their own AWS credentials:\n  cutover approve {} --digest {digest}\nor refuses it: cutover deny {} --note \"why\". Then run it again.",
+            requester.arn, step.id, step.id
+        ));
+        Err(refuse(detail))
+    }
+
+    /// Whether a step's approvals are in, for a front end that asks for the phrase only after
+    /// they are: the same check a run makes (a request recorded when they are not), `Err` with
+    /// what stands and what is missing. A step that needs none: `Ok`.
+    pub async fn approvals_in(&mut self, id: &str) -> Result<(), String> {
+        let Some(step) = self.runbook.step(id).cloned() else {
+            return Err(format!("no step `{id}`"));
+        };
+        let Some(policy) = self.runbook.approval_policy(&step) else {
+            return Ok(());
+        };
+        let request = RunRequest::new(Target::Step(id.to_string()));
+        match self.approvals(&step, &policy, &request).await {
+            Ok(_) => Ok(()),
+            Err(EngineError::AwaitingApproval { detail, .. }) => Err(detail),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// What a step will do, with its secrets and outputs filled in and then masked: for a
     /// database step, the hosts and databases it will touch. Read for the confirmation of a
     /// destructive step, before the operator types its phrase.
@@ -582,6 +794,12 @@ impl Engine {
                 });
             }
         }
+        // A second operator's approval before the phrase is even asked for.
+        let mut break_glass = None;
+        if let Some(policy) = self.runbook.approval_policy(&step) {
+            self.admissible(&step, &state, &request)?;
+            break_glass = self.approvals(&step, &policy, &request).await?;
+        }
         // The confirmation names what the step will touch (for a copy: the target's host and
         // database), with its secrets read as the run itself would read them.
         let preview = if step.destructive && request.confirm.is_none() {
@@ -590,6 +808,25 @@ impl Engine {
             None
         };
         self.admit(&step, &state, &request, preview)?;
+        // Recorded only once the phrase is typed: the run happens.
+        if let Some((note, who)) = break_glass {
+            self.journal.append(
+                Some((&step.id, &step.digest)),
+                Event::BreakGlass {
+                    note: note.as_str().into(),
+                    by_arn: who.arn.as_str().into(),
+                    by_user_id: who.user_id.as_str().into(),
+                },
+            )?;
+            self.emit(EngineEvent::Log {
+                step: step.id.clone(),
+                stream: crate::actions::Stream::Stderr,
+                line: format!(
+                    "break glass: run without its approvals, by {} — recorded for review",
+                    who.arn
+                ),
+            });
+        }
         let attempts = step.retries + 1;
         let mut n = 0;
         loop {

@@ -197,6 +197,7 @@ impl Engine {
             confirm: None,
             note: Some(note.clone()),
             check_only: false,
+            break_glass: None,
             cancel: request.cancel.clone(),
         };
         let phrase = rollback_phrase(&id);

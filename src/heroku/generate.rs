@@ -656,11 +656,21 @@ jobs:
         env:
           IMAGE: ${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.ECR_REPOSITORY }}}}:${{{{ github.sha }}}}
         run: |
+          set -o pipefail
           for service in {all}; do
-            primary=$(aws ecs describe-services --cluster \"$CLUSTER\" --services \"$service\" \\
-              --query \"services[0].deployments[?status=='PRIMARY'] | [0]\" --output json)
+            # The rollout may still be finishing when the service is first stable.
+            for _ in $(seq 1 30); do
+              primary=$(aws ecs describe-services --cluster \"$CLUSTER\" --services \"$service\" \\
+                --query \"services[0].deployments[?status=='PRIMARY'] | [0]\" --output json)
+              state=$(jq -r '.rolloutState // \"COMPLETED\"' <<<\"$primary\")
+              [ \"$state\" = IN_PROGRESS ] || break
+              sleep 10
+            done
             definition=$(jq -r '.taskDefinition // \"\"' <<<\"$primary\")
-            state=$(jq -r '.rolloutState // \"COMPLETED\"' <<<\"$primary\")
+            if [ -z \"$definition\" ]; then
+              echo \"::error::$service has no PRIMARY deployment\"
+              exit 1
+            fi
             images=$(aws ecs describe-task-definition --task-definition \"$definition\" \\
               --query 'taskDefinition.containerDefinitions[].image' --output text | tr '\\t' '\\n')
             echo \"$service: $definition, rollout $state\"

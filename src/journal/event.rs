@@ -82,6 +82,63 @@ pub enum Event<'a> {
         #[serde(borrow)]
         message: Cow<'a, str>,
     },
+    /// A run of a step that needs approvals asked for them: the digest of what will run, what
+    /// it will do (masked), the decision head approvers bind to, and who asks, as STS says.
+    ApprovalRequested {
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
+        #[serde(borrow)]
+        what: Cow<'a, str>,
+        #[serde(borrow)]
+        head: Cow<'a, str>,
+        required: u32,
+        #[serde(borrow)]
+        by_arn: Cow<'a, str>,
+        #[serde(borrow)]
+        by_user_id: Cow<'a, str>,
+        #[serde(borrow)]
+        sts_request_id: Cow<'a, str>,
+    },
+    /// A verdict posted on the step (approve, deny, withdraw), with STS's answer on who signed
+    /// it and how it stands: counted, denies, or void and why. Recorded when first read and
+    /// whenever its standing changes, so an expired approval stays in the record.
+    ApprovalConsidered {
+        #[serde(borrow)]
+        verdict: Cow<'a, str>,
+        #[serde(borrow)]
+        nonce: Cow<'a, str>,
+        /// Empty when the proof did not verify.
+        #[serde(borrow)]
+        by_arn: Cow<'a, str>,
+        #[serde(borrow)]
+        by_user_id: Cow<'a, str>,
+        #[serde(borrow)]
+        sts_request_id: Cow<'a, str>,
+        /// The STS endpoint that answered (AWS's, or a stand-in's in a test).
+        #[serde(default, borrow)]
+        sts_endpoint: Cow<'a, str>,
+        /// The approver's `user@host`, as they said.
+        #[serde(borrow)]
+        by_actor: Cow<'a, str>,
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
+        signed_at_ms: u64,
+        expires_at_ms: u64,
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+        #[serde(borrow)]
+        standing: Cow<'a, str>,
+    },
+    /// Run without the approvals its policy asks for, on the operator's word: listed in the
+    /// report for review.
+    BreakGlass {
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+        #[serde(borrow)]
+        by_arn: Cow<'a, str>,
+        #[serde(borrow)]
+        by_user_id: Cow<'a, str>,
+    },
 }
 
 impl Event<'_> {
@@ -101,7 +158,20 @@ impl Event<'_> {
             Event::RollbackStarted { .. } => "rollback started",
             Event::RolledBack { .. } => "rolled back",
             Event::RollbackFailed { .. } => "rollback failed",
+            Event::ApprovalRequested { .. } => "approval requested",
+            Event::ApprovalConsidered { .. } => "approval considered",
+            Event::BreakGlass { .. } => "break glass",
         }
+    }
+
+    /// Lines that record approvals and notes, not a decision: an approval binds to the last
+    /// line that is not one of these (the decision head), so recording approvals never voids
+    /// them.
+    pub fn is_bookkeeping(&self) -> bool {
+        matches!(
+            self,
+            Event::ApprovalRequested { .. } | Event::ApprovalConsidered { .. } | Event::Note { .. }
+        )
     }
 }
 

@@ -67,6 +67,10 @@ pub struct StepRecord {
     pub rolled_back_at: Option<String>,
     /// A rollback started and has not ended (its driver may have died in it).
     pub rolling_back: bool,
+    /// The latest request for approvals, every verdict recorded, every break-glass run.
+    pub approval_request: Option<ApprovalRequest>,
+    pub approvals: Vec<ApprovalNote>,
+    pub break_glass: Vec<BreakGlassNote>,
 }
 
 impl StepRecord {
@@ -86,6 +90,9 @@ impl StepRecord {
             last_duration: None,
             rolled_back_at: None,
             rolling_back: false,
+            approval_request: None,
+            approvals: Vec::new(),
+            break_glass: Vec::new(),
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct JournalState {
     pub lines: u64,
     /// Hash of the last line, the `prev` of the next.
     pub last_hash: String,
+    /// Hash of the last line that was not bookkeeping (approvals, notes): what an approval
+    /// binds to.
+    pub decision_head: String,
     pub last_activity: Option<Activity>,
 }
 
@@ -114,6 +124,7 @@ impl JournalState {
     pub fn new() -> Self {
         JournalState {
             last_hash: super::event::GENESIS.to_string(),
+            decision_head: super::event::GENESIS.to_string(),
             ..Default::default()
         }
     }
@@ -219,6 +230,98 @@ impl JournalState {
                 entry.detail = Some(format!("rollback failed: {reason}"));
             }
             Event::Note { .. } | Event::Progress { .. } => {}
+            Event::ApprovalRequested {
+                digest,
+                what,
+                head,
+                required,
+                by_arn,
+                by_user_id,
+                ..
+            } => {
+                entry.approval_request = Some(ApprovalRequest {
+                    step_digest: line.step_digest.unwrap_or_default().to_string(),
+                    digest: digest.to_string(),
+                    what: what.to_string(),
+                    head: head.to_string(),
+                    required: *required,
+                    by_arn: by_arn.to_string(),
+                    by_user_id: by_user_id.to_string(),
+                    actor: line.actor.to_string(),
+                    time: line.time.to_string(),
+                });
+            }
+            Event::ApprovalConsidered {
+                verdict,
+                nonce,
+                by_arn,
+                by_user_id,
+                sts_request_id,
+                sts_endpoint,
+                by_actor,
+                digest,
+                note,
+                standing,
+                ..
+            } => entry.approvals.push(ApprovalNote {
+                verdict: verdict.to_string(),
+                nonce: nonce.to_string(),
+                by_arn: by_arn.to_string(),
+                by_user_id: by_user_id.to_string(),
+                sts_request_id: sts_request_id.to_string(),
+                sts_endpoint: sts_endpoint.to_string(),
+                by_actor: by_actor.to_string(),
+                digest: digest.to_string(),
+                note: note.to_string(),
+                standing: standing.to_string(),
+                time: line.time.to_string(),
+            }),
+            Event::BreakGlass { note, by_arn, .. } => entry.break_glass.push(BreakGlassNote {
+                actor: line.actor.to_string(),
+                by_arn: by_arn.to_string(),
+                note: note.to_string(),
+                time: line.time.to_string(),
+            }),
         }
     }
+}
+
+/// The latest request for approvals of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    /// The step's definition digest when it was asked.
+    pub step_digest: String,
+    pub digest: String,
+    pub what: String,
+    pub head: String,
+    pub required: u32,
+    pub by_arn: String,
+    pub by_user_id: String,
+    pub actor: String,
+    pub time: String,
+}
+
+/// A verdict as the driver recorded it (`ApprovalConsidered`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNote {
+    pub verdict: String,
+    pub nonce: String,
+    pub by_arn: String,
+    pub by_user_id: String,
+    pub sts_request_id: String,
+    pub sts_endpoint: String,
+    pub by_actor: String,
+    pub digest: String,
+    pub note: String,
+    pub standing: String,
+    pub time: String,
+}
+
+/// A run without its approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassNote {
+    pub actor: String,
+    pub by_arn: String,
+    pub note: String,
+    pub time: String,
 }

@@ -204,6 +204,7 @@ fn replay(bytes: &[u8]) -> Loaded {
     let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let mut state = JournalState::new();
     let mut prev = hex64(&[0u8; 32]);
+    let mut decision = prev;
     let mut offset = 0usize;
     let parsed = parse_all(&bytes[..complete]);
     let count: usize = parsed.iter().map(Vec::len).sum();
@@ -211,6 +212,7 @@ fn replay(bytes: &[u8]) -> Loaded {
         let line_no = index as u64 + 1;
         let broken = |mut state: JournalState, reason: String| {
             state.last_hash = String::from_utf8_lossy(&prev).into_owned();
+            state.decision_head = String::from_utf8_lossy(&decision).into_owned();
             Loaded {
                 state,
                 integrity: Integrity::Broken {
@@ -240,9 +242,13 @@ fn replay(bytes: &[u8]) -> Loaded {
         }
         state.apply(&record.meta(), &record.event);
         prev = hash;
+        if !record.event.is_bookkeeping() {
+            decision = hash;
+        }
         offset += len + 1;
     }
     state.last_hash = String::from_utf8_lossy(&prev).into_owned();
+    state.decision_head = String::from_utf8_lossy(&decision).into_owned();
     let integrity = if complete < bytes.len() {
         Integrity::PartialTail {
             line: count as u64 + 1,
@@ -357,6 +363,9 @@ impl Journal {
         self.store.append_line(&bytes)?;
         self.state.apply(&view.meta(), &view.event);
         self.state.set_last_activity(&view.meta(), &view.event);
+        if !view.event.is_bookkeeping() {
+            self.state.decision_head = hash.clone();
+        }
         self.state.last_hash = hash;
         Ok(())
     }

@@ -39,6 +39,47 @@ pub struct Runbook {
     pub windows: Vec<Window>,
     /// `[state] backend`: where the state lives when not in `.cutover/` (`s3://BUCKET/PREFIX`).
     pub state: Option<String>,
+    /// `[runbook] approvals`, `approval_ttl`, `approvers`: what destructive steps ask for.
+    pub approvals: ApprovalDefaults,
+}
+
+/// What destructive steps ask for unless they say otherwise: approvals from this many other
+/// operators (0: none), valid for `ttl`, from principals matching `approvers` (any if empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDefaults {
+    pub count: u32,
+    pub ttl: Duration,
+    pub approvers: Vec<String>,
+}
+
+impl Default for ApprovalDefaults {
+    fn default() -> Self {
+        ApprovalDefaults {
+            count: 0,
+            ttl: crate::approval::DEFAULT_TTL,
+            approvers: Vec::new(),
+        }
+    }
+}
+
+impl Runbook {
+    /// The approvals a step needs before it may run: its own `approvals` (and `approvers`),
+    /// else for a destructive step the runbook's; `None` when it needs none.
+    pub fn approval_policy(&self, step: &Step) -> Option<crate::approval::Policy> {
+        let count = step.approvals.unwrap_or(if step.destructive {
+            self.approvals.count
+        } else {
+            0
+        });
+        (count > 0).then(|| crate::approval::Policy {
+            count,
+            approvers: step
+                .approvers
+                .clone()
+                .unwrap_or_else(|| self.approvals.approvers.clone()),
+            ttl: self.approvals.ttl,
+        })
+    }
 }
 
 /// A stretch of the migration its users feel, from the end of step `from` to the end of step
@@ -242,6 +283,11 @@ pub struct Step {
     /// run again — what it writes would overwrite what happened since (a copy or a catch-up
     /// after the cutover, over the users' writes on the target).
     pub refuse_after: Option<String>,
+    /// `approvals = N`: approvals from N other operators before it runs (overrides the
+    /// runbook's default for destructive steps; 0 for none).
+    pub approvals: Option<u32>,
+    /// `approvers = [ARN patterns]`: whose approvals count for this step.
+    pub approvers: Option<Vec<String>>,
     /// sha256 of the step's definition with its variables filled (first 64 bits, in hex).
     pub digest: String,
     /// 1-based line of the step's `id`.

@@ -54,7 +54,14 @@ const COST_AWS_KEYS: &[&str] = &[
     "cache_node",
 ];
 const COST_HEROKU_KEYS: &[&str] = &["dynos", "postgres", "dyno_prices", "addons"];
-const RUNBOOK_KEYS: &[&str] = &["name", "app", "description"];
+const RUNBOOK_KEYS: &[&str] = &[
+    "name",
+    "app",
+    "description",
+    "approvals",
+    "approval_ttl",
+    "approvers",
+];
 const PHASE_KEYS: &[&str] = &["id", "title", "notes", "step"];
 const SECRET_KEYS: &[&str] = &["env", "command", "description"];
 const STEP_KEYS: &[&str] = &[
@@ -76,6 +83,8 @@ const STEP_KEYS: &[&str] = &[
     "via",
     "only_if",
     "refuse_after",
+    "approvals",
+    "approvers",
 ];
 const ONLY_IF_KEYS: &[&str] = &["value", "equals", "why"];
 const AFTER_KEYS: &[&str] = &["step", "at_least"];
@@ -140,6 +149,7 @@ pub(super) fn parse(
     parser.check_keys(&root, ROOT_KEYS, "the runbook");
 
     let (name, app, description) = parser.header(&root, &text);
+    let approvals = parser.approval_defaults(&root);
     parser.vars(&root, overrides)?;
     let secrets = parser.secrets(&root);
     let cost = parser.cost(&root);
@@ -147,6 +157,14 @@ pub(super) fn parse(
     let state = parser.state(&root);
     let (phases, mut steps) = parser.phases(&root, &source);
     parser.check_graph(&root, &steps, &secrets);
+    let asks = approvals.count > 0 || steps.iter().any(|s| s.approvals.is_some_and(|n| n > 0));
+    if asks && aws.is_none() {
+        let span = Parser::key_span(&root, "runbook").unwrap_or(0..0);
+        parser.error(
+            span,
+            "approvals are proven by each operator's AWS identity (sts:GetCallerIdentity): the runbook needs an [aws] section",
+        );
+    }
     let windows = parser.windows(&root, &steps, &source);
     // Digests are only meaningful for a valid runbook.
     if !parser.diagnostics.is_empty() {
@@ -173,6 +191,7 @@ pub(super) fn parse(
         steps,
         windows,
         state,
+        approvals,
     })
 }
 
@@ -198,6 +217,15 @@ fn step_digest(step: &Step, vars: &VarScope<'_>) -> String {
         "via": step.via,
     });
     let mut definition = definition;
+    // Only when present, as `only_if`: a step's approval policy is part of what it is.
+    if let Some(map) = definition.as_object_mut() {
+        if let Some(n) = step.approvals {
+            map.insert("approvals".into(), serde_json::json!(n));
+        }
+        if let Some(a) = &step.approvers {
+            map.insert("approvers".into(), serde_json::json!(a));
+        }
+    }
     // Only when present: the digests of steps without a condition stay what they were, so
     // journals written before `only_if` existed still match their steps.
     if let (Some(c), Some(map)) = (&step.only_if, definition.as_object_mut()) {
@@ -469,6 +497,62 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `approvals = N` (0 to 10) in a table.
+    fn approval_count(&mut self, table: &DeTable<'_>, context: &str) -> Option<u32> {
+        let v = Self::get(table, "approvals")?;
+        match integer(v.get_ref()) {
+            Some(n) if (0..=10).contains(&n) => u32::try_from(n).ok(),
+            _ => {
+                self.error(
+                    v.span(),
+                    format!("`approvals` of {context} must be an integer from 0 to 10"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An approver is an ARN pattern (`*` for any run of characters).
+    fn check_approver(&mut self, pattern: &str, span: Range<usize>) {
+        if !pattern.starts_with("arn:") {
+            let mut d =
+                Diagnostic::new(span, format!("approver `{pattern}` is not an ARN pattern"));
+            d.help = Some("for example arn:aws:iam::123456789012:user/* or arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_*/*".into());
+            self.diagnostics.push(d);
+        }
+    }
+
+    /// `[runbook] approvals`, `approval_ttl` and `approvers`: what every destructive step asks
+    /// for unless it says otherwise.
+    fn approval_defaults(&mut self, root: &DeTable<'_>) -> super::ApprovalDefaults {
+        let mut defaults = super::ApprovalDefaults::default();
+        let Some(table) = Self::get(root, "runbook").and_then(|v| v.get_ref().as_table()) else {
+            return defaults;
+        };
+        if let Some(n) = self.approval_count(table, "[runbook]") {
+            defaults.count = n;
+        }
+        if let Some((text, span)) = self.string(table, "approval_ttl", "[runbook]", None) {
+            if let Some(ttl) = self.duration(&text, span.clone(), "`approval_ttl`") {
+                // STS takes a presigned request for at most 12 hours.
+                if (Duration::from_secs(1)..=Duration::from_secs(12 * 3600)).contains(&ttl) {
+                    defaults.ttl = ttl;
+                } else {
+                    self.error(span, "`approval_ttl` must be from 1s to 12h (STS honours a presigned proof of identity for 12 hours at most)");
+                }
+            }
+        }
+        defaults.approvers = self
+            .string_list(table, "approvers", "[runbook]")
+            .into_iter()
+            .map(|(a, span)| {
+                self.check_approver(&a, span);
+                a
+            })
+            .collect();
+        defaults
     }
 
     fn header(&mut self, root: &DeTable<'_>, text: &str) -> (String, String, String) {
@@ -1013,6 +1097,18 @@ impl Parser<'_> {
         let refuse_after = self
             .string(table, "refuse_after", &context, None)
             .map(|(v, _)| v);
+        let approvals = self.approval_count(table, &context);
+        let approvers = Self::get(table, "approvers").map(|_| {
+            let list: Vec<String> = self
+                .string_list(table, "approvers", &context)
+                .into_iter()
+                .map(|(a, span)| {
+                    self.check_approver(&a, span);
+                    a
+                })
+                .collect();
+            list
+        });
         let action = self.action(table, &context, value.span(), index, STEP_KEYS);
         let check = match Self::get(table, "check") {
             None => None,
@@ -1059,6 +1155,8 @@ impl Parser<'_> {
             via,
             only_if,
             refuse_after,
+            approvals,
+            approvers,
             digest: String::new(),
             line: source.locate(id_span.start).line,
         })

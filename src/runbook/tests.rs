@@ -420,3 +420,35 @@ fn only_if_reads_an_output_of_a_step_it_needs_and_never_a_secret() {
         "{e:?}"
     );
 }
+
+#[test]
+fn approvals_are_validated_and_need_aws() {
+    let bad = "[runbook]\nname = \"n\"\napp = \"a\"\napprovals = 11\napproval_ttl = \"13h\"\napprovers = [\"bea\"]\n[[phase]]\nid = \"p\"\n[[phase.step]]\nid = \"s\"\ndo = \"shell\"\nrun = \"true\"\napprovals = -1\napprovers = [\"arn:aws:iam::1:user/*\", \"cal\"]\n";
+    let e = errors(bad).join("\n");
+    for needle in [
+        "4:13: `approvals` of [runbook] must be an integer from 0 to 10",
+        "5:16: `approval_ttl` must be from 1s to 12h",
+        "6:14: approver `bea` is not an ARN pattern",
+        "`approvals` of step `s` must be an integer from 0 to 10",
+        "approver `cal` is not an ARN pattern",
+    ] {
+        assert!(e.contains(needle), "{needle}\n{e}");
+    }
+    let no_aws = "[runbook]\nname = \"n\"\napp = \"a\"\napprovals = 1\n[[phase]]\nid = \"p\"\n[[phase.step]]\nid = \"s\"\ndo = \"shell\"\nrun = \"true\"\ndestructive = true\nconfirm = \"go\"\n";
+    assert!(errors(no_aws)
+        .join("\n")
+        .contains("approvals are proven by each operator's AWS identity"));
+    // With [aws]: destructive steps take the runbook's count, others none unless they say.
+    let ok = format!(
+        "{}[[phase.step]]\nid = \"t\"\ndo = \"shell\"\nrun = \"true\"\napprovals = 2\napprovers = [\"arn:aws:iam::1:user/ops-*\"]\n",
+        no_aws.replacen("[[phase]]", "[aws]\nregion = \"us-east-1\"\n[[phase]]", 1)
+    );
+    let rb = load(&ok).unwrap_or_else(|e| panic!("{e}"));
+    let s = rb.step("s").unwrap();
+    assert_eq!(rb.approval_policy(s).map(|p| p.count), Some(1));
+    let t = rb.step("t").unwrap();
+    let p = rb.approval_policy(t).unwrap();
+    assert_eq!((p.count, p.approvers.len()), (2, 1));
+    // A step's policy is part of what it is: its digest changes with it.
+    assert_ne!(s.digest, t.digest);
+}

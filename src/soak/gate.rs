@@ -279,13 +279,29 @@ pub fn evidence(
         .collect();
     let gib = 1024f64.powi(3);
     let scaled = |s: &Series, by: f64| -> Series { s.iter().map(|(m, v)| (*m, v / by)).collect() };
+    // A figure with a limit keeps each stretch's worst minute (a minute without a healthy
+    // target must not vanish into a mean); the others, the mean.
     let figure = |key: &str, title: &str, unit: &str, s: &Series, limit: Option<super::Limit>| {
+        let points = match limit {
+            Some(super::Limit::AtMost(_) | super::Limit::Below(_)) => {
+                downsample_by(s, KEPT_POINTS, |c| {
+                    c.iter().copied().fold(f64::MIN, f64::max)
+                })
+            }
+            Some(super::Limit::AtLeast(_) | super::Limit::Above(_)) => {
+                downsample_by(s, KEPT_POINTS, |c| {
+                    c.iter().copied().fold(f64::MAX, f64::min)
+                })
+            }
+            None => downsample(s, KEPT_POINTS),
+        };
         super::Figure {
             key: key.to_string(),
             title: title.to_string(),
             unit: unit.to_string(),
-            points: downsample(s, KEPT_POINTS),
+            points,
             limit,
+            judged: None,
             heroku: Vec::new(),
             heroku_level: None,
         }
@@ -346,15 +362,51 @@ pub fn evidence(
         figure("ecs_cpu", "ECS service CPU", "%", &f.cpu, None),
         figure("ecs_memory", "ECS service memory", "%", &f.memory, None),
     ];
-    // What the gate compared with: Heroku's figures over its baseline.
-    for f in &mut figures {
-        f.heroku_level = match f.key.as_str() {
+    // What the gate compared with: Heroku's figures over its baseline, and the value it
+    // judged (as `judge` computes it).
+    let total = |s: &Series| -> f64 { s.values().sum() };
+    let (all_requests, all_errors) = (total(&requests), total(&errors));
+    let window_rate = if all_requests + all_errors > 0.0 {
+        all_errors * 100.0 / all_requests.max(all_errors)
+    } else {
+        0.0
+    };
+    let healthy_from = (to + 60).saturating_sub(t.healthy_secs).max(from);
+    let fewest_healthy = minutes(healthy_from, to)
+        .map(|m| f.healthy.get(&m).copied().unwrap_or(0.0))
+        .fold(f64::MAX, f64::min);
+    for fig in &mut figures {
+        fig.heroku_level = match fig.key.as_str() {
             "error_pct" => Some(heroku.errors_per_1000 / 10.0),
             "p99_ms" => Some(heroku.p99_ms),
             _ => None,
         };
+        fig.judged = match fig.key.as_str() {
+            "error_pct" => Some(window_rate),
+            "p99_ms" => f.window_p99_ms,
+            "healthy" => (fewest_healthy != f64::MAX).then_some(fewest_healthy),
+            "free_storage_gib" => f.free_storage.values().next_back().map(|v| v / gib),
+            "connections" => f.connections.values().copied().reduce(f64::max),
+            _ => None,
+        };
     }
     super::Evidence { from, to, figures }
+}
+
+/// A series cut to at most `max` points, each stretch's value by `pick` (its worst minute).
+pub fn downsample_by(s: &Series, max: usize, pick: impl Fn(&[f64]) -> f64) -> Vec<(u64, f64)> {
+    if s.len() <= max || max == 0 {
+        return s.iter().map(|(m, v)| (*m, *v)).collect();
+    }
+    let per = s.len().div_ceil(max);
+    let points: Vec<(u64, f64)> = s.iter().map(|(m, v)| (*m, *v)).collect();
+    points
+        .chunks(per)
+        .map(|c| {
+            let values: Vec<f64> = c.iter().map(|p| p.1).collect();
+            (c[0].0, pick(&values))
+        })
+        .collect()
 }
 
 /// A series cut to at most `max` points, each the mean of its stretch: what the journal keeps.

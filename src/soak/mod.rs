@@ -140,7 +140,7 @@ impl Limit {
             Limit::AtMost(l) => v > l,
             Limit::Below(l) => v >= l,
             Limit::AtLeast(l) => v < l,
-            Limit::Above(l) => v <= l,
+            Limit::Above(l) => v < l,
         }
     }
 
@@ -176,6 +176,11 @@ pub struct Figure {
     pub unit: String,
     pub points: Vec<(u64, f64)>,
     pub limit: Option<Limit>,
+    /// The value the gate compared with the limit: the 5xx rate and p99 over the window, the
+    /// fewest healthy targets in the healthy stretch, the last free storage, the most
+    /// connections.
+    #[serde(default)]
+    pub judged: Option<f64>,
     /// Heroku's baseline, minute by minute (its own minutes, before the cutover).
     #[serde(default)]
     pub heroku: Vec<(u64, f64)>,
@@ -189,11 +194,10 @@ impl Figure {
         self.points.last().map(|p| p.1)
     }
 
-    /// The minutes (kept points) on the wrong side of the limit.
-    pub fn broken(&self) -> usize {
-        self.limit.map_or(0, |l| {
-            self.points.iter().filter(|p| l.broken_by(p.1)).count()
-        })
+    /// Whether the gate found this figure on the wrong side of its limit: the value it
+    /// judged (over the window, or its stretch), not any one minute's.
+    pub fn broken(&self) -> bool {
+        matches!((self.limit, self.judged), (Some(l), Some(v)) if l.broken_by(v))
     }
 }
 
@@ -281,8 +285,6 @@ impl Picture {
         if !buckets.is_empty() {
             let requests: u64 = buckets.iter().map(|b| b.requests).sum();
             let errors: u64 = buckets.iter().map(|b| b.errors).sum();
-            let mut p99: Vec<u64> = buckets.iter().filter_map(|b| b.p99_ms).collect();
-            p99.sort_unstable();
             for f in &mut evidence.figures {
                 let (series, level): (Vec<(u64, f64)>, Option<f64>) = match f.key.as_str() {
                     "error_pct" => (
@@ -319,7 +321,11 @@ impl Picture {
                 f.heroku_level = f.heroku_level.or(level);
             }
         }
-        marks.retain(|m| m.at >= evidence.from && m.at < evidence.to + 60);
+        // The cutover is done in the minute before the first one judged: kept, at its start.
+        marks.retain(|m| m.at + 60 >= evidence.from && m.at < evidence.to + 60);
+        for m in &mut marks {
+            m.at = m.at.max(evidence.from);
+        }
         marks.sort_by_key(|m| m.at);
         Picture {
             from: evidence.from,

@@ -6,6 +6,7 @@
 //! locks, the journal's store, the log shipper — all or nothing). A front end that cannot
 //! drive holds nothing, and [`follow`]s instead.
 
+pub mod approvals;
 pub mod s3;
 
 use std::sync::{Arc, Mutex};

@@ -114,8 +114,9 @@ struct App {
     ),
 }
 
-/// A step id and what it will touch.
-type Preview = (String, String);
+/// A step id and what it will touch, or why its phrase is not asked yet (its approvals are
+/// not all in).
+type Preview = (String, Result<String, String>);
 
 /// Shows a runbook that does not load, until a key is pressed.
 pub fn show_error(text: &str) -> std::io::Result<()> {
@@ -431,12 +432,11 @@ impl App {
                 };
                 let answer = self.previews.0.clone();
                 tokio::spawn(async move {
-                    let text = engine
-                        .lock()
-                        .await
-                        .preview(&step)
-                        .await
-                        .unwrap_or_else(|e| e);
+                    let mut engine = engine.lock().await;
+                    let text = match engine.approvals_in(&step).await {
+                        Ok(()) => Ok(engine.preview(&step).await.unwrap_or_else(|e| e)),
+                        Err(missing) => Err(missing),
+                    };
                     let _ = answer.send((step, text));
                 });
             }
@@ -509,7 +509,7 @@ impl App {
                         Err(other) => text.push_str(&format!("refused: {other}")),
                         Ok(_) => text.push_str("(it ran without its phrase)"),
                     }
-                    let _ = answer.send((step, text));
+                    let _ = answer.send((step, Ok(text)));
                 });
             }
             Effect::Quit => {}

@@ -883,10 +883,25 @@ impl Model {
 
     /// Takes an engine event into the model.
     /// The engine's answer to [`Effect::Preview`]: shown if that step's dialog is still open.
-    pub fn preview_ready(&mut self, for_step: &str, text: String) {
-        if let Some(Overlay::Confirm { step, target, .. }) = &mut self.overlay {
-            if step == for_step {
-                *target = Some(text);
+    /// The engine's answer to a preview: what the step will touch, or that its approvals are
+    /// not all in — then no phrase is asked: the dialog closes and the step's detail shows the
+    /// request (what a second operator runs).
+    pub fn preview_ready(&mut self, for_step: &str, text: Result<String, String>) {
+        let Some(Overlay::Confirm { step, target, .. }) = &mut self.overlay else {
+            return;
+        };
+        if step != for_step {
+            return;
+        }
+        match text {
+            Ok(text) => *target = Some(text),
+            Err(missing) => {
+                self.overlay = None;
+                let first = missing.lines().next().unwrap_or_default().to_string();
+                self.say(
+                    format!("awaiting approval: {first} — the step's detail says who asked and what a second operator runs"),
+                    Level::Warn,
+                );
             }
         }
     }

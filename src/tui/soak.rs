@@ -94,7 +94,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let rows = figures.len().div_ceil(2).max(1);
     let cell_height = usize::from(grid.height) / rows;
     if cell_height < 5 || grid.width < 60 {
-        frame.render_widget(Paragraph::new(compact(&picture)), grid);
+        frame.render_widget(Paragraph::new(compact(&picture, grid.width)), grid);
         return;
     }
     let row_areas = Layout::vertical(vec![Constraint::Fill(1); rows]).split(grid);
@@ -159,7 +159,8 @@ fn header(p: &Picture) -> Vec<Line<'static>> {
     ]
 }
 
-/// The cell's title: the figure, its latest value, its limit and Heroku's.
+/// The cell's title: the figure, its latest value, what the gate judged against its limit,
+/// and Heroku's.
 fn title(f: &Figure) -> Line<'static> {
     let mut spans = vec![Span::styled(format!(" {} ", f.title), theme::title())];
     let unit = if f.unit == "%" {
@@ -171,15 +172,21 @@ fn title(f: &Figure) -> Line<'static> {
         Some(v) => format!("{}{unit} ", number_text(v)),
         None => "no data ".to_string(),
     }));
+    if let Some(v) = f.judged {
+        spans.push(Span::styled(
+            format!("judged {}{unit} ", number_text(v)),
+            if f.broken() {
+                theme::danger()
+            } else {
+                Style::new()
+            },
+        ));
+    }
     if let Some(l) = f.limit {
-        let broken = f.broken();
         spans.push(Span::styled(
             format!("limit {} ", l.text()),
             Style::new().fg(LIMIT),
         ));
-        if broken > 0 {
-            spans.push(Span::styled(format!("({broken} over) "), theme::danger()));
-        }
     }
     if let Some(h) = f.heroku_level {
         spans.push(Span::styled(
@@ -191,7 +198,17 @@ fn title(f: &Figure) -> Line<'static> {
 }
 
 fn draw_figure(frame: &mut Frame<'_>, area: Rect, p: &Picture, f: &Figure) {
-    let broken = f.broken() > 0;
+    let broken = f.broken();
+    let top = f
+        .points
+        .iter()
+        .map(|p| p.1)
+        .chain(f.limit.map(|l| l.value()))
+        .chain(f.heroku_level)
+        .fold(0.0_f64, f64::max);
+    let top = if top <= 0.0 { 1.0 } else { top * 1.1 };
+    // The time axis's ends and the chart's top, on the cell's bottom border.
+    let (from, to) = (minute_text(p.from), minute_text(p.to + 60));
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(if broken {
@@ -199,7 +216,16 @@ fn draw_figure(frame: &mut Frame<'_>, area: Rect, p: &Picture, f: &Figure) {
         } else {
             theme::dim()
         })
-        .title(title(f));
+        .title(title(f))
+        .title_bottom(
+            Line::from(format!(
+                " {} · top {} ",
+                from.get(11..).unwrap_or(&from),
+                number_text(top)
+            ))
+            .left_aligned(),
+        )
+        .title_bottom(Line::from(format!(" {} ", to.get(11..).unwrap_or(&to))).right_aligned());
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let chart_area = if f.heroku.is_empty() || inner.width < 40 {
@@ -247,14 +273,6 @@ fn draw_figure(frame: &mut Frame<'_>, area: Rect, p: &Picture, f: &Figure) {
         Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(chart_area);
     let x0 = p.from as f64;
     let x1 = (p.to + 60) as f64;
-    let top = f
-        .points
-        .iter()
-        .map(|p| p.1)
-        .chain(f.limit.map(|l| l.value()))
-        .chain(f.heroku_level)
-        .fold(0.0_f64, f64::max);
-    let top = if top <= 0.0 { 1.0 } else { top * 1.1 };
     let aws: Vec<(f64, f64)> = f.points.iter().map(|(m, v)| (*m as f64, *v)).collect();
     let across = |y: f64| vec![(x0, y), (x1, y)];
     let limit = f.limit.map(|l| across(l.value()));
@@ -310,12 +328,12 @@ fn draw_figure(frame: &mut Frame<'_>, area: Rect, p: &Picture, f: &Figure) {
             .y_axis(Axis::default().bounds([0.0, top])),
         plot,
     );
-    frame.render_widget(Paragraph::new(axis_line(p, axis.width, top)), axis);
+    frame.render_widget(Paragraph::new(axis_line(p, axis.width)), axis);
 }
 
 /// Under the chart: the marks at their minutes (a cutover, deployment or rollback over a task
-/// start in the same column), the window's ends and the chart's top.
-fn axis_line(p: &Picture, width: u16, top: f64) -> Line<'static> {
+/// start in the same column).
+fn axis_line(p: &Picture, width: u16) -> Line<'static> {
     let width = usize::from(width);
     let mut cells: Vec<Span<'static>> = vec![Span::styled("─", theme::dim()); width];
     let mut put = |at: usize, text: &str, style: Style| {
@@ -325,12 +343,6 @@ fn axis_line(p: &Picture, width: u16, top: f64) -> Line<'static> {
             }
         }
     };
-    let from = minute_text(p.from);
-    let to = minute_text(p.to + 60);
-    let left = format!("{} ↑{}", from.get(11..).unwrap_or(&from), number_text(top));
-    put(0, &left, theme::dim());
-    let right = to.get(11..).unwrap_or(&to).to_string();
-    put(width.saturating_sub(right.len()), &right, theme::dim());
     let span = (p.to + 60).saturating_sub(p.from).max(1) as f64;
     let mut marks = p.marks.clone();
     // Task starts first: a cutover, deployment or rollback in the same column wins.
@@ -342,21 +354,27 @@ fn axis_line(p: &Picture, width: u16, top: f64) -> Line<'static> {
     Line::from(cells)
 }
 
-/// One line per figure, for a terminal too short for charts.
-fn compact(p: &Picture) -> Vec<Line<'static>> {
+/// One line per figure, for a terminal too short for charts: its name, its latest stretch as
+/// a sparkline as wide as the line leaves room for, and its figures.
+fn compact(p: &Picture, width: u16) -> Vec<Line<'static>> {
     p.figures
         .iter()
         .map(|f| {
+            let figures: Vec<Span<'static>> = title(f).spans.into_iter().skip(1).collect();
+            let text: usize = figures.iter().map(Span::width).sum();
+            let room = usize::from(width)
+                .saturating_sub(20 + 1 + text)
+                .clamp(8, 40);
             let values: Vec<f64> = f.points.iter().map(|p| p.1).collect();
-            let tail: Vec<f64> = values.iter().rev().take(40).rev().copied().collect();
+            let tail: Vec<f64> = values.iter().rev().take(room).rev().copied().collect();
             let mut spans = vec![
-                Span::styled(format!("{:<22}", f.title), theme::title()),
+                Span::styled(format!("{:<20}", f.title), theme::title()),
                 Span::styled(
-                    format!("{:<41}", crate::window::sparkline(&tail)),
+                    format!("{:<room$} ", crate::window::sparkline(&tail)),
                     Style::new().fg(AWS),
                 ),
             ];
-            spans.extend(title(f).spans.into_iter().skip(1));
+            spans.extend(figures);
             Line::from(spans)
         })
         .collect()

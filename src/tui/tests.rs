@@ -188,12 +188,15 @@ fn destructive_steps_need_the_typed_phrase_and_cancel_is_the_default() {
         model.overlay,
         Some(Overlay::Confirm { target: None, .. })
     ));
-    model.preview_ready("other-step", "not this one".into());
+    model.preview_ready("other-step", Ok("not this one".into()));
     assert!(matches!(
         model.overlay,
         Some(Overlay::Confirm { target: None, .. })
     ));
-    model.preview_ready("dns", "point api.example.com at the load balancer".into());
+    model.preview_ready(
+        "dns",
+        Ok("point api.example.com at the load balancer".into()),
+    );
     assert!(
         matches!(&model.overlay, Some(Overlay::Confirm { target: Some(t), .. }) if t.contains("api.example.com"))
     );
@@ -226,6 +229,25 @@ fn destructive_steps_need_the_typed_phrase_and_cancel_is_the_default() {
             confirm: Some("point api at aws".into()),
             note: None
         }]
+    );
+}
+
+#[test]
+fn a_step_awaiting_approval_asks_no_phrase() {
+    let mut model = quiet_model(&["build"]);
+    press(&mut model, &[KeyCode::Char('j'), KeyCode::Char('j')]);
+    assert_eq!(model.selected_id(), "dns");
+    let effects = press(&mut model, &[KeyCode::Enter]);
+    assert_eq!(effects, [Effect::Preview { step: "dns".into() }]);
+    model.preview_ready(
+        "dns",
+        Err("0 of 1 approval(s) in\nAsked by arn:aws:iam::1:user/ana".into()),
+    );
+    assert_eq!(model.overlay, None, "no phrase asked");
+    let (text, _) = model.message.clone().unwrap();
+    assert!(
+        text.starts_with("awaiting approval: 0 of 1 approval(s) in"),
+        "{text}"
     );
 }
 
@@ -526,7 +548,7 @@ fn snapshot_confirmation_modal() {
     let mut model = quiet_model(&["build"]);
     press(&mut model, &[KeyCode::Char('G'), KeyCode::Enter]);
     settle(&mut model);
-    model.preview_ready("dns", "run `echo cutover` (bash)".into());
+    model.preview_ready("dns", Ok("run `echo cutover` (bash)".into()));
     type_text(&mut model, "point api");
     press(&mut model, &[KeyCode::Enter]);
     insta::assert_snapshot!(screen(&model, 100, 28).0);
@@ -560,7 +582,7 @@ fn a_done_step_rolls_back_with_a_reason_then_its_phrase() {
     settle(&mut model);
     model.preview_ready(
         "dns",
-        "$ echo back · WARNING: 12 row(s) changed on this database since the cutover".into(),
+        Ok("$ echo back · WARNING: 12 row(s) changed on this database since the cutover".into()),
     );
     type_text(&mut model, "roll back dn");
     assert!(
@@ -840,7 +862,7 @@ fn soak_model() -> Model {
     for (i, m) in minutes(from, to).enumerate() {
         let burst = (43..=45).contains(&i);
         f.requests.insert(m, 100.0 + (i % 7) as f64 * 10.0);
-        f.errors.insert(m, if burst { 9.0 } else { 0.0 });
+        f.errors.insert(m, if burst { 30.0 } else { 0.0 });
         f.p99_ms.insert(
             m,
             if burst {
@@ -855,6 +877,7 @@ fn soak_model() -> Model {
         f.cpu.insert(m, 20.0 + (i % 9) as f64);
         f.memory.insert(m, 41.0);
     }
+    f.window_p99_ms = Some(900.0);
     let heroku = Heroku {
         errors_per_1000: 2.0,
         p99_ms: 120.0,
@@ -883,7 +906,7 @@ fn soak_model() -> Model {
     .to_string();
     let breaches = serde_json::json!([
         {"figure": "5xx rate (ALB target + ELB 5xx / RequestCount)", "minute": from + 43 * 60,
-         "value": "0.38% (27 of 7000; the most, 9, in this minute)", "limit": "≤ 0.70%"},
+         "value": "1.16% (90 of 7740; the most, 30, in this minute)", "limit": "≤ 0.70%"},
         {"figure": "p99 response time (ALB TargetResponseTime)", "minute": from + 43 * 60,
          "value": "900 ms over the window", "limit": "≤ 180 ms"},
     ])
@@ -939,10 +962,10 @@ fn snapshot_the_soak_view_charts_aws_beside_herokus_baseline() {
         "Soak: AWS against Heroku's baseline",
         "2026-11-30 02:01 → 2026-11-30 03:00 UTC (60 min) · the gate: NO-GO",
         "Heroku's baseline 2026-11-30 01:00 → 2026-11-30 01:29 UTC",
-        "no-go: 5xx rate (ALB target + ELB 5xx / RequestCount): 0.38%",
+        "no-go: 5xx rate (ALB target + ELB 5xx / RequestCount): 1.16%",
         "5xx rate",
-        "limit ≤ 0.70",
-        "(3 over)",
+        "judged 1.2% limit ≤ 0.70",
+        "judged 900 ms limit ≤ 180",
         "Heroku 0.20",
         "p99 response time",
         "limit ≤ 180",
@@ -967,19 +990,20 @@ fn snapshot_the_soak_view_charts_aws_beside_herokus_baseline() {
         2,
         "a row of two cells with Heroku's sparkline, then the requests' row: {text}"
     );
-    // The marks under the axis: the cutover before the window is left out; the deployment
-    // (D, 02:30:10), the task it started and the rollback (R, 02:46:20).
+    // The marks under the axis: the cutover (C, 02:00:30, in the minute before the first one
+    // judged: at its start), the deployment (D, 02:30:10), the task it started and the
+    // rollback (R, 02:46:20); the axis's ends and top on the cell's border.
     let axis = text
         .lines()
-        .find(|l| l.contains("↑") && l.contains('D') && l.contains('R'))
+        .find(|l| l.starts_with("││C─"))
         .unwrap_or_else(|| panic!("no axis with its marks\n{text}"));
-    assert!(axis.find('D') < axis.find('R'), "{axis}");
     assert!(
-        !axis.contains('C'),
-        "the cutover was before the window: {axis}"
+        axis.find('C') < axis.find('D') && axis.find('D') < axis.find('R'),
+        "{axis}"
     );
+    assert!(text.contains("└ 02:01 · top 990 ─"), "{text}");
     // The rollback's mark is drawn in its colour.
-    let (x, y) = find(&text, " R").map(|(x, y)| (x + 1, y)).unwrap();
+    let (x, y) = find(&text, "─R─").map(|(x, y)| (x + 1, y)).unwrap();
     assert_eq!(
         buffer.cell((x, y)).map(|c| c.fg),
         Some(ratatui::style::Color::LightRed)

@@ -263,6 +263,9 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, model: &Model) {
             theme::danger(),
         )));
     }
+    if let Some(policy) = model.runbook.approval_policy(step) {
+        lines.extend(approval_lines(model, step, &policy));
+    }
     let shown = runbook::display_params(&step.action, &scope);
     let action = model
         .registry
@@ -793,6 +796,73 @@ fn windows_lines(model: &Model) -> Vec<Line<'static>> {
             Span::styled("backlog ", theme::title()),
             Span::raw(backlog.describe(model.now)),
         ]));
+    }
+    lines
+}
+
+/// A step that needs approvals: how many, who asked and for which digest, and each verdict the
+/// driver has recorded (an approval counts only when the run reads it: `cutover approve` from
+/// a second operator's own terminal posts it).
+fn approval_lines(
+    model: &Model,
+    step: &runbook::Step,
+    policy: &crate::approval::Policy,
+) -> Vec<Line<'static>> {
+    let record = model.journal.step(&step.id);
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "needs {} approval(s) from other operators{}",
+            policy.count,
+            if policy.approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" among {}", policy.approvers.join(", "))
+            }
+        ),
+        theme::key(),
+    ))];
+    if let Some(q) = record.and_then(|r| r.approval_request.as_ref()) {
+        // A request stands while nothing was decided since it was made.
+        if q.head == model.journal.decision_head {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "awaiting approval: asked by {} at {} for digest {} — a second operator runs: cutover approve {} --digest {}",
+                    q.by_arn, q.time, q.digest, step.id, q.digest
+                ),
+                Style::new().fg(Color::Yellow),
+            )));
+        } else {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "last asked by {} at {} for digest {}",
+                    q.by_arn, q.time, q.digest
+                ),
+                theme::dim(),
+            )));
+        }
+        for a in record
+            .map(|r| r.approvals.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.digest == q.digest || a.verdict != "approve")
+        {
+            let who = if a.by_arn.is_empty() {
+                format!("{} (unverified)", a.by_actor)
+            } else {
+                a.by_arn.clone()
+            };
+            let style = if a.standing == "counted" {
+                Style::new().fg(Color::Green)
+            } else if a.standing == "denies" {
+                theme::danger()
+            } else {
+                theme::dim()
+            };
+            lines.push(Line::from(Span::styled(
+                format!("  {} by {who}: {}", a.verdict, a.standing),
+                style,
+            )));
+        }
     }
     lines
 }

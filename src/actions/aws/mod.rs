@@ -2,6 +2,7 @@
 //! endpoint override for a local server) is built once per process and shared; before any AWS
 //! call, the caller's account is checked against the runbook's.
 
+pub mod approval;
 mod budget;
 mod dns;
 mod ecr;

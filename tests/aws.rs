@@ -2724,6 +2724,11 @@ fn a_second_operator_approves_with_their_own_aws_identity_bound_to_what_will_run
     .ok();
     let report = ana(&["report"]).stdout();
     assert!(report.contains("## Approvals"), "{report}");
+    // Exactly what was approved: the request's digest and what it said the step will run.
+    assert!(
+        report.contains("approval(s) needed; it will: $ echo apply"),
+        "{report}"
+    );
     assert!(
         report.contains("approve by arn:aws:iam::123456789012:user/appr-bea (UserId "),
         "{report}"

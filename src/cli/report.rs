@@ -340,12 +340,13 @@ fn approvals_markdown(
         let id = text(&step["id"]);
         if let Some(q) = step["approval_request"].as_object() {
             out.push_str(&format!(
-                "- `{id}`: asked by {} ({}) at {} for digest `{}`, {} approval(s) needed\n",
+                "- `{id}`: asked by {} ({}) at {} for digest `{}`, {} approval(s) needed; it will: {}\n",
                 q.get("by").map(text).unwrap_or_default(),
                 q.get("actor").map(text).unwrap_or_default(),
                 q.get("at").map(text).unwrap_or_default(),
                 q.get("digest").map(text).unwrap_or_default(),
                 q.get("required").map(text).unwrap_or_default(),
+                q.get("what").map(text).unwrap_or_default(),
             ));
         }
         for a in step["approvals"].as_array().into_iter().flatten() {

@@ -60,6 +60,15 @@ pub async fn presign(
     binding_hash: &str,
     expires: Duration,
 ) -> Result<String, String> {
+    presign_at(config, binding_hash, expires, SystemTime::now()).await
+}
+
+async fn presign_at(
+    config: &SdkConfig,
+    binding_hash: &str,
+    expires: Duration,
+    time: SystemTime,
+) -> Result<String, String> {
     let provider = config
         .credentials_provider()
         .ok_or("no AWS credentials to sign the approval with")?;
@@ -81,7 +90,7 @@ pub async fn presign(
         .identity(&identity)
         .region(&region)
         .name("sts")
-        .time(SystemTime::now())
+        .time(time)
         .settings(settings)
         .build()
         .map_err(|e| format!("signing the approval: {e}"))?
@@ -197,5 +206,105 @@ pub async fn verify(
             request_id: tag("RequestId").unwrap_or_default(),
         }),
         _ => Err("STS's answer names no identity".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SdkConfig {
+        SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        "AKIDEXAMPLE",
+                        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                        None,
+                        None,
+                        "test",
+                    ),
+                ),
+            )
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    fn query(url: &str, key: &str) -> String {
+        url::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    /// STS checks the signature; what is checked here is that the binding is inside what is
+    /// signed: the same binding signs the same, another binding signs differently.
+    #[tokio::test]
+    async fn the_binding_is_inside_the_signature() {
+        let c = config();
+        let at = at_second(1_796_000_000);
+        let one = presign_at(&c, "binding-one", Duration::from_secs(3600), at)
+            .await
+            .unwrap();
+        let again = presign_at(&c, "binding-one", Duration::from_secs(3600), at)
+            .await
+            .unwrap();
+        let other = presign_at(&c, "binding-two", Duration::from_secs(3600), at)
+            .await
+            .unwrap();
+        assert!(
+            one.starts_with(
+                "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"
+            ),
+            "{one}"
+        );
+        assert_eq!(query(&one, "X-Amz-SignedHeaders"), format!("host;{HEADER}"));
+        assert_eq!(query(&one, "X-Amz-Expires"), "3600");
+        assert!(query(&one, "X-Amz-Credential").starts_with("AKIDEXAMPLE/"));
+        assert_eq!(
+            query(&one, "X-Amz-Signature"),
+            query(&again, "X-Amz-Signature")
+        );
+        assert_ne!(
+            query(&one, "X-Amz-Signature"),
+            query(&other, "X-Amz-Signature")
+        );
+    }
+
+    /// Refused before anything is sent: another host, another action, a signature that does
+    /// not cover the binding, a key given twice.
+    #[tokio::test]
+    async fn a_proof_for_another_host_or_action_is_refused_unsent() {
+        let c = config();
+        let good = presign_at(&c, "b", Duration::from_secs(60), at_second(1_796_000_000))
+            .await
+            .unwrap();
+        let elsewhere = good.replace("sts.eu-west-1.amazonaws.com", "sts.example.org");
+        assert!(verify(&c, &elsewhere, "b")
+            .await
+            .unwrap_err()
+            .contains("signed for sts.example.org"));
+        let action = good.replace("Action=GetCallerIdentity", "Action=AssumeRole");
+        assert!(verify(&c, &action, "b")
+            .await
+            .unwrap_err()
+            .contains("not a GetCallerIdentity"));
+        let unbound = good.replace("host%3Bx-cutover-approval", "host");
+        assert!(verify(&c, &unbound, "b")
+            .await
+            .unwrap_err()
+            .contains("does not cover x-cutover-approval"));
+        let twice = format!("{good}&Action=GetCallerIdentity");
+        assert!(verify(&c, &twice, "b")
+            .await
+            .unwrap_err()
+            .contains("not exactly one Action"));
+    }
+
+    fn at_second(secs: u64) -> SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(secs)
     }
 }

@@ -2400,24 +2400,7 @@ fn the_soak_gate_judges_cloudwatchs_figures_against_herokus_baseline() {
         "{md}"
     );
     // The soak view in a real terminal (tmux): the TUI draws the journal's evidence as charts.
-    let t = tmux::TmuxServer::new("soak");
-    let command = format!("{}; sleep 600", common::run::shell_line(""));
-    t.tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "140",
-        "-y",
-        "44",
-        "-c",
-        p.path().to_str().unwrap(),
-        "-e",
-        "TERM=xterm-256color",
-        &command,
-    ]);
-    t.wait_for("main", "Steps", Duration::from_secs(20));
+    let t = ui_in_tmux("soak", &p, &[]);
     // The resume summary first (the journal has progress): any key closes it.
     t.keys("main", &["Escape", "S"]);
     let screen = t.wait_for(
@@ -2520,6 +2503,7 @@ fn approval_steps() -> String {
         ("denied", 1),
         ("late", 1),
         ("glass", 1),
+        ("down", 1),
     ] {
         steps.push_str(&format!(
             "[[phase.step]]\nid = \"{id}\"\ndo = \"shell\"\nrun = \"echo {id} ${{what}} >> applied.txt\"\ndestructive = true\nconfirm = \"run {id}\"\napprovals = {n}\n\n"
@@ -2689,6 +2673,38 @@ fn a_second_operator_approves_with_their_own_aws_identity_bound_to_what_will_run
             .unwrap()
             .starts_with("void: it expired at")));
 
+    // STS out of reach: no approval can be checked, so nothing runs and nothing is asked;
+    // break glass still runs, and records that it could not tell who.
+    let dead = ["--endpoint-url", "http://127.0.0.1:9"];
+    ana(&[&dead[..], &["run", "down", "--confirm", "run down"]].concat())
+        .expect(5)
+        .says("who asks cannot be told");
+    assert!(!p.read("applied.txt").contains("down"));
+    assert!(p.journal().events("down", "approval_requested").is_empty());
+    ana(&[
+        &dead[..],
+        &[
+            "run",
+            "down",
+            "--break-glass",
+            "--note",
+            "STS is down",
+            "--confirm",
+            "run down",
+        ],
+    ]
+    .concat())
+    .ok();
+    assert!(p.read("applied.txt").contains("down v1"));
+    let glass = p.journal().events("down", "break_glass");
+    assert!(
+        glass[0]["by_arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("(STS did not say: "),
+        "{glass:?}"
+    );
+
     // Break glass: recorded only when it runs (its phrase typed), with a reason.
     ana(&[
         "run",
@@ -2806,35 +2822,18 @@ fn the_ui_asks_for_the_phrase_only_once_the_approval_is_in() {
     let aws = Moto::new();
     let keys = approvers(&aws, "appr-tui");
     let p = Project::new(&runbook(&endpoint(), &approval_steps()).var("what", "v1"));
-    let t = tmux::TmuxServer::new("approvals");
-    let command = format!("{}; sleep 600", common::run::shell_line(""));
     let key = |i: usize| keys["ana"][i].as_str().unwrap().to_string();
-    let env = [
-        format!("AWS_ACCESS_KEY_ID={}", key(0)),
-        format!("AWS_SECRET_ACCESS_KEY={}", key(1)),
-        "AWS_CONFIG_FILE=/nonexistent".to_string(),
-        "AWS_SHARED_CREDENTIALS_FILE=/nonexistent".to_string(),
-        "AWS_EC2_METADATA_DISABLED=true".to_string(),
-        "TERM=xterm-256color".to_string(),
-    ];
-    let mut args = vec![
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "140",
-        "-y",
-        "44",
-        "-c",
-        p.path().to_str().unwrap(),
-    ];
-    for e in &env {
-        args.extend(["-e", e.as_str()]);
-    }
-    args.push(&command);
-    t.tmux(&args);
-    t.wait_for("main", "Steps", Duration::from_secs(20));
+    let t = ui_in_tmux(
+        "approvals",
+        &p,
+        &[
+            format!("AWS_ACCESS_KEY_ID={}", key(0)),
+            format!("AWS_SECRET_ACCESS_KEY={}", key(1)),
+            "AWS_CONFIG_FILE=/nonexistent".to_string(),
+            "AWS_SHARED_CREDENTIALS_FILE=/nonexistent".to_string(),
+            "AWS_EC2_METADATA_DISABLED=true".to_string(),
+        ],
+    );
     t.keys("main", &["Enter"]);
     let screen = t.wait_for(
         "main",
@@ -2869,4 +2868,32 @@ fn the_ui_asks_for_the_phrase_only_once_the_approval_is_in() {
     p.wait_for("applied.txt", "apply v1");
     assert!(screen.contains("needs 1 approval(s)"), "{screen}");
     t.keys("main", &["q"]);
+}
+
+/// `cutover` (its UI) in a 140×44 tmux session `main` in the project's directory, with more
+/// environment (`NAME=value`), once its checklist shows.
+fn ui_in_tmux(name: &str, p: &Project, env: &[String]) -> tmux::TmuxServer {
+    let t = tmux::TmuxServer::new(name);
+    let command = format!("{}; sleep 600", common::run::shell_line(""));
+    let mut args = vec![
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "140",
+        "-y",
+        "44",
+        "-c",
+        p.path().to_str().unwrap(),
+        "-e",
+        "TERM=xterm-256color",
+    ];
+    for e in env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.push(&command);
+    t.tmux(&args);
+    t.wait_for("main", "Steps", Duration::from_secs(20));
+    t
 }

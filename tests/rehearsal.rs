@@ -441,34 +441,7 @@ fn the_whole_migration_rehearses_from_the_tui_to_the_decommission() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     // The record of the migration: every step with who ran it and how long it took, the write
     // freeze measured against the prediction journaled when it opened, the journal's hash.
-    let charts = dir.join("report-charts");
-    let report = cutover(
-        &env,
-        &[
-            "report",
-            "--format",
-            "json",
-            "--charts",
-            charts.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&report), 0, "{}", text(&report));
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    // The soak's pictures: the users' requests through the ALB beside Heroku's baseline.
-    assert_eq!(report["soak"]["verdict"], "go", "{:#}", report["soak"]);
-    let requests = report["soak"]["figures"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["key"] == "requests"))
-        .unwrap();
-    assert!(
-        !requests["heroku"].as_array().unwrap().is_empty(),
-        "{requests:#}"
-    );
-    let svg = std::fs::read_to_string(charts.join("soak-requests.svg")).unwrap();
-    assert!(
-        svg.contains("<polyline") && svg.contains("Heroku&apos;s baseline"),
-        "{svg}"
-    );
+    let report = report_with_soak_charts(&env, &dir);
     let hash = report["journal"]["final_hash"].as_str().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("last hash {hash}")),
@@ -1874,34 +1847,7 @@ fn a_rails_app_that_init_read_rehearses_to_the_decommission() {
         "{logs}"
     );
     assert!(logs.contains("nothing to migrate"), "{logs}");
-    let charts = dir.join("report-charts");
-    let report = cutover(
-        &env,
-        &[
-            "report",
-            "--format",
-            "json",
-            "--charts",
-            charts.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&report), 0, "{}", text(&report));
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    // The soak's pictures: the users' requests through the ALB beside Heroku's baseline.
-    assert_eq!(report["soak"]["verdict"], "go", "{:#}", report["soak"]);
-    let requests = report["soak"]["figures"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["key"] == "requests"))
-        .unwrap();
-    assert!(
-        !requests["heroku"].as_array().unwrap().is_empty(),
-        "{requests:#}"
-    );
-    let svg = std::fs::read_to_string(charts.join("soak-requests.svg")).unwrap();
-    assert!(
-        svg.contains("<polyline") && svg.contains("Heroku&apos;s baseline"),
-        "{svg}"
-    );
+    let report = report_with_soak_charts(&env, &dir);
     let freeze = &report["windows"][0];
     assert_eq!(freeze["state"], "closed", "{freeze:#}");
     eprintln!("rails-app write freeze: {freeze:#}");
@@ -1965,4 +1911,37 @@ fn a_rails_app_that_init_read_rehearses_to_the_decommission() {
     let (status, body) = http(edge_port(&dir), "GET", "/up");
     assert_eq!(status, 200, "{body}");
     assert_eq!(served.stop(), Some(143));
+}
+
+/// `cutover report --format json --charts`: the soak judged "go", and its pictures drawn from
+/// the users' own requests through the ALB, Heroku's baseline beside them. The report, parsed.
+fn report_with_soak_charts(env: &BTreeMap<String, String>, dir: &Path) -> serde_json::Value {
+    let charts = dir.join("report-charts");
+    let report = cutover(
+        env,
+        &[
+            "report",
+            "--format",
+            "json",
+            "--charts",
+            charts.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&report), 0, "{}", text(&report));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["soak"]["verdict"], "go", "{:#}", report["soak"]);
+    let requests = report["soak"]["figures"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["key"] == "requests"))
+        .unwrap();
+    assert!(
+        !requests["heroku"].as_array().unwrap().is_empty(),
+        "{requests:#}"
+    );
+    let svg = std::fs::read_to_string(charts.join("soak-requests.svg")).unwrap();
+    assert!(
+        svg.contains("<polyline") && svg.contains("Heroku&apos;s baseline"),
+        "{svg}"
+    );
+    report
 }

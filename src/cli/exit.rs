@@ -25,8 +25,9 @@ Exit codes:
        and another took it): it stopped its step and wrote nothing more
   4    the journal is damaged: `cutover audit verify` names the first bad line
   5    refused: needs not done, time gate closed, confirmation phrase missing or
-       wrong, a manual step without --note, a rollback without its phrase or of
-       a step that has none, or nothing left to run
+       wrong, approvals not all in (or a deny in force), a manual step without
+       --note, a rollback without its phrase or of a step that has none, or
+       nothing left to run
   6    the state directory (.cutover/) cannot be created, read or written, or the
        S3 state cannot be used (no bucket, access denied, no conditional writes)
   130  cancelled with Ctrl-C (the step is journaled as failed: cancelled)";

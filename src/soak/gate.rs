@@ -124,13 +124,8 @@ pub fn judge(
             ),
         });
     }
-    // The 5xx rate over the window, in percent, against Heroku's. The ALB's own 5xx (no
-    // healthy target) are not all in RequestCount: counted in both sides.
-    let rate = if requests + errors > 0.0 {
-        errors * 100.0 / requests.max(errors)
-    } else {
-        0.0
-    };
+    // The 5xx rate over the window, in percent, against Heroku's.
+    let rate = error_rate(errors, requests);
     let limit = heroku.errors_per_1000 / 10.0 + t.error_margin_pp;
     if rate > limit {
         let worst = minutes(from, to)
@@ -182,8 +177,7 @@ pub fn judge(
         }
     }
     // No minute without a healthy target in the last stretch.
-    let healthy_from = (to + 60).saturating_sub(t.healthy_secs).max(from);
-    if let Some(m) = minutes(healthy_from, to).find(|m| at(&f.healthy, *m) < 1.0) {
+    if let Some(m) = minutes(healthy_from(t, from, to), to).find(|m| at(&f.healthy, *m) < 1.0) {
         breaches.push(Breach {
             figure: "healthy targets (HealthyHostCount)".into(),
             minute: m,
@@ -267,15 +261,7 @@ pub fn evidence(
     let errors = filled(&f.errors);
     let error_pct: Series = requests
         .iter()
-        .map(|(m, r)| {
-            let e = errors.get(m).copied().unwrap_or(0.0);
-            let rate = if r + e > 0.0 {
-                e * 100.0 / r.max(e)
-            } else {
-                0.0
-            };
-            (*m, rate)
-        })
+        .map(|(m, r)| (*m, error_rate(errors.get(m).copied().unwrap_or(0.0), *r)))
         .collect();
     let gib = 1024f64.powi(3);
     let scaled = |s: &Series, by: f64| -> Series { s.iter().map(|(m, v)| (*m, v / by)).collect() };
@@ -365,14 +351,8 @@ pub fn evidence(
     // What the gate compared with: Heroku's figures over its baseline, and the value it
     // judged (as `judge` computes it).
     let total = |s: &Series| -> f64 { s.values().sum() };
-    let (all_requests, all_errors) = (total(&requests), total(&errors));
-    let window_rate = if all_requests + all_errors > 0.0 {
-        all_errors * 100.0 / all_requests.max(all_errors)
-    } else {
-        0.0
-    };
-    let healthy_from = (to + 60).saturating_sub(t.healthy_secs).max(from);
-    let fewest_healthy = minutes(healthy_from, to)
+    let window_rate = error_rate(total(&errors), total(&requests));
+    let fewest_healthy = minutes(healthy_from(t, from, to), to)
         .map(|m| f.healthy.get(&m).copied().unwrap_or(0.0))
         .fold(f64::MAX, f64::min);
     for fig in &mut figures {
@@ -411,15 +391,22 @@ pub fn downsample_by(s: &Series, max: usize, pick: impl Fn(&[f64]) -> f64) -> Ve
 
 /// A series cut to at most `max` points, each the mean of its stretch: what the journal keeps.
 pub fn downsample(s: &Series, max: usize) -> Vec<(u64, f64)> {
-    if s.len() <= max || max == 0 {
-        return s.iter().map(|(m, v)| (*m, *v)).collect();
+    downsample_by(s, max, |c| c.iter().sum::<f64>() / c.len() as f64)
+}
+
+/// 5xx per 100 answers. The ALB's own 5xx (no healthy target) are not all in RequestCount:
+/// counted on both sides.
+fn error_rate(errors: f64, requests: f64) -> f64 {
+    if requests + errors > 0.0 {
+        errors * 100.0 / requests.max(errors)
+    } else {
+        0.0
     }
-    let per = s.len().div_ceil(max);
-    let points: Vec<(u64, f64)> = s.iter().map(|(m, v)| (*m, *v)).collect();
-    points
-        .chunks(per)
-        .map(|c| (c[0].0, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64))
-        .collect()
+}
+
+/// The start of the stretch in which every minute must have a healthy target.
+fn healthy_from(t: &Thresholds, from: u64, to: u64) -> u64 {
+    (to + 60).saturating_sub(t.healthy_secs).max(from)
 }
 
 #[cfg(test)]
